@@ -1,0 +1,24 @@
+"""roast: YAML workflows that can pause on an external event and resume exactly once.
+
+Kept light on purpose: `import roast` loads nothing heavy; `roast.run` and friends are
+imported on first use (STYLE: start-up is part of the product).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["run", "resume", "sessions", "session", "cancel", "Result", "SessionInfo", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"run", "resume", "sessions", "session", "cancel", "tick", "Result", "SessionInfo"}:
+        from roast import api
+
+        return getattr(api, name)
+    if name == "errors":
+        from roast import errors
+
+        return errors
+    raise AttributeError(f"module 'roast' has no attribute {name!r}")

@@ -1,0 +1,113 @@
+"""Every error roast raises on purpose: `RoastError` and its subclasses.
+
+Each subclass sets only `exit_code` (SPEC §8) and a stable `code` for `--json`.
+Messages say what went wrong, `where` says where (file:line, step path, session),
+and `hint` says how to fix it. The CLI catches these once, in `cli.main`.
+"""
+from __future__ import annotations
+
+
+class RoastError(Exception):
+    """Base class: one clear sentence, optionally a place and a hint."""
+
+    exit_code = 1
+    code = "error"
+
+    def __init__(self, msg: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(msg)
+        self.where, self.hint = where, hint
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.args[0]}" if self.where else str(self.args[0])
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class StepFailed(RoastError):
+    """A step failed while running (command exit status, Python exception, bad expression)."""
+
+    exit_code = 1
+    code = "step_failed"
+
+
+class TimedOut(RoastError):
+    """A wait's deadline passed and nothing handles the timeout."""
+
+    exit_code = 1
+    code = "timed_out"
+
+
+class UsageError(RoastError):
+    """Bad command-line or API input: nothing ran, nothing changed."""
+
+    exit_code = 2
+    code = "usage"
+
+
+class WorkflowInvalid(UsageError):
+    """The workflow cannot be loaded; `problems` lists every mistake found."""
+
+    code = "workflow_invalid"
+
+    def __init__(self, msg: str, *, where: str | None = None, hint: str | None = None,
+                 problems: list[RoastError] | None = None) -> None:
+        super().__init__(msg, where=where, hint=hint)
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        if len(self.problems) <= 1:
+            return str(self.problems[0]) if self.problems else super().__str__()
+        lines = [f"{self.args[0]}:"] + [f"  - {p}".replace("\n", "\n    ") for p in self.problems]
+        return "\n".join(lines)
+
+
+class BadEventData(UsageError):
+    """Event data is not an acceptable JSON object (size, syntax, depth, NaN, duplicates)."""
+
+    code = "invalid_data"
+
+
+class NotFound(RoastError):
+    """No session (or workflow file) by that name."""
+
+    exit_code = 3
+    code = "not_found"
+
+
+class Refused(RoastError):
+    """The session exists but cannot do what was asked: it changed nothing."""
+
+    exit_code = 3
+    code = "refused"
+
+
+class NotWaiting(Refused):
+    code = "not_waiting"
+
+
+class EventRefused(Refused):
+    code = "unknown_event"
+
+
+class EventLate(Refused):
+    code = "late"
+
+
+class StateRefused(Refused):
+    """A saved continuation failed its integrity or compatibility check; it was not loaded."""
+
+    code = "state_refused"
+
+
+class DefinitionChanged(Refused):
+    code = "definition_changed"
+
+
+class StoreUnavailable(RoastError):
+    """The session store cannot be used right now (locked, full, read-only, corrupt)."""
+
+    exit_code = 4
+    code = "store_unavailable"
