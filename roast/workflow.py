@@ -1,0 +1,613 @@
+"""Finding and safely loading workflow.yml (+ shared.yml) with line numbers; step-file lookup; fingerprints.
+
+Reads files; runs nothing.
+
+    >>> wf = load("deploy")                       # deploy/workflow.yml or roast/deploy/workflow.yml
+    >>> wf.where(wf.data["steps"][0])             # 'deploy/workflow.yml:3'
+    >>> wf.find_step("summarize")                 # StepFile(kind='prompt', ...)
+
+YAML goes through one wrapper, `parse()`, around a pure-Python `yaml.SafeLoader` subclass
+that keeps line numbers (`Map`, `Seq`, `Str`) and refuses hostile input before it can hurt:
+size, nesting depth, alias expansion, recursive aliases, duplicate keys (SPEC §10,
+reliability.md §5 row 8).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from roast.errors import UsageError, WorkflowInvalid
+
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Map", "Seq", "StepFile", "Str", "Workflow",
+           "line_of", "load", "locate", "parse"]
+
+MAX_BYTES = 1_048_576   # SPEC §10: workflow files ≤ 1 MiB
+MAX_DEPTH = 100         # SPEC §10: nesting ≤ 100 levels
+MAX_NODES = 100_000     # SPEC §10: alias expansion under a node budget
+
+_MINIMAL = "a minimal workflow is `steps: [\"$(echo hello)\"]`"
+
+
+# --- line-tracking values -------------------------------------------------------------------
+
+class Map(dict):  # type: ignore[type-arg]
+    """A YAML mapping that remembers its line (`line`) and the line of each key (`key_lines`)."""
+
+    line: int
+    key_lines: dict[object, int]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = 0
+        self.key_lines = {}
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Items go through the dictitems slot, so pickle memoizes the Map before its values.
+        return (Map, (), {"line": self.line, "key_lines": self.key_lines}, None, iter(self.items()))
+
+
+class Seq(list):  # type: ignore[type-arg]
+    """A YAML sequence that remembers its line."""
+
+    line: int
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.line = 0
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Seq, (), {"line": self.line}, iter(self))
+
+
+class Str(str):
+    """A YAML string that remembers its line. Compares and hashes like the plain string."""
+
+    line: int
+
+    def __new__(cls, value: str = "", line: int = 0) -> Str:  # noqa: PYI034 - Self is 3.11+
+        obj = super().__new__(cls, value)
+        obj.line = line
+        return obj
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Str, (str(self), self.line))
+
+
+def line_of(node: object) -> int | None:
+    """The 1-based line of a parsed `Map`/`Seq`/`Str`, or None for anything else."""
+    line = getattr(node, "line", None)
+    return line if isinstance(line, int) and not isinstance(line, bool) and line > 0 else None
+
+
+# --- the loader -----------------------------------------------------------------------------
+
+_Segments = Sequence[tuple[int, str]]
+
+
+def _origin(line: int, segments: _Segments) -> tuple[str, int]:
+    """Map a line of the parsed text to (file name, line in that file)."""
+    name, first = segments[0][1], 1
+    for start, filename in segments:
+        if start <= line:
+            name, first = filename, start
+    return name, line - first + 1
+
+
+def _segment(line: int, segments: _Segments) -> int:
+    return sum(1 for start, _ in segments if start <= line)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader building `Map`/`Seq`/`Str`; keeps `1:30` as text (YAML 1.1 would make it 90)."""
+
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> Str:  # type: ignore[override]
+        return Str(self.construct_scalar(node), node.start_mark.line + 1)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | Str:  # type: ignore[override]
+        value = self.construct_scalar(node)
+        if ":" in value:   # sexagesimal: keep the text so durations can refuse it (SPEC §10)
+            return Str(value, node.start_mark.line + 1)
+        return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | Str:  # type: ignore[override]
+        value = self.construct_scalar(node)
+        if ":" in value:
+            return Str(value, node.start_mark.line + 1)
+        return super().construct_yaml_float(node)  # type: ignore[no-any-return]
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Str:  # type: ignore[override]
+        # Roast refuses dates (Psych DisallowedClass); we keep the text rather than a datetime.
+        return Str(self.construct_scalar(node), node.start_mark.line + 1)
+
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Iterator[Seq]:  # type: ignore[override]
+        data = Seq()
+        data.line = node.start_mark.line + 1
+        yield data
+        data.extend(self.construct_sequence(node))
+
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[Map]:  # type: ignore[override]
+        data = Map()
+        data.line = node.start_mark.line + 1
+        yield data
+        self.flatten_mapping(node)   # merge keys (`<<: *base`) first, own keys after: later wins
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=False)
+            try:
+                hash(key)
+            except TypeError as err:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    "found unhashable key", key_node.start_mark) from err
+            data[key] = self.construct_object(value_node, deep=False)
+            data.key_lines[key] = key_node.start_mark.line + 1
+
+
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse(msg: str, line: int | None, segments: _Segments, hint: str) -> WorkflowInvalid:
+    if line is None:
+        return WorkflowInvalid(msg, where=segments[-1][1], hint=hint)
+    name, file_line = _origin(line, segments)
+    return WorkflowInvalid(msg, where=f"{name}:{file_line}", hint=hint)
+
+
+def _prescan_depth(text: str, segments: _Segments) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before the (recursive) composer sees it.
+
+    The event parser keeps its stack on the heap, so even libyaml's is safe here (it is the C
+    *composer* that crashes on deep input: reliability.md §5 row 8). A syntax error ends the
+    scan quietly: the real parse reports it with the usual message.
+    """
+    loaders = [yaml.SafeLoader]
+    if getattr(yaml, "__with_libyaml__", False):
+        loaders.insert(0, yaml.CSafeLoader)
+    for loader_cls in loaders:
+        loader = loader_cls(text)
+        depth = 0
+        try:
+            while loader.check_event():
+                event = loader.get_event()
+                if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise _refuse(f"the document nests deeper than {MAX_DEPTH} levels",
+                                      event.start_mark.line + 1, segments,
+                                      "flatten the structure; roast refuses deeper nesting "
+                                      "to stay safe on hostile input")
+                elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                    depth -= 1
+            return
+        except WorkflowInvalid:
+            raise
+        except Exception:  # noqa: BLE001, S112 - try the pure parser; parse() reports errors
+            continue
+        finally:
+            loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_duplicates(loader: _Loader, node: yaml.MappingNode, is_root: bool,
+                      segments: _Segments) -> None:
+    first: dict[object, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            hash(key)
+        except TypeError:
+            continue   # construction reports the unhashable key
+        line = key_node.start_mark.line + 1
+        if key in first:
+            before = first[key]
+            # Roast prepends shared.yml as text; a workflow key overriding a shared key is the
+            # point of it (later wins), so only duplicates within one file are refused.
+            if is_root and _segment(before, segments) != _segment(line, segments):
+                first[key] = line
+                continue
+            _, before_line = _origin(before, segments)
+            _, again_line = _origin(line, segments)
+            raise _refuse(f"duplicate key {key!r} (first at line {before_line}, "
+                          f"again at line {again_line})", line, segments,
+                          "remove one of them; YAML would silently keep only the last")
+        first[key] = line
+
+
+def _check_graph(loader: _Loader, root: yaml.Node, segments: _Segments) -> None:
+    """Walk the composed node graph once (iteratively): duplicates, cycles, expanded size/depth."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    distinct = 0
+    aliased = False
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = []
+
+    def enter(node: yaml.Node) -> None:
+        nonlocal distinct
+        distinct += 1
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicates(loader, node, node is root, segments)
+        on_path.add(id(node))
+        stack.append((node, iter(_children(node))))
+
+    enter(root)
+    while stack:
+        node, pending = stack[-1]
+        for child in pending:
+            if id(child) in on_path:
+                raise _refuse("recursive alias: a node refers to itself through an alias",
+                              child.start_mark.line + 1, segments,
+                              "an alias (*name) may only refer to a node that is complete "
+                              "before the alias")
+            if id(child) in size:
+                aliased = True
+                continue
+            enter(child)
+            break
+        else:
+            stack.pop()
+            on_path.discard(id(node))
+            kids = _children(node)
+            total = 1 + sum(size[id(k)] for k in kids)
+            deepest = (1 + max((depth[id(k)] for k in kids), default=0)
+                       if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else 0)
+            line = node.start_mark.line + 1
+            if total > MAX_NODES:
+                if aliased:
+                    raise _refuse(f"the document expands to more than {MAX_NODES:,} nodes "
+                                  "through aliases (a YAML bomb?)", line, segments,
+                                  "use fewer or smaller aliases")
+                raise _refuse(f"the document has more than {MAX_NODES:,} nodes", line, segments,
+                              "split the workflow; roast refuses larger documents")
+            if deepest > MAX_DEPTH:
+                raise _refuse(f"the document nests deeper than {MAX_DEPTH} levels through "
+                              "aliases", line, segments, "use fewer nested aliases")
+            size[id(node)] = total
+            depth[id(node)] = deepest
+
+
+_TAG = re.compile(r"tag '([^']*)'")
+
+
+def _yaml_error(err: yaml.YAMLError, text: str, segments: _Segments) -> WorkflowInvalid:
+    if isinstance(err, yaml.reader.ReaderError):
+        line = text.count("\n", 0, max(err.position, 0)) + 1
+        char = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
+        return _refuse(f"the file contains a character YAML does not allow ({char})", line, segments,
+                       "remove control characters from the file")
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = err.problem or err.context or "invalid YAML"
+        found = _TAG.search(problem)
+        if isinstance(err, yaml.constructor.ConstructorError) and found:
+            tag = found.group(1).replace("tag:yaml.org,2002:", "!!")
+            return _refuse(f"the tag {tag!r} is not allowed (workflows are read with a safe "
+                           "loader)", line, segments, "remove the tag; a workflow holds plain data")
+        column = f" at column {mark.column + 1}" if mark is not None else ""
+        context = f" ({err.context})" if err.context and err.problem else ""
+        return _refuse(f"invalid YAML{column}: {problem}{context}", line, segments,
+                       "check the indentation and quoting on that line; values starting with "
+                       "{ [ * & ! | > ' \" % @ or ` need quotes")
+    return _refuse(f"invalid YAML: {err}", None, segments, "check the file's YAML syntax")
+
+
+def parse(text: str, filename: str, *, line_offset_map: _Segments | None = None) -> object:
+    """Parse untrusted YAML text into `Map`/`Seq`/`Str`/scalars, refusing hostile input.
+
+    `line_offset_map` lists `(first_line, filename)` pairs, ascending, when `text` is several
+    files joined (shared.yml + workflow.yml): errors then name the right file and line.
+    Raises `WorkflowInvalid` (exit 2) with `where="file:line"`.
+
+        >>> parse("steps:\\n  - $(date)\\n", "wf.yml")["steps"].line
+        2
+    """
+    segments: _Segments = list(line_offset_map) if line_offset_map else [(1, filename)]
+    if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise _refuse(f"the file is larger than 1 MiB ({MAX_BYTES:,} bytes)", None, segments,
+                      "move parts into shared.yml or step files")
+    try:
+        _prescan_depth(text, segments)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return None
+            _check_graph(loader, root, segments)
+            return loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except WorkflowInvalid:
+        raise
+    except yaml.YAMLError as err:
+        raise _yaml_error(err, text, segments) from err
+    except RecursionError as err:
+        raise _refuse("cannot parse: the document is nested too deeply for the parser", None,
+                      segments, "flatten the structure") from err
+    except Exception as err:  # fuzzing found OverflowError, IndexError (reliability.md §5 row 8)
+        raise _refuse(f"cannot parse: {type(err).__name__}: {err}", None, segments,
+                      "the YAML parser failed on this input; simplify the document") from err
+
+
+# --- finding and loading ------------------------------------------------------------------
+
+def _shown(path: Path, cwd: Path | None = None) -> str:
+    """`path` relative to the cwd when that is shorter, else absolute."""
+    try:
+        rel = os.path.relpath(path, cwd or Path.cwd())
+    except (ValueError, OSError):
+        return str(path)
+    return rel if len(rel) < len(str(path)) else str(path)
+
+
+def locate(arg: str | os.PathLike[str], cwd: Path | None = None) -> Path:
+    """Find the workflow file for `arg` (SPEC §1); absolute and resolved.
+
+    A file is itself; a directory means `<dir>/workflow.yml`; otherwise `roast/<arg>/workflow.yml`
+    under `cwd` (Roast's lookup). Raises `UsageError` listing the paths it tried.
+    """
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    text = os.fspath(arg)
+    if not text or "\0" in text:
+        raise UsageError(f"workflow {text!r} is not a valid path",
+                         hint="give a workflow.yml, a directory holding one, or a name under ./roast/")
+    given = base / text
+    if given.is_file():
+        return given.resolve()
+    if given.is_dir():
+        inside = given / "workflow.yml"
+        if inside.is_file():
+            return inside.resolve()
+        raise UsageError(f"workflow {text!r} not found (the directory has no workflow.yml: "
+                         f"looked for {_shown(inside, base)})",
+                         hint="create workflow.yml there, or give the path of the workflow file")
+    named = base / "roast" / text / "workflow.yml"
+    if named.is_file():
+        return named.resolve()
+    tried = [_shown(given, base), _shown(given / "workflow.yml", base), _shown(named, base)]
+    raise UsageError(f"workflow {text!r} not found (looked for {', '.join(tried)})",
+                     hint="give a workflow.yml, a directory holding one, or a name under ./roast/")
+
+
+def _read_text(path: Path, shown: str) -> str:
+    """Read a UTF-8 file of at most 1 MiB (without reading more than that into memory)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as err:
+        raise WorkflowInvalid(f"cannot read the file: {err.strerror or err}", where=shown,
+                              hint="check that it exists and is readable") from err
+    if len(raw) > MAX_BYTES:
+        raise WorkflowInvalid(f"the file is larger than 1 MiB ({MAX_BYTES:,} bytes)", where=shown,
+                              hint="move parts into shared.yml or step files")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise WorkflowInvalid(f"the file is not valid UTF-8 (byte 0x{raw[err.start]:02x})",
+                              where=f"{shown}:{line}", hint="save the file as UTF-8") from err
+
+
+_DOC_START = re.compile(r"\A((?:[ \t]*(?:#[^\n]*)?\n)*)---[ \t]*(?:#[^\n]*)?(?=\n|\Z)")
+
+
+def _drop_document_start(text: str) -> str:
+    """Blank a leading `---` line (same line count), so workflow.yml can follow shared.yml."""
+    return _DOC_START.sub(lambda m: m.group(1), text, count=1)
+
+
+@dataclass
+class StepFile:
+    """A step found on disk: a prompt (`name/prompt.md`), a Python file or a shell script."""
+
+    kind: str            # "prompt" | "python" | "shell"
+    path: Path
+    text: str            # prompt template, Python source or shell script
+    output_template: str | None = None   # prompts: `output.txt` beside `prompt.md`
+
+
+_STEP_KINDS = (("prompt", "{}/prompt.md"), ("python", "{}.py"), ("shell", "{}.sh"))
+
+
+def _valid_step_name(name: str) -> bool:
+    if not name or name in {".", ".."} or "\0" in name or ".." in name:
+        return False
+    return not any(sep and sep in name for sep in ("/", "\\", os.sep, os.altsep))
+
+
+class Workflow:
+    """A loaded workflow: its file, top-level mapping, and the step files looked up so far."""
+
+    def __init__(self, path: Path, data: Map, text: str, *, shared_path: Path | None = None,
+                 shared_text: str | None = None, segments: _Segments | None = None,
+                 cwd: Path | None = None) -> None:
+        self.path = path
+        self.directory = path.parent
+        self.data = data
+        self.text = text
+        self.shared_path = shared_path
+        self.shared_text = shared_text
+        self._cwd = cwd
+        self._segments: list[tuple[int, str]] = list(segments or [(1, _shown(path, cwd))])
+        self._step_files: dict[Path, str] = {}
+        self._found: dict[tuple[str, str | None], StepFile | None] = {}
+        declared = data.get("name")
+        if isinstance(declared, str) and declared.strip():
+            self.name = str(declared)
+        elif path.name == "workflow.yml" and path.parent.name:
+            self.name = path.parent.name
+        else:
+            self.name = path.stem
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, {str(self.path)!r})"
+
+    @property
+    def steps(self) -> Seq:
+        """The `steps:` list (checked non-empty by `load`)."""
+        steps = self.data["steps"]
+        assert isinstance(steps, Seq)
+        return steps
+
+    def where(self, node_or_line: object) -> str:
+        """`"wf/workflow.yml:12"` for a parsed node or line; shared.yml lines name shared.yml."""
+        line = node_or_line if isinstance(node_or_line, int) and not isinstance(
+            node_or_line, bool) else line_of(node_or_line)
+        if line is None or line <= 0:
+            return self._segments[-1][1]
+        name, file_line = _origin(line, self._segments)
+        return f"{name}:{file_line}"
+
+    def config_for(self, name: str) -> Map | None:
+        """The top-level key `name` when it is a mapping (a step's configuration)."""
+        value = self.data.get(name)
+        return value if isinstance(value, Map) else None
+
+    def _search_dirs(self, search_path: str | None) -> list[Path]:
+        first = self.directory / search_path if search_path else self.directory
+        return [first, self.directory.parent / "shared"]
+
+    def find_step(self, name: str, search_path: str | None = None) -> StepFile | None:
+        """Find step `name`: `name/prompt.md`, `name.py`, `name.sh`, in `search_path` (relative
+        to the workflow directory) or the workflow directory, then in `../shared/`.
+
+        Names with path separators or `..` give None. Every file read counts in `fingerprint()`.
+        """
+        if not _valid_step_name(name):
+            return None
+        cache_key = (name, search_path)
+        if cache_key in self._found:
+            return self._found[cache_key]
+        found: StepFile | None = None
+        try:
+            for directory in self._search_dirs(search_path):
+                for kind, pattern in _STEP_KINDS:
+                    candidate = directory / pattern.format(name)
+                    if candidate.is_file():
+                        found = StepFile(kind, candidate, self._read_step(candidate))
+                        if kind == "prompt":
+                            template = candidate.parent / "output.txt"
+                            if template.is_file():
+                                found.output_template = self._read_step(template)
+                        break
+                if found:
+                    break
+        except (ValueError, OSError):   # a NUL or an unusable search_path: nothing there
+            found = None
+        self._found[cache_key] = found
+        return found
+
+    def _read_step(self, path: Path) -> str:
+        text = _read_text(path, _shown(path, self._cwd))
+        self._step_files[path] = text
+        return text
+
+    def step_candidates(self, search_path: str | None = None) -> list[str]:
+        """Names of the steps present on disk, for did-you-mean suggestions."""
+        names: set[str] = set()
+        for directory in self._search_dirs(search_path):
+            try:
+                entries = list(directory.iterdir())
+            except (OSError, ValueError):
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir() and (entry / "prompt.md").is_file():
+                        names.add(entry.name)
+                    elif entry.suffix in {".py", ".sh"} and entry.is_file():
+                        names.add(entry.stem)
+                except OSError:
+                    continue
+        return sorted(names)
+
+    def fingerprint(self) -> str:
+        """Hex sha256 of workflow.yml, shared.yml and every step file found so far."""
+        digest = hashlib.sha256()
+
+        def feed(label: str, text: str) -> None:
+            data = text.encode("utf-8", "surrogatepass")
+            digest.update(f"{label}\0{len(data)}\0".encode("utf-8", "surrogatepass"))
+            digest.update(data)
+
+        feed("workflow.yml", self.text)
+        if self.shared_text is not None:
+            feed("shared.yml", self.shared_text)
+        for path in sorted(self._step_files):
+            feed(os.path.relpath(path, self.directory), self._step_files[path])
+        return digest.hexdigest()
+
+
+def load(arg: str | os.PathLike[str], cwd: Path | None = None) -> Workflow:
+    """Locate, read and check a workflow (SPEC §1, §2, §10).
+
+    `shared.yml` one level above the workflow directory is prepended as text (Roast): its
+    anchors can be used, its top-level keys merge, and the workflow's keys win.
+
+        >>> wf = load("deploy")
+        >>> [line_of(step) for step in wf.steps]
+    """
+    path = locate(arg, cwd)
+    shown = _shown(path, cwd)
+    text = _read_text(path, shown)
+    shared_path: Path | None = path.parent.parent / "shared.yml"
+    shared_text: str | None = None
+    segments: list[tuple[int, str]] = [(1, shown)]
+    combined = text
+    if shared_path is not None and shared_path.is_file():
+        shared_shown = _shown(shared_path, cwd)
+        shared_text = _read_text(shared_path, shared_shown)
+        prefix = shared_text + "\n"
+        segments = [(1, shared_shown), (prefix.count("\n") + 1, shown)]
+        combined = prefix + _drop_document_start(text)
+    else:
+        shared_path = None
+    data = parse(combined, shown, line_offset_map=segments)
+    if not isinstance(data, Map):
+        kind = "empty" if data is None else f"a {_kind(data)}"
+        raise WorkflowInvalid(f"workflow.yml must be a mapping with a `steps:` list (it is {kind})",
+                              where=shown, hint=_MINIMAL)
+    workflow = Workflow(path, data, text, shared_path=shared_path, shared_text=shared_text,
+                        segments=segments, cwd=cwd)
+    steps = data.get("steps")
+    if "steps" not in data:
+        raise WorkflowInvalid("the workflow has no `steps:` list", where=shown, hint=_MINIMAL)
+    line = data.key_lines.get("steps")
+    if not isinstance(steps, Seq):
+        kind = "empty" if steps is None else f"a {_kind(steps)}"
+        raise WorkflowInvalid(f"`steps:` must be a list of steps (it is {kind})",
+                              where=workflow.where(line), hint=_MINIMAL)
+    if not steps:
+        raise WorkflowInvalid("`steps:` is empty: there is nothing to run",
+                              where=workflow.where(line), hint=_MINIMAL)
+    return workflow
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, Map):
+        return "mapping"
+    if isinstance(value, Seq):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
