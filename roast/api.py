@@ -1,0 +1,435 @@
+"""The Python API: `run()`, `resume()`, `sessions()`, `session()`, `cancel()`, `tick()`.
+
+Wires the loader, the step tree, the runner, the effects and the store together. The rule
+that makes pauses durable: the session is saved *before* anything is reported (SPEC §6), and an
+event is claimed with one compare-and-set before its branch runs, so it is consumed exactly once.
+
+    >>> import roast
+    >>> result = roast.run("deploy/workflow.yml")          # doctest: +SKIP
+    >>> result.status, result.awaiting                      # doctest: +SKIP
+    ('waiting', ['approved', 'rejected'])
+    >>> roast.resume("approved", data={"approver": "ana"}, session_id=result.session_id)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from roast import expressions, steps, workflow as workflow_mod
+from roast.context import Context, WorkflowInfo
+from roast.effects import Effects, choose_model
+from roast.errors import (BadEventData, DefinitionChanged, EventLate, EventRefused, NotFound, NotWaiting,
+                          RoastError, TimedOut, UsageError)
+from roast.runner import Completed, Runner, Waiting, iso
+from roast.steps import Event
+from roast.store import Session, Store
+
+STATE_VERSION = 1
+FINISHED = ("completed", "failed", "timed_out", "cancelled")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a run or resume ended with.
+
+    >>> r = roast.run("wf/workflow.yml")   # doctest: +SKIP
+    >>> r.status in ("completed", "waiting", "failed", "timed_out")   # doctest: +SKIP
+    True
+    """
+
+    status: str
+    session_id: str
+    workflow: str
+    output: dict[str, Any] = field(default_factory=dict)
+    final_output: str = ""
+    awaiting: list[str] = field(default_factory=list)
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    deadline: str | None = None
+    target: str | None = None
+    cursor: str | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    others_waiting: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "waiting")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "status": self.status, "workflow": self.workflow,
+                "target": self.target, "awaiting": self.awaiting, "waits": self.waits,
+                "deadline": self.deadline, "cursor": self.cursor, "output": self.output,
+                "final_output": self.final_output, "error": self.error, "warnings": self.warnings,
+                "others_waiting": self.others_waiting}
+
+    def __str__(self) -> str:
+        text = f"session {self.session_id} {self.status}"
+        if self.awaiting:
+            text += f", awaiting {', '.join(self.awaiting)}"
+        if self.deadline:
+            text += f" until {self.deadline}"
+        return text
+
+
+class Observer:
+    """Progress callbacks; the CLI passes one that draws a rich status line. Default: silent."""
+
+    def started(self, path: str, name: str | None, attempt: int) -> None:
+        pass
+
+    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
+def _plain(value: Any) -> Any:
+    """Outputs as JSON-able data (Python steps may return anything)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class _Definition:
+    source: Any
+    root: steps.Sequence
+    path: str
+    name: str
+    fingerprint: str
+    data: Mapping[str, Any] | None  # a dict workflow, pickled with the session
+    directory: Path | None
+
+
+def _load(workflow: Any, cwd: Path | None = None) -> _Definition:
+    if isinstance(workflow, Mapping):
+        source = steps.DictSource(workflow)
+        root = steps.compile_workflow(source)
+        return _Definition(source, root, f"<dict:{source.name}>", source.name, "", workflow, None)
+    wf = workflow_mod.load(workflow, cwd)
+    root = steps.compile_workflow(wf)
+    return _Definition(wf, root, str(wf.path), wf.name, wf.fingerprint(), None, wf.directory)
+
+
+def _provider(defn: _Definition) -> Any:
+    provider = defn.source.data.get("api_provider")
+    return choose_model(provider if isinstance(provider, str) else None)
+
+
+# --------------------------------------------------------------------------- one drive
+
+
+class _Journal:
+    """Saves checkpoints and step history to the store, and tells the observer."""
+
+    def __init__(self, store: Store, session_id: str, defn: _Definition, ctx: Context,
+                 observer: Observer) -> None:
+        self.store, self.session_id, self.defn, self.ctx, self.observer = store, session_id, defn, ctx, observer
+        self._started: dict[tuple[str, int], float] = {}
+
+    def started(self, request: Any) -> int:
+        attempt = self.store.step_started(self.session_id, path=request.path, name=request.name or "")
+        self._started[(request.path, attempt)] = time.monotonic()
+        if attempt > 1:
+            self.observer.note(f"step {request.path} was interrupted before; running it again "
+                               f"(attempt {attempt})")
+        self.observer.started(request.path, request.name, attempt)
+        return attempt
+
+    def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
+        text = expressions.to_text(output)
+        self.store.step_finished(self.session_id, path=request.path, attempt=attempt, status=status,
+                                 output=text[:65536])
+        began = self._started.pop((request.path, attempt), time.monotonic())
+        self.observer.finished(request.path, request.name, status, time.monotonic() - began)
+
+    def checkpoint(self, cursor: Any) -> None:
+        self.store.checkpoint(self.session_id, _state(self.defn, self.ctx, cursor),
+                              cursor=steps.describe(self.defn.root, cursor))
+
+
+def _state(defn: _Definition, ctx: Context, cursor: Any) -> dict[str, Any]:
+    return {"v": STATE_VERSION, "cursor": cursor, "context": ctx,
+            "signature": steps.signature(defn.root, cursor), "definition": defn.data}
+
+
+def _awaiting(waits: Sequence[steps.WaitInfo]) -> list[dict[str, Any]]:
+    return [{"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
+            for w in waits for name in w.events]
+
+
+def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, cursor: Any,
+           event: Event | None, observer: Observer, now: Callable[[], float]) -> Result:
+    """Run from `cursor` until the end or the next wait; save, then return what happened."""
+    effects = Effects(ctx=ctx, model=_provider(defn), cwd=None, announce=observer.note)
+    runner = Runner(effects, now=now, journal=_Journal(store, session_id, defn, ctx, observer), event=event)
+    try:
+        outcome = runner.drive(defn.root.run(ctx, cursor))
+    except TimedOut as err:
+        store.finish(session_id, "timed_out", output=_plain(ctx.output), final_output=ctx.final_output(),
+                     error=str(err))
+        return _result(store.get(session_id), error=str(err))
+    except RoastError as err:
+        store.finish(session_id, "failed", output=_plain(ctx.output), final_output=ctx.final_output(),
+                     error=str(err))
+        return _result(store.get(session_id), error=str(err))
+    finally:
+        effects.close()
+    if isinstance(outcome, Waiting):
+        suspend = outcome.suspend
+        # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
+        store.suspend(session_id, _state(defn, ctx, suspend.cursor),
+                      cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits))
+        return _result(store.get(session_id), output=ctx.output)
+    assert isinstance(outcome, Completed)
+    store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output())
+    return _result(store.get(session_id))
+
+
+def _result(row: Session, *, output: Mapping[str, Any] | None = None, error: str | None = None,
+            warnings: Sequence[str] = (), others: Sequence[str] = ()) -> Result:
+    names: list[str] = []
+    for item in row.awaiting or []:
+        if item["event"] not in names:
+            names.append(item["event"])
+    waits = [{**item, "deadline": iso(item.get("deadline"))} for item in row.awaiting or []]
+    return Result(status=row.status, session_id=row.id, workflow=row.workflow_path,
+                  output=_plain(dict(output if output is not None else row.output or {})),
+                  final_output=row.final_output or "", awaiting=names if row.status == "waiting" else [],
+                  waits=waits if row.status == "waiting" else [], deadline=iso(row.deadline),
+                  target=row.target, cursor=row.cursor, error=error or row.error,
+                  warnings=list(warnings), others_waiting=list(others))
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None = None, *,
+        home: str | os.PathLike[str] | None = None, observer: Observer | None = None,
+        now: Callable[[], float] = time.time) -> Result:
+    """Run a workflow (a path, or a dict whose steps may be callables) once, for one target.
+
+    Returns a `Result`: `completed`, `waiting` (at a `wait_for_event`), `failed` or `timed_out`.
+    An invalid workflow raises `roast.errors.WorkflowInvalid` before any step runs.
+
+        >>> r = roast.run({"steps": [{"greet": lambda ctx: "hi"}]})   # doctest: +SKIP
+        >>> r.output["greet"]                                        # doctest: +SKIP
+        'hi'
+    """
+    observer = observer or Observer()
+    defn = _load(workflow)
+    store = Store(home)
+    session_id = store.create(workflow_path=defn.path, workflow_name=defn.name,
+                              fingerprint=defn.fingerprint, target=target,
+                              has_definition=defn.data is not None, now=now())
+    ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
+    ctx.env = dict(os.environ)
+    with store.hold(session_id):
+        return _drive(store, session_id, defn, ctx, steps.HERE, None, observer, now)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _find(store: Store, session_id: str | None, workflow: Any) -> tuple[Session, list[str]]:
+    if session_id:
+        return store.get(session_id), []
+    if workflow is None:
+        raise UsageError("which session? give a session id or the workflow",
+                         hint="roast resume WORKFLOW --event NAME [--session-id ID]")
+    if isinstance(workflow, Mapping):
+        raise UsageError("a dict workflow's session is resumed by id", hint="pass session_id=...")
+    path = str(workflow_mod.locate(workflow))
+    waiting = store.waiting_for(path)
+    if not waiting:
+        raise NotFound(f"no session of {path} is waiting",
+                       hint=f"list sessions with `roast sessions --workflow {path}`")
+    return waiting[0], [s.id for s in waiting[1:]]
+
+
+def _definition_for(session: Session, state: Mapping[str, Any]) -> _Definition:
+    if state.get("definition") is not None:
+        return _load(state["definition"])
+    return _load(session.workflow_path)
+
+
+def _check_definition(session: Session, defn: _Definition, state: Mapping[str, Any], event: str | None,
+                      force: bool) -> list[str]:
+    """SPEC §6: unchanged → resume; changed after the wait → warn; path to the wait changed → refuse."""
+    if not session.fingerprint or defn.fingerprint == session.fingerprint:
+        return []
+    cursor = state["cursor"]
+    old, new = list(state.get("signature") or []), steps.signature(defn.root, cursor)
+    waits = steps.wait_at(defn.root, cursor)
+    declared = not event or any(event in w.events for w in waits) or not waits and event is None
+    if old == new and declared:
+        return [f"{session.workflow_path} changed since session {session.id} paused; the change is "
+                "after the wait, so the new definition is used"]
+    moved = [f"was: {a}\n      now: {b}" for a, b in zip(old, new) if a != b]
+    if len(old) != len(new):
+        moved.append(f"the path to the wait had {len(old)} levels, now {len(new)}")
+    if not declared:
+        moved.append(f"the wait no longer declares {event!r}")
+    if force and waits and declared:
+        return [f"{session.workflow_path} changed before the wait; resuming anyway (--force)"]
+    raise DefinitionChanged(
+        f"session {session.id} cannot resume: {session.workflow_path} changed on the path to its wait; "
+        "nothing was changed\n    " + "\n    ".join(moved),
+        hint="restore the workflow as it was, or pass --force to resume against the new definition")
+
+
+def resume(event: str | None = None, *, data: Any = None, session_id: str | None = None,
+           workflow: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None,
+           force: bool = False, source: str = "api", observer: Observer | None = None,
+           now: Callable[[], float] = time.time) -> Result:
+    """Deliver `event` to a waiting session and run on until the end or the next wait.
+
+    Without `session_id`, the most recent waiting session of `workflow`. `data` is a dict or a
+    JSON text (an object). With `event=None`, an orphaned `running` session (its process died)
+    continues from its last checkpoint. Refusals change nothing and raise a `RoastError`.
+
+        >>> roast.resume("approved", data={"approver": "ana"}, workflow="deploy")   # doctest: +SKIP
+    """
+    observer = observer or Observer()
+    payload = _event_data(data)
+    if event is not None and not steps.EVENT_NAME.fullmatch(event):
+        raise UsageError(f"{event!r} is not an event name (letters, digits, _ and - only)")
+    store = Store(home)
+    session, others = _find(store, session_id, workflow)
+    if workflow is not None and not isinstance(workflow, Mapping) and session_id:
+        wanted = str(workflow_mod.locate(workflow))
+        if wanted != session.workflow_path:
+            raise UsageError(f"session {session.id} belongs to {session.workflow_path}, not {wanted}")
+    if session.status == "running" and session.orphaned and event is None:
+        return _recover(store, session, observer, now, force)
+    if session.status != "waiting":
+        raise _not_waiting(store, session)
+    if event is None:
+        raise UsageError(f"session {session.id} is waiting for {_names(session)}; say which event",
+                         hint=f"roast resume {session.workflow_path} --event "
+                              f"{_names(session, sep=' | ')} --session-id {session.id}")
+    offered = [a for a in session.awaiting if a["event"] == event]
+    if not offered:
+        close = difflib.get_close_matches(event, [a["event"] for a in session.awaiting], n=1)
+        raise EventRefused(f"session {session.id} waits for {_names(session, sep=' or ')}, not {event!r}; "
+                           "nothing was changed",
+                           hint=f"did you mean {close[0]!r}?" if close else None)
+    state = store.load_state(session)
+    defn = _definition_for(session, state)
+    warnings = _check_definition(session, defn, state, event, force)
+    for warning in warnings:
+        observer.note(warning)
+    if others:
+        observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
+                      f"{', '.join(others[:5])}; resuming the most recent, {session.id}")
+    current = now()
+    late = all(a.get("deadline") is not None and a["deadline"] <= current for a in offered)
+    with store.hold(session.id):
+        name = "timeout" if late else event
+        store.claim(session.id, wait_seq=session.wait_seq, event=name,
+                    data=payload if not late else {"refused_event": event}, source=source, now=current)
+        ctx: Context = state["context"]
+        ctx.env = dict(os.environ)
+        delivered = None if late else Event(event, payload, iso(current) or "")
+        result = _drive(store, session.id, defn, ctx, state["cursor"], delivered, observer, now)
+    if late:
+        deadline = min(a["deadline"] for a in offered)
+        raise EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {event!r} was "
+                        f"refused; the timeout branch ran and the session is now {result.status}")
+    return Result(**{**result.__dict__, "warnings": warnings, "others_waiting": others})
+
+
+def _recover(store: Store, session: Session, observer: Observer, now: Callable[[], float],
+             force: bool) -> Result:
+    """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
+    with store.hold(session.id):
+        fresh = store.get(session.id)
+        if fresh.status != "running":
+            raise _not_waiting(store, fresh)
+        state = store.load_state(fresh)
+        defn = _definition_for(fresh, state)
+        _check_definition(fresh, defn, state, None, force)
+        ctx: Context = state["context"]
+        ctx.env = dict(os.environ)
+        pending = None
+        if steps.wait_at(defn.root, state["cursor"]):
+            # the event was claimed but its branch had not started: deliver it again
+            claimed = [e for e in store.events(fresh.id) if e.wait_seq == fresh.wait_seq]
+            if claimed:
+                last = claimed[-1]
+                pending = Event(last.name, last.data, iso(last.received_at) or "")
+        observer.note(f"session {fresh.id} was interrupted; continuing from its last checkpoint "
+                      f"({fresh.cursor})")
+        return _drive(store, fresh.id, defn, ctx, state["cursor"], pending, observer, now)
+
+
+def _names(session: Session, sep: str = ", ") -> str:
+    names: list[str] = []
+    for item in session.awaiting or []:
+        if item["event"] not in names:
+            names.append(item["event"])
+    return sep.join(names) or "nothing"
+
+
+def _not_waiting(store: Store, session: Session) -> RoastError:
+    if session.status == "running":
+        return NotWaiting(f"session {session.id} is no longer waiting: it is running"
+                          + (" (its process died; `roast resume --session-id "
+                             f"{session.id}` without --event continues it)" if session.orphaned else ""))
+    when = iso(session.finished_at or session.updated_at)
+    how = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
+           "cancelled": "was cancelled"}.get(session.status, session.status)
+    return NotWaiting(f"session {session.id} {how} at {when}; there is nothing to resume",
+                      hint=f"see `roast session {session.id}`")
+
+
+def _event_data(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if isinstance(data, (str, bytes)):
+        return expressions.parse_event_data(data)
+    if not isinstance(data, Mapping):
+        raise BadEventData(f"event data must be a JSON object (a dict), got {type(data).__name__}")
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise BadEventData(f"event data must be plain JSON data: {err}") from err
+    return expressions.parse_event_data(text)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,
+             limit: int | None = 50, home: str | os.PathLike[str] | None = None) -> list[Session]:
+    """Sessions, newest first: `roast.sessions(status="waiting")`."""
+    statuses = [status] if isinstance(status, str) else list(status or [])
+    rows, _ = Store(home).list(statuses=statuses, workflow=_workflow_key(workflow), limit=limit)
+    return rows
+
+
+def _workflow_key(workflow: str | None) -> str | None:
+    if workflow is None:
+        return None
+    try:
+        return str(workflow_mod.locate(workflow))
+    except RoastError:
+        return workflow
+
+
+def session(session_id: str, *, home: str | os.PathLike[str] | None = None) -> Session:
+    """One session by id or unique prefix: `roast.session("mk3x")`."""
+    return Store(home).get(session_id)
+
+
+def cancel(session_id: str, *, reason: str | None = None, home: str | os.PathLike[str] | None = None) -> Session:
+    """End a waiting (or orphaned) session: `roast.cancel("mk3x", reason="superseded")`."""
+    store = Store(home)
+    return store.cancel(store.get(session_id).id, reason=reason)

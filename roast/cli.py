@@ -1,0 +1,298 @@
+"""The `roast` command: `build_parser()` and `main(argv) -> int`.
+
+stdout carries results (exactly one JSON document with `--json`); stderr carries progress,
+notices and errors. Errors are one clear sentence (a traceback only with `-v`); exit codes
+follow SPEC §8: 0 ok (completed or waiting), 1 the workflow failed, 2 usage or validation,
+3 not found / not waiting / refused, 4 the store is unavailable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from roast import __version__
+from roast.errors import RoastError, UsageError
+
+EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
+3 not found / not waiting / refused event, 4 the session store is unavailable.
+State lives in $ROAST_HOME (default ~/.roast)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; no side effects (the man page is built from it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show tracebacks on errors and more detail (default: off)")
+    common.add_argument("--json", action="store_true",
+                        help="print exactly one JSON document on stdout (default: human text)")
+
+    parser = argparse.ArgumentParser(
+        prog="roast", description="Run YAML workflows that can pause at `wait_for_event` and resume "
+                                  "exactly once when the event arrives.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"roast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("execute", parents=[common], help="run a workflow (once per target)",
+                       description="Run a workflow until it completes, fails or reaches a wait_for_event.")
+    p.add_argument("workflow", metavar="WORKFLOW",
+                   help="a workflow.yml, its directory, or NAME for roast/NAME/workflow.yml")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="files to run the workflow on, one session each")
+    p.add_argument("-t", "--target", action="append", default=[], metavar="T",
+                   help="a file, a glob, or $(command) printing one path per line (repeatable; default: "
+                        "the workflow's `target:` key, else no target)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the final output to FILE instead of stdout (default: stdout)")
+    p.set_defaults(handler=cmd_execute)
+
+    p = sub.add_parser("resume", parents=[common], help="deliver an event to a waiting session",
+                       description="Deliver an event to a waiting session and run the steps mapped to "
+                                   "it, then the rest of the workflow.")
+    p.add_argument("workflow", nargs="?", metavar="WORKFLOW",
+                   help="the workflow; its most recent waiting session is resumed unless --session-id is given")
+    p.add_argument("-e", "--event", metavar="NAME",
+                   help="the event name, one the wait declares (required unless continuing an orphaned session)")
+    p.add_argument("-s", "--session-id", metavar="ID",
+                   help="the session (any unique prefix of 4+ characters; default: the most recent waiting one)")
+    p.add_argument("-d", "--event-data", metavar="JSON",
+                   help="event data: a JSON object, @FILE to read it from a file, or - for stdin "
+                        "(default: {}); limit 1 MiB")
+    p.add_argument("--force", action="store_true",
+                   help="resume even if the workflow changed on the path to the wait, as long as the wait "
+                        "still declares the event (default: refuse)")
+    p.set_defaults(handler=cmd_resume)
+
+    p = sub.add_parser("sessions", parents=[common], help="list sessions, newest first",
+                       description="List sessions, newest first (50 by default).")
+    p.add_argument("--status", action="append", default=[],
+                   choices=["running", "waiting", "completed", "failed", "timed_out", "cancelled"],
+                   help="only sessions in this state (repeatable; default: all)")
+    p.add_argument("--workflow", metavar="W", help="only sessions of this workflow (path or name)")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N sessions (default: 50)")
+    p.add_argument("--all", action="store_true", help="show every session (default: the 50 newest)")
+    p.set_defaults(handler=cmd_sessions)
+
+    p = sub.add_parser("session", parents=[common], help="show one session in full",
+                       description="Show one session: status, cursor, steps, events, and how to resume it.")
+    p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
+    p.set_defaults(handler=cmd_session)
+
+    p = sub.add_parser("cancel", parents=[common], help="end a waiting or orphaned session",
+                       description="End a waiting (or orphaned) session; finished sessions are refused.")
+    p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
+    p.add_argument("--reason", metavar="TEXT", help="why, kept with the session (default: none)")
+    p.set_defaults(handler=cmd_cancel)
+
+    p = sub.add_parser("validate", parents=[common], help="check a workflow without running it",
+                       description="Load and compile a workflow, reporting every problem; runs nothing.")
+    p.add_argument("workflow", metavar="WORKFLOW", help="a workflow.yml, its directory, or NAME")
+    p.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except RoastError as err:
+        if args.verbose:
+            raise
+        _error(args, err.code, str(err), err.exit_code)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("roast: interrupted; sessions that were waiting are still waiting", file=sys.stderr)
+        return 130
+
+
+def _error(args: argparse.Namespace, code: str, message: str, exit_code: int) -> None:
+    print(f"roast: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message, "exit_code": exit_code}}))
+
+
+def _emit_json(document: Any) -> None:
+    print(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    from roast.display import Progress
+
+    return Progress(quiet=False)
+
+
+# --------------------------------------------------------------------------- execute
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    from roast import api, effects, workflow as workflow_mod
+
+    targets: list[str | None] = list(args.targets)
+    for spec in args.target:
+        targets.extend(effects.expand_targets(spec))
+    if not targets:
+        wf = workflow_mod.load(args.workflow)
+        configured = wf.data.get("target")
+        targets = list(effects.expand_targets(str(configured), wf.directory)) if configured else [None]
+    progress = _progress(args)
+    results = []
+    try:
+        for target in targets:
+            results.append(api.run(args.workflow, target, observer=progress))
+    finally:
+        progress.stop()
+    return _report(args, results)
+
+
+def _report(args: argparse.Namespace, results: list[Any]) -> int:
+    from roast.display import waiting_notice
+
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        docs = [r.to_json() for r in results]
+        _emit_json(docs[0] if len(docs) == 1 else docs)
+    else:
+        text = "\n\n".join(r.final_output for r in results if r.final_output)
+        if getattr(args, "output", None):
+            Path(args.output).write_text(text + ("\n" if text else ""), encoding="utf-8")
+            print(f"roast: results saved to {args.output}", file=sys.stderr)
+        elif text:
+            print(text)
+    for r in results:
+        for warning in r.warnings:
+            print(f"roast: warning: {warning}", file=sys.stderr)
+        if r.status == "waiting":
+            print(waiting_notice(r), file=sys.stderr)
+        elif r.status == "completed":
+            print(f"roast: session {r.session_id} completed", file=sys.stderr)
+        else:
+            print(f"roast: error: session {r.session_id} {r.status}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _read_event_data(spec: str | None) -> str | None:
+    from roast.errors import BadEventData
+
+    limit = int(os.environ.get("ROAST_MAX_EVENT_BYTES", 1_048_576))
+    if spec is None:
+        return None
+    if spec == "-":
+        raw = sys.stdin.buffer.read(limit + 1)
+    elif spec.startswith("@"):
+        try:
+            with open(spec[1:], "rb") as fh:
+                raw = fh.read(limit + 1)
+        except OSError as err:
+            raise BadEventData(f"cannot read event data from {spec[1:]!r}: {err.strerror}") from err
+    else:
+        return spec
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadEventData(f"event data is not UTF-8 (byte {err.start})") from err
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from roast import api
+
+    if not args.workflow and not args.session_id:
+        raise UsageError("say which session: give the WORKFLOW or --session-id ID",
+                         hint="roast resume deploy --event approved")
+    data = _read_event_data(args.event_data)
+    progress = _progress(args)
+    try:
+        result = api.resume(args.event, data=data, session_id=args.session_id, workflow=args.workflow,
+                            force=args.force, source="cli", observer=progress)
+    finally:
+        progress.stop()
+    if result.others_waiting:
+        print(f"roast: note: {len(result.others_waiting)} other session(s) of this workflow are waiting: "
+              f"{', '.join(result.others_waiting[:5])}", file=sys.stderr)
+    return _report(args, [result])
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from roast import api
+    from roast.store import Store
+
+    workflow = api._workflow_key(args.workflow)
+    limit = None if args.all else args.limit
+    rows, total = Store().list(statuses=args.status, workflow=workflow, limit=limit)
+    if args.json:
+        from roast.display import session_json
+
+        _emit_json([session_json(s) for s in rows])
+        return 0
+    if not rows:
+        print("no sessions" + (" match" if args.status or args.workflow else " yet"), file=sys.stderr)
+        return 0
+    from roast.display import console, sessions_table
+
+    console().print(sessions_table(rows, total, all_shown=args.all))
+    return 0
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from roast.store import Store
+
+    store = Store()
+    s = store.get(args.session_id)
+    history, events = store.history(s.id), store.events(s.id)
+    if args.json:
+        from roast.display import session_json
+        from roast.runner import iso
+
+        doc = session_json(s)
+        doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
+        doc["final_output"] = s.final_output
+        doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
+                         "started_at": iso(h.started_at), "finished_at": iso(h.finished_at),
+                         "output": h.output} for h in history]
+        doc["events"] = [{"name": e.name, "data": e.data, "received_at": iso(e.received_at),
+                          "source": e.source} for e in events]
+        _emit_json(doc)
+        return 0
+    from roast.display import session_detail
+
+    print(session_detail(s, history, events))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from roast import api
+
+    s = api.cancel(args.session_id, reason=args.reason)
+    if args.json:
+        from roast.display import session_json
+
+        _emit_json(session_json(s))
+    else:
+        print(f"roast: session {s.id} cancelled", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from roast import steps, workflow as workflow_mod
+
+    wf = workflow_mod.load(args.workflow)
+    root = steps.compile_workflow(wf)
+    waits = list(steps.all_waits(root))
+    if args.json:
+        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True,
+                    "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
+                               "timeout": w.timeout} for w in waits]})
+    else:
+        print(f"{wf.where(0).rsplit(':', 1)[0] if False else wf.path}: ok ({len(root.steps)} top-level steps, "
+              f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
+    return 0

@@ -1,0 +1,207 @@
+"""What people see: progress while steps run, the waiting notice, session tables and details.
+
+rich is imported only when output goes to a terminal (STYLE: start-up is part of the product);
+pipes, `NO_COLOR` and `--json` get plain text. Nothing here decides anything.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from typing import IO, Any, Sequence
+
+from roast.api import Observer, Result
+from roast.runner import iso
+from roast.store import EventRecord, Session, StepRecord
+
+STATUS_STYLE = {"waiting": "yellow", "running": "cyan", "completed": "green", "failed": "red",
+                "timed_out": "magenta", "cancelled": "dim"}
+
+
+def fancy(stream: IO[str]) -> bool:
+    """Colour and live updates only on a terminal, and never with NO_COLOR (no-color.org)."""
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR") \
+        and os.environ.get("TERM") != "dumb"
+
+
+def console(stream: IO[str] | None = None, width: int | None = None) -> Any:
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    return Console(file=stream, width=width, no_color=not fancy(stream), highlight=False,
+                   soft_wrap=False)
+
+
+class Progress(Observer):
+    """Step progress on stderr: a rich status line on a terminal, plain lines elsewhere."""
+
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.live = fancy(self.stream) and not quiet
+        self._status: Any = None
+        self._began = 0.0
+
+    def started(self, path: str, name: str | None, attempt: int) -> None:
+        label = f"{path} {name}" if name else path
+        if self.live:
+            if self._status is None:
+                from rich.console import Console
+
+                self._status = Console(file=self.stream).status(label)
+                self._status.start()
+            self._status.update(f"[bold]{label}[/bold]" + (f" (attempt {attempt})" if attempt > 1 else ""))
+        self._began = time.monotonic()
+
+    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
+        if self.quiet:
+            return
+        mark = "✓" if status == "ok" else "✗"
+        label = f"{path} {name}" if name else path
+        line = f"{mark} {label} ({seconds:.1f}s)"
+        if self.live and self._status is not None:
+            self._status.console.print(f"[{'green' if status == 'ok' else 'red'}]{line}[/]")
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def note(self, message: str) -> None:
+        if self.live and self._status is not None:
+            self._status.console.print(f"[yellow]note:[/] {message}")
+        else:
+            print(f"roast: note: {message}", file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def resume_command(result: Result | Session, event: str) -> str:
+    workflow = result.workflow if isinstance(result, Result) else result.workflow_path
+    sid = result.session_id if isinstance(result, Result) else result.id
+    if workflow.startswith("<dict:"):
+        return f"roast.resume({event!r}, session_id={sid!r})"
+    try:
+        shown = os.path.relpath(workflow)
+        shown = workflow if shown.startswith("../..") else shown
+    except ValueError:
+        shown = workflow
+    return f"roast resume {shlex.quote(shown)} --event {event} --session-id {sid}"
+
+
+def waiting_notice(result: Result) -> str:
+    """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue."""
+    lines = [f"⏸  session {result.session_id} is waiting for: {', '.join(result.awaiting)}"]
+    if result.deadline:
+        lines.append(f"   deadline: {result.deadline} ({_left(result.deadline)})")
+    lines.append("   continue with:")
+    for name in result.awaiting:
+        lines.append(f"     {resume_command(result, name)}")
+    if any(True for _ in result.awaiting):
+        lines.append("   (add --event-data '{\"key\": \"value\"}' to pass data to the branch)")
+    return "\n".join(lines)
+
+
+def _left(deadline: str | float | None, now: float | None = None) -> str:
+    if deadline is None:
+        return ""
+    from datetime import datetime
+
+    ts = deadline if isinstance(deadline, (int, float)) else \
+        datetime.fromisoformat(str(deadline).replace("Z", "+00:00")).timestamp()
+    delta = ts - (now if now is not None else time.time())
+    text = _span(abs(delta))
+    return f"{text} left" if delta >= 0 else f"overdue by {text}"
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def age(ts: float, now: float | None = None) -> str:
+    return _span((now if now is not None else time.time()) - ts) + " ago"
+
+
+def session_json(s: Session) -> dict[str, Any]:
+    names: list[str] = []
+    for item in s.awaiting or []:
+        if item["event"] not in names:
+            names.append(item["event"])
+    return {"session_id": s.id, "status": "orphaned" if s.orphaned else s.status, "workflow": s.workflow_path,
+            "workflow_name": s.workflow_name, "target": s.target,
+            "awaiting": names if s.status == "waiting" else [], "deadline": iso(s.deadline),
+            "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
+            "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
+            "reason": s.reason}
+
+
+def sessions_table(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False) -> Any:
+    """A rich Table of sessions (render into any Console)."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("id", "workflow", "status", "where", "awaiting", "deadline", "age"):
+        table.add_column(column, overflow="fold" if column == "where" else "ellipsis",
+                         no_wrap=column != "where")
+    for s in rows:
+        status = "orphaned" if s.orphaned else s.status
+        style = STATUS_STYLE.get(s.status, "")
+        deadline = ""
+        if s.status == "waiting" and s.deadline is not None:
+            deadline = _left(s.deadline, now)
+        events = ", ".join(dict.fromkeys(a["event"] for a in s.awaiting or [])) if s.status == "waiting" else ""
+        table.add_row(s.id, s.workflow_name, f"[{style}]{status}[/]" if style else status,
+                      s.cursor or "", events, deadline, age(s.created_at, now))
+    if not all_shown and total > len(rows):
+        table.caption = f"… and {total - len(rows):,} more (--all, or --limit N)"
+    return table
+
+
+def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> str:
+    """Everything about one session, as plain text (rich renders it unchanged)."""
+    status = "orphaned (its process died)" if s.orphaned else s.status
+    lines = [f"session   {s.id}", f"workflow  {s.workflow_name}  ({s.workflow_path})",
+             f"target    {s.target or '-'}", f"status    {status}",
+             f"created   {iso(s.created_at)}   updated {iso(s.updated_at)}"]
+    if s.cursor:
+        lines.append(f"cursor    {s.cursor}")
+    if s.status == "waiting":
+        for item in s.awaiting:
+            lines.append(f"awaiting  {item['event']}  (wait {item['wait']} at {item['path']}"
+                         + (f", deadline {iso(item['deadline'])} — {_left(item['deadline'])}" if item.get("deadline") else "")
+                         + ")")
+        lines.append("resume with:")
+        for name in dict.fromkeys(a["event"] for a in s.awaiting):
+            lines.append(f"  {resume_command(s, name)}")
+    if s.error:
+        lines.append(f"error     {s.error}")
+    if s.reason:
+        lines.append(f"reason    {s.reason}")
+    if history:
+        lines.append("steps:")
+        for h in history:
+            took = f"{h.finished_at - h.started_at:.2f}s" if h.finished_at else "interrupted"
+            attempt = f" attempt {h.attempt}" if h.attempt > 1 else ""
+            out = (h.output or "").replace("\n", " ")
+            out = out[:60] + "…" if len(out) > 60 else out
+            lines.append(f"  {iso(h.started_at)}  {h.status:<8} {h.path}"
+                         f"{' ' + h.name if h.name else ''}{attempt}  {took}  {out}")
+    if events:
+        lines.append("events:")
+        import json
+
+        for e in events:
+            data = json.dumps(e.data, ensure_ascii=False)
+            lines.append(f"  {iso(e.received_at)}  {e.name}  via {e.source}  {data[:80]}")
+    if s.final_output:
+        lines.append("final output:")
+        lines.extend("  " + line for line in s.final_output.splitlines())
+    return "\n".join(lines)

@@ -1,0 +1,1189 @@
+"""The step tree: compile a workflow into frozen nodes whose `run()` methods are generators.
+
+A node never touches a subprocess, a file, the clock or the environment: it yields a request
+(`Shell`, `AskModel`, `CallPython`, `Ask`, `Receive`, `Suspend`, `Checkpoint`, `Gather`) and the
+runner sends back the answer. Performs no I/O of its own: step files are found through the
+`Source` it is compiled from.
+
+**The cursor.** Every composite node reads exactly one level of the cursor `at` it is given and
+passes the rest to the child it re-enters, so a resumed run skips straight to the wait without
+running a step or re-evaluating a condition, case value or collection (SPEC §6). Levels:
+
+| node          | cursor level                                   |
+|---------------|------------------------------------------------|
+| `Sequence`    | `(index, child)`; `(len, None)` = finished     |
+| `If`          | `("then" or "else", child)`                    |
+| `Case`        | `(when index or -1 for else, child)`           |
+| `Each`        | `(index, items, child)`: the collection as evaluated |
+| `Repeat`      | `(iteration, child)`                           |
+| `Parallel`    | `(branch cursor or DONE, ...)`, one per branch |
+| `WaitForEvent`| `(AT_WAIT, deadline)` or `(event name, child)` |
+
+`HERE` (None) means "from the start". Suspend and Checkpoint requests carry the cursor of the
+node that yielded them; each ancestor prefixes its own level on the way up (`_within`).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, Sequence as Seq
+
+from roast import expressions
+from roast.context import Context
+from roast.errors import RoastError, StepFailed, TimedOut, UsageError, WorkflowInvalid
+from roast.expressions import has_template, render, render_shell, render_value, to_text, truthy
+
+Cursor = Any
+Steps = Generator[Any, Any, Any]
+HERE: Cursor = None
+DONE = "done"
+AT_WAIT = "@wait"
+EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema"}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True, slots=True)
+class Shell:
+    """Run `command` with `/bin/sh -c`; interpolated values arrive through `env` (SPEC §4)."""
+
+    command: str
+    env: Mapping[str, str]
+    path: str
+    name: str | None = None
+    timeout: float | None = None
+    step: bool = True  # False for a condition's or collection's command: not a step of its own
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A finished command: exit status and captured output."""
+
+    status: int
+    stdout: str
+    stderr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AskModel:
+    prompt: str
+    path: str
+    name: str | None = None
+    model: str | None = None
+    json: bool = False
+    transcript: tuple[Mapping[str, str], ...] = ()
+    step: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallPython:
+    """Call a Python step: `target` is a file path (`run(ctx)` or a class with `call`) or a callable."""
+
+    target: Any
+    ctx: Context
+    path: str
+    name: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    step: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Ask the person at the terminal (an `input:` step)."""
+
+    prompt: str
+    kind: str
+    path: str
+    name: str | None = None
+    options: tuple[str, ...] = ()
+    default: Any = None
+    step: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event delivered to a wait."""
+
+    name: str
+    data: Mapping[str, Any]
+    received_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The runner's answer to `Receive`: the wait's absolute deadline and the event, if any."""
+
+    deadline: float | None
+    event: Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """A wait asks whether an event (or its deadline) is already there for it."""
+
+    path: str
+    wait: str
+    events: tuple[str, ...]
+    timeout: float | None
+    deadline: float | None
+    resumed: bool = False  # True when the session was already waiting here (only then is an event delivered)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitInfo:
+    path: str
+    wait: str
+    events: tuple[str, ...]
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    """Stop here: save the cursor and context, report the waits, end the process."""
+
+    cursor: Cursor
+    waits: tuple[WaitInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A step finished: save the cursor and context so a crash loses at most the step in flight."""
+
+    cursor: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Perform these requests concurrently (a parallel group); the reply is one `(value, error)` each."""
+
+    requests: tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _within(wrap: Callable[[Cursor], Cursor], steps: Steps) -> Steps:
+    """`yield from steps`, prefixing this node's cursor level to Suspend and Checkpoint."""
+    reply: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            request = steps.throw(failure) if failure is not None else steps.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(request, Suspend):
+            request = Suspend(wrap(request.cursor), request.waits)
+        elif isinstance(request, Checkpoint):
+            request = Checkpoint(wrap(request.cursor))
+        try:
+            reply, failure = (yield request), None
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as err:  # handed to the child: the node that asked decides
+            reply, failure = None, err
+
+
+def _runtime_path(path: str, depth: int, ctx: Context) -> str:
+    """The step path with the iteration of each enclosing loop: `steps[2].steps[0]#3`."""
+    if not depth:
+        return path
+    return path + "".join(f"#{n + 1}" for n in ctx.loop_index[:depth])
+
+
+def _command_text(text: str) -> str | None:
+    text = text.strip()
+    if text.startswith("$(") and text.endswith(")"):
+        return text[2:-1]
+    return None
+
+
+def _run_command(template: str, ctx: Context, path: str) -> Steps:
+    line, env = render_shell(template, ctx.namespace())
+    done = yield Shell(line, env, path, None, step=False)
+    return done
+
+
+def _decide(cond: Any, ctx: Context, path: str) -> Steps:
+    """Evaluate a condition (SPEC §4): `{{ }}` truthiness, `$(cmd)` exit 0, a step's output, a literal."""
+    if isinstance(cond, bool):
+        return cond
+    text = str(cond).strip()
+    command = _command_text(text)
+    if command is not None:
+        done = yield from _run_command(command, ctx, path)
+        return done.status == 0
+    if has_template(text):
+        return truthy(render_value(text, ctx.namespace()))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return truthy(ctx.output.get(text))  # a step name: the truthiness of its output
+
+
+def _collection(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [line for line in value.splitlines() if line.strip()]
+    if isinstance(value, Mapping):
+        return list(value)
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _coerce(value: Any, how: str | None) -> Any:
+    if how is None:
+        return value
+    if how == "boolean":
+        return truthy(value)
+    if how == "llm_boolean":
+        text = to_text(value).strip().lower()
+        return bool(re.match(r"^(yes|true|y|1|correct|affirmative)\b", text))
+    if how == "iterable":
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+                if isinstance(parsed, list):
+                    return parsed
+            except ValueError:
+                pass
+        return _collection(value)
+    return value
+
+
+# --------------------------------------------------------------------------- leaf nodes
+
+
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """Per-step configuration (SPEC §2): from the top-level key named after the step."""
+
+    exit_on_error: bool = True
+    print_response: bool | None = None
+    json: bool = False
+    coerce_to: str | None = None
+    timeout: float | None = None
+    model: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """`$(command)` or `name: $(command)`: output is stdout, stripped."""
+
+    path: str
+    name: str | None
+    template: str
+    options: StepOptions
+    depth: int = 0
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}: $({self.template})" if self.name else f"$({self.template})"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        line, env = render_shell(self.template, ctx.namespace())
+        path = _runtime_path(self.path, self.depth, ctx)
+        done = yield Shell(line, env, path, self.name, self.options.timeout)
+        output: Any = done.stdout.strip()
+        if done.status != 0:
+            if self.options.exit_on_error:
+                detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+                raise StepFailed(f"command exited with status {done.status}: $({self.template})"
+                                 + (f": {detail[0]}" if detail[0] else ""), where=path,
+                                 hint="set `exit_on_error: false` in the step's config to carry on")
+            output = f"{output}\n[Exit status: {done.status}]".lstrip("\n")
+        ctx.record(self.name, _coerce(output, self.options.coerce_to),
+                   print_response=self.options.print_response)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt step (inline text or `name/prompt.md`): the model's response is the output."""
+
+    path: str
+    name: str | None
+    template: str
+    options: StepOptions
+    inline: bool = True
+    output_template: str | None = None
+    depth: int = 0
+
+    @property
+    def ident(self) -> str:
+        return self.name or self.template
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        prompt = render(self.template, ctx.namespace())
+        path = _runtime_path(self.path, self.depth, ctx)
+        response = yield AskModel(prompt, path, self.name, self.options.model, self.options.json,
+                                  tuple(ctx.transcript))
+        ctx.transcript.append({"role": "user", "content": prompt})
+        ctx.transcript.append({"role": "assistant", "content": to_text(response)})
+        value: Any = response
+        if self.options.json and isinstance(response, str):
+            try:
+                value = json.loads(response)
+            except ValueError as err:
+                raise StepFailed(f"the response is not valid JSON ({err})", where=path,
+                                 hint="remove `json: true` from the step's config, or ask for JSON") from err
+        value = _coerce(value, self.options.coerce_to)
+        if self.output_template is not None:
+            ns = ctx.namespace()
+            ns["response"] = expressions.wrap(value)
+            value = render(self.output_template, ns)
+        # SPEC §3: a prompt's response prints unless told otherwise (Roast: last step prints).
+        ctx.record(self.name, value, print_response=self.options.print_response)
+
+
+@dataclass(frozen=True, slots=True)
+class Python:
+    """A Python step: `name.py` (`run(ctx)` or a class with `call`) or a callable from `roast.run`."""
+
+    path: str
+    name: str | None
+    target: Any
+    options: StepOptions
+    depth: int = 0
+
+    @property
+    def ident(self) -> str:
+        return self.name or getattr(self.target, "__name__", "python")
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        path = _runtime_path(self.path, self.depth, ctx)
+        try:
+            value = yield CallPython(self.target, ctx, path, self.name, self.options.params)
+        except StepFailed as err:
+            if self.options.exit_on_error:
+                raise
+            value = f"[Error: {err.message}]"
+        ctx.record(self.name, _coerce(value, self.options.coerce_to),
+                   print_response=self.options.print_response)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """An executable `name.sh` step: run with ROAST_* variables; stdout (JSON if it parses) is the output."""
+
+    path: str
+    name: str
+    file: str
+    options: StepOptions
+    depth: int = 0
+
+    @property
+    def ident(self) -> str:
+        return self.name
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        path = _runtime_path(self.path, self.depth, ctx)
+        env = {"ROAST_WORKFLOW_NAME": ctx.workflow.name, "ROAST_SESSION_ID": ctx.workflow.session_id,
+               "ROAST_TARGET": ctx.workflow.target or "", "ROAST_STEP_NAME": self.name,
+               "ROAST_OUTPUT": json.dumps(ctx.output, default=str)[:100_000]}
+        done = yield Shell('"${ROAST_SCRIPT}"', {**env, "ROAST_SCRIPT": self.file}, path, self.name,
+                           self.options.timeout)
+        output: Any = done.stdout.strip()
+        if done.status != 0:
+            if self.options.exit_on_error:
+                raise StepFailed(f"{self.name}.sh exited with status {done.status}", where=path,
+                                 hint="set `exit_on_error: false` in the step's config to carry on")
+            output = f"{output}\n[Exit status: {done.status}]".lstrip("\n")
+        else:
+            try:
+                output = json.loads(output) if output[:1] in "[{" and output else output
+            except ValueError:
+                pass
+        ctx.record(self.name, _coerce(output, self.options.coerce_to),
+                   print_response=self.options.print_response)
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """`input:`: ask the person at the terminal; refused when stdin is not a terminal."""
+
+    path: str
+    name: str | None
+    prompt: str
+    kind: str
+    options_list: tuple[str, ...]
+    default: Any
+    depth: int = 0
+
+    @property
+    def ident(self) -> str:
+        return f"input: {self.name or self.prompt}"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        path = _runtime_path(self.path, self.depth, ctx)
+        answer = yield Ask(render(self.prompt, ctx.namespace()), self.kind, path, self.name,
+                           self.options_list, self.default)
+        ctx.record(self.name, answer, print_response=False)
+
+
+# --------------------------------------------------------------------------- composite nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    """A steps list: runs in order, checkpointing after each step."""
+
+    path: str
+    steps: tuple[Any, ...]
+
+    @property
+    def ident(self) -> str:
+        return f"[{len(self.steps)} steps]"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        start, child_at = (0, HERE) if at is HERE else at
+        for index in range(start, len(self.steps)):
+            step = self.steps[index]
+            yield from _within(lambda c, i=index: (i, c), step.run(ctx, child_at))
+            child_at = HERE
+            yield Checkpoint((index + 1, HERE))
+
+    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+        index, child_at = at
+        if not isinstance(index, int) or not 0 <= index < len(self.steps):
+            return None
+        return self.steps[index], child_at, f"{self.path}[{index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """`if:`/`unless:` with `then:`/`else:`; the branch taken is part of the cursor."""
+
+    path: str
+    name: str | None
+    condition: Any
+    then: Sequence | None
+    otherwise: Sequence | None
+    negate: bool = False
+
+    @property
+    def ident(self) -> str:
+        return f"{'unless' if self.negate else 'if'}: {self.condition}"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        if at is HERE:
+            decided = yield from _decide(self.condition, ctx, self.path)
+            branch, child_at = ("then" if decided != self.negate else "else"), HERE
+            if _command_text(str(self.condition)) is not None:
+                yield Checkpoint((branch, HERE))  # a command's answer is never asked twice
+        else:
+            branch, child_at = at
+        body = self.then if branch == "then" else self.otherwise
+        if body is not None:
+            yield from _within(lambda c: (branch, c), body.run(ctx, child_at))
+        if self.name:
+            ctx.record(self.name, ctx.last, print_response=False)
+
+    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+        branch, child_at = at
+        body = self.then if branch == "then" else self.otherwise if branch == "else" else None
+        return (body, child_at, f"{branch}") if body is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """`case:` / `when:` / `else:`: the matched key is part of the cursor."""
+
+    path: str
+    name: str | None
+    expression: str
+    whens: tuple[tuple[str, Sequence], ...]
+    otherwise: Sequence | None
+
+    @property
+    def ident(self) -> str:
+        return f"case: {self.expression}"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        if at is HERE:
+            command = _command_text(self.expression)
+            if command is not None:
+                value = (yield from _run_command(command, ctx, self.path)).stdout.strip()
+            elif has_template(self.expression):
+                value = to_text(render_value(self.expression, ctx.namespace()))
+            elif self.expression in ctx.output:
+                value = to_text(ctx.output[self.expression])
+            else:
+                value = self.expression
+            choice = next((i for i, (key, _) in enumerate(self.whens) if key == value), -1)
+            child_at = HERE
+            if command is not None:
+                yield Checkpoint((choice, HERE))
+        else:
+            choice, child_at = at
+        body = self.whens[choice][1] if choice >= 0 else self.otherwise
+        if body is not None:
+            yield from _within(lambda c: (choice, c), body.run(ctx, child_at))
+        if self.name:
+            ctx.record(self.name, ctx.last, print_response=False)
+
+    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+        choice, child_at = at
+        if not isinstance(choice, int) or choice >= len(self.whens):
+            return None
+        body = self.whens[choice][1] if choice >= 0 else self.otherwise
+        label = f"when {self.whens[choice][0]}" if choice >= 0 else "else"
+        return (body, child_at, label) if body is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """`each:` / `as:` / `steps:`: the collection is evaluated once and kept in the cursor."""
+
+    path: str
+    name: str | None
+    expression: str
+    var: str
+    body: Sequence
+    depth: int  # enclosing loops, this one excluded
+
+    @property
+    def ident(self) -> str:
+        return f"each: {self.expression} as {self.var}"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        if at is HERE:
+            command = _command_text(self.expression)
+            if command is not None:
+                items = _collection((yield from _run_command(command, ctx, self.path)).stdout)
+                yield Checkpoint((0, items, HERE))
+            else:
+                items = _collection(render_value(self.expression, ctx.namespace()))
+            start, child_at = 0, HERE
+        else:
+            start, items, child_at = at
+        results = list(ctx.output.get(self.name, [])) if self.name and start else []
+        for index in range(start, len(items)):
+            ctx.loop[self.var] = items[index]
+            ctx.loop_index[self.depth:] = [index]
+            yield from _within(lambda c, i=index: (i, items, c), self.body.run(ctx, child_at))
+            child_at = HERE
+            if self.name:
+                results.append(ctx.last)
+                ctx.output[self.name] = list(results)
+        ctx.loop.pop(self.var, None)
+        del ctx.loop_index[self.depth:]
+        if self.name:
+            ctx.record(self.name, results, print_response=False)
+
+    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+        index, items, child_at = at
+        if index >= len(items):
+            return None
+        return self.body, child_at, f"each {self.var}={to_text(items[index])!s:.40} ({index + 1}/{len(items)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """`repeat:` runs its body, then checks `until` (do-until, SPEC §4), at most `max_iterations`."""
+
+    path: str
+    name: str | None
+    body: Sequence
+    until: Any
+    max_iterations: int
+    depth: int
+
+    @property
+    def ident(self) -> str:
+        return f"repeat until: {self.until}"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        start, child_at = (0, HERE) if at is HERE else at
+        for iteration in range(start, self.max_iterations):
+            ctx.loop_index[self.depth:] = [iteration]
+            yield from _within(lambda c, i=iteration: (i, c), self.body.run(ctx, child_at))
+            child_at = HERE
+            done = yield from _decide(self.until, ctx, self.path)
+            yield Checkpoint((iteration + 1, HERE) if not done else (self.max_iterations, HERE))
+            if done:
+                break
+        del ctx.loop_index[self.depth:]
+        if self.name:
+            ctx.record(self.name, ctx.last, print_response=False)
+
+    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+        iteration, child_at = at
+        if iteration >= self.max_iterations:
+            return None
+        return self.body, child_at, f"repeat #{iteration + 1}"
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """A nested list: branches run concurrently until each ends or waits (SPEC §3, §6)."""
+
+    path: str
+    branches: tuple[Any, ...]
+
+    @property
+    def ident(self) -> str:
+        return f"parallel[{len(self.branches)}]"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        cursors: list[Cursor] = list(at) if at is not HERE else [HERE] * len(self.branches)
+        live = {i: self.branches[i].run(ctx, cursors[i])
+                for i in range(len(self.branches)) if cursors[i] != DONE}
+        replies: dict[int, tuple[Any, BaseException | None]] = {}
+        waiting: dict[int, tuple[WaitInfo, ...]] = {}
+        failure: RoastError | None = None
+        while live:
+            pending: dict[int, Any] = {}
+            for i in sorted(live):
+                value, error = replies.pop(i, (None, None))
+                while True:
+                    try:
+                        request = live[i].throw(error) if error is not None else live[i].send(value)
+                    except StopIteration:
+                        cursors[i] = DONE
+                        del live[i]
+                        break
+                    except RoastError as err:
+                        failure = failure or err  # the group fails once the others stop
+                        cursors[i] = DONE
+                        del live[i]
+                        break
+                    value, error = None, None
+                    if isinstance(request, Suspend):
+                        cursors[i] = request.cursor
+                        waiting[i] = request.waits
+                        del live[i]
+                        break
+                    if isinstance(request, Checkpoint):
+                        cursors[i] = request.cursor
+                        yield Checkpoint(tuple(cursors))
+                    elif isinstance(request, Receive):
+                        try:
+                            value = yield request
+                        except RoastError as err:
+                            error = err
+                    else:
+                        pending[i] = request
+                        break
+            if pending:
+                answers = yield Gather(tuple(pending.values()))
+                for i, answer in zip(pending, answers):
+                    replies[i] = answer
+        if failure is not None:
+            raise failure
+        if waiting:
+            # step order: the waits of earlier branches come first (event routing, SPEC §6)
+            yield Suspend(tuple(cursors), tuple(w for i in sorted(waiting) for w in waiting[i]))
+            raise RuntimeError("a suspended parallel group was resumed in place")
+
+    def children(self, at: Cursor) -> list[tuple[Any, Cursor, str]]:
+        return [(b, c, f"[{i}]") for i, (b, c) in enumerate(zip(self.branches, at)) if c != DONE]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForEvent:
+    """`wait_for_event:` maps event names to step lists; the session pauses here (SPEC §6)."""
+
+    path: str
+    name: str | None
+    branches: tuple[tuple[str, Sequence], ...]
+    timeout_branch: Sequence | None
+    on_timeout: Sequence | None
+    timeout: float | None
+    depth: int = 0
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self.branches)
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name or 'wait_for_event'}: {', '.join(self.events)}"
+
+    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+        path = _runtime_path(self.path, self.depth, ctx)
+        wait = self.name or "wait_for_event"
+        if at is HERE or at[0] == AT_WAIT:
+            deadline = None if at is HERE else at[1]
+            delivery = yield Receive(path, wait, self.events, self.timeout, deadline, at is not HERE)
+            if delivery.event is None:
+                yield Suspend((AT_WAIT, delivery.deadline),
+                              (WaitInfo(path, wait, self.events, delivery.deadline),))
+                raise RuntimeError("a suspended wait was resumed in place")
+            event = delivery.event
+            ctx.event, ctx.event_name = dict(event.data), event.name
+            ctx.record(wait, {"event": event.name, "data": dict(event.data),
+                              "received_at": event.received_at}, print_response=False)
+            yield Checkpoint((event.name, HERE))  # the consumed event is saved before its branch runs
+            branch_name, child_at = event.name, HERE
+        else:
+            branch_name, child_at = at
+        body = self._branch(branch_name)
+        if body is None:
+            raise TimedOut(f"the wait timed out (deadline {ctx.event.get('deadline', '?')}) and "
+                           "has neither a `timeout:` branch nor `on_timeout`", where=path)
+        yield from _within(lambda c: (branch_name, c), body.run(ctx, child_at))
+
+    def _branch(self, event: str) -> Sequence | None:
+        if event == "timeout":
+            return self.timeout_branch or self.on_timeout
+        return next((body for key, body in self.branches if key == event), None)
+
+    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+        if at[0] == AT_WAIT:
+            return None
+        body = self._branch(at[0])
+        return (body, at[1], f"on {at[0]}") if body is not None else None
+
+
+COMPOSITES = (Sequence, If, Case, Each, Repeat, WaitForEvent)
+
+
+# --------------------------------------------------------------------------- cursor views
+
+
+def describe(node: Any, at: Cursor) -> str:
+    """A readable cursor: `steps[2] review › each item=b.py (2/3) › wait_for_event`."""
+    parts: list[str] = []
+    _describe(node, at, parts)
+    return " › ".join(parts) if parts else "start"
+
+
+def _describe(node: Any, at: Cursor, parts: list[str]) -> None:
+    if at is HERE:
+        return
+    if isinstance(node, Parallel):
+        inner = []
+        for branch, child_at, label in node.children(at):
+            sub: list[str] = []
+            _describe(branch, child_at, sub)
+            inner.append(label + (" " + " › ".join(sub) if sub else ""))
+        parts.append("parallel(" + "; ".join(inner) + ")")
+        return
+    if isinstance(node, WaitForEvent) and at[0] == AT_WAIT:
+        parts.append(node.name or "wait_for_event")
+        return
+    found = node.child(at) if isinstance(node, COMPOSITES) else None
+    if found is None:
+        if isinstance(node, Sequence) and at[0] >= len(node.steps):
+            parts.append("end")
+        return
+    child, child_at, label = found
+    if isinstance(node, Sequence):
+        name = getattr(child, "name", None)
+        parts.append(f"{label}" + (f" {name}" if name and not isinstance(child, WaitForEvent) else ""))
+    else:
+        parts.append(label)
+    _describe(child, child_at, parts)
+
+
+def signature(node: Any, at: Cursor) -> list[str]:
+    """What must not change for `at` to mean the same place: each level's earlier siblings and the node on the path."""
+    out: list[str] = []
+    _signature(node, at, out)
+    return out
+
+
+def _signature(node: Any, at: Cursor, out: list[str]) -> None:
+    if at is HERE:
+        return
+    if isinstance(node, Sequence):
+        index, child_at = at
+        shown = node.steps[: index + 1]
+        out.append(f"{node.path}: " + " | ".join(f"{type(s).__name__}({s.ident})" for s in shown)
+                   + (" | <missing>" if index >= len(node.steps) and child_at is not HERE else ""))
+        if index < len(node.steps):
+            _signature(node.steps[index], child_at, out)
+        return
+    if isinstance(node, Parallel):
+        out.append(f"{node.path}: {node.ident}")
+        if isinstance(at, tuple) and len(at) == len(node.branches):
+            for branch, child_at, _ in node.children(at):
+                _signature(branch, child_at, out)
+        else:
+            out.append(f"{node.path}: <branches changed>")
+        return
+    if isinstance(node, WaitForEvent):
+        out.append(f"{node.path}: wait {node.ident}")
+    else:
+        out.append(f"{node.path}: {type(node).__name__}({node.ident})")
+    found = node.child(at) if isinstance(node, COMPOSITES) else None
+    if found is not None:
+        _signature(found[0], found[1], out)
+    elif not (isinstance(node, WaitForEvent) and at[0] == AT_WAIT) and isinstance(node, COMPOSITES):
+        out.append(f"{node.path}: <cursor does not resolve>")
+
+
+def wait_at(node: Any, at: Cursor) -> list[WaitForEvent]:
+    """The wait nodes the cursor rests on (several inside parallel groups)."""
+    if at is HERE:
+        return []
+    if isinstance(node, Parallel):
+        return [w for b, c, _ in node.children(at) for w in wait_at(b, c)]
+    if isinstance(node, WaitForEvent) and at[0] == AT_WAIT:
+        return [node]
+    found = node.child(at) if isinstance(node, COMPOSITES) else None
+    return wait_at(found[0], found[1]) if found else []
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+class Source(Protocol):
+    """Where a definition comes from: `workflow.Workflow`, or `DictSource` for `roast.run(dict)`."""
+
+    name: str
+    data: Mapping[str, Any]
+
+    def where(self, node: Any) -> str: ...
+    def config_for(self, name: str) -> Mapping[str, Any] | None: ...
+    def find_step(self, name: str, search_path: str | None = None) -> Any: ...
+    def step_candidates(self) -> list[str]: ...
+
+
+class DictSource:
+    """A workflow given as a Python dict: steps may be callables `fn(ctx)` or `{name: fn}`."""
+
+    def __init__(self, data: Mapping[str, Any], name: str | None = None) -> None:
+        self.data = data
+        self.name = str(name or data.get("name") or "workflow")
+        self.path = None
+
+    def where(self, node: Any) -> str:
+        return f"workflow {self.name!r}"
+
+    def config_for(self, name: str) -> Mapping[str, Any] | None:
+        value = self.data.get(name)
+        return value if isinstance(value, Mapping) else None
+
+    def find_step(self, name: str, search_path: str | None = None) -> Any:
+        return None
+
+    def step_candidates(self) -> list[str]:
+        return []
+
+    def fingerprint(self) -> str:
+        return ""
+
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+KNOWN_CONFIG = {"exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params",
+                "path", "on_timeout", "retries", "if", "unless"}
+
+
+class _Compiler:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.problems: list[RoastError] = []
+        defaults = source.data.get("wait_for_event")
+        self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
+        self.model = source.data.get("model")
+
+    def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
+        self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
+
+    # -- options
+    def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
+        config = self.source.config_for(name) if name else None
+        if not config:
+            return StepOptions(model=self.model if isinstance(self.model, str) else None)
+        kw: dict[str, Any] = {}
+        for key in ("exit_on_error", "json"):
+            if key in config:
+                if not isinstance(config[key], bool):
+                    self.problem(config, f"`{name}.{key}` must be true or false, not {config[key]!r}")
+                else:
+                    kw[key] = config[key]
+        if "print_response" in config:
+            if not isinstance(config["print_response"], bool):
+                self.problem(config, f"`{name}.print_response` must be true or false")
+            else:
+                kw["print_response"] = config["print_response"]
+        if "coerce_to" in config:
+            if config["coerce_to"] not in ("boolean", "llm_boolean", "iterable"):
+                self.problem(config, f"`{name}.coerce_to` must be boolean, llm_boolean or iterable, "
+                                     f"not {config['coerce_to']!r}")
+            else:
+                kw["coerce_to"] = config["coerce_to"]
+        if "timeout" in config and not wait:
+            kw["timeout"] = self.duration(config["timeout"], config, f"{name}.timeout")
+        if "params" in config:
+            if not isinstance(config["params"], Mapping):
+                self.problem(config, f"`{name}.params` must be a mapping")
+            else:
+                kw["params"] = dict(config["params"])
+        model = config.get("model", self.model)
+        kw["model"] = model if isinstance(model, str) else None
+        return StepOptions(**kw)
+
+    def duration(self, value: Any, node: Any, what: str) -> float | None:
+        try:
+            return expressions.parse_duration(value)
+        except UsageError as err:
+            self.problems.append(WorkflowInvalid(f"`{what}`: {err.message}", where=self.source.where(node),
+                                                 hint=err.hint))
+            return None
+
+    # -- lists
+    def sequence(self, items: Any, path: str, depth: int, owner: Any) -> Sequence:
+        if not isinstance(items, list) or not items:
+            self.problem(owner, f"{path} must be a non-empty list of steps, not {items!r}",
+                         hint="e.g.  steps:\n    - $(echo hello)")
+            return Sequence(path, ())
+        return Sequence(path, tuple(self.step(item, f"{path}[{i}]", depth, items)
+                                    for i, item in enumerate(items)))
+
+    def step(self, item: Any, path: str, depth: int, parent: Any) -> Any:
+        if callable(item) and not isinstance(item, (str, Mapping, list)):
+            return Python(path, getattr(item, "__name__", None), item, StepOptions(), depth)
+        if isinstance(item, str):
+            return self.string_step(item, None, path, depth, parent)
+        if isinstance(item, list):
+            if not item:
+                self.problem(parent, f"{path}: an empty parallel group")
+            branches = []
+            for i, branch in enumerate(item):
+                bpath = f"{path}[{i}]"
+                branches.append(self.sequence(branch, bpath, depth, item) if isinstance(branch, list)
+                                else self.step(branch, bpath, depth, item))
+            return Parallel(path, tuple(branches))
+        if isinstance(item, Mapping):
+            return self.mapping_step(item, path, depth)
+        self.problem(parent, f"{path}: a step must be a string, a list or a mapping, not {item!r}",
+                     hint="quote values YAML reads as numbers or booleans")
+        return Sequence(path, ())
+
+    def string_step(self, text: str, name: str | None, path: str, depth: int, node: Any) -> Any:
+        text_s = str(text)
+        command = _command_text(text_s)
+        if command is not None:
+            for msg in expressions.shell_template_problems(command):
+                self.problem(node, f"{path}: {msg}")
+            return Command(path, name, command, self.options(name, node), depth)
+        if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
+            return Prompt(path, name, text_s, self.options(name, node), True, None, depth)
+        step_name = text_s.strip()
+        if name is None and not NAME.fullmatch(step_name):
+            self.problem(node, f"{path}: {step_name!r} is not a step name, a $(command) or a prompt")
+            return Sequence(path, ())
+        config = self.source.config_for(name or step_name) or {}
+        search = config.get("path") if isinstance(config.get("path"), str) else None
+        found = self.source.find_step(step_name, search)
+        options = self.options(name or step_name, node)
+        if found is None:
+            close = difflib.get_close_matches(step_name, self.source.step_candidates(), n=1)
+            self.problem(node, f"step {step_name!r} not found (looked for {step_name}/prompt.md, "
+                               f"{step_name}.py, {step_name}.sh)",
+                         hint=f"did you mean {close[0]!r}?" if close else
+                         "create one of those files, or write a $(command) or a prompt with spaces")
+            return Sequence(path, ())
+        label = name or step_name
+        if found.kind == "prompt":
+            return Prompt(path, label, found.text, options, False, found.output_template, depth)
+        if found.kind == "python":
+            return Python(path, label, str(found.path), options, depth)
+        return Script(path, label, str(found.path), options, depth)
+
+    def mapping_step(self, item: Mapping[str, Any], path: str, depth: int) -> Any:
+        keys = list(item)
+        first = keys[0] if keys else None
+        if first in ("if", "unless"):
+            return self.if_step(item, None, path, depth)
+        if first == "case":
+            return self.case_step(item, None, path, depth)
+        if first == "each":
+            return self.each_step(item, None, path, depth)
+        if first == "repeat":
+            return self.repeat_step(item["repeat"], None, path, depth, item)
+        if first == "input":
+            return self.input_step(item["input"], None, path, depth, item)
+        if first == "wait_for_event":
+            return self.wait_step(item["wait_for_event"], None, path, depth, item)
+        if len(keys) != 1:
+            self.problem(item, f"{path}: a named step has exactly one key, found {len(keys)} ({keys!r})",
+                         hint="write each step as its own list item")
+            return Sequence(path, ())
+        name, value = first, item[first]
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            self.problem(item, f"{path}: {name!r} is not a valid step name")
+            return Sequence(path, ())
+        if callable(value):
+            return Python(path, name, value, self.options(name, item), depth)
+        if isinstance(value, str):
+            return self.string_step(value, name, path, depth, item)
+        if isinstance(value, Mapping) and value:
+            kind = next(iter(value))
+            if kind in ("if", "unless"):
+                return self.if_step(value, name, path, depth)
+            if kind == "case":
+                return self.case_step(value, name, path, depth)
+            if kind == "each":
+                return self.each_step(value, name, path, depth)
+            if kind == "repeat":
+                return self.repeat_step(value["repeat"], name, path, depth, value)
+            if kind == "input":
+                return self.input_step(value["input"], name, path, depth, value)
+            if kind == "wait_for_event":
+                return self.wait_step(value["wait_for_event"], name, path, depth, value)
+        self.problem(item, f"{path}: step {name!r} has a value roast cannot run: {value!r}",
+                     hint="use $(command), a prompt, or one of if/case/each/repeat/input/wait_for_event")
+        return Sequence(path, ())
+
+    def if_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> If:
+        negate = "unless" in item and "if" not in item
+        cond = item.get("unless" if negate else "if")
+        if cond is None or (isinstance(cond, str) and not cond.strip()):
+            self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a condition")
+        elif isinstance(cond, str) and " " in cond.strip() and not has_template(cond) \
+                and _command_text(cond) is None:
+            self.problem(item, f"{path}: condition {cond!r} is not a {{{{ expression }}}}, a $(command), "
+                               "a step name or true/false", hint="wrap an expression in {{ }}")
+        if "then" not in item:
+            self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a `then:` list")
+        then = self.sequence(item.get("then"), f"{path}.then", depth, item) if "then" in item else None
+        other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
+        return If(path, name, cond, then, other, negate)
+
+    def case_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Case:
+        whens = item.get("when")
+        if not isinstance(whens, Mapping) or not whens:
+            self.problem(item, f"{path}: `case` needs a `when:` mapping of values to step lists")
+            whens = {}
+        compiled = tuple((to_text(key), self.sequence(steps, f"{path}.when.{to_text(key)}", depth, whens))
+                         for key, steps in whens.items())
+        other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
+        return Case(path, name, to_text(item.get("case")), compiled, other)
+
+    def each_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Each:
+        var = item.get("as")
+        if not isinstance(var, str) or not NAME.fullmatch(var):
+            self.problem(item, f"{path}: `each` needs `as:` naming the loop variable, e.g. `as: file`")
+            var = "item"
+        if "steps" not in item:
+            self.problem(item, f"{path}: `each` needs a `steps:` list")
+        body = self.sequence(item.get("steps"), f"{path}.steps", depth + 1, item)
+        return Each(path, name, to_text(item.get("each")), var, body, depth)
+
+    def repeat_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Repeat:
+        if not isinstance(spec, Mapping):
+            self.problem(item, f"{path}: `repeat` needs a mapping with `steps:` and `until:`")
+            spec = {}
+        limit = spec.get("max_iterations", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            self.problem(spec, f"{path}: `max_iterations` must be a positive whole number, not {limit!r}")
+            limit = 1
+        if "until" not in spec:
+            self.problem(spec, f"{path}: `repeat` needs an `until:` condition")
+        body = self.sequence(spec.get("steps"), f"{path}.steps", depth + 1, spec)
+        return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
+
+    def input_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Input:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("prompt"), str):
+            self.problem(item, f"{path}: `input` needs a `prompt:` text")
+            spec = {"prompt": ""}
+        kind = spec.get("type", "text")
+        kind = {"boolean": "confirm", "choice": "select"}.get(kind, kind)
+        if kind not in ("text", "confirm", "select", "password"):
+            self.problem(spec, f"{path}: input type {kind!r} is not one of text, confirm, select, password")
+        options = spec.get("options") or ()
+        if kind == "select" and not options:
+            self.problem(spec, f"{path}: a `select` input needs `options:`")
+        return Input(path, name or spec.get("name"), spec["prompt"], kind,
+                     tuple(to_text(o) for o in options), spec.get("default"), depth)
+
+    def wait_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> WaitForEvent:
+        if not isinstance(spec, Mapping) or not spec:
+            self.problem(item, f"{path}: `wait_for_event` needs a mapping of event names to step lists",
+                         hint="e.g.  wait_for_event:\n      approved: [deploy]\n      rejected: [rollback]")
+            spec = {}
+        branches: list[tuple[str, Sequence]] = []
+        for key, steps in spec.items():
+            if isinstance(key, bool):
+                self.problem(spec, f"{path}: event name {key!r} was read by YAML as a boolean "
+                                   "(on/off/yes/no/true/false)", hint="quote it: \"on\": [...]")
+                continue
+            key_s = str(key)
+            if key_s in RESERVED_WAIT_KEYS:
+                continue
+            if not EVENT_NAME.fullmatch(key_s):
+                self.problem(spec, f"{path}: event name {key_s!r} may use only letters, digits, _ and -")
+                continue
+            branches.append((key_s, self.sequence(steps, f"{path}.{key_s}", depth, spec)))
+        if not branches and spec:
+            self.problem(spec, f"{path}: `wait_for_event` declares no event")
+        timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, spec)
+                          if isinstance(spec.get("timeout"), list) else None)
+        if "timeout" in spec and not isinstance(spec["timeout"], list):
+            self.problem(spec, f"{path}: inside a wait, `timeout:` is the list of steps run when the "
+                               "deadline passes", hint="set the duration with `within: 2h`")
+        # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
+        config = (self.source.config_for(name) or {}) if name else {}
+        timeout = None
+        for origin, value in ((spec, spec.get("within")), (config, config.get("timeout")),
+                              (self.wait_defaults, self.wait_defaults.get("timeout"))):
+            if value is not None:
+                timeout = self.duration(value, origin, "timeout" if origin is not spec else "within")
+                break
+        on_timeout = None
+        for origin in (config, self.wait_defaults):
+            if origin.get("on_timeout") is not None:
+                on_timeout = self.sequence(origin["on_timeout"], f"{path}.on_timeout", depth, origin)
+                break
+        return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth)
+
+
+def compile_workflow(source: Source) -> Sequence:
+    """Compile the whole definition; every mistake is reported at once (WorkflowInvalid, exit 2)."""
+    compiler = _Compiler(source)
+    steps = source.data.get("steps")
+    root = compiler.sequence(steps, "steps", 0, source.data)
+    defaults = source.data.get("wait_for_event")
+    if defaults is not None and not isinstance(defaults, Mapping):
+        compiler.problem(source.data, "the top-level `wait_for_event:` key holds the default config of "
+                                      "waits and must be a mapping (timeout, on_timeout)")
+    elif isinstance(defaults, Mapping):
+        if "timeout" in defaults:
+            compiler.duration(defaults["timeout"], defaults, "wait_for_event.timeout")
+    if compiler.problems:
+        count = len(compiler.problems)
+        raise WorkflowInvalid(f"the workflow has {count} problem{'s' if count > 1 else ''}",
+                              problems=compiler.problems)
+    return root
+
+
+def all_waits(node: Any) -> Iterable[WaitForEvent]:
+    """Every wait in the tree (for `roast validate` and documentation of events)."""
+    if isinstance(node, WaitForEvent):
+        yield node
+        for _, body in node.branches:
+            yield from all_waits(body)
+        for body in (node.timeout_branch, node.on_timeout):
+            if body is not None:
+                yield from all_waits(body)
+    elif isinstance(node, Sequence):
+        for step in node.steps:
+            yield from all_waits(step)
+    elif isinstance(node, Parallel):
+        for branch in node.branches:
+            yield from all_waits(branch)
+    elif isinstance(node, If):
+        for body in (node.then, node.otherwise):
+            if body is not None:
+                yield from all_waits(body)
+    elif isinstance(node, Case):
+        for _, body in node.whens:
+            yield from all_waits(body)
+        if node.otherwise is not None:
+            yield from all_waits(node.otherwise)
+    elif isinstance(node, (Each, Repeat)):
+        yield from all_waits(node.body)
+
+
+__all__ = [name for name in dir() if not name.startswith("_") and name not in {
+    "annotations", "Any", "Callable", "Generator", "Iterable", "Mapping", "Protocol", "Seq"}]
