@@ -27,7 +27,7 @@ from roast.errors import (BadEventData, DefinitionChanged, EventLate, EventRefus
                           RoastError, TimedOut, UsageError)
 from roast.runner import Completed, Runner, Waiting, iso
 from roast.steps import Event
-from roast.store import Session, Store
+from roast.store import Session, Store, new_id
 
 STATE_VERSION = 1
 FINISHED = ("completed", "failed", "timed_out", "cancelled")
@@ -155,9 +155,11 @@ class _Journal:
                               cursor=steps.describe(self.defn.root, cursor))
 
 
-def _state(defn: _Definition, ctx: Context, cursor: Any) -> dict[str, Any]:
+def _state(defn: _Definition, ctx: Context, cursor: Any, *, at_wait: bool = False) -> dict[str, Any]:
+    # The path signature (for SPEC §6 edit checks) is O(steps) to build, so only waits carry it;
+    # recovering a crashed session against an edited workflow needs --force.
     return {"v": STATE_VERSION, "cursor": cursor, "context": ctx,
-            "signature": steps.signature(defn.root, cursor), "definition": defn.data}
+            "signature": steps.signature(defn.root, cursor) if at_wait else None, "definition": defn.data}
 
 
 def _awaiting(waits: Sequence[steps.WaitInfo]) -> list[dict[str, Any]]:
@@ -185,7 +187,7 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
     if isinstance(outcome, Waiting):
         suspend = outcome.suspend
         # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
-        store.suspend(session_id, _state(defn, ctx, suspend.cursor),
+        store.suspend(session_id, _state(defn, ctx, suspend.cursor, at_wait=True),
                       cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits))
         return _result(store.get(session_id), output=ctx.output)
     assert isinstance(outcome, Completed)
@@ -226,12 +228,12 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     observer = observer or Observer()
     defn = _load(workflow)
     store = Store(home)
-    session_id = store.create(workflow_path=defn.path, workflow_name=defn.name,
-                              fingerprint=defn.fingerprint, target=target,
-                              has_definition=defn.data is not None, now=now())
-    ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
-    ctx.env = dict(os.environ)
-    with store.hold(session_id):
+    session_id = new_id(now())
+    with store.hold(session_id):  # locked before it exists, so it is never seen orphaned
+        store.create(workflow_path=defn.path, workflow_name=defn.name, fingerprint=defn.fingerprint,
+                     target=target, has_definition=defn.data is not None, now=now(), session_id=session_id)
+        ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
+        ctx.env = dict(os.environ)
         return _drive(store, session_id, defn, ctx, steps.HERE, None, observer, now)
 
 
@@ -266,7 +268,14 @@ def _check_definition(session: Session, defn: _Definition, state: Mapping[str, A
     if not session.fingerprint or defn.fingerprint == session.fingerprint:
         return []
     cursor = state["cursor"]
-    old, new = list(state.get("signature") or []), steps.signature(defn.root, cursor)
+    if state.get("signature") is None:  # a crash checkpoint, not a wait: no signature kept
+        if force:
+            return [f"{session.workflow_path} changed since session {session.id} was interrupted; "
+                    "continuing with the new definition (--force)"]
+        raise DefinitionChanged(
+            f"session {session.id} was interrupted and {session.workflow_path} has changed since; "
+            "nothing was changed", hint="restore the workflow, or pass --force to continue with the new one")
+    old, new = list(state["signature"]), steps.signature(defn.root, cursor)
     waits = steps.wait_at(defn.root, cursor)
     declared = not event or any(event in w.events for w in waits) or not waits and event is None
     if old == new and declared:
