@@ -25,7 +25,7 @@ from roast.context import Context, WorkflowInfo
 from roast.effects import Effects, choose_model
 from roast.errors import (BadEventData, DefinitionChanged, EventLate, EventRefused, NotFound, NotWaiting,
                           RoastError, TimedOut, UsageError)
-from roast.runner import Completed, Runner, Waiting, iso
+from roast.runner import Completed, Observer, Runner, Waiting, iso
 from roast.steps import Event
 from roast.store import Session, Store, new_id
 
@@ -74,19 +74,6 @@ class Result:
         if self.deadline:
             text += f" until {self.deadline}"
         return text
-
-
-class Observer:
-    """Progress callbacks; the CLI passes one that draws a rich status line. Default: silent."""
-
-    def started(self, path: str, name: str | None, attempt: int) -> None:
-        pass
-
-    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        pass
 
 
 def _plain(value: Any) -> Any:
@@ -339,20 +326,95 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
         observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
                       f"{', '.join(others[:5])}; resuming the most recent, {session.id}")
     current = now()
-    late = all(a.get("deadline") is not None and a["deadline"] <= current for a in offered)
-    with store.hold(session.id):
-        name = "timeout" if late else event
-        store.claim(session.id, wait_seq=session.wait_seq, event=name,
-                    data=payload if not late else {"refused_event": event}, source=source, now=current)
-        ctx: Context = state["context"]
-        ctx.env = dict(os.environ)
-        delivered = None if late else Event(event, payload, iso(current) or "")
-        result = _drive(store, session.id, defn, ctx, state["cursor"], delivered, observer, now)
-    if late:
+    if all(a.get("deadline") is not None and a["deadline"] <= current for a in offered):
+        # SPEC §6: a late event is refused and the timeout branch runs, in this same call.
+        result = _fire(store, session, state, defn, observer, now, source, refused=event)
         deadline = min(a["deadline"] for a in offered)
         raise EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {event!r} was "
                         f"refused; the timeout branch ran and the session is now {result.status}")
+    with store.hold(session.id):
+        store.claim(session.id, wait_seq=session.wait_seq, event=event, data=payload, source=source,
+                    now=current)
+        ctx: Context = state["context"]
+        ctx.env = dict(os.environ)
+        result = _drive(store, session.id, defn, ctx, state["cursor"], Event(event, payload, iso(current) or ""),
+                        observer, now)
     return Result(**{**result.__dict__, "warnings": warnings, "others_waiting": others})
+
+
+def _fire(store: Store, session: Session, state: Mapping[str, Any], defn: _Definition, observer: Observer,
+          now: Callable[[], float], source: str, refused: str | None = None) -> Result:
+    """Claim an overdue wait for its timeout and run on: the same compare-and-set as an event,
+    so an event and a timeout racing at the deadline resolve to exactly one branch (issue 6)."""
+    with store.hold(session.id):
+        data: dict[str, Any] = {"deadline": iso(session.deadline)}
+        if refused:
+            data["refused_event"] = refused
+        store.claim(session.id, wait_seq=session.wait_seq, event="timeout", data=data, source=source, now=now())
+        ctx: Context = state["context"]
+        ctx.env = dict(os.environ)
+        # no pending event: the runner answers each overdue wait with a `timeout` event
+        return _drive(store, session.id, defn, ctx, state["cursor"], None, observer, now)
+
+
+def tick(*, home: str | os.PathLike[str] | None = None, observer: Observer | None = None,
+         now: Callable[[], float] = time.time) -> list[dict[str, Any]]:
+    """Fire every overdue wait (for cron or a systemd timer): one summary dict per session.
+
+        >>> roast.tick()   # doctest: +SKIP
+        [{'session_id': '0mww7…', 'fired': True, 'status': 'completed', 'error': None}]
+    """
+    observer = observer or Observer()
+    store = Store(home)
+    fired: list[dict[str, Any]] = []
+    for session in store.overdue(now=now()):
+        entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
+                                 "deadline": iso(session.deadline), "fired": False, "status": session.status,
+                                 "error": None}
+        try:
+            state = store.load_state(session)
+            defn = _definition_for(session, state)
+            entry["warnings"] = _check_definition(session, defn, state, None, False)
+            result = _fire(store, session, state, defn, observer, now, "tick")
+            entry.update(fired=True, status=result.status, error=result.error)
+        except NotWaiting:
+            entry.update(status="resumed elsewhere")  # lost the race to an event: not an error
+        except RoastError as err:
+            entry.update(error=str(err), code=err.code)
+        fired.append(entry)
+    return fired
+
+
+def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, observer: Observer | None = None,
+           now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+           poll: float = 0.25, on_update: Callable[[Session, float], None] | None = None) -> Result:
+    """Stay with a session until it ends (`--wait`): events come from other processes
+    (`roast resume` elsewhere runs the branch); this process fires the deadline on time.
+    Interrupting it (Ctrl-C) leaves the session exactly as it is."""
+    observer = observer or Observer()
+    store = Store(home)
+    sid = store.get(session_id).id
+    while True:
+        session = store.get(sid)
+        current = now()
+        if on_update is not None:
+            on_update(session, current)
+        if session.status in FINISHED:
+            return _result(session)
+        if session.status == "waiting" and session.deadline is not None and session.deadline <= current:
+            try:
+                state = store.load_state(session)
+                _fire(store, session, state, _definition_for(session, state), observer, now, "listen")
+            except NotWaiting:
+                pass  # an event won the race; follow the session on
+            continue
+        if session.status == "running" and session.orphaned:
+            return _result(session, error="the process running this session died; "
+                                          f"`roast resume --session-id {sid}` continues it")
+        wait = poll
+        if session.status == "waiting" and session.deadline is not None:
+            wait = max(0.0, min(poll, session.deadline - current))
+        sleep(wait)
 
 
 def _recover(store: Store, session: Session, observer: Observer, now: Callable[[], float],

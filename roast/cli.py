@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the workflow's `target:` key, else no target)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the final output to FILE instead of stdout (default: stdout)")
+    p.add_argument("--wait", action="store_true",
+                   help="after pausing, stay in the foreground: follow events delivered by other processes "
+                        "and fire the deadline on time; Ctrl-C leaves the session waiting (default: exit)")
     p.set_defaults(handler=cmd_execute)
 
     p = sub.add_parser("resume", parents=[common], help="deliver an event to a waiting session",
@@ -65,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="resume even if the workflow changed on the path to the wait, as long as the wait "
                         "still declares the event (default: refuse)")
+    p.add_argument("--wait", action="store_true",
+                   help="if the session pauses again, stay and follow it as `execute --wait` does (default: exit)")
     p.set_defaults(handler=cmd_resume)
 
     p = sub.add_parser("sessions", parents=[common], help="list sessions, newest first",
@@ -75,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflow", metavar="W", help="only sessions of this workflow (path or name)")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N sessions (default: 50)")
     p.add_argument("--all", action="store_true", help="show every session (default: the 50 newest)")
+    p.add_argument("--older-than", metavar="D",
+                   help="only sessions last updated more than D ago (30s, 15m, 2h, 7d; default: any age)")
+    p.add_argument("--since", metavar="D",
+                   help="only sessions created within D (2h, 7d) or since an ISO date (default: any)")
+    p.add_argument("--prune", action="store_true",
+                   help="delete finished sessions (completed, failed, timed_out, cancelled) matching "
+                        "--older-than, which is required; waiting and running ones are never deleted")
+    p.add_argument("--watch", action="store_true",
+                   help="keep the table on screen, refreshed every second; Ctrl-C exits (default: print once)")
     p.set_defaults(handler=cmd_sessions)
 
     p = sub.add_parser("session", parents=[common], help="show one session in full",
@@ -87,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
     p.add_argument("--reason", metavar="TEXT", help="why, kept with the session (default: none)")
     p.set_defaults(handler=cmd_cancel)
+
+    p = sub.add_parser("tick", parents=[common], help="fire every overdue wait (for cron or a systemd timer)",
+                       description="Fire the deadline of every waiting session that is overdue: its timeout "
+                                   "branch (or on_timeout) runs, or it ends timed_out. Safe to run often and "
+                                   "concurrently with resumes: each wait resolves exactly once.")
+    p.set_defaults(handler=cmd_tick)
 
     p = sub.add_parser("validate", parents=[common], help="check a workflow without running it",
                        description="Load and compile a workflow, reporting every problem; runs nothing.")
@@ -146,7 +166,30 @@ def cmd_execute(args: argparse.Namespace) -> int:
             results.append(api.run(args.workflow, target, observer=progress))
     finally:
         progress.stop()
+    if args.wait:
+        return _report_and_follow(args, results)
     return _report(args, results)
+
+
+def _report_and_follow(args: argparse.Namespace, results: list[Any]) -> int:
+    """`--wait`: report the pause (the session is already saved), then stay until it ends."""
+    from roast import api
+    from roast.display import Listening
+
+    code = 0
+    for result in results:
+        if result.status != "waiting":
+            code = max(code, _report(args, [result]))
+            continue
+        if not args.json:
+            _report(args, [result])
+        view = Listening()
+        try:
+            final = api.listen(result.session_id, observer=view, on_update=view.update)
+        finally:
+            view.stop()
+        code = max(code, _report(args, [final]))
+    return code
 
 
 def _report(args: argparse.Namespace, results: list[Any]) -> int:
@@ -216,19 +259,74 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if result.others_waiting:
         print(f"roast: note: {len(result.others_waiting)} other session(s) of this workflow are waiting: "
               f"{', '.join(result.others_waiting[:5])}", file=sys.stderr)
+    if args.wait:
+        return _report_and_follow(args, [result])
     return _report(args, [result])
 
 
 # --------------------------------------------------------------------------- sessions
 
 
+def _workflow_key(arg: str | None) -> str | None:
+    """A workflow filter: an existing path means that workflow.yml; anything else is a name."""
+    if arg is None:
+        return None
+    path = Path(arg)
+    if path.is_dir():
+        path = path / "workflow.yml"
+    return str(path.resolve()) if path.is_file() else arg
+
+
+def _age(text: str | None, what: str) -> float | None:
+    from roast.expressions import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except UsageError as err:
+        raise UsageError(f"{what} {text!r}: {err.message}", hint="e.g. 30m, 2h or 7d") from err
+
+
+def _since(text: str | None) -> float | None:
+    import time
+    from datetime import datetime, timezone
+
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    except ValueError:
+        seconds = _age(text, "--since")
+        return time.time() - (seconds or 0)
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from roast import api
     from roast.store import Store
 
-    workflow = api._workflow_key(args.workflow)
-    limit = None if args.all else args.limit
-    rows, total = Store().list(statuses=args.status, workflow=workflow, limit=limit)
+    store = Store()
+    older = _age(args.older_than, "--older-than")
+    if args.prune:
+        if older is None:
+            raise UsageError("--prune needs --older-than D, e.g. --prune --older-than 30d")
+        count = store.prune(older_than=older)
+        if args.json:
+            _emit_json({"pruned": count})
+        else:
+            print(f"roast: pruned {count} finished session{'s' if count != 1 else ''} older than "
+                  f"{args.older_than}", file=sys.stderr)
+        return 0
+    query = {"statuses": args.status, "workflow": _workflow_key(args.workflow), "older_than": older,
+             "since": _since(args.since), "limit": None if args.all else args.limit}
+    if args.watch:
+        from roast.display import watch
+
+        watch(lambda: store.list(**query), all_shown=args.all)
+        return 0
+    rows, total = store.list(**query)
+    if store.read_only_view:
+        print("roast: warning: the session store is read-only here; this view may be stale", file=sys.stderr)
     if args.json:
         from roast.display import session_json
 
@@ -241,6 +339,24 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
     console().print(sessions_table(rows, total, all_shown=args.all))
     return 0
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    from roast import api
+
+    fired = api.tick(observer=_progress(args))
+    if args.json:
+        _emit_json(fired)
+    else:
+        for entry in fired:
+            if entry.get("error"):
+                print(f"roast: error: session {entry['session_id']}: {entry['error']}", file=sys.stderr)
+            else:
+                print(f"roast: session {entry['session_id']} deadline {entry['deadline']}: {entry['status']}",
+                      file=sys.stderr)
+        if not fired:
+            print("roast: no overdue waits", file=sys.stderr)
+    return 1 if any(entry.get("error") for entry in fired) else 0
 
 
 def cmd_session(args: argparse.Namespace) -> int:

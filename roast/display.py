@@ -9,11 +9,13 @@ import os
 import shlex
 import sys
 import time
-from typing import IO, Any, Sequence
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
-from roast.api import Observer, Result
-from roast.runner import iso
+from roast.runner import Observer, iso
 from roast.store import EventRecord, Session, StepRecord
+
+if TYPE_CHECKING:
+    from roast.api import Result
 
 STATUS_STYLE = {"waiting": "yellow", "running": "cyan", "completed": "green", "failed": "red",
                 "timed_out": "magenta", "cancelled": "dim"}
@@ -78,8 +80,8 @@ class Progress(Observer):
 
 
 def resume_command(result: Result | Session, event: str) -> str:
-    workflow = result.workflow if isinstance(result, Result) else result.workflow_path
-    sid = result.session_id if isinstance(result, Result) else result.id
+    workflow = result.workflow_path if isinstance(result, Session) else result.workflow
+    sid = result.id if isinstance(result, Session) else result.session_id
     if workflow.startswith("<dict:"):
         return f"roast.resume({event!r}, session_id={sid!r})"
     try:
@@ -205,3 +207,71 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         lines.append("final output:")
         lines.extend("  " + line for line in s.final_output.splitlines())
     return "\n".join(lines)
+
+
+class Listening(Observer):
+    """`--wait`: a live line with the awaited events and the time left (plain lines off a terminal)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.progress = Progress(self.stream)
+        self._last = ""
+        self._status: Any = None
+
+    def line(self, session: Session, now: float) -> str:
+        if session.status == "waiting":
+            events = ", ".join(dict.fromkeys(a["event"] for a in session.awaiting))
+            left = f" — {_left(session.deadline, now)}" if session.deadline is not None else ""
+            return f"session {session.id} waiting for {events}{left} (Ctrl-C leaves it waiting)"
+        return f"session {session.id} is {session.status}"
+
+    def update(self, session: Session, now: float) -> None:
+        text = self.line(session, now)
+        if fancy(self.stream):
+            if self._status is None:
+                from rich.console import Console
+
+                self._status = Console(file=self.stream).status(text)
+                self._status.start()
+            self._status.update(text)
+        elif text.split(" — ")[0] != self._last.split(" — ")[0]:
+            print(f"roast: {text}", file=self.stream, flush=True)
+        self._last = text
+
+    def started(self, path: str, name: str | None, attempt: int) -> None:
+        self.progress.started(path, name, attempt)
+
+    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
+        self.progress.finished(path, name, status, seconds)
+
+    def note(self, message: str) -> None:
+        self.progress.note(message)
+
+    def stop(self) -> None:
+        self.progress.stop()
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def watch_frame(fetch: Any, *, all_shown: bool = False, now: float | None = None) -> Any:
+    """One refresh of `roast sessions --watch` (tests drive this instead of sleeping)."""
+    rows, total = fetch()
+    from rich.console import Group
+    from rich.text import Text
+
+    stamp = iso(now if now is not None else time.time())
+    return Group(sessions_table(rows, total, now=now, all_shown=all_shown),
+                 Text(f"{stamp} · refreshing every second · Ctrl-C to exit", style="dim"))
+
+
+def watch(fetch: Any, *, all_shown: bool = False, refresh: float = 1.0) -> None:
+    from rich.live import Live
+
+    try:
+        with Live(watch_frame(fetch, all_shown=all_shown), console=console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(refresh)
+                live.update(watch_frame(fetch, all_shown=all_shown), refresh=True)
+    except KeyboardInterrupt:
+        pass

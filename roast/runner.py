@@ -49,6 +49,19 @@ class Journal(Protocol):
     def checkpoint(self, cursor: Any) -> None: ...
 
 
+class Observer:
+    """Progress callbacks for people (the CLI draws a status line from them). Default: silent."""
+
+    def started(self, path: str, name: str | None, attempt: int) -> None:
+        pass
+
+    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
 class NullJournal:
     """Keeps nothing: for driving a tree in memory (tests, benchmarks)."""
 
