@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="append", default=[],
                    choices=["running", "waiting", "completed", "failed", "timed_out", "cancelled"],
                    help="only sessions in this state (repeatable; default: all)")
-    p.add_argument("--workflow", metavar="W", help="only sessions of this workflow (path or name)")
+    p.add_argument("--workflow", metavar="W", help="only sessions of this workflow, by path or by name (default: all workflows)")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N sessions (default: 50)")
     p.add_argument("--all", action="store_true", help="show every session (default: the 50 newest)")
     p.add_argument("--older-than", metavar="D",
