@@ -1,0 +1,52 @@
+"""The architecture stays small and obvious: each module imports only modules above it (STYLE)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROAST = Path(__file__).resolve().parent.parent / "roast"
+
+# STYLE "Layout": imports flow down this list.
+ORDER = ["errors", "expressions", "context", "workflow", "steps", "runner", "effects", "store", "api",
+         "display", "cli"]
+ENTRY_POINTS = {"__init__", "__main__"}
+
+
+def _roast_imports(tree: ast.AST) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("roast.")}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "roast":
+                found |= {a.name for a in node.names if a.name in ORDER}
+            elif node.module.startswith("roast."):
+                found.add(node.module.split(".")[1])
+    return found
+
+
+def test_every_module_is_placed_in_the_layout():
+    modules = {p.stem for p in ROAST.glob("*.py")} - ENTRY_POINTS
+    assert modules <= set(ORDER), f"place {sorted(modules - set(ORDER))} in ORDER (and in STYLE's table)"
+
+
+def test_no_module_imports_a_module_below_it():
+    backwards = []
+    for path in sorted(ROAST.glob("*.py")):
+        if path.stem in ENTRY_POINTS:
+            continue
+        rank = ORDER.index(path.stem)
+        for name in _roast_imports(ast.parse(path.read_text())):
+            if name in ORDER and ORDER.index(name) >= rank and name != path.stem:
+                backwards.append(f"roast/{path.name} imports roast.{name}")
+    assert not backwards, "imports must flow down the layout:\n" + "\n".join(backwards)
+
+
+def test_the_step_tree_does_no_io_of_its_own():
+    forbidden = {"subprocess", "os", "sqlite3", "time", "socket", "shutil", "pathlib", "open"}
+    for module in ("steps", "expressions", "context"):
+        tree = ast.parse((ROAST / f"{module}.py").read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert not (imported | calls) & forbidden, f"roast/{module}.py touches {(imported | calls) & forbidden}"
