@@ -1,0 +1,4 @@
+# TODO: greet in more languages
+class Greeter
+  def greet(name) = "hello, #{name}"
+end
