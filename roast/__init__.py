@@ -9,11 +9,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "resume", "sessions", "session", "cancel", "Result", "SessionInfo", "__version__"]
+__all__ = ["Result", "SessionInfo", "__version__", "cancel", "listen", "resume", "run", "session", "sessions",
+           "tick"]
+_API = {"run", "resume", "sessions", "session", "cancel", "tick", "listen", "Result", "SessionInfo"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"run", "resume", "sessions", "session", "cancel", "tick", "Result", "SessionInfo"}:
+    if name in _API:
         from roast import api
 
         return getattr(api, name)

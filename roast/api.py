@@ -16,20 +16,33 @@ import difflib
 import json
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from roast import expressions, steps, workflow as workflow_mod
+from roast import expressions, steps
+from roast import workflow as workflow_mod
 from roast.context import Context, WorkflowInfo
 from roast.effects import Effects, choose_model
-from roast.errors import (BadEventData, DefinitionChanged, EventLate, EventRefused, NotFound, NotWaiting,
-                          RoastError, TimedOut, UsageError)
-from roast.runner import Completed, Observer, Runner, Waiting, iso
+from roast.errors import (
+    BadEventData,
+    DefinitionChanged,
+    EventLate,
+    EventRefused,
+    NotFound,
+    NotWaiting,
+    RoastError,
+    TimedOut,
+    UsageError,
+)
+from roast.expressions import iso
+from roast.runner import Completed, Observer, Runner, Waiting
 from roast.steps import Event
 from roast.store import Session, Store, new_id
 
 STATE_VERSION = 1
+SessionInfo = Session  # what roast.sessions() / roast.session() return
 FINISHED = ("completed", "failed", "timed_out", "cancelled")
 
 

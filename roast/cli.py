@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from roast import __version__
 from roast.errors import RoastError, UsageError
@@ -150,7 +151,8 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    from roast import api, effects, workflow as workflow_mod
+    from roast import api, effects
+    from roast import workflow as workflow_mod
 
     targets: list[str | None] = list(args.targets)
     for spec in args.target:
@@ -224,7 +226,7 @@ def _report(args: argparse.Namespace, results: list[Any]) -> int:
 def _read_event_data(spec: str | None) -> str | None:
     from roast.errors import BadEventData
 
-    limit = int(os.environ.get("ROAST_MAX_EVENT_BYTES", 1_048_576))
+    limit = int(os.environ.get("ROAST_MAX_EVENT_BYTES", "1048576"))
     if spec is None:
         return None
     if spec == "-":
@@ -335,9 +337,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if not rows:
         print("no sessions" + (" match" if args.status or args.workflow else " yet"), file=sys.stderr)
         return 0
-    from roast.display import console, sessions_table
+    from roast.display import console, fancy, sessions_table, sessions_text
 
-    console().print(sessions_table(rows, total, all_shown=args.all))
+    if fancy(sys.stdout):
+        console().print(sessions_table(rows, total, all_shown=args.all))
+    else:
+        print(sessions_text(rows, total, all_shown=args.all))
     return 0
 
 
@@ -367,7 +372,7 @@ def cmd_session(args: argparse.Namespace) -> int:
     history, events = store.history(s.id), store.events(s.id)
     if args.json:
         from roast.display import session_json
-        from roast.runner import iso
+        from roast.expressions import iso
 
         doc = session_json(s)
         doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
@@ -399,7 +404,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from roast import steps, workflow as workflow_mod
+    from roast import steps
+    from roast import workflow as workflow_mod
 
     wf = workflow_mod.load(args.workflow)
     root = steps.compile_workflow(wf)

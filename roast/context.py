@@ -6,8 +6,9 @@ environment must not end up in the session store.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from roast.expressions import DotDict, wrap
 

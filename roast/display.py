@@ -9,9 +9,10 @@ import os
 import shlex
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
 
-from roast.runner import Observer, iso
+from roast.expressions import iso
 from roast.store import EventRecord, Session, StepRecord
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def console(stream: IO[str] | None = None, width: int | None = None) -> Any:
                    soft_wrap=False)
 
 
-class Progress(Observer):
+class Progress:
     """Step progress on stderr: a rich status line on a terminal, plain lines elsewhere."""
 
     def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
@@ -145,26 +146,47 @@ def session_json(s: Session) -> dict[str, Any]:
             "reason": s.reason}
 
 
+COLUMNS = ("id", "workflow", "status", "where", "awaiting", "deadline", "age")
+
+
+def _cells(s: Session, now: float | None) -> tuple[str, ...]:
+    status = "orphaned" if s.orphaned else s.status
+    deadline = _left(s.deadline, now) if s.status == "waiting" and s.deadline is not None else ""
+    events = ", ".join(dict.fromkeys(a["event"] for a in s.awaiting or [])) if s.status == "waiting" else ""
+    return (s.id, s.workflow_name, status, s.cursor or "", events, deadline, age(s.created_at, now))
+
+
+def _footer(shown: int, total: int, all_shown: bool) -> str | None:
+    if not all_shown and total > shown:
+        return f"… and {total - shown:,} more (--all, or --limit N)"
+    return None
+
+
 def sessions_table(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False) -> Any:
     """A rich Table of sessions (render into any Console)."""
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "workflow", "status", "where", "awaiting", "deadline", "age"):
+    for column in COLUMNS:
         table.add_column(column, overflow="fold" if column == "where" else "ellipsis",
-                         no_wrap=column != "where")
+                         no_wrap=column not in ("where", "awaiting"), min_width=8 if column == "where" else None)
     for s in rows:
-        status = "orphaned" if s.orphaned else s.status
+        cells = list(_cells(s, now))
         style = STATUS_STYLE.get(s.status, "")
-        deadline = ""
-        if s.status == "waiting" and s.deadline is not None:
-            deadline = _left(s.deadline, now)
-        events = ", ".join(dict.fromkeys(a["event"] for a in s.awaiting or [])) if s.status == "waiting" else ""
-        table.add_row(s.id, s.workflow_name, f"[{style}]{status}[/]" if style else status,
-                      s.cursor or "", events, deadline, age(s.created_at, now))
-    if not all_shown and total > len(rows):
-        table.caption = f"… and {total - len(rows):,} more (--all, or --limit N)"
+        if style:
+            cells[2] = f"[{style}]{cells[2]}[/]"
+        table.add_row(*cells)
+    table.caption = _footer(len(rows), total, all_shown)
     return table
+
+
+def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False) -> str:
+    """The same listing as aligned plain text, for pipes and NO_COLOR (no rich import: fast)."""
+    table = [COLUMNS] + [_cells(s, now) for s in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    footer = _footer(len(rows), total, all_shown)
+    return "\n".join(lines + ([footer] if footer else []))
 
 
 def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> str:
@@ -209,7 +231,7 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
     return "\n".join(lines)
 
 
-class Listening(Observer):
+class Listening:
     """`--wait`: a live line with the awaited events and the time left (plain lines off a terminal)."""
 
     def __init__(self, stream: IO[str] | None = None) -> None:

@@ -552,3 +552,12 @@ def _json_kind(value: object) -> str:
         return "null"
     kinds = {list: "a list", str: "a string", int: "a number", float: "a number"}
     return kinds.get(type(value), "a value")
+
+
+def iso(ts: float | None) -> str | None:
+    """A UTC epoch as ISO-8601 with a Z suffix (SPEC §6: received_at; deadlines shown in UTC)."""
+    if ts is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from roast.errors import RoastError, StepFailed
+from roast.expressions import iso
 from roast.steps import Checkpoint, Delivery, Done, Event, Gather, Receive, Shell, Steps, Suspend
-
-
-def iso(ts: float | None) -> str | None:
-    """UTC ISO-8601 with a Z suffix (SPEC §6: received_at; deadlines shown in UTC)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

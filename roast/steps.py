@@ -27,8 +27,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, Sequence as Seq
+from typing import Any, Protocol
 
 from roast import expressions
 from roast.context import Context
