@@ -8,10 +8,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 import roast
 from roast.cli import main
@@ -618,6 +619,21 @@ def test_execute_through_a_real_process(wf):
     plain = run_cli("execute", str(path))
     assert plain.returncode == 0 and plain.stdout == "two one\n"
     assert "Traceback" not in plain.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a reader that closes stdout early (| head) gets a "
+                                       "BrokenPipeError traceback on stderr")
+def test_a_closed_stdout_pipe_gives_no_traceback(wf):
+    path = wf("steps: ['$(seq 1 200000)']\n")  # far more than a pipe buffer holds
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(2) == b"1\n"
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert Store().list()[0][0].status == "completed"  # saved before it was printed
+    assert "Traceback" not in err
 
 
 def test_version_through_a_real_process():
