@@ -188,8 +188,9 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
         suspend = outcome.suspend
         # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
         store.suspend(session_id, _state(defn, ctx, suspend.cursor, at_wait=True),
-                      cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits))
-        return _result(store.get(session_id), output=ctx.output)
+                      cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits),
+                      output=_plain(ctx.output))
+        return _result(store.get(session_id))
     assert isinstance(outcome, Completed)
     store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output())
     return _result(store.get(session_id))

@@ -160,7 +160,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
     if not targets:
         wf = workflow_mod.load(args.workflow)
         configured = wf.data.get("target")
-        targets = list(effects.expand_targets(str(configured), wf.directory)) if configured else [None]
+        targets = effects.configured_targets(str(configured), wf.directory) if configured else [None]
     progress = _progress(args)
     results = []
     try:

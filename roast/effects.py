@@ -248,3 +248,15 @@ def expand_targets(spec: str, cwd: Path | None = None) -> list[str]:
         matches = sorted(glob.glob(spec, root_dir=cwd, recursive=True))
         return matches or [spec]
     return [spec]
+
+
+def configured_targets(spec: str, workflow_dir: Path) -> list[str]:
+    """A workflow's `target:` key. Roast resolves it from the current directory, where the steps run;
+    when nothing matches there, the workflow's own directory is tried and absolute paths returned."""
+    found = expand_targets(spec)
+    if spec.strip().startswith("$(") or found != [spec] or Path(spec).exists():
+        return found
+    local = expand_targets(spec, workflow_dir)
+    if local == [spec] and not (workflow_dir / spec).exists():
+        return found
+    return [str((workflow_dir / item).resolve()) for item in local]

@@ -94,7 +94,13 @@ SAFE_BUILTINS.update({"True": True, "False": False, "None": None})
 
 @functools.lru_cache(maxsize=1024)
 def _compile(expr: str) -> CodeType:
-    return compile(expr, "<expression>", "eval")
+    try:
+        return compile(expr, "<expression>", "eval")
+    except SyntaxError:
+        if "\n" not in expr:
+            raise
+        # an expression folded over several YAML lines: parentheses make the newlines insignificant
+        return compile(f"(\n{expr}\n)", "<expression>", "eval")
 
 
 def evaluate(expr: str, namespace: Mapping[str, object]) -> object:

@@ -325,6 +325,8 @@ class Prompt:
         path = _runtime_path(self.path, self.depth, ctx)
         response = yield AskModel(prompt, path, self.name, self.options.model, self.options.json,
                                   tuple(ctx.transcript))
+        if isinstance(response, str):
+            response = response.strip()
         ctx.transcript.append({"role": "user", "content": prompt})
         ctx.transcript.append({"role": "assistant", "content": to_text(response)})
         value: Any = response

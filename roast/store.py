@@ -625,7 +625,7 @@ class Store:
             db.execute("UPDATE sessions SET cursor = ?, updated_at = ? WHERE id = ?", (cursor, now, session_id))
 
     def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
-                now: float | None = None) -> int:
+                output: dict[str, Any] | None = None, now: float | None = None) -> int:
         """Running → waiting: save cursor, awaited events, deadline and sealed state; return the wait_seq."""
         check_id(session_id)
         now = _now(now)
@@ -642,8 +642,9 @@ class Store:
             db.execute("INSERT OR REPLACE INTO continuations (session_id, envelope) VALUES (?, ?)",
                        (session_id, envelope))
             db.execute("UPDATE sessions SET status = 'waiting', wait_seq = ?, awaiting = ?, deadline = ?, "
-                       "cursor = ?, updated_at = ? WHERE id = ?",
-                       (wait_seq, awaiting_json, min(deadlines) if deadlines else None, cursor, now, session_id))
+                       "cursor = ?, updated_at = ?, output = COALESCE(?, output) WHERE id = ?",
+                       (wait_seq, awaiting_json, min(deadlines) if deadlines else None, cursor, now,
+                        None if output is None else json.dumps(output, default=str), session_id))
         return wait_seq
 
     def claim(self, session_id: str, *, wait_seq: int, event: str, data: dict[str, Any], source: str = "cli",

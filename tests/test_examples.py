@@ -140,7 +140,6 @@ def test_deploy_rejected_through_real_processes(examples, tmp_path):
     assert "no session" in again.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sessions --json shows output {} for a waiting session whose steps ran")
 def test_sessions_json_shows_the_outputs_of_a_waiting_deploy(examples, tmp_path, capsys):
     roast.run("examples/deploy")
     assert main(["sessions", "--json"]) == 0
@@ -374,8 +373,6 @@ def test_shared_config_without_shared_yml_is_refused_naming_the_anchor(examples,
 # --------------------------------------------------------------------------- bugs found on the way
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a `target:` glob is expanded relative to the workflow directory "
-                                       "but its relative paths are used from the current directory")
 def test_a_target_glob_in_the_workflow_names_files_the_steps_can_open(wf, tmp_path, monkeypatch, capsys):
     path = wf("""
         target: "data/*.txt"
