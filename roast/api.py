@@ -130,12 +130,14 @@ class _Journal:
     """Saves checkpoints and step history to the store, and tells the observer."""
 
     def __init__(self, store: Store, session_id: str, defn: _Definition, ctx: Context,
-                 observer: Observer) -> None:
+                 observer: Observer, now: Callable[[], float]) -> None:
         self.store, self.session_id, self.defn, self.ctx, self.observer = store, session_id, defn, ctx, observer
+        self.now = now
         self._started: dict[tuple[str, int], float] = {}
 
     def started(self, request: Any) -> int:
-        attempt = self.store.step_started(self.session_id, path=request.path, name=request.name or "")
+        attempt = self.store.step_started(self.session_id, path=request.path, name=request.name or "",
+                                          now=self.now())
         self._started[(request.path, attempt)] = time.monotonic()
         if attempt > 1:
             self.observer.note(f"step {request.path} was interrupted before; running it again "
@@ -146,13 +148,13 @@ class _Journal:
     def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
         text = expressions.to_text(output)
         self.store.step_finished(self.session_id, path=request.path, attempt=attempt, status=status,
-                                 output=text[:65536])
+                                 output=text[:65536], now=self.now())
         began = self._started.pop((request.path, attempt), time.monotonic())
         self.observer.finished(request.path, request.name, status, time.monotonic() - began)
 
     def checkpoint(self, cursor: Any) -> None:
         self.store.checkpoint(self.session_id, _state(self.defn, self.ctx, cursor),
-                              cursor=steps.describe(self.defn.root, cursor))
+                              cursor=steps.describe(self.defn.root, cursor), now=self.now())
 
 
 def _state(defn: _Definition, ctx: Context, cursor: Any, *, at_wait: bool = False) -> dict[str, Any]:
@@ -171,16 +173,17 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
            event: Event | None, observer: Observer, now: Callable[[], float]) -> Result:
     """Run from `cursor` until the end or the next wait; save, then return what happened."""
     effects = Effects(ctx=ctx, model=_provider(defn), cwd=None, announce=observer.note)
-    runner = Runner(effects, now=now, journal=_Journal(store, session_id, defn, ctx, observer), event=event)
+    runner = Runner(effects, now=now, journal=_Journal(store, session_id, defn, ctx, observer, now),
+                    event=event)
     try:
         outcome = runner.drive(defn.root.run(ctx, cursor))
     except TimedOut as err:
         store.finish(session_id, "timed_out", output=_plain(ctx.output), final_output=ctx.final_output(),
-                     error=str(err))
+                     error=str(err), now=now())
         return _result(store.get(session_id), error=str(err))
     except RoastError as err:
         store.finish(session_id, "failed", output=_plain(ctx.output), final_output=ctx.final_output(),
-                     error=str(err))
+                     error=str(err), now=now())
         return _result(store.get(session_id), error=str(err))
     finally:
         effects.close()
@@ -189,10 +192,10 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
         # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
         store.suspend(session_id, _state(defn, ctx, suspend.cursor, at_wait=True),
                       cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits),
-                      output=_plain(ctx.output))
+                      output=_plain(ctx.output), now=now())
         return _result(store.get(session_id))
     assert isinstance(outcome, Completed)
-    store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output())
+    store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(), now=now())
     return _result(store.get(session_id))
 
 
@@ -285,7 +288,9 @@ def _check_definition(session: Session, defn: _Definition, state: Mapping[str, A
     moved = [f"was: {a}\n      now: {b}" for a, b in zip(old, new) if a != b]
     if len(old) != len(new):
         moved.append(f"the path to the wait had {len(old)} levels, now {len(new)}")
-    if not declared:
+    if not waits:
+        moved.append("the saved position no longer rests on a wait")
+    elif not declared:
         moved.append(f"the wait no longer declares {event!r}")
     if force and waits and declared:
         return [f"{session.workflow_path} changed before the wait; resuming anyway (--force)"]
@@ -440,7 +445,9 @@ def _recover(store: Store, session: Session, observer: Observer, now: Callable[[
             raise _not_waiting(store, fresh)
         state = store.load_state(fresh)
         defn = _definition_for(fresh, state)
-        _check_definition(fresh, defn, state, None, force)
+        warnings = _check_definition(fresh, defn, state, None, force)
+        for warning in warnings:
+            observer.note(warning)
         ctx: Context = state["context"]
         ctx.env = dict(os.environ)
         pending = None
@@ -452,7 +459,8 @@ def _recover(store: Store, session: Session, observer: Observer, now: Callable[[
                 pending = Event(last.name, last.data, iso(last.received_at) or "")
         observer.note(f"session {fresh.id} was interrupted; continuing from its last checkpoint "
                       f"({fresh.cursor})")
-        return _drive(store, fresh.id, defn, ctx, state["cursor"], pending, observer, now)
+        result = _drive(store, fresh.id, defn, ctx, state["cursor"], pending, observer, now)
+        return Result(**{**result.__dict__, "warnings": warnings})
 
 
 def _names(session: Session, sep: str = ", ") -> str:

@@ -129,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("roast: interrupted; sessions that were waiting are still waiting", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout was closed early (`roast execute wf | head -1`); the session was saved before printing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _error(args: argparse.Namespace, code: str, message: str, exit_code: int) -> None:
@@ -258,9 +262,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
                             force=args.force, source="cli", observer=progress)
     finally:
         progress.stop()
-    if result.others_waiting:
-        print(f"roast: note: {len(result.others_waiting)} other session(s) of this workflow are waiting: "
-              f"{', '.join(result.others_waiting[:5])}", file=sys.stderr)
     if args.wait:
         return _report_and_follow(args, [result])
     return _report(args, [result])
@@ -335,7 +336,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         _emit_json([session_json(s) for s in rows])
         return 0
     if not rows:
-        print("no sessions" + (" match" if args.status or args.workflow else " yet"), file=sys.stderr)
+        filtered = args.status or args.workflow or args.older_than or args.since
+        print("no sessions" + (" match" if filtered else " yet"), file=sys.stderr)
         return 0
     from roast.display import console, fancy, sessions_table, sessions_text
 

@@ -183,7 +183,8 @@ class Effects:
                              hint=f"add `def run(ctx): ...` to {Path(file).name}")
 
         def call_class(ctx: Context, params: Mapping[str, Any] | None = None) -> Any:
-            obj = cls(ctx) if _accepts(cls.__init__, 2) else cls()
+            takes_ctx = cls.__init__ is not object.__init__ and _accepts(cls.__init__, 2)
+            obj = cls(ctx) if takes_ctx else cls()
             obj.ctx = ctx
             obj.params = dict(params or {})
             return obj.call()

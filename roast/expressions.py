@@ -556,7 +556,7 @@ def _json_kind(value: object) -> str:
         return "a boolean"
     if value is None:
         return "null"
-    kinds = {list: "a list", str: "a string", int: "a number", float: "a number"}
+    kinds = {list: "an array", str: "a string", int: "a number", float: "a number"}
     return kinds.get(type(value), "a value")
 
 

@@ -448,7 +448,12 @@ class Sequence:
         start, child_at = (0, HERE) if at is HERE else at
         for index in range(start, len(self.steps)):
             step = self.steps[index]
-            yield from _within(lambda c, i=index: (i, c), step.run(ctx, child_at))
+            try:
+                yield from _within(lambda c, i=index: (i, c), step.run(ctx, child_at))
+            except RoastError as err:
+                if err.where is None:  # e.g. a failing {{ }}: say which step it was in
+                    err.where = _runtime_path(step.path, getattr(step, "depth", 0), ctx)
+                raise
             child_at = HERE
             yield Checkpoint((index + 1, HERE))
 
@@ -486,7 +491,7 @@ class If:
         if body is not None:
             yield from _within(lambda c: (branch, c), body.run(ctx, child_at))
         if self.name:
-            ctx.record(self.name, ctx.last, print_response=False)
+            ctx.record(self.name, ctx.last, print_response=None if ctx.last_printable else False)
 
     def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
         branch, child_at = at
@@ -529,7 +534,7 @@ class Case:
         if body is not None:
             yield from _within(lambda c: (choice, c), body.run(ctx, child_at))
         if self.name:
-            ctx.record(self.name, ctx.last, print_response=False)
+            ctx.record(self.name, ctx.last, print_response=None if ctx.last_printable else False)
 
     def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
         choice, child_at = at
@@ -577,8 +582,8 @@ class Each:
                 ctx.output[self.name] = list(results)
         ctx.loop.pop(self.var, None)
         del ctx.loop_index[self.depth:]
-        if self.name:
-            ctx.record(self.name, results, print_response=False)
+        if self.name:  # the collected results; the last iteration's output stays the one printed
+            ctx.output[self.name] = results
 
     def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
         index, items, child_at = at
@@ -614,7 +619,7 @@ class Repeat:
                 break
         del ctx.loop_index[self.depth:]
         if self.name:
-            ctx.record(self.name, ctx.last, print_response=False)
+            ctx.record(self.name, ctx.last, print_response=None if ctx.last_printable else False)
 
     def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
         iteration, child_at = at
@@ -651,6 +656,7 @@ class Parallel:
                     except StopIteration:
                         cursors[i] = DONE
                         del live[i]
+                        yield Checkpoint(tuple(cursors))  # a finished branch never runs again
                         break
                     except RoastError as err:
                         failure = failure or err  # the group fails once the others stop
@@ -887,6 +893,10 @@ class _Compiler:
         defaults = source.data.get("wait_for_event")
         self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
         self.model = source.data.get("model")
+        # checked once here, used by every wait without a duration of its own
+        self.default_timeout = (self.duration(self.wait_defaults["timeout"], self.wait_defaults,
+                                              "wait_for_event.timeout")
+                                if self.wait_defaults.get("timeout") is not None else None)
 
     def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
         self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
@@ -944,7 +954,8 @@ class _Compiler:
 
     def step(self, item: Any, path: str, depth: int, parent: Any) -> Any:
         if callable(item) and not isinstance(item, (str, Mapping, list)):
-            return Python(path, getattr(item, "__name__", None), item, StepOptions(), depth)
+            name = getattr(item, "__name__", None)
+            return Python(path, None if name == "<lambda>" else name, item, StepOptions(), depth)
         if isinstance(item, str):
             return self.string_step(item, None, path, depth, parent)
         if isinstance(item, list):
@@ -963,6 +974,8 @@ class _Compiler:
         return Sequence(path, ())
 
     def string_step(self, text: str, name: str | None, path: str, depth: int, node: Any) -> Any:
+        if getattr(text, "line", 0):
+            node = text  # report at the step's own line, not its list's
         text_s = str(text)
         command = _command_text(text_s)
         if command is not None:
@@ -1106,16 +1119,18 @@ class _Compiler:
                          hint="e.g.  wait_for_event:\n      approved: [deploy]\n      rejected: [rollback]")
             spec = {}
         branches: list[tuple[str, Sequence]] = []
+        key_lines = getattr(spec, "key_lines", {})
         for key, steps in spec.items():
+            at = key_lines.get(key) or spec
             if isinstance(key, bool):
-                self.problem(spec, f"{path}: event name {key!r} was read by YAML as a boolean "
+                self.problem(at, f"{path}: event name {key!r} was read by YAML as a boolean "
                                    "(on/off/yes/no/true/false)", hint="quote it: \"on\": [...]")
                 continue
             key_s = str(key)
             if key_s in RESERVED_WAIT_KEYS:
                 continue
             if not EVENT_NAME.fullmatch(key_s):
-                self.problem(spec, f"{path}: event name {key_s!r} may use only letters, digits, _ and -")
+                self.problem(at, f"{path}: event name {key_s!r} may use only letters, digits, _ and -")
                 continue
             branches.append((key_s, self.sequence(steps, f"{path}.{key_s}", depth, spec)))
         if not branches and spec:
@@ -1127,9 +1142,8 @@ class _Compiler:
                                "deadline passes", hint="set the duration with `within: 2h`")
         # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
         config = (self.source.config_for(name) or {}) if name else {}
-        timeout = None
-        for origin, value in ((spec, spec.get("within")), (config, config.get("timeout")),
-                              (self.wait_defaults, self.wait_defaults.get("timeout"))):
+        timeout = self.default_timeout
+        for origin, value in ((spec, spec.get("within")), (config, config.get("timeout"))):
             if value is not None:
                 timeout = self.duration(value, origin, "timeout" if origin is not spec else "within")
                 break
@@ -1150,10 +1164,8 @@ def compile_workflow(source: Source) -> Sequence:
     if defaults is not None and not isinstance(defaults, Mapping):
         compiler.problem(source.data, "the top-level `wait_for_event:` key holds the default config of "
                                       "waits and must be a mapping (timeout, on_timeout)")
-    elif isinstance(defaults, Mapping):
-        if "timeout" in defaults:
-            compiler.duration(defaults["timeout"], defaults, "wait_for_event.timeout")
     if compiler.problems:
+        compiler.problems = list({str(p): p for p in compiler.problems}.values())
         count = len(compiler.problems)
         raise WorkflowInvalid(f"the workflow has {count} problem{'s' if count > 1 else ''}",
                               problems=compiler.problems)

@@ -198,7 +198,7 @@ def test_parse_event_data_treats_nothing_as_an_empty_object(raw):
 
 @pytest.mark.parametrize("raw, fragments", [
     ('{"a": 1 "b": 2}', ["not valid JSON", "Expecting ',' delimiter at line 1 column 9"]),
-    ("[1, 2]", ["must be a JSON object, got a list"]),
+    ("[1, 2]", ["must be a JSON object, got an array"]),
     ('"x"', ["must be a JSON object, got a string"]),
     ("3", ["must be a JSON object, got a number"]),
     ("null", ["must be a JSON object, got null"]),

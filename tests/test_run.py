@@ -89,8 +89,6 @@ def test_a_python_step_file_may_define_a_class_whose_call_gives_the_output(wf):
     assert result.output["grade"] == "graded wf"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a class with only call(self) (no __init__) is called as cls(ctx) "
-                                       "and fails with TypeError")
 def test_a_python_step_class_without_an_init_is_called_with_no_arguments(wf):
     path = wf("steps: [grade]\n", files={"grade.py": """
         class Grade:
@@ -457,7 +455,6 @@ def test_the_last_step_prints_after_steps_marked_print_response(wf, capsys):
     assert out == "first\n\nlast\n"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a workflow ending in a named if/each/repeat prints nothing")
 def test_a_workflow_ending_in_a_named_conditional_prints_its_output(wf, capsys):
     path = wf("""
         steps:
@@ -621,8 +618,6 @@ def test_execute_through_a_real_process(wf):
     assert "Traceback" not in plain.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a reader that closes stdout early (| head) gets a "
-                                       "BrokenPipeError traceback on stderr")
 def test_a_closed_stdout_pipe_gives_no_traceback(wf):
     path = wf("steps: ['$(seq 1 200000)']\n")  # far more than a pipe buffer holds
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -725,8 +720,6 @@ def test_an_unknown_step_is_refused_with_a_did_you_mean(wf, capsys, tmp_path):
     assert info.value.exit_code == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an unknown step is reported at the line of the list's first item, "
-                                       "not its own line")
 def test_an_unknown_step_is_reported_at_its_own_line(wf, capsys):
     path = wf("""
         steps:
@@ -840,7 +833,6 @@ def test_bad_durations_are_refused(wf, capsys, text, fragment):
     assert "workflow.yml:" in err and "positive duration" in err and fragment in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a bad top-level wait_for_event.timeout is reported twice")
 def test_a_bad_default_wait_timeout_is_reported_once(wf, capsys):
     path = wf("""
         steps:

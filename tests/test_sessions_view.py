@@ -333,8 +333,6 @@ def test_sessions_refuses_an_age_that_is_not_a_duration(in_fleet, roast_cmd):
     assert r.code == 2 and "--since 'soon'" in r.err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `roast sessions --since/--older-than` matching nothing says "
-                                       "'no sessions yet' although sessions exist")
 def test_an_age_filter_that_matches_nothing_says_no_sessions_match(in_fleet, roast_cmd):
     r = roast_cmd("sessions", "--older-than", "30d")
     assert r.code == 0 and r.out == ""
@@ -763,8 +761,6 @@ def test_session_info_is_the_public_type_of_a_session(flows):
     assert isinstance(roast.session(sid), roast.SessionInfo)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: roast.run(now=...) stamps created_at with the injected clock "
-                                       "but updated_at/finished_at with the wall clock")
 def test_a_run_with_an_injected_clock_stamps_the_session_with_that_clock(flows):
     r = roast.run(flows["hello"], now=lambda: T0)
     s = roast.session(r.session_id)

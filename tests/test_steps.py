@@ -349,11 +349,14 @@ def test_a_parallel_group_gathers_the_first_request_of_every_branch():
     assert [r.command for r in gather.requests] == ["echo a", "echo b1"]
     assert [r.path for r in gather.requests] == ["steps[0][0]", "steps[0][1][0]"]
     # the nested list is one branch: b2 comes only after b1 answered
-    # a one-step branch ends without a checkpoint of its own; the list branch checkpoints inside
-    assert d.reply(((Done(0, "A"), None), (Done(0, "B1"), None))) == Checkpoint((0, (DONE, (1, None))))
+    # a finished branch is checkpointed as DONE at once, so it never runs again after a crash;
+    # the list branch checkpoints after each of its steps
+    assert d.reply(((Done(0, "A"), None), (Done(0, "B1"), None))) == Checkpoint((0, (DONE, None)))
+    assert d.reply(None) == Checkpoint((0, (DONE, (1, None))))
     gather = d.reply(None)
     assert [r.command for r in gather.requests] == ["echo b2"]
     assert d.reply(((Done(0, "B2"), None),)) == Checkpoint((0, (DONE, (2, None))))
+    assert d.reply(None) == Checkpoint((0, (DONE, DONE)))
     assert d.reply(None) == Checkpoint((1, None))
     assert d.reply(None).command == "echo after"
 
