@@ -396,12 +396,22 @@ def tick(*, home: str | os.PathLike[str] | None = None, observer: Observer | Non
             entry["warnings"] = _check_definition(session, defn, state, None, False)
             result = _fire(store, session, state, defn, observer, now, "tick")
             entry.update(fired=True, status=result.status, error=result.error)
-        except NotWaiting:
-            entry.update(status="resumed elsewhere")  # lost the race to an event: not an error
         except RoastError as err:
-            entry.update(error=str(err), code=err.code)
+            now_row = _current(store, session)
+            if now_row is None or (now_row.status, now_row.wait_seq) != ("waiting", session.wait_seq):
+                # an event (or another tick) resolved it between the listing and the claim: not an error
+                entry.update(status=now_row.status if now_row else "gone", resumed_elsewhere=True)
+            else:
+                entry.update(error=str(err), code=err.code)
         fired.append(entry)
     return fired
+
+
+def _current(store: Store, session: Session) -> Session | None:
+    try:
+        return store.get(session.id)
+    except RoastError:
+        return None
 
 
 def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, observer: Observer | None = None,

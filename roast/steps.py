@@ -1142,11 +1142,10 @@ class _Compiler:
                                "deadline passes", hint="set the duration with `within: 2h`")
         # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
         config = (self.source.config_for(name) or {}) if name else {}
-        timeout = self.default_timeout
-        for origin, value in ((spec, spec.get("within")), (config, config.get("timeout"))):
-            if value is not None:
-                timeout = self.duration(value, origin, "timeout" if origin is not spec else "within")
-                break
+        own = self.duration(spec["within"], spec, "within") if spec.get("within") is not None else None
+        named = self.duration(config["timeout"], config, f"{name}.timeout") \
+            if config.get("timeout") is not None else None
+        timeout = own if own is not None else named if named is not None else self.default_timeout
         on_timeout = None
         for origin in (config, self.wait_defaults):
             if origin.get("on_timeout") is not None:

@@ -426,8 +426,6 @@ class DuringStep:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tick reports an error ('has no saved state (it is waiting)') for "
-                                       "an overdue session that an event resolved after tick listed it")
 def test_tick_does_not_report_an_error_for_a_session_an_event_resolved_while_tick_was_running(
         wf, log: Path) -> None:
     workflow = approval(wf, log, "", fill(TIMEOUT_BRANCH, LOG=log))
@@ -718,8 +716,6 @@ def test_an_invalid_default_timeout_is_reported_once_however_many_waits_use_it(w
     assert r.err.count("timeout 0 must be a positive duration") == 1, r
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a named wait config's invalid timeout is not checked when "
-                                       "the wait has its own `within`")
 def test_an_invalid_named_timeout_is_rejected_even_when_the_wait_has_its_own_within(wf, log: Path) -> None:
     workflow = wf("""
         name: bad

@@ -1,0 +1,58 @@
+"""The README is checked by tests: its commands exist, and CI runs exactly its test command."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from roast.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def _fenced_commands() -> list[str]:
+    lines = []
+    for block in re.findall(r"```(?:sh|console)\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            line = line.removeprefix("$ ").strip()
+            for part in re.split(r"&&|\|", line):
+                part = part.strip()
+                if part.startswith("roast "):
+                    lines.append(part.split("#")[0].strip())
+    return lines
+
+
+def test_the_readme_opens_with_the_two_fresh_machine_commands():
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    assert "pip install ." in blocks[0] and "roast execute examples/deploy" in blocks[0]
+    assert "roast resume examples/deploy --event approved" in blocks[0]
+    assert "pytest" in blocks[1]
+    assert (ROOT / "examples" / "deploy" / "workflow.yml").is_file()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    test_command = re.findall(r"```sh\n(.*?)```", README, re.S)[1].strip()
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_command_and_option_in_the_readme_exists():
+    subs = _subparsers()
+    commands = _fenced_commands()
+    assert len(commands) >= 10
+    for line in commands:
+        words = line.split()
+        assert words[1] in subs or words[1] == "--version", f"README uses unknown `{line}`"
+        if words[1] not in subs:
+            continue
+        known = {o for a in subs[words[1]]._actions for o in a.option_strings}
+        for word in words[2:]:
+            if word.startswith("-") and word != "-":
+                assert word.split("=")[0] in known, f"README uses unknown option {word} in `{line}`"
