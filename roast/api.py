@@ -233,10 +233,11 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     defn = _load(workflow)
     store = Store(home)
     session_id = new_id(now())
+    ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
     with store.hold(session_id):  # locked before it exists, so it is never seen orphaned
         store.create(workflow_path=defn.path, workflow_name=defn.name, fingerprint=defn.fingerprint,
-                     target=target, has_definition=defn.data is not None, now=now(), session_id=session_id)
-        ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
+                     target=target, has_definition=defn.data is not None, now=now(), session_id=session_id,
+                     state=_state(defn, ctx, steps.HERE))
         ctx.env = dict(os.environ)
         return _drive(store, session_id, defn, ctx, steps.HERE, None, observer, now)
 

@@ -482,13 +482,16 @@ class Store:
         with self._errors(session_id):
             self._create_files()
             with closing(self._open()) as db:
+                _fault_point()
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
+                    _fault_point()
                     db.execute("COMMIT")
                 except BaseException:
                     _rollback(db)
                     raise
+                _fault_point()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
@@ -567,11 +570,17 @@ class Store:
     # -- writes ----------------------------------------------------------------------------------
 
     def create(self, *, workflow_path: str, workflow_name: str, fingerprint: str, target: str | None,
-               has_definition: bool = False, now: float | None = None, session_id: str | None = None) -> str:
-        """Insert a `running` session (before step 1, so a crashed execute is visible); return its id."""
+               has_definition: bool = False, now: float | None = None, session_id: str | None = None,
+               state: object = None, cursor: str = "start") -> str:
+        """Insert a `running` session (before step 1, so a crashed execute is visible); return its id.
+
+        With `state`, its first continuation is sealed in the same transaction, so a session is never
+        seen without something to recover from (the fault sweep in tests/test_faults.py found that gap).
+        """
         now = _now(now)
         if session_id is not None:
             check_id(session_id)
+        payload, has_code = _pickle(state, session_id or "new") if state is not None else (b"", False)
         with self._write() as db:
             sid = session_id or new_id(now)
             while db.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone():
@@ -582,6 +591,10 @@ class Store:
                        "awaiting, wait_seq, attempt, created_at, updated_at, has_definition) "
                        "VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?)",
                        (sid, workflow_path, workflow_name, fingerprint, target, now, now, int(has_definition)))
+            if state is not None:
+                envelope = _envelope(payload, has_code, self._signing_key(db), session_id=sid, wait_seq=0, now=now)
+                db.execute("INSERT INTO continuations (session_id, envelope) VALUES (?, ?)", (sid, envelope))
+                db.execute("UPDATE sessions SET cursor = ? WHERE id = ?", (cursor, sid))
         return sid
 
     def step_started(self, session_id: str, *, path: str, name: str, now: float | None = None) -> int:
@@ -906,6 +919,22 @@ class Store:
 
 # ---------------------------------------------------------------------------------------------
 # helpers used inside transactions
+
+# Tests only (reliability.md §6 F2, after SQLite's writecrash.test): ROAST_FAULT_AT=n kills this
+# process at the n-th write point — before BEGIN, before COMMIT, after COMMIT of every transaction.
+_FAULT_AT = int(os.environ.get("ROAST_FAULT_AT") or 0)
+_faults_seen = 0
+
+
+def _fault_point() -> None:
+    global _faults_seen
+    if _FAULT_AT:
+        _faults_seen += 1
+        if _faults_seen == _FAULT_AT:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 def _rollback(db: sqlite3.Connection) -> None:
     if db.in_transaction:
