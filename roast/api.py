@@ -39,7 +39,7 @@ from roast.errors import (
 from roast.expressions import iso
 from roast.runner import Completed, Observer, Runner, Waiting
 from roast.steps import Event
-from roast.store import Session, Store, new_id
+from roast.store import Session, StepDone, Store, new_id
 
 STATE_VERSION = 1
 SessionInfo = Session  # what roast.sessions() / roast.session() return
@@ -134,6 +134,7 @@ class _Journal:
         self.store, self.session_id, self.defn, self.ctx, self.observer = store, session_id, defn, ctx, observer
         self.now = now
         self._started: dict[tuple[str, int], float] = {}
+        self.done: list[StepDone] = []  # written with the next checkpoint, in its transaction
 
     def started(self, request: Any) -> int:
         attempt = self.store.step_started(self.session_id, path=request.path, name=request.name or "",
@@ -147,14 +148,17 @@ class _Journal:
 
     def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
         text = expressions.to_text(output)
-        self.store.step_finished(self.session_id, path=request.path, attempt=attempt, status=status,
-                                 output=text[:65536], now=self.now())
+        self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now()))
         began = self._started.pop((request.path, attempt), time.monotonic())
         self.observer.finished(request.path, request.name, status, time.monotonic() - began)
 
     def checkpoint(self, cursor: Any) -> None:
         self.store.checkpoint(self.session_id, _state(self.defn, self.ctx, cursor),
-                              cursor=steps.describe(self.defn.root, cursor), now=self.now())
+                              cursor=steps.describe(self.defn.root, cursor), finished=self.flush(), now=self.now())
+
+    def flush(self) -> list[StepDone]:
+        done, self.done = self.done, []
+        return done
 
 
 def _state(defn: _Definition, ctx: Context, cursor: Any, *, at_wait: bool = False) -> dict[str, Any]:
@@ -173,17 +177,17 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
            event: Event | None, observer: Observer, now: Callable[[], float]) -> Result:
     """Run from `cursor` until the end or the next wait; save, then return what happened."""
     effects = Effects(ctx=ctx, model=_provider(defn), cwd=None, announce=observer.note)
-    runner = Runner(effects, now=now, journal=_Journal(store, session_id, defn, ctx, observer, now),
-                    event=event)
+    journal = _Journal(store, session_id, defn, ctx, observer, now)
+    runner = Runner(effects, now=now, journal=journal, event=event)
     try:
         outcome = runner.drive(defn.root.run(ctx, cursor))
     except TimedOut as err:
         store.finish(session_id, "timed_out", output=_plain(ctx.output), final_output=ctx.final_output(),
-                     error=str(err), now=now())
+                     error=str(err), finished=journal.flush(), now=now())
         return _result(store.get(session_id), error=str(err))
     except RoastError as err:
         store.finish(session_id, "failed", output=_plain(ctx.output), final_output=ctx.final_output(),
-                     error=str(err), now=now())
+                     error=str(err), finished=journal.flush(), now=now())
         return _result(store.get(session_id), error=str(err))
     finally:
         effects.close()
@@ -192,10 +196,11 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
         # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
         store.suspend(session_id, _state(defn, ctx, suspend.cursor, at_wait=True),
                       cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits),
-                      output=_plain(ctx.output), now=now())
+                      output=_plain(ctx.output), finished=journal.flush(), now=now())
         return _result(store.get(session_id))
     assert isinstance(outcome, Completed)
-    store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(), now=now())
+    store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
+                 finished=journal.flush(), now=now())
     return _result(store.get(session_id))
 
 

@@ -22,6 +22,7 @@ import secrets
 import sqlite3
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -371,6 +372,9 @@ class Store:
         self.read_only_view = False
         # Private test hook: run on every new connection (e.g. PRAGMA max_page_count for disk full).
         self._on_connect: Callable[[sqlite3.Connection], None] | None = None
+        # One connection per thread, reopened after a fork: opening and closing per operation cost
+        # a connect, the schema check and a WAL checkpoint on every close (bench/README.md).
+        self._local = threading.local()
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -476,27 +480,62 @@ class Store:
             _rollback(db)
             raise
 
+    def _connection(self) -> sqlite3.Connection | None:
+        db = getattr(self._local, "db", None)
+        if db is not None and self._local.pid == os.getpid():
+            return db
+        return None
+
+    def _keep(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    def _drop(self) -> None:
+        db = self._connection()
+        self._local.db = None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+    def close(self) -> None:
+        """Close this thread's connection (it is also closed when the store is garbage-collected)."""
+        self._drop()
+
     @contextmanager
     def _write(self, session_id: str | None = None) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE … COMMIT`; any error rolls it back and nothing changes."""
         with self._errors(session_id):
-            self._create_files()
-            with closing(self._open()) as db:
-                _fault_point()
+            db = self._connection()
+            if db is None:
+                self._create_files()
+                db = self._keep(self._open())
+            _fault_point()
+            try:
                 db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    _fault_point()
-                    db.execute("COMMIT")
-                except BaseException:
-                    _rollback(db)
-                    raise
+            except sqlite3.Error:
+                self._drop()
+                raise
+            try:
+                yield db
                 _fault_point()
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                _rollback(db)
+                self._drop()  # a connection that failed (busy, full, damaged) is not reused
+                raise
+            except BaseException:
+                _rollback(db)
+                raise
+            _fault_point()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
         """A connection for reading, or None when no store exists yet (reads create nothing)."""
         with self._errors():
+            cached = self._connection()
+            if cached is not None:
+                yield cached
+                return
             if not self.db_path.exists():
                 yield None
                 return
@@ -507,10 +546,11 @@ class Store:
                 low = str(err).lower()
                 if "readonly" not in low and "unable to open" not in low:
                     raise
-                db = self._open(f"file:{quote(str(self.db_path))}?mode=ro&immutable=1")
-                self.read_only_view = True
-            with closing(db):
-                yield db
+                with closing(self._open(f"file:{quote(str(self.db_path))}?mode=ro&immutable=1")) as view:
+                    self.read_only_view = True
+                    yield view
+                return
+            yield self._keep(db)
 
     # -- locks -----------------------------------------------------------------------------------
 
@@ -621,12 +661,15 @@ class Store:
                 _require(db, session_id)
                 raise NotFound(f"session {session_id} has no attempt {attempt} of step {path!r}")
 
-    def checkpoint(self, session_id: str, state: object, *, cursor: str, now: float | None = None) -> None:
-        """Save the cursor and the sealed context of a running session (after each completed step)."""
+    def checkpoint(self, session_id: str, state: object, *, cursor: str, finished: Sequence[StepDone] = (),
+                   now: float | None = None) -> None:
+        """Save the cursor and the sealed context of a running session (after each completed step),
+        with the history rows of the steps that finished since the last save."""
         check_id(session_id)
         now = _now(now)
         payload, has_code = _pickle(state, session_id)  # outside the write lock: pickling may be slow
         with self._write(session_id) as db:
+            _finish_steps(db, session_id, finished)
             row = _require(db, session_id)
             if row["status"] != "running":
                 raise _refusal(db, session_id, "cannot save a checkpoint of")
@@ -638,7 +681,8 @@ class Store:
             db.execute("UPDATE sessions SET cursor = ?, updated_at = ? WHERE id = ?", (cursor, now, session_id))
 
     def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
-                output: dict[str, Any] | None = None, now: float | None = None) -> int:
+                output: dict[str, Any] | None = None, finished: Sequence[StepDone] = (),
+                now: float | None = None) -> int:
         """Running → waiting: save cursor, awaited events, deadline and sealed state; return the wait_seq."""
         check_id(session_id)
         now = _now(now)
@@ -646,6 +690,7 @@ class Store:
         awaiting_json = json.dumps(awaiting)
         payload, has_code = _pickle(state, session_id)
         with self._write(session_id) as db:
+            _finish_steps(db, session_id, finished)
             row = _require(db, session_id)
             if row["status"] != "running":
                 raise _refusal(db, session_id, "cannot suspend")
@@ -683,7 +728,8 @@ class Store:
                        "VALUES (?, ?, ?, ?, ?, ?)", (session_id, wait_seq, event, data_json, now, source))
 
     def finish(self, session_id: str, status: str, *, output: dict[str, Any] | None = None,
-               final_output: str | None = None, error: str | None = None, now: float | None = None) -> None:
+               final_output: str | None = None, error: str | None = None, finished: Sequence[StepDone] = (),
+               now: float | None = None) -> None:
         """Running → completed/failed/timed_out; the continuation is deleted (SPEC §7), the row stays."""
         check_id(session_id)
         if status not in ("completed", "failed", "timed_out"):
@@ -691,6 +737,7 @@ class Store:
         now = _now(now)
         output_json = None if output is None else json.dumps(output)
         with self._write(session_id) as db:
+            _finish_steps(db, session_id, finished)
             cur = db.execute("UPDATE sessions SET status = ?, output = ?, final_output = ?, error = ?, "
                              "awaiting = '[]', deadline = NULL, finished_at = ?, updated_at = ? "
                              "WHERE id = ? AND status = 'running'",
@@ -934,6 +981,24 @@ def _fault_point() -> None:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """A finished step's history update, written with the next checkpoint (one transaction)."""
+
+    path: str
+    attempt: int
+    status: str
+    output: str | None
+    finished_at: float
+
+
+def _finish_steps(db: sqlite3.Connection, session_id: str, finished: Sequence[StepDone]) -> None:
+    if finished:
+        db.executemany("UPDATE steps SET finished_at = ?, status = ?, output = ? "
+                       "WHERE session_id = ? AND path = ? AND attempt = ?",
+                       [(f.finished_at, f.status, f.output, session_id, f.path, f.attempt) for f in finished])
 
 
 def _rollback(db: sqlite3.Connection) -> None:

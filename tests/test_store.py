@@ -528,6 +528,7 @@ def test_a_full_disk_leaves_the_previous_state_intact() -> None:
     before = dump(store.db_path)
     store._on_connect = lambda db: db.execute(
         f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    store.close()  # the hook applies to new connections; the store keeps one per thread
     with pytest.raises(StoreUnavailable) as err:
         store.checkpoint(sid, {"big": os.urandom(256 * 1024)}, cursor="3")
     assert err.value.exit_code == 4
@@ -541,6 +542,7 @@ def test_a_full_disk_leaves_the_previous_state_intact() -> None:
 def test_a_corrupt_database_file_is_reported_with_its_path_and_not_modified() -> None:
     store = Store()
     sid = make(store)
+    store.close()  # as a new process would meet the damaged file
     with open(store.db_path, "r+b") as f:
         f.write(b"\xa5" * 100)
     damaged = store.db_path.read_bytes()
@@ -559,7 +561,7 @@ def test_a_newer_schema_is_refused_without_changes() -> None:
     with sqlite3.connect(store.db_path) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreUnavailable, match="newer roast"):
-        store.list()
+        Store().list()  # the schema is checked when a process first connects
 
 
 def test_a_bad_busy_timeout_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -710,6 +712,7 @@ def test_reads_fall_back_to_an_immutable_view_when_the_store_cannot_be_opened_fo
         return real_open(self, uri)
 
     monkeypatch.setattr(Store, "_open", readonly_dir)
+    store.close()  # as a new process would open it
     assert store.get(sid).status == "waiting" and store.read_only_view is True
     with pytest.raises(StoreUnavailable, match=f"the session store {store.db_path} is read-only"):
         make(store)
