@@ -3,34 +3,20 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conftest import Ran
 
 from roast.cli import main
 
 TABLES = {"sessions": "id", "continuations": "session_id", "steps": "session_id", "events": "session_id"}
 
 
-@dataclass
-class Ran:
-    """What one `roast` command showed: exit code, stdout, stderr."""
-
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __str__(self) -> str:  # shown by pytest when an assert on it fails
-        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
 def cli(*args: str | os.PathLike[str]) -> Ran:
