@@ -12,7 +12,6 @@ event is claimed with one compare-and-set before its branch runs, so it is consu
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import time
@@ -338,6 +337,8 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
                               f"{_names(session, sep=' | ')} --session-id {session.id}")
     offered = [a for a in session.awaiting if a["event"] == event]
     if not offered:
+        import difflib  # only on this error path: start-up is part of the product
+
         close = difflib.get_close_matches(event, [a["event"] for a in session.awaiting], n=1)
         raise EventRefused(f"session {session.id} waits for {_names(session, sep=' or ')}, not {event!r}; "
                            "nothing was changed",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import glob
 import importlib.util
-import inspect
 import json
 import os
 import signal
@@ -162,6 +161,8 @@ class Effects:
                              where=request.path) from err
 
     def _load_step(self, file: str, name: str) -> Callable[..., Any]:
+        import inspect  # Python step files only
+
         module = self._modules.get(file)
         if module is None:
             spec = importlib.util.spec_from_file_location(f"roast_step_{name}", file)
@@ -219,6 +220,8 @@ class Effects:
 
 
 def _accepts(fn: Any, count: int) -> bool:
+    import inspect
+
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,6 +131,8 @@ class Runner:
 
         if len(request.requests) == 1:
             return (one(request.requests[0]),)
+        from concurrent.futures import ThreadPoolExecutor  # parallel groups only
+
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(request.requests))) as pool:
             return tuple(pool.map(one, request.requests))
 

@@ -24,7 +24,6 @@ node that yielded them; each ancestor prefixes its own level on the way up (`_wi
 """
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -993,6 +992,8 @@ class _Compiler:
         found = self.source.find_step(step_name, search)
         options = self.options(name or step_name, node)
         if found is None:
+            import difflib  # only on this error path
+
             close = difflib.get_close_matches(step_name, self.source.step_candidates(), n=1)
             self.problem(node, f"step {step_name!r} not found (looked for {step_name}/prompt.md, "
                                f"{step_name}.py, {step_name}.sh)",

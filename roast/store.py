@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import pickletools
 import re
 import secrets
 import sqlite3
@@ -215,6 +214,8 @@ def _has_code(payload: bytes) -> bool:
         return False  # every global's name appears as a string at least once
     memo: dict[int, object] = {}
     recent: list[object] = []  # values pushed lately; None for anything not a string
+    import pickletools  # only when sealing state that might hold code
+
     for op, arg, _pos in pickletools.genops(payload):
         name = op.name
         if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
