@@ -279,8 +279,8 @@ def _check_definition(session: Session, defn: _Definition, state: Mapping[str, A
     cursor = state["cursor"]
     if state.get("signature") is None:  # a crash checkpoint, not a wait: no signature kept
         if force:
-            return [f"{session.workflow_path} changed since session {session.id} was interrupted; "
-                    "continuing with the new definition (--force)"]
+            return [(f"{session.workflow_path} changed since session {session.id} was interrupted; "
+                     "continuing with the new definition (--force)")]
         raise DefinitionChanged(
             f"session {session.id} was interrupted and {session.workflow_path} has changed since; "
             "nothing was changed", hint="restore the workflow, or pass --force to continue with the new one")
@@ -288,8 +288,8 @@ def _check_definition(session: Session, defn: _Definition, state: Mapping[str, A
     waits = steps.wait_at(defn.root, cursor)
     declared = not event or any(event in w.events for w in waits) or not waits and event is None
     if old == new and declared:
-        return [f"{session.workflow_path} changed since session {session.id} paused; the change is "
-                "after the wait, so the new definition is used"]
+        return [(f"{session.workflow_path} changed since session {session.id} paused; the change is "
+                 "after the wait, so the new definition is used")]
     moved = [f"was: {a}\n      now: {b}" for a, b in zip(old, new) if a != b]
     if len(old) != len(new):
         moved.append(f"the path to the wait had {len(old)} levels, now {len(new)}")

@@ -243,7 +243,7 @@ def expand_targets(spec: str, cwd: Path | None = None) -> list[str]:
     spec = spec.strip()
     if spec.startswith("$(") and spec.endswith(")"):
         proc = subprocess.run(["/bin/sh", "-c", spec[2:-1]], capture_output=True, text=True,
-                              cwd=cwd, stdin=subprocess.DEVNULL)
+                              cwd=cwd, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
             raise UsageError(f"target command {spec} exited with status {proc.returncode}: "
                              f"{proc.stderr.strip()[:200]}")

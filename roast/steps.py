@@ -184,7 +184,7 @@ def _within(wrap: Callable[[Cursor], Cursor], steps: Steps) -> Steps:
         except GeneratorExit:
             steps.close()
             raise
-        except BaseException as err:  # handed to the child: the node that asked decides
+        except BaseException as err:  # noqa: BLE001 - handed to the child: the node that asked decides
             reply, failure = None, err
 
 

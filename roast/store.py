@@ -138,6 +138,14 @@ class Session:
     has_definition: bool
     orphaned: bool = False  # status 'running' and no process holds its lock file
 
+    def __str__(self) -> str:
+        """`session 0mww81wj2g4a3 (deploy) waiting for approved, rejected at steps[2] › wait_for_event`."""
+        status = "orphaned" if self.orphaned else self.status
+        text = f"session {self.id} ({self.workflow_name}) {status}"
+        if self.status == "waiting":
+            text += " for " + ", ".join(dict.fromkeys(a["event"] for a in self.awaiting))
+        return text + (f" at {self.cursor}" if self.cursor and self.status in ("waiting", "running") else "")
+
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
