@@ -20,7 +20,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 def _fenced_commands() -> list[str]:
     lines = []
-    for block in re.findall(r"```(?:sh|console)\n(.*?)```", README, re.S):
+    for block in re.findall(r"```(?:sh|console)\n(.*?)```", README, re.DOTALL):
         for line in block.splitlines():
             line = line.removeprefix("$ ").strip()
             for part in re.split(r"&&|\|", line):
@@ -31,7 +31,7 @@ def _fenced_commands() -> list[str]:
 
 
 def test_the_readme_opens_with_the_two_fresh_machine_commands():
-    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.DOTALL)
     assert "pip install ." in blocks[0] and "roast execute examples/deploy" in blocks[0]
     assert "roast resume examples/deploy --event approved" in blocks[0]
     assert "pytest" in blocks[1]
@@ -39,7 +39,7 @@ def test_the_readme_opens_with_the_two_fresh_machine_commands():
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    test_command = re.findall(r"```sh\n(.*?)```", README, re.S)[1].strip()
+    test_command = re.findall(r"```sh\n(.*?)```", README, re.DOTALL)[1].strip()
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
 

@@ -45,7 +45,7 @@ def _cli(args: list[str], home: Path, fault: int = 0) -> subprocess.CompletedPro
     env.pop("ROAST_FAULT_AT", None)
     if fault:
         env["ROAST_FAULT_AT"] = str(fault)
-    return subprocess.run([sys.executable, "-m", "roast", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "roast", *args], capture_output=True, text=True, env=env, check=False,
                           timeout=60)
 
 
@@ -109,7 +109,7 @@ def scenario(tmp_path: Path):
 
 @pytest.fixture
 def expected(scenario) -> dict:
-    wf, home, log = scenario("reference")
+    wf, home, _log = scenario("reference")
     assert _cli(["execute", str(wf)], home).returncode == 0
     assert _cli(["resume", str(wf), "-e", "approved", "-d", '{"who": "ana"}'], home).returncode == 0
     s = _sessions(home)[0]
