@@ -15,8 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from roast import __version__
-from roast.errors import RoastError, UsageError
+if __name__ not in ("roast.cli", "__main__"):
+    # argparse-manpage loads this file by path while building the wheel (setup.cfg), before roast
+    # is installed: let it import the package from this source tree.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from roast import __version__  # noqa: E402
+from roast.errors import RoastError, UsageError  # noqa: E402
 
 EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
 3 not found / not waiting / refused event, 4 the session store is unavailable.
