@@ -74,6 +74,10 @@ class Context:
 
             self.printed.append(to_text(value))
 
+    def branch(self) -> BranchContext:
+        """A parallel branch's view of this context (see `BranchContext`)."""
+        return BranchContext(self)
+
     def final_output(self) -> str:
         """What the workflow prints at the end: steps marked `print_response: true`, then the last step."""
         from roast.expressions import to_text
@@ -84,3 +88,43 @@ class Context:
             if not pieces or pieces[-1] != last:
                 pieces.append(last)
         return "\n\n".join(p for p in pieces if p != "")
+
+
+class BranchContext:
+    """A parallel branch's view of the group's context.
+
+    Outputs, the latest event, the transcript and the final output are shared with the whole
+    workflow (Roast's parallel steps share state); loop variables and loop positions are the
+    branch's own, so an `each` in one branch never sees another branch's `{{ item }}`. It is never
+    pickled: on resume each branch's loops set their variables again from the cursor.
+    """
+
+    __slots__ = ("_parent", "loop", "loop_index")
+
+    def __init__(self, parent: Context | BranchContext) -> None:
+        object.__setattr__(self, "_parent", parent)
+        object.__setattr__(self, "loop", dict(parent.loop))
+        object.__setattr__(self, "loop_index", list(parent.loop_index))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parent, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in BranchContext.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._parent, name, value)
+
+    def namespace(self) -> dict[str, Any]:
+        ns = self._parent.namespace()
+        ns.update({k: wrap(v) for k, v in self.loop.items()})
+        return ns
+
+    def record(self, name: str | None, value: Any, *, print_response: bool | None = None) -> None:
+        self._parent.record(name, value, print_response=print_response)
+
+    def branch(self) -> BranchContext:
+        return BranchContext(self)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a parallel branch's context is not saved; the group's context is")

@@ -640,7 +640,7 @@ class Parallel:
 
     def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
         cursors: list[Cursor] = list(at) if at is not HERE else [HERE] * len(self.branches)
-        live = {i: self.branches[i].run(ctx, cursors[i])
+        live = {i: self.branches[i].run(ctx.branch(), cursors[i])  # own loop variables, shared outputs
                 for i in range(len(self.branches)) if cursors[i] != DONE}
         replies: dict[int, tuple[Any, BaseException | None]] = {}
         waiting: dict[int, tuple[WaitInfo, ...]] = {}
