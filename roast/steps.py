@@ -257,6 +257,19 @@ def _coerce(value: Any, how: str | None) -> Any:
     return value
 
 
+def _command_output(done: Done, options: StepOptions, what: str, path: str) -> str:
+    """A command's output (stdout, stripped); a non-zero exit fails the step unless
+    `exit_on_error: false`, which keeps going with the status appended (Roast)."""
+    output = done.stdout.strip()
+    if done.status == 0:
+        return output
+    if options.exit_on_error:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        raise StepFailed(f"{what} exited with status {done.status}" + (f": {detail[0]}" if detail[0] else ""),
+                         where=path, hint="set `exit_on_error: false` in the step's config to carry on")
+    return f"{output}\n[Exit status: {done.status}]".lstrip("\n")
+
+
 # --------------------------------------------------------------------------- leaf nodes
 
 
@@ -291,14 +304,7 @@ class Command:
         line, env = render_shell(self.template, ctx.namespace())
         path = _runtime_path(self.path, self.depth, ctx)
         done = yield Shell(line, env, path, self.name, self.options.timeout)
-        output: Any = done.stdout.strip()
-        if done.status != 0:
-            if self.options.exit_on_error:
-                detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-                raise StepFailed(f"command exited with status {done.status}: $({self.template})"
-                                 + (f": {detail[0]}" if detail[0] else ""), where=path,
-                                 hint="set `exit_on_error: false` in the step's config to carry on")
-            output = f"{output}\n[Exit status: {done.status}]".lstrip("\n")
+        output = _command_output(done, self.options, f"$({self.template})", path)
         ctx.record(self.name, _coerce(output, self.options.coerce_to),
                    print_response=self.options.print_response)
 
@@ -391,15 +397,10 @@ class Script:
                "ROAST_OUTPUT": json.dumps(ctx.output, default=str)[:100_000]}
         done = yield Shell('"${ROAST_SCRIPT}"', {**env, "ROAST_SCRIPT": self.file}, path, self.name,
                            self.options.timeout)
-        output: Any = done.stdout.strip()
-        if done.status != 0:
-            if self.options.exit_on_error:
-                raise StepFailed(f"{self.name}.sh exited with status {done.status}", where=path,
-                                 hint="set `exit_on_error: false` in the step's config to carry on")
-            output = f"{output}\n[Exit status: {done.status}]".lstrip("\n")
-        else:
+        output: Any = _command_output(done, self.options, f"{self.name}.sh", path)
+        if done.status == 0 and output[:1] in ("[", "{"):
             try:
-                output = json.loads(output) if output[:1] in "[{" and output else output
+                output = json.loads(output)
             except ValueError:
                 pass
         ctx.record(self.name, _coerce(output, self.options.coerce_to),
