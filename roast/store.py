@@ -250,6 +250,17 @@ def _has_code(payload: bytes) -> bool:
 
 
 def _pickle(state: object, session_id: str) -> tuple[bytes, bool]:
+    """Pickle a state. Plain data (every YAML workflow's) goes through the standard pickler, so
+    neither saving nor resuming it imports cloudpickle (start-up, reliability §2.4); cloudpickle
+    takes what the standard one cannot do portably: code, local classes, `__main__` functions."""
+    import pickle
+
+    try:
+        payload = pickle.dumps(state, protocol=5)
+        if b"__main__" not in payload:  # by-reference globals of a script would not load elsewhere
+            return payload, False
+    except Exception:  # PicklingError, TypeError, AttributeError...: let cloudpickle try
+        pass
     import cloudpickle
 
     try:
@@ -263,11 +274,9 @@ def _pickle(state: object, session_id: str) -> tuple[bytes, bool]:
 
 def _envelope(payload: bytes, has_code: bool, key: bytes, *, session_id: str, wait_seq: int,
               now: float) -> bytes:
-    import cloudpickle
-
     header = _canonical({
         "v": FORMAT, "kid": KEY_ID, "session": session_id, "wait_seq": wait_seq, "created": now,
-        "py": PYTHON_VERSION, "impl": PYTHON_IMPL, "cloudpickle": cloudpickle.__version__,
+        "py": PYTHON_VERSION, "impl": PYTHON_IMPL, "cloudpickle": _cloudpickle_version(),
         "payload_len": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(), "has_code": has_code,
     })
@@ -284,6 +293,14 @@ def seal(state: object, *, key: bytes, session_id: str, wait_seq: int, now: floa
     """
     payload, has_code = _pickle(state, session_id)
     return _envelope(payload, has_code, key, session_id=session_id, wait_seq=wait_seq, now=_now(now))
+
+
+def _cloudpickle_version(load: bool = False) -> str | None:
+    """cloudpickle's version if this process uses it (None in a header: the state never needed it)."""
+    module = sys.modules.get("cloudpickle")
+    if module is None and load:
+        import cloudpickle as module
+    return getattr(module, "__version__", None)
 
 
 def _major_minor(version: object) -> str:
@@ -337,12 +354,12 @@ def unseal(envelope: bytes, *, key: bytes, session_id: str, wait_seq: int) -> ob
         raise StateRefused(f"{who} holds the state of session {header.get('session')} at wait "
                            f"#{header.get('wait_seq')}, not of session {session_id} at wait #{wait_seq} "
                            "(copied between sessions or waits?); it was not loaded")
-    import cloudpickle
-
     saved_impl = _IMPL_NAMES.get(str(header.get("impl")), str(header.get("impl")))
     here_impl = _IMPL_NAMES.get(PYTHON_IMPL, PYTHON_IMPL)
-    saved = f"{saved_impl} {header.get('py')} / cloudpickle {header.get('cloudpickle')}"
-    here = f"{here_impl} {PYTHON_VERSION} / cloudpickle {cloudpickle.__version__}"
+    saved = f"{saved_impl} {header.get('py')}" + (f" / cloudpickle {header['cloudpickle']}"
+                                                  if header.get("cloudpickle") else "")
+    here = f"{here_impl} {PYTHON_VERSION}" + (f" / cloudpickle {_cloudpickle_version(load=True)}"
+                                              if header.get("has_code") else "")
     # §2.4: code pickled by value breaks across minor versions (cloudpickle#293, #451, #505), and some
     # such loads segfault, so refuse before trying. Plain data is portable and loads anywhere.
     if header.get("has_code") and (header.get("impl") != PYTHON_IMPL
@@ -352,6 +369,12 @@ def unseal(envelope: bytes, *, key: bytes, session_id: str, wait_seq: int) -> ob
                            hint=f"resume it with {saved_impl} {_major_minor(header.get('py'))}, "
                                 f"or `roast cancel {session_id}`")
     try:
+        if not header.get("has_code"):
+            import pickle  # no cloudpickle reducer in it: the standard unpickler loads it, and faster
+
+            return pickle.loads(payload)
+        import cloudpickle
+
         return cloudpickle.loads(payload)
     except Exception as err:  # the signature was good: version drift or a module that moved
         raise StateRefused(f"session {session_id} was saved by {saved}; this is {here}, and its state "

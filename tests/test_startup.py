@@ -1,0 +1,57 @@
+"""Start-up is part of the product (STYLE): what each command loads, checked by module, not by clock."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import roast
+from conftest import ROOT
+
+PROBE = """
+import json, sys
+from roast.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules
+                  if m.split(".")[0] in ("cloudpickle", "rich", "yaml", "roast"))}), file=sys.stderr)
+"""
+
+
+def _modules(*args: str) -> tuple[int, set[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    doc = json.loads(proc.stderr.strip().splitlines()[-1])
+    return doc["code"], set(doc["modules"])
+
+
+def test_resuming_a_yaml_workflow_loads_neither_cloudpickle_nor_rich(wf):
+    path = wf("""
+        steps:
+          - $(echo one)
+          - wait_for_event:
+              approved: ["$(echo approved)"]
+    """)
+    assert roast.run(path).status == "waiting"
+    code, modules = _modules("resume", str(path), "-e", "approved")
+    assert code == 0
+    assert "cloudpickle" not in modules and "rich" not in modules, sorted(modules)
+    assert roast.sessions()[0].status == "completed"
+
+
+def test_listing_sessions_on_a_pipe_loads_no_yaml_no_step_tree_no_rich(wf):
+    assert roast.run(wf("steps: ['$(echo hi)']")).status == "completed"
+    code, modules = _modules("sessions")
+    assert code == 0
+    assert not {"yaml", "rich", "roast.steps", "roast.workflow", "cloudpickle"} & modules, sorted(modules)
+
+
+def test_state_holding_code_still_round_trips_through_cloudpickle():
+    offset = 41
+    flow = {"steps": [{"compute": lambda ctx: offset + 1},
+                      {"wait_for_event": {"go": [{"after": lambda ctx: ctx.output["compute"] * 2}]}}]}
+    first = roast.run(flow)
+    assert first.status == "waiting"
+    done = roast.resume("go", session_id=first.session_id)
+    assert done.status == "completed" and done.output["after"] == 84
