@@ -98,28 +98,82 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class _Definition:
-    source: Any
     root: steps.Sequence
     path: str
     name: str
     fingerprint: str
-    data: Mapping[str, Any] | None  # a dict workflow, pickled with the session
-    directory: Path | None
+    provider: str | None
+    data: Mapping[str, Any] | None = None  # a dict workflow, pickled with the session
+    sources: dict[str, str | None] | None = None  # a file workflow's files (see Workflow.sources)
+    tree: bytes | None = None  # `root`, pickled for the next resume (see _portable_tree)
 
 
 def _load(workflow: Any, cwd: Path | None = None) -> _Definition:
     if isinstance(workflow, Mapping):
         source = steps.DictSource(workflow)
         root = steps.compile_workflow(source)
-        return _Definition(source, root, f"<dict:{source.name}>", source.name, "", workflow, None)
+        return _Definition(root, f"<dict:{source.name}>", source.name, "", _provider_name(workflow), workflow)
     wf = workflow_mod.load(workflow, cwd)
     root = steps.compile_workflow(wf)
-    return _Definition(wf, root, str(wf.path), wf.name, wf.fingerprint(), None, wf.directory)
+    return _Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider_name(wf.data),
+                       sources=wf.sources())
+
+
+def _provider_name(data: Mapping[str, Any]) -> str | None:
+    provider = data.get("api_provider")
+    return str(provider) if isinstance(provider, str) else None
 
 
 def _provider(defn: _Definition) -> Any:
-    provider = defn.source.data.get("api_provider")
-    return choose_model(provider if isinstance(provider, str) else None)
+    return choose_model(defn.provider)
+
+
+def _portable_tree(defn: _Definition) -> bytes | None:
+    """The compiled tree of a file workflow, pickled with the loader's line-tracking strings,
+    dicts and lists turned into plain ones, so that loading it needs neither the YAML loader nor a
+    parse (STYLE: an unchanged workflow need not be parsed again). None if it cannot be made so."""
+    if defn.tree is None and defn.sources is not None:
+        import io
+        import pickle
+
+        from roast.workflow import Map, Seq, Str
+
+        class _Plain(pickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                kind = type(obj)
+                if kind is Str:
+                    return str, (str(obj),)
+                if kind is Map:
+                    return dict, (dict(obj),)
+                if kind is Seq:
+                    return list, (list(obj),)
+                return NotImplemented
+
+        buffer = io.BytesIO()
+        try:
+            _Plain(buffer, protocol=5).dump(defn.root)
+        except Exception:  # e.g. a node holding something unpicklable: just parse again next time
+            return None
+        blob = buffer.getvalue()
+        defn.tree = blob if b"roast.workflow" not in blob else None
+    return defn.tree
+
+
+def _unchanged(sources: Mapping[str, str | None]) -> bool:
+    """True if every file reads as it did when the tree was compiled, and none has appeared."""
+    for path, expected in sources.items():
+        try:
+            if expected is None:
+                if os.path.isfile(path):
+                    return False
+                continue
+            with open(path, "rb") as handle:
+                text = handle.read(1_048_577).decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            return False
+        if expressions.digest(text) != expected:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- one drive
@@ -163,8 +217,11 @@ class _Journal:
 def _state(defn: _Definition, ctx: Context, cursor: Any, *, at_wait: bool = False) -> dict[str, Any]:
     # The path signature (for SPEC §6 edit checks) is O(steps) to build, so only waits carry it;
     # recovering a crashed session against an edited workflow needs --force.
-    return {"v": STATE_VERSION, "cursor": cursor, "context": ctx,
-            "signature": steps.signature(defn.root, cursor) if at_wait else None, "definition": defn.data}
+    state = {"v": STATE_VERSION, "cursor": cursor, "context": ctx,
+             "signature": steps.signature(defn.root, cursor) if at_wait else None, "definition": defn.data}
+    if at_wait and defn.sources is not None:
+        state.update(tree=_portable_tree(defn), sources=defn.sources, provider=defn.provider)
+    return state
 
 
 def _awaiting(waits: Sequence[steps.WaitInfo]) -> list[dict[str, Any]]:
@@ -268,6 +325,12 @@ def _find(store: Store, session_id: str | None, workflow: Any) -> tuple[Session,
 def _definition_for(session: Session, state: Mapping[str, Any]) -> _Definition:
     if state.get("definition") is not None:
         return _load(state["definition"])
+    if state.get("tree") and state.get("sources") and _unchanged(state["sources"]):
+        import pickle  # the tree was sealed with the rest of the state and verified with it
+
+        return _Definition(pickle.loads(state["tree"]), session.workflow_path, session.workflow_name,
+                           session.fingerprint, state.get("provider"), sources=state["sources"],
+                           tree=state["tree"])
     return _load(session.workflow_path)
 
 

@@ -567,3 +567,10 @@ def iso(ts: float | None) -> str | None:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def digest(text: str) -> str:
+    """sha256 (hex) of a text as UTF-8: how a workflow's files are compared without parsing them."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

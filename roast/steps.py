@@ -257,7 +257,7 @@ def _coerce(value: Any, how: str | None) -> Any:
     return value
 
 
-def _command_output(done: Done, options: StepOptions, what: str, path: str) -> str:
+def _command_output(done: Done, options: StepOptions, what: str, path: str, shown: str = "") -> str:
     """A command's output (stdout, stripped); a non-zero exit fails the step unless
     `exit_on_error: false`, which keeps going with the status appended (Roast)."""
     output = done.stdout.strip()
@@ -265,7 +265,8 @@ def _command_output(done: Done, options: StepOptions, what: str, path: str) -> s
         return output
     if options.exit_on_error:
         detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-        raise StepFailed(f"{what} exited with status {done.status}" + (f": {detail[0]}" if detail[0] else ""),
+        raise StepFailed(f"{what} exited with status {done.status}" + (f": {shown}" if shown else "")
+                         + (f": {detail[0]}" if detail[0] else ""),
                          where=path, hint="set `exit_on_error: false` in the step's config to carry on")
     return f"{output}\n[Exit status: {done.status}]".lstrip("\n")
 
@@ -304,7 +305,7 @@ class Command:
         line, env = render_shell(self.template, ctx.namespace())
         path = _runtime_path(self.path, self.depth, ctx)
         done = yield Shell(line, env, path, self.name, self.options.timeout)
-        output = _command_output(done, self.options, f"$({self.template})", path)
+        output = _command_output(done, self.options, "command", path, f"$({self.template})")
         ctx.record(self.name, _coerce(output, self.options.coerce_to),
                    print_response=self.options.print_response)
 

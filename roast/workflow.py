@@ -13,16 +13,20 @@ reliability.md §5 row 8).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from roast.errors import UsageError, WorkflowInvalid
+from roast.expressions import digest
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Map", "Seq", "StepFile", "Str", "Workflow",
            "line_of", "load", "locate", "parse"]
@@ -103,57 +107,64 @@ def _segment(line: int, segments: _Segments) -> int:
     return sum(1 for start, _ in segments if start <= line)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader building `Map`/`Seq`/`Str`; keeps `1:30` as text (YAML 1.1 would make it 90)."""
+@functools.cache
+def _loader() -> Any:
+    """The SafeLoader subclass, built on first use: yaml is imported only when a file is parsed
+    (a resume of an unchanged workflow never parses, so never pays for it)."""
+    import yaml
 
-    def construct_yaml_str(self, node: yaml.ScalarNode) -> Str:  # type: ignore[override]
-        return Str(self.construct_scalar(node), node.start_mark.line + 1)
+    class _Loader(yaml.SafeLoader):
+        """SafeLoader building `Map`/`Seq`/`Str`; keeps `1:30` as text (YAML 1.1 would make it 90)."""
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | Str:  # type: ignore[override]
-        value = self.construct_scalar(node)
-        if ":" in value:   # sexagesimal: keep the text so durations can refuse it (SPEC §10)
-            return Str(value, node.start_mark.line + 1)
-        return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+        def construct_yaml_str(self, node: yaml.ScalarNode) -> Str:  # type: ignore[override]
+            return Str(self.construct_scalar(node), node.start_mark.line + 1)
 
-    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | Str:  # type: ignore[override]
-        value = self.construct_scalar(node)
-        if ":" in value:
-            return Str(value, node.start_mark.line + 1)
-        return super().construct_yaml_float(node)  # type: ignore[no-any-return]
+        def construct_yaml_int(self, node: yaml.ScalarNode) -> int | Str:  # type: ignore[override]
+            value = self.construct_scalar(node)
+            if ":" in value:   # sexagesimal: keep the text so durations can refuse it (SPEC §10)
+                return Str(value, node.start_mark.line + 1)
+            return super().construct_yaml_int(node)  # type: ignore[no-any-return]
 
-    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Str:  # type: ignore[override]
-        # Roast refuses dates (Psych DisallowedClass); we keep the text rather than a datetime.
-        return Str(self.construct_scalar(node), node.start_mark.line + 1)
+        def construct_yaml_float(self, node: yaml.ScalarNode) -> float | Str:  # type: ignore[override]
+            value = self.construct_scalar(node)
+            if ":" in value:
+                return Str(value, node.start_mark.line + 1)
+            return super().construct_yaml_float(node)  # type: ignore[no-any-return]
 
-    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Iterator[Seq]:  # type: ignore[override]
-        data = Seq()
-        data.line = node.start_mark.line + 1
-        yield data
-        data.extend(self.construct_sequence(node))
+        def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Str:  # type: ignore[override]
+            # Roast refuses dates (Psych DisallowedClass); we keep the text rather than a datetime.
+            return Str(self.construct_scalar(node), node.start_mark.line + 1)
 
-    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[Map]:  # type: ignore[override]
-        data = Map()
-        data.line = node.start_mark.line + 1
-        yield data
-        self.flatten_mapping(node)   # merge keys (`<<: *base`) first, own keys after: later wins
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=False)
-            try:
-                hash(key)
-            except TypeError as err:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "found unhashable key", key_node.start_mark) from err
-            data[key] = self.construct_object(value_node, deep=False)
-            data.key_lines[key] = key_node.start_mark.line + 1
+        def construct_yaml_seq(self, node: yaml.SequenceNode) -> Iterator[Seq]:  # type: ignore[override]
+            data = Seq()
+            data.line = node.start_mark.line + 1
+            yield data
+            data.extend(self.construct_sequence(node))
 
+        def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[Map]:  # type: ignore[override]
+            data = Map()
+            data.line = node.start_mark.line + 1
+            yield data
+            self.flatten_mapping(node)   # merge keys (`<<: *base`) first, own keys after: later wins
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=False)
+                try:
+                    hash(key)
+                except TypeError as err:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found unhashable key", key_node.start_mark) from err
+                data[key] = self.construct_object(value_node, deep=False)
+                data.key_lines[key] = key_node.start_mark.line + 1
 
-_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+    _Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
+    _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+    _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+    _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+    _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
+    _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+    return _Loader
+
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -172,6 +183,8 @@ def _prescan_depth(text: str, segments: _Segments) -> None:
     *composer* that crashes on deep input: reliability.md §5 row 8). A syntax error ends the
     scan quietly: the real parse reports it with the usual message.
     """
+    import yaml
+
     loaders = [yaml.SafeLoader]
     if getattr(yaml, "__with_libyaml__", False):
         loaders.insert(0, yaml.CSafeLoader)
@@ -200,6 +213,8 @@ def _prescan_depth(text: str, segments: _Segments) -> None:
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
+    import yaml
+
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     if isinstance(node, yaml.MappingNode):
@@ -207,8 +222,10 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _check_duplicates(loader: _Loader, node: yaml.MappingNode, is_root: bool,
+def _check_duplicates(loader: Any, node: yaml.MappingNode, is_root: bool,
                       segments: _Segments) -> None:
+    import yaml
+
     first: dict[object, int] = {}
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
@@ -234,8 +251,10 @@ def _check_duplicates(loader: _Loader, node: yaml.MappingNode, is_root: bool,
         first[key] = line
 
 
-def _check_graph(loader: _Loader, root: yaml.Node, segments: _Segments) -> None:
+def _check_graph(loader: Any, root: yaml.Node, segments: _Segments) -> None:
     """Walk the composed node graph once (iteratively): duplicates, cycles, expanded size/depth."""
+    import yaml
+
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
     on_path: set[int] = set()
@@ -291,6 +310,8 @@ _TAG = re.compile(r"tag '([^']*)'")
 
 
 def _yaml_error(err: yaml.YAMLError, text: str, segments: _Segments) -> WorkflowInvalid:
+    import yaml
+
     if isinstance(err, yaml.reader.ReaderError):
         line = text.count("\n", 0, max(err.position, 0)) + 1
         char = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
@@ -323,13 +344,15 @@ def parse(text: str, filename: str, *, line_offset_map: _Segments | None = None)
         >>> parse("steps:\\n  - $(date)\\n", "wf.yml")["steps"].line
         2
     """
+    import yaml
+
     segments: _Segments = list(line_offset_map) if line_offset_map else [(1, filename)]
     if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise _refuse(f"the file is larger than 1 MiB ({MAX_BYTES:,} bytes)", None, segments,
                       "move parts into shared.yml or step files")
     try:
         _prescan_depth(text, segments)
-        loader = _Loader(text)
+        loader = _loader()(text)
         try:
             root = loader.get_single_node()
             if root is None:
@@ -451,6 +474,7 @@ class Workflow:
         self._cwd = cwd
         self._segments: list[tuple[int, str]] = list(segments or [(1, _shown(path, cwd))])
         self._step_files: dict[Path, str] = {}
+        self._absent: set[Path] = set()  # step files looked for and not there (a new one would win)
         self._found: dict[tuple[str, str | None], StepFile | None] = {}
         declared = data.get("name")
         if isinstance(declared, str) and declared.strip():
@@ -510,7 +534,10 @@ class Workflow:
                             template = candidate.parent / "output.txt"
                             if template.is_file():
                                 found.output_template = self._read_step(template)
+                            else:
+                                self._absent.add(template)
                         break
+                    self._absent.add(candidate)
                 if found:
                     break
         except (ValueError, OSError):   # a NUL or an unusable search_path: nothing there
@@ -540,6 +567,17 @@ class Workflow:
                 except OSError:
                     continue
         return sorted(names)
+
+    def sources(self) -> dict[str, str | None]:
+        """Every file this definition was read from, with `digest()` of its text as read, and every
+        file looked for but absent (None). `unchanged(sources)` later tells, without parsing,
+        whether a fresh load could give anything else."""
+        files: dict[str, str | None] = {str(self.path): digest(self.text)}
+        shared = self.shared_path or self.path.parent.parent / "shared.yml"
+        files[str(shared)] = digest(self.shared_text) if self.shared_text is not None else None
+        files.update({str(path): None for path in self._absent})
+        files.update({str(path): digest(text) for path, text in self._step_files.items()})
+        return files
 
     def fingerprint(self) -> str:
         """Hex sha256 of workflow.yml, shared.yml and every step file found so far."""

@@ -37,6 +37,8 @@ def test_resuming_a_yaml_workflow_loads_neither_cloudpickle_nor_rich(wf):
     code, modules = _modules("resume", str(path), "-e", "approved")
     assert code == 0
     assert "cloudpickle" not in modules and "rich" not in modules, sorted(modules)
+    # unchanged since the pause: the compiled tree saved with the session is used, nothing is parsed
+    assert "yaml" not in modules, sorted(modules)
     assert roast.sessions()[0].status == "completed"
 
 
@@ -55,3 +57,30 @@ def test_state_holding_code_still_round_trips_through_cloudpickle():
     assert first.status == "waiting"
     done = roast.resume("go", session_id=first.session_id)
     assert done.status == "completed" and done.output["after"] == 84
+
+
+def test_a_step_file_edited_after_the_pause_is_read_again(wf):
+    path = wf("""
+        steps:
+          - wait_for_event:
+              approved: [notify]
+    """, files={"notify/prompt.md": "old text"})
+    first = roast.run(path)
+    (path.parent / "notify" / "prompt.md").write_text("new text")
+    done = roast.resume("approved", session_id=first.session_id)
+    assert done.status == "completed" and done.output["notify"] == "new text"
+    assert any("changed" in w for w in done.warnings), done.warnings
+
+
+def test_a_step_file_that_appears_and_takes_precedence_is_noticed(wf):
+    path = wf("""
+        steps:
+          - wait_for_event:
+              approved: [notify]
+    """, files={"notify.py": "def run(ctx):\n    return 'from python'\n"})
+    first = roast.run(path)
+    # notify/prompt.md is looked up before notify.py: a fresh load would now pick the prompt
+    (path.parent / "notify").mkdir()
+    (path.parent / "notify" / "prompt.md").write_text("from the prompt")
+    done = roast.resume("approved", session_id=first.session_id)
+    assert done.status == "completed" and done.output["notify"] == "from the prompt"

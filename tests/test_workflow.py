@@ -190,7 +190,7 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(wf, tmp_path):
 def test_a_crash_inside_the_loader_becomes_cannot_parse(monkeypatch, exc):
     def explode(self):
         raise exc
-    monkeypatch.setattr(workflow._Loader, "get_single_node", explode)
+    monkeypatch.setattr(workflow._loader(), "get_single_node", explode)
     err = refusal(WorkflowInvalid, parse, "steps: [a]\n", "wf.yml")
     assert str(err).startswith("wf.yml: cannot parse")
 
