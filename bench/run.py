@@ -254,7 +254,7 @@ def _noop(ctx: Any) -> None:
 
 
 def scenario_per_step(b: Bench) -> None:
-    from roast import steps as steps_mod
+    from roast import compiler
     from roast.context import Context, WorkflowInfo
     from roast.effects import Effects
     from roast.runner import Completed, NullJournal, Runner
@@ -264,7 +264,7 @@ def scenario_per_step(b: Bench) -> None:
     compile_us, drive_us, drive_s = [], [], []
     for _ in range(b.sizes.inproc_runs):
         start = time.perf_counter()
-        root = steps_mod.compile_workflow(steps_mod.DictSource(workflow))
+        root = compiler.compile_workflow(compiler.DictSource(workflow))
         compiled = time.perf_counter()
         ctx = Context(WorkflowInfo("bench", "<dict:bench>", "benchsession01", None))
         runner = Runner(Effects(ctx=ctx), now=time.time, journal=NullJournal())

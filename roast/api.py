@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roast import expressions, steps
+from roast import compiler, expressions, steps
 from roast import workflow as workflow_mod
 from roast.context import Context, WorkflowInfo
 from roast.effects import Effects, choose_model
@@ -110,11 +110,11 @@ class _Definition:
 
 def _load(workflow: Any, cwd: Path | None = None) -> _Definition:
     if isinstance(workflow, Mapping):
-        source = steps.DictSource(workflow)
-        root = steps.compile_workflow(source)
+        source = compiler.DictSource(workflow)
+        root = compiler.compile_workflow(source)
         return _Definition(root, f"<dict:{source.name}>", source.name, "", _provider_name(workflow), workflow)
     wf = workflow_mod.load(workflow, cwd)
-    root = steps.compile_workflow(wf)
+    root = compiler.compile_workflow(wf)
     return _Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider_name(wf.data),
                        sources=wf.sources())
 
@@ -152,8 +152,8 @@ def _portable_tree(defn: _Definition) -> bytes | None:
         buffer = io.BytesIO()
         try:
             _Plain(buffer, protocol=5).dump(defn.root)
-        except Exception:  # e.g. a node holding something unpicklable: just parse again next time
-            return None
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+            return None  # something in the tree will not pickle: the next resume parses again
         blob = buffer.getvalue()
         defn.tree = blob if b"roast.workflow" not in blob else None
     return defn.tree

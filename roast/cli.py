@@ -20,8 +20,8 @@ if __name__ not in ("roast.cli", "__main__"):
     # is installed: let it import the package from this source tree.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roast import __version__  # noqa: E402
-from roast.errors import RoastError, UsageError  # noqa: E402
+from roast import __version__
+from roast.errors import RoastError, UsageError
 
 EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
 3 not found / not waiting / refused event, 4 the session store is unavailable.
@@ -411,11 +411,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from roast import steps
+    from roast import compiler, steps
     from roast import workflow as workflow_mod
 
     wf = workflow_mod.load(args.workflow)
-    root = steps.compile_workflow(wf)
+    root = compiler.compile_workflow(wf)
     waits = list(steps.all_waits(root))
     if args.json:
         _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True,

@@ -28,11 +28,11 @@ import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from roast import expressions
 from roast.context import Context
-from roast.errors import RoastError, StepFailed, TimedOut, UsageError, WorkflowInvalid
+from roast.errors import RoastError, StepFailed, TimedOut
 from roast.expressions import has_template, render, render_shell, render_value, to_text, truthy
 
 Cursor = Any
@@ -195,7 +195,8 @@ def _runtime_path(path: str, depth: int, ctx: Context) -> str:
     return path + "".join(f"#{n + 1}" for n in ctx.loop_index[:depth])
 
 
-def _command_text(text: str) -> str | None:
+def command_text(text: str) -> str | None:
+    """The command inside `$( … )`, or None when the text is not a command step."""
     text = text.strip()
     if text.startswith("$(") and text.endswith(")"):
         return text[2:-1]
@@ -213,7 +214,7 @@ def _decide(cond: Any, ctx: Context, path: str) -> Steps:
     if isinstance(cond, bool):
         return cond
     text = str(cond).strip()
-    command = _command_text(text)
+    command = command_text(text)
     if command is not None:
         done = yield from _run_command(command, ctx, path)
         return done.status == 0
@@ -484,7 +485,7 @@ class If:
         if at is HERE:
             decided = yield from _decide(self.condition, ctx, self.path)
             branch, child_at = ("then" if decided != self.negate else "else"), HERE
-            if _command_text(str(self.condition)) is not None:
+            if command_text(str(self.condition)) is not None:
                 yield Checkpoint((branch, HERE))  # a command's answer is never asked twice
         else:
             branch, child_at = at
@@ -516,7 +517,7 @@ class Case:
 
     def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
         if at is HERE:
-            command = _command_text(self.expression)
+            command = command_text(self.expression)
             if command is not None:
                 value = (yield from _run_command(command, ctx, self.path)).stdout.strip()
             elif has_template(self.expression):
@@ -563,7 +564,7 @@ class Each:
 
     def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
         if at is HERE:
-            command = _command_text(self.expression)
+            command = command_text(self.expression)
             if command is not None:
                 items = _collection((yield from _run_command(command, ctx, self.path)).stdout)
                 yield Checkpoint((0, items, HERE))
@@ -840,338 +841,6 @@ def wait_at(node: Any, at: Cursor) -> list[WaitForEvent]:
         return [node]
     found = node.child(at) if isinstance(node, COMPOSITES) else None
     return wait_at(found[0], found[1]) if found else []
-
-
-# --------------------------------------------------------------------------- compiling
-
-
-class Source(Protocol):
-    """Where a definition comes from: `workflow.Workflow`, or `DictSource` for `roast.run(dict)`."""
-
-    name: str
-    data: Mapping[str, Any]
-
-    def where(self, node: Any) -> str: ...
-    def config_for(self, name: str) -> Mapping[str, Any] | None: ...
-    def find_step(self, name: str, search_path: str | None = None) -> Any: ...
-    def step_candidates(self) -> list[str]: ...
-
-
-class DictSource:
-    """A workflow given as a Python dict: steps may be callables `fn(ctx)` or `{name: fn}`."""
-
-    def __init__(self, data: Mapping[str, Any], name: str | None = None) -> None:
-        self.data = data
-        self.name = str(name or data.get("name") or "workflow")
-        self.path = None
-
-    def where(self, node: Any) -> str:
-        return f"workflow {self.name!r}"
-
-    def config_for(self, name: str) -> Mapping[str, Any] | None:
-        value = self.data.get(name)
-        return value if isinstance(value, Mapping) else None
-
-    def find_step(self, name: str, search_path: str | None = None) -> Any:
-        return None
-
-    def step_candidates(self) -> list[str]:
-        return []
-
-    def fingerprint(self) -> str:
-        return ""
-
-
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-KNOWN_CONFIG = {"exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params",
-                "path", "on_timeout", "retries", "if", "unless"}
-
-
-class _Compiler:
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.problems: list[RoastError] = []
-        defaults = source.data.get("wait_for_event")
-        self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
-        self.model = source.data.get("model")
-        # checked once here, used by every wait without a duration of its own
-        self.default_timeout = (self.duration(self.wait_defaults["timeout"], self.wait_defaults,
-                                              "wait_for_event.timeout")
-                                if self.wait_defaults.get("timeout") is not None else None)
-
-    def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
-        self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
-
-    # -- options
-    def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
-        config = self.source.config_for(name) if name else None
-        if not config:
-            return StepOptions(model=self.model if isinstance(self.model, str) else None)
-        kw: dict[str, Any] = {}
-        for key in ("exit_on_error", "json"):
-            if key in config:
-                if not isinstance(config[key], bool):
-                    self.problem(config, f"`{name}.{key}` must be true or false, not {config[key]!r}")
-                else:
-                    kw[key] = config[key]
-        if "print_response" in config:
-            if not isinstance(config["print_response"], bool):
-                self.problem(config, f"`{name}.print_response` must be true or false")
-            else:
-                kw["print_response"] = config["print_response"]
-        if "coerce_to" in config:
-            if config["coerce_to"] not in ("boolean", "llm_boolean", "iterable"):
-                self.problem(config, f"`{name}.coerce_to` must be boolean, llm_boolean or iterable, "
-                                     f"not {config['coerce_to']!r}")
-            else:
-                kw["coerce_to"] = config["coerce_to"]
-        if "timeout" in config and not wait:
-            kw["timeout"] = self.duration(config["timeout"], config, f"{name}.timeout")
-        if "params" in config:
-            if not isinstance(config["params"], Mapping):
-                self.problem(config, f"`{name}.params` must be a mapping")
-            else:
-                kw["params"] = dict(config["params"])
-        model = config.get("model", self.model)
-        kw["model"] = model if isinstance(model, str) else None
-        return StepOptions(**kw)
-
-    def duration(self, value: Any, node: Any, what: str) -> float | None:
-        try:
-            return expressions.parse_duration(value)
-        except UsageError as err:
-            self.problems.append(WorkflowInvalid(f"`{what}`: {err.message}", where=self.source.where(node),
-                                                 hint=err.hint))
-            return None
-
-    # -- lists
-    def sequence(self, items: Any, path: str, depth: int, owner: Any) -> Sequence:
-        if not isinstance(items, list) or not items:
-            self.problem(owner, f"{path} must be a non-empty list of steps, not {items!r}",
-                         hint="e.g.  steps:\n    - $(echo hello)")
-            return Sequence(path, ())
-        return Sequence(path, tuple(self.step(item, f"{path}[{i}]", depth, items)
-                                    for i, item in enumerate(items)))
-
-    def step(self, item: Any, path: str, depth: int, parent: Any) -> Any:
-        if callable(item) and not isinstance(item, (str, Mapping, list)):
-            name = getattr(item, "__name__", None)
-            return Python(path, None if name == "<lambda>" else name, item, StepOptions(), depth)
-        if isinstance(item, str):
-            return self.string_step(item, None, path, depth, parent)
-        if isinstance(item, list):
-            if not item:
-                self.problem(parent, f"{path}: an empty parallel group")
-            branches = []
-            for i, branch in enumerate(item):
-                bpath = f"{path}[{i}]"
-                branches.append(self.sequence(branch, bpath, depth, item) if isinstance(branch, list)
-                                else self.step(branch, bpath, depth, item))
-            return Parallel(path, tuple(branches))
-        if isinstance(item, Mapping):
-            return self.mapping_step(item, path, depth)
-        self.problem(parent, f"{path}: a step must be a string, a list or a mapping, not {item!r}",
-                     hint="quote values YAML reads as numbers or booleans")
-        return Sequence(path, ())
-
-    def string_step(self, text: str, name: str | None, path: str, depth: int, node: Any) -> Any:
-        if getattr(text, "line", 0):
-            node = text  # report at the step's own line, not its list's
-        text_s = str(text)
-        command = _command_text(text_s)
-        if command is not None:
-            for msg in expressions.shell_template_problems(command):
-                self.problem(node, f"{path}: {msg}")
-            return Command(path, name, command, self.options(name, node), depth)
-        if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
-            return Prompt(path, name, text_s, self.options(name, node), True, None, depth)
-        step_name = text_s.strip()
-        if name is None and not NAME.fullmatch(step_name):
-            self.problem(node, f"{path}: {step_name!r} is not a step name, a $(command) or a prompt")
-            return Sequence(path, ())
-        config = self.source.config_for(name or step_name) or {}
-        search = config.get("path") if isinstance(config.get("path"), str) else None
-        found = self.source.find_step(step_name, search)
-        options = self.options(name or step_name, node)
-        if found is None:
-            import difflib  # only on this error path
-
-            close = difflib.get_close_matches(step_name, self.source.step_candidates(), n=1)
-            self.problem(node, f"step {step_name!r} not found (looked for {step_name}/prompt.md, "
-                               f"{step_name}.py, {step_name}.sh)",
-                         hint=f"did you mean {close[0]!r}?" if close else
-                         "create one of those files, or write a $(command) or a prompt with spaces")
-            return Sequence(path, ())
-        label = name or step_name
-        if found.kind == "prompt":
-            return Prompt(path, label, found.text, options, False, found.output_template, depth)
-        if found.kind == "python":
-            return Python(path, label, str(found.path), options, depth)
-        return Script(path, label, str(found.path), options, depth)
-
-    def mapping_step(self, item: Mapping[str, Any], path: str, depth: int) -> Any:
-        keys = list(item)
-        first = keys[0] if keys else None
-        if first in ("if", "unless"):
-            return self.if_step(item, None, path, depth)
-        if first == "case":
-            return self.case_step(item, None, path, depth)
-        if first == "each":
-            return self.each_step(item, None, path, depth)
-        if first == "repeat":
-            return self.repeat_step(item["repeat"], None, path, depth, item)
-        if first == "input":
-            return self.input_step(item["input"], None, path, depth, item)
-        if first == "wait_for_event":
-            return self.wait_step(item["wait_for_event"], None, path, depth, item)
-        if len(keys) != 1:
-            self.problem(item, f"{path}: a named step has exactly one key, found {len(keys)} ({keys!r})",
-                         hint="write each step as its own list item")
-            return Sequence(path, ())
-        name, value = first, item[first]
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            self.problem(item, f"{path}: {name!r} is not a valid step name")
-            return Sequence(path, ())
-        if callable(value):
-            return Python(path, name, value, self.options(name, item), depth)
-        if isinstance(value, str):
-            return self.string_step(value, name, path, depth, item)
-        if isinstance(value, Mapping) and value:
-            kind = next(iter(value))
-            if kind in ("if", "unless"):
-                return self.if_step(value, name, path, depth)
-            if kind == "case":
-                return self.case_step(value, name, path, depth)
-            if kind == "each":
-                return self.each_step(value, name, path, depth)
-            if kind == "repeat":
-                return self.repeat_step(value["repeat"], name, path, depth, value)
-            if kind == "input":
-                return self.input_step(value["input"], name, path, depth, value)
-            if kind == "wait_for_event":
-                return self.wait_step(value["wait_for_event"], name, path, depth, value)
-        self.problem(item, f"{path}: step {name!r} has a value roast cannot run: {value!r}",
-                     hint="use $(command), a prompt, or one of if/case/each/repeat/input/wait_for_event")
-        return Sequence(path, ())
-
-    def if_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> If:
-        negate = "unless" in item and "if" not in item
-        cond = item.get("unless" if negate else "if")
-        if cond is None or (isinstance(cond, str) and not cond.strip()):
-            self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a condition")
-        elif isinstance(cond, str) and " " in cond.strip() and not has_template(cond) \
-                and _command_text(cond) is None:
-            self.problem(item, f"{path}: condition {cond!r} is not a {{{{ expression }}}}, a $(command), "
-                               "a step name or true/false", hint="wrap an expression in {{ }}")
-        if "then" not in item:
-            self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a `then:` list")
-        then = self.sequence(item.get("then"), f"{path}.then", depth, item) if "then" in item else None
-        other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
-        return If(path, name, cond, then, other, negate)
-
-    def case_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Case:
-        whens = item.get("when")
-        if not isinstance(whens, Mapping) or not whens:
-            self.problem(item, f"{path}: `case` needs a `when:` mapping of values to step lists")
-            whens = {}
-        compiled = tuple((to_text(key), self.sequence(steps, f"{path}.when.{to_text(key)}", depth, whens))
-                         for key, steps in whens.items())
-        other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
-        return Case(path, name, to_text(item.get("case")), compiled, other)
-
-    def each_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Each:
-        var = item.get("as")
-        if not isinstance(var, str) or not NAME.fullmatch(var):
-            self.problem(item, f"{path}: `each` needs `as:` naming the loop variable, e.g. `as: file`")
-            var = "item"
-        if "steps" not in item:
-            self.problem(item, f"{path}: `each` needs a `steps:` list")
-        body = self.sequence(item.get("steps"), f"{path}.steps", depth + 1, item)
-        return Each(path, name, to_text(item.get("each")), var, body, depth)
-
-    def repeat_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Repeat:
-        if not isinstance(spec, Mapping):
-            self.problem(item, f"{path}: `repeat` needs a mapping with `steps:` and `until:`")
-            spec = {}
-        limit = spec.get("max_iterations", 100)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            self.problem(spec, f"{path}: `max_iterations` must be a positive whole number, not {limit!r}")
-            limit = 1
-        if "until" not in spec:
-            self.problem(spec, f"{path}: `repeat` needs an `until:` condition")
-        body = self.sequence(spec.get("steps"), f"{path}.steps", depth + 1, spec)
-        return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
-
-    def input_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Input:
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("prompt"), str):
-            self.problem(item, f"{path}: `input` needs a `prompt:` text")
-            spec = {"prompt": ""}
-        kind = spec.get("type", "text")
-        kind = {"boolean": "confirm", "choice": "select"}.get(kind, kind)
-        if kind not in ("text", "confirm", "select", "password"):
-            self.problem(spec, f"{path}: input type {kind!r} is not one of text, confirm, select, password")
-        options = spec.get("options") or ()
-        if kind == "select" and not options:
-            self.problem(spec, f"{path}: a `select` input needs `options:`")
-        return Input(path, name or spec.get("name"), spec["prompt"], kind,
-                     tuple(to_text(o) for o in options), spec.get("default"), depth)
-
-    def wait_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> WaitForEvent:
-        if not isinstance(spec, Mapping) or not spec:
-            self.problem(item, f"{path}: `wait_for_event` needs a mapping of event names to step lists",
-                         hint="e.g.  wait_for_event:\n      approved: [deploy]\n      rejected: [rollback]")
-            spec = {}
-        branches: list[tuple[str, Sequence]] = []
-        key_lines = getattr(spec, "key_lines", {})
-        for key, steps in spec.items():
-            at = key_lines.get(key) or spec
-            if isinstance(key, bool):
-                self.problem(at, f"{path}: event name {key!r} was read by YAML as a boolean "
-                                   "(on/off/yes/no/true/false)", hint="quote it: \"on\": [...]")
-                continue
-            key_s = str(key)
-            if key_s in RESERVED_WAIT_KEYS:
-                continue
-            if not EVENT_NAME.fullmatch(key_s):
-                self.problem(at, f"{path}: event name {key_s!r} may use only letters, digits, _ and -")
-                continue
-            branches.append((key_s, self.sequence(steps, f"{path}.{key_s}", depth, spec)))
-        if not branches and spec:
-            self.problem(spec, f"{path}: `wait_for_event` declares no event")
-        timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, spec)
-                          if isinstance(spec.get("timeout"), list) else None)
-        if "timeout" in spec and not isinstance(spec["timeout"], list):
-            self.problem(spec, f"{path}: inside a wait, `timeout:` is the list of steps run when the "
-                               "deadline passes", hint="set the duration with `within: 2h`")
-        # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
-        config = (self.source.config_for(name) or {}) if name else {}
-        own = self.duration(spec["within"], spec, "within") if spec.get("within") is not None else None
-        named = self.duration(config["timeout"], config, f"{name}.timeout") \
-            if config.get("timeout") is not None else None
-        timeout = own if own is not None else named if named is not None else self.default_timeout
-        on_timeout = None
-        for origin in (config, self.wait_defaults):
-            if origin.get("on_timeout") is not None:
-                on_timeout = self.sequence(origin["on_timeout"], f"{path}.on_timeout", depth, origin)
-                break
-        return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth)
-
-
-def compile_workflow(source: Source) -> Sequence:
-    """Compile the whole definition; every mistake is reported at once (WorkflowInvalid, exit 2)."""
-    compiler = _Compiler(source)
-    steps = source.data.get("steps")
-    root = compiler.sequence(steps, "steps", 0, source.data)
-    defaults = source.data.get("wait_for_event")
-    if defaults is not None and not isinstance(defaults, Mapping):
-        compiler.problem(source.data, "the top-level `wait_for_event:` key holds the default config of "
-                                      "waits and must be a mapping (timeout, on_timeout)")
-    if compiler.problems:
-        compiler.problems = list({str(p): p for p in compiler.problems}.values())
-        count = len(compiler.problems)
-        raise WorkflowInvalid(f"the workflow has {count} problem{'s' if count > 1 else ''}",
-                              problems=compiler.problems)
-    return root
 
 
 def all_waits(node: Any) -> Iterable[WaitForEvent]:

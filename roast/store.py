@@ -256,11 +256,11 @@ def _pickle(state: object, session_id: str) -> tuple[bytes, bool]:
     import pickle
 
     try:
-        payload = pickle.dumps(state, protocol=5)
-        if b"__main__" not in payload:  # by-reference globals of a script would not load elsewhere
-            return payload, False
-    except Exception:  # PicklingError, TypeError, AttributeError...: let cloudpickle try
-        pass
+        plain: bytes | None = pickle.dumps(state, protocol=5)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
+        plain = None  # code, local classes...: cloudpickle below
+    if plain is not None and b"__main__" not in plain:  # a script's globals would not load elsewhere
+        return plain, False
     import cloudpickle
 
     try:

@@ -72,4 +72,4 @@ def run_cli(*args: str, cwd: Path | None = None, input: str | None = None,
     if env:
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "roast", *args], capture_output=True, text=True,
-                          cwd=cwd, input=input, env=full_env, timeout=timeout)
+                          cwd=cwd, input=input, env=full_env, timeout=timeout, check=False)

@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 
-import roast
 from conftest import ROOT
+
+import roast
 
 PROBE = """
 import json, sys

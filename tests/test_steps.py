@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from roast import steps
+from roast.compiler import DictSource, compile_workflow
 from roast.context import Context, WorkflowInfo
 from roast.errors import StepFailed, TimedOut
 from roast.runner import Completed, Runner, Waiting
@@ -22,7 +23,6 @@ from roast.steps import (
     CallPython,
     Checkpoint,
     Delivery,
-    DictSource,
     Done,
     Event,
     Gather,
@@ -30,7 +30,6 @@ from roast.steps import (
     Shell,
     Suspend,
     WaitInfo,
-    compile_workflow,
 )
 from roast.workflow import load
 
