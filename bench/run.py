@@ -292,7 +292,7 @@ def scenario_per_step(b: Bench) -> None:
             per.append(elapsed / count * 1e6)
             total.append(elapsed)
         b.add(Figure(key, f"roast.run(dict) with the store, {count:,} no-op steps ({where})", "µs/step",
-                     per, total, note="step_started + step_finished + checkpoint per step"))
+                     per, total, note="per step: one transaction for its start, one for the checkpoint carrying its end"))
         shutil.rmtree(home.parent, ignore_errors=True)
 
     through_run(b.base, b.sizes.store_steps, "run_store_step", "home on disk")

@@ -38,11 +38,10 @@ from roast.errors import (
 from roast.expressions import iso
 from roast.runner import Completed, Observer, Runner, Waiting
 from roast.steps import Event
-from roast.store import Session, StepDone, Store, new_id
+from roast.store import FINISHED, Session, StepDone, Store, new_id
 
 STATE_VERSION = 1
 SessionInfo = Session  # what roast.sessions() / roast.session() return
-FINISHED = ("completed", "failed", "timed_out", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -260,19 +259,12 @@ def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, curso
     return _result(store.get(session_id))
 
 
-def _result(row: Session, *, output: Mapping[str, Any] | None = None, error: str | None = None,
-            warnings: Sequence[str] = (), others: Sequence[str] = ()) -> Result:
-    names: list[str] = []
-    for item in row.awaiting or []:
-        if item["event"] not in names:
-            names.append(item["event"])
+def _result(row: Session, *, error: str | None = None) -> Result:
     waits = [{**item, "deadline": iso(item.get("deadline"))} for item in row.awaiting or []]
     return Result(status=row.status, session_id=row.id, workflow=row.workflow_path,
-                  output=_plain(dict(output if output is not None else row.output or {})),
-                  final_output=row.final_output or "", awaiting=names if row.status == "waiting" else [],
-                  waits=waits if row.status == "waiting" else [], deadline=iso(row.deadline),
-                  target=row.target, cursor=row.cursor, error=error or row.error,
-                  warnings=list(warnings), others_waiting=list(others))
+                  output=_plain(dict(row.output or {})), final_output=row.final_output or "",
+                  awaiting=row.events, waits=waits if row.status == "waiting" else [],
+                  deadline=iso(row.deadline), target=row.target, cursor=row.cursor, error=error or row.error)
 
 
 # --------------------------------------------------------------------------- run
@@ -544,11 +536,7 @@ def _recover(store: Store, session: Session, observer: Observer, now: Callable[[
 
 
 def _names(session: Session, sep: str = ", ") -> str:
-    names: list[str] = []
-    for item in session.awaiting or []:
-        if item["event"] not in names:
-            names.append(item["event"])
-    return sep.join(names) or "nothing"
+    return sep.join(session.events) or "nothing"
 
 
 def _not_waiting(store: Store, session: Session) -> RoastError:
@@ -584,17 +572,8 @@ def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None 
              limit: int | None = 50, home: str | os.PathLike[str] | None = None) -> list[Session]:
     """Sessions, newest first: `roast.sessions(status="waiting")`."""
     statuses = [status] if isinstance(status, str) else list(status or [])
-    rows, _ = Store(home).list(statuses=statuses, workflow=_workflow_key(workflow), limit=limit)
+    rows, _ = Store(home).list(statuses=statuses, workflow=workflow_mod.filter_key(workflow), limit=limit)
     return rows
-
-
-def _workflow_key(workflow: str | None) -> str | None:
-    if workflow is None:
-        return None
-    try:
-        return str(workflow_mod.locate(workflow))
-    except RoastError:
-        return workflow
 
 
 def session(session_id: str, *, home: str | os.PathLike[str] | None = None) -> Session:

@@ -275,16 +275,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sessions
 
 
-def _workflow_key(arg: str | None) -> str | None:
-    """A workflow filter: an existing path means that workflow.yml; anything else is a name."""
-    if arg is None:
-        return None
-    path = Path(arg)
-    if path.is_dir():
-        path = path / "workflow.yml"
-    return str(path.resolve()) if path.is_file() else arg
-
-
 def _age(text: str | None, what: str) -> float | None:
     from roast.expressions import parse_duration
 
@@ -310,6 +300,14 @@ def _since(text: str | None) -> float | None:
         return time.time() - (seconds or 0)
 
 
+def _workflow_filter(arg: str | None) -> str | None:
+    if arg is None:
+        return None
+    from roast.workflow import filter_key  # only with --workflow: a plain listing stays light
+
+    return filter_key(arg)
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     from roast.store import Store
 
@@ -325,7 +323,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             print(f"roast: pruned {count} finished session{'s' if count != 1 else ''} older than "
                   f"{args.older_than}", file=sys.stderr)
         return 0
-    query = {"statuses": args.status, "workflow": _workflow_key(args.workflow), "older_than": older,
+    query = {"statuses": args.status, "workflow": _workflow_filter(args.workflow), "older_than": older,
              "since": _since(args.since), "limit": None if args.all else args.limit}
     if args.watch:
         from roast.display import watch
@@ -422,6 +420,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
                                "timeout": w.timeout} for w in waits]})
     else:
-        print(f"{wf.where(0).rsplit(':', 1)[0] if False else wf.path}: ok ({len(root.steps)} top-level steps, "
+        print(f"{wf.path}: ok ({len(root.steps)} top-level steps, "
               f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
     return 0

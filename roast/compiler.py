@@ -70,8 +70,6 @@ class DictSource:
 
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-KNOWN_CONFIG = {"exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params",
-                "path", "on_timeout", "retries", "if", "unless"}
 
 
 class _Compiler:
@@ -171,7 +169,7 @@ class _Compiler:
                 self.problem(node, f"{path}: {msg}")
             return Command(path, name, command, self.options(name, node), depth)
         if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
-            return Prompt(path, name, text_s, self.options(name, node), True, None, depth)
+            return Prompt(path, name, text_s, self.options(name, node), None, depth)
         step_name = text_s.strip()
         if name is None and not NAME.fullmatch(step_name):
             self.problem(node, f"{path}: {step_name!r} is not a step name, a $(command) or a prompt")
@@ -191,7 +189,7 @@ class _Compiler:
             return Sequence(path, ())
         label = name or step_name
         if found.kind == "prompt":
-            return Prompt(path, label, found.text, options, False, found.output_template, depth)
+            return Prompt(path, label, found.text, options, found.output_template, depth)
         if found.kind == "python":
             return Python(path, label, str(found.path), options, depth)
         return Script(path, label, str(found.path), options, depth)

@@ -44,7 +44,6 @@ class Progress:
         self.quiet = quiet
         self.live = fancy(self.stream) and not quiet
         self._status: Any = None
-        self._began = 0.0
 
     def started(self, path: str, name: str | None, attempt: int) -> None:
         label = f"{path} {name}" if name else path
@@ -55,7 +54,6 @@ class Progress:
                 self._status = Console(file=self.stream).status(label)
                 self._status.start()
             self._status.update(f"[bold]{label}[/bold]" + (f" (attempt {attempt})" if attempt > 1 else ""))
-        self._began = time.monotonic()
 
     def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
         if self.quiet:
@@ -134,13 +132,9 @@ def age(ts: float, now: float | None = None) -> str:
 
 
 def session_json(s: Session) -> dict[str, Any]:
-    names: list[str] = []
-    for item in s.awaiting or []:
-        if item["event"] not in names:
-            names.append(item["event"])
     return {"session_id": s.id, "status": "orphaned" if s.orphaned else s.status, "workflow": s.workflow_path,
             "workflow_name": s.workflow_name, "target": s.target,
-            "awaiting": names if s.status == "waiting" else [], "deadline": iso(s.deadline),
+            "awaiting": s.events, "deadline": iso(s.deadline),
             "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
             "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
             "reason": s.reason}
@@ -152,7 +146,7 @@ COLUMNS = ("id", "workflow", "status", "where", "awaiting", "deadline", "age")
 def _cells(s: Session, now: float | None) -> tuple[str, ...]:
     status = "orphaned" if s.orphaned else s.status
     deadline = _left(s.deadline, now) if s.status == "waiting" and s.deadline is not None else ""
-    events = ", ".join(dict.fromkeys(a["event"] for a in s.awaiting or [])) if s.status == "waiting" else ""
+    events = ", ".join(s.events)
     return (s.id, s.workflow_name, status, s.cursor or "", events, deadline, age(s.created_at, now))
 
 
@@ -203,7 +197,7 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
                          + (f", deadline {iso(item['deadline'])} — {_left(item['deadline'])}" if item.get("deadline") else "")
                          + ")")
         lines.append("resume with:")
-        for name in dict.fromkeys(a["event"] for a in s.awaiting):
+        for name in s.events:
             lines.append(f"  {resume_command(s, name)}")
     if s.error:
         lines.append(f"error     {s.error}")
@@ -242,7 +236,7 @@ class Listening:
 
     def line(self, session: Session, now: float) -> str:
         if session.status == "waiting":
-            events = ", ".join(dict.fromkeys(a["event"] for a in session.awaiting))
+            events = ", ".join(session.events)
             left = f" — {_left(session.deadline, now)}" if session.deadline is not None else ""
             return f"session {session.id} waiting for {events}{left} (Ctrl-C leaves it waiting)"
         return f"session {session.id} is {session.status}"

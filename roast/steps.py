@@ -319,7 +319,6 @@ class Prompt:
     name: str | None
     template: str
     options: StepOptions
-    inline: bool = True
     output_template: str | None = None
     depth: int = 0
 
@@ -869,7 +868,3 @@ def all_waits(node: Any) -> Iterable[WaitForEvent]:
             yield from all_waits(node.otherwise)
     elif isinstance(node, (Each, Repeat)):
         yield from all_waits(node.body)
-
-
-__all__ = [name for name in dir() if not name.startswith("_") and name not in {
-    "annotations", "Any", "Callable", "Generator", "Iterable", "Mapping", "Protocol", "Seq"}]

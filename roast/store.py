@@ -138,12 +138,19 @@ class Session:
     has_definition: bool
     orphaned: bool = False  # status 'running' and no process holds its lock file
 
+    @property
+    def events(self) -> list[str]:
+        """The event names a waiting session accepts, each once, in step order ([] unless waiting)."""
+        if self.status != "waiting":
+            return []
+        return list(dict.fromkeys(a["event"] for a in self.awaiting or []))
+
     def __str__(self) -> str:
         """`session 0mww81wj2g4a3 (deploy) waiting for approved, rejected at steps[2] › wait_for_event`."""
         status = "orphaned" if self.orphaned else self.status
         text = f"session {self.id} ({self.workflow_name}) {status}"
         if self.status == "waiting":
-            text += " for " + ", ".join(dict.fromkeys(a["event"] for a in self.awaiting))
+            text += " for " + ", ".join(self.events)
         return text + (f" at {self.cursor}" if self.cursor and self.status in ("waiting", "running") else "")
 
 
@@ -680,18 +687,6 @@ class Store:
             db.execute("INSERT INTO steps (session_id, path, name, attempt, started_at, status) "
                        "VALUES (?, ?, ?, ?, ?, 'running')", (session_id, path, name, earlier + 1, now))
         return int(earlier) + 1
-
-    def step_finished(self, session_id: str, *, path: str, attempt: int, status: str, output: str | None,
-                      now: float | None = None) -> None:
-        check_id(session_id)
-        now = _now(now)
-        with self._write(session_id) as db:
-            cur = db.execute("UPDATE steps SET finished_at = ?, status = ?, output = ? "
-                             "WHERE session_id = ? AND path = ? AND attempt = ?",
-                             (now, status, output, session_id, path, attempt))
-            if cur.rowcount != 1:
-                _require(db, session_id)
-                raise NotFound(f"session {session_id} has no attempt {attempt} of step {path!r}")
 
     def checkpoint(self, session_id: str, state: object, *, cursor: str, finished: Sequence[StepDone] = (),
                    now: float | None = None) -> None:

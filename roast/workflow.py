@@ -413,6 +413,17 @@ def locate(arg: str | os.PathLike[str], cwd: Path | None = None) -> Path:
                      hint="give a workflow.yml, a directory holding one, or a name under ./roast/")
 
 
+def filter_key(arg: str | None) -> str | None:
+    """What `--workflow W` matches: an existing workflow (file, directory, roast/NAME) means its
+    workflow.yml path; anything else is taken as a workflow name."""
+    if arg is None:
+        return None
+    try:
+        return str(locate(arg))
+    except UsageError:
+        return arg
+
+
 def _read_text(path: Path, shown: str) -> str:
     """Read a UTF-8 file of at most 1 MiB (without reading more than that into memory)."""
     try:

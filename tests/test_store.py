@@ -15,7 +15,7 @@ import pytest
 
 from roast import store as store_mod
 from roast.errors import NotFound, NotWaiting, Refused, StateRefused, StoreUnavailable, UsageError
-from roast.store import SESSION_ID, Store, new_id, seal, unseal
+from roast.store import SESSION_ID, StepDone, Store, new_id, seal, unseal
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000.0  # 2026-09-21 14:13:20Z, a fixed "now"
@@ -576,7 +576,8 @@ def test_step_attempts_count_up_when_a_step_runs_again() -> None:
     store = Store()
     sid = make(store)
     assert store.step_started(sid, path="0", name="build", now=T0) == 1
-    store.step_finished(sid, path="0", attempt=1, status="completed", output="ok", now=T0 + 1)
+    store.checkpoint(sid, {"after": "build"}, cursor="1", now=T0 + 1,
+                     finished=[StepDone("0", 1, "completed", "ok", T0 + 1)])  # written with the checkpoint
     assert store.step_started(sid, path="1", name="deploy", now=T0 + 2) == 1
     assert store.step_started(sid, path="1", name="deploy", now=T0 + 3) == 2  # after a crash
     assert [(s.path, s.attempt, s.status, s.output) for s in store.history(sid[:6])] == [
