@@ -413,10 +413,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from roast import workflow as workflow_mod
 
     wf = workflow_mod.load(args.workflow)
-    root = compiler.compile_workflow(wf)
+    warnings: list[str] = []
+    root = compiler.compile_workflow(wf, warnings)
     waits = list(steps.all_waits(root))
+    for warning in warnings:
+        print(f"roast: warning: {warning}", file=sys.stderr)
     if args.json:
-        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True,
+        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True, "warnings": warnings,
                     "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
                                "timeout": w.timeout} for w in waits]})
     else:

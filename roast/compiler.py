@@ -79,6 +79,7 @@ class _Compiler:
         defaults = source.data.get("wait_for_event")
         self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
         self.model = source.data.get("model")
+        self.names: set[str] = set()  # every step name whose config was looked up
         # checked once here, used by every wait without a duration of its own
         self.default_timeout = (self.duration(self.wait_defaults["timeout"], self.wait_defaults,
                                               "wait_for_event.timeout")
@@ -89,6 +90,8 @@ class _Compiler:
 
     # -- options
     def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
+        if name:
+            self.names.add(str(name))
         config = self.source.config_for(name) if name else None
         if not config:
             return StepOptions(model=self.model if isinstance(self.model, str) else None)
@@ -329,6 +332,8 @@ class _Compiler:
             self.problem(spec, f"{path}: inside a wait, `timeout:` is the list of steps run when the "
                                "deadline passes", hint="set the duration with `within: 2h`")
         # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
+        if name:
+            self.names.add(str(name))
         config = (self.source.config_for(name) or {}) if name else {}
         own = self.duration(spec["within"], spec, "within") if spec.get("within") is not None else None
         named = self.duration(config["timeout"], config, f"{name}.timeout") \
@@ -342,8 +347,16 @@ class _Compiler:
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth)
 
 
-def compile_workflow(source: Source) -> Sequence:
-    """Compile the whole definition; every mistake is reported at once (WorkflowInvalid, exit 2)."""
+# SPEC §2's top-level keys, plus Roast 0.4 keys that roast reads past without running.
+TOP_LEVEL = {"name", "description", "model", "api_provider", "api_token", "target", "tools", "steps",
+             "inputs", "wait_for_event", "pre_processing", "post_processing", "context_management"}
+
+
+def compile_workflow(source: Source, warnings: list[str] | None = None) -> Sequence:
+    """Compile the whole definition; every mistake is reported at once (WorkflowInvalid, exit 2).
+
+    With `warnings`, it also receives SPEC §2's warnings (`roast validate` prints them): a top-level
+    mapping that configures no step and is no known option, most often a misspelt step name."""
     compiler = _Compiler(source)
     steps = source.data.get("steps")
     root = compiler.sequence(steps, "steps", 0, source.data)
@@ -356,4 +369,21 @@ def compile_workflow(source: Source) -> Sequence:
         count = len(compiler.problems)
         raise WorkflowInvalid(f"the workflow has {count} problem{'s' if count > 1 else ''}",
                               problems=compiler.problems)
+    if warnings is not None:
+        warnings.extend(_unused_configs(source, compiler.names))
     return root
+
+
+def _unused_configs(source: Source, names: set[str]) -> list[str]:
+    import difflib
+
+    found = []
+    key_lines = getattr(source.data, "key_lines", {})
+    for key, value in source.data.items():
+        if not isinstance(key, str) or key in TOP_LEVEL or key in names or not isinstance(value, Mapping):
+            continue
+        close = difflib.get_close_matches(key, sorted(names), n=1)
+        where = source.where(key_lines.get(key) or source.data)
+        found.append(f"{where}: top-level key {key!r} configures no step of this workflow; it is ignored"
+                     + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return found
