@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "errors":
-        from roast import errors
+        import importlib  # `from roast import errors` lands here first: import the submodule itself
 
-        return errors
+        return importlib.import_module("roast.errors")
     raise AttributeError(f"module 'roast' has no attribute {name!r}")

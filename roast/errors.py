@@ -25,6 +25,16 @@ class RoastError(Exception):
         text = f"{self.where}: {self.args[0]}" if self.where else str(self.args[0])
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
+    def to_dict(self) -> dict[str, object]:
+        """`{"file", "line", "message", "hint"}` for `--json` (file and line from `where`, if any)."""
+        file: str | None = self.where
+        line: int | None = None
+        if self.where:
+            head, sep, tail = self.where.rpartition(":")
+            if sep and tail.isdigit():
+                file, line = head, int(tail)
+        return {"file": file, "line": line, "message": self.message, "hint": self.hint}
+
 
 class StepFailed(RoastError):
     """A step failed while running (command exit status, Python exception, bad expression)."""
@@ -75,6 +85,12 @@ class NotFound(RoastError):
 
     exit_code = 3
     code = "not_found"
+
+
+class Ambiguous(NotFound):
+    """A session id prefix matches more than one session."""
+
+    code = "ambiguous"
 
 
 class Refused(RoastError):
