@@ -1,8 +1,11 @@
-"""The Python API: `run()`, `resume()`, `sessions()`, `session()`, `cancel()`, `tick()`.
+"""The Python API: `run()`, `resume()`, `sessions()`, `session()`, `cancel()`, `tick()`, `listen()`.
 
-Wires the loader, the step tree, the runner, the effects and the store together. The rule
-that makes pauses durable: the session is saved *before* anything is reported (SPEC §6), and an
-event is claimed with one compare-and-set before its branch runs, so it is consumed exactly once.
+Wires the definition, the step tree, the runner, the effects and the store together; the only
+module that knows a store exists (SPEC §11). The rules that make pauses durable: the session is
+saved *before* anything is reported (SPEC §6); an event is claimed with one compare-and-set before
+its branch runs, so it is consumed exactly once; what the runner holds between two saves (an event
+claimed but not yet delivered) is in the store, so recovery infers nothing (issue 10); and a store
+error stops the drive without deciding the session's outcome (SPEC §11).
 
     >>> import roast
     >>> result = roast.run("deploy/workflow.yml")          # doctest: +SKIP
@@ -16,67 +19,114 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from roast import compiler, expressions, steps
-from roast import workflow as workflow_mod
-from roast.context import Context, WorkflowInfo
-from roast.effects import Effects, choose_model
 from roast.errors import (
     BadEventData,
+    Closed,
     DefinitionChanged,
     EventLate,
     EventRefused,
+    Interrupted,
     NotFound,
     NotWaiting,
+    Refused,
     RoastError,
+    StoreUnavailable,
     TimedOut,
     UsageError,
 )
 from roast.expressions import iso
-from roast.runner import Completed, Observer, Runner, Waiting
-from roast.steps import Event
-from roast.store import FINISHED, Session, StepDone, Store, new_id
+from roast.store import (
+    FINISHED,
+    EventRecord,
+    Incoming,
+    NewSession,
+    Session,
+    StepDone,
+    StepRecord,
+    StepStart,
+    new_id,
+)
 
-STATE_VERSION = 1
+if TYPE_CHECKING:
+    from typing import Any
+
+    from roast.context import Context
+    from roast.definition import Definition
+    from roast.runner import Observer
+    from roast.steps import Event, WaitInfo
+    from roast.store import SessionStore
+
+# The step tree, the compiler and the definition are loaded when a session runs, not when one is
+# listed (`roast sessions` starts up through this module: STYLE, start-up is part of the product).
+
+STATE_VERSION = 2
 SessionInfo = Session  # what roast.sessions() / roast.session() return
+_RESULT_FIELDS = ("status", "session_id", "workflow", "output", "final_output", "awaiting", "waits", "deadline",
+                  "target", "cursor", "error", "warnings", "others_waiting", "outcome", "event_id", "event",
+                  "delivery")
 
 
-@dataclass(frozen=True)
 class Result:
-    """What a run or resume ended with.
+    """What a run, resume or delivery ended with.
 
     >>> r = roast.run("wf/workflow.yml")   # doctest: +SKIP
     >>> r.status in ("completed", "waiting", "failed", "timed_out")   # doctest: +SKIP
     True
+
+    A delivery (`roast.resume`) also says what became of the event: `outcome` is `consumed`,
+    `queued` or `duplicate` (refusals raise), with `event_id` and `delivery` (issue 14).
     """
 
-    status: str
-    session_id: str
-    workflow: str
-    output: dict[str, Any] = field(default_factory=dict)
-    final_output: str = ""
-    awaiting: list[str] = field(default_factory=list)
-    waits: list[dict[str, Any]] = field(default_factory=list)
-    deadline: str | None = None
-    target: str | None = None
-    cursor: str | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    others_waiting: list[str] = field(default_factory=list)
+    __slots__ = _RESULT_FIELDS
+
+    def __init__(self, status: str, session_id: str, workflow: str, output: dict[str, Any] | None = None,
+                 final_output: str = "", awaiting: list[str] | None = None, waits: list[dict[str, Any]] | None = None,
+                 deadline: str | None = None, target: str | None = None, cursor: str | None = None,
+                 error: str | None = None, warnings: list[str] | None = None, others_waiting: list[str] | None = None,
+                 outcome: str | None = None, event_id: str | None = None, event: str | None = None,
+                 delivery: dict[str, Any] | None = None) -> None:
+        self.status, self.session_id, self.workflow = status, session_id, workflow
+        self.output = output or {}
+        self.final_output = final_output
+        self.awaiting = awaiting or []
+        self.waits = waits or []
+        self.deadline, self.target, self.cursor, self.error = deadline, target, cursor, error
+        self.warnings = warnings or []
+        self.others_waiting = others_waiting or []
+        self.outcome, self.event_id, self.event = outcome, event_id, event
+        self.delivery = delivery
+
+    def _replace(self, **changes: Any) -> Result:
+        values = {name: getattr(self, name) for name in _RESULT_FIELDS}
+        values.update(changes)
+        return Result(**values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Result) and self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def ok(self) -> bool:
         return self.status in ("completed", "waiting")
 
     def to_json(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "status": self.status, "workflow": self.workflow,
-                "target": self.target, "awaiting": self.awaiting, "waits": self.waits,
-                "deadline": self.deadline, "cursor": self.cursor, "output": self.output,
-                "final_output": self.final_output, "error": self.error, "warnings": self.warnings,
-                "others_waiting": self.others_waiting}
+        doc: dict[str, Any] = {}
+        if self.outcome is not None:  # a delivery: what became of it comes first (issue 14)
+            doc.update(outcome=self.outcome, session_id=self.session_id, event_id=self.event_id, event=self.event)
+        doc.update({"session_id": self.session_id, "status": self.status, "workflow": self.workflow,
+                    "target": self.target, "awaiting": self.awaiting, "waits": self.waits,
+                    "deadline": self.deadline, "cursor": self.cursor, "output": self.output,
+                    "final_output": self.final_output, "error": self.error, "warnings": self.warnings,
+                    "others_waiting": self.others_waiting})
+        if self.outcome is not None:
+            doc["delivery"] = self.delivery
+        return doc
+
+    def __repr__(self) -> str:
+        return f"Result({self.status!r}, {self.session_id!r})"
 
     def __str__(self) -> str:
         text = f"session {self.session_id} {self.status}"
@@ -87,176 +137,247 @@ class Result:
         return text
 
 
+def _quiet() -> Observer:
+    from roast.runner import Observer
+
+    return Observer()
+
+
 def _plain(value: Any) -> Any:
     """Outputs as JSON-able data (Python steps may return anything)."""
     return json.loads(json.dumps(value, default=str))
 
 
-# --------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------- the store
 
 
-@dataclass
-class _Definition:
-    root: steps.Sequence
-    path: str
-    name: str
-    fingerprint: str
-    provider: str | None
-    data: Mapping[str, Any] | None = None  # a dict workflow, pickled with the session
-    sources: dict[str, str | None] | None = None  # a file workflow's files (see Workflow.sources)
-    tree: bytes | None = None  # `root`, pickled for the next resume (see _portable_tree)
+def open_store(store: SessionStore | str | None = None, home: str | os.PathLike[str] | None = None) -> SessionStore:
+    """The session store to use: `store` (an object, or a URL), else `ROAST_STORE`, else SQLite in
+    ROAST_HOME (`home=`). URLs: `sqlite:///path/sessions.db`, `postgresql://user@host:port/db`."""
+    if store is not None and not isinstance(store, str):
+        return store
+    url = store if isinstance(store, str) else os.environ.get("ROAST_STORE", "")
+    if not url or home is not None and not isinstance(store, str):
+        from roast.store_sqlite import SQLiteStore
 
+        return SQLiteStore(home)
+    if url.startswith("sqlite:"):
+        from roast.store_sqlite import SQLiteStore
 
-def _load(workflow: Any, cwd: Path | None = None) -> _Definition:
-    if isinstance(workflow, Mapping):
-        source = compiler.DictSource(workflow)
-        root = compiler.compile_workflow(source)
-        return _Definition(root, f"<dict:{source.name}>", source.name, "", _provider_name(workflow), workflow)
-    wf = workflow_mod.load(workflow, cwd)
-    root = compiler.compile_workflow(wf)
-    return _Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider_name(wf.data),
-                       sources=wf.sources())
-
-
-def _provider_name(data: Mapping[str, Any]) -> str | None:
-    provider = data.get("api_provider")
-    return str(provider) if isinstance(provider, str) else None
-
-
-def _provider(defn: _Definition) -> Any:
-    return choose_model(defn.provider)
-
-
-def _portable_tree(defn: _Definition) -> bytes | None:
-    """The compiled tree of a file workflow, pickled with the loader's line-tracking strings,
-    dicts and lists turned into plain ones, so that loading it needs neither the YAML loader nor a
-    parse (STYLE: an unchanged workflow need not be parsed again). None if it cannot be made so."""
-    if defn.tree is None and defn.sources is not None:
-        import io
-        import pickle
-
-        from roast.workflow import Map, Seq, Str
-
-        class _Plain(pickle.Pickler):
-            def reducer_override(self, obj: Any) -> Any:
-                kind = type(obj)
-                if kind is Str:
-                    return str, (str(obj),)
-                if kind is Map:
-                    return dict, (dict(obj),)
-                if kind is Seq:
-                    return list, (list(obj),)
-                return NotImplemented
-
-        buffer = io.BytesIO()
+        path = url[len("sqlite://"):] if url.startswith("sqlite://") else url[len("sqlite:"):]
+        if not path or path == "/":
+            return SQLiteStore(home)
+        return SQLiteStore(os.path.dirname(path) or ".", db_path=path)
+    if url.startswith(("postgresql://", "postgres://")):
         try:
-            _Plain(buffer, protocol=5).dump(defn.root)
-        except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
-            return None  # something in the tree will not pickle: the next resume parses again
-        blob = buffer.getvalue()
-        defn.tree = blob if b"roast.workflow" not in blob else None
-    return defn.tree
+            from roast.store_postgres import PostgresStore
+        except ImportError as err:
+            raise UsageError("ROAST_STORE names a PostgreSQL store, and its driver is not installed",
+                             hint="pip install 'roast[postgres]'") from err
+        return PostgresStore(url)
+    from roast.store import mask_url
+
+    raise UsageError(f"ROAST_STORE {mask_url(url)!r} is not a store URL",
+                     hint="use sqlite:///path/sessions.db or postgresql://user@host:port/dbname")
 
 
-def _unchanged(sources: Mapping[str, str | None]) -> bool:
-    """True if every file reads as it did when the tree was compiled, and none has appeared."""
-    for path, expected in sources.items():
-        try:
-            if expected is None:
-                if os.path.isfile(path):
-                    return False
-                continue
-            with open(path, "rb") as handle:
-                text = handle.read(1_048_577).decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError):
-            return False
-        if expressions.digest(text) != expected:
-            return False
-    return True
+def _store(store: SessionStore | str | None, home: str | os.PathLike[str] | None) -> SessionStore:
+    return open_store(store, home)
 
 
 # --------------------------------------------------------------------------- one drive
 
 
 class _Journal:
-    """Saves checkpoints and step history to the store, and tells the observer."""
+    """Saves step history and checkpoints through the store, and tells the observer. A checkpoint
+    is held until the next effect, so its transaction also carries the next step's start row
+    (one transaction per step, issue 12); only what changed since the last save is written."""
 
-    def __init__(self, store: Store, session_id: str, defn: _Definition, ctx: Context,
+    def __init__(self, store: SessionStore, session_id: str, defn: Definition, ctx: Context,
                  observer: Observer, now: Callable[[], float]) -> None:
         self.store, self.session_id, self.defn, self.ctx, self.observer = store, session_id, defn, ctx, observer
         self.now = now
-        self._started: dict[tuple[str, int], float] = {}
-        self.done: list[StepDone] = []  # written with the next checkpoint, in its transaction
+        self._began: dict[tuple[str, int], float] = {}
+        self.done: list[StepDone] = []      # finished steps not yet written
+        self.changes: dict[str, Any] | None = None
+        self.cursor: Any = None
+        self.dirty = False
+        self.delivered_now = False
+        self.clear_pending = False
+        self.saved_at: str | None = None    # the last cursor written, for messages
+        self.running: list[str] = []        # steps in flight
+
+    def checkpoint(self, cursor: Any) -> None:
+        change = self.ctx.take_changes()
+        self.changes = change if self.changes is None else self.ctx.merge_changes(self.changes, change)
+        self.cursor, self.dirty = cursor, True
+        if self.delivered_now:
+            self.clear_pending, self.delivered_now = True, False
+
+    def delivered(self, event: Event) -> None:
+        self.delivered_now = True
+
+    def _write(self, start: StepStart | None) -> int:
+        from roast import steps
+
+        cursor_text = steps.describe(self.defn.root, self.cursor, self.ctx.collections) if self.dirty else None
+        delta = {"cursor": self.cursor, "changes": self.changes} if self.dirty else None
+        attempt = self.store.advance(self.session_id, changes=delta,
+                                     cursor=cursor_text, finished=self.done, start=start,
+                                     delivered=self.clear_pending, now=self.now())
+        if self.dirty:
+            self.saved_at = cursor_text
+        self.done, self.changes, self.dirty, self.clear_pending = [], None, False, False
+        return attempt
 
     def started(self, request: Any) -> int:
-        attempt = self.store.step_started(self.session_id, path=request.path, name=request.name or "",
-                                          now=self.now())
-        self._started[(request.path, attempt)] = time.monotonic()
+        attempt = self._write(StepStart(request.path, request.name or "", self.now()))
+        self._began[(request.path, attempt)] = time.monotonic()
+        self.running.append(request.path)
         if attempt > 1:
             self.observer.note(f"step {request.path} was interrupted before; running it again "
                                f"(attempt {attempt})")
         self.observer.started(request.path, request.name, attempt)
         return attempt
 
+    def flush(self) -> None:
+        if self.dirty or self.done:
+            self._write(None)
+
     def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
-        text = expressions.to_text(output)
+        text = _text(output)
         self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now()))
-        began = self._started.pop((request.path, attempt), time.monotonic())
+        began = self._began.pop((request.path, attempt), time.monotonic())
+        if request.path in self.running:
+            self.running.remove(request.path)
         self.observer.finished(request.path, request.name, status, time.monotonic() - began)
 
-    def checkpoint(self, cursor: Any) -> None:
-        self.store.checkpoint(self.session_id, _state(self.defn, self.ctx, cursor),
-                              cursor=steps.describe(self.defn.root, cursor), finished=self.flush(), now=self.now())
+    def spawned(self, path: str, attempt: int, pgid: int) -> None:
+        if attempt:
+            self.store.spawned(self.session_id, path, attempt, pgid)
 
-    def flush(self) -> list[StepDone]:
+    def take_done(self) -> list[StepDone]:
         done, self.done = self.done, []
         return done
 
 
-def _state(defn: _Definition, ctx: Context, cursor: Any, *, at_wait: bool = False) -> dict[str, Any]:
-    # The path signature (for SPEC §6 edit checks) is O(steps) to build, so only waits carry it;
-    # recovering a crashed session against an edited workflow needs --force.
-    state = {"v": STATE_VERSION, "cursor": cursor, "context": ctx,
-             "signature": steps.signature(defn.root, cursor) if at_wait else None, "definition": defn.data}
-    if at_wait and defn.sources is not None:
-        state.update(tree=_portable_tree(defn), sources=defn.sources, provider=defn.provider)
-    return state
+def _text(value: Any) -> str:
+    from roast.expressions import to_text
+
+    return to_text(value)
 
 
-def _awaiting(waits: Sequence[steps.WaitInfo]) -> list[dict[str, Any]]:
+def _state(ctx: Context, cursor: Any) -> dict[str, Any]:
+    return {"v": STATE_VERSION, "cursor": cursor, "context": ctx}
+
+
+def _awaiting(waits: Sequence[WaitInfo]) -> list[dict[str, Any]]:
     return [{"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
-            for w in waits for name in w.events]
+            for w in waits for name in w.events] or \
+           [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline} for w in waits]
 
 
-def _drive(store: Store, session_id: str, defn: _Definition, ctx: Context, cursor: Any,
-           event: Event | None, observer: Observer, now: Callable[[], float]) -> Result:
+def _model(defn: Definition) -> Any:
+    from roast.effects import choose_model
+
+    return choose_model(defn.provider)
+
+
+def _drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
+           event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
     """Run from `cursor` until the end or the next wait; save, then return what happened."""
-    effects = Effects(ctx=ctx, model=_provider(defn), cwd=None, announce=observer.note)
-    journal = _Journal(store, session_id, defn, ctx, observer, now)
-    runner = Runner(effects, now=now, journal=journal, event=event)
+    from roast import steps
+    from roast.effects import Effects
+    from roast.runner import Completed, Runner, Waiting
+
+    model = _model(defn)
+    while True:
+        effects = Effects(ctx=ctx, model=model, cwd=cwd, announce=observer.note,
+                          pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None))
+        journal = _Journal(store, session_id, defn, ctx, observer, now)
+        runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all)
+        effects.on_spawn = runner.spawned
+        ending: tuple[str, RoastError] | None = None
+        try:
+            outcome: Completed | Waiting | None = runner.drive(defn.root.run(ctx, cursor))
+        except StoreUnavailable as err:
+            raise _stopped(err, session_id, journal) from err
+        except (KeyboardInterrupt, Interrupted) as err:
+            _interrupted(store, session_id, journal, err, now)
+            raise
+        except TimedOut as err:
+            outcome, ending = None, ("timed_out", err)
+        except RoastError as err:  # only a step decides `failed`
+            outcome, ending = None, ("failed", err)
+        finally:
+            effects.close()
+        try:
+            if ending is not None:
+                status, err = ending
+                if status == "failed":
+                    journal.flush()  # the last checkpoint is kept, for `roast retry`
+                store.finish(session_id, status, output=_plain(ctx.output), final_output=ctx.final_output(),
+                             error=str(err), finished=journal.take_done(), keep_state=status == "failed", now=now())
+                return _result(store.get(session_id), error=str(err))
+            if isinstance(outcome, Completed):
+                store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
+                             finished=journal.take_done(), cursor="end", now=now())
+                return _result(store.get(session_id))
+            assert isinstance(outcome, Waiting)
+            suspend = outcome.suspend
+            # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
+            held = store.suspend(session_id, _state(ctx, suspend.cursor),
+                                 cursor=steps.describe(defn.root, suspend.cursor, ctx.collections),
+                                 awaiting=_awaiting(suspend.waits), output=_plain(ctx.output),
+                                 finished=journal.take_done(), undelivered=runner.pending is not None,
+                                 ahead=sorted(steps.events_ahead(defn.root, suspend.cursor)), now=now())
+        except StoreUnavailable as err:
+            raise _stopped(err, session_id, journal) from err
+        ctx.forget_changes()
+        if held.taken is None:
+            return _result(store.get(session_id))
+        # an event that arrived early was waiting in the inbox: its branch runs now (issue 14)
+        taken = held.taken
+        observer.note(f"session {session_id}: {taken.name!r} arrived before the wait (at {iso(taken.received_at)}) "
+                      "and was kept; its branch runs now")
+        event, cursor = _event_of(taken), suspend.cursor
+
+
+def _event_of(record: EventRecord) -> Event:
+    from roast.steps import Event
+
+    delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
+                "received_at": iso(record.received_at)}
+    return Event(record.name, record.data, iso(record.received_at) or "", delivery)
+
+
+def _stopped(err: StoreUnavailable, session_id: str, journal: _Journal) -> StoreUnavailable:
+    """SPEC §11: a store error stops the process; the session stays recoverable, and the message
+    says what is true (issue 10)."""
+    last = journal.saved_at or "its last saved step"
+    return StoreUnavailable(f"{err.message}; session {session_id} is stopped after {last} (nothing after it was "
+                            f"saved), and `roast resume -s {session_id}` continues it from there once the store "
+                            "works again", hint=err.hint)
+
+
+def _interrupted(store: SessionStore, session_id: str, journal: _Journal, err: BaseException,
+                 now: Callable[[], float]) -> None:
+    """Record that roast was stopped (the runner has already killed the steps' process groups)."""
+    import signal
+
+    signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+    name = signal.Signals(signum).name
+    step = ", ".join(journal.running) or None
+    if isinstance(err, Interrupted):
+        err.session_id, err.step = session_id, step
+    else:
+        err.session_id, err.step = session_id, step  # type: ignore[attr-defined]
     try:
-        outcome = runner.drive(defn.root.run(ctx, cursor))
-    except TimedOut as err:
-        store.finish(session_id, "timed_out", output=_plain(ctx.output), final_output=ctx.final_output(),
-                     error=str(err), finished=journal.flush(), now=now())
-        return _result(store.get(session_id), error=str(err))
-    except RoastError as err:
-        store.finish(session_id, "failed", output=_plain(ctx.output), final_output=ctx.final_output(),
-                     error=str(err), finished=journal.flush(), now=now())
-        return _result(store.get(session_id), error=str(err))
-    finally:
-        effects.close()
-    if isinstance(outcome, Waiting):
-        suspend = outcome.suspend
-        # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
-        store.suspend(session_id, _state(defn, ctx, suspend.cursor, at_wait=True),
-                      cursor=steps.describe(defn.root, suspend.cursor), awaiting=_awaiting(suspend.waits),
-                      output=_plain(ctx.output), finished=journal.flush(), now=now())
-        return _result(store.get(session_id))
-    assert isinstance(outcome, Completed)
-    store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
-                 finished=journal.flush(), now=now())
-    return _result(store.get(session_id))
+        journal.flush()
+        store.interrupted(session_id, error=f"interrupted by {name}" + (f" during {step}" if step else ""),
+                          finished=journal.take_done(), now=now())
+    except RoastError:
+        pass  # the store is unavailable too: the session is orphaned all the same, and recoverable
 
 
 def _result(row: Session, *, error: str | None = None) -> Result:
@@ -267,12 +388,23 @@ def _result(row: Session, *, error: str | None = None) -> Result:
                   deadline=iso(row.deadline), target=row.target, cursor=row.cursor, error=error or row.error)
 
 
+def _cwd_of(session: Session) -> str | None:
+    """Where a session's steps run: the directory it was started in (SPEC §11). Refused before
+    anything is claimed when it is gone."""
+    if session.cwd is None:
+        return None
+    if not os.path.isdir(session.cwd):
+        raise Refused(f"session {session.id} runs in {session.cwd}, which no longer exists; nothing was changed",
+                      hint=f"recreate {session.cwd}, or `roast cancel {session.id}`")
+    return session.cwd
+
+
 # --------------------------------------------------------------------------- run
 
 
 def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None = None, *,
-        home: str | os.PathLike[str] | None = None, observer: Observer | None = None,
-        now: Callable[[], float] = time.time) -> Result:
+        home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
+        observer: Observer | None = None, now: Callable[[], float] = time.time) -> Result:
     """Run a workflow (a path, or a dict whose steps may be callables) once, for one target.
 
     Returns a `Result`: `completed`, `waiting` (at a `wait_for_event`), `failed` or `timed_out`.
@@ -282,23 +414,51 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
         >>> r.output["greet"]                                        # doctest: +SKIP
         'hi'
     """
-    observer = observer or Observer()
-    defn = _load(workflow)
-    store = Store(home)
-    session_id = new_id(now())
+    from roast import definition as definitions
+    from roast import steps
+    from roast.context import Context, WorkflowInfo
+
+    observer = observer or _quiet()
+    defn = definitions.load(workflow)
+    _model(defn)  # an unusable provider is refused before a session exists (issue 11)
+    store_ = _store(store, home)
+    session_id = new_id()
     ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
-    with store.hold(session_id):  # locked before it exists, so it is never seen orphaned
-        store.create(workflow_path=defn.path, workflow_name=defn.name, fingerprint=defn.fingerprint,
-                     target=target, has_definition=defn.data is not None, now=now(), session_id=session_id,
-                     state=_state(defn, ctx, steps.HERE))
-        ctx.env = dict(os.environ)
-        return _drive(store, session_id, defn, ctx, steps.HERE, None, observer, now)
+    cwd = os.getcwd()
+    key = _correlation_key(defn, ctx)
+    saved = None if store_.has_definition(defn.fingerprint) else definitions.record(defn)
+    with store_.hold(session_id, "roast execute"):  # locked before it exists, so it is never seen orphaned
+        store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
+                                 target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now()),
+                      _state(ctx, steps.HERE), definition=saved, now=now())
+        ctx.forget_changes()
+        ctx.attach_env(dict(os.environ))
+        return _drive(store_, session_id, defn, ctx, steps.HERE, None, observer, now, cwd)
+
+
+def _correlation_key(defn: Definition, ctx: Context) -> str | None:
+    """`key:` evaluated when the session starts (issue 15): events can then find it by key."""
+    if not defn.key_template:
+        return None
+    from roast.expressions import render
+
+    ctx.attach_env(dict(os.environ))
+    return render(defn.key_template, ctx.namespace())
 
 
 # --------------------------------------------------------------------------- resume
 
 
-def _find(store: Store, session_id: str | None, workflow: Any) -> tuple[Session, list[str]]:
+def _workflow_path(workflow: Any) -> str:
+    from roast import workflow as workflow_mod
+
+    return str(workflow_mod.locate(workflow))
+
+
+def _find(store: SessionStore, session_id: str | None, workflow: Any, event: str | None,
+          key: str | None) -> tuple[Session, list[str]]:
+    """The session a delivery is for: by id, by correlation key, or the newest of the workflow
+    whose current wait accepts the event (issue 11)."""
     if session_id:
         return store.get(session_id), []
     if workflow is None:
@@ -306,160 +466,462 @@ def _find(store: Store, session_id: str | None, workflow: Any) -> tuple[Session,
                          hint="roast resume WORKFLOW --event NAME [--session-id ID]")
     if isinstance(workflow, Mapping):
         raise UsageError("a dict workflow's session is resumed by id", hint="pass session_id=...")
-    path = str(workflow_mod.locate(workflow))
+    path = _workflow_path(workflow)
+    if key is not None:
+        keyed = store.with_key(path, key)
+        if not keyed:
+            raise NotFound(f"no open session of {path} has the key {key!r}",
+                           hint=f"list sessions with `roast sessions --workflow {path}`")
+        return keyed[0], [s.id for s in keyed[1:]]
     waiting = store.waiting_for(path)
-    if not waiting:
-        raise NotFound(f"no session of {path} is waiting",
-                       hint=f"list sessions with `roast sessions --workflow {path}`")
-    return waiting[0], [s.id for s in waiting[1:]]
+    accepting = [s for s in waiting if event is None or event in s.events]
+    if accepting:
+        return accepting[0], [s.id for s in accepting[1:]]
+    orphans = [s for s in store.list(statuses=["running"], workflow=path, limit=None)[0] if s.orphaned]
+    if waiting:
+        import difflib  # only on this error path
+
+        accepted = sorted({e for s in waiting for e in s.events})
+        close = difflib.get_close_matches(event or "", accepted, n=1)
+        raise EventRefused(f"no session of {path} is waiting for {event!r}; {len(waiting)} waiting session(s) "
+                           f"wait for: {', '.join(accepted)}; nothing was changed",
+                           hint=f"did you mean {close[0]!r}?" if close else
+                           f"list them with `roast sessions --workflow {path} --status waiting`")
+    hint = f"list sessions with `roast sessions --workflow {path}`"
+    if orphans:
+        hint = (f"{len(orphans)} session(s) of it were interrupted (orphaned); continue one with "
+                f"`roast resume -s {orphans[0].id}`")
+    raise NotFound(f"no session of {path} is waiting", hint=hint)
 
 
-def _definition_for(session: Session, state: Mapping[str, Any]) -> _Definition:
-    if state.get("definition") is not None:
-        return _load(state["definition"])
-    if state.get("tree") and state.get("sources") and _unchanged(state["sources"]):
-        import pickle  # the tree was sealed with the rest of the state and verified with it
+def _event_id() -> str:
+    """A new event id (a random UUID, as text) for a delivery that did not bring one."""
+    import uuid
 
-        return _Definition(pickle.loads(state["tree"]), session.workflow_path, session.workflow_name,
-                           session.fingerprint, state.get("provider"), sources=state["sources"],
-                           tree=state["tree"])
-    return _load(session.workflow_path)
+    return str(uuid.uuid4())
 
 
-def _check_definition(session: Session, defn: _Definition, state: Mapping[str, Any], event: str | None,
-                      force: bool) -> list[str]:
-    """SPEC §6: unchanged → resume; changed after the wait → warn; path to the wait changed → refuse."""
-    if not session.fingerprint or defn.fingerprint == session.fingerprint:
-        return []
-    cursor = state["cursor"]
-    if state.get("signature") is None:  # a crash checkpoint, not a wait: no signature kept
-        if force:
-            return [(f"{session.workflow_path} changed since session {session.id} was interrupted; "
-                     "continuing with the new definition (--force)")]
-        raise DefinitionChanged(
-            f"session {session.id} was interrupted and {session.workflow_path} has changed since; "
-            "nothing was changed", hint="restore the workflow, or pass --force to continue with the new one")
-    old, new = list(state["signature"]), steps.signature(defn.root, cursor)
-    waits = steps.wait_at(defn.root, cursor)
-    declared = not event or any(event in w.events for w in waits) or not waits and event is None
-    if old == new and declared:
-        return [(f"{session.workflow_path} changed since session {session.id} paused; the change is "
-                 "after the wait, so the new definition is used")]
-    moved = [f"was: {a}\n      now: {b}" for a, b in zip(old, new) if a != b]
-    if len(old) != len(new):
-        moved.append(f"the path to the wait had {len(old)} levels, now {len(new)}")
-    if not waits:
-        moved.append("the saved position no longer rests on a wait")
-    elif not declared:
-        moved.append(f"the wait no longer declares {event!r}")
-    if force and waits and declared:
-        return [f"{session.workflow_path} changed before the wait; resuming anyway (--force)"]
-    raise DefinitionChanged(
-        f"session {session.id} cannot resume: {session.workflow_path} changed on the path to its wait; "
-        "nothing was changed\n    " + "\n    ".join(moved),
-        hint="restore the workflow as it was, or pass --force to resume against the new definition")
+def _digest(data: Mapping[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _default_actor() -> str:
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{os.uname().nodename}"
 
 
 def resume(event: str | None = None, *, data: Any = None, session_id: str | None = None,
            workflow: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None,
-           force: bool = False, source: str = "api", observer: Observer | None = None,
-           now: Callable[[], float] = time.time) -> Result:
-    """Deliver `event` to a waiting session and run on until the end or the next wait.
+           store: SessionStore | str | None = None, force: bool = False, source: str = "api",
+           observer: Observer | None = None, now: Callable[[], float] = time.time, event_id: str | None = None,
+           actor: str | None = None, reason: str | None = None, if_waiting: bool = False,
+           key: str | None = None, wait_for_steps: bool = False, run: bool = True) -> Result:
+    """Deliver `event` to a session and, when a wait takes it, run on until the end or the next wait.
 
-    Without `session_id`, the most recent waiting session of `workflow`. `data` is a dict or a
-    JSON text (an object). With `event=None`, an orphaned `running` session (its process died)
-    continues from its last checkpoint. Refusals change nothing and raise a `RoastError`.
+    Without `session_id`, the newest session of `workflow` whose current wait accepts the event
+    (or the one with correlation `key`). `data` is a dict or a JSON text (an object). An event
+    that no current wait declares but a later one does is kept (`outcome == "queued"`); a repeated
+    `event_id` is not applied again (`"duplicate"`). With `event=None`, an orphaned `running`
+    session (its process died) continues from its last checkpoint. Refusals change nothing but the
+    delivery record, and raise a `RoastError`.
 
         >>> roast.resume("approved", data={"approver": "ana"}, workflow="deploy")   # doctest: +SKIP
     """
-    observer = observer or Observer()
+    from roast.steps import EVENT_NAME
+
+    observer = observer or _quiet()
     payload = _event_data(data)
-    if event is not None and not steps.EVENT_NAME.fullmatch(event):
+    if event is not None and not EVENT_NAME.fullmatch(event):
         raise UsageError(f"{event!r} is not an event name (letters, digits, _ and - only)")
-    store = Store(home)
-    session, others = _find(store, session_id, workflow)
-    if workflow is not None and not isinstance(workflow, Mapping) and session_id:
-        wanted = str(workflow_mod.locate(workflow))
-        if wanted != session.workflow_path:
-            raise UsageError(f"session {session.id} belongs to {session.workflow_path}, not {wanted}")
-    if session.status == "running" and session.orphaned and event is None:
-        return _recover(store, session, observer, now, force)
-    if session.status != "waiting":
-        raise _not_waiting(store, session)
+    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > 200):
+        raise UsageError("an event id is 1 to 200 characters", hint="e.g. --event-id deploy-1842")
+    store_ = _store(store, home)
+    wanted = None
+    if workflow is not None and not isinstance(workflow, Mapping):
+        wanted = _workflow_path(workflow)
     if event is None:
-        raise UsageError(f"session {session.id} is waiting for {_names(session)}; say which event",
-                         hint=f"roast resume {session.workflow_path} --event "
-                              f"{_names(session, sep=' | ')} --session-id {session.id}")
-    offered = [a for a in session.awaiting if a["event"] == event]
-    if not offered:
+        if session_id is None:
+            raise UsageError("which session? `roast resume -s ID` continues an interrupted session",
+                             hint="say which event with --event NAME, or give --session-id")
+        session = store_.get(session_id)
+        if session.status == "running":
+            return _recover(store_, session, observer, now, force, wanted, wait_for_steps)
+        if session.status == "waiting":
+            raise UsageError(f"session {session.id} is waiting for {_names(session, ' or ')}; say which event",
+                             hint="\n".join(_resume_commands(session)))
+        if session.status == "failed":
+            raise NotWaiting(f"session {session.id} failed at {iso(session.finished_at)}; there is nothing to "
+                             "resume", hint=f"`roast retry {session.id}` runs the failed step again")
+        raise _not_waiting(session)
+    if event_id is None:
+        duplicate = None
+    elif session_id is None and wanted is not None:
+        duplicate = store_.find_event(wanted, event_id)
+    else:
+        duplicate = None
+    if duplicate is not None:
+        return _duplicate(duplicate[0], duplicate[1], payload)
+    session, others = _find(store_, session_id, workflow, event, key)
+    moved = None
+    if wanted is not None and session_id and wanted != session.workflow_path:
+        moved = _moved(session, wanted)
+    incoming = Incoming(event, payload, event_id or _event_id(), actor or _default_actor(), reason, source, now(),
+                        _digest(payload))
+    scope = session.workflow_path if session_id is None else None
+    return _deliver(store_, session, incoming, observer=observer, now=now, force=force, if_waiting=if_waiting,
+                    scope=scope, others=others, moved=moved, run=run)
+
+
+def _moved(session: Session, wanted: str) -> str:
+    """A session whose workflow folder moved: resumed from the new place if its content is the same
+    (issue 11)."""
+    from roast import definition as definitions
+
+    try:
+        defn = definitions.load(wanted)
+    except RoastError as err:
+        raise UsageError(f"session {session.id} belongs to {session.workflow_path}, and {wanted} cannot be "
+                         f"loaded: {err.message}") from err
+    if session.fingerprint and defn.fingerprint != session.fingerprint:
+        raise UsageError(f"session {session.id} belongs to {session.workflow_path}, and {wanted} is a different "
+                         "workflow (its content differs); nothing was changed",
+                         hint=f"give the workflow it was started from, or leave the workflow out: "
+                              f"`roast resume -s {session.id} --event ...`")
+    return wanted
+
+
+def _duplicate(session: Session, original: EventRecord, payload: Mapping[str, Any]) -> Result:
+    if original.data != dict(payload):
+        raise BadEventData(f"event id {original.event_id!r} was already used with other data (for session "
+                           f"{session.id}); nothing changed", hint="use a new --event-id for a new event")
+    result = _result(session)
+    return result._replace(outcome="duplicate", event_id=original.event_id, event=original.name,
+                           delivery=_delivery_doc(original))
+
+
+def _delivery_doc(record: EventRecord) -> dict[str, Any]:
+    return {"name": record.name, "event_id": record.event_id, "outcome": record.outcome, "actor": record.actor,
+            "reason": record.reason, "received_at": iso(record.received_at), "source": record.source,
+            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail}
+
+
+def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
+             now: Callable[[], float], force: bool, if_waiting: bool, scope: str | None,
+             others: list[str], moved: str | None, run: bool) -> Result:
+    """Deliver under the session's lock when a wait may take the event (the lock must be held before
+    the claim, so a running session is never seen without its owner)."""
+    for _ in range(200):
+        fresh = store.get(session.id)
+        wants = fresh.status == "waiting" and incoming.name in fresh.events
+        if not wants:
+            outcome = store.deliver(fresh.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=False,
+                                    now=now())
+            if outcome.outcome == "busy":
+                continue
+            return _refused_or_kept(outcome, incoming, others)
+        try:
+            hold = store.hold(fresh.id, "roast resume")
+            hold.__enter__()
+        except NotWaiting:
+            time.sleep(0.02)  # another process is taking the session right now; look again
+            continue
+        try:
+            return _consume(store, fresh, incoming, observer=observer, now=now, force=force,
+                            if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run)
+        finally:
+            hold.__exit__(None, None, None)
+    raise NotWaiting(f"session {session.id} is being handled by another process; nothing changed",
+                     hint="try again in a moment")
+
+
+def _consume(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
+             now: Callable[[], float], force: bool, if_waiting: bool, scope: str | None, others: list[str],
+             moved: str | None, run: bool) -> Result:
+    # everything that can refuse runs before the claim: a refusal changes nothing (reliability G5)
+    cwd = _cwd_of(session)
+    state, defn, warnings = _prepare(store, session, incoming.name, force, observer, moved)
+    outcome = store.deliver(session.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=True,
+                            workflow_path=moved, now=now())
+    if outcome.outcome != "consumed" and outcome.outcome != "late":
+        return _refused_or_kept(outcome, incoming, others)
+    if others and outcome.outcome == "consumed":
+        observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
+                      f"{', '.join(others[:5])}; this event went to the most recent one that waits for "
+                      f"{incoming.name!r}, {session.id}")
+    ctx: Context = state["context"]
+    ctx.attach_env(dict(os.environ))
+    if outcome.outcome == "late":
+        # SPEC §6: a late event is refused and the timeout branch runs, in this same call.
+        result = _drive(store, session.id, defn, ctx, state["cursor"], None, observer, now, cwd)
+        deadline = min((a["deadline"] for a in session.awaiting if a.get("event") == incoming.name
+                        and a.get("deadline") is not None), default=None)
+        err = EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {incoming.name!r} was "
+                        f"refused; the timeout branch ran and the session is now {result.status}")
+        err.document = _outcome_doc("late", session, incoming, outcome.event)  # type: ignore[attr-defined]
+        raise err
+    event = _event_of(outcome.event)
+    if not run:
+        return _result(store.get(session.id))._replace(outcome="consumed", event_id=incoming.event_id,
+                                                       event=incoming.name, delivery=_delivery_doc(outcome.event),
+                                                       warnings=warnings, others_waiting=others)
+    result = _drive(store, session.id, defn, ctx, state["cursor"], event, observer, now, cwd)
+    return result._replace(warnings=warnings, others_waiting=others, outcome="consumed",
+                           event_id=incoming.event_id, event=incoming.name, delivery=_delivery_doc(outcome.event))
+
+
+def _outcome_doc(outcome: str, session: Session, incoming: Incoming, record: EventRecord | None) -> dict[str, Any]:
+    return {"outcome": outcome, "session_id": session.id, "event_id": incoming.event_id, "event": incoming.name,
+            "status": session.status, "delivery": _delivery_doc(record) if record is not None else None}
+
+
+def _refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Result:
+    """An outcome that ran nothing: `queued` and `duplicate` are results, the rest refusals (exit 3)."""
+    session: Session = outcome.session
+    record: EventRecord | None = outcome.event
+    doc = _outcome_doc(outcome.outcome, session, incoming, record)
+    if outcome.outcome in ("queued", "duplicate"):
+        if outcome.outcome == "duplicate" and record is not None and record.data != dict(incoming.data):
+            raise BadEventData(f"event id {incoming.event_id!r} was already used with other data; nothing changed",
+                               hint="use a new --event-id for a new event")
+        return _result(session)._replace(outcome=outcome.outcome, event_id=record.event_id if record else None,
+                                         event=incoming.name, delivery=doc["delivery"], others_waiting=others)
+    err: RoastError
+    if outcome.outcome == "closed":
+        err = Closed(f"session {session.id} {_finished_phrase(session)}; {incoming.name!r} was not delivered",
+                     hint=f"see `roast session {session.id}`")
+    elif outcome.outcome == "unknown_event":
         import difflib  # only on this error path: start-up is part of the product
 
-        close = difflib.get_close_matches(event, [a["event"] for a in session.awaiting], n=1)
-        raise EventRefused(f"session {session.id} waits for {_names(session, sep=' or ')}, not {event!r}; "
-                           "nothing was changed",
+        close = difflib.get_close_matches(incoming.name, list(session.declares), n=1)
+        err = EventRefused(f"no wait of {session.workflow_name} declares {incoming.name!r} (it declares "
+                           f"{', '.join(session.declares) or 'no event'}); nothing was delivered",
                            hint=f"did you mean {close[0]!r}?" if close else None)
-    state = store.load_state(session)
-    defn = _definition_for(session, state)
-    warnings = _check_definition(session, defn, state, event, force)
-    for warning in warnings:
-        observer.note(warning)
-    if others:
-        observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
-                      f"{', '.join(others[:5])}; resuming the most recent, {session.id}")
-    current = now()
-    if all(a.get("deadline") is not None and a["deadline"] <= current for a in offered):
-        # SPEC §6: a late event is refused and the timeout branch runs, in this same call.
-        result = _fire(store, session, state, defn, observer, now, source, refused=event)
-        deadline = min(a["deadline"] for a in offered)
-        raise EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {event!r} was "
-                        f"refused; the timeout branch ran and the session is now {result.status}")
-    with store.hold(session.id):
-        store.claim(session.id, wait_seq=session.wait_seq, event=event, data=payload, source=source,
-                    now=current)
+    elif session.status == "waiting":  # not_waiting
+        err = NotWaiting(f"session {session.id} waits for {_names(session, ' or ')}, not {incoming.name!r}, and no "
+                         f"wait still ahead of it declares {incoming.name!r}; it was not delivered",
+                         hint="\n".join(_resume_commands(session)))
+    else:
+        err = NotWaiting(f"session {session.id} is no longer waiting for {incoming.name!r}: it is running"
+                         + (f" in {session.holder}" if session.holder else "")
+                         + f", and no wait still ahead of it declares {incoming.name!r}; it was not delivered",
+                         hint=(f"its process died: `roast resume --session-id {session.id}` without --event "
+                               "continues it") if session.orphaned else None)
+    err.document = doc  # type: ignore[attr-defined]
+    raise err
+
+
+def _finished_phrase(session: Session) -> str:
+    how = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
+           "cancelled": "was cancelled"}.get(session.status, session.status)
+    return f"{how} at {iso(session.finished_at or session.updated_at)}"
+
+
+def _prepare(store: SessionStore, session: Session, event: str | None, force: bool, observer: Observer,
+             moved: str | None = None) -> tuple[dict[str, Any], Definition, list[str]]:
+    """Load a session's state and definition and check edits since it was saved (nothing changes)."""
+    from roast import definition as definitions
+
+    state = _load_state(store, session)
+    defn, saved = _definition_for(store, session, state, moved)
+    old = definitions.old_tree(saved)
+    files = definitions.changed_files(saved) if defn.fingerprint != session.fingerprint else []
+    warnings = definitions.check(session, defn, state, old, event, force, changed_files=files)
+    if moved:
+        warnings.insert(0, f"session {session.id}'s workflow moved from {session.workflow_path} to {moved}; "
+                           "its content is the same, so it resumes from the new place")
+    return state, defn, warnings  # shown once, with the result (issue 11: it printed twice)
+
+
+def _load_state(store: SessionStore, session: Session) -> dict[str, Any]:
+    """The last sealed state with every delta after it applied (recovery, resume, retry)."""
+    saved = store.load_state(session)
+    base = saved.base
+    if not isinstance(base, dict) or "context" not in base:
+        from roast.errors import StateRefused
+
+        raise StateRefused(f"the state of session {session.id} is not one roast can continue; it was not used")
+    state = dict(base)
+    ctx: Context = state["context"]
+    ctx.forget_changes()
+    for delta in saved.deltas:
+        ctx.apply(delta["changes"])
+        state["cursor"] = delta["cursor"]
+    return state
+
+
+def _definition_for(store: SessionStore, session: Session, state: Mapping[str, Any],
+                    moved: str | None = None) -> tuple[Definition, dict[str, Any] | None]:
+    from roast import definition as definitions
+
+    saved: dict[str, Any] | None = None
+    if session.definition:
+        loaded = store.load_definition(session.definition)
+        saved = loaded if isinstance(loaded, dict) else None
+    if saved is None:  # saved by roast 0.1: in the state itself
+        if state.get("definition") is not None:
+            saved = {"data": state["definition"]}
+        elif state.get("tree"):
+            saved = {"tree": state["tree"], "sources": state.get("sources"), "provider": state.get("provider")}
+    if moved is None and saved is not None:
+        defn = definitions.from_record(saved, session)
+        if defn is not None:
+            return defn, saved
+    if session.workflow_path.startswith("<dict:"):
+        raise DefinitionChanged(f"session {session.id} was started from a dict workflow whose definition was not "
+                                "saved; it cannot be continued", hint=f"`roast cancel {session.id}`")
+    return definitions.load(moved or session.workflow_path), saved
+
+
+def _recover(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float], force: bool,
+             wanted: str | None, wait_for_steps: bool) -> Result:
+    """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
+    if not session.orphaned:
+        raise NotWaiting(f"session {session.id} is running in {session.holder or 'another roast process'}; "
+                         "nothing changed", hint="wait for it to finish or reach a wait")
+    _check_no_step_alive(store, session, wait_for_steps)
+    cwd = _cwd_of(session)
+    moved = wanted if wanted is not None and wanted != session.workflow_path else None
+    if moved:
+        _moved(session, moved)
+    with store.hold(session.id, "roast resume (recovery)"):
+        fresh = store.get(session.id)
+        if fresh.status != "running":
+            raise _not_waiting(fresh)
+        state, defn, warnings = _prepare(store, fresh, None, force, observer, moved)
+        pending = store.take_over(fresh.id, now=now())
         ctx: Context = state["context"]
-        ctx.env = dict(os.environ)
-        result = _drive(store, session.id, defn, ctx, state["cursor"], Event(event, payload, iso(current) or ""),
-                        observer, now)
-    return Result(**{**result.__dict__, "warnings": warnings, "others_waiting": others})
+        ctx.attach_env(dict(os.environ))
+        observer.note(f"session {fresh.id} was interrupted; continuing from its last checkpoint ({fresh.cursor})"
+                      + (f", delivering {pending.name!r}, which was claimed and not yet delivered" if pending else ""))
+        result = _drive(store, fresh.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
+                        observer, now, cwd)
+        return result._replace(warnings=warnings)
 
 
-def _fire(store: Store, session: Session, state: Mapping[str, Any], defn: _Definition, observer: Observer,
-          now: Callable[[], float], source: str, refused: str | None = None) -> Result:
+def _check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:
+    """Recovery never starts an attempt while an earlier attempt's process group lives (issue 10)."""
+    from roast.effects import group_alive
+
+    host = os.uname().nodename
+    while True:
+        alive = [h for h in store.history(session.id) if h.pgid and h.status in ("running", "interrupted")
+                 and h.host in (None, host) and group_alive(int(h.pgid))]
+        if not alive:
+            return
+        if not wait:
+            step = alive[-1]
+            raise Refused(f"session {session.id} cannot be continued yet: step {step.path} (attempt {step.attempt}) "
+                          f"still has processes running (process group {step.pgid}); nothing changed",
+                          hint=f"wait for them to end, stop them with `kill -TERM -- -{step.pgid}`, or add --wait "
+                               "to wait for them")
+        time.sleep(0.2)
+
+
+def _names(session: Session, sep: str = ", ") -> str:
+    return sep.join(session.events) or "nothing"
+
+
+def _resume_commands(session: Session) -> list[str]:
+    """One full command per event, so a pasted hint is never a pipe (issue 11)."""
+    import shlex
+
+    path = session.workflow_path
+    if path.startswith("<dict:"):
+        return [f"roast.resume({e!r}, session_id={session.id!r})" for e in session.events]
+    return [f"roast resume {shlex.quote(path)} --event {e} --session-id {session.id}" for e in session.events]
+
+
+def _not_waiting(session: Session) -> RoastError:
+    if session.status == "running":
+        return NotWaiting(f"session {session.id} is no longer waiting: it is running"
+                          + (" (its process died; `roast resume --session-id "
+                             f"{session.id}` without --event continues it)" if session.orphaned else
+                             f" in {session.holder}" if session.holder else ""))
+    if session.status == "waiting":
+        return NotWaiting(f"session {session.id} is waiting for {_names(session, ' or ')}")
+    return Closed(f"session {session.id} {_finished_phrase(session)}; there is nothing to resume",
+                  hint=f"see `roast session {session.id}`")
+
+
+def _event_data(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if isinstance(data, (str, bytes)):
+        return expressions_parse(data)
+    if not isinstance(data, Mapping):
+        raise BadEventData(f"event data must be a JSON object (a dict), got {type(data).__name__}")
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise BadEventData(f"event data must be plain JSON data: {err}") from err
+    return expressions_parse(text)
+
+
+def expressions_parse(raw: str | bytes) -> dict[str, Any]:
+    from roast.expressions import parse_event_data
+
+    return parse_event_data(raw, limit=max_event_bytes())
+
+
+def max_event_bytes() -> int:
+    """`ROAST_MAX_EVENT_BYTES` (default 1 MiB), checked (issue 10: `abc` and `-5` are usage errors)."""
+    raw = os.environ.get("ROAST_MAX_EVENT_BYTES")
+    if raw is None or raw == "":
+        return 1_048_576
+    if not raw.isdigit() or int(raw) <= 0:
+        raise UsageError(f"ROAST_MAX_EVENT_BYTES must be a positive whole number of bytes, not {raw!r}",
+                         hint="unset it for the default, 1048576 (1 MiB)")
+    return int(raw)
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+def _fire(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float],
+          source: str) -> Result:
     """Claim an overdue wait for its timeout and run on: the same compare-and-set as an event,
     so an event and a timeout racing at the deadline resolve to exactly one branch (issue 6)."""
-    with store.hold(session.id):
-        data: dict[str, Any] = {"deadline": iso(session.deadline)}
-        if refused:
-            data["refused_event"] = refused
-        store.claim(session.id, wait_seq=session.wait_seq, event="timeout", data=data, source=source, now=now())
+    cwd = _cwd_of(session)
+    with store.hold(session.id, f"roast {source}"):
+        fresh = store.get(session.id)
+        if fresh.status != "waiting" or fresh.wait_seq != session.wait_seq:
+            raise _not_waiting(fresh)
+        state, defn, _ = _prepare(store, fresh, None, False, observer)
+        store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now())
         ctx: Context = state["context"]
-        ctx.env = dict(os.environ)
+        ctx.attach_env(dict(os.environ))
         # no pending event: the runner answers each overdue wait with a `timeout` event
-        return _drive(store, session.id, defn, ctx, state["cursor"], None, observer, now)
+        return _drive(store, fresh.id, defn, ctx, state["cursor"], None, observer, now, cwd)
 
 
-def tick(*, home: str | os.PathLike[str] | None = None, observer: Observer | None = None,
-         now: Callable[[], float] = time.time) -> list[dict[str, Any]]:
+def tick(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
+         observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[dict[str, Any]]:
     """Fire every overdue wait (for cron or a systemd timer): one summary dict per session.
 
         >>> roast.tick()   # doctest: +SKIP
         [{'session_id': '0mww7…', 'fired': True, 'status': 'completed', 'error': None}]
     """
-    observer = observer or Observer()
-    store = Store(home)
+    observer = observer or _quiet()
+    store_ = _store(store, home)
     fired: list[dict[str, Any]] = []
-    for session in store.overdue(now=now()):
+    for session in store_.overdue(now=now()):
         entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
                                  "deadline": iso(session.deadline), "fired": False, "status": session.status,
                                  "error": None}
         try:
-            state = store.load_state(session)
-            defn = _definition_for(session, state)
-            entry["warnings"] = _check_definition(session, defn, state, None, False)
-            result = _fire(store, session, state, defn, observer, now, "tick")
+            result = _fire(store_, session, observer, now, "tick")
             entry.update(fired=True, status=result.status, error=result.error)
+        except StoreUnavailable:
+            raise
         except RoastError as err:
-            now_row = _current(store, session)
+            now_row = _current(store_, session)
             if now_row is None or (now_row.status, now_row.wait_seq) != ("waiting", session.wait_seq):
                 # an event (or another tick) resolved it between the listing and the claim: not an error
                 entry.update(status=now_row.status if now_row else "gone", resumed_elsewhere=True)
@@ -469,24 +931,25 @@ def tick(*, home: str | os.PathLike[str] | None = None, observer: Observer | Non
     return fired
 
 
-def _current(store: Store, session: Session) -> Session | None:
+def _current(store: SessionStore, session: Session) -> Session | None:
     try:
         return store.get(session.id)
     except RoastError:
         return None
 
 
-def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, observer: Observer | None = None,
-           now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-           poll: float = 0.25, on_update: Callable[[Session, float], None] | None = None) -> Result:
+def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
+           observer: Observer | None = None, now: Callable[[], float] = time.time,
+           sleep: Callable[[float], None] = time.sleep, poll: float = 0.25,
+           on_update: Callable[[Session, float], None] | None = None) -> Result:
     """Stay with a session until it ends (`--wait`): events come from other processes
     (`roast resume` elsewhere runs the branch); this process fires the deadline on time.
     Interrupting it (Ctrl-C) leaves the session exactly as it is."""
-    observer = observer or Observer()
-    store = Store(home)
-    sid = store.get(session_id).id
+    observer = observer or _quiet()
+    store_ = _store(store, home)
+    sid = store_.get(session_id).id
     while True:
-        session = store.get(sid)
+        session = store_.get(sid)
         current = now()
         if on_update is not None:
             on_update(session, current)
@@ -494,8 +957,7 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, obser
             return _result(session)
         if session.status == "waiting" and session.deadline is not None and session.deadline <= current:
             try:
-                state = store.load_state(session)
-                _fire(store, session, state, _definition_for(session, state), observer, now, "listen")
+                _fire(store_, session, observer, now, "listen")
             except NotWaiting:
                 pass  # an event won the race; follow the session on
             continue
@@ -508,80 +970,68 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, obser
         sleep(wait)
 
 
-def _recover(store: Store, session: Session, observer: Observer, now: Callable[[], float],
-             force: bool) -> Result:
-    """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
-    with store.hold(session.id):
-        fresh = store.get(session.id)
-        if fresh.status != "running":
-            raise _not_waiting(store, fresh)
-        state = store.load_state(fresh)
-        defn = _definition_for(fresh, state)
-        warnings = _check_definition(fresh, defn, state, None, force)
-        for warning in warnings:
-            observer.note(warning)
-        ctx: Context = state["context"]
-        ctx.env = dict(os.environ)
-        pending = None
-        if steps.wait_at(defn.root, state["cursor"]):
-            # the event was claimed but its branch had not started: deliver it again
-            claimed = [e for e in store.events(fresh.id) if e.wait_seq == fresh.wait_seq]
-            if claimed:
-                last = claimed[-1]
-                pending = Event(last.name, last.data, iso(last.received_at) or "")
-        observer.note(f"session {fresh.id} was interrupted; continuing from its last checkpoint "
-                      f"({fresh.cursor})")
-        result = _drive(store, fresh.id, defn, ctx, state["cursor"], pending, observer, now)
-        return Result(**{**result.__dict__, "warnings": warnings})
-
-
-def _names(session: Session, sep: str = ", ") -> str:
-    return sep.join(session.events) or "nothing"
-
-
-def _not_waiting(store: Store, session: Session) -> RoastError:
-    if session.status == "running":
-        return NotWaiting(f"session {session.id} is no longer waiting: it is running"
-                          + (" (its process died; `roast resume --session-id "
-                             f"{session.id}` without --event continues it)" if session.orphaned else ""))
-    when = iso(session.finished_at or session.updated_at)
-    how = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
-           "cancelled": "was cancelled"}.get(session.status, session.status)
-    return NotWaiting(f"session {session.id} {how} at {when}; there is nothing to resume",
-                      hint=f"see `roast session {session.id}`")
-
-
-def _event_data(data: Any) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if isinstance(data, (str, bytes)):
-        return expressions.parse_event_data(data)
-    if not isinstance(data, Mapping):
-        raise BadEventData(f"event data must be a JSON object (a dict), got {type(data).__name__}")
-    try:
-        text = json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise BadEventData(f"event data must be plain JSON data: {err}") from err
-    return expressions.parse_event_data(text)
-
-
 # --------------------------------------------------------------------------- sessions
 
 
+class Page:
+    """A page of sessions: the rows, how many match in all, and whether the view may be stale."""
+
+    __slots__ = ("rows", "total", "stale")
+
+    def __init__(self, rows: list[Session], total: int, stale: bool) -> None:
+        self.rows, self.total, self.stale = rows, total, stale
+
+
 def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,
-             limit: int | None = 50, home: str | os.PathLike[str] | None = None) -> list[Session]:
+             limit: int | None = 50, home: str | os.PathLike[str] | None = None,
+             store: SessionStore | str | None = None) -> list[Session]:
     """Sessions, newest first: `roast.sessions(status="waiting")`."""
+    return list_sessions(status=status, workflow=workflow, limit=limit, home=home, store=store).rows
+
+
+def list_sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,
+                  older_than: float | None = None, since: float | None = None, limit: int | None = 50,
+                  offset: int = 0, open_first: bool = False, home: str | os.PathLike[str] | None = None,
+                  store: SessionStore | str | None = None) -> Page:
+    """A page of sessions and the total (for `roast sessions`)."""
     statuses = [status] if isinstance(status, str) else list(status or [])
-    rows, _ = Store(home).list(statuses=statuses, workflow=workflow_mod.filter_key(workflow), limit=limit)
-    return rows
+    store_ = _store(store, home)
+    key = None
+    if workflow is not None:
+        from roast.workflow import filter_key  # only with --workflow: a plain listing stays light
+
+        key = filter_key(workflow)
+    rows, total = store_.list(statuses=statuses, workflow=key, older_than=older_than, since=since, limit=limit,
+                              offset=offset, open_first=open_first)
+    return Page(rows, total, bool(getattr(store_, "read_only_view", False)))
 
 
-def session(session_id: str, *, home: str | os.PathLike[str] | None = None) -> Session:
+def session(session_id: str, *, home: str | os.PathLike[str] | None = None,
+            store: SessionStore | str | None = None) -> Session:
     """One session by id or unique prefix: `roast.session("mk3x")`."""
-    return Store(home).get(session_id)
+    return _store(store, home).get(session_id)
 
 
-def cancel(session_id: str, *, reason: str | None = None, home: str | os.PathLike[str] | None = None) -> Session:
+def history(session_id: str, *, home: str | os.PathLike[str] | None = None,
+            store: SessionStore | str | None = None) -> list[StepRecord]:
+    """Every attempt of every step of a session, in order."""
+    return _store(store, home).history(session_id)
+
+
+def deliveries(session_id: str, *, home: str | os.PathLike[str] | None = None,
+               store: SessionStore | str | None = None) -> list[EventRecord]:
+    """Every delivery that reached a session, in order, with what became of it (issue 14)."""
+    return _store(store, home).events(session_id)
+
+
+def cancel(session_id: str, *, reason: str | None = None, home: str | os.PathLike[str] | None = None,
+           store: SessionStore | str | None = None) -> Session:
     """End a waiting (or orphaned) session: `roast.cancel("mk3x", reason="superseded")`."""
-    store = Store(home)
-    return store.cancel(store.get(session_id).id, reason=reason)
+    store_ = _store(store, home)
+    return store_.cancel(store_.get(session_id).id, reason=reason, now=time.time())
+
+
+def prune(*, older_than: float, home: str | os.PathLike[str] | None = None,
+          store: SessionStore | str | None = None) -> int:
+    """Delete finished sessions last updated more than `older_than` seconds ago; return how many."""
+    return _store(store, home).prune(older_than=older_than, now=time.time())

@@ -71,11 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--event-data", metavar="JSON",
                    help="event data: a JSON object, @FILE to read it from a file, or - for stdin "
                         "(default: {}); limit 1 MiB")
+    p.add_argument("--event-id", metavar="KEY",
+                   help="an id for this delivery (at most 200 characters): a repeat with the same id is not "
+                        "applied again (outcome `duplicate`); default: a new random id, reported")
+    p.add_argument("--actor", metavar="NAME",
+                   help="who delivers the event, kept with it and shown to the branch as {{ delivery.actor }} "
+                        "(default: $USER@host)")
+    p.add_argument("--reason", metavar="TEXT",
+                   help="why, kept with the event ({{ delivery.reason }}; default: none)")
+    p.add_argument("--if-waiting", action="store_true",
+                   help="refuse (exit 3) instead of keeping the event for a later wait when the session is not "
+                        "waiting for it now (default: keep it)")
+    p.add_argument("--key", metavar="K",
+                   help="the session of WORKFLOW whose correlation `key:` is K (default: the newest waiting one)")
     p.add_argument("--force", action="store_true",
                    help="resume even if the workflow changed on the path to the wait, as long as the wait "
                         "still declares the event (default: refuse)")
     p.add_argument("--wait", action="store_true",
-                   help="if the session pauses again, stay and follow it as `execute --wait` does (default: exit)")
+                   help="if the session pauses again, stay and follow it as `execute --wait` does; when "
+                        "continuing an interrupted session, first wait for its earlier step's processes to "
+                        "end (default: exit, and refuse while they run)")
     p.set_defaults(handler=cmd_resume)
 
     p = sub.add_parser("sessions", parents=[common], help="list sessions, newest first",
@@ -121,29 +136,96 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_signal(signum: int, frame: Any) -> None:
+    from roast.errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+def _install_signals() -> list[tuple[int, Any]]:
+    """SIGTERM and SIGHUP stop roast the way Ctrl-C does: the step's process group is killed, the
+    interruption recorded, the recovery command printed (issue 10). Only in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    saved = []
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        saved.append((signum, signal.signal(signum, _on_signal)))
+    return saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from roast.errors import Interrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved = _install_signals()
     try:
         return int(args.handler(args))
     except RoastError as err:
         if args.verbose:
+            detail = getattr(err, "detail", None)
+            if detail:
+                print(detail, file=sys.stderr, end="")
             raise
-        _error(args, err.code, str(err), err.exit_code)
+        _error(args, err, str(err), err.exit_code)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("roast: interrupted; sessions that were waiting are still waiting", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as err:
+        return _stopped(err)
     except BrokenPipeError:
         # stdout was closed early (`roast execute wf | head -1`); the session was saved before printing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:
+        if args.verbose:
+            raise
+        print(f"roast: error: {err.strerror or err}" + (f": {err.filename!r}" if err.filename else "")
+              + "; nothing changed", file=sys.stderr)
+        return 4
+    except Exception as err:  # noqa: BLE001 - the last resort: never a traceback without -v (issue 10)
+        if args.verbose:
+            raise
+        print(f"roast: internal error: {type(err).__name__}: {err}\n  hint: this is a bug in roast; run the same "
+              "command with -v for the traceback and report it", file=sys.stderr)
+        return 70
+    finally:
+        import signal
+
+        for signum, handler in saved:
+            signal.signal(signum, handler)
 
 
-def _error(args: argparse.Namespace, code: str, message: str, exit_code: int) -> None:
-    print(f"roast: error: {message}", file=sys.stderr)
+def _stopped(err: BaseException) -> int:
+    """What became of the session when roast was stopped (issue 10: say it for *this* session)."""
+    import signal
+
+    signum = getattr(err, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    sid = getattr(err, "session_id", None)
+    if sid:
+        step = getattr(err, "step", None)
+        print(f"roast: interrupted by {name}" + (f" during {step}" if step else "") + f"; session {sid} was "
+              f"stopped there and can be continued: roast resume --session-id {sid}", file=sys.stderr)
+    else:
+        print(f"roast: interrupted by {name}; no session was running in this command (waiting sessions are "
+              "still waiting)", file=sys.stderr)
+    return 128 + signum
+
+
+def _error(args: argparse.Namespace, err: RoastError, message: str, exit_code: int) -> None:
+    from roast.display import visible
+
+    print(f"roast: error: {visible(message)}", file=sys.stderr)
     if getattr(args, "json", False):
-        print(json.dumps({"error": {"code": code, "message": message, "exit_code": exit_code}}))
+        document = dict(getattr(err, "document", None) or {})
+        error: dict[str, Any] = {"code": err.code, "message": message, "exit_code": exit_code}
+        problems = getattr(err, "problems", None)
+        if problems:
+            error["problems"] = [p.to_dict() for p in problems]
+        document["error"] = error
+        print(json.dumps(document))
 
 
 def _emit_json(document: Any) -> None:
@@ -163,13 +245,16 @@ def cmd_execute(args: argparse.Namespace) -> int:
     from roast import api, effects
     from roast import workflow as workflow_mod
 
+    if getattr(args, "output", None):
+        _check_output(args.output)  # before any step runs: a bad -o must not hide the waiting notice
     targets: list[str | None] = list(args.targets)
     for spec in args.target:
         targets.extend(effects.expand_targets(spec))
     if not targets:
         wf = workflow_mod.load(args.workflow)
         configured = wf.data.get("target")
-        targets = effects.configured_targets(str(configured), wf.directory) if configured else [None]
+        targets = (list(effects.configured_targets(str(configured), str(wf.directory))) if configured
+                   else [None])
     progress = _progress(args)
     results = []
     try:
@@ -180,6 +265,17 @@ def cmd_execute(args: argparse.Namespace) -> int:
     if args.wait:
         return _report_and_follow(args, results)
     return _report(args, results)
+
+
+def _check_output(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"-o {path}: the directory {directory} does not exist; nothing ran",
+                         hint="create it first, or write the output elsewhere")
+    if os.path.isdir(path):
+        raise UsageError(f"-o {path} is a directory; nothing ran", hint="give a file name")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"-o {path}: cannot write there (permission denied); nothing ran")
 
 
 def _report_and_follow(args: argparse.Namespace, results: list[Any]) -> int:
@@ -232,10 +328,29 @@ def _report(args: argparse.Namespace, results: list[Any]) -> int:
 # --------------------------------------------------------------------------- resume
 
 
+def _report_delivery(args: argparse.Namespace, result: Any) -> int:
+    """An event that ran nothing: kept for a later wait, or a repeat of one already delivered."""
+    if args.json:
+        _emit_json(result.to_json())
+        return 0
+    delivery = result.delivery or {}
+    if result.outcome == "queued":
+        print(f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
+              f"{result.event_id}) is kept and goes to the next wait that declares it", file=sys.stderr)
+    else:
+        what = delivery.get("outcome", "consumed")
+        where = f" by {delivery['wait_path']}" if delivery.get("wait_path") else ""
+        print(f"roast: event id {result.event_id} was already delivered to session {result.session_id} "
+              f"({what}{where} at {delivery.get('consumed_at') or delivery.get('received_at')}); not applied again",
+              file=sys.stderr)
+    return 0
+
+
 def _read_event_data(spec: str | None) -> str | None:
+    from roast.api import max_event_bytes
     from roast.errors import BadEventData
 
-    limit = int(os.environ.get("ROAST_MAX_EVENT_BYTES", "1048576"))
+    limit = max_event_bytes()
     if spec is None:
         return None
     if spec == "-":
@@ -264,9 +379,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     progress = _progress(args)
     try:
         result = api.resume(args.event, data=data, session_id=args.session_id, workflow=args.workflow,
-                            force=args.force, source="cli", observer=progress)
+                            force=args.force, source="cli", observer=progress, event_id=args.event_id,
+                            actor=args.actor, reason=args.reason, if_waiting=args.if_waiting, key=args.key,
+                            wait_for_steps=args.wait)
     finally:
         progress.stop()
+    if result.outcome in ("queued", "duplicate"):
+        return _report_delivery(args, result)
     if args.wait:
         return _report_and_follow(args, [result])
     return _report(args, [result])
@@ -300,38 +419,34 @@ def _since(text: str | None) -> float | None:
         return time.time() - (seconds or 0)
 
 
-def _workflow_filter(arg: str | None) -> str | None:
-    if arg is None:
-        return None
-    from roast.workflow import filter_key  # only with --workflow: a plain listing stays light
-
-    return filter_key(arg)
-
-
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from roast.store import Store
+    from roast import api
 
-    store = Store()
     older = _age(args.older_than, "--older-than")
     if args.prune:
         if older is None:
             raise UsageError("--prune needs --older-than D, e.g. --prune --older-than 30d")
-        count = store.prune(older_than=older)
+        count = api.prune(older_than=older)
         if args.json:
             _emit_json({"pruned": count})
         else:
             print(f"roast: pruned {count} finished session{'s' if count != 1 else ''} older than "
                   f"{args.older_than}", file=sys.stderr)
         return 0
-    query = {"statuses": args.status, "workflow": _workflow_filter(args.workflow), "older_than": older,
-             "since": _since(args.since), "limit": None if args.all else args.limit}
+    query = {"status": args.status, "workflow": args.workflow, "older_than": older,
+             "since": _since(args.since), "limit": None if args.all else args.limit, "open_first": True}
     if args.watch:
         from roast.display import watch
 
-        watch(lambda: store.list(**query), all_shown=args.all)
+        def fetch() -> tuple[list[Any], int]:
+            page = api.list_sessions(**query)
+            return page.rows, page.total
+
+        watch(fetch, all_shown=args.all)
         return 0
-    rows, total = store.list(**query)
-    if store.read_only_view:
+    page = api.list_sessions(**query)
+    rows, total = page.rows, page.total
+    if page.stale:
         print("roast: warning: the session store is read-only here; this view may be stale", file=sys.stderr)
     if args.json:
         from roast.display import session_json
@@ -359,22 +474,23 @@ def cmd_tick(args: argparse.Namespace) -> int:
         _emit_json(fired)
     else:
         for entry in fired:
-            if entry.get("error"):
+            if entry.get("code") or entry.get("status") == "failed":
                 print(f"roast: error: session {entry['session_id']}: {entry['error']}", file=sys.stderr)
             else:
                 print(f"roast: session {entry['session_id']} deadline {entry['deadline']}: {entry['status']}",
                       file=sys.stderr)
         if not fired:
             print("roast: no overdue waits", file=sys.stderr)
-    return 1 if any(entry.get("error") for entry in fired) else 0
+    # issue 11: a deadline that fires as designed (ending `timed_out`) is success; exit 1 only when a
+    # session could not be fired or its timeout branch failed
+    return 1 if any(entry.get("code") or entry.get("status") == "failed" for entry in fired) else 0
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from roast.store import Store
+    from roast import api
 
-    store = Store()
-    s = store.get(args.session_id)
-    history, events = store.history(s.id), store.events(s.id)
+    s = api.session(args.session_id)
+    history, events = api.history(s.id), api.deliveries(s.id)
     if args.json:
         from roast.display import session_json
         from roast.expressions import iso
@@ -385,8 +501,10 @@ def cmd_session(args: argparse.Namespace) -> int:
         doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
                          "started_at": iso(h.started_at), "finished_at": iso(h.finished_at),
                          "output": h.output} for h in history]
-        doc["events"] = [{"name": e.name, "data": e.data, "received_at": iso(e.received_at),
-                          "source": e.source} for e in events]
+        doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
+                          "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
+                          "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
+                          "data": e.data} for e in events]
         _emit_json(doc)
         return 0
     from roast.display import session_detail

@@ -13,10 +13,29 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from roast.expressions import iso
-from roast.store import EventRecord, Session, StepRecord
 
 if TYPE_CHECKING:
     from roast.api import Result
+    from roast.store import EventRecord, Session, StepRecord
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
+_CONTROL.update({0x1b: "\\e", 0x0d: "\\r"})
+
+
+def visible(text: object) -> str:
+    """User or event data as it may be shown: control characters (escape sequences, bells,
+    carriage returns) made visible, so a value can never drive the terminal (issue 10)."""
+    shown = str(text)
+    if shown.isprintable():
+        return shown
+    return shown.translate(_CONTROL)
+
+
+def markup_safe(text: object) -> str:
+    """`visible()`, escaped for rich markup: `[/bold]` or `[link=…]` in data is shown, not parsed."""
+    from rich.markup import escape
+
+    return escape(visible(text))
 
 STATUS_STYLE = {"waiting": "yellow", "running": "cyan", "completed": "green", "failed": "red",
                 "timed_out": "magenta", "cancelled": "dim"}
@@ -72,6 +91,17 @@ class Progress:
         else:
             print(f"roast: note: {message}", file=self.stream, flush=True)
 
+    def pause(self) -> None:
+        """A prompt is about to ask something on the terminal: take the live line away (issue 11)."""
+        if self._status is not None:
+            self._status.stop()
+            self._paused = True
+
+    def unpause(self) -> None:
+        if self._status is not None and getattr(self, "_paused", False):
+            self._status.start()
+            self._paused = False
+
     def stop(self) -> None:
         if self._status is not None:
             self._status.stop()
@@ -79,8 +109,9 @@ class Progress:
 
 
 def resume_command(result: Result | Session, event: str) -> str:
-    workflow = result.workflow_path if isinstance(result, Session) else result.workflow
-    sid = result.id if isinstance(result, Session) else result.session_id
+    is_row = not hasattr(result, "session_id")
+    workflow = result.workflow_path if is_row else result.workflow  # type: ignore[union-attr]
+    sid = result.id if is_row else result.session_id  # type: ignore[union-attr]
     if workflow.startswith("<dict:"):
         return f"roast.resume({event!r}, session_id={sid!r})"
     try:
@@ -206,7 +237,8 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
     if history:
         lines.append("steps:")
         for h in history:
-            took = f"{h.finished_at - h.started_at:.2f}s" if h.finished_at else "interrupted"
+            took = f"{h.finished_at - h.started_at:.2f}s" if h.finished_at and h.status != "interrupted" \
+                else "interrupted"
             attempt = f" attempt {h.attempt}" if h.attempt > 1 else ""
             out = (h.output or "").replace("\n", " ")
             out = out[:60] + "…" if len(out) > 60 else out
@@ -262,6 +294,12 @@ class Listening:
 
     def note(self, message: str) -> None:
         self.progress.note(message)
+
+    def pause(self) -> None:
+        self.progress.pause()
+
+    def unpause(self) -> None:
+        self.progress.unpause()
 
     def stop(self) -> None:
         self.progress.stop()

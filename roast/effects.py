@@ -1,37 +1,44 @@
 """Performs the step tree's requests: subprocesses, model calls, Python steps, terminal prompts.
 
 Everything here touches the world. Interpolated values reach the shell only through the
-environment (`ROAST_ARG_n`, SPEC §4); commands run with `/bin/sh -c`, stdin closed, in their own
-process group. The model interface has an offline provider (it answers with the rendered prompt)
-so workflows run with no network and no key.
+environment (`ROAST_ARG_n`, SPEC §4); commands run with `/bin/sh -c`, stdin closed, each in a
+process group of its own, which is killed whole when the step times out or roast is stopped
+(issue 10). The model interface has an offline provider (it answers with the rendered prompt) so
+workflows run with no network and no key.
+
+`perform` may be called from several threads at once (a parallel group's worker threads): the
+registry of running process groups and the event file are guarded by a lock.
 """
 from __future__ import annotations
 
-import getpass
-import glob
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
-from roast.context import Context
 from roast.errors import StepFailed, UsageError
 from roast.steps import Ask, AskModel, CallPython, Done, Shell
 
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-class Model(Protocol):
-    """A model provider: one completion for a prompt, given the conversation so far."""
+    from roast.context import Context
 
-    name: str
+    class Model(Protocol):
+        """A model provider: one completion for a prompt, given the conversation so far."""
 
-    def complete(self, prompt: str, *, model: str | None, transcript: tuple[Mapping[str, str], ...],
-                 json_mode: bool) -> str: ...
+        name: str
+
+        def complete(self, prompt: str, *, model: str | None, transcript: tuple[Mapping[str, str], ...],
+                     json_mode: bool) -> str: ...
+
+SHELL = "/bin/sh"
+_READ = 65536
 
 
 class OfflineModel:
@@ -61,35 +68,53 @@ def choose_model(provider: str | None) -> Model:
 class Effects:
     """`perform(request)` for one session: the runner calls it, possibly from several threads."""
 
-    def __init__(self, *, ctx: Context, model: Model | None = None, cwd: Path | None = None,
-                 env: Mapping[str, str] | None = None, announce: Callable[[str], None] | None = None) -> None:
+    def __init__(self, *, ctx: Context, model: Model | None = None, cwd: str | None = None,
+                 env: Mapping[str, str] | None = None, announce: Callable[[str], None] | None = None,
+                 pause: Callable[[], None] | None = None, unpause: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
         self.model = model or OfflineModel()
         self.cwd = cwd
         self.base_env = dict(os.environ if env is None else env)
         self.announce = announce
+        self.pause, self.unpause = pause, unpause
+        self.on_spawn: Callable[[str, int], None] | None = None  # (step path, pgid): the runner records it
         self._announced = False
         self._modules: dict[str, Any] = {}
-        self._event_file: str | None = None
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+        self._event_files: dict[int, str] = {}  # id of the event data it holds -> path
+        self._stopping = False
 
     def __call__(self, request: Any) -> Any:
-        if isinstance(request, Shell):
+        kind = type(request)
+        if kind is Shell:
             return self.shell(request)
-        if isinstance(request, AskModel):
-            return self.ask_model(request)
-        if isinstance(request, CallPython):
+        if kind is CallPython:
             return self.call_python(request)
-        if isinstance(request, Ask):
+        if kind is AskModel:
+            return self.ask_model(request)
+        if kind is Ask:
             return self.ask(request)
-        raise TypeError(f"no effect performs {type(request).__name__}")
+        raise TypeError(f"no effect performs {kind.__name__}")
 
     def close(self) -> None:
-        if self._event_file:
+        """Remove what this session's commands were given (the event file): no file of roast's
+        outlives the command that made it (issue 10)."""
+        with self._lock:
+            files, self._event_files = list(self._event_files.values()), {}
+        for path in files:
             try:
-                os.unlink(self._event_file)
+                os.unlink(path)
             except OSError:
                 pass
-            self._event_file = None
+
+    def kill_all(self) -> None:
+        """Kill every process group still running (roast is being stopped) and refuse new ones."""
+        with self._lock:
+            self._stopping = True
+            groups = list(self._groups)
+        for pgid in groups:
+            _kill_group(pgid)
 
     # -- shell
     def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
@@ -99,38 +124,54 @@ class Effects:
                     "ROAST_WORKFLOW_FILE": self.ctx.workflow.file})
         if self.ctx.event_name:
             env["ROAST_EVENT_NAME"] = self.ctx.event_name
-            env["ROAST_EVENT_FILE"] = self._write_event_file()
+            env["ROAST_EVENT_FILE"] = self._event_file()
         env.update(extra)
         if "ROAST_STEP_PATH" in env:
             env["ROAST_IDEMPOTENCY_KEY"] = f"{self.ctx.workflow.session_id}:{env['ROAST_STEP_PATH']}"
         return env
 
-    def _write_event_file(self) -> str:
-        """The latest event's data as a 0600 JSON file, for commands that need more than 128 KiB."""
-        if self._event_file is None:
-            fd, path = tempfile.mkstemp(prefix="roast-event-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.ctx.event, fh, ensure_ascii=False)
-            self._event_file = path
-        return self._event_file
+    def _event_file(self) -> str:
+        """The latest event's data as a 0600 JSON file, for commands that need more than 128 KiB.
+        One file per event (a later wait may deliver another), made once under the lock."""
+        event = self.ctx.event
+        with self._lock:
+            path = self._event_files.get(id(event))
+            if path is None:
+                import tempfile  # only when a command runs after an event
+
+                fd, path = tempfile.mkstemp(prefix="roast-event-", suffix=".json")
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(event, fh, ensure_ascii=False)
+                self._event_files[id(event)] = path
+            return path
 
     def shell(self, request: Shell) -> Done:
+        with self._lock:
+            if self._stopping:
+                raise StepFailed("roast is stopping; the command was not started", where=request.path)
         try:
-            proc = subprocess.Popen(["/bin/sh", "-c", request.command], stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([SHELL, "-c", request.command], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
                                     env=self._env(request.env), start_new_session=True)
         except (OSError, ValueError) as err:
-            raise StepFailed(f"cannot start the command: {err}", where=request.path) from err
+            raise StepFailed(f"cannot start the command: {err}", where=request.path,
+                             hint="check the session's working directory and /bin/sh") from err
+        with self._lock:
+            self._groups.add(proc.pid)  # start_new_session: the child leads a group of its own
         try:
-            out, err_out = proc.communicate(timeout=request.timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
+            if self.on_spawn is not None and request.step:
+                self.on_spawn(request.path, proc.pid)
+            out, err_out, timed_out = _communicate(proc, request.timeout)
+        except BaseException:
+            _kill_group(proc.pid)
+            _reap(proc)
+            raise
+        finally:
+            with self._lock:
+                self._groups.discard(proc.pid)
+        if timed_out:
             raise StepFailed(f"command timed out after {request.timeout:g} s: {request.command}",
                              where=request.path, hint="raise the step's `timeout:` in its config")
-        except BaseException:
-            _kill_group(proc)
-            raise
         return Done(proc.returncode, out.decode("utf-8", "replace"), err_out.decode("utf-8", "replace"))
 
     # -- model
@@ -150,18 +191,26 @@ class Effects:
             if callable(target):
                 fn = target
             else:
-                fn = self._load_step(str(target), request.name or Path(str(target)).stem)
+                fn = self._load_step(str(target), request.name or os.path.splitext(os.path.basename(str(target)))[0])
             if request.params and _accepts(fn, 2):
-                return fn(request.ctx, dict(request.params))
-            return fn(request.ctx)
+                value = fn(request.ctx, dict(request.params))
+            else:
+                value = fn(request.ctx)
+            if _is_iterator(value):
+                value = list(value)  # a generator's items are the output, not its repr (issue 11)
+            return value
         except StepFailed:
             raise
         except Exception as err:
-            raise StepFailed(f"Python step {label!r} raised {type(err).__name__}: {err}",
-                             where=request.path) from err
+            where, detail = _user_frame(err)
+            failure = StepFailed(f"Python step {label!r} raised {type(err).__name__}: {err}"
+                                 + (f" (at {where})" if where else ""), where=request.path)
+            failure.detail = detail  # type: ignore[attr-defined]  # shown with -v
+            raise failure from err
 
     def _load_step(self, file: str, name: str) -> Callable[..., Any]:
-        import inspect  # Python step files only
+        import importlib.util  # Python step files only
+        import inspect
 
         module = self._modules.get(file)
         if module is None:
@@ -173,7 +222,7 @@ class Effects:
             self._modules[file] = module
         fn = getattr(module, "run", None)
         if callable(fn) and not inspect.isclass(fn):
-            return fn
+            return fn  # type: ignore[no-any-return]
         camel = "".join(part.capitalize() for part in name.split("_"))
         classes = [c for c in vars(module).values()
                    if inspect.isclass(c) and c.__module__ == module.__name__ and callable(getattr(c, "call", None))]
@@ -181,7 +230,7 @@ class Effects:
         cls = cls or (classes[0] if len(classes) == 1 else None)
         if cls is None:
             raise StepFailed(f"{file} defines neither `run(ctx)` nor a class with `call(self)`",
-                             hint=f"add `def run(ctx): ...` to {Path(file).name}")
+                             hint=f"add `def run(ctx): ...` to {os.path.basename(file)}")
 
         def call_class(ctx: Context, params: Mapping[str, Any] | None = None) -> Any:
             takes_ctx = cls.__init__ is not object.__init__ and _accepts(cls.__init__, 2)
@@ -194,29 +243,143 @@ class Effects:
 
     # -- terminal
     def ask(self, request: Ask) -> Any:
-        if not sys.stdin or not sys.stdin.isatty():
-            raise StepFailed("this `input` step needs a terminal, and stdin is not one",
-                             where=request.path,
-                             hint="run the workflow from a terminal, or replace the input with a step")
-        prompt = request.prompt.rstrip() + " "
-        if request.kind == "password":
+        """An `input:` step: asked on the terminal (the live status line paused meanwhile), or read
+        from stdin when it is a pipe; `default:` answers an empty reply (issue 11)."""
+        stdin = sys.stdin
+        if stdin is None or stdin.closed:
+            raise StepFailed("this `input` step needs an answer, and there is no stdin", where=request.path,
+                             hint="run the workflow from a terminal, or pipe the answers in")
+        tty = stdin.isatty()
+        if self.pause is not None:
+            self.pause()
+        try:
+            return _ask(request, tty)
+        finally:
+            if self.unpause is not None:
+                self.unpause()
+
+
+def _ask(request: Ask, tty: bool) -> Any:
+    prompt = request.prompt.rstrip() + " "
+
+    def read(text: str) -> str:
+        if tty:
+            return input(text)
+        print(text, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            if request.default is not None:
+                print("", file=sys.stderr)
+                return ""
+            raise StepFailed(f"no answer for the `input` step {request.prompt!r}: stdin ended",
+                             where=request.path, hint="give the step a `default:`, or pipe an answer in")
+        print("", file=sys.stderr)
+        return line.rstrip("\n")
+
+    if request.kind == "password":
+        if tty:
+            import getpass
+
             return getpass.getpass(prompt, stream=sys.stderr)
-        if request.kind == "confirm":
-            while True:
-                answer = input(prompt + "[y/n] ").strip().lower()
-                if answer in ("y", "yes", "n", "no") or (answer == "" and request.default is not None):
-                    return answer.startswith("y") if answer else bool(request.default)
-        if request.kind == "select":
-            for i, option in enumerate(request.options, 1):
-                print(f"  {i}) {option}", file=sys.stderr)
-            while True:
-                answer = input(prompt).strip()
-                if answer.isdigit() and 1 <= int(answer) <= len(request.options):
-                    return request.options[int(answer) - 1]
-                if answer in request.options:
-                    return answer
-        answer = input(prompt)
-        return answer if answer or request.default is None else request.default
+        return read(prompt)
+    if request.kind == "confirm":
+        for _ in range(100):
+            answer = read(prompt + "[y/n] ").strip().lower()
+            if answer in ("y", "yes", "n", "no") or (answer == "" and request.default is not None):
+                return answer.startswith("y") if answer else bool(request.default)
+        raise StepFailed("no valid answer (y or n) to the `input` step", where=request.path)
+    if request.kind == "select":
+        for i, option in enumerate(request.options, 1):
+            print(f"  {i}) {option}", file=sys.stderr)
+        for _ in range(100):
+            answer = read(prompt).strip()
+            if answer.isdigit() and 1 <= int(answer) <= len(request.options):
+                return request.options[int(answer) - 1]
+            if answer in request.options:
+                return answer
+            if answer == "" and request.default is not None:
+                return request.default
+        raise StepFailed("no valid choice for the `input` step", where=request.path)
+    answer = read(prompt)
+    return answer if answer or request.default is None else request.default
+
+
+def _communicate(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[bytes, bytes, bool]:
+    """Read a command's output until it ends. A timeout is a hard limit: the whole process group is
+    killed and reading stops, even if a process that left the group still holds the pipes
+    (issue 10: `timeout: 2s` took 25 s when a `setsid` child kept stdout open)."""
+    import selectors
+
+    assert proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for stream in (proc.stdout, proc.stderr):
+            selector.register(stream, selectors.EVENT_READ)
+        timed_out = False
+        while selector.get_map():
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                timed_out = True
+                break
+            for key, _ in selector.select(wait):
+                data = os.read(key.fd, _READ)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    selector.unregister(key.fileobj)
+    if timed_out:
+        _kill_group(proc.pid)
+    proc.stdout.close()
+    proc.stderr.close()
+    _reap(proc)
+    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), timed_out
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """True if a process group with this id still has a member (a step left running by a dead roast)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_iterator(value: Any) -> bool:
+    import types
+
+    return isinstance(value, (types.GeneratorType, map, filter, zip, enumerate, reversed)) or \
+        type(value).__name__ in ("dict_keyiterator", "list_iterator", "generator")
+
+
+def _user_frame(err: BaseException) -> tuple[str | None, str]:
+    """Where in the user's code the exception was raised (the last frame outside roast), and the
+    whole traceback as text (issue 11: file and line always, the traceback with -v)."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    here = os.path.dirname(os.path.abspath(__file__))
+    user = [f for f in frames if not os.path.abspath(f.filename).startswith(here + os.sep)]
+    where = f"{user[-1].filename}:{user[-1].lineno}" if user else None
+    return where, "".join(traceback.format_exception(type(err), err, err.__traceback__))
 
 
 def _accepts(fn: Any, count: int) -> bool:
@@ -231,18 +394,14 @@ def _accepts(fn: Any, count: int) -> bool:
     return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= count
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def expand_targets(spec: str, cwd: str | None = None) -> list[str]:
+    """SPEC §5: a file, a glob, or `$(command)` giving one path per line. A glob that matches
+    nothing is an error (issue 11: it ran once with the literal pattern)."""
+    import glob
 
-
-def expand_targets(spec: str, cwd: Path | None = None) -> list[str]:
-    """SPEC §5: a file, a glob, or `$(command)` giving one path per line."""
     spec = spec.strip()
     if spec.startswith("$(") and spec.endswith(")"):
-        proc = subprocess.run(["/bin/sh", "-c", spec[2:-1]], capture_output=True, text=True,
+        proc = subprocess.run([SHELL, "-c", spec[2:-1]], capture_output=True, text=True,
                               cwd=cwd, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
             raise UsageError(f"target command {spec} exited with status {proc.returncode}: "
@@ -250,17 +409,30 @@ def expand_targets(spec: str, cwd: Path | None = None) -> list[str]:
         return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     if any(ch in spec for ch in "*?["):
         matches = sorted(glob.glob(spec, root_dir=cwd, recursive=True))
-        return matches or [spec]
+        if not matches:
+            raise UsageError(f"target pattern {spec!r} matches no file"
+                             + (f" (in {cwd})" if cwd else ""),
+                             hint="check the pattern; quote it so your shell does not expand it first")
+        return matches
     return [spec]
 
 
-def configured_targets(spec: str, workflow_dir: Path) -> list[str]:
+def configured_targets(spec: str, workflow_dir: str) -> list[str]:
     """A workflow's `target:` key. Roast resolves it from the current directory, where the steps run;
     when nothing matches there, the workflow's own directory is tried and absolute paths returned."""
-    found = expand_targets(spec)
-    if spec.strip().startswith("$(") or found != [spec] or Path(spec).exists():
+    try:
+        found = expand_targets(spec)
+    except UsageError:
+        found = []
+    if spec.strip().startswith("$(") or (found and found != [spec]) or os.path.exists(spec):
         return found
-    local = expand_targets(spec, workflow_dir)
-    if local == [spec] and not (workflow_dir / spec).exists():
+    try:
+        local = expand_targets(spec, workflow_dir)
+    except UsageError:
+        local = []
+    if not local or (local == [spec] and not os.path.exists(os.path.join(workflow_dir, spec))):
+        if not found:
+            raise UsageError(f"the workflow's `target:` {spec!r} matches no file (looked in the current "
+                             f"directory and in {workflow_dir})")
         return found
-    return [str((workflow_dir / item).resolve()) for item in local]
+    return [os.path.realpath(os.path.join(workflow_dir, item)) for item in local]

@@ -75,9 +75,9 @@ class WorkflowInvalid(UsageError):
 
 
 class BadEventData(UsageError):
-    """Event data is not an acceptable JSON object (size, syntax, depth, NaN, duplicates)."""
+    """Event data is not an acceptable JSON object (size, syntax, depth, NaN, duplicates, schema)."""
 
-    code = "invalid_data"
+    code = "invalid"
 
 
 class NotFound(RoastError):
@@ -112,6 +112,12 @@ class EventLate(Refused):
     code = "late"
 
 
+class Closed(NotWaiting):
+    """The session has finished: nothing more can be delivered to it."""
+
+    code = "closed"
+
+
 class StateRefused(Refused):
     """A saved continuation failed its integrity or compatibility check; it was not loaded."""
 
@@ -127,3 +133,18 @@ class StoreUnavailable(RoastError):
 
     exit_code = 4
     code = "store_unavailable"
+
+
+class Interrupted(BaseException):
+    """roast was told to stop (SIGTERM, SIGHUP; SIGINT is KeyboardInterrupt). Not an error of the
+    workflow: the session stays recoverable. `session_id` and `step` say what was interrupted."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.session_id: str | None = None
+        self.step: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

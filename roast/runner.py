@@ -1,45 +1,57 @@
-"""The runner: the `send()` loop that services what the step tree yields.
+"""The runner: the one loop that drives the step tree's generators and services what they yield.
 
-It fast-forwards by handing the root node the saved cursor, performs requests through the
-`perform` function it is given (subprocesses, model calls, Python steps live in `effects`),
-runs a parallel group's requests concurrently, answers waits from the pending event or the
-clock it is given (`now`), records step history and checkpoints through a `Journal`, and stops
-at the first `Suspend`. It touches no store and no terminal itself.
+It fast-forwards by handing the root node the saved cursor, answers waits from the pending event
+or the clock it is given (`now`), and performs requests through the `perform` function it is given
+(subprocesses, model calls and Python steps live in `effects`). A parallel group hands its branch
+generators over in one `Fork`; the runner drives them side by side (STYLE: only the runner
+schedules): while a group runs, requests are performed on worker threads, which do nothing but
+`perform`. Every journal call — step history, checkpoints, process groups — and so every store
+write happens on the loop thread, the one that called `drive` (curio's rule: only the kernel
+drives tasks). It stops at the first `Suspend` of the whole tree. It touches no store and no
+terminal itself.
+
+Errors from `perform` are thrown into the generator that asked (the node decides: exit_on_error);
+errors from the journal (the store is unavailable) are not the workflow's: they end the drive.
 """
 from __future__ import annotations
 
-import dataclasses
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
-from roast.steps import Checkpoint, Delivery, Done, Event, Gather, Receive, Shell, Steps, Suspend
+from roast.record import Record
+from roast.steps import DONE, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell, Suspend
+
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    from roast.steps import Cursor, Steps
+
+    class Journal(Protocol):
+        """Where the runner reports progress (api.py saves it); called on the loop thread only."""
+
+        def started(self, request: Any) -> int: ...
+        def finished(self, request: Any, attempt: int, status: str, output: Any) -> None: ...
+        def checkpoint(self, cursor: Cursor) -> None: ...
+        def flush(self) -> None: ...
+        def delivered(self, event: Event) -> None: ...
+        def spawned(self, path: str, attempt: int, pgid: int) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Completed:
+class Completed(Record):
     """The tree ran to its end."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
+
+class Waiting(Record):
     """The tree stopped at one or more waits; `suspend.cursor` is where to come back to."""
 
-    suspend: Suspend
-
-
-Outcome = Completed | Waiting
-
-
-class Journal(Protocol):
-    """Where the runner reports progress: step history rows and checkpoints (api.py saves them)."""
-
-    def started(self, request: Any) -> int: ...
-    def finished(self, request: Any, attempt: int, status: str, output: Any) -> None: ...
-    def checkpoint(self, cursor: Any) -> None: ...
+    __slots__ = ("suspend",)
 
 
 class Observer:
@@ -54,6 +66,12 @@ class Observer:
     def note(self, message: str) -> None:
         pass
 
+    def pause(self) -> None:
+        """Stop any live display (a terminal prompt is about to ask something)."""
+
+    def unpause(self) -> None:
+        pass
+
 
 class NullJournal:
     """Keeps nothing: for driving a tree in memory (tests, benchmarks)."""
@@ -64,95 +82,252 @@ class NullJournal:
     def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
         pass
 
-    def checkpoint(self, cursor: Any) -> None:
+    def checkpoint(self, cursor: Cursor) -> None:
         pass
+
+    def flush(self) -> None:
+        pass
+
+    def delivered(self, event: Event) -> None:
+        pass
+
+    def spawned(self, path: str, attempt: int, pgid: int) -> None:
+        pass
+
+
+class _Task:
+    """One generator the runner drives: the root, or a branch of a parallel group."""
+
+    __slots__ = ("gen", "frame", "index", "reply", "failure")
+
+    def __init__(self, gen: Steps, frame: _Frame | None, index: int) -> None:
+        self.gen, self.frame, self.index = gen, frame, index
+        self.reply: Any = None
+        self.failure: BaseException | None = None
+
+    def full(self, cursor: Cursor) -> Cursor:
+        """This task's cursor as the cursor of the whole tree."""
+        frame = self.frame
+        if frame is None:
+            return cursor
+        frame.cursors[self.index] = cursor
+        return frame.task.full(frame.wrap(tuple(frame.cursors)))
+
+
+class _Frame:
+    """A running parallel group: its branches' cursors and how each ended."""
+
+    __slots__ = ("task", "wrap", "cursors", "ended", "live")
+
+    def __init__(self, task: _Task, fork: Fork) -> None:
+        self.task, self.wrap = task, fork.wrap
+        self.cursors: list[Cursor] = list(fork.cursors)
+        self.ended: list[Ended | None] = [None] * len(fork.cursors)
+        self.live = 0
 
 
 class Runner:
     """Drive one generator chain until it completes or suspends."""
 
     def __init__(self, perform: Callable[[Any], Any], *, now: Callable[[], float] = time.time,
-                 journal: Journal | None = None, event: Event | None = None,
-                 max_workers: int = 8) -> None:
+                 journal: Journal | None = None, event: Event | None = None, max_workers: int = 8,
+                 cancel: Callable[[], None] | None = None) -> None:
         self.perform = perform
         self.now = now
         self.journal: Journal = journal or NullJournal()
         self.pending = event
         self.max_workers = max_workers
+        self.cancel = cancel  # stops whatever `perform` has running (process groups) when the drive is aborted
+        self._ready: deque[_Task] = deque()
+        self._inflight: dict[str, int] = {}  # step path -> attempt, for requests being performed
+        self._busy = 0  # requests handed to worker threads and not yet answered
+        self._tasks: list[_Task] = []
+        self._queue: Any = None
+        self._pool: Any = None
+        self._loop_thread = 0
+        self._outcome: Completed | Waiting | None = None
 
-    def drive(self, steps: Steps) -> Outcome:
-        reply: Any = None
-        failure: BaseException | None = None
+    # -- the loop --------------------------------------------------------------------------------
+
+    def drive(self, steps: Steps) -> Completed | Waiting:
+        import queue
+
+        self._queue = queue.SimpleQueue()
+        self._loop_thread = threading.get_ident()
+        root = _Task(steps, None, 0)
+        self._tasks = [root]
+        self._ready = deque([root])
+        self._outcome = None
         try:
             while True:
-                try:
-                    request = steps.throw(failure) if failure is not None else steps.send(reply)
-                except StopIteration:
-                    return Completed()
-                reply, failure = None, None
-                if isinstance(request, Suspend):
-                    return Waiting(request)  # api.py saves the session, then reports
-                try:
-                    reply = self.answer(request)
-                except RoastError as err:  # the node decides (exit_on_error)
-                    failure = err
+                while self._ready:
+                    self._advance(self._ready.popleft())
+                    if self._outcome is not None:
+                        return self._outcome
+                self._receive_one()
+        except BaseException:
+            self._abort()
+            raise
         finally:
-            steps.close()
+            for task in self._tasks:
+                task.gen.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
 
-    def answer(self, request: Any) -> Any:
-        if isinstance(request, Checkpoint):
-            self.journal.checkpoint(request.cursor)
-            return None
-        if isinstance(request, Receive):
-            return self.receive(request)
-        if isinstance(request, Gather):
-            return self.gather(request)
-        return self.step(request)
+    def _advance(self, task: _Task) -> None:
+        """Run one task until it asks for something that takes time, forks, ends or suspends."""
+        while True:
+            try:
+                if task.failure is not None:
+                    request = task.gen.throw(task.failure)
+                else:
+                    request = task.gen.send(task.reply)
+            except StopIteration:
+                self._end(task, Ended("done", DONE))
+                return
+            except RoastError as err:
+                if task.frame is None:
+                    raise
+                self._end(task, Ended("failed", DONE, err))
+                return
+            task.reply = task.failure = None
+            kind = type(request)
+            if kind is Checkpoint:
+                self.journal.checkpoint(task.full(request.cursor))
+            elif kind is Receive:
+                task.reply = self._answer_wait(request)
+            elif kind is Suspend:
+                self._end(task, Ended("waiting", request.cursor, None, request.waits))
+                return
+            elif kind is Fork:
+                self._fork(task, request)
+                return
+            else:
+                self._start(task, request)
+                return
 
-    def receive(self, request: Receive) -> Delivery:
+    def _end(self, task: _Task, ended: Ended) -> None:
+        frame = task.frame
+        if frame is None:
+            self._outcome = (Completed() if ended.how == "done"
+                             else Waiting(Suspend(ended.cursor, ended.waits)))
+            return
+        frame.ended[task.index] = ended
+        frame.live -= 1
+        if ended.how == "done":
+            self.journal.checkpoint(task.full(DONE))  # a finished branch never runs again
+        else:
+            frame.cursors[task.index] = ended.cursor
+        if frame.live == 0:
+            frame.task.reply = tuple(frame.ended)
+            self._ready.append(frame.task)
+
+    def _fork(self, task: _Task, fork: Fork) -> None:
+        frame = _Frame(task, fork)
+        for index, gen in enumerate(fork.branches):
+            if gen is None:
+                frame.ended[index] = Ended("done", DONE)
+                continue
+            child = _Task(gen, frame, index)
+            frame.live += 1
+            self._tasks.append(child)
+            self._ready.append(child)  # in branch order: an event goes to the first waiting branch (SPEC §6)
+        if frame.live == 0:
+            task.reply = tuple(frame.ended)
+            self._ready.append(task)
+
+    # -- waits -----------------------------------------------------------------------------------
+
+    def _answer_wait(self, request: Receive) -> Delivery:
         """Give a wait its event: only a wait that was already waiting (resumed) gets one."""
         if not request.resumed:
             deadline = self.now() + request.timeout if request.timeout else None
             return Delivery(deadline, None)
         if self.pending is not None and self.pending.name in request.events:
             event, self.pending = self.pending, None
+            self.journal.delivered(event)
             return Delivery(request.deadline, event)
         if request.deadline is not None and self.now() >= request.deadline:
             return Delivery(request.deadline, Event("timeout", {"deadline": iso(request.deadline)},
                                                     iso(self.now()) or ""))
         return Delivery(request.deadline, None)
 
-    def gather(self, request: Gather) -> tuple[tuple[Any, BaseException | None], ...]:
-        def one(item: Any) -> tuple[Any, BaseException | None]:
-            try:
-                return self.answer(item), None
-            except RoastError as err:
-                return None, err
+    # -- effects ---------------------------------------------------------------------------------
 
-        if len(request.requests) == 1:
-            return (one(request.requests[0]),)
-        from concurrent.futures import ThreadPoolExecutor  # parallel groups only
+    def _start(self, task: _Task, request: Any) -> None:
+        attempt = 0
+        if getattr(request, "step", False):
+            attempt = self.journal.started(request)
+            if isinstance(request, Shell):
+                # reliability G3: a re-run step can tell (attempt ≥ 2) and has a stable key.
+                request = request._replace(env={**request.env, "ROAST_STEP_ATTEMPT": str(attempt),
+                                                "ROAST_STEP_PATH": request.path})
+            self._inflight[request.path] = attempt
+        else:
+            self.journal.flush()  # a condition's command: what ran before it is saved first
+        if not self._ready and not self._busy:
+            # nothing else can run meanwhile: perform on this thread (no hand-off cost)
+            value, error = self._perform(request)
+            self._performed(task, request, attempt, value, error)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # parallel groups only
 
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(request.requests))) as pool:
-            return tuple(pool.map(one, request.requests))
+            self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="roast-step")
+        self._busy += 1
+        future = self._pool.submit(self._perform, request)
+        future.add_done_callback(lambda f: self._queue.put(("done", task, request, attempt, f)))
 
-    def step(self, request: Any) -> Any:
-        if not getattr(request, "step", False):
-            return self.perform(request)
-        attempt = self.journal.started(request)
-        if isinstance(request, Shell):
-            # reliability G3: a re-run step can tell (attempt ≥ 2) and has a stable key.
-            request = dataclasses.replace(request, env={**request.env, "ROAST_STEP_ATTEMPT": str(attempt),
-                                                        "ROAST_STEP_PATH": request.path})
+    def _perform(self, request: Any) -> tuple[Any, RoastError | None]:
+        """Perform one request (on any thread); an error is the answer, for the node to decide on."""
         try:
-            value = self.perform(request)
+            return self.perform(request), None
         except RoastError as err:
-            self.journal.finished(request, attempt, "failed", str(err))
-            raise
-        except Exception as err:  # a bug in a step's effect must still end the step's record
-            self.journal.finished(request, attempt, "failed", repr(err))
-            raise StepFailed(f"{type(err).__name__}: {err}", where=request.path) from err
-        status = "failed" if isinstance(value, Done) and value.status != 0 else "ok"
-        self.journal.finished(request, attempt, status, value.stdout.strip() if isinstance(value, Done)
-                              else value)
-        return value
+            return None, err
+        except Exception as err:  # a bug in a step's effect still ends the step, and says so
+            return None, StepFailed(f"{type(err).__name__}: {err}", where=getattr(request, "path", None))
+
+    def _performed(self, task: _Task, request: Any, attempt: int, value: Any, error: RoastError | None) -> None:
+        if attempt:
+            self._inflight.pop(request.path, None)
+            if error is not None:
+                self.journal.finished(request, attempt, "failed", str(error))
+            else:
+                failed = isinstance(value, Done) and value.status != 0
+                self.journal.finished(request, attempt, "failed" if failed else "ok",
+                                      value.stdout.strip() if isinstance(value, Done) else value)
+        task.reply, task.failure = value, error
+        self._ready.append(task)
+
+    def _receive_one(self) -> None:
+        """Wait for a worker thread's message: a request performed, or a process group started."""
+        message = self._queue.get()
+        if message[0] == "spawned":
+            _, path, pgid = message
+            self.journal.spawned(path, self._inflight.get(path, 0), pgid)
+            return
+        _, task, request, attempt, future = message
+        self._busy -= 1
+        value, error = future.result()
+        self._performed(task, request, attempt, value, error)
+
+    def spawned(self, path: str, pgid: int) -> None:
+        """Called by `perform` (any thread) once a step's process group exists: recorded on the loop thread."""
+        if threading.get_ident() == self._loop_thread:
+            self.journal.spawned(path, self._inflight.get(path, 0), pgid)
+        elif self._queue is not None:
+            self._queue.put(("spawned", path, pgid))
+
+    def _abort(self) -> None:
+        """The drive is ending early (a signal, the store): stop what runs, wait for the workers."""
+        if self.cancel is not None:
+            self.cancel()
+        deadline = time.monotonic() + 10.0
+        while self._busy and time.monotonic() < deadline:
+            try:
+                message = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - queue.Empty, or a second signal: stop waiting
+                break
+            if message[0] == "done":
+                self._busy -= 1

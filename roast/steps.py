@@ -1,9 +1,8 @@
-"""The step tree: compile a workflow into frozen nodes whose `run()` methods are generators.
+"""The step tree: frozen nodes whose `run()` methods are generators.
 
 A node never touches a subprocess, a file, the clock or the environment: it yields a request
-(`Shell`, `AskModel`, `CallPython`, `Ask`, `Receive`, `Suspend`, `Checkpoint`, `Gather`) and the
-runner sends back the answer. Performs no I/O of its own: step files are found through the
-`Source` it is compiled from.
+(`Shell`, `AskModel`, `CallPython`, `Ask`, `Receive`, `Suspend`, `Checkpoint`, `Fork`) and the
+runner sends back the answer. Performs no I/O of its own.
 
 **The cursor.** Every composite node reads exactly one level of the cursor `at` it is given and
 passes the rest to the child it re-enters, so a resumed run skips straight to the wait without
@@ -14,32 +13,43 @@ running a step or re-evaluating a condition, case value or collection (SPEC §6)
 | `Sequence`    | `(index, child)`; `(len, None)` = finished     |
 | `If`          | `("then" or "else", child)`                    |
 | `Case`        | `(when index or -1 for else, child)`           |
-| `Each`        | `(index, items, child)`: the collection as evaluated |
+| `Each`        | `(index, COLLECTED, child)`: the collection as evaluated is in `ctx.collections` (roast 0.1 kept the items themselves in the cursor; such cursors still resume) |
 | `Repeat`      | `(iteration, child)`                           |
 | `Parallel`    | `(branch cursor or DONE, ...)`, one per branch |
 | `WaitForEvent`| `(AT_WAIT, deadline)` or `(event name, child)` |
 
-`HERE` (None) means "from the start". Suspend and Checkpoint requests carry the cursor of the
-node that yielded them; each ancestor prefixes its own level on the way up (`_within`).
+`HERE` (None) means "from the start". Suspend, Checkpoint and Fork requests carry the cursor of
+the node that yielded them; each ancestor prefixes its own level on the way up (`_within`).
+
+**Scheduling.** Only the runner drives generators: a parallel group yields one `Fork` holding its
+branch generators and is told how each ended (STYLE: "only the runner schedules").
+
+Every class is a `Record`: immutable, slotted and cheap to define (start-up, issue 12).
 """
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from roast import expressions
-from roast.context import Context
 from roast.errors import RoastError, StepFailed, TimedOut
 from roast.expressions import has_template, render, render_shell, render_value, to_text, truthy
+from roast.record import Record
 
-Cursor = Any
+if TYPE_CHECKING:
+    from roast.context import BranchContext, Context
+
+    Ctx = Union[Context, BranchContext]
+
+# A cursor is nested tuples of step indices, branch and event names and deadlines (table above).
+Cursor = Union[None, str, int, float, tuple]  # type: ignore[type-arg]
 Steps = Generator[Any, Any, Any]
 HERE: Cursor = None
 DONE = "done"
 AT_WAIT = "@wait"
+COLLECTED = "@collected"
 EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema"}
 
@@ -47,127 +57,105 @@ RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema"}
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True, slots=True)
-class Shell:
-    """Run `command` with `/bin/sh -c`; interpolated values arrive through `env` (SPEC §4)."""
+class Shell(Record):
+    """Run `command` with `/bin/sh -c`; interpolated values arrive through `env` (SPEC §4).
+    `step` is False for a condition's or collection's command: not a step of its own."""
 
-    command: str
-    env: Mapping[str, str]
-    path: str
-    name: str | None = None
-    timeout: float | None = None
-    step: bool = True  # False for a condition's or collection's command: not a step of its own
+    __slots__ = ("command", "env", "path", "name", "timeout", "step")
+    _defaults = {"name": None, "timeout": None, "step": True}
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(Record):
     """A finished command: exit status and captured output."""
 
-    status: int
-    stdout: str
-    stderr: str = ""
+    __slots__ = ("status", "stdout", "stderr")
+    _defaults = {"stderr": ""}
 
 
-@dataclass(frozen=True, slots=True)
-class AskModel:
-    prompt: str
-    path: str
-    name: str | None = None
-    model: str | None = None
-    json: bool = False
-    transcript: tuple[Mapping[str, str], ...] = ()
-    step: bool = True
+class AskModel(Record):
+    __slots__ = ("prompt", "path", "name", "model", "json", "transcript", "step")
+    _defaults = {"name": None, "model": None, "json": False, "transcript": (), "step": True}
 
 
-@dataclass(frozen=True, slots=True)
-class CallPython:
+class CallPython(Record):
     """Call a Python step: `target` is a file path (`run(ctx)` or a class with `call`) or a callable."""
 
-    target: Any
-    ctx: Context
-    path: str
-    name: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    step: bool = True
+    __slots__ = ("target", "ctx", "path", "name", "params", "step")
+    _defaults = {"name": None, "params": {}, "step": True}
 
 
-@dataclass(frozen=True, slots=True)
-class Ask:
+class Ask(Record):
     """Ask the person at the terminal (an `input:` step)."""
 
-    prompt: str
-    kind: str
-    path: str
-    name: str | None = None
-    options: tuple[str, ...] = ()
-    default: Any = None
-    step: bool = True
+    __slots__ = ("prompt", "kind", "path", "name", "options", "default", "step")
+    _defaults = {"name": None, "options": (), "default": None, "step": True}
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An event delivered to a wait."""
+class Event(Record):
+    """An event delivered to a wait; `delivery` says who sent it, why, and its id (issue 14)."""
 
-    name: str
-    data: Mapping[str, Any]
-    received_at: str
+    __slots__ = ("name", "data", "received_at", "delivery")
+    _defaults = {"delivery": {}}
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(Record):
     """The runner's answer to `Receive`: the wait's absolute deadline and the event, if any."""
 
-    deadline: float | None
-    event: Event | None
+    __slots__ = ("deadline", "event")
 
 
-@dataclass(frozen=True, slots=True)
-class Receive:
-    """A wait asks whether an event (or its deadline) is already there for it."""
+class Receive(Record):
+    """A wait asks whether an event (or its deadline) is already there for it. Only a wait that
+    was already waiting (`resumed`) is given an event."""
 
-    path: str
-    wait: str
-    events: tuple[str, ...]
-    timeout: float | None
-    deadline: float | None
-    resumed: bool = False  # True when the session was already waiting here (only then is an event delivered)
+    __slots__ = ("path", "wait", "events", "timeout", "deadline", "resumed")
+    _defaults = {"resumed": False}
 
 
-@dataclass(frozen=True, slots=True)
-class WaitInfo:
-    path: str
-    wait: str
-    events: tuple[str, ...]
-    deadline: float | None
+class WaitInfo(Record):
+    __slots__ = ("path", "wait", "events", "deadline")
 
 
-@dataclass(frozen=True, slots=True)
-class Suspend:
+class Suspend(Record):
     """Stop here: save the cursor and context, report the waits, end the process."""
 
-    cursor: Cursor
-    waits: tuple[WaitInfo, ...]
+    __slots__ = ("cursor", "waits")
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(Record):
     """A step finished: save the cursor and context so a crash loses at most the step in flight."""
 
-    cursor: Cursor
+    __slots__ = ("cursor",)
 
 
-@dataclass(frozen=True, slots=True)
-class Gather:
-    """Perform these requests concurrently (a parallel group); the reply is one `(value, error)` each."""
+def _same(cursor: Cursor) -> Cursor:
+    return cursor
 
-    requests: tuple[Any, ...]
+
+class Fork(Record):
+    """Drive these branch generators concurrently (a parallel group); only the runner does that.
+
+    `branches` holds one generator per branch (None for a branch already finished), `cursors`
+    their cursors now, and `wrap` turns the group's cursor (one per branch) into the cursor of the
+    whole tree: each ancestor adds its level on the way up, as for Checkpoint. The reply is one
+    `Ended` per branch, in order."""
+
+    __slots__ = ("branches", "cursors", "wrap")
+    _defaults = {"wrap": _same}
+
+
+class Ended(Record):
+    """How one branch of a Fork ended: `done`, `failed` (with `error`) or `waiting` (with `waits`)."""
+
+    __slots__ = ("how", "cursor", "error", "waits")
+    _defaults = {"error": None, "waits": ()}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _within(wrap: Callable[[Cursor], Cursor], steps: Steps) -> Steps:
-    """`yield from steps`, prefixing this node's cursor level to Suspend and Checkpoint."""
+    """`yield from steps`, prefixing this node's cursor level to Suspend, Checkpoint and Fork."""
     reply: Any = None
     failure: BaseException | None = None
     while True:
@@ -175,10 +163,14 @@ def _within(wrap: Callable[[Cursor], Cursor], steps: Steps) -> Steps:
             request = steps.throw(failure) if failure is not None else steps.send(reply)
         except StopIteration as stop:
             return stop.value
-        if isinstance(request, Suspend):
-            request = Suspend(wrap(request.cursor), request.waits)
-        elif isinstance(request, Checkpoint):
+        kind = type(request)
+        if kind is Checkpoint:
             request = Checkpoint(wrap(request.cursor))
+        elif kind is Suspend:
+            request = Suspend(wrap(request.cursor), request.waits)
+        elif kind is Fork:
+            inner = request.wrap
+            request = Fork(request.branches, request.cursors, lambda c, inner=inner: wrap(inner(c)))
         try:
             reply, failure = (yield request), None
         except GeneratorExit:
@@ -188,11 +180,18 @@ def _within(wrap: Callable[[Cursor], Cursor], steps: Steps) -> Steps:
             reply, failure = None, err
 
 
-def _runtime_path(path: str, depth: int, ctx: Context) -> str:
+def _runtime_path(path: str, depth: int, ctx: Ctx) -> str:
     """The step path with the iteration of each enclosing loop: `steps[2].steps[0]#3`."""
     if not depth:
         return path
     return path + "".join(f"#{n + 1}" for n in ctx.loop_index[:depth])
+
+
+def _trail_path(path: str, depth: int, trail: tuple[int, ...]) -> str:
+    """`_runtime_path` for the cursor views, which know the loop positions from the cursor."""
+    if not depth:
+        return path
+    return path + "".join(f"#{n + 1}" for n in trail[:depth])
 
 
 def command_text(text: str) -> str | None:
@@ -203,13 +202,13 @@ def command_text(text: str) -> str | None:
     return None
 
 
-def _run_command(template: str, ctx: Context, path: str) -> Steps:
+def _run_command(template: str, ctx: Ctx, path: str) -> Steps:
     line, env = render_shell(template, ctx.namespace())
     done = yield Shell(line, env, path, None, step=False)
     return done
 
 
-def _decide(cond: Any, ctx: Context, path: str) -> Steps:
+def _decide(cond: Any, ctx: Ctx, path: str) -> Steps:
     """Evaluate a condition (SPEC §4): `{{ }}` truthiness, `$(cmd)` exit 0, a step's output, a literal."""
     if isinstance(cond, bool):
         return cond
@@ -222,7 +221,7 @@ def _decide(cond: Any, ctx: Context, path: str) -> Steps:
         return truthy(render_value(text, ctx.namespace()))
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    return truthy(ctx.output.get(text))  # a step name: the truthiness of its output
+    return truthy(dict.get(ctx.output, text))  # a step name: the truthiness of its output
 
 
 def _collection(value: Any) -> list[Any]:
@@ -258,13 +257,13 @@ def _coerce(value: Any, how: str | None) -> Any:
     return value
 
 
-def _command_output(done: Done, options: StepOptions, what: str, path: str, shown: str = "") -> str:
+def _command_output(done: Done, exit_on_error: bool, what: str, path: str, shown: str = "") -> str:
     """A command's output (stdout, stripped); a non-zero exit fails the step unless
     `exit_on_error: false`, which keeps going with the status appended (Roast)."""
     output = done.stdout.strip()
     if done.status == 0:
         return output
-    if options.exit_on_error:
+    if exit_on_error:
         detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
         raise StepFailed(f"{what} exited with status {done.status}" + (f": {shown}" if shown else "")
                          + (f": {detail[0]}" if detail[0] else ""),
@@ -275,66 +274,51 @@ def _command_output(done: Done, options: StepOptions, what: str, path: str, show
 # --------------------------------------------------------------------------- leaf nodes
 
 
-@dataclass(frozen=True, slots=True)
-class StepOptions:
+class StepOptions(Record):
     """Per-step configuration (SPEC §2): from the top-level key named after the step."""
 
-    exit_on_error: bool = True
-    print_response: bool | None = None
-    json: bool = False
-    coerce_to: str | None = None
-    timeout: float | None = None
-    model: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params")
+    _defaults = {"exit_on_error": True, "print_response": None, "json": False, "coerce_to": None,
+                 "timeout": None, "model": None, "params": {}}
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(Record):
     """`$(command)` or `name: $(command)`: output is stdout, stripped."""
 
-    path: str
-    name: str | None
-    template: str
-    options: StepOptions
-    depth: int = 0
+    __slots__ = ("path", "name", "template", "options", "depth")
+    _defaults = {"depth": 0}
 
     @property
     def ident(self) -> str:
         return f"{self.name}: $({self.template})" if self.name else f"$({self.template})"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         line, env = render_shell(self.template, ctx.namespace())
         path = _runtime_path(self.path, self.depth, ctx)
         done = yield Shell(line, env, path, self.name, self.options.timeout)
-        output = _command_output(done, self.options, "command", path, f"$({self.template})")
+        output = _command_output(done, self.options.exit_on_error, "command", path, f"$({self.template})")
         ctx.record(self.name, _coerce(output, self.options.coerce_to),
                    print_response=self.options.print_response)
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
+class Prompt(Record):
     """A prompt step (inline text or `name/prompt.md`): the model's response is the output."""
 
-    path: str
-    name: str | None
-    template: str
-    options: StepOptions
-    output_template: str | None = None
-    depth: int = 0
+    __slots__ = ("path", "name", "template", "options", "output_template", "depth")
+    _defaults = {"output_template": None, "depth": 0}
 
     @property
     def ident(self) -> str:
         return self.name or self.template
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         prompt = render(self.template, ctx.namespace())
         path = _runtime_path(self.path, self.depth, ctx)
         response = yield AskModel(prompt, path, self.name, self.options.model, self.options.json,
                                   tuple(ctx.transcript))
         if isinstance(response, str):
             response = response.strip()
-        ctx.transcript.append({"role": "user", "content": prompt})
-        ctx.transcript.append({"role": "assistant", "content": to_text(response)})
+        ctx.add_turns({"role": "user", "content": prompt}, {"role": "assistant", "content": to_text(response)})
         value: Any = response
         if self.options.json and isinstance(response, str):
             try:
@@ -351,21 +335,17 @@ class Prompt:
         ctx.record(self.name, value, print_response=self.options.print_response)
 
 
-@dataclass(frozen=True, slots=True)
-class Python:
+class Python(Record):
     """A Python step: `name.py` (`run(ctx)` or a class with `call`) or a callable from `roast.run`."""
 
-    path: str
-    name: str | None
-    target: Any
-    options: StepOptions
-    depth: int = 0
+    __slots__ = ("path", "name", "target", "options", "depth")
+    _defaults = {"depth": 0}
 
     @property
     def ident(self) -> str:
         return self.name or getattr(self.target, "__name__", "python")
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
         try:
             value = yield CallPython(self.target, ctx, path, self.name, self.options.params)
@@ -377,28 +357,24 @@ class Python:
                    print_response=self.options.print_response)
 
 
-@dataclass(frozen=True, slots=True)
-class Script:
+class Script(Record):
     """An executable `name.sh` step: run with ROAST_* variables; stdout (JSON if it parses) is the output."""
 
-    path: str
-    name: str
-    file: str
-    options: StepOptions
-    depth: int = 0
+    __slots__ = ("path", "name", "file", "options", "depth")
+    _defaults = {"depth": 0}
 
     @property
     def ident(self) -> str:
-        return self.name
+        return str(self.name)
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
         env = {"ROAST_WORKFLOW_NAME": ctx.workflow.name, "ROAST_SESSION_ID": ctx.workflow.session_id,
                "ROAST_TARGET": ctx.workflow.target or "", "ROAST_STEP_NAME": self.name,
                "ROAST_OUTPUT": json.dumps(ctx.output, default=str)[:100_000]}
         done = yield Shell('"${ROAST_SCRIPT}"', {**env, "ROAST_SCRIPT": self.file}, path, self.name,
                            self.options.timeout)
-        output: Any = _command_output(done, self.options, f"{self.name}.sh", path)
+        output: Any = _command_output(done, self.options.exit_on_error, f"{self.name}.sh", path)
         if done.status == 0 and output[:1] in ("[", "{"):
             try:
                 output = json.loads(output)
@@ -408,23 +384,17 @@ class Script:
                    print_response=self.options.print_response)
 
 
-@dataclass(frozen=True, slots=True)
-class Input:
-    """`input:`: ask the person at the terminal; refused when stdin is not a terminal."""
+class Input(Record):
+    """`input:`: ask the person at the terminal (or read the answer from a pipe)."""
 
-    path: str
-    name: str | None
-    prompt: str
-    kind: str
-    options_list: tuple[str, ...]
-    default: Any
-    depth: int = 0
+    __slots__ = ("path", "name", "prompt", "kind", "options_list", "default", "depth")
+    _defaults = {"depth": 0}
 
     @property
     def ident(self) -> str:
         return f"input: {self.name or self.prompt}"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
         answer = yield Ask(render(self.prompt, ctx.namespace()), self.kind, path, self.name,
                            self.options_list, self.default)
@@ -434,18 +404,16 @@ class Input:
 # --------------------------------------------------------------------------- composite nodes
 
 
-@dataclass(frozen=True, slots=True)
-class Sequence:
+class Sequence(Record):
     """A steps list: runs in order, checkpointing after each step."""
 
-    path: str
-    steps: tuple[Any, ...]
+    __slots__ = ("path", "steps")
 
     @property
     def ident(self) -> str:
         return f"[{len(self.steps)} steps]"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         start, child_at = (0, HERE) if at is HERE else at
         for index in range(start, len(self.steps)):
             step = self.steps[index]
@@ -458,29 +426,25 @@ class Sequence:
             child_at = HERE
             yield Checkpoint((index + 1, HERE))
 
-    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+    def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
         index, child_at = at
         if not isinstance(index, int) or not 0 <= index < len(self.steps):
             return None
-        return self.steps[index], child_at, f"{self.path}[{index}]"
+        return self.steps[index], child_at, f"{self.path}[{index}]", trail
 
 
-@dataclass(frozen=True, slots=True)
-class If:
+class If(Record):
     """`if:`/`unless:` with `then:`/`else:`; the branch taken is part of the cursor."""
 
-    path: str
-    name: str | None
-    condition: Any
-    then: Sequence | None
-    otherwise: Sequence | None
-    negate: bool = False
+    __slots__ = ("path", "name", "condition", "then", "otherwise", "negate")
+    _defaults = {"negate": False}
 
     @property
     def ident(self) -> str:
         return f"{'unless' if self.negate else 'if'}: {self.condition}"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         if at is HERE:
             decided = yield from _decide(self.condition, ctx, self.path)
             branch, child_at = ("then" if decided != self.negate else "else"), HERE
@@ -494,35 +458,35 @@ class If:
         if self.name:
             ctx.record(self.name, ctx.last, print_response=None if ctx.last_printable else False)
 
-    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+    def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
         branch, child_at = at
         body = self.then if branch == "then" else self.otherwise if branch == "else" else None
-        return (body, child_at, f"{branch}") if body is not None else None
+        return (body, child_at, f"{branch}", trail) if body is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class Case:
+class Case(Record):
     """`case:` / `when:` / `else:`: the matched key is part of the cursor."""
 
-    path: str
-    name: str | None
-    expression: str
-    whens: tuple[tuple[str, Sequence], ...]
-    otherwise: Sequence | None
+    __slots__ = ("path", "name", "expression", "whens", "otherwise", "exit_on_error")
+    _defaults = {"exit_on_error": True}
 
     @property
     def ident(self) -> str:
         return f"case: {self.expression}"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         if at is HERE:
             command = command_text(self.expression)
             if command is not None:
-                value = (yield from _run_command(command, ctx, self.path)).stdout.strip()
+                done = yield from _run_command(command, ctx, self.path)
+                # issue 11: a failing case command fails the step instead of silently taking `else`
+                value = _command_output(done, self.exit_on_error, "the `case` command", self.path,
+                                        self.expression)
             elif has_template(self.expression):
                 value = to_text(render_value(self.expression, ctx.namespace()))
             elif self.expression in ctx.output:
-                value = to_text(ctx.output[self.expression])
+                value = to_text(dict.__getitem__(ctx.output, self.expression))
             else:
                 value = self.expression
             choice = next((i for i, (key, _) in enumerate(self.whens) if key == value), -1)
@@ -537,78 +501,89 @@ class Case:
         if self.name:
             ctx.record(self.name, ctx.last, print_response=None if ctx.last_printable else False)
 
-    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+    def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
         choice, child_at = at
         if not isinstance(choice, int) or choice >= len(self.whens):
             return None
         body = self.whens[choice][1] if choice >= 0 else self.otherwise
         label = f"when {self.whens[choice][0]}" if choice >= 0 else "else"
-        return (body, child_at, label) if body is not None else None
+        return (body, child_at, label, trail) if body is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class Each:
-    """`each:` / `as:` / `steps:`: the collection is evaluated once and kept in the cursor."""
+class Each(Record):
+    """`each:` / `as:` / `steps:`: the collection is evaluated once and kept in the context."""
 
-    path: str
-    name: str | None
-    expression: str
-    var: str
-    body: Sequence
-    depth: int  # enclosing loops, this one excluded
+    __slots__ = ("path", "name", "expression", "var", "body", "depth", "exit_on_error")
+    _defaults = {"exit_on_error": True}  # `depth`: enclosing loops, this one excluded
 
     @property
     def ident(self) -> str:
         return f"each: {self.expression} as {self.var}"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
+        key = _runtime_path(self.path, self.depth, ctx)
         if at is HERE:
             command = command_text(self.expression)
             if command is not None:
-                items = _collection((yield from _run_command(command, ctx, self.path)).stdout)
-                yield Checkpoint((0, items, HERE))
+                done = yield from _run_command(command, ctx, self.path)
+                # issue 11: `each: $(ls /missing/*.py)` fails instead of iterating zero times
+                items = _collection(_command_output(done, self.exit_on_error, "the `each` command", self.path,
+                                                    self.expression))
             else:
                 items = _collection(render_value(self.expression, ctx.namespace()))
+            ctx.set_collection(key, items)  # saved once; cursors refer to it (issue 12)
+            if self.name:
+                ctx.set_output(self.name, [])
+            if command is not None:
+                yield Checkpoint((0, COLLECTED, HERE))
             start, child_at = 0, HERE
         else:
-            start, items, child_at = at
-        results = list(ctx.output.get(self.name, [])) if self.name and start else []
+            start, stored, child_at = at
+            if stored == COLLECTED:
+                if key not in ctx.collections:
+                    raise RoastError(f"the saved position of {self.path} refers to a collection that is not in "
+                                     "the saved context", where=self.path)
+                items = ctx.collections[key]
+            else:
+                items = list(stored)  # a cursor saved by roast 0.1 holds the items themselves
+                ctx.set_collection(key, items)
         for index in range(start, len(items)):
             ctx.loop[self.var] = items[index]
             ctx.loop_index[self.depth:] = [index]
-            yield from _within(lambda c, i=index: (i, items, c), self.body.run(ctx, child_at))
+            yield from _within(lambda c, i=index: (i, COLLECTED, c), self.body.run(ctx, child_at))
             child_at = HERE
             if self.name:
-                results.append(ctx.last)
-                ctx.output[self.name] = list(results)
+                ctx.append_output(self.name, ctx.last)
         ctx.loop.pop(self.var, None)
         del ctx.loop_index[self.depth:]
-        if self.name:  # the collected results; the last iteration's output stays the one printed
-            ctx.output[self.name] = results
+        ctx.set_collection(key, None)
 
-    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
-        index, items, child_at = at
-        if index >= len(items):
+    def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
+        index, stored, child_at = at
+        if stored == COLLECTED:
+            items = (collections or {}).get(_trail_path(self.path, self.depth, trail))
+        else:
+            items = stored
+        if not isinstance(index, int) or (items is not None and index >= len(items)):
             return None
-        return self.body, child_at, f"each {self.var}={to_text(items[index])!s:.40} ({index + 1}/{len(items)})"
+        inner = trail[:self.depth] + (index,)
+        if items is None:
+            return self.body, child_at, f"each {self.var} ({index + 1})", inner
+        return self.body, child_at, f"each {self.var}={to_text(items[index])!s:.40} ({index + 1}/{len(items)})", inner
 
 
-@dataclass(frozen=True, slots=True)
-class Repeat:
+class Repeat(Record):
     """`repeat:` runs its body, then checks `until` (do-until, SPEC §4), at most `max_iterations`."""
 
-    path: str
-    name: str | None
-    body: Sequence
-    until: Any
-    max_iterations: int
-    depth: int
+    __slots__ = ("path", "name", "body", "until", "max_iterations", "depth")
 
     @property
     def ident(self) -> str:
         return f"repeat until: {self.until}"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         start, child_at = (0, HERE) if at is HERE else at
         for iteration in range(start, self.max_iterations):
             ctx.loop_index[self.depth:] = [iteration]
@@ -622,91 +597,47 @@ class Repeat:
         if self.name:
             ctx.record(self.name, ctx.last, print_response=None if ctx.last_printable else False)
 
-    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+    def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
         iteration, child_at = at
-        if iteration >= self.max_iterations:
+        if not isinstance(iteration, int) or iteration >= self.max_iterations:
             return None
-        return self.body, child_at, f"repeat #{iteration + 1}"
+        return self.body, child_at, f"repeat #{iteration + 1}", trail[:self.depth] + (iteration,)
 
 
-@dataclass(frozen=True, slots=True)
-class Parallel:
+class Parallel(Record):
     """A nested list: branches run concurrently until each ends or waits (SPEC §3, §6)."""
 
-    path: str
-    branches: tuple[Any, ...]
+    __slots__ = ("path", "branches")
 
     @property
     def ident(self) -> str:
         return f"parallel[{len(self.branches)}]"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
-        cursors: list[Cursor] = list(at) if at is not HERE else [HERE] * len(self.branches)
-        live = {i: self.branches[i].run(ctx.branch(), cursors[i])  # own loop variables, shared outputs
-                for i in range(len(self.branches)) if cursors[i] != DONE}
-        replies: dict[int, tuple[Any, BaseException | None]] = {}
-        waiting: dict[int, tuple[WaitInfo, ...]] = {}
-        failure: RoastError | None = None
-        while live:
-            pending: dict[int, Any] = {}
-            for i in sorted(live):
-                value, error = replies.pop(i, (None, None))
-                while True:
-                    try:
-                        request = live[i].throw(error) if error is not None else live[i].send(value)
-                    except StopIteration:
-                        cursors[i] = DONE
-                        del live[i]
-                        yield Checkpoint(tuple(cursors))  # a finished branch never runs again
-                        break
-                    except RoastError as err:
-                        failure = failure or err  # the group fails once the others stop
-                        cursors[i] = DONE
-                        del live[i]
-                        break
-                    value, error = None, None
-                    if isinstance(request, Suspend):
-                        cursors[i] = request.cursor
-                        waiting[i] = request.waits
-                        del live[i]
-                        break
-                    if isinstance(request, Checkpoint):
-                        cursors[i] = request.cursor
-                        yield Checkpoint(tuple(cursors))
-                    elif isinstance(request, Receive):
-                        try:
-                            value = yield request
-                        except RoastError as err:
-                            error = err
-                    else:
-                        pending[i] = request
-                        break
-            if pending:
-                answers = yield Gather(tuple(pending.values()))
-                for i, answer in zip(pending, answers):
-                    replies[i] = answer
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
+        cursors = tuple(at) if at is not HERE else (HERE,) * len(self.branches)
+        # each branch gets its own loop variables, and shares outputs (BranchContext)
+        generators = tuple(None if cursors[i] == DONE else self.branches[i].run(ctx.branch(), cursors[i])
+                           for i in range(len(self.branches)))
+        ended: tuple[Ended, ...] = yield Fork(generators, cursors)
+        failure = next((e.error for e in ended if e.how == "failed"), None)
         if failure is not None:
-            raise failure
-        if waiting:
+            raise failure  # the group fails once every branch has stopped
+        waits = tuple(w for e in ended if e.how == "waiting" for w in e.waits)
+        if waits:
             # step order: the waits of earlier branches come first (event routing, SPEC §6)
-            yield Suspend(tuple(cursors), tuple(w for i in sorted(waiting) for w in waiting[i]))
+            yield Suspend(tuple(e.cursor for e in ended), waits)
             raise RuntimeError("a suspended parallel group was resumed in place")
 
-    def children(self, at: Cursor) -> list[tuple[Any, Cursor, str]]:
-        return [(b, c, f"[{i}]") for i, (b, c) in enumerate(zip(self.branches, at)) if c != DONE]
+    def children(self, at: Cursor, trail: tuple[int, ...] = ()) -> list[tuple[Any, Cursor, str, tuple[int, ...]]]:
+        return [(b, c, f"[{i}]", trail) for i, (b, c) in enumerate(zip(self.branches, at)) if c != DONE]
 
 
-@dataclass(frozen=True, slots=True)
-class WaitForEvent:
+class WaitForEvent(Record):
     """`wait_for_event:` maps event names to step lists; the session pauses here (SPEC §6)."""
 
-    path: str
-    name: str | None
-    branches: tuple[tuple[str, Sequence], ...]
-    timeout_branch: Sequence | None
-    on_timeout: Sequence | None
-    timeout: float | None
-    depth: int = 0
+    __slots__ = ("path", "name", "branches", "timeout_branch", "on_timeout", "timeout", "depth")
+    _defaults = {"depth": 0}
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -716,7 +647,7 @@ class WaitForEvent:
     def ident(self) -> str:
         return f"{self.name or 'wait_for_event'}: {', '.join(self.events)}"
 
-    def run(self, ctx: Context, at: Cursor = HERE) -> Steps:
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
         wait = self.name or "wait_for_event"
         if at is HERE or at[0] == AT_WAIT:
@@ -727,7 +658,7 @@ class WaitForEvent:
                               (WaitInfo(path, wait, self.events, delivery.deadline),))
                 raise RuntimeError("a suspended wait was resumed in place")
             event = delivery.event
-            ctx.event, ctx.event_name = dict(event.data), event.name
+            ctx.set_event(event.name, event.data, event.delivery)
             ctx.record(wait, {"event": event.name, "data": dict(event.data),
                               "received_at": event.received_at}, print_response=False)
             yield Checkpoint((event.name, HERE))  # the consumed event is saved before its branch runs
@@ -745,11 +676,12 @@ class WaitForEvent:
             return self.timeout_branch or self.on_timeout
         return next((body for key, body in self.branches if key == event), None)
 
-    def child(self, at: Cursor) -> tuple[Any, Cursor, str] | None:
+    def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
+              ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
         if at[0] == AT_WAIT:
             return None
         body = self._branch(at[0])
-        return (body, at[1], f"on {at[0]}") if body is not None else None
+        return (body, at[1], f"on {at[0]}", trail) if body is not None else None
 
 
 COMPOSITES = (Sequence, If, Case, Each, Repeat, WaitForEvent)
@@ -758,39 +690,40 @@ COMPOSITES = (Sequence, If, Case, Each, Repeat, WaitForEvent)
 # --------------------------------------------------------------------------- cursor views
 
 
-def describe(node: Any, at: Cursor) -> str:
+def describe(node: Any, at: Cursor, collections: Mapping[str, Any] | None = None) -> str:
     """A readable cursor: `steps[2] review › each item=b.py (2/3) › wait_for_event`."""
     parts: list[str] = []
-    _describe(node, at, parts)
+    _describe(node, at, parts, (), collections)
     return " › ".join(parts) if parts else "start"
 
 
-def _describe(node: Any, at: Cursor, parts: list[str]) -> None:
+def _describe(node: Any, at: Cursor, parts: list[str], trail: tuple[int, ...],
+              collections: Mapping[str, Any] | None) -> None:
     if at is HERE:
         return
     if isinstance(node, Parallel):
         inner = []
-        for branch, child_at, label in node.children(at):
+        for branch, child_at, label, _ in node.children(at, trail):
             sub: list[str] = []
-            _describe(branch, child_at, sub)
+            _describe(branch, child_at, sub, trail, collections)
             inner.append(label + (" " + " › ".join(sub) if sub else ""))
         parts.append("parallel(" + "; ".join(inner) + ")")
         return
     if isinstance(node, WaitForEvent) and at[0] == AT_WAIT:
         parts.append(node.name or "wait_for_event")
         return
-    found = node.child(at) if isinstance(node, COMPOSITES) else None
+    found = node.child(at, trail, collections) if isinstance(node, COMPOSITES) else None
     if found is None:
         if isinstance(node, Sequence) and at[0] >= len(node.steps):
             parts.append("end")
         return
-    child, child_at, label = found
+    child, child_at, label, child_trail = found
     if isinstance(node, Sequence):
         name = getattr(child, "name", None)
         parts.append(f"{label}" + (f" {name}" if name and not isinstance(child, WaitForEvent) else ""))
     else:
         parts.append(label)
-    _describe(child, child_at, parts)
+    _describe(child, child_at, parts, child_trail, collections)
 
 
 def signature(node: Any, at: Cursor) -> list[str]:
@@ -814,7 +747,7 @@ def _signature(node: Any, at: Cursor, out: list[str]) -> None:
     if isinstance(node, Parallel):
         out.append(f"{node.path}: {node.ident}")
         if isinstance(at, tuple) and len(at) == len(node.branches):
-            for branch, child_at, _ in node.children(at):
+            for branch, child_at, _, _ in node.children(at):
                 _signature(branch, child_at, out)
         else:
             out.append(f"{node.path}: <branches changed>")
@@ -823,11 +756,21 @@ def _signature(node: Any, at: Cursor, out: list[str]) -> None:
         out.append(f"{node.path}: wait {node.ident}")
     else:
         out.append(f"{node.path}: {type(node).__name__}({node.ident})")
-    found = node.child(at) if isinstance(node, COMPOSITES) else None
+    found = _safe_child(node, at)
     if found is not None:
         _signature(found[0], found[1], out)
     elif not (isinstance(node, WaitForEvent) and at[0] == AT_WAIT) and isinstance(node, COMPOSITES):
         out.append(f"{node.path}: <cursor does not resolve>")
+
+
+def _safe_child(node: Any, at: Cursor) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
+    """`node.child(at)`, or None when the cursor's shape does not fit the node (an edited workflow)."""
+    if not isinstance(node, COMPOSITES):
+        return None
+    try:
+        return node.child(at)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def wait_at(node: Any, at: Cursor) -> list[WaitForEvent]:
@@ -835,15 +778,17 @@ def wait_at(node: Any, at: Cursor) -> list[WaitForEvent]:
     if at is HERE:
         return []
     if isinstance(node, Parallel):
-        return [w for b, c, _ in node.children(at) for w in wait_at(b, c)]
-    if isinstance(node, WaitForEvent) and at[0] == AT_WAIT:
+        if not isinstance(at, tuple) or len(at) != len(node.branches):
+            return []
+        return [w for b, c, _, _ in node.children(at) for w in wait_at(b, c)]
+    if isinstance(node, WaitForEvent) and isinstance(at, tuple) and at and at[0] == AT_WAIT:
         return [node]
-    found = node.child(at) if isinstance(node, COMPOSITES) else None
+    found = _safe_child(node, at)
     return wait_at(found[0], found[1]) if found else []
 
 
 def all_waits(node: Any) -> Iterable[WaitForEvent]:
-    """Every wait in the tree (for `roast validate` and documentation of events)."""
+    """Every wait in the tree (for `roast validate` and for the events a workflow declares)."""
     if isinstance(node, WaitForEvent):
         yield node
         for _, body in node.branches:
@@ -868,3 +813,45 @@ def all_waits(node: Any) -> Iterable[WaitForEvent]:
             yield from all_waits(node.otherwise)
     elif isinstance(node, (Each, Repeat)):
         yield from all_waits(node.body)
+
+
+def declared_events(node: Any) -> list[str]:
+    """Every event name some wait of the tree declares, each once, in step order."""
+    return list(dict.fromkeys(name for wait in all_waits(node) for name in wait.events))
+
+
+def _all_events(node: Any) -> set[str]:
+    return {name for wait in all_waits(node) for name in wait.events}
+
+
+def events_ahead(node: Any, at: Cursor) -> set[str]:
+    """The events some wait could still take after `at`, not counting the waits `at` rests on
+    (they are the session's `awaiting`): an event for one of them is kept, not refused (issue 14).
+    A loop around the position counts whole: its next pass may reach any wait in it again."""
+    if at is HERE:
+        return _all_events(node)
+    if isinstance(node, Parallel):
+        if not isinstance(at, tuple) or len(at) != len(node.branches):
+            return _all_events(node)
+        return {e for b, c, _, _ in node.children(at) for e in events_ahead(b, c)}
+    if isinstance(node, WaitForEvent):
+        if at[0] == AT_WAIT:
+            bodies = [body for _, body in node.branches] + [node.timeout_branch, node.on_timeout]
+            return {e for body in bodies if body is not None for e in _all_events(body)}
+        body = node._branch(at[0])
+        return events_ahead(body, at[1]) if body is not None else set()
+    if isinstance(node, Sequence):
+        index, child_at = at
+        out: set[str] = set()
+        if isinstance(index, int) and index < len(node.steps):
+            out |= events_ahead(node.steps[index], child_at)
+            for later in node.steps[index + 1:]:
+                out |= _all_events(later)
+        return out
+    found = _safe_child(node, at)
+    if found is None:
+        return set()
+    ahead = events_ahead(found[0], found[1])
+    if isinstance(node, (Each, Repeat)):
+        ahead |= _all_events(node.body)
+    return ahead

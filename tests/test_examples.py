@@ -14,7 +14,7 @@ import pytest
 import roast
 from roast.cli import main
 from roast.errors import EventLate
-from roast.store import Store
+from roast import api
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = ROOT / "examples"
@@ -73,7 +73,7 @@ def test_deploy_approved_deploys_notifies_with_the_approver_and_cleans_up(exampl
                                           "(approved by ana) - thanks, ana.")
     assert done.output["cleanup"] == "removed build/app-1.4.2.tar.gz"
     assert "rollback" not in done.output
-    paths = [step.path for step in Store().history(done.session_id)]
+    paths = [step.path for step in api.history(done.session_id)]
     assert "steps[2].approved[0]" in paths  # the inline "Approved by {{ event.approver }}" prompt
 
 
@@ -94,7 +94,7 @@ def test_deploy_approval_after_two_hours_runs_the_timeout_branch(examples):
     with pytest.raises(EventLate, match="timed out"):
         roast.resume("approved", data={"approver": "ana"}, workflow="examples/deploy",
                      now=lambda: start + 2 * 3600 + 1)
-    row = Store().get(first.session_id)
+    row = api.session(first.session_id)
     assert row.status == "completed"
     assert row.output["rollback"] == "release app-1.4.2 abandoned after the approval deadline"
     assert row.output["notify_team"] == "Team notified: release app-1.4.2 abandoned after the approval deadline."
@@ -195,7 +195,7 @@ def test_review_each_file_waits_once_per_file_and_summarises(examples, roast_hom
                                       "config.toml needs changes (bo): add tests",
                                       "parser.py approved by ana"]
     assert done.final_output.splitlines()[0] == "2 of 3 files approved: not ready to merge"
-    assert [e.name for e in Store().events(done.session_id)] == ["approved", "changes_requested", "approved"]
+    assert [e.name for e in api.deliveries(done.session_id)] == ["approved", "changes_requested", "approved"]
 
 
 # --------------------------------------------------------------------------- parallel_signoff
@@ -300,7 +300,7 @@ def test_iteration_analyses_every_file_and_stops_after_three_fixes(examples):
     assert result.output["update_fix_count"] == {"fixes_applied": 3}
     assert result.output["implement_fix"] == "would fix: inventory.py: line 4 is 99 characters long (style)"
     assert "Fixes applied: 3" in result.final_output
-    repeats = [s.path for s in Store().history(result.session_id) if s.name == "verify_fix"]
+    repeats = [s.path for s in api.history(result.session_id) if s.name == "verify_fix"]
     assert len(repeats) == 3
 
 
@@ -332,7 +332,7 @@ def test_interpolation_reports_on_a_ruby_file_with_the_matching_generator(exampl
 def test_interpolation_has_no_generator_for_other_extensions(examples):
     result = roast.run("examples/interpolation", target="examples/case_when/samples/main.go")
     assert result.status == "completed", result.error
-    steps = {s.path: s.output for s in Store().history(result.session_id)}
+    steps = {s.path: s.output for s in api.history(result.session_id)}
     assert steps["steps[2].else[0]"] == "no report generator for .go files"
     assert result.final_output == "Processing completed for file: main.go"
 
@@ -359,7 +359,7 @@ def test_shared_config_uses_the_anchors_from_shared_yml(examples):
     result = roast.run("examples/shared_config/example_with_shared_config")
     assert result.status == "completed", result.error
     assert result.output == {"sabotage": "Im tellin yall, its sabotage"}
-    history = Store().history(result.session_id)
+    history = api.history(result.session_id)
     assert [(s.path, s.output) for s in history] == [("steps[0]", "Oh my god. Its a mirage"),
                                                      ("steps[1]", "Im tellin yall, its sabotage")]
 

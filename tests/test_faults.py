@@ -66,7 +66,7 @@ def _finish(wf: Path, home: Path) -> None:
         if s.status == "waiting":
             roast.resume("approved", data={"who": "ana"}, session_id=s.id, home=home)
         elif s.status == "running" and s.orphaned:
-            roast.resume(session_id=s.id, home=home)
+            roast.resume(session_id=s.id, home=home, wait_for_steps=True)  # its step may still be ending
         else:
             raise AssertionError(f"unexpected state {s.status} (orphaned={s.orphaned})")
     raise AssertionError("the session did not complete")

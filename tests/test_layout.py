@@ -7,8 +7,10 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "expressions", "context", "workflow", "steps", "compiler", "runner", "effects", "store", "api",
-         "display", "cli"]
+ORDER = ["errors", "record", "expressions", "context", "seal", "workflow", "steps", "compiler", "runner", "providers",
+         "tools", "effects", "store", "store_sqlite", "store_postgres", "definition", "api", "display", "cli", "serve"]
+FACES = {"display", "cli", "serve"}
+STORES = {"store_sqlite", "store_postgres"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
 
@@ -40,6 +42,17 @@ def test_no_module_imports_a_module_below_it():
             if name in ORDER and ORDER.index(name) >= rank and name != path.stem:
                 backwards.append(f"roast/{path.name} imports roast.{name}")
     assert not backwards, "imports must flow down the layout:\n" + "\n".join(backwards)
+
+
+def test_faces_never_import_a_store_backend():
+    """SPEC §11: faces talk to `api` only; only `api` picks a store."""
+    leaks = []
+    for face in FACES:
+        path = ROAST / f"{face}.py"
+        if path.exists():
+            leaks += [f"roast/{face}.py imports roast.{name}" for name in _roast_imports(ast.parse(path.read_text()))
+                      if name in STORES]
+    assert not leaks, leaks
 
 
 def test_the_step_tree_does_no_io_of_its_own():

@@ -17,7 +17,7 @@ from conftest import ROOT, run_cli
 import roast
 from roast.cli import main
 from roast.errors import WorkflowInvalid
-from roast.store import Store
+from roast import api
 
 
 def execute(capsys, *args: str) -> tuple[int, str, str]:
@@ -144,7 +144,7 @@ def test_inline_prompts_and_commands_named_and_unnamed(wf, capsys):
     assert doc["status"] == "completed"
     assert doc["output"] == {"cmd": "named", "said": "named prompt saying named"}
     assert doc["final_output"] == "named prompt saying named"
-    history = Store().history(doc["session_id"])
+    history = api.history(doc["session_id"])
     assert [(h.path, h.output) for h in history] == [
         ("steps[0]", "plain"), ("steps[1]", "named"), ("steps[2]", "an inline prompt about named"),
         ("steps[3]", "named prompt saying named")]
@@ -192,7 +192,7 @@ def test_a_nested_list_inside_a_parallel_group_is_one_sequential_branch(wf, tmp_
     assert result.status == "completed", result.error
     assert log.read_text().split() == ["s1", "s2", "s3"]
     assert result.output == {"other": "other"}
-    paths = [h.path for h in Store().history(result.session_id)]
+    paths = [h.path for h in api.history(result.session_id)]
     assert sorted(paths) == ["steps[0][0][0]", "steps[0][0][1]", "steps[0][0][2]", "steps[0][1]"]
 
 
@@ -277,7 +277,7 @@ def test_case_runs_the_when_matching_a_command_value_or_else(wf, capsys):
     code, out, err = execute(capsys, path)
     assert code == 0, err
     assert out.strip() == "fallback"
-    paths = [h.path for h in Store().history(Store().list()[0][0].id)]
+    paths = [h.path for h in api.history(api.list_sessions().rows[0].id)]
     assert paths == ["steps[0].when.deploy[0]", "steps[1].else[0]"]
 
 
@@ -332,7 +332,7 @@ def test_a_named_each_over_command_lines_collects_the_last_output_of_every_itera
     result = roast.run(path)
     assert result.status == "completed", result.error
     assert result.output["shouted"] == ["X", "Y", "Z"]
-    paths = [h.path for h in Store().history(result.session_id)]
+    paths = [h.path for h in api.history(result.session_id)]
     assert paths == ["steps[0].steps[0]#1", "steps[0].steps[0]#2", "steps[0].steps[0]#3"]
 
 
@@ -365,7 +365,7 @@ def test_repeat_stops_when_until_holds_or_at_max_iterations(wf, tmp_path):
     result = roast.run(path)
     assert result.status == "completed", result.error
     assert log.read_text().split() == ["tick"] * 3
-    paths = [h.path for h in Store().history(result.session_id)]
+    paths = [h.path for h in api.history(result.session_id)]
     assert [p for p in paths if p.startswith("steps[1]")] == ["steps[1].steps[0]#1", "steps[1].steps[0]#2"]
     assert result.output["capped"] == "cap"
 
@@ -373,27 +373,48 @@ def test_repeat_stops_when_until_holds_or_at_max_iterations(wf, tmp_path):
 # --------------------------------------------------------------------------- input
 
 
-def test_an_input_step_is_refused_when_stdin_is_not_a_terminal(wf, monkeypatch, capsys):
+def test_an_input_step_reads_its_answer_from_a_pipe_when_stdin_is_not_a_terminal(wf, monkeypatch):
+    # issue 11: answers can come from a pipe
     monkeypatch.setattr(sys, "stdin", io.StringIO("ana\n"))
+    path = wf("""
+        steps:
+          - input: {prompt: "Your name?", type: text, name: who}
+          - $(echo "hello {{ output.who }}")
+    """)
+    result = roast.run(path)
+    assert result.status == "completed", result.error
+    assert result.output["who"] == "ana" and result.final_output == "hello ana"
+
+
+def test_an_input_step_without_an_answer_or_a_default_fails_with_a_hint(wf, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     path = wf("""
         steps:
           - input: {prompt: "Your name?", type: text, name: who}
           - $(echo never)
     """)
-    result = roast.run(path)
-    assert result.status == "failed"
-    assert "needs a terminal" in result.error and "stdin is not one" in result.error
     code, out, err = execute(capsys, path)
     assert code == 1 and out == ""
-    assert "needs a terminal" in err and "Traceback" not in err
+    assert "stdin ended" in err and "default:" in err and "Traceback" not in err
 
 
-def test_an_input_step_is_refused_in_a_real_process_without_a_terminal(wf):
-    path = wf("steps: [{input: {prompt: 'Deploy?', type: confirm}}]\n")
+def test_an_input_steps_default_answers_an_empty_reply(wf, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    path = wf("""
+        steps:
+          - input: {prompt: "Deploy?", type: confirm, default: true, name: ok}
+    """)
+    result = roast.run(path)
+    assert result.status == "completed" and result.output["ok"] is True
+
+
+def test_an_input_step_in_a_real_process_takes_its_answer_from_the_pipe(wf):
+    path = wf("steps: [{input: {prompt: 'Deploy?', type: confirm, name: ok}}]\n")
     proc = run_cli("execute", str(path), "--json", input="y\n")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["status"] == "failed" and "needs a terminal" in doc["error"]
+    assert doc["status"] == "completed" and doc["output"]["ok"] is True
+    assert "Deploy? [y/n]" in proc.stderr  # the question is asked on stderr, never mixed into stdout
 
 
 # --------------------------------------------------------------------------- per-step config
@@ -514,7 +535,7 @@ def test_a_command_past_its_timeout_fails_the_run(wf, capsys):
     result = roast.run(path)
     assert result.status == "failed"
     assert "timed out" in result.error and "sleep 5" in result.error
-    assert Store().history(result.session_id)[0].status == "failed"
+    assert api.history(result.session_id)[0].status == "failed"
 
 
 # --------------------------------------------------------------------------- dict workflows
@@ -556,7 +577,7 @@ def test_each_target_gets_its_own_session(wf, tmp_path, capsys, monkeypatch):
     code, out, _ = execute(capsys, path, "a.txt", "b.txt")
     assert code == 0
     assert out == "target=a.txt file=a.txt\n\ntarget=b.txt file=b.txt\n"
-    rows, _ = Store().list()
+    rows = api.list_sessions().rows
     assert sorted(r.target for r in rows) == ["a.txt", "b.txt"]
 
 
@@ -597,7 +618,7 @@ def test_json_output_has_the_documented_fields(wf, capsys):
     assert doc["status"] == "completed" and doc["output"] == {"greeting": "hi"}
     assert doc["workflow"] == str(path.resolve()) and doc["target"] == "t1"
     assert doc["awaiting"] == [] and doc["deadline"] is None and doc["error"] is None
-    assert Store().get(doc["session_id"]).status == "completed"
+    assert api.session(doc["session_id"]).status == "completed"
 
 
 def test_a_failed_run_exits_1_and_its_json_says_why(wf, capsys):
@@ -627,7 +648,7 @@ def test_a_closed_stdout_pipe_gives_no_traceback(wf):
     proc.stdout.close()  # like `| head -1`
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
-    assert Store().list()[0][0].status == "completed"  # saved before it was printed
+    assert api.list_sessions().rows[0].status == "completed"  # saved before it was printed
     assert "Traceback" not in err
 
 
@@ -680,7 +701,7 @@ def test_shared_yml_anchors_can_be_used_by_the_workflow(wf, tmp_path):
     result = roast.run(path)
     assert result.status == "completed", result.error
     assert result.final_output == "fast"
-    assert Store().history(result.session_id)[0].output == "from shared"
+    assert api.history(result.session_id)[0].output == "from shared"
 
 
 HOSTILE = ['x"; touch {m}; echo "', "'; touch {m}; echo '", "$(touch {m})", "`touch {m}`",
@@ -860,7 +881,7 @@ def test_validate_reports_every_problem_at_once_and_runs_nothing(wf, tmp_path, c
     assert "4 problems" in err  # the wait whose only key is a boolean also declares no event
     assert "notfy_team" in err and "check.exit_on_error" in err and "boolean" in err
     assert not (tmp_path / "ran").exists()
-    assert Store().list()[0] == []
+    assert api.list_sessions().rows == []
 
 
 def test_validate_accepts_a_good_workflow_without_running_it(wf, tmp_path, capsys):

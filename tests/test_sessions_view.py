@@ -25,7 +25,7 @@ import roast
 from roast import display
 from roast.cli import main
 from roast.errors import NotFound, Refused, RoastError, StoreUnavailable
-from roast.store import Store
+from roast import api
 
 DEPLOY = """
     name: deploy
@@ -116,6 +116,7 @@ class Fleet:
     flows: dict[str, Path]
     ids: dict[str, str]
     newest_first: list[str]  # labels
+    shown: list[str]  # how `roast sessions` lists them: open ones first, each group newest first (issue 11)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     ids["gate_a"] = roast.run(flows["deploy"], home=home).session_id
     ids["gate_b"] = roast.run(flows["deploy"], "src/app.py", home=home).session_id
     order = ["gate_b", "gate_a", "dropped", "boom", "hello", "shipped", "old_done", "old_waiting"]
-    return Fleet(home, flows, ids, order)
+    shown = ["gate_b", "gate_a", "old_waiting", "dropped", "boom", "hello", "shipped", "old_done"]
+    return Fleet(home, flows, ids, order, shown)
 
 
 @pytest.fixture
@@ -162,7 +164,8 @@ def ids_of(fleet: Fleet, *labels: str) -> list[str]:
 def test_the_sessions_table_shows_id_workflow_status_cursor_events_time_left_and_age(flows):
     waiting = roast.run(flows["deploy"], "src/app.py", now=lambda: T0)
     done = roast.run(flows["hello"], now=lambda: T0 + 60)
-    rows, total = Store().list()
+    page = api.list_sessions()
+    rows, total = page.rows, page.total
     assert [s.id for s in rows] == [done.session_id, waiting.session_id] and total == 2
 
     text = render(display.sessions_table(rows, total, now=T0 + 1800))
@@ -182,7 +185,8 @@ def test_the_sessions_table_shows_id_workflow_status_cursor_events_time_left_and
 
 def test_an_overdue_wait_says_by_how_much(flows):
     waiting = roast.run(flows["deploy"], now=lambda: T0)
-    rows, total = Store().list()
+    page = api.list_sessions()
+    rows, total = page.rows, page.total
     line = row(render(display.sessions_table(rows, total, now=T0 + 3 * 3600 + 5)), waiting.session_id)
     assert "overdue by 1h00m" in line
     assert "left" not in line
@@ -191,7 +195,8 @@ def test_an_overdue_wait_says_by_how_much(flows):
 
 def test_the_table_says_how_many_more_there_are_unless_all_are_shown(flows):
     made = [roast.run(flows["hello"], now=lambda: T0).session_id for _ in range(3)]
-    rows, total = Store().list()
+    page = api.list_sessions()
+    rows, total = page.rows, page.total
     assert total == 3 and sorted(s.id for s in rows) == sorted(made)
 
     text = render(display.sessions_table(rows[:1], total, now=T0))
@@ -207,10 +212,11 @@ def test_the_table_says_how_many_more_there_are_unless_all_are_shown(flows):
 def test_watch_frames_show_what_the_fetch_returns_each_time(flows):
     gate = roast.run(flows["deploy"], now=lambda: T0).session_id
     done = roast.run(flows["hello"], now=lambda: T0 + 30).session_id
-    store = Store()
-    replies = [store.list(limit=1)]
+    first_page = api.list_sessions(limit=1)
+    replies = [(first_page.rows, first_page.total)]
     roast.cancel(gate, reason="changed between frames")
-    replies.append(store.list(limit=None))
+    every = api.list_sessions(limit=None)
+    replies.append((every.rows, every.total))
 
     def fetch():
         return replies.pop(0)
@@ -229,10 +235,9 @@ def test_watch_frames_show_what_the_fetch_returns_each_time(flows):
 
 def test_watch_frames_reflect_the_store_changing_between_refreshes(flows):
     gate = roast.run(flows["deploy"], now=lambda: T0).session_id
-    store = Store()
-
     def fetch():
-        return store.list()
+        page = api.list_sessions()
+        return page.rows, page.total
 
     before = row(render(display.watch_frame(fetch, now=T0 + 60)), gate)
     assert "waiting" in before and "approved, rejected" in before and "1h59m left" in before
@@ -245,10 +250,10 @@ def test_watch_frames_reflect_the_store_changing_between_refreshes(flows):
 # --------------------------------------------------------------------------- roast sessions
 
 
-def test_sessions_lists_every_session_newest_first(in_fleet, roast_cmd):
+def test_sessions_lists_open_sessions_first_then_the_rest_newest_first(in_fleet, roast_cmd):
     r = roast_cmd("sessions")
     assert r.code == 0, r
-    assert listed(r.out) == ids_of(in_fleet, *in_fleet.newest_first)
+    assert listed(r.out) == ids_of(in_fleet, *in_fleet.shown)
     assert "more (--all" not in r.out
     gate = row(r.out, in_fleet.ids["gate_b"])
     assert gate.split()[1:3] == ["deploy", "waiting"]
@@ -278,7 +283,7 @@ def test_sessions_refuses_an_unknown_status(in_fleet, roast_cmd, capsys):
 
 
 def test_sessions_filters_by_workflow_path_directory_or_name(in_fleet, roast_cmd):
-    deploy = ids_of(in_fleet, "gate_b", "gate_a", "dropped", "shipped", "old_waiting")
+    deploy = ids_of(in_fleet, "gate_b", "gate_a", "old_waiting", "dropped", "shipped")
     assert listed(roast_cmd("sessions", "--workflow", in_fleet.flows["deploy"]).out) == deploy
     assert listed(roast_cmd("sessions", "--workflow", in_fleet.flows["deploy"].parent).out) == deploy
     assert listed(roast_cmd("sessions", "--workflow", "deploy").out) == deploy
@@ -296,18 +301,18 @@ def test_sessions_limit_shows_the_newest_and_a_footer_with_the_rest(in_fleet, ro
     assert listed(r.out) == ids_of(in_fleet, "gate_b", "gate_a")
     assert "… and 6 more (--all, or --limit N)" in r.out
     r = roast_cmd("sessions", "--limit", "2", "--all")
-    assert listed(r.out) == ids_of(in_fleet, *in_fleet.newest_first) and "more (--all" not in r.out
+    assert listed(r.out) == ids_of(in_fleet, *in_fleet.shown) and "more (--all" not in r.out
     assert len(roast_cmd("sessions", "--limit", "3", "--json").json) == 3
 
 
 def test_sessions_older_than_and_since_select_by_age(in_fleet, roast_cmd):
     r = roast_cmd("sessions", "--older-than", "7d")
     assert r.code == 0, r
-    assert listed(r.out) == ids_of(in_fleet, "old_done", "old_waiting")
+    assert listed(r.out) == ids_of(in_fleet, "old_waiting", "old_done")
     r = roast_cmd("sessions", "--since", "2h")
     assert listed(r.out) == ids_of(in_fleet, *in_fleet.newest_first[:6])
     r = roast_cmd("sessions", "--since", "2020-01-01")
-    assert listed(r.out) == ids_of(in_fleet, *in_fleet.newest_first)
+    assert listed(r.out) == ids_of(in_fleet, *in_fleet.shown)
     r = roast_cmd("sessions", "--older-than", "7d", "--status", "waiting")
     assert listed(r.out) == ids_of(in_fleet, "old_waiting")
     r = roast_cmd("sessions", "--older-than", "30d")
@@ -332,7 +337,7 @@ def test_sessions_json_is_a_list_with_full_ids_and_every_field(in_fleet, roast_c
     assert r.code == 0, r
     docs = r.json
     assert isinstance(docs, list)
-    assert [d["session_id"] for d in docs] == ids_of(in_fleet, *in_fleet.newest_first)
+    assert [d["session_id"] for d in docs] == ids_of(in_fleet, *in_fleet.shown)
     for d in docs:
         assert {"session_id", "status", "workflow", "awaiting", "deadline", "output", "created_at",
                 "updated_at", "cursor"} <= set(d), d
@@ -459,8 +464,9 @@ def test_prune_deletes_only_old_finished_sessions_and_says_how_many(flows, roast
     old = {"done": roast.run(flows["hello"]).session_id, "failed": roast.run(flows["boom"]).session_id,
            "cancelled": roast.run(flows["deploy"]).session_id, "waiting": roast.run(flows["deploy"]).session_id}
     roast.cancel(old["cancelled"])
-    old["orphan"] = Store().create(workflow_path=str(flows["deploy"]), workflow_name="deploy", fingerprint="",
-                                   target=None)
+    crash = write_workflow(flows["hello"].parent.parent, "steps: ['$(kill -9 $PPID)']", name="crash")
+    assert run_cli("execute", str(crash)).returncode == -9
+    old["orphan"] = next(s.id for s in roast.sessions(limit=None) if s.orphaned)
     for sid in old.values():
         backdate(roast_home, sid, 10 * DAY)
     recent = roast.run(flows["hello"]).session_id
@@ -582,12 +588,12 @@ def test_session_shows_an_interrupted_step_and_its_second_attempt(roast_cmd, tmp
     assert roast.resume(session_id=s.id).status == "completed"
 
     text = roast_cmd("session", s.id).out
-    assert re.search(r"running\s+steps\[1\] flaky  interrupted", text), text
+    assert re.search(r"interrupted\s+steps\[1\] flaky  interrupted", text), text
     assert re.search(r"ok\s+steps\[1\] flaky attempt 2  \d+\.\d\ds  second time lucky", text), text
     doc = roast_cmd("session", s.id, "--json").json
+    # issue 10: the interruption (Ctrl-C here) is recorded on the step it stopped
     assert [(x["path"], x["attempt"], x["status"]) for x in doc["steps"]] == [
-        ("steps[0]", 1, "ok"), ("steps[1]", 1, "running"), ("steps[1]", 2, "ok")]
-    assert doc["steps"][1]["finished_at"] is None
+        ("steps[0]", 1, "ok"), ("steps[1]", 1, "interrupted"), ("steps[1]", 2, "ok")]
 
 
 def test_session_shows_why_a_session_failed(in_fleet, roast_cmd):

@@ -14,9 +14,10 @@ from roast import steps
 from roast.compiler import DictSource, compile_workflow
 from roast.context import Context, WorkflowInfo
 from roast.errors import StepFailed, TimedOut
-from roast.runner import Completed, Runner, Waiting
+from roast.runner import Completed, NullJournal, Runner, Waiting
 from roast.steps import (
     AT_WAIT,
+    COLLECTED,
     DONE,
     Ask,
     AskModel,
@@ -25,7 +26,7 @@ from roast.steps import (
     Delivery,
     Done,
     Event,
-    Gather,
+
     Receive,
     Shell,
     Suspend,
@@ -299,20 +300,33 @@ def test_each_sets_the_loop_variable_and_numbers_the_paths_by_iteration():
     d = Drive(root, ctx)
     first = d.first
     assert first.env == {"ROAST_ARG_1": "a.txt"} and first.path == "steps[0].steps[0]#1"
-    assert d.reply(Done(0, "A")) == Checkpoint((0, (0, ["a.txt", "b.txt"], (1, None))))
+    # the collection is kept in the context once (issue 12), the cursor only refers to it
+    assert d.reply(Done(0, "A")) == Checkpoint((0, (0, COLLECTED, (1, None))))
+    assert ctx.collections == {"steps[0]": ["a.txt", "b.txt"]}
     second = d.reply(None)
     assert second.env == {"ROAST_ARG_1": "b.txt"} and second.path == "steps[0].steps[0]#2"
     d.reply(Done(0, "B"))
     assert d.reply(None) == Checkpoint((1, None))
     assert ctx.output["files"] == ["A", "B"] and "f" not in ctx.loop
+    assert ctx.collections == {}  # dropped when the loop ends
 
 
 def test_each_over_a_command_iterates_its_output_lines_and_checkpoints_them():
     root = tree({"steps": [{"each": "$(ls)", "as": "f", "steps": ["$(echo {{ f }})"]}]})
     d = Drive(root, new_ctx())
     assert d.first.command == "ls" and d.first.step is False
-    assert d.reply(Done(0, "x\n\ny\n")) == Checkpoint((0, (0, ["x", "y"], None)))
+    assert d.reply(Done(0, "x\n\ny\n")) == Checkpoint((0, (0, COLLECTED, None)))
     assert d.reply(None).env == {"ROAST_ARG_1": "x"}
+
+
+@pytest.mark.parametrize("form", ["each", "case"])
+def test_a_failing_collection_or_case_command_fails_the_step(form):
+    # issue 11: `each: $(ls /missing/*.py)` iterated zero times and `case: $(cat /missing)` took `else`
+    spec = ({"each": "$(ls /missing/*.py)", "as": "f", "steps": ["$(echo {{ f }})"]} if form == "each"
+            else {"case": "$(cat /missing)", "when": {"a": ["$(echo a)"]}, "else": ["$(echo other)"]})
+    d = Drive(tree({"steps": [spec]}), new_ctx())
+    with pytest.raises(StepFailed, match="exited with status 2"):
+        d.reply(Done(2, "", "ls: cannot access '/missing/*.py'"))
 
 
 def test_repeat_runs_the_body_before_checking_until():
@@ -339,40 +353,45 @@ def test_repeat_stops_at_max_iterations():
     assert commands == ["steps[0].steps[0]#1", "steps[0].steps[0]#2"]
 
 
-def test_a_parallel_group_gathers_the_first_request_of_every_branch():
+def test_a_parallel_group_hands_its_branches_to_the_runner_in_one_fork():
     root = tree({"steps": [["$(echo a)", ["$(echo b1)", "$(echo b2)"]], "$(echo after)"]})
-    ctx = new_ctx()
-    d = Drive(root, ctx)
-    gather = d.first
-    assert isinstance(gather, Gather)
-    assert [r.command for r in gather.requests] == ["echo a", "echo b1"]
-    assert [r.path for r in gather.requests] == ["steps[0][0]", "steps[0][1][0]"]
-    # the nested list is one branch: b2 comes only after b1 answered
-    # a finished branch is checkpointed as DONE at once, so it never runs again after a crash;
-    # the list branch checkpoints after each of its steps
-    assert d.reply(((Done(0, "A"), None), (Done(0, "B1"), None))) == Checkpoint((0, (DONE, None)))
-    assert d.reply(None) == Checkpoint((0, (DONE, (1, None))))
-    gather = d.reply(None)
-    assert [r.command for r in gather.requests] == ["echo b2"]
-    assert d.reply(((Done(0, "B2"), None),)) == Checkpoint((0, (DONE, (2, None))))
-    assert d.reply(None) == Checkpoint((0, (DONE, DONE)))
-    assert d.reply(None) == Checkpoint((1, None))
-    assert d.reply(None).command == "echo after"
+    d = Drive(root, new_ctx())
+    fork = d.first
+    assert isinstance(fork, steps.Fork)  # the node never drives its branches itself (STYLE)
+    assert len(fork.branches) == 2 and fork.cursors == (None, None)
+    assert fork.wrap((DONE, None)) == (0, (DONE, None))  # the Sequence above added its level
+
+
+def test_the_runner_performs_the_branches_side_by_side_and_checkpoints_each_as_it_goes():
+    class Journal(NullJournal):
+        def __init__(self):
+            self.cursors, self.threads = [], set()
+
+        def checkpoint(self, cursor):
+            self.cursors.append(cursor)
+            self.threads.add(threading.get_ident())
+
+    root = tree({"steps": [["$(echo a)", ["$(echo b1)", "$(echo b2)"]], "$(echo after)"]})
+    journal, perform = Journal(), Perform()
+    assert Runner(perform, journal=journal).drive(root.run(new_ctx())) == Completed()
+    commands = [r.command for r in perform.requests]
+    # the first request of every branch starts before b2 (which waits for b1), and `after` comes last
+    assert set(commands[:2]) == {"echo a", "echo b1"} and commands.index("echo b2") > commands.index("echo b1")
+    assert commands[-1] == "echo after"
+    # a finished branch is checkpointed as DONE at once, so it never runs again after a crash; the
+    # list branch checkpoints after each of its steps; all on the loop thread
+    assert (0, (DONE, (1, None))) in journal.cursors or (0, (None, (1, None))) in journal.cursors
+    assert (0, (DONE, DONE)) in journal.cursors
+    assert journal.cursors[-2:] == [(1, None), (2, None)]
+    assert journal.threads == {threading.get_ident()}
 
 
 def test_a_failing_branch_fails_the_group_after_the_others_finish():
     root = tree({"steps": [["$(false)", ["$(echo b1)", "$(echo b2)"]]]})
-    d = Drive(root, new_ctx())
-    request = d.reply(((Done(1, ""), None), (Done(0, "B1"), None)))
-    seen = []
-    with pytest.raises(StepFailed, match="status 1"):
-        while True:
-            if isinstance(request, Gather):
-                seen += [r.command for r in request.requests]
-                request = d.reply(tuple((Done(0, ""), None) for _ in request.requests))
-            else:
-                request = d.reply(None)
-    assert seen == ["echo b2"]
+    perform = Perform(fail={"false"})
+    with pytest.raises(StepFailed, match="failed: false"):
+        Runner(perform, journal=NullJournal()).drive(root.run(new_ctx()))
+    assert [r.command for r in perform.requests if r.command != "false"] == ["echo b1", "echo b2"]
 
 
 # --------------------------------------------------------------------------- waits and fast-forward
@@ -451,10 +470,11 @@ def test_resuming_inside_each_does_not_evaluate_the_collection_again():
     d.reply(Done(0, "a\nb\n"))
     assert d.reply(None).path == "steps[0].steps[0]#1"
     suspend = d.reply(Delivery(None, None))
-    assert suspend.cursor == (0, (0, ["a", "b"], (0, (AT_WAIT, None))))
+    assert suspend.cursor == (0, (0, COLLECTED, (0, (AT_WAIT, None))))
     # second iteration, resumed from a saved cursor: no `ls`, the wait comes first
     ctx = new_ctx()
-    d = Drive(root, ctx, at=(0, (1, ["a", "b"], (0, (AT_WAIT, None)))))
+    ctx.collections["steps[0]"] = ["a", "b"]
+    d = Drive(root, ctx, at=(0, (1, COLLECTED, (0, (AT_WAIT, None)))))
     assert isinstance(d.first, Receive) and d.first.resumed and d.first.path == "steps[0].steps[0]#2"
     d.reply(Delivery(None, Event("ok", {}, "t")))
     assert d.reply(None).env == {"ROAST_ARG_1": "b"}
@@ -616,7 +636,7 @@ def test_an_unexpected_exception_in_perform_becomes_a_step_failed_naming_the_ste
 
 
 def test_the_runner_tells_a_shell_step_its_path_and_attempt_and_journals_checkpoints():
-    class Journal:
+    class Journal(NullJournal):
         def __init__(self):
             self.rows, self.cursors = [], []
 

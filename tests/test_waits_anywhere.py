@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import roast
-from roast.store import Store
+from roast import api
 
 
 @pytest.fixture(autouse=True)
@@ -214,7 +214,7 @@ def test_each_item_and_output_are_right_after_every_resume_and_the_step_history_
     log = _log(tmp_path)
     assert log[:3] == ["before", "got a 1", "got b 2"]
     assert "item-a" in log[3] and "item-b" in log[3]
-    paths = [step.path for step in Store().history(result.session_id)]
+    paths = [step.path for step in api.history(result.session_id)]
     assert len(paths) == len(set(paths)), paths  # every step ran exactly once
 
 
@@ -387,7 +387,7 @@ def test_a_failing_branch_fails_the_group_after_the_other_branch_stops_at_its_wa
     assert "status 7" in result.error
     assert result.awaiting == []
     assert sorted(_log(tmp_path)) == ["a1", "b1", "b2"]
-    assert Store().get(result.session_id).status == "failed"
+    assert api.session(result.session_id).status == "failed"
 
 
 def test_a_branch_failing_after_a_resume_fails_the_group_and_the_session(wf, tmp_path):

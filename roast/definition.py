@@ -1,0 +1,248 @@
+"""The definition a session runs against: loading it, saving it once per fingerprint, finding it
+again on resume without parsing, and deciding whether an edit since the pause is safe (SPEC §6).
+
+A file workflow's compiled tree is saved with the digests of every file it came from (and of
+every file looked for and absent); a resume of an unchanged workflow loads the tree and never
+imports yaml (STYLE: an unchanged workflow need not be parsed again). The tree is stored once
+per definition fingerprint, not per session (issue 12). Reads workflow files; runs nothing.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from roast import compiler, steps
+from roast.errors import DefinitionChanged
+from roast.expressions import digest
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from roast.store import Session
+
+
+class Definition:
+    """A compiled workflow and where it came from."""
+
+    __slots__ = ("root", "path", "name", "fingerprint", "provider", "data", "sources", "tree", "directory",
+                 "key", "key_template")
+
+    def __init__(self, root: steps.Sequence, path: str, name: str, fingerprint: str, provider: str | None, *,
+                 data: Mapping[str, Any] | None = None, sources: dict[str, str | None] | None = None,
+                 tree: bytes | None = None, key_template: str | None = None) -> None:
+        self.root, self.path, self.name, self.fingerprint, self.provider = root, path, name, fingerprint, provider
+        self.data = data        # a dict workflow, saved with the session (its steps may be callables)
+        self.sources = sources  # a file workflow's files (see Workflow.sources)
+        self.tree = tree        # `root`, pickled for the next resume (see portable_tree)
+        self.directory = os.path.dirname(path) if not path.startswith("<") else None
+        self.key_template = key_template  # `key:`: the correlation key's template (issue 15)
+
+    @property
+    def declares(self) -> list[str]:
+        return steps.declared_events(self.root)
+
+
+def load(workflow: Any, cwd: str | None = None) -> Definition:
+    """Load and compile a workflow: a path (file, directory, roast/NAME) or a dict."""
+    if isinstance(workflow, Mapping):
+        source = compiler.DictSource(workflow)
+        root = compiler.compile_workflow(source)
+        fingerprint = "dict:" + _dict_fingerprint(workflow)
+        return Definition(root, f"<dict:{source.name}>", source.name, fingerprint, _provider(workflow),
+                          data=workflow, key_template=_key(workflow))
+    from roast import workflow as workflow_mod
+
+    wf = workflow_mod.load(workflow, None if cwd is None else __import__("pathlib").Path(cwd))
+    root = compiler.compile_workflow(wf)
+    return Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider(wf.data), sources=wf.sources(),
+                      key_template=_key(wf.data))
+
+
+def _provider(data: Mapping[str, Any]) -> str | None:
+    provider = data.get("api_provider")
+    return str(provider) if isinstance(provider, str) else None
+
+
+def _key(data: Mapping[str, Any]) -> str | None:
+    key = data.get("key")
+    return str(key) if isinstance(key, str) else None
+
+
+def _dict_fingerprint(data: Mapping[str, Any]) -> str:
+    """A dict workflow's fingerprint: a digest of its pickled form (callables by value)."""
+    import hashlib
+
+    from roast import seal
+
+    try:
+        payload, _ = seal.dumps(dict(data), "the workflow definition")
+    except Exception:  # noqa: BLE001 - unpicklable: the session saves it later and reports then
+        return "unpicklable"
+    return hashlib.sha256(payload).hexdigest()
+
+
+def portable_tree(defn: Definition) -> bytes | None:
+    """The compiled tree of a file workflow, pickled with the loader's line-tracking strings,
+    dicts and lists turned into plain ones, so that loading it needs neither the YAML loader nor a
+    parse. None if it cannot be made so."""
+    if defn.tree is None and defn.sources is not None:
+        import io
+        import pickle
+
+        from roast.workflow import Map, Seq, Str
+
+        class _Plain(pickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                kind = type(obj)
+                if kind is Str:
+                    return str, (str(obj),)
+                if kind is Map:
+                    return dict, (dict(obj),)
+                if kind is Seq:
+                    return list, (list(obj),)
+                return NotImplemented
+
+        buffer = io.BytesIO()
+        try:
+            _Plain(buffer, protocol=5).dump(defn.root)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+            return None  # something in the tree will not pickle: the next resume parses again
+        blob = buffer.getvalue()
+        defn.tree = blob if b"roast.workflow" not in blob else None
+    return defn.tree
+
+
+def record(defn: Definition) -> dict[str, Any]:
+    """What the store keeps once per fingerprint: enough to run the definition again."""
+    if defn.data is not None:
+        return {"v": 2, "data": dict(defn.data)}
+    return {"v": 2, "tree": portable_tree(defn), "sources": defn.sources, "provider": defn.provider,
+            "path": defn.path, "name": defn.name, "key": defn.key_template}
+
+
+def unchanged(sources: Mapping[str, str | None], moved_from: str | None = None, moved_to: str | None = None) -> bool:
+    """True if every file reads as it did when the tree was compiled, and none has appeared."""
+    for path, expected in sources.items():
+        if moved_from and moved_to and path.startswith(moved_from + os.sep):
+            path = moved_to + path[len(moved_from):]
+        try:
+            if expected is None:
+                if os.path.isfile(path):
+                    return False
+                continue
+            with open(path, "rb") as handle:
+                text = handle.read(1_048_577).decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            return False
+        if digest(text) != expected:
+            return False
+    return True
+
+
+def from_record(saved: Mapping[str, Any], session: Session) -> Definition | None:
+    """The definition saved with a session, if it is still what the files say (else None: parse)."""
+    if saved.get("data") is not None:
+        return load(saved["data"])
+    tree, sources = saved.get("tree"), saved.get("sources")
+    if tree and sources and unchanged(sources):
+        import pickle  # the tree was sealed and verified with the rest of the record
+
+        return Definition(pickle.loads(tree), session.workflow_path, session.workflow_name, session.fingerprint,
+                          saved.get("provider"), sources=sources, tree=tree, key_template=saved.get("key"))
+    return None
+
+
+def old_tree(saved: Mapping[str, Any] | None) -> steps.Sequence | None:
+    """The tree a session paused with, even if the files changed since (for the edit check)."""
+    if not saved:
+        return None
+    if saved.get("data") is not None:
+        return load(saved["data"]).root
+    if saved.get("tree"):
+        import pickle
+
+        return pickle.loads(saved["tree"])  # type: ignore[no-any-return]
+    return None
+
+
+def signature_digest(root: steps.Sequence, cursor: steps.Cursor) -> str:
+    """A digest of what must not change for `cursor` to mean the same place (see steps.signature)."""
+    return digest("\n".join(steps.signature(root, cursor)))
+
+
+def check(session: Session, defn: Definition, state: Mapping[str, Any], old: steps.Sequence | None,
+          event: str | None, force: bool, *, changed_files: list[str] | None = None) -> list[str]:
+    """SPEC §6: unchanged → resume; changed after the cursor → warn; the path to it changed → refuse.
+
+    `old` is the tree the session was saved with (None when only roast 0.1's inline signature
+    is known). Returns the warnings to show."""
+    if not session.fingerprint or defn.fingerprint == session.fingerprint:
+        return []
+    cursor = state["cursor"]
+    what = _what_changed(changed_files, session.workflow_path)
+    new_sig = steps.signature(defn.root, cursor)
+    if old is not None:
+        old_sig = steps.signature(old, cursor)
+    elif state.get("signature") is not None and isinstance(state["signature"], list):
+        old_sig = list(state["signature"])  # roast 0.1 kept the whole signature in the state
+    else:
+        if force:
+            return [f"{what} changed since session {session.id} was saved; continuing with the new definition "
+                    "(--force)"]
+        raise DefinitionChanged(
+            f"session {session.id} cannot continue: {what} changed since it was saved, and the saved state "
+            "does not say what its position meant; nothing was changed",
+            hint="restore the workflow, or pass --force to continue with the new one")
+    waits = steps.wait_at(defn.root, cursor)
+    at_wait = bool(steps.wait_at(old, cursor)) if old is not None else bool(waits)
+    declared = not event or any(event in w.events for w in waits)
+    where = "its wait" if at_wait else "its last checkpoint"
+    if old_sig == new_sig and declared and (waits or not at_wait):
+        return [f"{what} changed since session {session.id} was saved; the change is after {where}, so the "
+                "new definition is used"]
+    moved = [f"was: {a}\n      now: {b}" for a, b in zip(old_sig, new_sig) if a != b]
+    if len(old_sig) != len(new_sig):
+        moved.append(f"the path to {where} had {len(old_sig)} levels, now {len(new_sig)}")
+    if at_wait and not waits:
+        moved.append("the saved position no longer rests on a wait")
+    elif not declared:
+        moved.append(f"the wait no longer declares {event!r}")
+    can_force = (not at_wait or bool(waits)) and declared
+    if force and can_force:
+        return [f"{what} changed before {where}; continuing anyway (--force)"]
+    raise DefinitionChanged(
+        f"session {session.id} cannot continue: {what} changed on the path to {where}; nothing was changed\n    "
+        + "\n    ".join(moved),
+        hint=("restore the workflow as it was, or pass --force to continue with the new definition" if can_force
+              else "restore the workflow as it was (--force cannot help: "
+                   + ("the wait no longer declares the event)" if not declared else
+                      "the saved position no longer rests on a wait)")))
+
+
+def changed_files(saved: Mapping[str, Any] | None) -> list[str]:
+    """Which of the saved definition's files differ now (for a notice that names them)."""
+    if not saved or not saved.get("sources"):
+        return []
+    out = []
+    for path, expected in saved["sources"].items():
+        try:
+            if expected is None:
+                if os.path.isfile(path):
+                    out.append(path)
+                continue
+            with open(path, "rb") as handle:
+                if digest(handle.read(1_048_577).decode("utf-8-sig")) != expected:
+                    out.append(path)
+        except (OSError, UnicodeDecodeError):
+            out.append(path)
+    return out
+
+
+def _what_changed(files: list[str] | None, workflow_path: str) -> str:
+    if not files:
+        return workflow_path
+    shown = [os.path.basename(f) if os.path.dirname(f) == os.path.dirname(workflow_path) else f for f in files]
+    if len(shown) == 1:
+        return shown[0]
+    return ", ".join(shown[:-1]) + " and " + shown[-1]
