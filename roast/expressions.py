@@ -32,33 +32,60 @@ __all__ = [
 class DotDict(dict):  # type: ignore[type-arg]
     """A dict whose keys are also attributes: `output.build` is `output["build"]`.
 
-    Nested dicts (and dicts inside lists) come back wrapped on access, so
-    `event.pr.author` works on plain JSON data. Dict methods win over keys of the same
-    name (`d.items` is the method); use `d["items"]` for such keys.
+    Data keys always win over dict methods (issue 11 item 8): `event.items` is the event's `items`
+    key when it has one, and the method otherwise (`output.keys()`). Nested dicts, and dicts inside
+    lists and tuples or given by `values()` and `items()`, come back wrapped on access, so
+    `event.pr.author` works on plain JSON data.
 
     >>> DotDict({"pr": {"number": 7}}).pr.number
     7
+    >>> DotDict({"items": [1]}).items
+    [1]
     """
 
     __slots__ = ()
 
-    def __getattr__(self, name: str) -> object:
-        try:
-            return wrap(dict.__getitem__(self, name))
-        except KeyError:
-            pass
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)  # protocol probes (pickle, copy): stay quiet and fast
+    def __getattribute__(self, name: str) -> object:
+        # Keys first, except dunders: protocol probes (pickle, copy, isinstance) go straight to
+        # the class and never see data.
+        if name[:2] != "__" or name[-2:] != "__":
+            value = _dict_get(self, name, _MISSING)
+            if value is not _MISSING:
+                return wrap(value) if isinstance(value, _CONTAINERS) else value
+        return _object_getattribute(self, name)
+
+    def __getattr__(self, name: str) -> object:  # no such key and no such attribute
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)  # stay quiet and fast for protocol probes
         raise AttributeError(f"no key {name!r} (known: {_key_list(self)})") from None
 
     def __getitem__(self, key: object) -> object:
         return wrap(dict.__getitem__(self, key))
 
+    def __reduce__(self) -> tuple[type[DotDict], tuple[dict[object, object]]]:
+        # The default reduction calls self.items(), which a data key named `items` would shadow.
+        return DotDict, (dict(self),)
+
     def get(self, key: object, default: object = None) -> object:  # type: ignore[override]
         return wrap(dict.get(self, key, default))
 
+    def values(self) -> list[object]:  # type: ignore[override]
+        return [wrap(v) for v in dict.values(self)]
+
+    def items(self) -> list[tuple[object, object]]:  # type: ignore[override]
+        return [(k, wrap(v)) for k, v in dict.items(self)]
+
+    def copy(self) -> DotDict:
+        return DotDict(self)
+
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | {k for k in self if isinstance(k, str)})
+        return sorted(set(dir(DotDict)) | {k for k in dict.keys(self) if isinstance(k, str)})
+
+
+_MISSING = object()
+_CONTAINERS = (dict, list, tuple)
+_dict_get = dict.get
+_object_getattribute = object.__getattribute__
 
 
 def _key_list(mapping: Mapping[object, object], most: int = 20) -> str:
@@ -76,8 +103,19 @@ def wrap(value: object) -> object:
         return value
     if isinstance(value, dict):
         return DotDict(value)
-    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+    if isinstance(value, list) and any(isinstance(v, (dict, list, tuple)) for v in value):
         return [wrap(v) for v in value]
+    if type(value) is tuple and any(isinstance(v, (dict, list, tuple)) for v in value):
+        return tuple(wrap(v) for v in value)
+    return value
+
+
+def _plain(value: object) -> object:
+    """`value` with every `DotDict` made a plain dict, for json (whose encoder calls `.items()`)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in dict.items(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -163,7 +201,7 @@ def to_text(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(_plain(value), ensure_ascii=False, default=str)
     return str(value)
 
 
