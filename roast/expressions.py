@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate, count
+from itertools import accumulate, count, pairwise
 from types import CodeType
 from typing import NoReturn
 
@@ -23,7 +23,7 @@ from roast.errors import BadEventData, StepFailed, UsageError
 __all__ = [
     "MAX_DURATION", "MAX_ENV_STRING", "MAX_EVENT_BYTES", "MAX_EVENT_DEPTH", "TEMPLATE", "DotDict",
     "evaluate", "has_template", "parse_duration", "parse_event_data", "render", "render_shell",
-    "render_value", "shell_template_problems", "to_text", "truthy", "wrap",
+    "render_value", "shell_template_problems", "shell_template_warnings", "to_text", "truthy", "wrap",
 ]
 
 # --------------------------------------------------------------------------- DotDict
@@ -228,7 +228,12 @@ _COMMANDS = frozenset({"top", "cmdsub", "paren"})  # frames holding commands (an
 # POSIX 2.4: after these reserved words the next word is again the first word of a command.
 _OPENERS = frozenset({"if", "then", "else", "elif", "while", "until", "do", "!", "{"})
 _CLOSERS = frozenset({"fi", "done", "}"})
+_ARITH_OPS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
+_DECLARE = frozenset({"declare", "typeset", "local", "export", "readonly"})
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FD = re.compile(r"[0-9]+")
+_SUBSCRIPT = re.compile(r"[#!]?[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\Z")
+_SUBSTRING = re.compile(r"[#!]?(?:[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?|[0-9]+|[@*]):(?![-=?+])")
 
 # What roast cannot follow: where bash and dash read a command differently, or a syntax error.
 # A value placed after one of these is refused (the shell could read its quotes either way).
@@ -268,6 +273,26 @@ _REFUSALS = {
     "escaped": "a backslash escapes {where}; remove the backslash",
     "ansi": "{where} is inside $'...', which bash and dash quote differently; use '...' quotes",
 }
+_DANGER = "bash evaluates it as arithmetic, and a value like `a[$(id)]` runs a command"
+_NUMBER = "make it a number first: {{{{ int({expr}) }}}}"
+_NUMBER_FIRST = "or " + _NUMBER
+_WARNINGS = {
+    "dparen": "{where} is inside (( )): " + _DANGER + "; compare with `[ \"{bare}\" -gt N ]` "
+              "(test(1) does not evaluate), " + _NUMBER_FIRST,
+    "let": "{where} is an argument of `let`: " + _DANGER + "; " + _NUMBER,
+    "bracket": "{where} is inside $[ ]: " + _DANGER + "; " + _NUMBER,
+    "subscript": "{where} is an array subscript inside ${{name[ ]}}: " + _DANGER
+                 + "; pick the element in the {{{{ }}}} expression, " + _NUMBER_FIRST,
+    "substring": "{where} is an offset or length inside ${{name:…}}: " + _DANGER
+                 + "; slice in the {{{{ }}}} expression, " + _NUMBER_FIRST,
+    "assign-subscript": "{where} is an array subscript of an assignment: " + _DANGER + "; " + _NUMBER,
+    "integer": "{where} is assigned to a variable declared with -i: " + _DANGER
+               + "; drop -i, " + _NUMBER_FIRST,
+    "name": "{where} is a variable name for {detail}: bash evaluates an array subscript in it, and a "
+            "value like `a[$(id)]` runs a command; check the name in the {{{{ }}}} expression first",
+    "op": "{where} is an operand of `{detail}` inside [[ ]]: " + _DANGER + "; compare with {suggest} "
+          "(test(1) does not evaluate), " + _NUMBER_FIRST,
+}
 
 
 @dataclass(slots=True)
@@ -278,7 +303,7 @@ class _Frame:
     kind: str  # "top", "cmdsub", "paren", "arith", "param", "bracket", "backtick" or "heredoc"
     state: str = _UNQUOTED  # unquoted, single, double or comment
     depth: int = 0  # arith and bracket: brackets opened inside and not yet closed
-    arith: bool = False  # a paren frame that bash reads as (( )) arithmetic, dash as ( ( ) )
+    arith: bool = False  # a paren frame that bash reads as (( )) arithmetic
     in_double: bool = False  # param: the ${ sits inside "…" (or a here-document body)
     ansi: bool = False  # single: the quote is bash's $'…'
     # command frames: is the next word the first word of a command (only there are reserved words
@@ -288,9 +313,11 @@ class _Frame:
     cases: list[str] = field(default_factory=list)  # each open case: subject, in, patterns, pattern, body
     word_start: int = -1  # where the word being read began (-1: between words)
     plain: bool = True  # the word so far is unquoted literal text (could be a reserved word)
+    word_slots: list[tuple[int, int]] = field(default_factory=list)  # placeholders in it: (start, offset)
+    words: list[tuple[str, str | None, list[tuple[int, int]]]] = field(default_factory=list)
     dbracket: bool = False  # inside [[ ]]
     redirect: bool = False  # the next word is a redirection's target
-    text: str = ""  # heredoc: the delimiter
+    text: str = ""  # param: what the ${ holds so far; heredoc: the delimiter
     strip_tabs: bool = False  # heredoc: <<-
     quoted: bool = False  # heredoc: the delimiter was quoted, so the body is literal
     line_start: bool = True  # heredoc: at the start of a body line
@@ -307,17 +334,20 @@ class _Lexer:
     placeholders after it are refused rather than quoted by guess.
     """
 
-    __slots__ = ("bodies", "doubt", "escaped", "pending", "problems", "slots", "spans", "stack", "text")
+    __slots__ = ("bodies", "doubt", "escaped", "int_names", "pending", "problems", "slots", "spans",
+                 "stack", "text")
 
     def __init__(self, text: str, spans: dict[int, int]) -> None:
         self.text, self.spans = text, spans
         self.stack = [_Frame("top")]
-        self.slots: dict[int, tuple[str, str]] = {}  # per placeholder start: (quoting state, refusal)
+        # per placeholder start: (quoting state, refusal code, warning (code, detail, suggestion))
+        self.slots: dict[int, tuple[str, str, tuple[str, str, str] | None]] = {}
         self.problems: list[str] = []
         self.pending: list[tuple[_Frame, str, bool, bool]] = []  # here-documents whose body is next
         self.bodies = 0  # here-document frames on the stack
         self.escaped = -1  # a placeholder start that an unquoted backslash escapes
         self.doubt = ""
+        self.int_names: set[str] = set()  # declared with -i: assignments to them are arithmetic
 
     def run(self) -> None:
         i, n = 0, len(self.text)
@@ -391,28 +421,41 @@ class _Lexer:
             refusal = "ansi"
         elif self.escaped == i:
             refusal = "escaped"
+        warning: tuple[str, str, str] | None = None
         if frame.kind in _COMMANDS and frame.state != _COMMENT:
             self._word_char(frame, i, plain=False)
+            frame.word_slots.append((i, i - frame.word_start))
+            if frame.arith:
+                warning = ("dparen", "", "")
         elif frame.kind == "heredoc":
             frame.line_start = False  # a line holding a value is never the delimiter
-        self.slots[i] = (frame.state, refusal)
+        elif frame.kind == "param":
+            if _SUBSCRIPT.match(frame.text):
+                warning = ("subscript", "", "")
+            elif _SUBSTRING.match(frame.text):
+                warning = ("substring", "", "")
+            frame.text += "\0"
+        elif frame.kind == "bracket":
+            warning = ("bracket", "", "")
+        self.slots[i] = (frame.state, refusal, warning)
         return self.spans[i]
 
     # ----------------------------------------------------------------- words and commands
 
     def _word_char(self, frame: _Frame, i: int, *, plain: bool = True) -> None:
         if frame.word_start < 0:
-            frame.word_start, frame.plain = i, True
+            frame.word_start, frame.plain, frame.word_slots = i, True, []
         frame.plain = frame.plain and plain
 
     def _end_word(self, frame: _Frame, i: int) -> None:
         if frame.word_start < 0:
             return
-        word = self.text[frame.word_start:i].replace("\\\n", "") if frame.plain else None
-        frame.word_start = -1
-        self._word(frame, word)
+        raw = self.text[frame.word_start:i]
+        word = raw.replace("\\\n", "") if frame.plain else None
+        slots, frame.word_start = frame.word_slots, -1
+        self._word(frame, raw, word, slots)
 
-    def _word(self, frame: _Frame, word: str | None) -> None:
+    def _word(self, frame: _Frame, raw: str, word: str | None, slots: list[tuple[int, int]]) -> None:
         """One word of a command frame: reserved words move the case and command-start state."""
         if frame.redirect:
             frame.redirect = False
@@ -420,6 +463,7 @@ class _Lexer:
         if frame.dbracket:
             if word == "case":
                 self._doubt("bash-only")
+            frame.words.append((raw, word, slots))
             frame.dbracket = word != "]]"
             return
         phase = frame.cases[-1] if frame.cases else ""
@@ -474,11 +518,72 @@ class _Lexer:
         if first == "maybe" and word is not None and word.startswith("-"):
             return  # time -p
         frame.dbracket = word == "[[" and first is not False
+        frame.words.append((raw, word, slots))
         frame.first = False
 
     def _flush(self, frame: _Frame) -> None:
-        """A command ended."""
-        frame.dbracket = False
+        """A command ended: note the placeholders it hands to bash arithmetic (for the warnings)."""
+        words, frame.words, frame.dbracket = frame.words, [], False
+        at = 0
+        while at < len(words) and _assignment(words[at][0]):
+            self._assigned(*words[at])
+            at += 1
+        if at == len(words):
+            return
+        command, args = words[at][1], words[at + 1:]
+        if command == "[[":
+            self._conditional(words[at:])
+        elif command == "let":
+            self._warn([s for _, _, slots in args for s in slots], "let")
+        elif command in _DECLARE:
+            options = [w for _, w, _ in args if w and w.startswith("-") and w != "--"]
+            integer = any("i" in o[1:] for o in options)
+            for raw, word, slots in args:
+                if word and word.startswith("-"):
+                    continue
+                name = _NAME.match(raw)
+                if integer:
+                    if name:
+                        self.int_names.add(name.group())
+                    self._warn(slots, "integer")
+                else:
+                    self._assigned(raw, word, slots)
+        elif command == "printf":
+            for (_, flag, _), (_, _, slots) in pairwise(args):
+                if flag == "-v":
+                    self._warn(slots, "name", "printf -v")
+
+    def _assigned(self, raw: str, word: str | None, slots: list[tuple[int, int]]) -> None:
+        name = _NAME.match(raw)
+        if not name or not slots:
+            return
+        if raw[name.end():name.end() + 1] == "[":
+            masked = list(raw)  # placeholders may hold `]`: look for the subscript's end around them
+            for start, offset in slots:
+                masked[offset:offset + self.spans[start] - start] = "x" * (self.spans[start] - start)
+            close = "".join(masked).find("]", name.end())
+            self._warn([s for s in slots if s[1] < close], "assign-subscript")
+        if name.group() in self.int_names:
+            self._warn(slots, "integer")
+
+    def _conditional(self, words: list[tuple[str, str | None, list[tuple[int, int]]]]) -> None:
+        for j, (raw, _, slots) in enumerate(words):
+            if not slots:
+                continue
+            before = words[j - 1][1] if j else None
+            after = words[j + 1][1] if j + 1 < len(words) else None
+            if before == "-v":
+                self._warn(slots, "name", "[[ -v ]]")
+            for op, left in ((before, j - 2), (after, j)):
+                if op in _ARITH_OPS and left >= 0 and left + 2 < len(words):
+                    sides = [_quoted_placeholder(words[k][0]) for k in (left, left + 2)]
+                    self._warn(slots, "op", op, f"[ {sides[0]} {op} {sides[1]} ]")
+                    break
+
+    def _warn(self, slots: list[tuple[int, int]], code: str, detail: str = "", suggest: str = "") -> None:
+        for start, _ in slots:
+            state, refusal, warning = self.slots[start]
+            self.slots[start] = (state, refusal, warning or (code, detail, suggest))
 
     # ----------------------------------------------------------------- frames
 
@@ -548,6 +653,7 @@ class _Lexer:
         text, c = self.text, self.text[i]
         two = text[i:i + 2]
         if frame.dbracket and two in ("&&", "||"):
+            frame.words.append((two, two, []))
             return i + 2
         phase = frame.cases[-1] if frame.cases else ""
         if two in (";;", ";&"):  # also bash's ;;&: the next word is a pattern or esac
@@ -571,7 +677,7 @@ class _Lexer:
     def _paren(self, frame: _Frame, i: int) -> int:
         phase = frame.cases[-1] if frame.cases else ""
         if frame.dbracket:
-            pass  # [[ ( … ) ]] groups a condition
+            frame.words.append((self.text[i], self.text[i], []))
         elif self.text[i] == "(":
             if phase == "patterns":  # the optional ( before a pattern
                 frame.cases[-1] = "pattern"
@@ -602,6 +708,7 @@ class _Lexer:
                 return i
             return self._heredoc_start(frame, i)
         if frame.dbracket:  # [[ a < b ]] compares strings
+            frame.words.append((text[i], text[i], []))
             return i + 1
         frame.redirect, frame.first = True, False
         if text.startswith("<<<", i):
@@ -725,6 +832,7 @@ class _Lexer:
             if i + 1 in self.spans:
                 self.escaped = i + 1
                 return i + 1
+            frame.text += text[i:i + 2]
             return i + 2
         elif c == "'" and frame.in_double:
             # Inside "${x:-'…'}" dash takes ' literally, bash (not as sh) as a quote: they agree
@@ -733,13 +841,17 @@ class _Lexer:
             if close < 0 or self._span_in(i, close) or any(ch in text[i + 1:close] for ch in '}"`$\\'):
                 self._doubt("param-quote")
                 return i
+            frame.text += text[i:close + 1]
             return close + 1
         elif c in "'\"":
             frame.state = _SINGLE if c == "'" else _DOUBLE
         elif c == "`":
             self._push(_Frame("backtick"))
         elif c == "$":
+            frame.text += c
             return self._dollar(frame, i)
+        else:
+            frame.text += c
         return i + 1
 
     def _bracket(self, frame: _Frame, i: int) -> int:
@@ -795,6 +907,36 @@ class _Lexer:
         return i + 1
 
 
+def _assignment(raw: str) -> bool:
+    """`name=…`, `name+=…` or `name[…]=…` (an assignment word, POSIX 2.9.1)."""
+    name = _NAME.match(raw)
+    if not name:
+        return False
+    rest = raw[name.end():]
+    if rest.startswith("["):
+        close = rest.find("]")
+        rest = rest[close + 1:] if close > 0 else ""
+    return rest.startswith(("=", "+="))
+
+
+def _quoted_placeholder(raw: str) -> str:
+    match = TEMPLATE.fullmatch(raw)
+    return f'"{{{{ {match.group(1).strip()} }}}}"' if match else raw
+
+
+def _number_expr(expr: str) -> bool:
+    """True for `int(…)`, `len(…)` or a whole number: a value bash arithmetic cannot run."""
+    import ast  # only when a warning is about to be given
+
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return False
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, int)
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("int", "len")
+
+
 @dataclass(frozen=True, slots=True)
 class _Slot:
     """One `{{ expr }}` of a command and the quoting state it sits in."""
@@ -807,6 +949,7 @@ class _Slot:
 class _Plan:
     parts: tuple[str | _Slot, ...]
     problems: tuple[str, ...]
+    warnings: tuple[str, ...]
 
 
 @functools.lru_cache(maxsize=512)
@@ -817,12 +960,13 @@ def _plan(template: str) -> _Plan:
     lexer.run()
     parts: list[str | _Slot] = []
     problems: list[str] = []
+    warnings: list[str] = []
     pos = 0
     for match in matches:
         literal = template[pos:match.start()]
         expr = match.group(1).strip()
         where = f"{{{{ {expr} }}}}"
-        state, refusal = lexer.slots.get(match.start(), (_UNQUOTED, "doubt"))
+        state, refusal, warning = lexer.slots.get(match.start(), (_UNQUOTED, "doubt", None))
         if refusal == "doubt":
             what, fix = _DOUBTS.get(lexer.doubt, ("a construct roast cannot follow", "simplify the command"))
             problems.append(f"{where} comes after {what}, so roast cannot tell how the shell would "
@@ -836,12 +980,16 @@ def _plan(template: str) -> _Plan:
         elif state == _DOUBLE and _ends_with_bare(literal, "\\"):
             # Inside "…" `\{` is a backslash and a brace, but `\${…}` would escape the expansion.
             literal += "\\"
+        if warning and not _number_expr(expr):
+            code, detail, suggest = warning
+            warnings.append(_WARNINGS[code].format(where=f"`{where}`", bare=where, expr=expr, detail=detail,
+                                                   suggest=f"`{suggest}`"))
         parts += [literal, _Slot(expr, state)]
         pos = match.end()
     parts.append(template[pos:])
     unclosed = lexer.unclosed()
     problems += lexer.problems + ([unclosed] if unclosed else [])
-    return _Plan(tuple(parts), tuple(problems))
+    return _Plan(tuple(parts), tuple(problems), tuple(warnings))
 
 
 def _ends_with_bare(literal: str, char: str) -> bool:
@@ -859,6 +1007,20 @@ def shell_template_problems(template: str) -> list[str]:
     `$(( ))` or a here-document, and after a construct that bash and dash read differently.
     """
     return list(_plan(template).problems)
+
+
+def shell_template_warnings(template: str) -> list[str]:
+    """One warning per `{{ }}` that bash would evaluate as arithmetic (for `roast validate`).
+
+    roast passes the value through a variable, but bash still evaluates `[[ $v -gt 3 ]]`,
+    `(( ))`, `let`, `$[ ]`, `${a[$v]}`, `${s:$v}`, `a[$v]=` and `declare -i` assignments as
+    arithmetic, where a value like `a[$(id)]` runs a command. dash (and test(1)) do not. A value
+    that is already a number (`{{ int(event.count) }}`) is not flagged.
+
+    >>> shell_template_warnings("[[ {{ event.count }} -gt 3 ]]")[0].split(":")[0]
+    '`{{ event.count }}` is an operand of `-gt` inside [[ ]]'
+    """
+    return list(_plan(template).warnings)
 
 
 def render_shell(template: str, namespace: Mapping[str, object]) -> tuple[str, dict[str, str]]:

@@ -2,8 +2,8 @@
 
 Every rendered command runs through real shells: dash (this machine's /bin/sh), bash in POSIX mode
 (bash started under the name `sh`, through a symlink in a temporary directory; /bin/sh is left
-alone) and plain `bash -c`. Also here: `DotDict`'s rule that data keys win over dict methods
-(issue 11 item 8).
+alone) and plain `bash -c`. Also here: the warnings about values bash would evaluate as arithmetic,
+and `DotDict`'s rule that data keys win over dict methods (issue 11 item 8).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,6 +28,7 @@ from roast.expressions import (
     render,
     render_shell,
     shell_template_problems,
+    shell_template_warnings,
     to_text,
 )
 
@@ -313,6 +315,89 @@ def test_every_template_is_either_quoted_right_in_every_shell_or_refused(shells,
 @given(case=compositions())
 def test_every_template_is_either_quoted_right_or_refused_many_examples(shells, sandbox, case):
     _check_composition(shells, sandbox, *case)
+
+
+# --------------------------------------------------------------------------- arithmetic warnings
+
+ATTACK = "a[$(touch PWNED)]"
+# (template, setup that makes the form run) — each puts {{ v }} where bash evaluates arithmetic
+ARITHMETIC = [
+    "[[ {{ v }} -gt 3 ]]",
+    "[[ 3 -eq {{ v }} ]]",
+    '[[ -n x && "{{ v }}" -le 3 ]]',
+    "(( {{ v }} > 1 ))",
+    'x=$(( 1 )); (( x + "{{ v }}" ))',
+    "let 'y={{ v }}'",
+    "echo $[ {{ v }} + 1 ]",
+    'echo "$[ {{ v }} + 1 ]"',
+    'a=(1 2); echo "${a[{{ v }}]}"',
+    'x=abc; echo "${x:{{ v }}}"',
+    "x=abc; echo ${x:1:{{ v }}}",
+    "a[{{ v }}]=1",
+    "declare -i n={{ v }}",
+    "typeset -i n; n={{ v }}",
+    "f() { local -i z=\"{{ v }}\"; }; f",
+    "[[ -v {{ v }} ]]",
+    "printf -v {{ v }} %s 1",
+]
+
+
+@pytest.mark.parametrize("template", ARITHMETIC)
+def test_each_arithmetic_context_gets_exactly_one_warning(template):
+    warnings = shell_template_warnings(template)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("`{{ v }}` is ") and "a[$(id)]" in warnings[0]
+    assert shell_template_problems(template) == []  # a warning, not a refusal: dash is unaffected
+
+
+@pytest.mark.parametrize("template", ARITHMETIC)
+def test_the_warned_forms_really_run_a_command_under_bash(tmp_path, template):
+    # The warning is true: through render_shell's quoting, bash still runs the value's $( ).
+    if BASH is None:
+        pytest.skip("needs bash")
+    line, env = render_shell(template, {"v": ATTACK.replace("a[", "x[") if "-v" in template else ATTACK})
+    run([BASH, "-c"], line, env, tmp_path)
+    assert (tmp_path / "PWNED").exists(), line
+
+
+def test_the_warning_says_what_where_and_how_to_fix():
+    [warning] = shell_template_warnings("[[ {{ event.count }} -gt 3 ]]")
+    assert warning == (
+        "`{{ event.count }}` is an operand of `-gt` inside [[ ]]: bash evaluates it as arithmetic, and a "
+        "value like `a[$(id)]` runs a command; compare with `[ \"{{ event.count }}\" -gt 3 ]` (test(1) "
+        "does not evaluate), or make it a number first: {{ int(event.count) }}")
+
+
+@pytest.mark.parametrize("template", ["[[ {{ v }} -gt 3 ]]", "[[ 3 -lt {{ v }} ]]", "(( {{ v }} > 1 ))"])
+def test_the_suggested_alternatives_are_safe_under_every_shell(shells, tmp_path, template):
+    [warning] = shell_template_warnings(template)
+    suggested = re.search(r"compare with `?(\[ .*? \])", warning).group(1).replace("N", "3")
+    assert shell_template_warnings(suggested) == []
+    line, env = render_shell(suggested, {"v": ATTACK})
+    for shell in shells:
+        proc = run(shell, line, env, tmp_path)
+        assert proc.returncode != 0 and not (tmp_path / "PWNED").exists(), (shell[0], line, proc.stderr)
+    # and making it a number first refuses the hostile value before any shell runs
+    number_first = template.replace("{{ v }}", "{{ int(v) }}")
+    assert shell_template_warnings(number_first) == []
+    with pytest.raises(StepFailed, match="invalid literal for int"):
+        render_shell(number_first, {"v": ATTACK})
+    assert render_shell(number_first, {"v": " 7 "})[1] == {"ROAST_ARG_1": "7"}
+
+
+@pytest.mark.parametrize("template", [
+    '[ "{{ v }}" -gt 3 ]', "[[ {{ v }} == 3 ]]", "[[ -n {{ v }} ]]", "echo {{ v }} -gt 3", "echo let {{ v }}",
+    'echo "${a:-{{ v }}}"', "declare n={{ v }}", "n={{ v }}", "[[ {{ len(v) }} -gt 3 ]]", "(( {{ 3 }} > 1 ))",
+    "echo '(( {{ v }} ))'", "# [[ {{ v }} -gt 3 ]]", "printf %s {{ v }}", "echo $(( 1 )) {{ v }}",
+])
+def test_no_warning_where_bash_does_not_evaluate(template):
+    assert shell_template_warnings(template) == []
+
+
+def test_a_variable_declared_integer_warns_where_it_is_assigned_later():
+    warnings = shell_template_warnings("declare -i n=0 m; n={{ a }}; m+={{ b }}; k={{ c }}")
+    assert [w.split("`")[1] for w in warnings] == ["{{ a }}", "{{ b }}"]
+    assert all("declared with -i" in w for w in warnings)
 
 
 # --------------------------------------------------------------------------- DotDict: data keys win
