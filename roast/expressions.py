@@ -13,8 +13,8 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from itertools import accumulate, count
+from dataclasses import dataclass, field
+from itertools import accumulate, count, pairwise
 from types import CodeType
 from typing import NoReturn
 
@@ -23,7 +23,7 @@ from roast.errors import BadEventData, StepFailed, UsageError
 __all__ = [
     "MAX_DURATION", "MAX_ENV_STRING", "MAX_EVENT_BYTES", "MAX_EVENT_DEPTH", "TEMPLATE", "DotDict",
     "evaluate", "has_template", "parse_duration", "parse_event_data", "render", "render_shell",
-    "render_value", "shell_template_problems", "to_text", "truthy", "wrap",
+    "render_value", "shell_template_problems", "shell_template_warnings", "to_text", "truthy", "wrap",
 ]
 
 # --------------------------------------------------------------------------- DotDict
@@ -32,33 +32,60 @@ __all__ = [
 class DotDict(dict):  # type: ignore[type-arg]
     """A dict whose keys are also attributes: `output.build` is `output["build"]`.
 
-    Nested dicts (and dicts inside lists) come back wrapped on access, so
-    `event.pr.author` works on plain JSON data. Dict methods win over keys of the same
-    name (`d.items` is the method); use `d["items"]` for such keys.
+    Data keys always win over dict methods (issue 11 item 8): `event.items` is the event's `items`
+    key when it has one, and the method otherwise (`output.keys()`). Nested dicts, and dicts inside
+    lists and tuples or given by `values()` and `items()`, come back wrapped on access, so
+    `event.pr.author` works on plain JSON data.
 
     >>> DotDict({"pr": {"number": 7}}).pr.number
     7
+    >>> DotDict({"items": [1]}).items
+    [1]
     """
 
     __slots__ = ()
 
-    def __getattr__(self, name: str) -> object:
-        try:
-            return wrap(dict.__getitem__(self, name))
-        except KeyError:
-            pass
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)  # protocol probes (pickle, copy): stay quiet and fast
+    def __getattribute__(self, name: str) -> object:
+        # Keys first, except dunders: protocol probes (pickle, copy, isinstance) go straight to
+        # the class and never see data.
+        if name[:2] != "__" or name[-2:] != "__":
+            value = _dict_get(self, name, _MISSING)
+            if value is not _MISSING:
+                return wrap(value) if isinstance(value, _CONTAINERS) else value
+        return _object_getattribute(self, name)
+
+    def __getattr__(self, name: str) -> object:  # no such key and no such attribute
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)  # stay quiet and fast for protocol probes
         raise AttributeError(f"no key {name!r} (known: {_key_list(self)})") from None
 
     def __getitem__(self, key: object) -> object:
         return wrap(dict.__getitem__(self, key))
 
+    def __reduce__(self) -> tuple[type[DotDict], tuple[dict[object, object]]]:
+        # The default reduction calls self.items(), which a data key named `items` would shadow.
+        return DotDict, (dict(self),)
+
     def get(self, key: object, default: object = None) -> object:  # type: ignore[override]
         return wrap(dict.get(self, key, default))
 
+    def values(self) -> list[object]:  # type: ignore[override]
+        return [wrap(v) for v in dict.values(self)]
+
+    def items(self) -> list[tuple[object, object]]:  # type: ignore[override]
+        return [(k, wrap(v)) for k, v in dict.items(self)]
+
+    def copy(self) -> DotDict:
+        return DotDict(self)
+
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | {k for k in self if isinstance(k, str)})
+        return sorted(set(dir(DotDict)) | {k for k in dict.keys(self) if isinstance(k, str)})
+
+
+_MISSING = object()
+_CONTAINERS = (dict, list, tuple)
+_dict_get = dict.get
+_object_getattribute = object.__getattribute__
 
 
 def _key_list(mapping: Mapping[object, object], most: int = 20) -> str:
@@ -76,8 +103,19 @@ def wrap(value: object) -> object:
         return value
     if isinstance(value, dict):
         return DotDict(value)
-    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+    if isinstance(value, list) and any(isinstance(v, (dict, list, tuple)) for v in value):
         return [wrap(v) for v in value]
+    if type(value) is tuple and any(isinstance(v, (dict, list, tuple)) for v in value):
+        return tuple(wrap(v) for v in value)
+    return value
+
+
+def _plain(value: object) -> object:
+    """`value` with every `DotDict` made a plain dict, for json (whose encoder calls `.items()`)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in dict.items(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -163,7 +201,7 @@ def to_text(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(_plain(value), ensure_ascii=False, default=str)
     return str(value)
 
 
@@ -185,120 +223,718 @@ MAX_ENV_STRING = 131_071
 _MAX_ARGS_TOTAL = 1_048_576
 
 _UNQUOTED, _SINGLE, _DOUBLE, _COMMENT = "unquoted", "single", "double", "comment"
-_WORD_BREAKS = frozenset(" \t\n;&|()<>")
+_WORD_END = frozenset(" \t\n;&|()<>")
+_COMMANDS = frozenset({"top", "cmdsub", "paren"})  # frames holding commands (and so words)
+# POSIX 2.4: after these reserved words the next word is again the first word of a command.
+_OPENERS = frozenset({"if", "then", "else", "elif", "while", "until", "do", "!", "{"})
+_CLOSERS = frozenset({"fi", "done", "}"})
+_ARITH_OPS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
+_DECLARE = frozenset({"declare", "typeset", "local", "export", "readonly"})
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FD = re.compile(r"[0-9]+")
+_SUBSCRIPT = re.compile(r"[#!]?[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\Z")
+_SUBSTRING = re.compile(r"[#!]?(?:[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?|[0-9]+|[@*]):(?![-=?+])")
 
+# What roast cannot follow: where bash and dash read a command differently, or a syntax error.
+# A value placed after one of these is refused (the shell could read its quotes either way).
+_DOUBTS = {
+    "case": ("a `case` that does not read as `case WORD in PATTERN) COMMANDS ;; esac`",
+             "check the case syntax"),
+    "bash-case": (("a `case` after `time`, `coproc` or `function NAME`, which bash reads as a case "
+                   "statement and dash as plain words"),
+                  "put the case statement in its own command"),
+    "ansi": ("a $'…' string with a backslash, which bash reads as an escape and dash as a quote",
+             "use '…' or \"…\" quotes instead"),
+    "param-quote": (("a ' inside \"${ … }\" around `}`, `\"`, `$` or a backslash, which bash and dash "
+                     "read differently"),
+                    "use \"…\" inside the ${ }, or set a variable first"),
+    "bracket": ("`$[ … ]` holding characters that bash (arithmetic) and dash (plain text) read differently",
+                "use $(( … )) instead"),
+    "body-span": (("a substitution inside a here-document body that runs past its line, where bash "
+                   "and dash end the body differently"),
+                  "keep each $( ) of a here-document body on one line"),
+    "body-start": ("a here-document whose body would start inside quotes or a substitution",
+                   "end the line that holds << outside any quotes and substitutions"),
+    "delimiter": ("a here-document delimiter that is empty or holds $, ` or {{ }}",
+                  "use a plain delimiter such as EOF"),
+    "body-backslash": ("a backslash at the end of a here-document body line, which joins lines",
+                       "quote the delimiter (<<'EOF') so the body is literal"),
+    "arith": ("a `$((` that `))` does not close, which bash reads as `$( (` and dash refuses",
+              "write `$( (` with a space for a subshell"),
+    "bash-only": ("`<<`, `#` or `case` inside [[ ]] or (( )), which bash and dash read differently",
+                  "move it out of the [[ ]] or (( ))"),
+}
+_REFUSALS = {
+    "heredoc": "{where} is inside a here-document, whose quoting depends on its delimiter; pipe the "
+               "value in instead: printf '%s\\n' \"{where}\" | command",
+    "backtick": "{where} is inside backticks (`...`), where its quoting cannot be kept; use $( ... ) instead",
+    "arith": "{where} is inside $(( ... )), where the shell would evaluate its value as arithmetic; "
+             "compute it in the expression instead",
+    "escaped": "a backslash escapes {where}; remove the backslash",
+    "ansi": "{where} is inside $'...', which bash and dash quote differently; use '...' quotes",
+}
+_DANGER = "bash evaluates it as arithmetic, and a value like `a[$(id)]` runs a command"
+_NUMBER = "make it a number first: {{{{ int({expr}) }}}}"
+_NUMBER_FIRST = "or " + _NUMBER
+_WARNINGS = {
+    "dparen": "{where} is inside (( )): " + _DANGER + "; compare with `[ \"{bare}\" -gt N ]` "
+              "(test(1) does not evaluate), " + _NUMBER_FIRST,
+    "let": "{where} is an argument of `let`: " + _DANGER + "; " + _NUMBER,
+    "bracket": "{where} is inside $[ ]: " + _DANGER + "; " + _NUMBER,
+    "subscript": "{where} is an array subscript inside ${{name[ ]}}: " + _DANGER
+                 + "; pick the element in the {{{{ }}}} expression, " + _NUMBER_FIRST,
+    "substring": "{where} is an offset or length inside ${{name:…}}: " + _DANGER
+                 + "; slice in the {{{{ }}}} expression, " + _NUMBER_FIRST,
+    "assign-subscript": "{where} is an array subscript of an assignment: " + _DANGER + "; " + _NUMBER,
+    "integer": "{where} is assigned to a variable declared with -i: " + _DANGER
+               + "; drop -i, " + _NUMBER_FIRST,
+    "name": "{where} is a variable name for {detail}: bash evaluates an array subscript in it, and a "
+            "value like `a[$(id)]` runs a command; check the name in the {{{{ }}}} expression first",
+    "op": "{where} is an operand of `{detail}` inside [[ ]]: " + _DANGER + "; compare with {suggest} "
+          "(test(1) does not evaluate), " + _NUMBER_FIRST,
+}
 
 
 @dataclass(slots=True)
 class _Frame:
-    """A lexing context: the whole command, a `$( )`, a `$(( ))` or a backtick substitution."""
+    """A lexing context: a command frame (the whole command, a `$( )` or a `( )` subshell), a
+    `$(( ))`, a `${ }`, a `$[ ]`, a backtick substitution or a here-document body."""
 
-    kind: str  # "top", "cmdsub", "arith" or "backtick"
+    kind: str  # "top", "cmdsub", "paren", "arith", "param", "bracket", "backtick" or "heredoc"
     state: str = _UNQUOTED  # unquoted, single, double or comment
-    depth: int = 0  # "(" opened inside this frame and not yet closed
+    depth: int = 0  # arith and bracket: brackets opened inside and not yet closed
+    arith: bool = False  # a paren frame that bash reads as (( )) arithmetic
+    in_double: bool = False  # param: the ${ sits inside "…" (or a here-document body)
+    ansi: bool = False  # single: the quote is bash's $'…'
+    # command frames: is the next word the first word of a command (only there are reserved words
+    # recognised)? "maybe" after `time` or `function NAME`, where only bash reads one
+    first: bool | str = True
+    expect: str = ""  # "for-name", "for-do", "for-list" or "function-name": what the next word is
+    cases: list[str] = field(default_factory=list)  # each open case: subject, in, patterns, pattern, body
+    word_start: int = -1  # where the word being read began (-1: between words)
+    plain: bool = True  # the word so far is unquoted literal text (could be a reserved word)
+    word_slots: list[tuple[int, int]] = field(default_factory=list)  # placeholders in it: (start, offset)
+    words: list[tuple[str, str | None, list[tuple[int, int]]]] = field(default_factory=list)
+    dbracket: bool = False  # inside [[ ]]
+    redirect: bool = False  # the next word is a redirection's target
+    text: str = ""  # param: what the ${ holds so far; heredoc: the delimiter
+    strip_tabs: bool = False  # heredoc: <<-
+    quoted: bool = False  # heredoc: the delimiter was quoted, so the body is literal
+    line_start: bool = True  # heredoc: at the start of a body line
 
 
 class _Lexer:
     """Just enough of the POSIX sh grammar to know the quoting context of each placeholder.
 
-    Tracks unquoted, '…' and "…" text (backslash escapes honoured outside single quotes),
-    comments, `$( )` (a fresh unquoted context), `$(( ))` and backticks, and notices the start
-    of a here-document, after which it stops lexing.
+    Tracks unquoted, '…' and "…" text (backslash escapes honoured outside single quotes), comments,
+    words and where a command starts (so `case … in pattern)` is told from a closing parenthesis,
+    as POSIX 2.4 recognises reserved words), `$( )` and `( )` (fresh unquoted contexts), `$(( ))`,
+    `${ }`, `$[ ]`, backticks and here-documents. Where bash (also as sh) and dash read a
+    construct differently, or roast cannot follow it, the lexer stops and records a doubt: the
+    placeholders after it are refused rather than quoted by guess.
     """
 
-    __slots__ = ("heredoc_pending", "in_heredoc", "prev", "stack")
+    __slots__ = ("bodies", "doubt", "escaped", "int_names", "pending", "problems", "slots", "spans",
+                 "stack", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, text: str, spans: dict[int, int]) -> None:
+        self.text, self.spans = text, spans
         self.stack = [_Frame("top")]
-        self.heredoc_pending = False
-        self.in_heredoc = False
-        self.prev = "\n"  # last character seen: `#` starts a comment only at a word start
+        # per placeholder start: (quoting state, refusal code, warning (code, detail, suggestion))
+        self.slots: dict[int, tuple[str, str, tuple[str, str, str] | None]] = {}
+        self.problems: list[str] = []
+        self.pending: list[tuple[_Frame, str, bool, bool]] = []  # here-documents whose body is next
+        self.bodies = 0  # here-document frames on the stack
+        self.escaped = -1  # a placeholder start that an unquoted backslash escapes
+        self.doubt = ""
+        self.int_names: set[str] = set()  # declared with -i: assignments to them are arithmetic
 
-    def feed(self, text: str) -> bool:
-        """Lex `text`; True when its last character is an unquoted backslash escaping what follows."""
-        i, n = 0, len(text)
-        while i < n and not self.in_heredoc:
+    def run(self) -> None:
+        i, n = 0, len(self.text)
+        steps = {"top": self._command, "cmdsub": self._command, "paren": self._command,
+                 "arith": self._arith, "param": self._param, "bracket": self._bracket,
+                 "backtick": self._backtick, "heredoc": self._heredoc}
+        while i < n and not self.doubt:
             frame = self.stack[-1]
-            c = text[i]
-            nxt = text[i + 1] if i + 1 < n else ""
-            if frame.kind == "backtick":
-                if c == "\\":
-                    i += 1
-                elif c == "`":
-                    self.stack.pop()
-            elif frame.state == _SINGLE:
-                if c == "'":
-                    frame.state = _UNQUOTED
-            elif frame.state == _COMMENT:
-                if c == "\n":
-                    frame.state = _UNQUOTED
-                    i = self._newline(i)
-            elif frame.state == _DOUBLE:
-                if c == "\\" and nxt in ("$", "`", '"', "\\", "\n"):
-                    i += 1
-                elif c == '"':
-                    frame.state = _UNQUOTED
-                elif c == "`":
-                    self.stack.append(_Frame("backtick"))
-                elif c == "$" and nxt == "(":
-                    i = self._substitution(text, i)
-            elif c == "\\":
-                i += 1
-            elif c == "'":
-                frame.state = _SINGLE
-            elif c == '"':
-                frame.state = _DOUBLE
-            elif c == "`":
-                self.stack.append(_Frame("backtick"))
-            elif c == "#" and self.prev in _WORD_BREAKS:
-                frame.state = _COMMENT
-            elif c == "$" and nxt == "(":
-                i = self._substitution(text, i)
-            elif c == "(":
-                frame.depth += 1
-            elif c == ")":
-                if frame.depth:
-                    frame.depth -= 1
-                elif frame.kind != "top":
-                    self.stack.pop()
-            elif c == "<" and text.startswith("<<", i) and not text.startswith("<<<", i):
-                self.heredoc_pending = True
-                i += 1
-            elif c == "\n":
-                i = self._newline(i)
-            self.prev = text[i] if i < n else c
-            i += 1
-        return i > n
-
-    def _newline(self, i: int) -> int:
-        if self.heredoc_pending:
-            self.in_heredoc = True  # the body is data: its quotes and `$` are not ours to lex
-        return i
-
-    def _substitution(self, text: str, i: int) -> int:
-        """Enter `$(` or `$((` at `text[i]`; return the index of its last `(`."""
-        if text.startswith("$((", i):
-            self.stack.append(_Frame("arith", depth=1))
-            return i + 2
-        self.stack.append(_Frame("cmdsub"))
-        return i + 1
+            if i in self.spans:
+                i = self._placeholder(frame, i)
+            elif self.text[i] == "\n" and not self._newline_ok(frame):
+                break
+            else:
+                i = steps[frame.kind](frame, i)
+        for frame in reversed(self.stack):
+            if frame.kind in _COMMANDS:
+                self._end_word(frame, n)
+                self._flush(frame)
 
     def unclosed(self) -> str | None:
         """What is left open at the end of the command, if anything."""
-        if self.in_heredoc:
+        if self.doubt:
             return None
         frame = self.stack[-1]
-        if frame.kind == "backtick":
-            return "a backtick (`) substitution is not closed"
+        if frame.kind in ("backtick", "heredoc"):
+            return "a backtick (`) substitution is not closed" if frame.kind == "backtick" else None
         if frame.state == _SINGLE:
             return "a single quote (') is not closed"
         if frame.state == _DOUBLE:
             return 'a double quote (") is not closed'
-        if frame.kind == "arith":
-            return "a $(( is not closed"
-        if frame.kind == "cmdsub":
-            return "a $( is not closed"
-        return None
+        opened = {"arith": "a $(( is not closed", "cmdsub": "a $( is not closed",
+                  "paren": "a ( is not closed", "param": "a ${ is not closed",
+                  "bracket": "a $[ is not closed"}.get(frame.kind)
+        if opened is None and frame.cases:
+            return "a `case` is not closed by `esac`"
+        return opened
+
+    # ----------------------------------------------------------------- helpers
+
+    def _doubt(self, code: str) -> None:
+        self.doubt = self.doubt or code
+
+    def _push(self, frame: _Frame) -> None:
+        self.stack.append(frame)
+
+    def _pop(self, frame: _Frame) -> None:
+        self.stack.pop()
+        if frame.kind == "heredoc":
+            self.bodies -= 1
+        if any(owner is frame for owner, *_ in self.pending):
+            self._doubt("body-start")  # `$(cat <<EOF)`: the body would start outside its $( )
+        if frame.kind in _COMMANDS:
+            self._flush(frame)
+            if frame.kind == "paren":  # `f() case …`, `for (( … )) do`: a command may follow
+                parent = self.stack[-1]
+                parent.first, parent.expect = True, ""
+
+    def _span_in(self, start: int, end: int) -> bool:
+        return any(start <= s < end for s in self.spans)
+
+    def _newline_ok(self, frame: _Frame) -> bool:
+        if self.bodies and frame.kind != "heredoc":
+            self._doubt("body-span")
+        elif self.pending and (frame is not self.pending[0][0] or frame.state not in (_UNQUOTED, _COMMENT)):
+            self._doubt("body-start")
+        return not self.doubt
+
+    def _placeholder(self, frame: _Frame, i: int) -> int:
+        refusal = {"heredoc": "heredoc", "backtick": "backtick", "arith": "arith"}.get(frame.kind, "")
+        if frame.ansi:
+            refusal = "ansi"
+        elif self.escaped == i:
+            refusal = "escaped"
+        warning: tuple[str, str, str] | None = None
+        if frame.kind in _COMMANDS and frame.state != _COMMENT:
+            self._word_char(frame, i, plain=False)
+            frame.word_slots.append((i, i - frame.word_start))
+            if frame.arith:
+                warning = ("dparen", "", "")
+        elif frame.kind == "heredoc":
+            frame.line_start = False  # a line holding a value is never the delimiter
+        elif frame.kind == "param":
+            if _SUBSCRIPT.match(frame.text):
+                warning = ("subscript", "", "")
+            elif _SUBSTRING.match(frame.text):
+                warning = ("substring", "", "")
+            frame.text += "\0"
+        elif frame.kind == "bracket":
+            warning = ("bracket", "", "")
+        self.slots[i] = (frame.state, refusal, warning)
+        return self.spans[i]
+
+    # ----------------------------------------------------------------- words and commands
+
+    def _word_char(self, frame: _Frame, i: int, *, plain: bool = True) -> None:
+        if frame.word_start < 0:
+            frame.word_start, frame.plain, frame.word_slots = i, True, []
+        frame.plain = frame.plain and plain
+
+    def _end_word(self, frame: _Frame, i: int) -> None:
+        if frame.word_start < 0:
+            return
+        raw = self.text[frame.word_start:i]
+        word = raw.replace("\\\n", "") if frame.plain else None
+        slots, frame.word_start = frame.word_slots, -1
+        self._word(frame, raw, word, slots)
+
+    def _word(self, frame: _Frame, raw: str, word: str | None, slots: list[tuple[int, int]]) -> None:
+        """One word of a command frame: reserved words move the case and command-start state."""
+        if frame.redirect:
+            frame.redirect = False
+            return
+        if frame.dbracket:
+            if word == "case":
+                self._doubt("bash-only")
+            frame.words.append((raw, word, slots))
+            frame.dbracket = word != "]]"
+            return
+        phase = frame.cases[-1] if frame.cases else ""
+        if phase in ("subject", "in"):
+            if word == "esac" if phase == "subject" else word != "in":
+                self._doubt("case")  # `case esac in`, `case x y`: syntax errors
+            frame.cases[-1] = "in" if phase == "subject" else "patterns"
+            return
+        if phase in ("patterns", "pattern"):
+            if phase == "patterns" and word == "esac":  # POSIX: esac ends the list where a pattern may start
+                frame.cases.pop()
+                frame.first = False
+            else:
+                frame.cases[-1] = "pattern"
+            return
+        if frame.expect:
+            expect, frame.expect = frame.expect, ""
+            if expect == "for-name":
+                frame.expect = "for-do"
+            elif expect == "for-do":  # `for x do` or `for x in a b`
+                frame.first = word == "do"
+                frame.expect = "" if frame.first else "for-list"
+            elif expect == "for-list":
+                frame.expect = expect
+            else:  # function NAME: bash reads a compound command next, dash more words
+                frame.first = "maybe"
+            return
+        first = frame.first
+        if (first == "maybe" or frame.arith) and word in ("case", "esac"):
+            self._doubt("bash-case" if first == "maybe" else "bash-only")
+        elif first is True and word is not None:
+            if word == "case":
+                self._flush(frame)
+                frame.cases.append("subject")
+                return
+            if word == "esac" and phase == "body":
+                self._flush(frame)
+                frame.cases.pop()
+                frame.first = False
+                return
+            if word in _OPENERS or word in _CLOSERS:
+                self._flush(frame)
+                frame.first = word in _OPENERS
+                return
+            if word in ("for", "select", "function"):
+                frame.expect = "function-name" if word == "function" else "for-name"
+                frame.first = False
+                return
+            if word in ("time", "coproc"):
+                frame.first = "maybe"
+                return
+        if first == "maybe" and word is not None and word.startswith("-"):
+            return  # time -p
+        frame.dbracket = word == "[[" and first is not False
+        frame.words.append((raw, word, slots))
+        frame.first = False
+
+    def _flush(self, frame: _Frame) -> None:
+        """A command ended: note the placeholders it hands to bash arithmetic (for the warnings)."""
+        words, frame.words, frame.dbracket = frame.words, [], False
+        at = 0
+        while at < len(words) and _assignment(words[at][0]):
+            self._assigned(*words[at])
+            at += 1
+        if at == len(words):
+            return
+        command, args = words[at][1], words[at + 1:]
+        if command == "[[":
+            self._conditional(words[at:])
+        elif command == "let":
+            self._warn([s for _, _, slots in args for s in slots], "let")
+        elif command in _DECLARE:
+            options = [w for _, w, _ in args if w and w.startswith("-") and w != "--"]
+            integer = any("i" in o[1:] for o in options)
+            for raw, word, slots in args:
+                if word and word.startswith("-"):
+                    continue
+                name = _NAME.match(raw)
+                if integer:
+                    if name:
+                        self.int_names.add(name.group())
+                    self._warn(slots, "integer")
+                else:
+                    self._assigned(raw, word, slots)
+        elif command == "printf":
+            for (_, flag, _), (_, _, slots) in pairwise(args):
+                if flag == "-v":
+                    self._warn(slots, "name", "printf -v")
+
+    def _assigned(self, raw: str, word: str | None, slots: list[tuple[int, int]]) -> None:
+        name = _NAME.match(raw)
+        if not name or not slots:
+            return
+        if raw[name.end():name.end() + 1] == "[":
+            masked = list(raw)  # placeholders may hold `]`: look for the subscript's end around them
+            for start, offset in slots:
+                masked[offset:offset + self.spans[start] - start] = "x" * (self.spans[start] - start)
+            close = "".join(masked).find("]", name.end())
+            self._warn([s for s in slots if s[1] < close], "assign-subscript")
+        if name.group() in self.int_names:
+            self._warn(slots, "integer")
+
+    def _conditional(self, words: list[tuple[str, str | None, list[tuple[int, int]]]]) -> None:
+        for j, (raw, _, slots) in enumerate(words):
+            if not slots:
+                continue
+            before = words[j - 1][1] if j else None
+            after = words[j + 1][1] if j + 1 < len(words) else None
+            if before == "-v":
+                self._warn(slots, "name", "[[ -v ]]")
+            for op, left in ((before, j - 2), (after, j)):
+                if op in _ARITH_OPS and left >= 0 and left + 2 < len(words):
+                    sides = [_quoted_placeholder(words[k][0]) for k in (left, left + 2)]
+                    self._warn(slots, "op", op, f"[ {sides[0]} {op} {sides[1]} ]")
+                    break
+
+    def _warn(self, slots: list[tuple[int, int]], code: str, detail: str = "", suggest: str = "") -> None:
+        for start, _ in slots:
+            state, refusal, warning = self.slots[start]
+            self.slots[start] = (state, refusal, warning or (code, detail, suggest))
+
+    # ----------------------------------------------------------------- frames
+
+    def _command(self, frame: _Frame, i: int) -> int:
+        text, state = self.text, frame.state
+        c = text[i]
+        if state == _SINGLE:
+            return self._single(frame, i)
+        if state == _DOUBLE:
+            return self._double(frame, i)
+        if state == _COMMENT:
+            if c != "\n":
+                return i + 1
+            frame.state = _UNQUOTED
+            return self._newline(frame, i)
+        if text.startswith("\\\n", i):
+            return i + 2  # a line continuation joins words: `ca\<newline>se` is `case`
+        if c in _WORD_END:
+            if c in "<>" and frame.word_start >= 0 and _FD.fullmatch(text, frame.word_start, i):
+                frame.word_start = -1  # `2>file`: a file descriptor, not a word
+            self._end_word(frame, i)
+            if c in " \t":
+                return i + 1
+            if c == "\n":
+                return self._newline(frame, i)
+            if c in "()":
+                return self._paren(frame, i)
+            if c in "<>":
+                return self._redirection(frame, i)
+            return self._separator(frame, i)
+        if c == "#" and frame.word_start < 0:
+            if frame.arith or frame.dbracket:
+                self._doubt("bash-only")
+            frame.state = _COMMENT
+            return i + 1
+        self._word_char(frame, i, plain=c not in "\\'\"`$")
+        if c == "\\":
+            if i + 1 in self.spans:
+                self.escaped = i + 1
+                return i + 1
+            return i + 2
+        if c in "'\"":
+            frame.state = _SINGLE if c == "'" else _DOUBLE
+        elif c == "`":
+            self._push(_Frame("backtick"))
+        elif c == "$":
+            return self._dollar(frame, i)
+        return i + 1
+
+    def _newline(self, frame: _Frame, i: int) -> int:
+        phase = frame.cases[-1] if frame.cases else ""
+        if phase in ("subject", "pattern"):
+            self._doubt("case")
+        if not frame.dbracket:  # bash allows newlines inside [[ ]]
+            self._flush(frame)
+            if phase in ("", "body"):
+                frame.first, frame.expect = True, ""
+        frame.redirect = False
+        for _, delimiter, strip_tabs, quoted in reversed(self.pending):
+            self._push(_Frame("heredoc", text=delimiter, strip_tabs=strip_tabs, quoted=quoted))
+            self.bodies += 1
+        self.pending.clear()
+        return i + 1
+
+    def _separator(self, frame: _Frame, i: int) -> int:
+        """`;` `;;` `&` `&&` `|` `||` in a command frame."""
+        text, c = self.text, self.text[i]
+        two = text[i:i + 2]
+        if frame.dbracket and two in ("&&", "||"):
+            frame.words.append((two, two, []))
+            return i + 2
+        phase = frame.cases[-1] if frame.cases else ""
+        if two in (";;", ";&"):  # also bash's ;;&: the next word is a pattern or esac
+            if phase != "body":
+                self._doubt("case")
+            self._flush(frame)
+            frame.cases[-1:] = ["patterns"]
+            return i + 3 if text.startswith(";;&", i) else i + 2
+        if c == "|" and phase in ("patterns", "pattern"):
+            frame.cases[-1] = "pattern"  # between the patterns of one case item
+            return i + 1
+        if phase and phase != "body":
+            self._doubt("case")
+        if two == "&>":  # bash: stdout and stderr to a file
+            frame.redirect = True
+            return i + 2
+        self._flush(frame)
+        frame.first, frame.expect, frame.redirect = True, "", False
+        return i + 2 if two in ("&&", "||", "|&") else i + 1
+
+    def _paren(self, frame: _Frame, i: int) -> int:
+        phase = frame.cases[-1] if frame.cases else ""
+        if frame.dbracket:
+            frame.words.append((self.text[i], self.text[i], []))
+        elif self.text[i] == "(":
+            if phase == "patterns":  # the optional ( before a pattern
+                frame.cases[-1] = "pattern"
+            elif phase and phase != "body":
+                self._doubt("case")
+            else:
+                self._flush(frame)
+                self._push(_Frame("paren"))
+                if self.text.startswith("((", i):
+                    self._push(_Frame("paren", arith=True))  # bash: (( arithmetic )); dash: ( ( ) )
+                    return i + 2
+        elif phase in ("patterns", "pattern"):  # a pattern's ) never closes a substitution
+            frame.cases[-1] = "body"
+            frame.first = True
+        elif phase:
+            self._doubt("case")
+        elif frame.kind == "top":
+            self.problems.append("a `)` closes nothing here; remove it or add the missing `(`")
+        else:
+            self._pop(frame)
+        return i + 1
+
+    def _redirection(self, frame: _Frame, i: int) -> int:
+        text = self.text
+        if text.startswith("<<", i) and not text.startswith("<<<", i):
+            if frame.dbracket or frame.arith:
+                self._doubt("bash-only")
+                return i
+            return self._heredoc_start(frame, i)
+        if frame.dbracket:  # [[ a < b ]] compares strings
+            frame.words.append((text[i], text[i], []))
+            return i + 1
+        frame.redirect, frame.first = True, False
+        if text.startswith("<<<", i):
+            return i + 3
+        return i + 2 if text[i + 1:i + 2] in ("<", ">", "&", "|") else i + 1
+
+    def _heredoc_start(self, frame: _Frame, i: int) -> int:
+        text, n = self.text, len(self.text)
+        j = i + 2
+        strip_tabs = text.startswith("-", j)
+        j += strip_tabs
+        while j < n and text[j] in " \t":
+            j += 1
+        start, quoted, bad, delimiter = j, False, False, []
+        while j < n and text[j] not in _WORD_END and not bad:
+            c = text[j]
+            if j in self.spans or c in "$`":
+                bad = True
+            elif c in "'\"":
+                close = text.find(c, j + 1)
+                inner = text[j + 1:close]
+                bad = close < 0 or self._span_in(j, close) or any(ch in inner for ch in "\\$`\n")
+                delimiter.append(inner)
+                quoted, j = True, close + 1
+            elif c == "\\":
+                bad = j + 1 >= n or j + 1 in self.spans or text[j + 1] == "\n"
+                delimiter.append(text[j + 1:j + 2])
+                quoted, j = True, j + 2
+            else:
+                delimiter.append(c)
+                j += 1
+        if bad or j == start:
+            self._doubt("delimiter")
+            return j
+        if self.pending and self.pending[0][0] is not frame:
+            self._doubt("body-start")
+            return j
+        self.pending.append((frame, "".join(delimiter), strip_tabs, quoted))
+        frame.first = False
+        return j
+
+    def _dollar(self, frame: _Frame, i: int) -> int:
+        """`$` in a command, param, arith or bracket frame, or a here-document body."""
+        text = self.text
+        nxt = text[i + 1:i + 2]
+        if i + 1 in self.spans:
+            return i + 1  # `${{x}}`: a literal dollar before the value (see _plan)
+        if text.startswith("$((", i):
+            self._push(_Frame("arith", depth=1))
+            return i + 3
+        in_double = frame.state == _DOUBLE or frame.kind == "heredoc" or frame.in_double
+        if nxt == "(":
+            self._push(_Frame("cmdsub"))
+        elif nxt == "{":
+            self._push(_Frame("param", in_double=in_double))
+        elif nxt == "[":
+            self._push(_Frame("bracket", state=_DOUBLE if in_double else _UNQUOTED))
+        elif nxt == "'" and not in_double and frame.kind in ("top", "cmdsub", "paren", "param"):
+            frame.state, frame.ansi = _SINGLE, True  # bash's $'…' (dash: a $ and a '…')
+        else:
+            return i + 1
+        return i + 2
+
+    def _single(self, frame: _Frame, i: int) -> int:
+        c = self.text[i]
+        if c == "'":
+            frame.state, frame.ansi = _UNQUOTED, False
+        elif c == "\\" and frame.ansi:
+            self._doubt("ansi")
+        return i + 1
+
+    def _double(self, frame: _Frame, i: int) -> int:
+        c = self.text[i]
+        if c == "\\":
+            return i + 2 if self.text[i + 1:i + 2] in ("$", "`", '"', "\\", "\n") else i + 1
+        if c == '"':
+            frame.state = _UNQUOTED
+        elif c == "`":
+            self._push(_Frame("backtick"))
+        elif c == "$":
+            return self._dollar(frame, i)
+        return i + 1
+
+    def _arith(self, frame: _Frame, i: int) -> int:
+        """`$(( … ))`: parentheses are counted; quotes and substitutions nest."""
+        c = self.text[i]
+        if frame.state == _SINGLE:
+            return self._single(frame, i)
+        if frame.state == _DOUBLE:
+            return self._double(frame, i)
+        if c == "(":
+            frame.depth += 1
+        elif c == ")":
+            frame.depth -= 1
+            if not frame.depth:
+                if not self.text.startswith("))", i):
+                    self._doubt("arith")  # `$((echo a) )`: bash reads $( ( ) ), dash refuses it
+                    return i
+                self._pop(frame)
+                return i + 2
+        elif c in "'\"":
+            frame.state = _SINGLE if c == "'" else _DOUBLE
+        elif c == "`":
+            self._push(_Frame("backtick"))
+        elif c == "$":
+            return self._dollar(frame, i)
+        elif c == "\\":
+            return i + 1 if i + 1 in self.spans else i + 2
+        return i + 1
+
+    def _param(self, frame: _Frame, i: int) -> int:
+        """`${ … }`: ends at the first unquoted `}`; braces do not nest (bash and dash agree)."""
+        text, c = self.text, self.text[i]
+        if frame.state == _SINGLE:
+            return self._single(frame, i)
+        if frame.state == _DOUBLE:
+            return self._double(frame, i)
+        if c == "}":
+            self._pop(frame)
+        elif c == "\\":
+            if i + 1 in self.spans:
+                self.escaped = i + 1
+                return i + 1
+            frame.text += text[i:i + 2]
+            return i + 2
+        elif c == "'" and frame.in_double:
+            # Inside "${x:-'…'}" dash takes ' literally, bash (not as sh) as a quote: they agree
+            # where the ${ ends only when the '…' holds none of these.
+            close = text.find("'", i + 1)
+            if close < 0 or self._span_in(i, close) or any(ch in text[i + 1:close] for ch in '}"`$\\'):
+                self._doubt("param-quote")
+                return i
+            frame.text += text[i:close + 1]
+            return close + 1
+        elif c in "'\"":
+            frame.state = _SINGLE if c == "'" else _DOUBLE
+        elif c == "`":
+            self._push(_Frame("backtick"))
+        elif c == "$":
+            frame.text += c
+            return self._dollar(frame, i)
+        else:
+            frame.text += c
+        return i + 1
+
+    def _bracket(self, frame: _Frame, i: int) -> int:
+        """`$[ … ]`: bash's old arithmetic, plain text to dash; only what both read alike passes."""
+        c = self.text[i]
+        if c == "]":
+            if frame.depth:
+                frame.depth -= 1
+            else:
+                self._pop(frame)
+        elif c == "[":
+            frame.depth += 1
+        elif c == "$":
+            return self._dollar(frame, i)
+        elif c in "'\"`\\{}()<>;&|#\n":
+            self._doubt("bracket")
+            return i
+        return i + 1
+
+    def _backtick(self, frame: _Frame, i: int) -> int:
+        c = self.text[i]
+        if c == "\\":
+            return i + 1 if i + 1 in self.spans else i + 2
+        if c == "`":
+            self._pop(frame)
+        return i + 1
+
+    def _heredoc(self, frame: _Frame, i: int) -> int:
+        """A here-document body: ends at a line that is exactly the delimiter (after tabs, for <<-)."""
+        text = self.text
+        if frame.line_start:
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            line = text[i:end]
+            if (line.lstrip("\t") if frame.strip_tabs else line) == frame.text:
+                self._pop(frame)
+                return end + 1
+            frame.line_start = False
+        c = text[i]
+        if c == "\n":
+            frame.line_start = True
+        elif frame.quoted:
+            pass
+        elif c == "\\":
+            if text.startswith("\\\n", i):
+                self._doubt("body-backslash")
+                return i
+            return i + 2 if text[i + 1:i + 2] in ("$", "`", "\\") else i + 1
+        elif c == "`":
+            self._push(_Frame("backtick"))
+        elif c == "$":
+            return self._dollar(frame, i)
+        return i + 1
+
+
+def _assignment(raw: str) -> bool:
+    """`name=…`, `name+=…` or `name[…]=…` (an assignment word, POSIX 2.9.1)."""
+    name = _NAME.match(raw)
+    if not name:
+        return False
+    rest = raw[name.end():]
+    if rest.startswith("["):
+        close = rest.find("]")
+        rest = rest[close + 1:] if close > 0 else ""
+    return rest.startswith(("=", "+="))
+
+
+def _quoted_placeholder(raw: str) -> str:
+    match = TEMPLATE.fullmatch(raw)
+    return f'"{{{{ {match.group(1).strip()} }}}}"' if match else raw
+
+
+def _number_expr(expr: str) -> bool:
+    """True for `int(…)`, `len(…)` or a whole number: a value bash arithmetic cannot run."""
+    import ast  # only when a warning is about to be given
+
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return False
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, int)
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("int", "len")
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,49 +949,47 @@ class _Slot:
 class _Plan:
     parts: tuple[str | _Slot, ...]
     problems: tuple[str, ...]
+    warnings: tuple[str, ...]
 
 
 @functools.lru_cache(maxsize=512)
 def _plan(template: str) -> _Plan:
     """Lex `template` once and note each placeholder's quoting context (reliability §3.3)."""
-    lexer = _Lexer()
+    matches = list(TEMPLATE.finditer(template))
+    lexer = _Lexer(template, {m.start(): m.end() for m in matches})
+    lexer.run()
     parts: list[str | _Slot] = []
     problems: list[str] = []
+    warnings: list[str] = []
     pos = 0
-    for match in TEMPLATE.finditer(template):
+    for match in matches:
         literal = template[pos:match.start()]
-        escaped = lexer.feed(literal)
         expr = match.group(1).strip()
         where = f"{{{{ {expr} }}}}"
-        frame = lexer.stack[-1]
-        if lexer.in_heredoc:
-            problems.append(f"{where} is inside a here-document, whose quoting depends on its "
-                            f"delimiter; pipe the value in instead: printf '%s\\n' \"{where}\" | command")
-        elif frame.kind == "backtick":
-            problems.append(f"{where} is inside backticks (`...`), where its quoting cannot be "
-                            f"kept; use $( ... ) instead")
-        elif frame.kind == "arith":
-            problems.append(f"{where} is inside $(( ... )), where the shell would evaluate its "
-                            f"value as arithmetic; compute it in the expression instead")
-        elif escaped:
-            problems.append(f"a backslash escapes {where}; remove the backslash")
-        elif frame.state in (_UNQUOTED, _DOUBLE) and _ends_with_bare(literal, "$"):
+        state, refusal, warning = lexer.slots.get(match.start(), (_UNQUOTED, "doubt", None))
+        if refusal == "doubt":
+            what, fix = _DOUBTS.get(lexer.doubt, ("a construct roast cannot follow", "simplify the command"))
+            problems.append(f"{where} comes after {what}, so roast cannot tell how the shell would "
+                            f"quote it; {fix}")
+        elif refusal:
+            problems.append(_REFUSALS[refusal].format(where=where))
+        elif state in (_UNQUOTED, _DOUBLE) and _ends_with_bare(literal, "$"):
             # `${{x}}` would become `$"…"` (bash: locale string) or `$${…}` (the shell's pid):
             # keep the dollar a literal dollar, as in render().
             literal = literal[:-1] + "\\$"
-        elif frame.state == _DOUBLE and _ends_with_bare(literal, "\\"):
+        elif state == _DOUBLE and _ends_with_bare(literal, "\\"):
             # Inside "…" `\{` is a backslash and a brace, but `\${…}` would escape the expansion.
             literal += "\\"
-        parts += [literal, _Slot(expr, frame.state)]
-        lexer.prev = "x"  # a placeholder ends mid-word
+        if warning and not _number_expr(expr):
+            code, detail, suggest = warning
+            warnings.append(_WARNINGS[code].format(where=f"`{where}`", bare=where, expr=expr, detail=detail,
+                                                   suggest=f"`{suggest}`"))
+        parts += [literal, _Slot(expr, state)]
         pos = match.end()
-    tail = template[pos:]
-    lexer.feed(tail)
-    parts.append(tail)
+    parts.append(template[pos:])
     unclosed = lexer.unclosed()
-    if unclosed:
-        problems.append(unclosed)
-    return _Plan(tuple(parts), tuple(problems))
+    problems += lexer.problems + ([unclosed] if unclosed else [])
+    return _Plan(tuple(parts), tuple(problems), tuple(warnings))
 
 
 def _ends_with_bare(literal: str, char: str) -> bool:
@@ -367,8 +1001,26 @@ def _ends_with_bare(literal: str, char: str) -> bool:
 
 
 def shell_template_problems(template: str) -> list[str]:
-    """What makes a `$( … )` command unsafe or unbalanced (for load time); empty when fine."""
+    """What makes a `$( … )` command unsafe or unbalanced (for load time); empty when fine.
+
+    A value is refused where roast cannot be sure how the shell quotes it: inside backticks,
+    `$(( ))` or a here-document, and after a construct that bash and dash read differently.
+    """
     return list(_plan(template).problems)
+
+
+def shell_template_warnings(template: str) -> list[str]:
+    """One warning per `{{ }}` that bash would evaluate as arithmetic (for `roast validate`).
+
+    roast passes the value through a variable, but bash still evaluates `[[ $v -gt 3 ]]`,
+    `(( ))`, `let`, `$[ ]`, `${a[$v]}`, `${s:$v}`, `a[$v]=` and `declare -i` assignments as
+    arithmetic, where a value like `a[$(id)]` runs a command. dash (and test(1)) do not. A value
+    that is already a number (`{{ int(event.count) }}`) is not flagged.
+
+    >>> shell_template_warnings("[[ {{ event.count }} -gt 3 ]]")[0].split(":")[0]
+    '`{{ event.count }}` is an operand of `-gt` inside [[ ]]'
+    """
+    return list(_plan(template).warnings)
 
 
 def render_shell(template: str, namespace: Mapping[str, object]) -> tuple[str, dict[str, str]]:
