@@ -376,12 +376,15 @@ def parse(text: str, filename: str, *, line_offset_map: _Segments | None = None)
 # --- finding and loading ------------------------------------------------------------------
 
 def _shown(path: Path, cwd: Path | None = None) -> str:
-    """`path` relative to the cwd when that is shorter, else absolute."""
+    """`path` as messages show it: relative to `cwd` (default: the process's) when that is shorter,
+    else absolute; both forms normalised. A relative `path` is taken relative to `cwd`."""
     try:
-        rel = os.path.relpath(path, cwd or Path.cwd())
+        base = os.path.abspath(cwd if cwd is not None else Path.cwd())
+        absolute = os.path.normpath(os.path.join(base, path))
+        rel = os.path.relpath(absolute, base)
     except (ValueError, OSError):
         return str(path)
-    return rel if len(rel) < len(str(path)) else str(path)
+    return rel if len(rel) < len(absolute) else absolute
 
 
 def locate(arg: str | os.PathLike[str], cwd: Path | None = None) -> Path:
@@ -405,12 +408,19 @@ def locate(arg: str | os.PathLike[str], cwd: Path | None = None) -> Path:
         raise UsageError(f"workflow {text!r} not found (the directory has no workflow.yml: "
                          f"looked for {_shown(inside, base)})",
                          hint="create workflow.yml there, or give the path of the workflow file")
-    named = base / "roast" / text / "workflow.yml"
-    if named.is_file():
+    # A `*.yml` argument names the file itself; a relative one may also be Roast's roast/NAME.
+    file_like = Path(text).suffix in (".yml", ".yaml")
+    named = base / "roast" / text / "workflow.yml" if not (file_like or Path(text).is_absolute()) else None
+    if named is not None and named.is_file():
         return named.resolve()
-    tried = [_shown(given, base), _shown(given / "workflow.yml", base), _shown(named, base)]
-    raise UsageError(f"workflow {text!r} not found (looked for {', '.join(tried)})",
-                     hint="give a workflow.yml, a directory holding one, or a name under ./roast/")
+    tried = [given] if file_like else [given, given / "workflow.yml"]
+    tried += [named] if named is not None else []
+    shown = dict.fromkeys(_shown(path, base) for path in tried)  # each once, in lookup order
+    hint = "give a workflow.yml, a directory holding one, or a name under ./roast/"
+    if not given.parent.is_dir():
+        hint = (f"the directory {_shown(given.parent, base)} does not exist (moved or renamed?); "
+                "give the workflow's current path")
+    raise UsageError(f"workflow {text!r} not found (looked for {', '.join(shown)})", hint=hint)
 
 
 def filter_key(arg: str | None) -> str | None:
