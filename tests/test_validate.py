@@ -40,6 +40,16 @@ def where(problem: WorkflowInvalid) -> str:
     return Path(str(problem.where)).name
 
 
+# --- 9. long lists of problems ------------------------------------------------------------------
+
+def test_at_most_twenty_problems_are_listed_but_all_are_kept(wf, capsys):
+    path = wf("steps:\n" + "".join(f"  - missing_{i}\n" for i in range(25)))
+    assert len(problems(path)) == 25
+    err = refused(capsys, path)
+    assert "25 problems" in err and "missing_19" in err and "missing_20" not in err
+    assert "… and 5 more" in err
+
+
 # --- 11. path display and lookup ------------------------------------------------------------------
 
 def test_validate_of_a_moved_workflow_lists_each_path_it_tried_once(wf, tmp_path, capsys):
