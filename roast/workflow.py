@@ -469,9 +469,13 @@ class StepFile:
     path: Path
     text: str            # prompt template, Python source or shell script
     output_template: str | None = None   # prompts: `output.txt` beside `prompt.md`
+    shown: str = ""      # `path` as messages show it
+    output_shown: str = ""               # the same for `output.txt`
+    executable: bool = True              # shell scripts: may it be run (os.access X_OK)?
 
 
 _STEP_KINDS = (("prompt", "{}/prompt.md"), ("python", "{}.py"), ("shell", "{}.sh"))
+_FILE_KINDS = {".md": "prompt", ".py": "python", ".sh": "shell"}  # a config's `path:` naming a file
 
 
 def _valid_step_name(name: str) -> bool:
@@ -533,9 +537,21 @@ class Workflow:
         first = self.directory / search_path if search_path else self.directory
         return [first, self.directory.parent / "shared"]
 
+    def _candidates(self, name: str, search_path: str | None) -> list[tuple[str, Path]]:
+        """Where step `name` may be, in lookup order, as (kind, path). A `search_path` with a step
+        file's suffix that is no directory names the file itself (issue 11)."""
+        if search_path:
+            target = self.directory / search_path
+            kind = _FILE_KINDS.get(target.suffix)
+            if kind is not None and not target.is_dir():
+                return [(kind, target)]
+        return [(kind, directory / pattern.format(name)) for directory in self._search_dirs(search_path)
+                for kind, pattern in _STEP_KINDS]
+
     def find_step(self, name: str, search_path: str | None = None) -> StepFile | None:
         """Find step `name`: `name/prompt.md`, `name.py`, `name.sh`, in `search_path` (relative
-        to the workflow directory) or the workflow directory, then in `../shared/`.
+        to the workflow directory) or the workflow directory, then in `../shared/`; or the file
+        `search_path` itself when it is one (`noop.py`, `scripts/deploy.sh`, `x/prompt.md`).
 
         Names with path separators or `..` give None. Every file read counts in `fingerprint()`.
         """
@@ -546,24 +562,37 @@ class Workflow:
             return self._found[cache_key]
         found: StepFile | None = None
         try:
-            for directory in self._search_dirs(search_path):
-                for kind, pattern in _STEP_KINDS:
-                    candidate = directory / pattern.format(name)
-                    if candidate.is_file():
-                        found = StepFile(kind, candidate, self._read_step(candidate))
-                        if kind == "prompt":
-                            template = candidate.parent / "output.txt"
-                            if template.is_file():
-                                found.output_template = self._read_step(template)
-                            else:
-                                self._absent.add(template)
-                        break
-                    self._absent.add(candidate)
-                if found:
+            for kind, candidate in self._candidates(name, search_path):
+                if candidate.is_file():
+                    found = self._step_file(kind, candidate)
                     break
+                self._absent.add(candidate)
         except (ValueError, OSError):   # a NUL or an unusable search_path: nothing there
             found = None
         self._found[cache_key] = found
+        return found
+
+    def looked_for(self, name: str, search_path: str | None = None) -> list[str]:
+        """The files `find_step(name, search_path)` looks at, as messages show them."""
+        if not _valid_step_name(name):
+            return []
+        try:
+            return [_shown(path, self._cwd) for _, path in self._candidates(name, search_path)]
+        except (ValueError, OSError):
+            return []
+
+    def _step_file(self, kind: str, path: Path) -> StepFile:
+        found = StepFile(kind, path, self._read_step(path), shown=_shown(path, self._cwd))
+        if kind == "prompt" and path.name == "prompt.md":
+            template = path.parent / "output.txt"
+            if template.is_file():
+                found.output_template = self._read_step(template)
+                found.output_shown = _shown(template, self._cwd)
+            else:
+                self._absent.add(template)
+        elif kind == "shell":
+            # issue 11: found by `roast validate`, not by a failed run after an event was consumed
+            found.executable = os.access(path, os.X_OK)
         return found
 
     def _read_step(self, path: Path) -> str:
