@@ -6,6 +6,7 @@ Performs no I/O of its own: step files are found through the `Source` it is give
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -41,7 +42,8 @@ class Source(Protocol):
     def where(self, node: Any) -> str: ...
     def config_for(self, name: str) -> Mapping[str, Any] | None: ...
     def find_step(self, name: str, search_path: str | None = None) -> Any: ...
-    def step_candidates(self) -> list[str]: ...
+    def looked_for(self, name: str, search_path: str | None = None) -> list[str]: ...
+    def step_candidates(self, search_path: str | None = None) -> list[str]: ...
 
 
 class DictSource:
@@ -62,7 +64,10 @@ class DictSource:
     def find_step(self, name: str, search_path: str | None = None) -> Any:
         return None
 
-    def step_candidates(self) -> list[str]:
+    def looked_for(self, name: str, search_path: str | None = None) -> list[str]:
+        return []
+
+    def step_candidates(self, search_path: str | None = None) -> list[str]:
         return []
 
     def fingerprint(self) -> str:
@@ -70,6 +75,54 @@ class DictSource:
 
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+# The keys a step's config (the top-level key named after the step) may hold (SPEC §2, issue 11).
+# Later features add `retry`, `api_provider`, `base_url`, `max_tool_rounds` and `tools` here.
+STEP_CONFIG_KEYS = ("model", "json", "print_response", "exit_on_error", "timeout", "coerce_to", "params",
+                    "path", "if", "unless")
+# A named wait's config, and the top-level `wait_for_event:` defaults (SPEC §6).
+WAIT_CONFIG_KEYS = ("timeout", "on_timeout")
+# The model providers this version can use for `api_provider:` (a later change adds openai, openrouter).
+PROVIDERS = ("offline",)
+
+
+def _at(mapping: Any, key: Any) -> Any:
+    """Where to report a problem with `mapping[key]`: the key's own line when it is known."""
+    return getattr(mapping, "key_lines", {}).get(key) or mapping
+
+
+def _close(word: str, choices: Any) -> str | None:
+    import difflib  # only on error paths
+
+    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return found[0] if found else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute, swap two neighbours: optimal string alignment)."""
+    before: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], before[j - 2] + 1)
+        before, prev = prev, cur
+    return prev[-1]
+
+
+def _misspelt_reserved(key: str) -> str | None:
+    """The reserved wait key that `key` is a near miss of (`withn` → `within`), else None.
+
+    One edit away, two for the long `on_timeout`: close enough to be a typo, far enough that
+    event names such as `timed_out` or `on_time` stay events."""
+    lowered = key.lower()
+    for reserved in sorted(RESERVED_WAIT_KEYS):
+        allowed = 2 if len(reserved) >= 8 else 1
+        if abs(len(lowered) - len(reserved)) <= allowed and _edits(lowered, reserved) <= allowed:
+            return reserved
+    return None
 
 
 class _Compiler:
@@ -79,47 +132,135 @@ class _Compiler:
         defaults = source.data.get("wait_for_event")
         self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
         self.model = source.data.get("model")
-        self.names: set[str] = set()  # every step name whose config was looked up
+        # every step name whose config was looked up, and whether by a step or a wait
+        self.used: dict[str, set[str]] = {}
         # checked once here, used by every wait without a duration of its own
-        self.default_timeout = (self.duration(self.wait_defaults["timeout"], self.wait_defaults,
-                                              "wait_for_event.timeout")
+        self.default_timeout = (self.duration(self.wait_defaults["timeout"],
+                                              _at(self.wait_defaults, "timeout"), "wait_for_event.timeout")
                                 if self.wait_defaults.get("timeout") is not None else None)
 
     def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
         self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
 
+    def problem_in(self, file: str, line: int, msg: str, hint: str | None = None) -> None:
+        """A problem inside a step file (prompt.md, output.txt, a .py step)."""
+        self.problems.append(WorkflowInvalid(msg, where=f"{file}:{line}", hint=hint))
+
+    # -- checks of things that would otherwise fail only at run time (issue 11)
+    def templates(self, text: Any, node: Any, path: str, file: str | None = None) -> None:
+        """Compile every `{{ expr }}` of `text` as `expressions.evaluate` will (names exist only at
+        run time, so only the syntax is checked). With `file`, `text` is that file's content."""
+        if not isinstance(text, str):
+            return
+        node = text if getattr(text, "line", 0) else node
+        for match in expressions.TEMPLATE.finditer(text):
+            expr = match.group(1).strip()
+            try:
+                expressions._compile(expr)  # the very function evaluate() uses, multi-line fallback too
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+                detail = err.msg if isinstance(err, SyntaxError) else str(err) or type(err).__name__
+                msg = f"{path}: {{{{ {expr} }}}} is not a valid expression ({detail})"
+                hint = "`{{ }}` holds one Python expression, e.g. {{ output.build }}"
+                if file is None:
+                    self.problem(node, msg, hint)
+                else:
+                    self.problem_in(file, text.count("\n", 0, match.start()) + 1, msg, hint)
+
+    def python_syntax(self, found: Any, label: str, path: str) -> None:
+        """Compile (never import or run) a `.py` step's source, as read by the loader."""
+        import warnings
+
+        shown = found.shown or str(found.path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SyntaxWarnings are the import's to show, not ours
+                compile(found.text, shown, "exec", dont_inherit=True)
+        except SyntaxError as err:
+            code = (err.text or "").strip()
+            self.problem_in(shown, err.lineno or 1, f"{path}: step {label!r} has a Python syntax error: "
+                            f"{err.msg}" + (f" in {code!r}" if code else ""),
+                            hint="fix the file; roast compiles step files, without running them, "
+                                 "before it starts a session")
+        except ValueError as err:  # a NUL byte (Python < 3.12)
+            self.problem_in(shown, 1, f"{path}: step {label!r} cannot be compiled: {err}",
+                            hint="save the file as plain text")
+
+    def provider(self, value: Any, node: Any, what: str) -> None:
+        """`api_provider:` must name a provider in PROVIDERS (top level, or a step's config)."""
+        if value is None or (isinstance(value, str) and value in PROVIDERS):
+            return
+        close = _close(value, PROVIDERS) if isinstance(value, str) else None
+        self.problem(node, f"`{what}` {value!r} is not supported by this version of roast "
+                           f"(supported: {', '.join(PROVIDERS)})",
+                     hint=f"did you mean {close!r}?" if close else
+                     "remove `api_provider:` (or set it to `offline`) to use the offline model")
+
+    def config_keys(self) -> None:
+        """Every key of a used step or wait config, and of the `wait_for_event:` defaults, is known."""
+        for name, kinds in self.used.items():
+            config = self.source.config_for(name)
+            if not config:
+                continue
+            known = ((STEP_CONFIG_KEYS if "step" in kinds else ())
+                     + (WAIT_CONFIG_KEYS if "wait" in kinds else ()))
+            kind = "step" if "step" in kinds else "wait"
+            for key in config:
+                if key == "api_provider" and "step" in kinds:
+                    self.provider(config[key], _at(config, key), f"{name}.api_provider")
+                elif key not in known:
+                    self.unknown_key(config, key, f"`{name}.{key}` is not a {kind} config key", known)
+        for key in self.wait_defaults:
+            if key not in WAIT_CONFIG_KEYS:
+                self.unknown_key(self.wait_defaults, key, f"`wait_for_event.{key}` is not a key of the "
+                                 "top-level `wait_for_event:` defaults", WAIT_CONFIG_KEYS)
+
+    def unknown_key(self, config: Any, key: Any, msg: str, known: tuple[str, ...]) -> None:
+        close = _close(str(key), known)
+        if close:
+            hint = f"did you mean {close!r}?"
+        elif key == "within":
+            hint = "`within:` goes inside the wait itself; a config sets the duration with `timeout:`"
+        else:
+            hint = f"known keys: {', '.join(known)}; remove it or fix its spelling"
+        self.problem(_at(config, key), msg, hint)
+
+    def wait_schema(self, spec: Mapping[str, Any], path: str) -> None:
+        # Per-event JSON Schemas are planned (issue 11): until then `schema:` is refused, never ignored.
+        if "schema" in spec:
+            self.problem(_at(spec, "schema"), f"{path}: `schema:` is not supported yet (per-event JSON "
+                                              "Schemas are planned); remove it")
+
     # -- options
     def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
         if name:
-            self.names.add(str(name))
+            self.used.setdefault(str(name), set()).add("step")
         config = self.source.config_for(name) if name else None
         if not config:
             return StepOptions(model=self.model if isinstance(self.model, str) else None)
         kw: dict[str, Any] = {}
-        for key in ("exit_on_error", "json"):
+        for key in ("exit_on_error", "json", "print_response"):
             if key in config:
                 if not isinstance(config[key], bool):
-                    self.problem(config, f"`{name}.{key}` must be true or false, not {config[key]!r}")
+                    self.problem(_at(config, key),
+                                 f"`{name}.{key}` must be true or false, not {config[key]!r}")
                 else:
                     kw[key] = config[key]
-        if "print_response" in config:
-            if not isinstance(config["print_response"], bool):
-                self.problem(config, f"`{name}.print_response` must be true or false")
-            else:
-                kw["print_response"] = config["print_response"]
         if "coerce_to" in config:
             if config["coerce_to"] not in ("boolean", "llm_boolean", "iterable"):
-                self.problem(config, f"`{name}.coerce_to` must be boolean, llm_boolean or iterable, "
-                                     f"not {config['coerce_to']!r}")
+                self.problem(_at(config, "coerce_to"), f"`{name}.coerce_to` must be boolean, llm_boolean "
+                                                       f"or iterable, not {config['coerce_to']!r}")
             else:
                 kw["coerce_to"] = config["coerce_to"]
         if "timeout" in config and not wait:
-            kw["timeout"] = self.duration(config["timeout"], config, f"{name}.timeout")
+            kw["timeout"] = self.duration(config["timeout"], _at(config, "timeout"), f"{name}.timeout")
         if "params" in config:
             if not isinstance(config["params"], Mapping):
-                self.problem(config, f"`{name}.params` must be a mapping")
+                self.problem(_at(config, "params"), f"`{name}.params` must be a mapping")
             else:
                 kw["params"] = dict(config["params"])
+        if "path" in config and not isinstance(config["path"], str):
+            self.problem(_at(config, "path"), f"`{name}.path` must be a path (text), not {config['path']!r}",
+                         hint="a directory to look in, or the step's file, relative to the workflow")
         model = config.get("model", self.model)
         kw["model"] = model if isinstance(model, str) else None
         return StepOptions(**kw)
@@ -170,8 +311,10 @@ class _Compiler:
         if command is not None:
             for msg in expressions.shell_template_problems(command):
                 self.problem(node, f"{path}: {msg}")
+            self.templates(command, node, path)
             return Command(path, name, command, self.options(name, node), depth)
         if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
+            self.templates(text_s, node, path)
             return Prompt(path, name, text_s, self.options(name, node), None, depth)
         step_name = text_s.strip()
         if name is None and not NAME.fullmatch(step_name):
@@ -181,21 +324,39 @@ class _Compiler:
         search = config.get("path") if isinstance(config.get("path"), str) else None
         found = self.source.find_step(step_name, search)
         options = self.options(name or step_name, node)
-        if found is None:
-            import difflib  # only on this error path
-
-            close = difflib.get_close_matches(step_name, self.source.step_candidates(), n=1)
-            self.problem(node, f"step {step_name!r} not found (looked for {step_name}/prompt.md, "
-                               f"{step_name}.py, {step_name}.sh)",
-                         hint=f"did you mean {close[0]!r}?" if close else
-                         "create one of those files, or write a $(command) or a prompt with spaces")
-            return Sequence(path, ())
         label = name or step_name
+        if found is None:
+            self.not_found(step_name, label, search, node)
+            return Sequence(path, ())
         if found.kind == "prompt":
+            self.templates(found.text, node, path, found.shown or str(found.path))
+            if found.output_template is not None:
+                self.templates(found.output_template, node, path, found.output_shown or "output.txt")
             return Prompt(path, label, found.text, options, found.output_template, depth)
         if found.kind == "python":
+            self.python_syntax(found, label, path)
             return Python(path, label, str(found.path), options, depth)
+        if not getattr(found, "executable", True):
+            shown = found.shown or str(found.path)
+            self.problem(node, f"{path}: step {label!r}: {shown} is not executable; run chmod +x "
+                               f"{shlex.quote(shown)}",
+                         hint="roast runs a .sh step as a program, so the file needs its executable bit")
         return Script(path, label, str(found.path), options, depth)
+
+    def not_found(self, step_name: str, label: str, search: str | None, node: Any) -> None:
+        tried = self.source.looked_for(step_name, search)
+        # never suggest the name that was just not found (issue 11)
+        close = _close(step_name, [c for c in self.source.step_candidates(search) if c != step_name])
+        if close:
+            hint = f"did you mean {close!r}?"
+        elif search is not None:
+            hint = f"fix `{label}.path` ({search!r}): a directory to look in, or the step's own file"
+        elif tried:
+            hint = "create one of those files, or write a $(command) or a prompt with spaces"
+        else:
+            hint = "write a $(command), a prompt with spaces, or (in a dict workflow) a callable"
+        looked = f" (looked for {', '.join(tried)})" if tried else ""
+        self.problem(node, f"step {step_name!r} not found{looked}", hint=hint)
 
     def mapping_step(self, item: Mapping[str, Any], path: str, depth: int) -> Any:
         keys = list(item)
@@ -245,6 +406,7 @@ class _Compiler:
     def if_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> If:
         negate = "unless" in item and "if" not in item
         cond = item.get("unless" if negate else "if")
+        self.templates(cond, item, path)
         if cond is None or (isinstance(cond, str) and not cond.strip()):
             self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a condition")
         elif isinstance(cond, str) and " " in cond.strip() and not has_template(cond) \
@@ -265,6 +427,7 @@ class _Compiler:
         compiled = tuple((to_text(key), self.sequence(steps, f"{path}.when.{to_text(key)}", depth, whens))
                          for key, steps in whens.items())
         other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
+        self.templates(item.get("case"), item, path)
         return Case(path, name, to_text(item.get("case")), compiled, other)
 
     def each_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Each:
@@ -275,12 +438,13 @@ class _Compiler:
         if "steps" not in item:
             self.problem(item, f"{path}: `each` needs a `steps:` list")
         body = self.sequence(item.get("steps"), f"{path}.steps", depth + 1, item)
+        self.templates(item.get("each"), item, path)
         return Each(path, name, to_text(item.get("each")), var, body, depth)
 
     def repeat_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Repeat:
         if not isinstance(spec, Mapping):
             self.problem(item, f"{path}: `repeat` needs a mapping with `steps:` and `until:`")
-            spec = {}
+            return Repeat(path, name, Sequence(f"{path}.steps", ()), "false", 1, depth)
         limit = spec.get("max_iterations", 100)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             self.problem(spec, f"{path}: `max_iterations` must be a positive whole number, not {limit!r}")
@@ -288,6 +452,7 @@ class _Compiler:
         if "until" not in spec:
             self.problem(spec, f"{path}: `repeat` needs an `until:` condition")
         body = self.sequence(spec.get("steps"), f"{path}.steps", depth + 1, spec)
+        self.templates(spec.get("until"), spec, path)
         return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
 
     def input_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Input:
@@ -301,6 +466,7 @@ class _Compiler:
         options = spec.get("options") or ()
         if kind == "select" and not options:
             self.problem(spec, f"{path}: a `select` input needs `options:`")
+        self.templates(spec["prompt"], spec, path)
         return Input(path, name or spec.get("name"), spec["prompt"], kind,
                      tuple(to_text(o) for o in options), spec.get("default"), depth)
 
@@ -310,39 +476,50 @@ class _Compiler:
                          hint="e.g.  wait_for_event:\n      approved: [deploy]\n      rejected: [rollback]")
             spec = {}
         branches: list[tuple[str, Sequence]] = []
-        key_lines = getattr(spec, "key_lines", {})
         for key, steps in spec.items():
-            at = key_lines.get(key) or spec
+            at = _at(spec, key)
             if isinstance(key, bool):
                 self.problem(at, f"{path}: event name {key!r} was read by YAML as a boolean "
-                                   "(on/off/yes/no/true/false)", hint="quote it: \"on\": [...]")
+                                 "(on/off/yes/no/true/false)", hint="quote it: \"on\": [...]")
                 continue
             key_s = str(key)
             if key_s in RESERVED_WAIT_KEYS:
                 continue
+            meant = _misspelt_reserved(key_s)
+            if meant is not None:  # issue 11: a typo must not silently become an event name
+                self.problem(at, f"{path}: {key_s!r} looks like a misspelt `{meant}`",
+                             hint=f"write `{meant}:`; an event name may not be this close to the keys a "
+                                  f"wait reserves ({', '.join(sorted(RESERVED_WAIT_KEYS))})")
+                continue
             if not EVENT_NAME.fullmatch(key_s):
                 self.problem(at, f"{path}: event name {key_s!r} may use only letters, digits, _ and -")
                 continue
-            branches.append((key_s, self.sequence(steps, f"{path}.{key_s}", depth, spec)))
+            branches.append((key_s, self.sequence(steps, f"{path}.{key_s}", depth, at)))
         if not branches and spec:
             self.problem(spec, f"{path}: `wait_for_event` declares no event")
-        timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, spec)
+        self.wait_schema(spec, path)
+        timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, _at(spec, "timeout"))
                           if isinstance(spec.get("timeout"), list) else None)
         if "timeout" in spec and not isinstance(spec["timeout"], list):
-            self.problem(spec, f"{path}: inside a wait, `timeout:` is the list of steps run when the "
-                               "deadline passes", hint="set the duration with `within: 2h`")
+            self.problem(_at(spec, "timeout"), f"{path}: inside a wait, `timeout:` is the list of steps run "
+                                               "when the deadline passes",
+                         hint="set the duration with `within: 2h`")
         # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
         if name:
-            self.names.add(str(name))
+            self.used.setdefault(str(name), set()).add("wait")
         config = (self.source.config_for(name) or {}) if name else {}
-        own = self.duration(spec["within"], spec, "within") if spec.get("within") is not None else None
-        named = self.duration(config["timeout"], config, f"{name}.timeout") \
-            if config.get("timeout") is not None else None
+        own = (self.duration(spec["within"], _at(spec, "within"), "within")
+               if spec.get("within") is not None else None)
+        named = (self.duration(config["timeout"], _at(config, "timeout"), f"{name}.timeout")
+                 if config.get("timeout") is not None else None)
         timeout = own if own is not None else named if named is not None else self.default_timeout
+        # issue 11: the `timeout:` branch > the wait's own `on_timeout:` > the named wait's config >
+        # the top-level default (the runner takes the branch first, see WaitForEvent._branch).
         on_timeout = None
-        for origin in (config, self.wait_defaults):
+        for origin in (spec, config, self.wait_defaults):
             if origin.get("on_timeout") is not None:
-                on_timeout = self.sequence(origin["on_timeout"], f"{path}.on_timeout", depth, origin)
+                on_timeout = self.sequence(origin["on_timeout"], f"{path}.on_timeout", depth,
+                                           _at(origin, "on_timeout"))
                 break
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth)
 
@@ -358,20 +535,29 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
     With `warnings`, it also receives SPEC §2's warnings (`roast validate` prints them): a top-level
     mapping that configures no step and is no known option, most often a misspelt step name."""
     compiler = _Compiler(source)
+    compiler.provider(source.data.get("api_provider"), _at(source.data, "api_provider"), "api_provider")
     steps = source.data.get("steps")
     root = compiler.sequence(steps, "steps", 0, source.data)
     defaults = source.data.get("wait_for_event")
     if defaults is not None and not isinstance(defaults, Mapping):
-        compiler.problem(source.data, "the top-level `wait_for_event:` key holds the default config of "
-                                      "waits and must be a mapping (timeout, on_timeout)")
+        compiler.problem(_at(source.data, "wait_for_event"), "the top-level `wait_for_event:` key holds "
+                         "the default config of waits and must be a mapping (timeout, on_timeout)")
+    compiler.config_keys()
     if compiler.problems:
         compiler.problems = list({str(p): p for p in compiler.problems}.values())
+        compiler.problems.sort(key=_place)  # in file order, whichever check found them
         count = len(compiler.problems)
         raise WorkflowInvalid(f"the workflow has {count} problem{'s' if count > 1 else ''}",
                               problems=compiler.problems)
     if warnings is not None:
-        warnings.extend(_unused_configs(source, compiler.names))
+        warnings.extend(_unused_configs(source, set(compiler.used)))
     return root
+
+
+def _place(problem: RoastError) -> tuple[str, int]:
+    place = problem.to_dict()
+    line = place["line"]
+    return str(place["file"] or ""), line if isinstance(line, int) else 0
 
 
 def _unused_configs(source: Source, names: set[str]) -> list[str]:

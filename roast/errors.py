@@ -61,6 +61,7 @@ class WorkflowInvalid(UsageError):
     """The workflow cannot be loaded; `problems` lists every mistake found."""
 
     code = "workflow_invalid"
+    shown = 20  # issue 11: the text lists this many problems; `problems` keeps all of them (--json)
 
     def __init__(self, msg: str, *, where: str | None = None, hint: str | None = None,
                  problems: list[RoastError] | None = None) -> None:
@@ -70,7 +71,10 @@ class WorkflowInvalid(UsageError):
     def __str__(self) -> str:
         if len(self.problems) <= 1:
             return str(self.problems[0]) if self.problems else super().__str__()
-        lines = [f"{self.args[0]}:"] + [f"  - {p}".replace("\n", "\n    ") for p in self.problems]
+        lines = [f"{self.args[0]}:"] + [f"  - {p}".replace("\n", "\n    ")
+                                         for p in self.problems[:self.shown]]
+        if len(self.problems) > self.shown:
+            lines.append(f"  … and {len(self.problems) - self.shown} more")
         return "\n".join(lines)
 
 

@@ -376,12 +376,15 @@ def parse(text: str, filename: str, *, line_offset_map: _Segments | None = None)
 # --- finding and loading ------------------------------------------------------------------
 
 def _shown(path: Path, cwd: Path | None = None) -> str:
-    """`path` relative to the cwd when that is shorter, else absolute."""
+    """`path` as messages show it: relative to `cwd` (default: the process's) when that is shorter,
+    else absolute; both forms normalised. A relative `path` is taken relative to `cwd`."""
     try:
-        rel = os.path.relpath(path, cwd or Path.cwd())
+        base = os.path.abspath(cwd if cwd is not None else Path.cwd())
+        absolute = os.path.normpath(os.path.join(base, path))
+        rel = os.path.relpath(absolute, base)
     except (ValueError, OSError):
         return str(path)
-    return rel if len(rel) < len(str(path)) else str(path)
+    return rel if len(rel) < len(absolute) else absolute
 
 
 def locate(arg: str | os.PathLike[str], cwd: Path | None = None) -> Path:
@@ -405,12 +408,19 @@ def locate(arg: str | os.PathLike[str], cwd: Path | None = None) -> Path:
         raise UsageError(f"workflow {text!r} not found (the directory has no workflow.yml: "
                          f"looked for {_shown(inside, base)})",
                          hint="create workflow.yml there, or give the path of the workflow file")
-    named = base / "roast" / text / "workflow.yml"
-    if named.is_file():
+    # A `*.yml` argument names the file itself; a relative one may also be Roast's roast/NAME.
+    file_like = Path(text).suffix in (".yml", ".yaml")
+    named = base / "roast" / text / "workflow.yml" if not (file_like or Path(text).is_absolute()) else None
+    if named is not None and named.is_file():
         return named.resolve()
-    tried = [_shown(given, base), _shown(given / "workflow.yml", base), _shown(named, base)]
-    raise UsageError(f"workflow {text!r} not found (looked for {', '.join(tried)})",
-                     hint="give a workflow.yml, a directory holding one, or a name under ./roast/")
+    tried = [given] if file_like else [given, given / "workflow.yml"]
+    tried += [named] if named is not None else []
+    shown = dict.fromkeys(_shown(path, base) for path in tried)  # each once, in lookup order
+    hint = "give a workflow.yml, a directory holding one, or a name under ./roast/"
+    if not given.parent.is_dir():
+        hint = (f"the directory {_shown(given.parent, base)} does not exist (moved or renamed?); "
+                "give the workflow's current path")
+    raise UsageError(f"workflow {text!r} not found (looked for {', '.join(shown)})", hint=hint)
 
 
 def filter_key(arg: str | None) -> str | None:
@@ -459,9 +469,13 @@ class StepFile:
     path: Path
     text: str            # prompt template, Python source or shell script
     output_template: str | None = None   # prompts: `output.txt` beside `prompt.md`
+    shown: str = ""      # `path` as messages show it
+    output_shown: str = ""               # the same for `output.txt`
+    executable: bool = True              # shell scripts: may it be run (os.access X_OK)?
 
 
 _STEP_KINDS = (("prompt", "{}/prompt.md"), ("python", "{}.py"), ("shell", "{}.sh"))
+_FILE_KINDS = {".md": "prompt", ".py": "python", ".sh": "shell"}  # a config's `path:` naming a file
 
 
 def _valid_step_name(name: str) -> bool:
@@ -523,9 +537,21 @@ class Workflow:
         first = self.directory / search_path if search_path else self.directory
         return [first, self.directory.parent / "shared"]
 
+    def _candidates(self, name: str, search_path: str | None) -> list[tuple[str, Path]]:
+        """Where step `name` may be, in lookup order, as (kind, path). A `search_path` with a step
+        file's suffix that is no directory names the file itself (issue 11)."""
+        if search_path:
+            target = self.directory / search_path
+            kind = _FILE_KINDS.get(target.suffix)
+            if kind is not None and not target.is_dir():
+                return [(kind, target)]
+        return [(kind, directory / pattern.format(name)) for directory in self._search_dirs(search_path)
+                for kind, pattern in _STEP_KINDS]
+
     def find_step(self, name: str, search_path: str | None = None) -> StepFile | None:
         """Find step `name`: `name/prompt.md`, `name.py`, `name.sh`, in `search_path` (relative
-        to the workflow directory) or the workflow directory, then in `../shared/`.
+        to the workflow directory) or the workflow directory, then in `../shared/`; or the file
+        `search_path` itself when it is one (`noop.py`, `scripts/deploy.sh`, `x/prompt.md`).
 
         Names with path separators or `..` give None. Every file read counts in `fingerprint()`.
         """
@@ -536,24 +562,37 @@ class Workflow:
             return self._found[cache_key]
         found: StepFile | None = None
         try:
-            for directory in self._search_dirs(search_path):
-                for kind, pattern in _STEP_KINDS:
-                    candidate = directory / pattern.format(name)
-                    if candidate.is_file():
-                        found = StepFile(kind, candidate, self._read_step(candidate))
-                        if kind == "prompt":
-                            template = candidate.parent / "output.txt"
-                            if template.is_file():
-                                found.output_template = self._read_step(template)
-                            else:
-                                self._absent.add(template)
-                        break
-                    self._absent.add(candidate)
-                if found:
+            for kind, candidate in self._candidates(name, search_path):
+                if candidate.is_file():
+                    found = self._step_file(kind, candidate)
                     break
+                self._absent.add(candidate)
         except (ValueError, OSError):   # a NUL or an unusable search_path: nothing there
             found = None
         self._found[cache_key] = found
+        return found
+
+    def looked_for(self, name: str, search_path: str | None = None) -> list[str]:
+        """The files `find_step(name, search_path)` looks at, as messages show them."""
+        if not _valid_step_name(name):
+            return []
+        try:
+            return [_shown(path, self._cwd) for _, path in self._candidates(name, search_path)]
+        except (ValueError, OSError):
+            return []
+
+    def _step_file(self, kind: str, path: Path) -> StepFile:
+        found = StepFile(kind, path, self._read_step(path), shown=_shown(path, self._cwd))
+        if kind == "prompt" and path.name == "prompt.md":
+            template = path.parent / "output.txt"
+            if template.is_file():
+                found.output_template = self._read_step(template)
+                found.output_shown = _shown(template, self._cwd)
+            else:
+                self._absent.add(template)
+        elif kind == "shell":
+            # issue 11: found by `roast validate`, not by a failed run after an event was consumed
+            found.executable = os.access(path, os.X_OK)
         return found
 
     def _read_step(self, path: Path) -> str:
