@@ -7,8 +7,8 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "expressions", "context", "workflow", "steps", "compiler", "runner", "effects", "store", "api",
-         "display", "cli"]
+ORDER = ["errors", "expressions", "context", "workflow", "steps", "compiler", "runner", "providers", "tools",
+         "effects", "store", "api", "display", "cli"]
 ENTRY_POINTS = {"__init__", "__main__"}
 
 
