@@ -149,7 +149,8 @@ def check_settings(config: Mapping[str, Any], warnings: list[str] | None = None)
     provider = config.get("api_provider")
     if provider is not None and provider not in PROVIDERS:
         if not isinstance(provider, str):
-            problems.append(f"api_provider must be one of {', '.join(PROVIDERS)}, got {type(provider).__name__}")
+            problems.append(f"api_provider must be one of {', '.join(PROVIDERS)}, "
+                            f"got {type(provider).__name__}")
         else:
             import difflib
 
@@ -272,10 +273,10 @@ def _completion(settings: ProviderSettings, response: Any) -> Completion:
 
             arguments = json.dumps(arguments)
         calls.append(ToolCall(call.id, function.name, arguments))
-    usage = response.usage
-    return Completion(choice.message.content, tuple(calls),
-                      Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
-                      response.model or settings.model, choice.finish_reason)
+    usage = Usage(getattr(response.usage, "prompt_tokens", 0) or 0,
+                  getattr(response.usage, "completion_tokens", 0) or 0)
+    return Completion(choice.message.content, tuple(calls), usage, response.model or settings.model,
+                      choice.finish_reason)
 
 
 def _status_error(settings: ProviderSettings, status: int, detail: str) -> ProviderError:

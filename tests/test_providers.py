@@ -21,8 +21,9 @@ from roast.providers import (
     settings_from,
 )
 
-needs_openai = pytest.mark.skipif(importlib.util.find_spec("openai") is None,
-                                  reason="the `openai` package is not installed (pip install 'roast[openai]')")
+needs_openai = pytest.mark.skipif(
+    importlib.util.find_spec("openai") is None,
+    reason="the `openai` package is not installed (pip install 'roast[openai]')")
 
 TOKEN = "sk-test-0123456789abcdef"
 USER = [{"role": "user", "content": "Say hello."}]
@@ -206,7 +207,8 @@ def test_the_offline_provider_is_not_for_complete():
 def test_the_token_never_shows_in_repr_or_str():
     s = ProviderSettings("openai", token=TOKEN)
     assert TOKEN not in repr(s) and TOKEN not in str(s) and TOKEN not in f"{s}"
-    assert "token=***" in repr(s) and ProviderSettings().token is None and "token=None" in repr(ProviderSettings())
+    assert "token=***" in repr(s)
+    assert ProviderSettings().token is None and "token=None" in repr(ProviderSettings())
 
 
 def test_defaults_are_the_offline_model_and_gpt_4o_mini():
