@@ -391,7 +391,9 @@ def _truncated(data: bytes, limit: int, total: int, what: str) -> str:
     """`data` cut to `limit` bytes, saying so when `total` (the whole size) is more."""
     if total <= limit and len(data) <= limit:
         return data.decode("utf-8", "replace")
-    head = data[:limit].decode("utf-8", "ignore")
+    head = data[:limit].decode("utf-8", "replace")
+    while len(head.encode()) > limit:  # a character cut in two became a 3-byte U+FFFD
+        head = head[:-1]
     return f"{head}\n[truncated: {what}: showing the first {len(head.encode())} of {total} bytes]"
 
 
@@ -413,7 +415,7 @@ def _read_file(tool: ToolSpec, args: dict[str, Any], root: Path, max_bytes: int)
         limit = max(1, min(limit, args["max_tokens"] * 4))  # ~4 bytes a token, as Roast's truncator
     try:
         if path.is_dir():
-            return _listing(path, raw, root)
+            return _listing(path, root)
         data, size = _read(path, limit)
     except OSError as err:
         raise _os_error(err, raw, "read") from None
@@ -422,7 +424,7 @@ def _read_file(tool: ToolSpec, args: dict[str, Any], root: Path, max_bytes: int)
     return _truncated(data, limit, max(size, len(data)), _rel(path, root))
 
 
-def _listing(path: Path, raw: str, root: Path) -> str:
+def _listing(path: Path, root: Path) -> str:
     entries = sorted(os.scandir(path), key=lambda e: e.name)
     lines = [f"{_rel(path, root)}/ ({len(entries)} entries)"]
     for entry in entries[:MAX_LISTED]:
@@ -655,6 +657,7 @@ def _grep(tool: ToolSpec, args: dict[str, Any], root: Path, max_bytes: int) -> s
 
 def _cmd(tool: ToolSpec, args: dict[str, Any], root: Path, max_bytes: int) -> str:
     import shlex
+    import shutil
     import signal
     import subprocess
     import tempfile
@@ -674,25 +677,28 @@ def _cmd(tool: ToolSpec, args: dict[str, Any], root: Path, max_bytes: int) -> st
     argv = [command, *words]
     shown = shlex.join(argv)
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    # Only absolute PATH entries: a relative one ('.', 'bin') would find a file the model put in root.
+    search = os.pathsep.join(d for d in env.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(d))
+    executable = shutil.which(command, path=search)
+    if executable is None:
+        raise _Refused(f"the command {command!r} is not installed here (not found on PATH)")
     with tempfile.TemporaryFile() as out:  # a file, not a pipe: a flood of output costs no memory
         try:
-            proc = subprocess.Popen(argv, shell=False, cwd=root, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        except FileNotFoundError:
-            raise _Refused(f"the command {command!r} is not installed here (not found on PATH)") from None
+            proc = subprocess.Popen(argv, executable=executable, shell=False, cwd=root,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
         except OSError as err:
             raise _Refused(f"cannot run {shown}: {err.strerror or err}") from None
         try:
             status = proc.wait(timeout=timeout)
-        except BaseException as err:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: children go too
+        except subprocess.TimeoutExpired:
+            raise _Refused(f"{shown} timed out after {timeout} s and was stopped") from None
+        finally:
+            try:  # its own session: whatever it left running in the background goes too
+                os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             proc.wait()
-            if isinstance(err, subprocess.TimeoutExpired):
-                raise _Refused(f"{shown} timed out after {timeout} s and was stopped") from None
-            raise
         size = os.fstat(out.fileno()).st_size
         head = f"Command: {shown}\nExit status: {status}\nOutput:\n"  # Roast's Cmd result format
         limit = max(0, max_bytes - len(head.encode()) - NOTE_ROOM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,7 @@ def test_read_file_errors_are_results_the_model_can_read(root):
 def test_read_file_refuses_paths_outside_root(root, outside, path):
     (root / "sub").mkdir()
     result = read(root, path)
-    assert result.startswith("error: ") and "root:" not in result and "SECRET" not in result
+    assert result.startswith("error: ") and "root:x:" not in result and "SECRET" not in result
 
 
 def test_read_file_refuses_a_symlink_pointing_outside_root(root, outside):
@@ -379,6 +380,32 @@ def test_cmd_output_is_bounded(root):
 def test_cmd_kills_a_command_that_outlives_its_timeout(root):
     result = cmd(root, "sleep", "30", config={"allowed_commands": ["sleep"]}, timeout=1)
     assert result.startswith("error: ") and "timed out after 1 s" in result
+
+
+def test_cmd_never_runs_a_program_from_a_relative_path_entry(root, monkeypatch):
+    (root / "ls").write_text("#!/bin/sh\ntouch PWNED\n")  # as if the model had planted it
+    (root / "ls").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([".", "bin", os.environ["PATH"]]))
+    assert "Exit status: 0" in cmd(root, "ls")
+    assert not (root / "PWNED").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_cmd_stops_what_a_command_left_running_in_the_background(root):
+    result = cmd(root, "sh", "-c 'sleep 300 & echo $!'", config={"allowed_commands": ["sh"]})
+    pid = int(result.split("Output:\n")[1])
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:  # SIGKILL is asynchronous; no timing asserted
+        time.sleep(0.01)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def test_cmd_does_not_hand_the_model_keys_to_commands(root, monkeypatch):
