@@ -12,7 +12,7 @@ import roast
 from roast import workflow
 from roast.cli import main
 from roast.errors import WorkflowInvalid
-from roast.store import Store
+from roast import api
 
 T0 = 1_800_000_000.0
 
@@ -23,7 +23,7 @@ def refused(capsys: pytest.CaptureFixture[str], path: Path, command: str = "vali
     out, err = capsys.readouterr()
     assert code == 2, err
     assert out == "" and err.startswith("roast: error: ") and "Traceback" not in err
-    assert Store().list()[0] == []
+    assert api.list_sessions().rows == []
     return err
 
 
@@ -31,7 +31,7 @@ def problems(path: Path) -> list[WorkflowInvalid]:
     """`roast.run(path)` raises WorkflowInvalid; its problems, each with its file:line."""
     with pytest.raises(WorkflowInvalid) as info:
         roast.run(path)
-    assert Store().list()[0] == []
+    assert api.list_sessions().rows == []
     return list(info.value.problems) or [info.value]
 
 
