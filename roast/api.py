@@ -805,6 +805,30 @@ def _recover(store: SessionStore, session: Session, observer: Observer, now: Cal
         return result._replace(warnings=warnings)
 
 
+def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
+                store: SessionStore | str | None = None, observer: Observer | None = None,
+                now: Callable[[], float] = time.time) -> Result:
+    """Run the branch of an event this process claimed with `resume(..., run=False)` (`roast serve`
+    answers the sender first, then runs the branch in its worker pool, issue 15). The claimed
+    event is read from the store, as recovery does."""
+    observer = observer or _quiet()
+    store_ = _store(store, home)
+    session = store_.get(session_id)
+    if session.status != "running":
+        raise _not_waiting(session)
+    if session.orphaned is False and session.holder and "this process" not in session.holder:
+        raise NotWaiting(f"session {session.id} is being run by {session.holder}; nothing changed")
+    cwd = _cwd_of(session)
+    with store_.hold(session.id, "roast serve"):
+        state, defn, warnings = _prepare(store_, session, None, False, observer)
+        pending = store_.take_over(session.id, now=now())
+        ctx: Context = state["context"]
+        ctx.attach_env(dict(os.environ))
+        result = _drive(store_, session.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
+                        observer, now, cwd)
+        return result._replace(warnings=warnings)
+
+
 def _check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:
     """Recovery never starts an attempt while an earlier attempt's process group lives (issue 10)."""
     from roast.effects import group_alive
