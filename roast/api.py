@@ -1059,3 +1059,42 @@ def prune(*, older_than: float, home: str | os.PathLike[str] | None = None,
           store: SessionStore | str | None = None) -> int:
     """Delete finished sessions last updated more than `older_than` seconds ago; return how many."""
     return _store(store, home).prune(older_than=older_than, now=time.time())
+
+
+# --------------------------------------------------------------------------- links (issue 15)
+
+LINK_MAX_AGE = 7 * 86_400.0  # a link expires at the wait's deadline, and at most this long after the wait began
+
+
+def links(session: Session | str, *, public_url: str | None = None, home: str | os.PathLike[str] | None = None,
+          store: SessionStore | str | None = None) -> dict[str, str]:
+    """One signed link per event a waiting session accepts, under `public_url` (default
+    `ROAST_PUBLIC_URL`); `{}` when no public URL is configured or the session is not waiting."""
+    from roast import links as links_mod
+    from roast import seal
+
+    public = public_url or os.environ.get("ROAST_PUBLIC_URL")
+    store_ = _store(store, home)
+    row = store_.get(session) if isinstance(session, str) else session
+    if not public or row.status != "waiting":
+        return {}
+    key = seal.link_key(store_.signing_keys())
+    expires = row.updated_at + LINK_MAX_AGE
+    if row.deadline is not None:
+        expires = min(expires, row.deadline)
+    base = public.rstrip("/")
+    return {event: f"{base}/a/{links_mod.make(key, row.id, row.wait_seq, event, expires)}" for event in row.events}
+
+
+def check_link(token: str, *, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
+               now: Callable[[], float] = time.time) -> tuple[Any, Session, str]:
+    """What an approval link grants: `(link, session, csrf_token)`; `links.BadLink` (a `Refused`)
+    when it is tampered with, malformed or expired. The session may have moved on since (the page
+    then says what happened)."""
+    from roast import links as links_mod
+    from roast import seal
+
+    store_ = _store(store, home)
+    key = seal.link_key(store_.signing_keys())
+    link = links_mod.check(key, token, now=now())
+    return link, store_.get(link.session_id), links_mod.csrf(key, token)

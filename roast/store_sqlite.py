@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from roast import seal
-from roast.errors import NotWaiting, Refused, StoreUnavailable, UsageError
+from roast.errors import NotWaiting, Refused, RoastError, StoreUnavailable, UsageError
 from roast.store import (
     ACCEPTED,
     FINISHED,
@@ -514,6 +514,13 @@ class SQLiteStore:
                 raise StateRefused(err.message, hint=err.hint) from err
         self._keys = keys
         return keys
+
+    def signing_keys(self) -> seal.Keyring:
+        """The store's keys (for approval-link tokens, issue 15). Never creates one."""
+        try:
+            return self._keyring(None, signing=False)
+        except RoastError as err:
+            raise StoreUnavailable(err.message, hint=err.hint) from err
 
     # -- liveness --------------------------------------------------------------------------------
 

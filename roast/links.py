@@ -1,0 +1,75 @@
+"""Signed links for people (issue 15): a capability to deliver one event to one wait of one
+session, until an expiry. The token is `v1.<payload>.<tag>`, the payload base64url JSON
+`{"s": session, "w": wait number, "e": event, "x": expiry epoch}`, the tag HMAC-SHA256 over it with a
+key derived from the store's signing key (`seal.link_key`). Pure: no I/O, no clock of its own.
+
+    >>> token = make(b"k" * 32, "abcd1234", 2, "approved", 2_000_000_000)
+    >>> check(b"k" * 32, token, now=1_900_000_000).event
+    'approved'
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+from roast.errors import Refused
+from roast.record import Record
+
+_PREFIX = "v1"
+
+
+class Link(Record):
+    """What a valid token allows: deliver `event` to `session_id` at wait `wait_seq`, before `expires`."""
+
+    __slots__ = ("session_id", "wait_seq", "event", "expires")
+
+
+class BadLink(Refused):
+    """A link token that is malformed, tampered with, or expired (the page answers 403)."""
+
+    code = "bad_link"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _tag(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, f"roast-link-v1\x00{payload}".encode(), hashlib.sha256).digest())
+
+
+def make(key: bytes, session_id: str, wait_seq: int, event: str, expires: float) -> str:
+    """A token for one event of one wait."""
+    payload = _b64(json.dumps({"s": session_id, "w": wait_seq, "e": event, "x": int(expires)},
+                              separators=(",", ":"), sort_keys=True).encode())
+    return f"{_PREFIX}.{payload}.{_tag(key, payload)}"
+
+
+def check(key: bytes, token: str, *, now: float) -> Link:
+    """The link a token grants, or BadLink (tampered, malformed or expired); constant-time compare."""
+    parts = token.split(".") if isinstance(token, str) and len(token) < 2048 else []
+    if len(parts) != 3 or parts[0] != _PREFIX:
+        raise BadLink("this approval link is not a roast link (malformed); nothing was changed")
+    payload, tag = parts[1], parts[2]
+    if not hmac.compare_digest(_tag(key, payload), tag):
+        raise BadLink("this approval link was altered or was made with another key; nothing was changed")
+    try:
+        fields = json.loads(_unb64(payload))
+        link = Link(str(fields["s"]), int(fields["w"]), str(fields["e"]), float(fields["x"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadLink("this approval link is damaged; nothing was changed") from err
+    if now >= link.expires:
+        raise BadLink("this approval link has expired; nothing was changed",
+                      hint="ask for a new link (`roast session ID` shows the current ones)")
+    return link
+
+
+def csrf(key: bytes, token: str) -> str:
+    """The form token of the page a link opens: only that page knows it (GET never delivers)."""
+    return _b64(hmac.new(key, f"roast-csrf-v1\x00{token}".encode(), hashlib.sha256).digest())[:32]
