@@ -286,6 +286,17 @@ def _model(defn: Definition) -> Any:
 def _drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
            event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
     """Run from `cursor` until the end or the next wait; save, then return what happened."""
+    from roast.store import mark_running
+
+    mark_running(session_id)  # live while this process drives it, even after a store error (store.py)
+    try:
+        return _drive_marked(store, session_id, defn, ctx, cursor, event, observer, now, cwd)
+    finally:
+        mark_running(session_id, False)
+
+
+def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
+                  event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
     from roast import steps
     from roast.effects import Effects
     from roast.runner import Completed, Runner, Waiting
@@ -617,7 +628,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
              others: list[str], moved: str | None, run: bool) -> Result:
     """Deliver under the session's lock when a wait may take the event (the lock must be held before
     the claim, so a running session is never seen without its owner)."""
-    for _ in range(200):
+    busy: RoastError | None = None
+    for _ in range(100):
         fresh = store.get(session.id)
         wants = fresh.status == "waiting" and incoming.name in fresh.events
         if not wants:
@@ -629,7 +641,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
         try:
             hold = store.hold(fresh.id, "roast resume")
             hold.__enter__()
-        except NotWaiting:
+        except NotWaiting as err:
+            busy = err
             time.sleep(0.02)  # another process is taking the session right now; look again
             continue
         try:
@@ -637,8 +650,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
                             if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run)
         finally:
             hold.__exit__(None, None, None)
-    raise NotWaiting(f"session {session.id} is being handled by another process; nothing changed",
-                     hint="try again in a moment")
+    raise busy or NotWaiting(f"session {session.id} is being handled by another process; nothing changed",
+                             hint="try again in a moment")
 
 
 def _consume(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
@@ -668,6 +681,9 @@ def _consume(store: SessionStore, session: Session, incoming: Incoming, *, obser
         raise err
     event = _event_of(outcome.event)
     if not run:
+        from roast.store import mark_running
+
+        mark_running(session.id)  # claimed here: live until run_claimed() runs it
         return _result(store.get(session.id))._replace(outcome="consumed", event_id=incoming.event_id,
                                                        event=incoming.name, delivery=_delivery_doc(outcome.event),
                                                        warnings=warnings, others_waiting=others)

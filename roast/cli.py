@@ -355,12 +355,19 @@ def _read_event_data(spec: str | None) -> str | None:
         return None
     if spec == "-":
         raw = sys.stdin.buffer.read(limit + 1)
+        if len(raw) > limit:
+            raise BadEventData(f"event data on stdin is too large (more than {limit:,} bytes, the limit)",
+                               hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
     elif spec.startswith("@"):
         try:
             with open(spec[1:], "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
                 raw = fh.read(limit + 1)
         except OSError as err:
             raise BadEventData(f"cannot read event data from {spec[1:]!r}: {err.strerror}") from err
+        if len(raw) > limit:
+            raise BadEventData(f"event data in {spec[1:]!r} is too large ({max(size, len(raw)):,} bytes, limit "
+                               f"{limit:,})", hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
     else:
         return spec
     try:

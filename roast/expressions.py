@@ -1144,7 +1144,8 @@ def parse_event_data(raw: str | bytes | None, *, limit: int = MAX_EVENT_BYTES) -
         return {}
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
     if size > limit:
-        _refuse(f"event data is {size:,} bytes; the limit is {limit:,}")
+        raise BadEventData(f"event data is too large ({size:,} bytes, limit {limit:,})",
+                           hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8-sig")  # a BOM is an encoding marker, not data

@@ -283,6 +283,26 @@ def missing(session_id: str) -> NotFound:
 
 
 # ---------------------------------------------------------------------------------------------
+# sessions this process is running
+
+# A session whose recorded owner is this very process is live while this process drives it (or
+# has claimed it to drive soon: `roast serve`); after a drive ends in a store error or a signal it
+# is orphaned even though the process lives on, so it can be recovered without a restart.
+_RUNNING_HERE: set[str] = set()
+
+
+def running_here(session_id: str) -> bool:
+    return session_id in _RUNNING_HERE
+
+
+def mark_running(session_id: str, running: bool = True) -> None:
+    if running:
+        _RUNNING_HERE.add(session_id)
+    else:
+        _RUNNING_HERE.discard(session_id)
+
+
+# ---------------------------------------------------------------------------------------------
 # the fault hook (tests only)
 
 # reliability.md §6 F2, after SQLite's writecrash.test: ROAST_FAULT_AT=n kills this process at the

@@ -45,6 +45,7 @@ from roast.store import (
     not_waiting,
     refusal,
     roast_home,
+    running_here,
     when,
 )
 
@@ -333,9 +334,27 @@ class SQLiteStore:
         finally:
             os.close(dir_fd)
 
+    def _writable(self) -> bool:
+        """False when the DB file's mode forbids writing (0400 means read-only, for root too)."""
+        st = os.stat(self.db_path)
+        return bool(st.st_mode & 0o200) and os.access(self.db_path, os.W_OK)
+
+    def _mend_companions(self) -> None:
+        """-wal and -shm left without write permission by an earlier read of a read-only DB keep
+        every write failing after the DB's mode is fixed (issue 10): give them the DB's mode."""
+        mode = os.stat(self.db_path).st_mode & 0o777
+        for suffix in ("-wal", "-shm"):
+            try:
+                st = os.stat(self.db_path + suffix)
+            except FileNotFoundError:
+                continue
+            if st.st_uid == os.geteuid() and (st.st_mode & 0o777) != mode:
+                os.chmod(self.db_path + suffix, mode)
+
     def _open(self, uri: str | None = None) -> sqlite3.Connection:
         if uri is None:
             self._check_file()
+            self._mend_companions()
         target = uri if uri is not None else self.db_path
         db = sqlite3.connect(target, timeout=self._busy_timeout(), isolation_level=None, uri=uri is not None,
                              check_same_thread=False)
@@ -421,7 +440,7 @@ class SQLiteStore:
         with self._errors(session_id):
             db = self._connection()
             if db is None:
-                if os.path.exists(self.db_path) and not os.access(self.db_path, os.W_OK):
+                if os.path.exists(self.db_path) and not self._writable():
                     raise StoreUnavailable(f"the session store {self.db_path} is read-only (its mode forbids "
                                            "writing); nothing changed",
                                            hint=f"chmod u+w {self.db_path}")
@@ -463,7 +482,7 @@ class SQLiteStore:
             if not os.path.exists(self.db_path):
                 yield None
                 return
-            if not os.access(self.db_path, os.W_OK):
+            if not self._writable():
                 # a read-only DB: an immutable view, so no -wal/-shm is created with its mode (issue 10)
                 self._check_file()
                 with contextlib.closing(self._open(self._ro_uri())) as view:
@@ -553,7 +572,9 @@ class SQLiteStore:
             return False, holder
         owner = _owner(row["owner"])
         if owner and owner.get("host") == HOST and owner.get("pid") == os.getpid():
-            return False, f"this process (pid {os.getpid()})"
+            if running_here(row["id"]):
+                return False, f"this process (pid {os.getpid()})"
+            return True, None  # this process stopped running it (a store error, a signal)
         if owner and owner.get("host") == HOST and process_alive(int(owner.get("pid", 0)), owner.get("start")):
             return False, f"pid {owner.get('pid')} on {HOST}"
         return True, None
