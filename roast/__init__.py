@@ -5,7 +5,9 @@ imported on first use (STYLE: start-up is part of the product).
 """
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

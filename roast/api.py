@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import (
     BadEventData,
@@ -461,6 +461,15 @@ def _correlation_key(defn: Definition, ctx: Context) -> str | None:
 
 
 def _workflow_path(workflow: Any) -> str:
+    """The workflow file a resume names (SPEC §1), found with os.path: pathlib and the loader are
+    imported only to explain a path that does not resolve (start-up, issue 12)."""
+    text = os.fspath(workflow)
+    if text and "\0" not in text:
+        given = os.path.join(os.getcwd(), text)
+        for candidate in (given, os.path.join(given, "workflow.yml"),
+                          os.path.join(os.getcwd(), "roast", text, "workflow.yml")):
+            if os.path.isfile(candidate) and (candidate == given or not os.path.isfile(given)):
+                return os.path.realpath(candidate)
     from roast import workflow as workflow_mod
 
     return str(workflow_mod.locate(workflow))
@@ -506,10 +515,13 @@ def _find(store: SessionStore, session_id: str | None, workflow: Any, event: str
 
 
 def _event_id() -> str:
-    """A new event id (a random UUID, as text) for a delivery that did not bring one."""
-    import uuid
-
-    return str(uuid.uuid4())
+    """A new event id (a random version-4 UUID, as text) for a delivery that did not bring one;
+    made without importing `uuid`, which loads `platform` (start-up)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _digest(data: Mapping[str, Any]) -> str:
@@ -519,12 +531,15 @@ def _digest(data: Mapping[str, Any]) -> str:
 
 
 def _default_actor() -> str:
-    import getpass
+    """`$USER@host`, as getpass.getuser() reads it (without importing getpass)."""
+    user = next((os.environ[v] for v in ("LOGNAME", "USER", "LNAME", "USERNAME") if os.environ.get(v)), None)
+    if user is None:
+        try:
+            import pwd
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except (KeyError, ImportError):
+            user = "unknown"
     return f"{user}@{os.uname().nodename}"
 
 

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from roast import expressions
+from roast import expressions, shell
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import has_template, to_text
 from roast.steps import (
@@ -309,7 +309,7 @@ class _Compiler:
         text_s = str(text)
         command = command_text(text_s)
         if command is not None:
-            for msg in expressions.shell_template_problems(command):
+            for msg in shell.shell_template_problems(command):
                 self.problem(node, f"{path}: {msg}")
             self.templates(command, node, path)
             return Command(path, name, command, self.options(name, node), depth)

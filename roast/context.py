@@ -12,7 +12,7 @@ dict that `apply()` replays on top of the last sealed context.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.expressions import DotDict, to_text, wrap
 from roast.record import Record

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
-from roast import compiler, steps
+from roast import steps
 from roast.errors import DefinitionChanged
 from roast.expressions import digest
 
@@ -45,6 +45,8 @@ class Definition:
 
 def load(workflow: Any, cwd: str | None = None) -> Definition:
     """Load and compile a workflow: a path (file, directory, roast/NAME) or a dict."""
+    from roast import compiler  # not on the path of a resume that finds its tree saved
+
     if isinstance(workflow, Mapping):
         source = compiler.DictSource(workflow)
         root = compiler.compile_workflow(source)
@@ -53,7 +55,12 @@ def load(workflow: Any, cwd: str | None = None) -> Definition:
                           data=workflow, key_template=_key(workflow))
     from roast import workflow as workflow_mod
 
-    wf = workflow_mod.load(workflow, None if cwd is None else __import__("pathlib").Path(cwd))
+    if cwd is None:
+        wf = workflow_mod.load(workflow)
+    else:
+        from pathlib import Path
+
+        wf = workflow_mod.load(workflow, Path(cwd))
     root = compiler.compile_workflow(wf)
     return Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider(wf.data), sources=wf.sources(),
                       key_template=_key(wf.data))

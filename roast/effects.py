@@ -16,10 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import _thread
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import StepFailed, UsageError
 from roast.steps import Ask, AskModel, CallPython, Done, Shell
@@ -75,12 +75,13 @@ class Effects:
         self.model = model or OfflineModel()
         self.cwd = cwd
         self.base_env = dict(os.environ if env is None else env)
+        self._base_bytes: dict[bytes, bytes] | None = None
         self.announce = announce
         self.pause, self.unpause = pause, unpause
         self.on_spawn: Callable[[str, int], None] | None = None  # (step path, pgid): the runner records it
         self._announced = False
         self._modules: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._groups: set[int] = set()
         self._event_files: dict[int, str] = {}  # id of the event data it holds -> path
         self._stopping = False
@@ -117,17 +118,23 @@ class Effects:
             _kill_group(pgid)
 
     # -- shell
-    def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
-        env = dict(self.base_env)
-        env.update({"ROAST_SESSION_ID": self.ctx.workflow.session_id,
-                    "ROAST_WORKFLOW_NAME": self.ctx.workflow.name,
-                    "ROAST_WORKFLOW_FILE": self.ctx.workflow.file})
+    def _env(self, extra: Mapping[str, str]) -> dict[Any, Any]:
+        if self._base_bytes is None:
+            # encoded once: subprocess would encode every variable again for every command
+            self._base_bytes = {os.fsencode(k): os.fsencode(v) for k, v in self.base_env.items()}
+        ours: dict[str, str] = {"ROAST_SESSION_ID": self.ctx.workflow.session_id,
+                                "ROAST_WORKFLOW_NAME": self.ctx.workflow.name,
+                                "ROAST_WORKFLOW_FILE": self.ctx.workflow.file}
         if self.ctx.event_name:
-            env["ROAST_EVENT_NAME"] = self.ctx.event_name
-            env["ROAST_EVENT_FILE"] = self._event_file()
-        env.update(extra)
-        if "ROAST_STEP_PATH" in env:
-            env["ROAST_IDEMPOTENCY_KEY"] = f"{self.ctx.workflow.session_id}:{env['ROAST_STEP_PATH']}"
+            ours["ROAST_EVENT_NAME"] = self.ctx.event_name
+            ours["ROAST_EVENT_FILE"] = self._event_file()
+        ours.update(extra)
+        if "ROAST_STEP_PATH" in ours:
+            ours["ROAST_IDEMPOTENCY_KEY"] = f"{self.ctx.workflow.session_id}:{ours['ROAST_STEP_PATH']}"
+        env: dict[Any, Any] = dict(self._base_bytes)
+        for key, value in ours.items():
+            env.pop(os.fsencode(key), None)  # ours win over an inherited variable of the same name
+            env[key] = value
         return env
 
     def _event_file(self) -> str:
@@ -137,9 +144,10 @@ class Effects:
         with self._lock:
             path = self._event_files.get(id(event))
             if path is None:
-                import tempfile  # only when a command runs after an event
-
-                fd, path = tempfile.mkstemp(prefix="roast-event-", suffix=".json")
+                # a private file (0600, O_EXCL) in $TMPDIR; tempfile is not imported for it (start-up)
+                directory = os.environ.get("TMPDIR") or "/tmp"
+                path = os.path.join(directory, f"roast-event-{os.urandom(8).hex()}.json")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     json.dump(event, fh, ensure_ascii=False)
                 self._event_files[id(event)] = path
@@ -307,42 +315,76 @@ def _ask(request: Ask, tty: bool) -> Any:
 def _communicate(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[bytes, bytes, bool]:
     """Read a command's output until it ends. A timeout is a hard limit: the whole process group is
     killed and reading stops, even if a process that left the group still holds the pipes
-    (issue 10: `timeout: 2s` took 25 s when a `setsid` child kept stdout open)."""
+    (issue 10: `timeout: 2s` took 25 s when a `setsid` child kept stdout open). The command's exit
+    is watched through a pidfd where there is one, so nothing polls with sleeps."""
     import selectors
 
     assert proc.stdout is not None and proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
     deadline = None if timeout is None else time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        for stream in (proc.stdout, proc.stderr):
-            selector.register(stream, selectors.EVENT_READ)
-        timed_out = False
-        while selector.get_map():
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                timed_out = True
-                break
-            for key, _ in selector.select(wait):
-                data = os.read(key.fd, _READ)
-                if data:
-                    chunks[key.fd].append(data)
-                else:
-                    selector.unregister(key.fileobj)
+    pidfd = _pidfd(proc.pid)
+    exited = False
+    timed_out = False
+    try:
+        with selectors.DefaultSelector() as selector:
+            for stream in (proc.stdout, proc.stderr):
+                selector.register(stream, selectors.EVENT_READ)
+            if pidfd is not None:
+                selector.register(pidfd, selectors.EVENT_READ)
+            while len(selector.get_map()) > (1 if pidfd is not None and not exited else 0):
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    timed_out = True
+                    break
+                for key, _ in selector.select(wait):
+                    if key.fd == pidfd:
+                        exited = True
+                        selector.unregister(pidfd)
+                        continue
+                    data = os.read(key.fd, _READ)
+                    if data:
+                        chunks[key.fd].append(data)
+                    else:
+                        selector.unregister(key.fileobj)
+            # the pipes are closed (or the time is up); the command itself may still be running
+            while pidfd is not None and not exited and not timed_out:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    timed_out = True
+                    break
+                exited = bool(selector.select(wait))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     if timed_out:
         _kill_group(proc.pid)
     proc.stdout.close()
     proc.stderr.close()
+    if pidfd is None and not timed_out and deadline is not None:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
     _reap(proc)
     return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), timed_out
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux 5.3+), or None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
     try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        proc.wait()
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Collect the command's exit status (it has exited, or was killed with SIGKILL)."""
+    proc.wait()
 
 
 def _kill_group(pgid: int) -> None:

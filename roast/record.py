@@ -16,7 +16,7 @@ Imports nothing.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 if TYPE_CHECKING:
     from typing import Any, TypeVar

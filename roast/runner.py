@@ -15,11 +15,11 @@ errors from the journal (the store is unavailable) are not the workflow's: they 
 """
 from __future__ import annotations
 
-import threading
+import _thread
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
@@ -150,10 +150,10 @@ class Runner:
     # -- the loop --------------------------------------------------------------------------------
 
     def drive(self, steps: Steps) -> Completed | Waiting:
-        import queue
+        from _queue import SimpleQueue  # queue.SimpleQueue itself, without importing `queue` (threading)
 
-        self._queue = queue.SimpleQueue()
-        self._loop_thread = threading.get_ident()
+        self._queue = SimpleQueue()
+        self._loop_thread = _thread.get_ident()
         root = _Task(steps, None, 0)
         self._tasks = [root]
         self._ready = deque([root])
@@ -314,7 +314,7 @@ class Runner:
 
     def spawned(self, path: str, pgid: int) -> None:
         """Called by `perform` (any thread) once a step's process group exists: recorded on the loop thread."""
-        if threading.get_ident() == self._loop_thread:
+        if _thread.get_ident() == self._loop_thread:
             self.journal.spawned(path, self._inflight.get(path, 0), pgid)
         elif self._queue is not None:
             self._queue.put(("spawned", path, pgid))
@@ -327,7 +327,7 @@ class Runner:
         while self._busy and time.monotonic() < deadline:
             try:
                 message = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - queue.Empty, or a second signal: stop waiting
+            except Exception:  # noqa: BLE001 - _queue.Empty, or a second signal: stop waiting
                 break
             if message[0] == "done":
                 self._busy -= 1

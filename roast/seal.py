@@ -22,7 +22,7 @@ import os
 import struct
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import StateRefused, StoreUnavailable, UsageError
 
@@ -286,7 +286,7 @@ def envelope(payload: bytes, has_code: bool, keys: Keyring, *, bind: str, now: f
         "payload_len": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(), "has_code": has_code,
     })
     body = MAGIC + bytes([FORMAT]) + struct.pack(">I", len(header)) + header + payload
-    return body + hmac.new(key, _TAG_CONTEXT + body, hashlib.sha256).digest()
+    return body + hmac.digest(key, _TAG_CONTEXT + body, "sha256")
 
 
 def seal(state: object, keys: Keyring, *, bind: str, now: float, who: str = "a session") -> bytes:
@@ -351,7 +351,7 @@ def unseal(envelope_bytes: bytes, keys: Keyring, *, bind: str, who: str | None =
     body, tag = data[:-_TAG_LEN], data[-_TAG_LEN:]
     kid = header.get("kid") if header is not None else None
     candidates = keys.candidates(kid) if header is not None else list(keys.keys)
-    good = any(hmac.compare_digest(hmac.new(key, _TAG_CONTEXT + body, hashlib.sha256).digest(), tag)
+    good = any(hmac.compare_digest(hmac.digest(key, _TAG_CONTEXT + body, "sha256"), tag)
                for key in candidates)
     if header is not None and not candidates:
         raise StateRefused(f"{who} was signed with key {kid}, which is not among the keys configured here "

@@ -31,21 +31,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Union
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import expressions
 from roast.errors import RoastError, StepFailed, TimedOut
-from roast.expressions import has_template, render, render_shell, render_value, to_text, truthy
+from roast.expressions import has_template, render, render_value, to_text, truthy
+from roast.shell import render_shell
 from roast.record import Record
 
 if TYPE_CHECKING:
+    from typing import Any, Union
+
     from roast.context import BranchContext, Context
 
     Ctx = Union[Context, BranchContext]
+    # A cursor is nested tuples of step indices, branch and event names and deadlines (table above).
+    Cursor = Union[None, str, int, float, tuple]  # type: ignore[type-arg]
+    Steps = Generator[Any, Any, Any]
 
-# A cursor is nested tuples of step indices, branch and event names and deadlines (table above).
-Cursor = Union[None, str, int, float, tuple]  # type: ignore[type-arg]
-Steps = Generator[Any, Any, Any]
 HERE: Cursor = None
 DONE = "done"
 AT_WAIT = "@wait"

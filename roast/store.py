@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import NotFound, NotWaiting, Refused, RoastError
 from roast.record import Record

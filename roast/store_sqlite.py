@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import _thread
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import seal
 from roast.errors import NotWaiting, Refused, RoastError, StoreUnavailable, UsageError
@@ -166,7 +166,7 @@ _COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, curs
             "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead")
 _EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                   "consumed_at, detail, id")
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -234,6 +234,7 @@ class SQLiteStore:
         self._conn_thread = 0
         self._local: Any = None  # threading.local, made when a second thread uses the store
         self._held: set[str] = set()  # sessions whose lock this process holds (through this store)
+        self._delta_seq: dict[str, tuple[int, int]] = {}  # session -> (wait_seq, last delta) while held
 
     def describe(self) -> str:
         return self.db_path
@@ -395,35 +396,29 @@ class SQLiteStore:
 
     def _connection(self) -> sqlite3.Connection | None:
         """This thread's connection (one per thread, reopened after a fork)."""
-        import threading
-
         if self._conn is not None and self._conn_pid == os.getpid():
-            if self._conn_thread == threading.get_ident():
+            if self._conn_thread == _thread.get_ident():
                 return self._conn
             if self._local is None:
-                self._local = threading.local()
+                self._local = _thread._local()
             db = getattr(self._local, "db", None)
             return db if db is not None and getattr(self._local, "pid", 0) == os.getpid() else None
         return None
 
     def _keep(self, db: sqlite3.Connection) -> sqlite3.Connection:
-        import threading
-
         if self._conn is None or self._conn_pid != os.getpid():
-            self._conn, self._conn_pid, self._conn_thread = db, os.getpid(), threading.get_ident()
+            self._conn, self._conn_pid, self._conn_thread = db, os.getpid(), _thread.get_ident()
         else:
             if self._local is None:
-                self._local = threading.local()
+                self._local = _thread._local()
             self._local.db, self._local.pid = db, os.getpid()
         return db
 
     def _drop(self) -> None:
-        import threading
-
         db = self._connection()
         if db is None:
             return
-        if self._conn is db and self._conn_thread == threading.get_ident():
+        if self._conn is db and self._conn_thread == _thread.get_ident():
             self._conn = None
         elif self._local is not None:
             self._local.db = None
@@ -610,9 +605,11 @@ class SQLiteStore:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{purpose} (pid {os.getpid()} on {HOST})".encode(), 0)
             self._held.add(session_id)
+            self._delta_seq.pop(session_id, None)
             yield
         finally:
             self._held.discard(session_id)
+            self._delta_seq.pop(session_id, None)
             os.close(fd)  # closing the only fd on the open file description releases the flock
 
     # -- writes ----------------------------------------------------------------------------------
@@ -669,15 +666,29 @@ class SQLiteStore:
         payload = seal.dumps(changes, f"session {session_id}") if changes is not None else None
         with self._write(session_id) as db:
             _finish_steps(db, session_id, finished)
-            row = self._running(db, session_id, "cannot save a checkpoint of")
             if payload is not None:
-                seq = int(row["delta_seq"]) + 1
+                # only the process holding the session writes its deltas: their number is kept here
+                # after the first read (one statement less per step)
+                known = self._delta_seq.get(session_id)
+                if known is None:
+                    row = self._running(db, session_id, "cannot save a checkpoint of")
+                    known = (int(row["wait_seq"]), int(row["delta_seq"]))
+                wait_seq, seq = known[0], known[1] + 1
+                cur = db.execute("UPDATE sessions SET delta_seq = ?, cursor = COALESCE(?, cursor), updated_at = ?, "
+                                 "pending_event = CASE WHEN ? THEN NULL ELSE pending_event END "
+                                 "WHERE id = ? AND status = 'running' AND wait_seq = ?",
+                                 (seq, cursor, now, int(delivered), session_id, wait_seq))
+                if cur.rowcount != 1:
+                    self._delta_seq.pop(session_id, None)
+                    raise refusal(self._session_in(db, session_id), "cannot save a checkpoint of",
+                                  self._last_event(db, session_id))
                 blob = seal.envelope(payload[0], payload[1], self._keyring(db, signing=True),
-                                     bind=f"delta:{session_id}:wait:{row['wait_seq']}:{seq}", now=now)
+                                     bind=f"delta:{session_id}:wait:{wait_seq}:{seq}", now=now)
                 db.execute("INSERT INTO deltas (session_id, seq, envelope) VALUES (?, ?, ?)", (session_id, seq, blob))
-                db.execute("UPDATE sessions SET delta_seq = ?, cursor = COALESCE(?, cursor), updated_at = ?, "
-                           "pending_event = CASE WHEN ? THEN NULL ELSE pending_event END WHERE id = ?",
-                           (seq, cursor, now, int(delivered), session_id))
+                written = (wait_seq, seq)
+            else:
+                self._running(db, session_id, "cannot record a step of")
+                written = None
             attempt = 0
             if start is not None:
                 (earlier,) = db.execute("SELECT count(*) FROM steps WHERE session_id = ? AND path = ?",
@@ -686,6 +697,8 @@ class SQLiteStore:
                 db.execute("INSERT INTO steps (session_id, path, name, attempt, started_at, status) "
                            "VALUES (?, ?, ?, ?, ?, 'running')",
                            (session_id, start.path, start.name, attempt, start.started_at))
+        if written is not None:
+            self._delta_seq[session_id] = written  # after COMMIT: a rolled-back delta does not count
         return attempt
 
     def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None:
@@ -722,6 +735,7 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO continuations (session_id, envelope) VALUES (?, ?)",
                        (session_id, envelope))
             db.execute("DELETE FROM deltas WHERE session_id = ?", (session_id,))
+            self._delta_seq.pop(session_id, None)
             if definition_bytes is not None:
                 self._put_definition(db, keys, definition_bytes[0], definition_bytes[1], now)
             taken = None

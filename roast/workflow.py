@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -461,17 +460,23 @@ def _drop_document_start(text: str) -> str:
     return _DOC_START.sub(lambda m: m.group(1), text, count=1)
 
 
-@dataclass
 class StepFile:
     """A step found on disk: a prompt (`name/prompt.md`), a Python file or a shell script."""
 
-    kind: str            # "prompt" | "python" | "shell"
-    path: Path
-    text: str            # prompt template, Python source or shell script
-    output_template: str | None = None   # prompts: `output.txt` beside `prompt.md`
-    shown: str = ""      # `path` as messages show it
-    output_shown: str = ""               # the same for `output.txt`
-    executable: bool = True              # shell scripts: may it be run (os.access X_OK)?
+    __slots__ = ("kind", "path", "text", "output_template", "shown", "output_shown", "executable")
+
+    def __init__(self, kind: str, path: Path, text: str, output_template: str | None = None, shown: str = "",
+                 output_shown: str = "", executable: bool = True) -> None:
+        self.kind = kind                        # "prompt" | "python" | "shell"
+        self.path = path
+        self.text = text                        # prompt template, Python source or shell script
+        self.output_template = output_template  # prompts: `output.txt` beside `prompt.md`
+        self.shown = shown                      # `path` as messages show it
+        self.output_shown = output_shown        # the same for `output.txt`
+        self.executable = executable            # shell scripts: may it be run (os.access X_OK)?
+
+    def __repr__(self) -> str:
+        return f"StepFile(kind={self.kind!r}, path={self.path!r})"
 
 
 _STEP_KINDS = (("prompt", "{}/prompt.md"), ("python", "{}.py"), ("shell", "{}.sh"))

@@ -24,13 +24,12 @@ from roast.expressions import (
     parse_duration,
     parse_event_data,
     render,
-    render_shell,
     render_value,
-    shell_template_problems,
     to_text,
     truthy,
     wrap,
 )
+from roast.shell import render_shell, shell_template_problems
 
 
 def sh(line: str, env: dict[str, str], cwd: Path | None = None) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "context", "seal", "workflow", "steps", "compiler", "runner", "providers",
+ORDER = ["errors", "record", "expressions", "shell", "context", "seal", "workflow", "steps", "compiler", "runner", "providers",
          "tools", "effects", "links", "webhooks", "store", "store_sqlite", "store_postgres", "store_copy", "definition", "api",
          "display", "cli", "serve"]
 FACES = {"display", "cli", "serve"}
@@ -58,7 +58,7 @@ def test_faces_never_import_a_store_backend():
 
 def test_the_step_tree_does_no_io_of_its_own():
     forbidden = {"subprocess", "os", "sqlite3", "time", "socket", "shutil", "pathlib", "open"}
-    for module in ("steps", "compiler", "expressions", "context"):
+    for module in ("steps", "compiler", "expressions", "shell", "context"):
         tree = ast.parse((ROAST / f"{module}.py").read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

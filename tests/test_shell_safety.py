@@ -22,15 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roast.errors import StepFailed
-from roast.expressions import (
-    DotDict,
-    evaluate,
-    render,
-    render_shell,
-    shell_template_problems,
-    shell_template_warnings,
-    to_text,
-)
+from roast.expressions import DotDict, evaluate, render, to_text
+from roast.shell import render_shell, shell_template_problems, shell_template_warnings
 
 DASH = shutil.which("dash")
 BASH = shutil.which("bash")
