@@ -272,9 +272,15 @@ def _state(ctx: Context, cursor: Any) -> dict[str, Any]:
 
 
 def _awaiting(waits: Sequence[WaitInfo]) -> list[dict[str, Any]]:
-    return [{"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
-            for w in waits for name in w.events] or \
-           [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline} for w in waits]
+    out = []
+    for w in waits:
+        schemas = dict(w.schemas or ())
+        for name in w.events:
+            entry: dict[str, Any] = {"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
+            if name in schemas:
+                entry["schema"] = json.loads(schemas[name])
+            out.append(entry)
+    return out or [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline} for w in waits]
 
 
 def _model(defn: Definition) -> Any:
@@ -337,21 +343,160 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             assert isinstance(outcome, Waiting)
             suspend = outcome.suspend
             # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
+            notify = [w for w in suspend.waits if w.notify is not None]
             held = store.suspend(session_id, _state(ctx, suspend.cursor),
                                  cursor=steps.describe(defn.root, suspend.cursor, ctx.collections),
                                  awaiting=_awaiting(suspend.waits), output=_plain(ctx.output),
                                  finished=journal.take_done(), undelivered=runner.pending is not None,
-                                 ahead=sorted(steps.events_ahead(defn.root, suspend.cursor)), now=now())
+                                 ahead=sorted(steps.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
+                                 now=now())
         except StoreUnavailable as err:
             raise _stopped(err, session_id, journal) from err
         ctx.forget_changes()
         if held.taken is None:
+            if notify:  # run by the caller once it has let go of the session (see _notified)
+                _NOTIFY[session_id] = (notify, ctx, defn, cwd, held.wait_seq)
             return _result(store.get(session_id))
         # an event that arrived early was waiting in the inbox: its branch runs now (issue 14)
         taken = held.taken
         observer.note(f"session {session_id}: {taken.name!r} arrived before the wait (at {iso(taken.received_at)}) "
                       "and was kept; its branch runs now")
         event, cursor = _event_of(taken), suspend.cursor
+
+
+# A wait's `notify:` steps, waiting for their session's lock to be released (issue 14).
+_NOTIFY: dict[str, tuple[list[WaitInfo], Context, Definition, str | None, int]] = {}
+
+
+def _notified(store: SessionStore, result: Result, observer: Observer, now: Callable[[], float]) -> Result:
+    """Run the `notify:` steps of the wait a drive just saved, after the session's lock is released
+    (a delivery is never kept waiting by a notifier). A failing notify step is a warning: the wait
+    is saved, and the command still succeeds."""
+    job = _NOTIFY.pop(result.session_id, None)
+    if job is None:
+        return result
+    waits, ctx, defn, cwd, wait_seq = job
+    warnings = _run_notify(store, result.session_id, waits, ctx, defn, cwd, wait_seq, observer, now)
+    return result._replace(warnings=list(result.warnings) + warnings) if warnings else result
+
+
+def _run_notify(store: SessionStore, session_id: str, waits: Sequence[WaitInfo], ctx: Context, defn: Definition,
+                cwd: str | None, wait_seq: int, observer: Observer, now: Callable[[], float]) -> list[str]:
+    from roast.context import NotifyContext
+    from roast.effects import Effects
+    from roast.runner import Runner
+
+    try:
+        hold = store.hold(f"{session_id}-notify", "roast notify")
+        hold.__enter__()
+    except NotWaiting:
+        return []  # another process is notifying for this wait right now
+    warnings: list[str] = []
+    try:
+        session = store.get(session_id)
+        if session.status != "waiting" or session.wait_seq != wait_seq:
+            return []  # an event came first: the wait is already passed
+        commands = {e: c for e, c in zip(session.events, _resume_commands(session))}
+        try:
+            links_now = links(session, store=store)
+        except RoastError:
+            links_now = {}
+        for wait in waits:
+            value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
+                     "resume": {e: commands.get(e, "") for e in wait.events},
+                     "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
+                     "name": wait.wait, "workflow": defn.name}
+            view = NotifyContext(ctx, value)
+            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note)
+            journal = _NotifyJournal(store, session_id, observer, now)
+            try:
+                Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]
+                for text in journal.outputs:
+                    if text:
+                        observer.note(f"notify: {text}")
+            except StoreUnavailable:
+                raise
+            except RoastError as err:
+                warnings.append(f"a notify step of {wait.path} failed ({err.message}); the session is still "
+                                "waiting")
+            finally:
+                effects.close()
+        store.notified(session_id, wait_seq=wait_seq)
+    finally:
+        hold.__exit__(None, None, None)
+    return warnings
+
+
+class _NotifyJournal:
+    """History rows for notify steps (the session is waiting: no checkpoints, no cursor)."""
+
+    def __init__(self, store: SessionStore, session_id: str, observer: Observer, now: Callable[[], float]) -> None:
+        self.store, self.session_id, self.observer, self.now = store, session_id, observer, now
+        self.began: dict[str, float] = {}
+        self.outputs: list[str] = []
+
+    def started(self, request: Any) -> int:
+        self.began[request.path] = self.now()
+        self.observer.started(request.path, request.name, 1)
+        return 1
+
+    def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
+        text = _text(output)
+        start = StepStart(request.path, request.name or "", self.began.pop(request.path, self.now()))
+        self.store.record_step(self.session_id, start, StepDone(request.path, 1, status, text[:65536], self.now()))
+        self.outputs.append(text.strip())
+        self.observer.finished(request.path, request.name, status, 0.0)
+
+    def checkpoint(self, cursor: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def delivered(self, event: Any) -> None:
+        pass
+
+    def spawned(self, path: str, attempt: int, pgid: int) -> None:
+        pass
+
+
+def notify_pending(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
+                   observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[str]:
+    """Run the notify steps a crash left unrun (at least once per wait): `roast tick` and `roast
+    serve` call this. Returns the ids of the sessions notified."""
+    from roast import steps
+
+    observer = observer or _quiet()
+    store_ = _store(store, home)
+    done = []
+    for session in store_.notify_due():
+        try:
+            state = _load_state(store_, session)
+            defn, _ = _definition_for(store_, session, state)
+        except RoastError:
+            continue
+        waits = []
+        for node in steps.wait_at(defn.root, state["cursor"]):
+            if node.notify is not None:
+                deadline = next((a.get("deadline") for a in session.awaiting if a.get("path", "").startswith(node.path)),
+                                None)
+                waits.append(steps.WaitInfo(node.path, node.name or "wait_for_event", node.events, deadline,
+                                            node.schemas, node.notify))
+        ctx: Context = state["context"]
+        ctx.attach_env(dict(os.environ))
+        if waits:
+            _run_notify(store_, session.id, waits, ctx, defn, _cwd_or_none(session), session.wait_seq, observer, now)
+            done.append(session.id)
+        else:
+            store_.notified(session.id, wait_seq=session.wait_seq)
+    return done
+
+
+def _cwd_or_none(session: Session) -> str | None:
+    try:
+        return _cwd_of(session)
+    except RoastError:
+        return None
 
 
 def _event_of(record: EventRecord) -> Event:
@@ -440,11 +585,13 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     saved = None if store_.has_definition(defn.fingerprint) else definitions.record(defn)
     with store_.hold(session_id, "roast execute"):  # locked before it exists, so it is never seen orphaned
         store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
-                                 target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now()),
+                                 target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now(),
+                                 steps.event_schemas(defn.root)),
                       _state(ctx, steps.HERE), definition=saved, now=now())
         ctx.forget_changes()
         ctx.attach_env(dict(os.environ))
-        return _drive(store_, session_id, defn, ctx, steps.HERE, None, observer, now, cwd)
+        result = _drive(store_, session_id, defn, ctx, steps.HERE, None, observer, now, cwd)
+    return _notified(store_, result, observer, now)
 
 
 def _correlation_key(defn: Definition, ctx: Context) -> str | None:
@@ -497,6 +644,10 @@ def _find(store: SessionStore, session_id: str | None, workflow: Any, event: str
     accepting = [s for s in waiting if event is None or event in s.events]
     if accepting:
         return accepting[0], [s.id for s in accepting[1:]]
+    # issue 14: no wait takes it now; the newest open session with a wait ahead for it keeps it
+    keeping = [s for s in store.open_of(path) if event in s.ahead and not s.orphaned]
+    if keeping:
+        return keeping[0], [s.id for s in keeping[1:]]
     orphans = [s for s in store.list(statuses=["running"], workflow=path, limit=None)[0] if s.orphaned]
     if waiting:
         import difflib  # only on this error path
@@ -598,11 +749,38 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
     moved = None
     if wanted is not None and session_id and wanted != session.workflow_path:
         moved = _moved(session, wanted)
+    _check_schema(session, event, payload)
     incoming = Incoming(event, payload, event_id or _event_id(), actor or _default_actor(), reason, source, now(),
                         _digest(payload))
     scope = session.workflow_path if session_id is None else None
     return _deliver(store_, session, incoming, observer=observer, now=now, force=force, if_waiting=if_waiting,
                     scope=scope, others=others, moved=moved, run=run)
+
+
+def _check_schema(session: Session, event: str, data: Mapping[str, Any]) -> None:
+    """Typed payloads (issue 14): data that does not match the schema of the wait that would take
+    it is refused before anything is stored (outcome `invalid`, exit 2). An event for the wait now
+    is checked against that wait's schema; one that would be kept for later, against every schema
+    a wait of the workflow declares for it."""
+    offered = [a for a in session.awaiting if a.get("event") == event] if session.status == "waiting" else []
+    if offered:
+        schemas = [offered[0]["schema"]] if offered[0].get("schema") is not None else []
+    else:
+        schemas = [json.loads(text) for text in (session.schemas or {}).get(event, [])]
+    if not schemas:
+        return
+    from roast import schema as schema_mod
+
+    for declared in schemas:
+        found = schema_mod.problems(dict(data), declared)
+        if found:
+            err = BadEventData(f"event data for {event!r} does not match the wait's schema: " + "; ".join(found)
+                               + "; nothing was changed",
+                               hint=f"send data the wait accepts (`roast session {session.id} --json` shows the "
+                                    "schema under `waits`)")
+            err.document = {"outcome": "invalid", "session_id": session.id, "event": event,  # type: ignore[attr-defined]
+                            "status": session.status, "problems": found}
+            raise err
 
 
 def _moved(session: Session, wanted: str) -> str:
@@ -661,10 +839,11 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
             time.sleep(0.02)  # another process is taking the session right now; look again
             continue
         try:
-            return _consume(store, fresh, incoming, observer=observer, now=now, force=force,
-                            if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run)
+            result = _consume(store, fresh, incoming, observer=observer, now=now, force=force,
+                              if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run)
         finally:
             hold.__exit__(None, None, None)
+        return _notified(store, result, observer, now)
     raise busy or NotWaiting(f"session {session.id} is being handled by another process; nothing changed",
                              hint="try again in a moment")
 
@@ -833,7 +1012,7 @@ def _recover(store: SessionStore, session: Session, observer: Observer, now: Cal
                       + (f", delivering {pending.name!r}, which was claimed and not yet delivered" if pending else ""))
         result = _drive(store, fresh.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
                         observer, now, cwd)
-        return result._replace(warnings=warnings)
+    return _notified(store, result._replace(warnings=warnings), observer, now)
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
@@ -857,7 +1036,7 @@ def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
         ctx.attach_env(dict(os.environ))
         result = _drive(store_, session.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
                         observer, now, cwd)
-        return result._replace(warnings=warnings)
+    return _notified(store_, result._replace(warnings=warnings), observer, now)
 
 
 def _check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:
@@ -953,7 +1132,8 @@ def _fire(store: SessionStore, session: Session, observer: Observer, now: Callab
         ctx: Context = state["context"]
         ctx.attach_env(dict(os.environ))
         # no pending event: the runner answers each overdue wait with a `timeout` event
-        return _drive(store, fresh.id, defn, ctx, state["cursor"], None, observer, now, cwd)
+        result = _drive(store, fresh.id, defn, ctx, state["cursor"], None, observer, now, cwd)
+    return _notified(store, result, observer, now)
 
 
 def tick(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
@@ -983,6 +1163,7 @@ def tick(*, home: str | os.PathLike[str] | None = None, store: SessionStore | st
             else:
                 entry.update(error=str(err), code=err.code)
         fired.append(entry)
+    notify_pending(store=store_, observer=observer, now=now)  # what a crash left unnotified (issue 14)
     return fired
 
 

@@ -44,6 +44,7 @@ class Source(Protocol):
     def find_step(self, name: str, search_path: str | None = None) -> Any: ...
     def looked_for(self, name: str, search_path: str | None = None) -> list[str]: ...
     def step_candidates(self, search_path: str | None = None) -> list[str]: ...
+    def read_json(self, relative: str) -> tuple[Any, str | None]: ...
 
 
 class DictSource:
@@ -69,6 +70,9 @@ class DictSource:
 
     def step_candidates(self, search_path: str | None = None) -> list[str]:
         return []
+
+    def read_json(self, relative: str) -> tuple[Any, str | None]:
+        return None, "a dict workflow gives its schemas inline, not as file names"
 
     def fingerprint(self) -> str:
         return ""
@@ -224,11 +228,47 @@ class _Compiler:
             hint = f"known keys: {', '.join(known)}; remove it or fix its spelling"
         self.problem(_at(config, key), msg, hint)
 
-    def wait_schema(self, spec: Mapping[str, Any], path: str) -> None:
-        # Per-event JSON Schemas are planned (issue 11): until then `schema:` is refused, never ignored.
-        if "schema" in spec:
-            self.problem(_at(spec, "schema"), f"{path}: `schema:` is not supported yet (per-event JSON "
-                                              "Schemas are planned); remove it")
+    def wait_schema(self, spec: Mapping[str, Any], path: str, events: list[str]) -> tuple[tuple[str, str], ...]:
+        """`schema: {event: {…JSON Schema…} or "file.json"}` (issue 14): each schema checked to be a
+        valid schema now, so a bad one is found by `roast validate`, never at delivery."""
+        declared = spec.get("schema")
+        if declared is None:
+            return ()
+        at = _at(spec, "schema")
+        if not isinstance(declared, Mapping):
+            self.problem(at, f"{path}: `schema:` maps event names to JSON Schemas, not {declared!r}",
+                         hint="e.g.  schema: {approved: {type: object, required: [approver]}}")
+            return ()
+        import json
+
+        from roast import schema as schema_mod  # imported only when a workflow declares a schema
+
+        out: list[tuple[str, str]] = []
+        for event, value in declared.items():
+            where = _at(declared, event)
+            if str(event) not in events:
+                close = _close(str(event), tuple(events))
+                self.problem(where, f"{path}: `schema:` names {str(event)!r}, which this wait does not declare",
+                             hint=f"did you mean {close!r}?" if close else f"it declares {', '.join(events)}")
+                continue
+            if isinstance(value, str):
+                loaded, error = self.source.read_json(value)
+                if error is not None:
+                    self.problem(where, f"{path}: the schema of {str(event)!r}: {error}",
+                                 hint="give a .json file beside the workflow, or the schema inline")
+                    continue
+                value = loaded
+            value = _plain_json(value)
+            try:
+                found = schema_mod.check(value)
+            except UsageError as err:
+                self.problem(where, f"{path}: {err.message}", hint=err.hint)
+                return ()
+            for problem in found:
+                self.problem(where, f"{path}: the schema of {str(event)!r}: {problem}")
+            if not found:
+                out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
+        return tuple(out)
 
     # -- options
     def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
@@ -497,7 +537,7 @@ class _Compiler:
             branches.append((key_s, self.sequence(steps, f"{path}.{key_s}", depth, at)))
         if not branches and spec:
             self.problem(spec, f"{path}: `wait_for_event` declares no event")
-        self.wait_schema(spec, path)
+        schemas = self.wait_schema(spec, path, [event for event, _ in branches])
         timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, _at(spec, "timeout"))
                           if isinstance(spec.get("timeout"), list) else None)
         if "timeout" in spec and not isinstance(spec["timeout"], list):
@@ -521,7 +561,14 @@ class _Compiler:
                 on_timeout = self.sequence(origin["on_timeout"], f"{path}.on_timeout", depth,
                                            _at(origin, "on_timeout"))
                 break
-        return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth)
+        # issue 14: `notify:` runs once the wait is saved; the wait's own > its config > the default
+        notify = None
+        for origin in (spec, config, self.wait_defaults):
+            if origin.get("notify") is not None:
+                notify = self.sequence(origin["notify"], f"{path}.notify", depth, _at(origin, "notify"))
+                break
+        return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth, schemas,
+                            notify)
 
 
 # SPEC §2's top-level keys, plus Roast 0.4 keys that roast reads past without running.
@@ -552,6 +599,17 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
     if warnings is not None:
         warnings.extend(_unused_configs(source, set(compiler.used)))
     return root
+
+
+def _plain_json(value: Any) -> Any:
+    """A schema as plain JSON data (the YAML loader's line-tracking types made plain)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
 
 
 def _place(problem: RoastError) -> tuple[str, int]:

@@ -342,3 +342,31 @@ class BranchContext:
 
     def __reduce__(self) -> Any:
         raise TypeError("a parallel branch's context is not saved; the group's context is")
+
+
+class NotifyContext(BranchContext):
+    """What `notify:` steps see (issue 14): the session's context, plus `wait` (the saved wait's
+    session id, events, deadline, resume commands and links). Their outputs are their own: the
+    session was already saved, and notifying changes nothing in it."""
+
+    __slots__ = ("wait", "own")
+
+    def __init__(self, parent: Context, wait: Mapping[str, Any]) -> None:
+        super().__init__(parent)
+        object.__setattr__(self, "wait", dict(wait))
+        object.__setattr__(self, "own", {})
+
+    def namespace(self) -> dict[str, Any]:
+        ns = super().namespace()
+        ns["wait"] = DotDict(self.wait)
+        ns["output"] = DotDict({**dict(self._parent.output), **self.own})
+        return ns
+
+    def record(self, name: str | None, value: Any, *, print_response: bool | None = None) -> None:
+        if name:
+            self.own[name] = value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("loop", "loop_index", "wait", "own"):
+            object.__setattr__(self, name, value)
+        # anything else a notify step would change in the session is dropped (it is already saved)

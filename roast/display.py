@@ -248,9 +248,13 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         lines.append("events:")
         import json
 
-        for e in events:
+        for e in events:  # every delivery that reached the session, and what became of it (issue 14)
             data = json.dumps(e.data, ensure_ascii=False)
-            lines.append(f"  {iso(e.received_at)}  {e.name}  via {e.source}  {data[:80]}")
+            who = f" by {e.actor}" if e.actor else ""
+            why = f" ({e.reason})" if e.reason else ""
+            where = f" → {e.wait_path}" if e.wait_path and e.outcome == "consumed" else ""
+            lines.append(visible(f"  {iso(e.received_at)}  {e.name}  {e.outcome}{where}  via {e.source}{who}{why}"
+                                 f"  id {e.event_id or '-'}  {data[:80]}"))
     if s.final_output:
         lines.append("final output:")
         lines.extend("  " + line for line in s.final_output.splitlines())

@@ -54,7 +54,7 @@ DONE = "done"
 AT_WAIT = "@wait"
 COLLECTED = "@collected"
 EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
-RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema"}
+RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema", "notify"}
 
 
 # --------------------------------------------------------------------------- requests
@@ -116,7 +116,11 @@ class Receive(Record):
 
 
 class WaitInfo(Record):
-    __slots__ = ("path", "wait", "events", "deadline")
+    """A wait the session now rests on: its events, deadline, schemas (event → JSON text) and the
+    `notify:` steps to run once it is saved (issue 14)."""
+
+    __slots__ = ("path", "wait", "events", "deadline", "schemas", "notify")
+    _defaults = {"schemas": (), "notify": None}
 
 
 class Suspend(Record):
@@ -637,10 +641,12 @@ class Parallel(Record):
 
 
 class WaitForEvent(Record):
-    """`wait_for_event:` maps event names to step lists; the session pauses here (SPEC §6)."""
+    """`wait_for_event:` maps event names to step lists; the session pauses here (SPEC §6).
+    `schemas`: (event, JSON Schema as text) pairs; `notify`: steps run once the wait is saved."""
 
-    __slots__ = ("path", "name", "branches", "timeout_branch", "on_timeout", "timeout", "depth")
-    _defaults = {"depth": 0}
+    __slots__ = ("path", "name", "branches", "timeout_branch", "on_timeout", "timeout", "depth", "schemas",
+                 "notify")
+    _defaults = {"depth": 0, "schemas": (), "notify": None}
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -658,7 +664,7 @@ class WaitForEvent(Record):
             delivery = yield Receive(path, wait, self.events, self.timeout, deadline, at is not HERE)
             if delivery.event is None:
                 yield Suspend((AT_WAIT, delivery.deadline),
-                              (WaitInfo(path, wait, self.events, delivery.deadline),))
+                              (WaitInfo(path, wait, self.events, delivery.deadline, self.schemas, self.notify),))
                 raise RuntimeError("a suspended wait was resumed in place")
             event = delivery.event
             ctx.set_event(event.name, event.data, event.delivery)
@@ -816,6 +822,15 @@ def all_waits(node: Any) -> Iterable[WaitForEvent]:
             yield from all_waits(node.otherwise)
     elif isinstance(node, (Each, Repeat)):
         yield from all_waits(node.body)
+
+
+def event_schemas(node: Any) -> dict[str, list[str]]:
+    """Every JSON Schema a wait declares, by event name (a queued event must match them all)."""
+    out: dict[str, list[str]] = {}
+    for wait in all_waits(node):
+        for event, text in getattr(wait, "schemas", ()) or ():
+            out.setdefault(event, []).append(text)
+    return out
 
 
 def declared_events(node: Any) -> list[str]:

@@ -41,9 +41,9 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead")
+                 "owner", "holder", "notify_pending", "ahead", "schemas")
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
-                 "holder": None, "notify_pending": False, "ahead": ()}
+                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}}
 
     @property
     def events(self) -> list[str]:
@@ -96,8 +96,8 @@ class NewSession(Record):
     """What `create` writes: the session row of a `running` session."""
 
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "cwd", "declares", "key",
-                 "definition", "has_definition", "created_at")
-    _defaults = {"key": None, "definition": None, "has_definition": False}
+                 "definition", "has_definition", "created_at", "schemas")
+    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}}
 
 
 class Incoming(Record):

@@ -118,6 +118,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE sessions ADD COLUMN delta_seq INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN notify_pending INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN ahead TEXT",
+        "ALTER TABLE sessions ADD COLUMN schemas TEXT NOT NULL DEFAULT '{}'",
         "CREATE INDEX sessions_by_key ON sessions(workflow_path, key, status)",
         "CREATE INDEX sessions_by_created ON sessions(created_at)",
         "ALTER TABLE steps ADD COLUMN pgid INTEGER",
@@ -163,7 +164,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
 
 _COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
             "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead")
+            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
 _EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                   "consumed_at, detail, id")
 HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
@@ -629,11 +630,11 @@ class SQLiteStore:
             keys = self._keyring(db, signing=True)
             db.execute("INSERT INTO sessions (id, workflow_path, workflow_name, fingerprint, target, status, "
                        "awaiting, wait_seq, attempt, created_at, updated_at, has_definition, cwd, declares, key, "
-                       "definition, owner, cursor, ahead) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, "
-                       "?, ?, ?, ?, 'start', ?)",
+                       "definition, owner, cursor, ahead, schemas) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, "
+                       "?, ?, ?, ?, ?, ?, 'start', ?, ?)",
                        (new.id, new.workflow_path, new.workflow_name, new.fingerprint, new.target, now, now,
                         int(new.has_definition), new.cwd, json.dumps(list(new.declares)), new.key,
-                        new.definition, _me(), json.dumps(list(new.declares))))
+                        new.definition, _me(), json.dumps(list(new.declares)), json.dumps(dict(new.schemas))))
             db.execute("INSERT INTO continuations (session_id, envelope) VALUES (?, ?)",
                        (new.id, seal.envelope(payload, has_code, keys, bind=seal.session_bind(new.id, 0), now=now)))
             if definition_bytes is not None and new.definition:
@@ -944,6 +945,22 @@ class SQLiteStore:
             db.execute("UPDATE sessions SET error = ?, updated_at = ?, owner = NULL WHERE id = ? AND status = 'running'",
                        (error, now, session_id))
 
+    def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int:
+        """A step that ran outside the session's drive (a `notify:` step of a waiting session): its
+        history row, written whole; returns its attempt number."""
+        with self._write(session_id) as db:
+            if db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+                raise missing(session_id)
+            (earlier,) = db.execute("SELECT count(*) FROM steps WHERE session_id = ? AND path = ?",
+                                    (session_id, start.path)).fetchone()
+            attempt = int(earlier) + 1
+            db.execute("INSERT INTO steps (session_id, path, name, attempt, started_at, finished_at, status, output) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (session_id, start.path, start.name, attempt, start.started_at,
+                        done.finished_at if done else None, done.status if done else "running",
+                        done.output if done else None))
+        return attempt
+
     def notified(self, session_id: str, *, wait_seq: int) -> None:
         with self._write(session_id) as db:
             db.execute("UPDATE sessions SET notify_pending = 0 WHERE id = ? AND wait_seq = ?", (session_id, wait_seq))
@@ -1242,7 +1259,7 @@ def _session(row: sqlite3.Row, orphaned: bool = False, holder: str | None = None
                    tuple(json.loads(row["declares"] or "[]")), row["key"], row["definition"], row["owner"], holder,
                    bool(row["notify_pending"]),
                    tuple(json.loads(row["ahead"])) if row["ahead"] is not None else
-                   tuple(json.loads(row["declares"] or "[]")))
+                   tuple(json.loads(row["declares"] or "[]")), json.loads(row["schemas"] or "{}"))
 
 
 def _event(row: sqlite3.Row) -> EventRecord:

@@ -600,6 +600,23 @@ class Workflow:
             found.executable = os.access(path, os.X_OK)
         return found
 
+    def read_json(self, relative: str) -> tuple[Any, str | None]:
+        """A JSON file beside the workflow (a wait's schema); it counts in `fingerprint()` like a step
+        file. Returns (value, None) or (None, what is wrong)."""
+        import json
+
+        if not relative.endswith(".json") or "\0" in relative:
+            return None, f"{relative!r} is not a .json file name"
+        path = (self.directory / relative)
+        try:
+            text = self._read_step(path)
+        except WorkflowInvalid as err:
+            return None, err.message
+        try:
+            return json.loads(text), None
+        except ValueError as err:
+            return None, f"{_shown(path, self._cwd)} is not valid JSON ({err})"
+
     def _read_step(self, path: Path) -> str:
         text = _read_text(path, _shown(path, self._cwd))
         self._step_files[path] = text

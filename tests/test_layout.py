@@ -7,7 +7,7 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "shell", "context", "seal", "workflow", "steps", "compiler", "runner", "providers",
+ORDER = ["errors", "record", "expressions", "shell", "schema", "context", "seal", "workflow", "steps", "compiler", "runner", "providers",
          "tools", "effects", "links", "webhooks", "store", "store_sqlite", "store_postgres", "store_copy", "definition", "api",
          "display", "cli", "serve"]
 FACES = {"display", "cli", "serve"}

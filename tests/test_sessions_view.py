@@ -543,7 +543,8 @@ def test_session_shows_timeline_events_and_final_output_of_a_completed_session(f
                         steps[1]), steps
     events = text.split("events:\n", 1)[1].split("final output:\n", 1)[0].splitlines()
     assert len(events) == 1
-    assert re.fullmatch(rf'  {ISO}  approved  via cli  {{"approver": "ana"}}', events[0]), events
+    assert re.fullmatch(rf'  {ISO}  approved  consumed → steps\[1\]  via cli by \S+  id [0-9a-f-]{{36}}  '
+                        rf'{{"approver": "ana"}}', events[0]), events
     assert text.split("final output:\n", 1)[1].strip() == "shipped by ana"
     assert "resume with" not in text and "roast resume" not in text
 

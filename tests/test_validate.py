@@ -207,17 +207,17 @@ def test_on_timeout_inside_a_wait_is_honoured_in_order_of_precedence(wf, wait, c
 
 # --- 7. schema: not yet ------------------------------------------------------------------------
 
-def test_schema_inside_a_wait_is_refused_until_it_is_supported(wf, capsys):
+def test_schema_inside_a_wait_is_checked_never_silently_accepted(wf, capsys):
+    # issue 11 refused `schema:` until schemas existed; issue 14 built them: a bad one is found here
     path = wf("""
         steps:
           - wait_for_event:
               approved: ["$(echo ok)"]
-              schema: {approved: {type: object}}
+              schema: {approved: {type: objekt}}
     """)
     [problem] = problems(path)
     assert where(problem) == "workflow.yml:4"
-    assert "`schema:` is not supported yet (per-event JSON Schemas are planned); remove it" in \
-        refused(capsys, path)
+    assert "the schema of 'approved': it is not a valid JSON Schema" in refused(capsys, path)
 
 
 # --- 8. api_provider ----------------------------------------------------------------------------
