@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "exactly once when the event arrives.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"roast {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("execute", parents=[common], help="run a workflow (once per target)",
