@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tick", parents=[common], help="fire every overdue wait (for cron or a systemd timer)",
                        description="Fire the deadline of every waiting session that is overdue: its timeout "
                                    "branch (or on_timeout) runs, or it ends timed_out. Safe to run often and "
-                                   "concurrently with resumes: each wait resolves exactly once.")
+                                   "concurrently with resumes: each wait resolves exactly once. Exit status "
+                                   "0 when every overdue wait fired as designed (ending timed_out included), "
+                                   "1 when one could not be fired or its timeout branch failed.")
     p.set_defaults(handler=cmd_tick)
 
     p = sub.add_parser("validate", parents=[common], help="check a workflow without running it",

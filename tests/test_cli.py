@@ -267,3 +267,11 @@ def test_a_failing_python_step_names_the_file_and_line_of_the_users_code(wf, roa
     assert r.code == 1, r
     assert re.search(r"boom\.py:3\b", r.err) and "ValueError: no good" in r.err, r
     assert "Traceback" not in r.err
+
+
+def test_tick_help_says_when_it_exits_0_and_when_1(capsys):
+    with pytest.raises(SystemExit):
+        main(["tick", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status 0 when every overdue wait fired as designed" in text
+    assert "1 when one could not be fired" in text
