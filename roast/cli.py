@@ -41,19 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
                                   "exactly once when the event arrives.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"roast {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("execute", parents=[common], help="run a workflow (once per target)",
-                       description="Run a workflow until it completes, fails or reaches a wait_for_event.")
+                       description="Run a workflow until it completes, fails or reaches a wait_for_event. "
+                                   "With --json, stdout is a JSON list with one session object per target "
+                                   "(one element without targets).")
     p.add_argument("workflow", metavar="WORKFLOW",
                    help="a workflow.yml, its directory, or NAME for roast/NAME/workflow.yml")
-    p.add_argument("targets", nargs="*", metavar="TARGET", help="files to run the workflow on, one session each")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="files to run the workflow on, one session each")
     p.add_argument("-t", "--target", action="append", default=[], metavar="T",
                    help="a file, a glob, or $(command) printing one path per line (repeatable; default: "
                         "the workflow's `target:` key, else no target)")
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="write the final output to FILE instead of stdout (default: stdout)")
+                   help="write the final output to FILE instead of stdout; with --json the JSON still goes "
+                        "to stdout (default: stdout)")
     p.add_argument("--wait", action="store_true",
                    help="after pausing, stay in the foreground: follow events delivered by other processes "
                         "and fire the deadline on time; Ctrl-C leaves the session waiting (default: exit)")
@@ -63,11 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Deliver an event to a waiting session and run the steps mapped to "
                                    "it, then the rest of the workflow.")
     p.add_argument("workflow", nargs="?", metavar="WORKFLOW",
-                   help="the workflow; its most recent waiting session is resumed unless --session-id is given")
+                   help="the workflow; its most recent waiting session is resumed unless --session-id is "
+                        "given")
     p.add_argument("-e", "--event", metavar="NAME",
-                   help="the event name, one the wait declares (required unless continuing an orphaned session)")
+                   help="the event name, one the wait declares (required unless continuing an orphaned "
+                        "session)")
     p.add_argument("-s", "--session-id", metavar="ID",
-                   help="the session (any unique prefix of 4+ characters; default: the most recent waiting one)")
+                   help="the session (any unique prefix of 4+ characters; default: the most recent waiting "
+                        "one)")
     p.add_argument("-d", "--event-data", metavar="JSON",
                    help="event data: a JSON object, @FILE to read it from a file, or - for stdin "
                         "(default: {}); limit 1 MiB")
@@ -75,15 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an id for this delivery (at most 200 characters): a repeat with the same id is not "
                         "applied again (outcome `duplicate`); default: a new random id, reported")
     p.add_argument("--actor", metavar="NAME",
-                   help="who delivers the event, kept with it and shown to the branch as {{ delivery.actor }} "
-                        "(default: $USER@host)")
+                   help="who delivers the event, kept with it and shown to the branch as "
+                        "{{ delivery.actor }} (default: $USER@host)")
     p.add_argument("--reason", metavar="TEXT",
                    help="why, kept with the event ({{ delivery.reason }}; default: none)")
     p.add_argument("--if-waiting", action="store_true",
-                   help="refuse (exit 3) instead of keeping the event for a later wait when the session is not "
-                        "waiting for it now (default: keep it)")
+                   help="refuse (exit 3) instead of keeping the event for a later wait when the session is "
+                        "not waiting for it now (default: keep it)")
     p.add_argument("--key", metavar="K",
-                   help="the session of WORKFLOW whose correlation `key:` is K (default: the newest waiting one)")
+                   help="the session of WORKFLOW whose correlation `key:` is K (default: the newest waiting "
+                        "one)")
     p.add_argument("--force", action="store_true",
                    help="resume even if the workflow changed on the path to the wait, as long as the wait "
                         "still declares the event (default: refuse)")
@@ -93,13 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "end (default: exit, and refuse while they run)")
     p.set_defaults(handler=cmd_resume)
 
-    p = sub.add_parser("sessions", parents=[common], help="list sessions, newest first",
-                       description="List sessions, newest first (50 by default).")
+    p = sub.add_parser("sessions", parents=[common], help="list sessions, open ones first, then newest first",
+                       description="List sessions: open ones (waiting, running, orphaned) first, then the "
+                                   "rest, each group newest first; 50 by default. Ids are shown by their "
+                                   "first 8 characters (--json gives them whole).")
     p.add_argument("--status", action="append", default=[],
-                   choices=["running", "waiting", "completed", "failed", "timed_out", "cancelled"],
-                   help="only sessions in this state (repeatable; default: all)")
-    p.add_argument("--workflow", metavar="W", help="only sessions of this workflow, by path or by name (default: all workflows)")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N sessions (default: 50)")
+                   choices=["running", "waiting", "orphaned", "completed", "failed", "timed_out",
+                            "cancelled"],
+                   help="only sessions in this state; orphaned means running, but its process died "
+                        "(repeatable; default: all)")
+    p.add_argument("--workflow", metavar="W",
+                   help="only sessions of this workflow, by path or by name (default: all workflows)")
+    p.add_argument("--limit", type=_limit, default=50, metavar="N",
+                   help=f"show at most N sessions, a whole number from 1 to {MAX_LIMIT:,} (default: 50)")
     p.add_argument("--all", action="store_true", help="show every session (default: the 50 newest)")
     p.add_argument("--older-than", metavar="D",
                    help="only sessions last updated more than D ago (30s, 15m, 2h, 7d; default: any age)")
@@ -109,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete finished sessions (completed, failed, timed_out, cancelled) matching "
                         "--older-than, which is required; waiting and running ones are never deleted")
     p.add_argument("--watch", action="store_true",
-                   help="keep the table on screen, refreshed every second; Ctrl-C exits (default: print once)")
+                   help="keep the table on screen, refreshed every second (off a terminal: a plain listing "
+                        "every second, each after a --- line); Ctrl-C exits (default: print once)")
     p.set_defaults(handler=cmd_sessions)
 
     p = sub.add_parser("session", parents=[common], help="show one session in full",
@@ -126,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tick", parents=[common], help="fire every overdue wait (for cron or a systemd timer)",
                        description="Fire the deadline of every waiting session that is overdue: its timeout "
                                    "branch (or on_timeout) runs, or it ends timed_out. Safe to run often and "
-                                   "concurrently with resumes: each wait resolves exactly once.")
+                                   "concurrently with resumes: each wait resolves exactly once. Exit status "
+                                   "0 when every overdue wait fired as designed (ending timed_out included), "
+                                   "1 when one could not be fired or its timeout branch failed.")
     p.set_defaults(handler=cmd_tick)
 
     p = sub.add_parser("validate", parents=[common], help="check a workflow without running it",
@@ -134,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", metavar="WORKFLOW", help="a workflow.yml, its directory, or NAME")
     p.set_defaults(handler=cmd_validate)
     return parser
+
+
+MAX_LIMIT = 1_000_000
+
+
+def _limit(text: str) -> int:
+    """`--limit N`: a positive whole number, at most MAX_LIMIT (issue 11: 0, -1 and 1e20 were taken)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"takes a whole number from 1 to {MAX_LIMIT:,}, not {text!r} "
+                                         "(--all shows every session)")
+    return int(text)
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -181,14 +209,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         if args.verbose:
             raise
-        print(f"roast: error: {err.strerror or err}" + (f": {err.filename!r}" if err.filename else "")
-              + "; nothing changed", file=sys.stderr)
+        from roast.display import visible
+
+        where = f": {err.filename!r}" if err.filename else ""
+        print(f"roast: error: {visible(err.strerror or err)}{where}; nothing changed", file=sys.stderr)
         return 4
-    except Exception as err:  # noqa: BLE001 - the last resort: never a traceback without -v (issue 10)
+    except Exception as err:  # the last resort: never a traceback without -v (issue 10)
         if args.verbose:
             raise
-        print(f"roast: internal error: {type(err).__name__}: {err}\n  hint: this is a bug in roast; run the same "
-              "command with -v for the traceback and report it", file=sys.stderr)
+        from roast.display import visible
+
+        print(f"roast: internal error: {type(err).__name__}: {visible(err)}\n  hint: this is a bug in roast; "
+              "run the same command with -v for the traceback and report it", file=sys.stderr)
         return 70
     finally:
         import signal
@@ -263,8 +295,8 @@ def cmd_execute(args: argparse.Namespace) -> int:
     finally:
         progress.stop()
     if args.wait:
-        return _report_and_follow(args, results)
-    return _report(args, results)
+        return _report_and_follow(args, results, as_list=True)
+    return _report(args, results, as_list=True)
 
 
 def _check_output(path: str) -> None:
@@ -278,51 +310,63 @@ def _check_output(path: str) -> None:
         raise UsageError(f"-o {path}: cannot write there (permission denied); nothing ran")
 
 
-def _report_and_follow(args: argparse.Namespace, results: list[Any]) -> int:
-    """`--wait`: report the pause (the session is already saved), then stay until it ends."""
+def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bool = False) -> int:
+    """`--wait`: report the pause (the session is already saved), then stay until it ends. With
+    --json, one document for all of them, once every session has ended."""
     from roast import api
     from roast.display import Listening
 
-    code = 0
+    finals = []
     for result in results:
         if result.status != "waiting":
-            code = max(code, _report(args, [result]))
+            finals.append(result)
             continue
         if not args.json:
-            _report(args, [result])
+            _notices(args, [result])
         view = Listening()
         try:
             final = api.listen(result.session_id, observer=view, on_update=view.update)
         finally:
             view.stop()
-        code = max(code, _report(args, [final]))
-    return code
+        finals.append(final)
+    return _report(args, finals, as_list=as_list)
 
 
-def _report(args: argparse.Namespace, results: list[Any]) -> int:
-    from roast.display import waiting_notice
-
-    failed = [r for r in results if not r.ok]
+def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False) -> int:
+    """The final output on stdout (or -o FILE), then a notice per session on stderr. With --json,
+    stdout is one document: a list of sessions for `execute` (`as_list`), one object for `resume`."""
+    text = "\n\n".join(r.final_output for r in results if r.final_output)
+    if getattr(args, "output", None):
+        Path(args.output).write_text(text + ("\n" if text else ""), encoding="utf-8")
+        print(f"roast: results saved to {args.output}", file=sys.stderr)
     if args.json:
         docs = [r.to_json() for r in results]
-        _emit_json(docs[0] if len(docs) == 1 else docs)
-    else:
-        text = "\n\n".join(r.final_output for r in results if r.final_output)
-        if getattr(args, "output", None):
-            Path(args.output).write_text(text + ("\n" if text else ""), encoding="utf-8")
-            print(f"roast: results saved to {args.output}", file=sys.stderr)
-        elif text:
-            print(text)
+        _emit_json(docs if as_list else docs[0])
+    elif text and not getattr(args, "output", None):
+        from roast.display import visible
+
+        # on a terminal the output is shown, so event data in it cannot drive the terminal (issue
+        # 10 §4); to a pipe or a file it goes byte for byte, like -o and --json
+        print(visible(text) if sys.stdout.isatty() else text)
+    _notices(args, results)
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def _notices(args: argparse.Namespace, results: list[Any]) -> None:
+    from roast.display import visible, waiting_notice
+
     for r in results:
         for warning in r.warnings:
-            print(f"roast: warning: {warning}", file=sys.stderr)
+            print(f"roast: warning: {visible(warning)}", file=sys.stderr)
         if r.status == "waiting":
             print(waiting_notice(r), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
         else:
-            print(f"roast: error: session {r.session_id} {r.status}: {r.error}", file=sys.stderr)
-    return 1 if failed else 0
+            print(f"roast: error: session {r.session_id} {r.status}: {visible(r.error)}", file=sys.stderr)
+            detail = getattr(r, "detail", None)  # the traceback of a failing Python step (api: Result.detail)
+            if args.verbose and detail:
+                print(visible(detail).rstrip("\n"), file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- resume
@@ -340,9 +384,9 @@ def _report_delivery(args: argparse.Namespace, result: Any) -> int:
     else:
         what = delivery.get("outcome", "consumed")
         where = f" by {delivery['wait_path']}" if delivery.get("wait_path") else ""
+        at = delivery.get("consumed_at") or delivery.get("received_at")
         print(f"roast: event id {result.event_id} was already delivered to session {result.session_id} "
-              f"({what}{where} at {delivery.get('consumed_at') or delivery.get('received_at')}); not applied again",
-              file=sys.stderr)
+              f"({what}{where} at {at}); not applied again", file=sys.stderr)
     return 0
 
 
@@ -442,12 +486,13 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         return 0
     query = {"status": args.status, "workflow": args.workflow, "older_than": older,
              "since": _since(args.since), "limit": None if args.all else args.limit, "open_first": True}
+
+    def fetch() -> tuple[list[Any], int, int]:
+        page = api.list_sessions(**query)
+        return page.rows, page.total, _open_total(api, query, page)
+
     if args.watch:
         from roast.display import watch
-
-        def fetch() -> tuple[list[Any], int]:
-            page = api.list_sessions(**query)
-            return page.rows, page.total
 
         watch(fetch, all_shown=args.all)
         return 0
@@ -464,17 +509,35 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         filtered = args.status or args.workflow or args.older_than or args.since
         print("no sessions" + (" match" if filtered else " yet"), file=sys.stderr)
         return 0
-    from roast.display import console, fancy, sessions_table, sessions_text
+    from roast.display import fancy
 
+    open_total = _open_total(api, query, page)
     if fancy(sys.stdout):
-        console().print(sessions_table(rows, total, all_shown=args.all))
+        from roast.display import console, sessions_table
+
+        console().print(sessions_table(rows, total, all_shown=args.all, open_total=open_total))
     else:
-        print(sessions_text(rows, total, all_shown=args.all))
+        from roast.display import sessions_text
+
+        print(sessions_text(rows, total, all_shown=args.all, open_total=open_total))
     return 0
+
+
+def _open_total(api: Any, query: dict[str, Any], page: Any) -> int:
+    """How many of the matching sessions are open, for the footer: open ones are listed first, so
+    the rest of the page is finished sessions (one count query, and only when rows are cut off)."""
+    if page.total <= len(page.rows):
+        return sum(1 for s in page.rows if s.status in ("running", "waiting"))
+    statuses = query["status"] or ["running", "waiting"]
+    open_statuses = [s for s in statuses if s in ("running", "waiting", "orphaned")]
+    if not open_statuses:
+        return 0
+    return int(api.list_sessions(**{**query, "status": open_statuses, "limit": 0}).total)
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
     from roast import api
+    from roast.display import visible
 
     fired = api.tick(observer=_progress(args))
     if args.json:
@@ -482,7 +545,8 @@ def cmd_tick(args: argparse.Namespace) -> int:
     else:
         for entry in fired:
             if entry.get("code") or entry.get("status") == "failed":
-                print(f"roast: error: session {entry['session_id']}: {entry['error']}", file=sys.stderr)
+                print(f"roast: error: session {entry['session_id']}: {visible(entry['error'])}",
+                      file=sys.stderr)
             else:
                 print(f"roast: session {entry['session_id']} deadline {entry['deadline']}: {entry['status']}",
                       file=sys.stderr)
@@ -503,7 +567,8 @@ def cmd_session(args: argparse.Namespace) -> int:
         from roast.expressions import iso
 
         doc = session_json(s)
-        doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
+        waiting = s.status == "waiting"
+        doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if waiting else []
         doc["final_output"] = s.final_output
         doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
                          "started_at": iso(h.started_at), "finished_at": iso(h.finished_at),
@@ -536,18 +601,64 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from roast import compiler, steps
     from roast import workflow as workflow_mod
+    from roast.display import visible
+    from roast.errors import WorkflowInvalid
 
-    wf = workflow_mod.load(args.workflow)
+    wf = None
     warnings: list[str] = []
-    root = compiler.compile_workflow(wf, warnings)
+    try:
+        wf = workflow_mod.load(args.workflow)
+        root = compiler.compile_workflow(wf, warnings)
+    except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
+        if not args.json:
+            raise
+        problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
+        print(f"roast: error: {visible(err)}", file=sys.stderr)
+        _emit_json({"workflow": str(wf.path) if wf is not None else args.workflow,
+                    "name": wf.name if wf is not None else None, "valid": False,
+                    "problems": [p.to_dict() for p in problems], "warnings": warnings,
+                    "error": {"code": err.code, "message": str(err), "exit_code": err.exit_code}})
+        return err.exit_code
+    # the compiler may collect these itself one day: a warning it already gave is not repeated
+    warnings += [w for w in _shell_warnings(root)
+                 if not any(w.split(": ", 1)[1] in seen for seen in warnings)]
     waits = list(steps.all_waits(root))
     for warning in warnings:
-        print(f"roast: warning: {warning}", file=sys.stderr)
+        print(f"roast: warning: {visible(warning)}", file=sys.stderr)
     if args.json:
-        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True, "warnings": warnings,
+        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True, "problems": [],
+                    "warnings": warnings,
                     "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
                                "timeout": w.timeout} for w in waits]})
     else:
-        print(f"{wf.path}: ok ({len(root.steps)} top-level steps, "
+        count = len(root.steps)
+        print(f"{wf.path}: ok ({count} top-level step{'s' if count != 1 else ''}, "
               f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
     return 0
+
+
+def _shell_warnings(root: Any) -> list[str]:
+    """`{{ }}` that bash would evaluate as arithmetic, in every command of the tree. The compiler
+    collects validate's other warnings; until it collects these too, validate walks the tree."""
+    from roast.expressions import shell_template_warnings
+
+    return [f"{command.path}: {warning}" for command in _commands(root)
+            for warning in shell_template_warnings(command.template)]
+
+
+def _commands(node: Any) -> Any:
+    """Every `Command` node under `node`, in step order. Generic over the node types: it follows
+    every field that holds nodes (branches, bodies, `(label, body)` pairs), so a new node type
+    cannot be missed by an isinstance ladder (STYLE)."""
+    from roast.record import Record
+    from roast.steps import Command
+
+    if isinstance(node, Command):
+        yield node
+        return
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _commands(item)
+    elif isinstance(node, Record) and hasattr(node, "run"):
+        for field in type(node).__slots__:
+            yield from _commands(getattr(node, field, None))

@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from roast.expressions import iso
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from roast.api import Result
     from roast.store import EventRecord, Session, StepRecord
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
 _CONTROL.update({0x1b: "\\e", 0x0d: "\\r"})
 
 
@@ -63,49 +63,67 @@ class Progress:
         self.quiet = quiet
         self.live = fancy(self.stream) and not quiet
         self._status: Any = None
+        self._paused = False
+        self._swapped: IO[str] | None = None
 
     def started(self, path: str, name: str | None, attempt: int) -> None:
-        label = f"{path} {name}" if name else path
-        if self.live:
+        if self.live:  # (markup_safe imports rich: only for the live line)
+            label = markup_safe(f"{path} {name}" if name else path)
+            text = f"[bold]{label}[/bold]" + (f" (attempt {attempt})" if attempt > 1 else "")
             if self._status is None:
                 from rich.console import Console
 
-                self._status = Console(file=self.stream).status(label)
-                self._status.start()
-            self._status.update(f"[bold]{label}[/bold]" + (f" (attempt {attempt})" if attempt > 1 else ""))
+                self._status = Console(file=self.stream, highlight=False).status(text)
+                if not self._paused:
+                    self._status.start()
+            self._status.update(text)
 
     def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
         if self.quiet:
             return
         mark = "✓" if status == "ok" else "✗"
         label = f"{path} {name}" if name else path
-        line = f"{mark} {label} ({seconds:.1f}s)"
         if self.live and self._status is not None:
-            self._status.console.print(f"[{'green' if status == 'ok' else 'red'}]{line}[/]")
+            colour = "green" if status == "ok" else "red"
+            self._status.console.print(f"[{colour}]{mark} {markup_safe(label)} ({seconds:.1f}s)[/]")
         else:
-            print(line, file=self.stream, flush=True)
+            print(f"{mark} {visible(label)} ({seconds:.1f}s)", file=self.stream, flush=True)
 
     def note(self, message: str) -> None:
         if self.live and self._status is not None:
-            self._status.console.print(f"[yellow]note:[/] {message}")
+            self._status.console.print(f"[yellow]note:[/] {markup_safe(message)}")
         else:
-            print(f"roast: note: {message}", file=self.stream, flush=True)
+            print(f"roast: note: {visible(message)}", file=self.stream, flush=True)
 
     def pause(self) -> None:
-        """A prompt is about to ask something on the terminal: take the live line away (issue 11)."""
+        """A prompt is about to ask something on the terminal: take the live line away, and leave
+        the cursor at the start of an empty line, so the question is not drawn over and typed
+        answers are not glued to a spinner (issue 11)."""
+        self._paused = True
         if self._status is not None:
-            self._status.stop()
-            self._paused = True
+            self._status.stop()  # the status is transient: stopping erases its line
+        self.stream.flush()
+        if self.live and _is_tty(sys.stdin) and not _is_tty(sys.stdout) and self._swapped is None:
+            # `roast execute wf > out.txt`: input() writes its question to stdout, which is the
+            # file; while the prompt asks, stdout is the terminal's stderr, so the question is seen
+            # there (and not mixed into the results), as rich's live display redirects it too
+            self._swapped, sys.stdout = sys.stdout, self.stream
 
     def unpause(self) -> None:
-        if self._status is not None and getattr(self, "_paused", False):
+        self._paused = False
+        if self._swapped is not None:
+            sys.stdout, self._swapped = self._swapped, None
+        if self._status is not None:
             self._status.start()
-            self._paused = False
 
     def stop(self) -> None:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+def _is_tty(stream: IO[str] | None) -> bool:
+    return bool(stream is not None and getattr(stream, "isatty", lambda: False)())
 
 
 def resume_command(result: Result | Session, event: str) -> str:
@@ -119,12 +137,13 @@ def resume_command(result: Result | Session, event: str) -> str:
         shown = workflow if shown.startswith("../..") else shown
     except ValueError:
         shown = workflow
-    return f"roast resume {shlex.quote(shown)} --event {event} --session-id {sid}"
+    # shown, not run: a control character in a path or name is made visible (issue 10 §4)
+    return visible(f"roast resume {shlex.quote(shown)} --event {shlex.quote(event)} --session-id {sid}")
 
 
 def waiting_notice(result: Result) -> str:
     """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue."""
-    lines = [f"⏸  session {result.session_id} is waiting for: {', '.join(result.awaiting)}"]
+    lines = [f"⏸  session {result.session_id} is waiting for: {visible(', '.join(result.awaiting))}"]
     if result.deadline:
         lines.append(f"   deadline: {result.deadline} ({_left(result.deadline)})")
     lines.append("   continue with:")
@@ -175,42 +194,73 @@ COLUMNS = ("id", "workflow", "status", "where", "awaiting", "deadline", "age")
 
 
 def _cells(s: Session, now: float | None) -> tuple[str, ...]:
+    """One row, as plain text safe to show: the cursor carries event data (an `each` item) and the
+    names come from files, so every value goes through `visible()` (issue 10 §4)."""
     status = "orphaned" if s.orphaned else s.status
     deadline = _left(s.deadline, now) if s.status == "waiting" and s.deadline is not None else ""
     events = ", ".join(s.events)
-    return (s.id, s.workflow_name, status, s.cursor or "", events, deadline, age(s.created_at, now))
+    return (short_id(s.id), visible(s.workflow_name), status, visible(s.cursor or ""), visible(events),
+            deadline, age(s.created_at, now))
 
 
-def _footer(shown: int, total: int, all_shown: bool) -> str | None:
-    if not all_shown and total > shown:
-        return f"… and {total - shown:,} more (--all, or --limit N)"
-    return None
+def short_id(session_id: str) -> str:
+    """How listings show an id: its first 8 characters (issue 11); JSON and `roast session` keep all
+    of it, and any unique prefix of 4+ characters is accepted back."""
+    # the same rule as roast.store.short_id; faces call only the api, which does not export it yet
+    return session_id[:8]
 
 
-def sessions_table(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False) -> Any:
-    """A rich Table of sessions (render into any Console)."""
+OPEN = ("running", "waiting")
+
+
+def _footer(rows: Sequence[Session], total: int, all_shown: bool,
+            open_total: int | None = None) -> str | None:
+    """What the page leaves out. Open sessions are listed first (issue 11), so what is cut is
+    mostly finished sessions: say how many, and how to see them."""
+    hidden = total - len(rows)
+    if all_shown or hidden <= 0:
+        return None
+    how = f"--all lists all {total:,}, or --limit N"
+    if open_total is None:
+        return f"… and {hidden:,} more ({how})"
+    hidden_open = max(0, min(hidden, open_total - sum(1 for s in rows if s.status in OPEN)))
+    hidden_done = hidden - hidden_open
+    if not hidden_open:
+        what = f"finished session{'s' if hidden_done != 1 else ''}"
+        return f"… and {hidden_done:,} more {what}, not shown ({how})"
+    if not hidden_done:
+        return f"… and {hidden_open:,} more open session{'s' if hidden_open != 1 else ''}, not shown ({how})"
+    return f"… and {hidden:,} more not shown: {hidden_open:,} open, {hidden_done:,} finished ({how})"
+
+
+def sessions_table(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False,
+                   open_total: int | None = None) -> Any:
+    """A rich Table of sessions (render into any Console). Cells are `Text`, never markup: a
+    cursor such as `each item=[/bold]x` is shown as it is (issue 10 §4)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in COLUMNS:
         table.add_column(column, overflow="fold" if column == "where" else "ellipsis",
-                         no_wrap=column not in ("where", "awaiting"), min_width=8 if column == "where" else None)
+                         no_wrap=column not in ("where", "awaiting"),
+                         min_width=8 if column == "where" else None)
     for s in rows:
-        cells = list(_cells(s, now))
-        style = STATUS_STYLE.get(s.status, "")
-        if style:
-            cells[2] = f"[{style}]{cells[2]}[/]"
+        cells = [Text(cell) for cell in _cells(s, now)]
+        cells[2].stylize(STATUS_STYLE.get(s.status, ""))
         table.add_row(*cells)
-    table.caption = _footer(len(rows), total, all_shown)
+    footer = _footer(rows, total, all_shown, open_total)
+    table.caption = Text(footer) if footer else None
     return table
 
 
-def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False) -> str:
+def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False,
+                  open_total: int | None = None) -> str:
     """The same listing as aligned plain text, for pipes and NO_COLOR (no rich import: fast)."""
     table = [COLUMNS] + [_cells(s, now) for s in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
-    footer = _footer(len(rows), total, all_shown)
+    footer = _footer(rows, total, all_shown, open_total)
     return "\n".join(lines + ([footer] if footer else []))
 
 
@@ -224,9 +274,9 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         lines.append(f"cursor    {s.cursor}")
     if s.status == "waiting":
         for item in s.awaiting:
-            lines.append(f"awaiting  {item['event']}  (wait {item['wait']} at {item['path']}"
-                         + (f", deadline {iso(item['deadline'])} — {_left(item['deadline'])}" if item.get("deadline") else "")
-                         + ")")
+            deadline = item.get("deadline")
+            due = f", deadline {iso(deadline)} — {_left(deadline)}" if deadline else ""
+            lines.append(f"awaiting  {item['event']}  (wait {item['wait']} at {item['path']}{due})")
         lines.append("resume with:")
         for name in s.events:
             lines.append(f"  {resume_command(s, name)}")
@@ -240,7 +290,7 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
             took = f"{h.finished_at - h.started_at:.2f}s" if h.finished_at and h.status != "interrupted" \
                 else "interrupted"
             attempt = f" attempt {h.attempt}" if h.attempt > 1 else ""
-            out = (h.output or "").replace("\n", " ")
+            out = visible((h.output or "").replace("\n", " "))
             out = out[:60] + "…" if len(out) > 60 else out
             lines.append(f"  {iso(h.started_at)}  {h.status:<8} {h.path}"
                          f"{' ' + h.name if h.name else ''}{attempt}  {took}  {out}")
@@ -253,12 +303,13 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
             who = f" by {e.actor}" if e.actor else ""
             why = f" ({e.reason})" if e.reason else ""
             where = f" → {e.wait_path}" if e.wait_path and e.outcome == "consumed" else ""
-            lines.append(visible(f"  {iso(e.received_at)}  {e.name}  {e.outcome}{where}  via {e.source}{who}{why}"
-                                 f"  id {e.event_id or '-'}  {data[:80]}"))
+            lines.append(f"  {iso(e.received_at)}  {e.name}  {e.outcome}{where}  via {e.source}{who}{why}"
+                         f"  id {e.event_id or '-'}  {data[:80]}")
     if s.final_output:
         lines.append("final output:")
-        lines.extend("  " + line for line in s.final_output.splitlines())
-    return "\n".join(lines)
+        lines.extend("  " + line for line in s.final_output.split("\n"))
+    # every value above may hold event data or step output: shown, never obeyed (issue 10 §4)
+    return "\n".join(visible(line) for line in lines)
 
 
 class Listening:
@@ -274,23 +325,32 @@ class Listening:
         if session.status == "waiting":
             events = ", ".join(session.events)
             left = f" — {_left(session.deadline, now)}" if session.deadline is not None else ""
-            return f"session {session.id} waiting for {events}{left} (Ctrl-C leaves it waiting)"
+            return visible(f"session {session.id} waiting for {events}{left} (Ctrl-C leaves it waiting)")
         return f"session {session.id} is {session.status}"
 
     def update(self, session: Session, now: float) -> None:
         text = self.line(session, now)
         if fancy(self.stream):
+            self.progress.stop()  # the steps that ran are over: back to the waiting line
             if self._status is None:
                 from rich.console import Console
 
-                self._status = Console(file=self.stream).status(text)
+                self._status = Console(file=self.stream).status(markup_safe(text))
                 self._status.start()
-            self._status.update(text)
+            self._status.update(markup_safe(text))
         elif text.split(" — ")[0] != self._last.split(" — ")[0]:
             print(f"roast: {text}", file=self.stream, flush=True)
         self._last = text
 
+    def _quiet_line(self) -> None:
+        # one live line at a time: two rich displays on one terminal draw over each other, and a
+        # prompt would be drawn over by the one `pause()` does not know (issue 11)
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
     def started(self, path: str, name: str | None, attempt: int) -> None:
+        self._quiet_line()  # steps run here (a deadline fired): their progress line takes over
         self.progress.started(path, name, attempt)
 
     def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
@@ -300,6 +360,7 @@ class Listening:
         self.progress.note(message)
 
     def pause(self) -> None:
+        self._quiet_line()
         self.progress.pause()
 
     def unpause(self) -> None:
@@ -312,24 +373,55 @@ class Listening:
             self._status = None
 
 
-def watch_frame(fetch: Any, *, all_shown: bool = False, now: float | None = None) -> Any:
+def _fetched(fetch: Callable[[], tuple[Any, ...]]) -> tuple[list[Session], int, int | None]:
+    """`fetch()` returns (rows, total) or (rows, total, open_total)."""
+    rows, total, *rest = fetch()
+    return list(rows), int(total), rest[0] if rest else None
+
+
+def _stamp(now: float | None, refresh: float = 1.0) -> str:
+    every = "every second" if refresh == 1 else f"every {refresh:g}s"
+    return f"{iso(now if now is not None else time.time())} · refreshing {every} · Ctrl-C to exit"
+
+
+def watch_frame(fetch: Callable[[], tuple[Any, ...]], *, all_shown: bool = False, now: float | None = None,
+                refresh: float = 1.0) -> Any:
     """One refresh of `roast sessions --watch` (tests drive this instead of sleeping)."""
-    rows, total = fetch()
+    rows, total, open_total = _fetched(fetch)
     from rich.console import Group
     from rich.text import Text
 
-    stamp = iso(now if now is not None else time.time())
-    return Group(sessions_table(rows, total, now=now, all_shown=all_shown),
-                 Text(f"{stamp} · refreshing every second · Ctrl-C to exit", style="dim"))
+    return Group(sessions_table(rows, total, now=now, all_shown=all_shown, open_total=open_total),
+                 Text(_stamp(now, refresh), style="dim"))
 
 
-def watch(fetch: Any, *, all_shown: bool = False, refresh: float = 1.0) -> None:
-    from rich.live import Live
+def watch_text(fetch: Callable[[], tuple[Any, ...]], *, all_shown: bool = False, now: float | None = None,
+               refresh: float = 1.0) -> str:
+    """One refresh as plain text, for a pipe or NO_COLOR: a separator line, then the listing."""
+    rows, total, open_total = _fetched(fetch)
+    listing = sessions_text(rows, total, now=now, all_shown=all_shown, open_total=open_total) if rows \
+        else "no sessions"
+    return f"--- {_stamp(now, refresh)}\n{listing}\n"
 
+
+def watch(fetch: Callable[[], tuple[Any, ...]], *, all_shown: bool = False, refresh: float = 1.0,
+          stream: IO[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    """`roast sessions --watch`: a live table on a terminal; elsewhere (a pipe, NO_COLOR) a plain
+    listing every refresh, each after a `---` line and flushed, so `| cat` or a log shows them as
+    they come (issue 11). Ctrl-C ends it."""
+    out = stream or sys.stdout
     try:
-        with Live(watch_frame(fetch, all_shown=all_shown), console=console(), auto_refresh=False) as live:
+        if not fancy(out):
             while True:
-                time.sleep(refresh)
-                live.update(watch_frame(fetch, all_shown=all_shown), refresh=True)
+                out.write(watch_text(fetch, all_shown=all_shown, refresh=refresh) + "\n")
+                out.flush()
+                sleep(refresh)
+        from rich.live import Live
+
+        with Live(watch_frame(fetch, all_shown=all_shown, refresh=refresh), console=console(out),
+                  auto_refresh=False) as live:
+            while True:
+                sleep(refresh)
+                live.update(watch_frame(fetch, all_shown=all_shown, refresh=refresh), refresh=True)
     except KeyboardInterrupt:
         pass

@@ -383,4 +383,4 @@ def test_a_target_glob_in_the_workflow_names_files_the_steps_can_open(wf, tmp_pa
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert main(["execute", str(path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["final_output"] == "alpha"
+    assert json.loads(capsys.readouterr().out)[0]["final_output"] == "alpha"

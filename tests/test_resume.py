@@ -66,8 +66,9 @@ def execute(workflow: Path, *more: str) -> str:
     """`roast execute WF --json` that must stop at a wait; returns the session id."""
     r = cli("execute", workflow, "--json", *more)
     assert r.code == 0, r
-    assert r.json["status"] == "waiting", r
-    return r.json["session_id"]
+    [doc] = r.json  # execute --json is a list, one object per target
+    assert doc["status"] == "waiting", r
+    return doc["session_id"]
 
 
 def session_json(sid: str) -> dict:
@@ -139,9 +140,9 @@ def test_a_named_wait_stores_its_result_under_its_name_and_takes_its_config(wf, 
           timeout: 2h
     """, LOG=log))
     r = cli("execute", path, "--json")
-    assert r.code == 0 and r.json["status"] == "waiting", r
-    assert r.json["awaiting"] == ["approved", "rejected"]
-    assert r.json["deadline"], "the 2h timeout from the top-level `approval:` key gives a deadline"
+    assert r.code == 0 and r.json[0]["status"] == "waiting", r
+    assert r.json[0]["awaiting"] == ["approved", "rejected"]
+    assert r.json[0]["deadline"], "the 2h timeout from the top-level `approval:` key gives a deadline"
     assert "roast resume" in r.err and "--event approved" in r.err
 
     r = cli("resume", path, "-e", "approved", "-d", '{"approver": "cy"}', "--json")

@@ -26,7 +26,8 @@ def execute(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def execute_json(capsys, *args: str) -> tuple[int, dict]:
+def execute_json(capsys, *args: str) -> tuple[int, list[dict]]:
+    """`roast execute --json`: always a list, one session object per target (issue 11)."""
     code, out, _ = execute(capsys, *args, "--json")
     return code, json.loads(out)
 
@@ -139,7 +140,7 @@ def test_inline_prompts_and_commands_named_and_unnamed(wf, capsys):
           - "an inline prompt about {{ output.cmd }}"
           - said: "named prompt saying {{ output.cmd }}"
     """)
-    code, doc = execute_json(capsys, path)
+    code, [doc] = execute_json(capsys, path)
     assert code == 0
     assert doc["status"] == "completed"
     assert doc["output"] == {"cmd": "named", "said": "named prompt saying named"}
@@ -412,7 +413,7 @@ def test_an_input_step_in_a_real_process_takes_its_answer_from_the_pipe(wf):
     path = wf("steps: [{input: {prompt: 'Deploy?', type: confirm, name: ok}}]\n")
     proc = run_cli("execute", str(path), "--json", input="y\n")
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    [doc] = json.loads(proc.stdout)
     assert doc["status"] == "completed" and doc["output"]["ok"] is True
     assert "Deploy? [y/n]" in proc.stderr  # the question is asked on stderr, never mixed into stdout
 
@@ -611,7 +612,7 @@ def test_output_file_receives_the_final_output(wf, tmp_path, capsys):
 
 def test_json_output_has_the_documented_fields(wf, capsys):
     path = wf("steps: [{greeting: '$(echo hi)'}]\n")
-    code, doc = execute_json(capsys, path, "t1")
+    code, [doc] = execute_json(capsys, path, "t1")
     assert code == 0
     assert {"session_id", "status", "workflow", "awaiting", "deadline", "output", "target",
             "final_output", "error"} <= set(doc)
@@ -623,7 +624,7 @@ def test_json_output_has_the_documented_fields(wf, capsys):
 
 def test_a_failed_run_exits_1_and_its_json_says_why(wf, capsys):
     path = wf("steps: ['$(exit 9)']\n")
-    code, doc = execute_json(capsys, path)
+    code, [doc] = execute_json(capsys, path)
     assert code == 1
     assert doc["status"] == "failed" and "status 9" in doc["error"]
 
@@ -632,7 +633,7 @@ def test_execute_through_a_real_process(wf):
     path = wf("steps: [{a: '$(echo one)'}, '$(echo two {{ output.a }})']\n")
     proc = run_cli("execute", str(path), "--json")
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    [doc] = json.loads(proc.stdout)
     assert doc["status"] == "completed" and doc["final_output"] == "two one"
     plain = run_cli("execute", str(path))
     assert plain.returncode == 0 and plain.stdout == "two one\n"

@@ -22,10 +22,9 @@ from conftest import Ran, run_cli, write_workflow
 from rich.console import Console
 
 import roast
-from roast import display
+from roast import api, display
 from roast.cli import main
 from roast.errors import NotFound, Refused, RoastError, StoreUnavailable
-from roast import api
 
 DEPLOY = """
     name: deploy
@@ -50,7 +49,7 @@ BOOM = """
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z: a fixed clock for rendering
 DAY = 86400.0
-ID_LINE = re.compile(r"^([0-9a-z]{13})\s", re.MULTILINE)
+ID_LINE = re.compile(r"^([0-9a-z]{8})\s", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[")
 COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-7]|9[0-7]|38;[0-9;]+)m")
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
@@ -70,12 +69,13 @@ def roast_cmd(capsys):
 
 
 def listed(text: str) -> list[str]:
-    """The session ids of the table rows, top to bottom."""
-    return ID_LINE.findall(text)
+    """The session ids of the table rows, top to bottom. Listings show 8 characters (issue 11);
+    each is looked up as a prefix, as a user would paste it, to get the full id back."""
+    return [roast.session(short).id for short in ID_LINE.findall(text)]
 
 
 def row(text: str, sid: str) -> str:
-    lines = [line for line in text.splitlines() if line.startswith(sid)]
+    lines = [line for line in text.splitlines() if line.startswith(sid[:8] + " ")]
     assert len(lines) == 1, text
     return lines[0]
 
@@ -173,13 +173,13 @@ def test_the_sessions_table_shows_id_workflow_status_cursor_events_time_left_and
     header = text.splitlines()[0].split()
     assert header == ["id", "workflow", "status", "where", "awaiting", "deadline", "age"]
     line = row(text, waiting.session_id)
-    assert line.split()[:3] == [waiting.session_id, "deploy", "waiting"]
+    assert line.split()[:3] == [waiting.session_id[:8], "deploy", "waiting"]  # the short id (issue 11)
     assert "steps[1] › wait_for_event" in line
     assert "approved, rejected" in line
     assert "1h30m left" in line           # the wait has `within: 2h`, 30 minutes have passed
     assert line.rstrip().endswith("30m00s ago")
     line = row(text, done.session_id)
-    assert line.split() == [done.session_id, "hello", "completed", "end", "29m00s", "ago"]
+    assert line.split() == [done.session_id[:8], "hello", "completed", "end", "29m00s", "ago"]
     assert "more" not in text
 
 
@@ -201,12 +201,12 @@ def test_the_table_says_how_many_more_there_are_unless_all_are_shown(flows):
 
     text = render(display.sessions_table(rows[:1], total, now=T0))
     assert listed(text) == [rows[0].id]
-    assert "… and 2 more (--all, or --limit N)" in text
+    assert "… and 2 more (--all lists all 3, or --limit N)" in text
 
     text = render(display.sessions_table(rows, total, now=T0))
-    assert len(listed(text)) == 3 and "more (--all" not in text
+    assert len(listed(text)) == 3 and "--all lists" not in text
     text = render(display.sessions_table(rows[:1], total, now=T0, all_shown=True))
-    assert "more (--all" not in text
+    assert "--all lists" not in text
 
 
 def test_watch_frames_show_what_the_fetch_returns_each_time(flows):
@@ -223,12 +223,12 @@ def test_watch_frames_show_what_the_fetch_returns_each_time(flows):
 
     first = render(display.watch_frame(fetch, now=T0 + 60))
     assert listed(first) == [done]
-    assert "… and 1 more (--all, or --limit N)" in first
+    assert "… and 1 more (--all lists all 2, or --limit N)" in first
     assert "2023-11-14T22:14:20Z" in first and "Ctrl-C" in first
 
     second = render(display.watch_frame(fetch, all_shown=True, now=T0 + 120))
     assert replies == []  # one fetch per frame
-    assert listed(second) == [done, gate] and "more (--all" not in second
+    assert listed(second) == [done, gate] and "--all lists" not in second
     assert row(second, gate).split()[2] == "cancelled" and "approved" not in row(second, gate)
     assert "2023-11-14T22:15:20Z" in second
 
@@ -254,7 +254,7 @@ def test_sessions_lists_open_sessions_first_then_the_rest_newest_first(in_fleet,
     r = roast_cmd("sessions")
     assert r.code == 0, r
     assert listed(r.out) == ids_of(in_fleet, *in_fleet.shown)
-    assert "more (--all" not in r.out
+    assert "--all lists" not in r.out
     gate = row(r.out, in_fleet.ids["gate_b"])
     assert gate.split()[1:3] == ["deploy", "waiting"]
     assert "steps[1] › wait_for_event" in gate and "approved, rejected" in gate
@@ -299,9 +299,10 @@ def test_sessions_limit_shows_the_newest_and_a_footer_with_the_rest(in_fleet, ro
     r = roast_cmd("sessions", "--limit", "2")
     assert r.code == 0, r
     assert listed(r.out) == ids_of(in_fleet, "gate_b", "gate_a")
-    assert "… and 6 more (--all, or --limit N)" in r.out
+    # open sessions come first, so the footer says what is cut: 1 open, 5 finished (issue 11)
+    assert "… and 6 more not shown: 1 open, 5 finished (--all lists all 8, or --limit N)" in r.out
     r = roast_cmd("sessions", "--limit", "2", "--all")
-    assert listed(r.out) == ids_of(in_fleet, *in_fleet.shown) and "more (--all" not in r.out
+    assert listed(r.out) == ids_of(in_fleet, *in_fleet.shown) and "--all lists" not in r.out
     assert len(roast_cmd("sessions", "--limit", "3", "--json").json) == 3
 
 
@@ -400,7 +401,7 @@ def test_sessions_colours_status_on_a_terminal_but_not_with_no_color(in_fleet, m
     screen = Tty()
     monkeypatch.setattr(sys, "stdout", screen)
     assert main(["sessions"]) == 0
-    assert in_fleet.ids["gate_b"] in screen.getvalue()
+    assert in_fleet.ids["gate_b"][:8] in screen.getvalue()
     assert not COLOUR.search(screen.getvalue()), repr(screen.getvalue()[:300])
 
 
@@ -448,11 +449,11 @@ def test_sessions_shows_a_page_of_fifty_and_says_how_many_more(many, roast_cmd, 
     r = roast_cmd("sessions")
     assert r.code == 0, r
     assert listed(r.out) == newest_first[:50]
-    assert "… and 5 more (--all, or --limit N)" in r.out
+    assert "… and 5 more finished sessions, not shown (--all lists all 55, or --limit N)" in r.out
     r = roast_cmd("sessions", "--all")
-    assert listed(r.out) == newest_first and "more (--all" not in r.out
+    assert listed(r.out) == newest_first and "--all lists" not in r.out
     r = roast_cmd("sessions", "--limit", "55")
-    assert listed(r.out) == newest_first and "more (--all" not in r.out
+    assert listed(r.out) == newest_first and "--all lists" not in r.out
     assert [d["session_id"] for d in roast_cmd("sessions", "--json").json] == newest_first[:50]
     assert [d["session_id"] for d in roast_cmd("sessions", "--json", "--all").json] == newest_first
 
@@ -462,7 +463,8 @@ def test_sessions_shows_a_page_of_fifty_and_says_how_many_more(many, roast_cmd, 
 
 def test_prune_deletes_only_old_finished_sessions_and_says_how_many(flows, roast_cmd, roast_home):
     old = {"done": roast.run(flows["hello"]).session_id, "failed": roast.run(flows["boom"]).session_id,
-           "cancelled": roast.run(flows["deploy"]).session_id, "waiting": roast.run(flows["deploy"]).session_id}
+           "cancelled": roast.run(flows["deploy"]).session_id,
+           "waiting": roast.run(flows["deploy"]).session_id}
     roast.cancel(old["cancelled"])
     crash = write_workflow(flows["hello"].parent.parent, "steps: ['$(kill -9 $PPID)']", name="crash")
     assert run_cli("execute", str(crash)).returncode == -9
@@ -556,7 +558,8 @@ def test_session_json_has_steps_events_waits_and_final_output(flows, roast_cmd):
     doc = r.json
     assert doc["session_id"] == sid and doc["status"] == "waiting"
     assert doc["awaiting"] == ["approved", "rejected"]
-    assert [(w["event"], w["path"]) for w in doc["waits"]] == [("approved", "steps[1]"), ("rejected", "steps[1]")]
+    assert [(w["event"], w["path"]) for w in doc["waits"]] == [("approved", "steps[1]"),
+                                                              ("rejected", "steps[1]")]
     assert all(re.fullmatch(ISO, w["deadline"]) for w in doc["waits"])
     assert doc["events"] == [] and doc["final_output"] in (None, "")
 
@@ -565,7 +568,8 @@ def test_session_json_has_steps_events_waits_and_final_output(flows, roast_cmd):
     assert doc["status"] == "completed" and doc["waits"] == [] and doc["cursor"] == "end"
     assert [(s["path"], s["name"], s["attempt"], s["status"], s["output"]) for s in doc["steps"]] == [
         ("steps[0]", "build", 1, "ok", "built"), ("steps[1].approved[0]", "ship", 1, "ok", "shipped by bo")]
-    assert all(re.fullmatch(ISO, s["started_at"]) and re.fullmatch(ISO, s["finished_at"]) for s in doc["steps"])
+    assert all(re.fullmatch(ISO, s["started_at"]) and re.fullmatch(ISO, s["finished_at"])
+               for s in doc["steps"])
     [event] = doc["events"]
     assert (event["name"], event["data"], event["source"]) == ("approved", {"approver": "bo"}, "api")
     assert re.fullmatch(ISO, event["received_at"])
@@ -647,7 +651,8 @@ def test_cancel_refuses_a_finished_session_and_says_when_and_how_it_ended(flows,
     done = roast.run(flows["hello"]).session_id
     r = roast_cmd("cancel", done)
     assert r.code == 3, r
-    assert re.search(rf"cannot cancel session {done}: it completed at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", r.err)
+    assert re.search(rf"cannot cancel session {done}: it completed at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ",
+                     r.err)
     assert "nothing changed" in r.err
     assert roast.session(done).status == "completed"
 
@@ -678,7 +683,8 @@ def test_the_api_lists_reads_and_cancels_in_the_store_named_by_home(flows, tmp_p
 
     assert [s.id for s in roast.sessions(status="waiting", home=other)] == [gate]
     assert [s.id for s in roast.sessions(home=other)] == [done, gate]
-    assert [s.id for s in roast.sessions(status=["completed", "waiting"], workflow="hello", home=other)] == [done]
+    both = roast.sessions(status=["completed", "waiting"], workflow="hello", home=other)
+    assert [s.id for s in both] == [done]
     assert [s.id for s in roast.sessions(workflow=str(flows["deploy"]), home=other)] == [gate]
     assert len(roast.sessions(limit=1, home=other)) == 1
 

@@ -105,7 +105,7 @@ def test_a_wait_inside_unless_continues_through_a_real_process_after_the_flag_fi
     """, flag=flag)
     proc = run_cli("execute", str(path), "--json")
     assert proc.returncode == 0, proc.stderr
-    first = json.loads(proc.stdout)
+    [first] = json.loads(proc.stdout)
     assert first["status"] == "waiting"
     flag.write_text("now present")  # `unless` would now skip `then`
     done = _resume_cli(path, "go", first["session_id"])
@@ -133,7 +133,7 @@ def test_a_wait_inside_case_continues_in_the_matched_when_after_the_mode_file_ch
           - $(echo after >> LOG)
     """, mode=mode)
     proc = run_cli("execute", str(path), "--json")
-    first = json.loads(proc.stdout)
+    [first] = json.loads(proc.stdout)
     assert first["status"] == "waiting", proc.stderr
     assert "when fast" in first["cursor"]
     mode.write_text("slow\n")
@@ -761,7 +761,7 @@ def _drive_in_process(path: Path, picks: list[int], limit: int) -> tuple[list[li
 
 def _drive_processes(path: Path, picks: list[int], limit: int) -> tuple[list[list[str]], str]:
     proc = run_cli("execute", str(path), "--json")
-    doc = json.loads(proc.stdout)
+    [doc] = json.loads(proc.stdout)
     seen: list[list[str]] = []
     while doc["status"] == "waiting" and len(seen) <= limit:
         seen.append(doc["awaiting"])
