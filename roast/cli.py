@@ -619,9 +619,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     "problems": [p.to_dict() for p in problems], "warnings": warnings,
                     "error": {"code": err.code, "message": str(err), "exit_code": err.exit_code}})
         return err.exit_code
-    # the compiler may collect these itself one day: a warning it already gave is not repeated
-    warnings += [w for w in _shell_warnings(root)
-                 if not any(w.split(": ", 1)[1] in seen for seen in warnings)]
     waits = list(steps.all_waits(root))
     for warning in warnings:
         print(f"roast: warning: {visible(warning)}", file=sys.stderr)
@@ -635,30 +632,3 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{wf.path}: ok ({count} top-level step{'s' if count != 1 else ''}, "
               f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
     return 0
-
-
-def _shell_warnings(root: Any) -> list[str]:
-    """`{{ }}` that bash would evaluate as arithmetic, in every command of the tree. The compiler
-    collects validate's other warnings; until it collects these too, validate walks the tree."""
-    from roast.expressions import shell_template_warnings
-
-    return [f"{command.path}: {warning}" for command in _commands(root)
-            for warning in shell_template_warnings(command.template)]
-
-
-def _commands(node: Any) -> Any:
-    """Every `Command` node under `node`, in step order. Generic over the node types: it follows
-    every field that holds nodes (branches, bodies, `(label, body)` pairs), so a new node type
-    cannot be missed by an isinstance ladder (STYLE)."""
-    from roast.record import Record
-    from roast.steps import Command
-
-    if isinstance(node, Command):
-        yield node
-        return
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            yield from _commands(item)
-    elif isinstance(node, Record) and hasattr(node, "run"):
-        for field in type(node).__slots__:
-            yield from _commands(getattr(node, field, None))

@@ -133,6 +133,7 @@ class _Compiler:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.problems: list[RoastError] = []
+        self.warnings: list[str] = []  # for `roast validate` (SPEC §2; issue 10: bash arithmetic)
         defaults = source.data.get("wait_for_event")
         self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
         self.model = source.data.get("model")
@@ -351,6 +352,8 @@ class _Compiler:
         if command is not None:
             for msg in shell.shell_template_problems(command):
                 self.problem(node, f"{path}: {msg}")
+            where = self.source.where(node)
+            self.warnings += [f"{where}: {path}: {w}" for w in shell.shell_template_warnings(command)]
             self.templates(command, node, path)
             return Command(path, name, command, self.options(name, node), depth)
         if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
@@ -597,6 +600,7 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
         raise WorkflowInvalid(f"the workflow has {count} problem{'s' if count > 1 else ''}",
                               problems=compiler.problems)
     if warnings is not None:
+        warnings.extend(compiler.warnings)
         warnings.extend(_unused_configs(source, set(compiler.used)))
     return root
 

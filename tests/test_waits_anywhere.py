@@ -822,7 +822,7 @@ def _drive_with_a_crash(path: Path, picks: list[int], limit: int, crash_at: int,
     fault = {"ROAST_FAULT_AT": str(point)}
     proc = run_cli("execute", str(path), "--json", env=fault if crash_at == 0 else None)
     if proc.returncode == 0:
-        sid = json.loads(proc.stdout)["session_id"]
+        sid = json.loads(proc.stdout)[0]["session_id"]  # execute --json is a list
     else:
         assert proc.returncode == -9, proc.stderr
         found = roast.sessions(limit=None)
