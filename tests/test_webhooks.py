@@ -8,6 +8,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
@@ -102,10 +103,10 @@ def test_github_signatures_match_a_hand_made_hmac_and_give_the_delivery_id():
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    answers: list[int] = []
-    seen: list[tuple[dict[str, str], bytes]] = []
+    answers: ClassVar[list[int]] = []
+    seen: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         type(self).seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
         status = type(self).answers.pop(0) if type(self).answers else 200
