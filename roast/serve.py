@@ -1062,7 +1062,7 @@ def _serve(config: Config) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         (hurry if stop.is_set() else stop).set()
 
-    saved = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    saved = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     # uvicorn runs on its own thread, so the signals stay ours (it installs handlers only on the main thread)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="roast-serve-http", daemon=True)
     try:
@@ -1080,8 +1080,9 @@ def _serve(config: Config) -> int:
         server.should_exit = True
         thread.join(timeout=30)
         runtime.stop(config.grace, hurry)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted):  # a signal before ours were installed, or a second Ctrl-C
         server.should_exit = True
+        thread.join(timeout=30)
         runtime.stop(0.0, hurry)
     finally:
         for signum, handler in saved.items():
