@@ -1,0 +1,162 @@
+"""roast.webhooks: Standard Webhooks and GitHub signatures, and the outgoing sender (issue 15)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+
+from roast import webhooks
+from roast.errors import UsageError
+
+NOW = 1_800_000_000.0
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 24).decode()
+
+
+def _manual_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """An independent Standard Webhooks signer, written from the spec, not from roast's code."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def test_a_signature_made_by_hand_from_the_spec_verifies_and_gives_the_webhook_id():
+    body = b'{"approver":"ana"}'
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(NOW)),
+               "webhook-signature": _manual_signature(SECRET, "msg_1", int(NOW), body)}
+    assert webhooks.verify([SECRET], headers, body, now=NOW) == "msg_1"
+    assert webhooks.sign([SECRET], "msg_1", body, now=NOW) == headers  # roast signs the same bytes
+
+
+def test_a_changed_body_id_or_timestamp_is_refused():
+    body = b'{"approver":"ana"}'
+    headers = webhooks.sign([SECRET], "msg_1", body, now=NOW)
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify([SECRET], headers, b'{"approver":"eve"}', now=NOW)
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify([SECRET], {**headers, "webhook-id": "msg_2"}, body, now=NOW)
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify([SECRET], {**headers, "webhook-timestamp": str(int(NOW) + 1)}, body, now=NOW)
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify([OLD_SECRET], headers, body, now=NOW)  # another secret
+
+
+def test_the_timestamp_tolerance_is_inclusive_and_configurable():
+    body = b"{}"
+    headers = webhooks.sign([SECRET], "m", body, now=NOW)
+    assert webhooks.verify([SECRET], headers, body, now=NOW + 300) == "m"
+    assert webhooks.verify([SECRET], headers, body, now=NOW - 300) == "m"  # clock skew the other way
+    with pytest.raises(webhooks.BadSignature, match="stale"):
+        webhooks.verify([SECRET], headers, body, now=NOW + 301)
+    assert webhooks.verify([SECRET], headers, body, now=NOW + 3000, tolerance=3600) == "m"
+
+
+def test_rotation_several_secrets_and_several_signatures():
+    body = b'{"n":1}'
+    both = webhooks.sign([SECRET, OLD_SECRET], "m", body, now=NOW)
+    assert len(both["webhook-signature"].split()) == 2
+    assert webhooks.verify([OLD_SECRET], both, body, now=NOW) == "m"  # the receiver still on the old one
+    only_old = webhooks.sign([OLD_SECRET], "m", body, now=NOW)
+    assert webhooks.verify([SECRET, OLD_SECRET], only_old, body, now=NOW) == "m"  # the sender still on it
+
+
+def test_missing_headers_and_unknown_signature_versions_are_refused():
+    body = b"{}"
+    good = webhooks.sign([SECRET], "m", body, now=NOW)
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        with pytest.raises(webhooks.BadSignature):
+            webhooks.verify([SECRET], {k: v for k, v in good.items() if k != name}, body, now=NOW)
+    v1a = {**good, "webhook-signature": good["webhook-signature"].replace("v1,", "v1a,")}
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify([SECRET], v1a, body, now=NOW)
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify([], good, body, now=NOW)  # no secret configured
+
+
+@pytest.mark.parametrize("text", ["s3cret", "whsec_not base64!", "whsec_" + base64.b64encode(b"x" * 8).decode(),
+                                  "whsec_" + base64.b64encode(b"x" * 65).decode()])
+def test_malformed_or_short_secrets_are_refused(text):
+    with pytest.raises(UsageError):
+        webhooks.parse_secrets(f"{SECRET} {text}")
+
+
+def test_github_signatures_match_a_hand_made_hmac_and_give_the_delivery_id():
+    body = b'{"action":"approved"}'
+    by_hand = "sha256=" + hmac.new(b"gh-secret-0123456789", body, hashlib.sha256).hexdigest()
+    assert webhooks.github_signature("gh-secret-0123456789", body) == by_hand
+    headers = {"X-Hub-Signature-256": by_hand, "X-GitHub-Delivery": "d-1"}
+    assert webhooks.verify_github("gh-secret-0123456789", headers, body) == "d-1"
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify_github("gh-secret-0123456789", headers, body + b" ")
+    with pytest.raises(webhooks.BadSignature):
+        webhooks.verify_github("another-secret-000000", headers, body)
+
+
+# --------------------------------------------------------------------------- the sender
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    answers: ClassVar[list[int]] = []
+    seen: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        status = type(self).answers.pop(0) if type(self).answers else 200
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
+    handler = type("Receiver", (_Receiver,), {"answers": [], "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_send_retries_5xx_with_backoff_and_signs_every_attempt(receiver):
+    url, handler = receiver
+    handler.answers = [503, 502]
+    slept: list[float] = []
+    attempts = webhooks.send(url, {"type": "wait.started"}, msg_id="msg_7", secrets=[SECRET],
+                             sleep=slept.append, now=lambda: NOW)
+    assert [a.status for a in attempts] == [503, 502, 200]
+    assert slept == [1.0, 2.0]
+    for headers, body in handler.seen:
+        assert json.loads(body) == {"type": "wait.started"}
+        assert webhooks.verify([SECRET], headers, body, now=NOW) == "msg_7"  # same id on every retry
+
+
+def test_send_does_not_retry_a_4xx_and_stops_within_its_time_budget(receiver):
+    url, handler = receiver
+    handler.answers = [404]
+    assert [a.status for a in webhooks.send(url, {}, secrets=[SECRET], sleep=lambda s: None)] == [404]
+    handler.answers = [500] * 10
+    attempts = webhooks.send(url, {}, secrets=[SECRET], max_time=3.5, sleep=lambda s: None)
+    assert [a.status for a in attempts] == [500, 500, 500]  # 1 s + 2 s of backoff fit in 3.5 s, 4 s more do not
+
+
+def test_send_records_a_connection_error_and_retries_it():
+    def refused(url: str, body: bytes, headers: object, timeout: float) -> int:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    attempts = webhooks.send("http://127.0.0.1:9/", {}, secrets=[], post=refused, max_time=1.5,
+                             sleep=lambda s: None)
+    assert [(a.status, "refused" in (a.error or "")) for a in attempts] == [(None, True), (None, True)]
