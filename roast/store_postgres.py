@@ -1230,17 +1230,19 @@ class PostgresStore:
     def restore(self, dumped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
         """Insert the sessions of another store's `dump()` in one transaction; refuse (nothing
         changed) if this store already holds any of them. Event rows get new ids here (the
-        sessions' pending events follow them). Returns how many rows of each table were written;
-        a definition this store already has is not written again. `roast store copy` uses it."""
+        sessions' pending events follow them); a definition this store already has is kept. Before
+        the commit, the rows are read back and compared with `dumped` (`census_of`): any difference
+        rolls it all back. Returns how many rows of each table were written (`roast store copy`)."""
         sessions = dumped.get("sessions", [])
         ids = [s["id"] for s in sessions]
+        expected = census_of(dumped)
         with self._write() as tx:
             present = [r["id"] for r in tx.rows("SELECT id FROM sessions WHERE id = ANY(%s) ORDER BY id", (ids,))]
             if present:
                 shown = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
                 raise Refused(f"the session store {self.describe()} already holds {len(present)} of these sessions "
                               f"({shown}); nothing was copied",
-                              hint="copy into a store that holds none of them (or `roast prune` there first)")
+                              hint="copy into a store that holds none of them")
             counts = dict.fromkeys(TABLE_COLUMNS, 0)
             columns = [c for c in TABLE_COLUMNS["sessions"] if c != "pending_event"]
             tx.many(f"INSERT INTO sessions ({', '.join(columns)}) VALUES ({', '.join('%s' for _ in columns)})",
@@ -1254,7 +1256,7 @@ class PostgresStore:
                 counts[table] = len(rows)
             renumbered: dict[int, int] = {}
             cols = TABLE_COLUMNS["events"][1:]
-            for event in dumped.get("events", []):
+            for event in dumped.get("events", []):  # in the source's order, so ids keep it
                 new = tx.row(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)}) "
                              "RETURNING id", tuple(event[c] for c in cols))
                 assert new is not None
@@ -1268,7 +1270,51 @@ class PostgresStore:
                     "INSERT INTO definitions (fingerprint, envelope, created_at) VALUES (%s, %s, %s) "
                     "ON CONFLICT (fingerprint) DO NOTHING",
                     (definition["fingerprint"], definition["envelope"], definition["created_at"]))
+            found = self._census(tx, ids, [d["fingerprint"] for d in dumped.get("definitions", [])])
+            if found != expected:
+                wrong = ", ".join(f"{k} {found.get(k)} instead of {v}" for k, v in expected.items() if found.get(k) != v)
+                raise StoreUnavailable(f"the copy into {self.describe()} did not read back as written ({wrong}); "
+                                       "nothing was copied")
         return counts
+
+    def census(self, session_ids: Sequence[str], fingerprints: Sequence[str] = ()) -> dict[str, Any]:
+        """How many rows these sessions have in each table, and a digest of their envelopes (as
+        `census_of` counts a dump): `roast store copy` checks the target with it."""
+        with self._read() as tx:
+            if tx is None:
+                return census_of({})
+            return self._census(tx, session_ids, fingerprints)
+
+    def _census(self, tx: _Tx, ids: Sequence[str], fingerprints: Sequence[str]) -> dict[str, Any]:
+        counts: dict[str, Any] = {}
+        for table, column in (("sessions", "id"), ("continuations", "session_id"), ("deltas", "session_id"),
+                              ("steps", "session_id"), ("events", "session_id")):
+            row = tx.row(f"SELECT count(*) AS n FROM {table} WHERE {column} = ANY(%s)", (list(ids),))
+            counts[table] = int(row["n"]) if row else 0
+        row = tx.row("SELECT count(*) AS n FROM definitions WHERE fingerprint = ANY(%s)", (list(fingerprints),))
+        counts["definitions"] = int(row["n"]) if row else 0
+        sealed = [("continuations", r["session_id"], bytes(r["envelope"])) for r in tx.rows(
+            "SELECT session_id, envelope FROM continuations WHERE session_id = ANY(%s)", (list(ids),))]
+        sealed += [("deltas", f"{r['session_id']}:{r['seq']}", bytes(r["envelope"])) for r in tx.rows(
+            "SELECT session_id, seq, envelope FROM deltas WHERE session_id = ANY(%s)", (list(ids),))]
+        counts["envelopes"] = _digest(sealed)
+        return counts
+
+
+def census_of(dumped: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The census (`PostgresStore.census`) of the sessions in a `dump()`."""
+    counts: dict[str, Any] = {table: len(dumped.get(table, [])) for table in TABLE_COLUMNS}
+    sealed = [("continuations", r["session_id"], bytes(r["envelope"])) for r in dumped.get("continuations", [])]
+    sealed += [("deltas", f"{r['session_id']}:{r['seq']}", bytes(r["envelope"])) for r in dumped.get("deltas", [])]
+    counts["envelopes"] = _digest(sealed)
+    return counts
+
+
+def _digest(sealed: list[tuple[str, str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for table, key, blob in sorted(sealed):
+        digest.update(f"{table}\x00{key}\x00{len(blob)}\x00".encode() + blob)
+    return digest.hexdigest()
 
 
 class _Tx:

@@ -8,9 +8,10 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
 ORDER = ["errors", "record", "expressions", "context", "seal", "workflow", "steps", "compiler", "runner", "providers",
-         "tools", "effects", "store", "store_sqlite", "store_postgres", "definition", "api", "display", "cli", "serve"]
+         "tools", "effects", "store", "store_sqlite", "store_postgres", "store_copy", "definition", "api", "display",
+         "cli", "serve"]
 FACES = {"display", "cli", "serve"}
-STORES = {"store_sqlite", "store_postgres"}
+STORES = {"store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
 
