@@ -725,18 +725,18 @@ class PostgresStore:
                 seq = int(row["delta_seq"]) + 1
                 blob = seal.envelope(payload[0], payload[1], keys,
                                      bind=f"delta:{session_id}:wait:{row['wait_seq']}:{seq}", now=now)
-                tx.run("INSERT INTO deltas (session_id, seq, envelope) VALUES (%s, %s, %s)", (session_id, seq, blob))
-                tx.run("UPDATE sessions SET delta_seq = %s, cursor = COALESCE(%s, cursor), updated_at = %s, "
+                # one round trip: the delta and the session row it moves on
+                tx.run("WITH delta AS (INSERT INTO deltas (session_id, seq, envelope) VALUES (%s, %s, %s)) "
+                       "UPDATE sessions SET delta_seq = %s, cursor = COALESCE(%s, cursor), updated_at = %s, "
                        "pending_event = CASE WHEN %s THEN NULL ELSE pending_event END WHERE id = %s",
-                       (seq, cursor, now, bool(delivered), session_id))
+                       (session_id, seq, blob, seq, cursor, now, bool(delivered), session_id))
             attempt = 0
             if start is not None:
-                earlier = tx.row("SELECT count(*) AS n FROM steps WHERE session_id = %s AND path = %s",
-                                 (session_id, start.path))
-                attempt = int(earlier["n"] if earlier else 0) + 1
-                tx.run("INSERT INTO steps (session_id, path, name, attempt, started_at, status) "
-                       "VALUES (%s, %s, %s, %s, %s, 'running')",
-                       (session_id, start.path, start.name, attempt, start.started_at))
+                started = tx.row("INSERT INTO steps (session_id, path, name, attempt, started_at, status) "
+                                 "SELECT %s, %s, %s, count(*) + 1, %s, 'running' FROM steps "
+                                 "WHERE session_id = %s AND path = %s RETURNING attempt",
+                                 (session_id, start.path, start.name, start.started_at, session_id, start.path))
+                attempt = int(started["attempt"]) if started else 0
         return attempt
 
     def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None:
