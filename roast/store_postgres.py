@@ -422,7 +422,7 @@ class PostgresStore:
         reason = _first_line(err, self.url) if err is not None else "the connection broke"
         what = f" while running session {session_id}" if session_id else ""
         return StoreUnavailable(f"lost the connection to the PostgreSQL session store at {self.where}{what} "
-                                f"({reason}); nothing after the last confirmed save was kept",
+                                f"({reason}); nothing changed",
                                 hint="check the server and the network, then try again")
 
     def _connect_error(self, err: BaseException) -> StoreUnavailable:

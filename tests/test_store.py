@@ -1315,6 +1315,51 @@ def test_postgres_a_lost_connection_mid_branch_is_exit_4_and_the_session_stays_r
     assert store.get(sid).status == "running"  # the first store connects afresh once its hold has ended
 
 
+CUT = r"""
+import os, sys, psycopg
+marker = sys.argv[1]
+if not os.path.exists(marker):  # only the first attempt cuts: the re-run after recovery must get through
+    open(marker, "w").close()
+    with psycopg.connect(os.environ["ROAST_STORE"], autocommit=True) as db:
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND pid <> pg_backend_pid()")
+print("cut")
+"""
+
+
+def test_postgres_a_run_whose_connection_is_cut_exits_4_and_another_process_continues_it(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §11 on PostgreSQL: the server ends roast's connection during a step (a restart, a
+    failover); the process stops with exit 4 naming the last saved step, and `roast resume -s ID`
+    continues from there."""
+    from conftest import write_workflow
+
+    (tmp_path / "cut.py").write_text(CUT)
+    wf = write_workflow(tmp_path, f"""
+        steps:
+          - one: $(echo one)
+          - cut: $({sys.executable} {tmp_path / "cut.py"} {tmp_path / "cut-once"})
+          - three: $(echo three)
+    """)
+    env = {**os.environ, "ROAST_STORE": pg_url, "ROAST_KEY": TEST_KEY, "PYTHONPATH": str(ROOT)}
+    first = subprocess.run([sys.executable, "-m", "roast", "execute", str(wf), "--json"], capture_output=True,
+                           text=True, env=env, timeout=120, check=False)
+    assert first.returncode == 4, first.stderr
+    assert "lost the connection to the PostgreSQL session store" in first.stderr and "Traceback" not in first.stderr
+    (sid,) = [s.id for s in roast_sessions(pg_url)]
+    assert f"`roast resume -s {sid}` continues it" in first.stderr
+    again = subprocess.run([sys.executable, "-m", "roast", "resume", "-s", sid, "--json"], capture_output=True,
+                           text=True, env=env, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["output"] == {"one": "one", "cut": "cut", "three": "three"}
+
+
+def roast_sessions(url: str) -> list[Any]:
+    from roast import api
+
+    return api.sessions(store=url, limit=None)
+
+
 def test_postgres_a_forked_child_uses_its_own_connection(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from roast.store_postgres import PostgresStore
 
