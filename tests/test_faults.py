@@ -5,7 +5,7 @@ before COMMIT, after COMMIT of every transaction). For each phase — `execute` 
 `resume` to completion — n runs 1, 2, … until the phase gets through without being killed. After
 every kill the session is recovered to completion and the invariants are checked:
 
-1. `PRAGMA integrity_check` is ok, and there is exactly one session, completed;
+1. (SQLite) `PRAGMA integrity_check` is ok, and there is exactly one session, completed;
 2. its output and final output equal those of a run without faults;
 3. the event was recorded exactly once;
 4. no silent re-run: a step that ran k times has at least k attempts in its history.
@@ -22,8 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import store_env, store_for
 
 import roast
+from roast import api
 from roast.errors import RoastError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +43,7 @@ steps:
 
 
 def _cli(args: list[str], home: Path, fault: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ROAST_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **store_env(home), "PYTHONPATH": str(ROOT)}
     env.pop("ROAST_FAULT_AT", None)
     if fault:
         env["ROAST_FAULT_AT"] = str(fault)
@@ -50,7 +52,7 @@ def _cli(args: list[str], home: Path, fault: int = 0) -> subprocess.CompletedPro
 
 
 def _sessions(home: Path) -> list[roast.SessionInfo]:
-    return roast.sessions(limit=None, home=home)
+    return roast.sessions(limit=None, home=home, store=store_for(home))
 
 
 def _finish(wf: Path, home: Path) -> None:
@@ -58,15 +60,16 @@ def _finish(wf: Path, home: Path) -> None:
     for _ in range(10):
         found = _sessions(home)
         if not found:
-            roast.run(wf, home=home)
+            roast.run(wf, home=home, store=store_for(home))
             continue
         s = found[0]
         if s.status == "completed":
             return
         if s.status == "waiting":
-            roast.resume("approved", data={"who": "ana"}, session_id=s.id, home=home)
+            roast.resume("approved", data={"who": "ana"}, session_id=s.id, home=home, store=store_for(home))
         elif s.status == "running" and s.orphaned:
-            roast.resume(session_id=s.id, home=home, wait_for_steps=True)  # its step may still be ending
+            roast.resume(session_id=s.id, home=home, store=store_for(home),
+                         wait_for_steps=True)  # its step may still be ending
         else:
             raise AssertionError(f"unexpected state {s.status} (orphaned={s.orphaned})")
     raise AssertionError("the session did not complete")
@@ -78,13 +81,15 @@ def _timeless(output: dict) -> dict:
 
 
 def _check(home: Path, log: Path, expected: dict, point: str) -> None:
-    with sqlite3.connect(home / "sessions.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", point
-        events = db.execute("SELECT name FROM events").fetchall()
-        attempts = Counter(dict(db.execute("SELECT name, MAX(attempt) FROM steps GROUP BY path, name")
-                                .fetchall()))
+    if store_for(home) is None:
+        with sqlite3.connect(home / "sessions.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", point
     found = _sessions(home)
     assert len(found) == 1 and found[0].status == "completed", (point, found)
+    events = [(e.name,) for e in api.deliveries(found[0].id, home=home, store=store_for(home))]
+    attempts: Counter[str] = Counter()
+    for step in api.history(found[0].id, home=home, store=store_for(home)):
+        attempts[step.name] = max(attempts[step.name], step.attempt)
     assert _timeless(found[0].output) == _timeless(expected["output"]), point
     assert found[0].final_output == expected["final_output"], point
     assert events == [("approved",)], (point, events)

@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 from _resume_helpers import (
     Ran,
     cli,
-    db_path,
+    clone_session,
     dump,
     dump_all,
     envelope,
@@ -241,10 +240,7 @@ def test_an_ambiguous_prefix_is_refused_with_the_candidates_and_changes_nothing(
     a = execute(deploy)
     # ids are random (issue 11): make a second session whose id shares the first 6 characters
     b = a[:6] + "zzzzzzz"
-    with contextlib.closing(sqlite3.connect(db_path())) as db, db:
-        columns = [r[1] for r in db.execute("PRAGMA table_info(sessions)")]
-        db.execute(f"INSERT INTO sessions ({', '.join(columns)}) SELECT "
-                   + ", ".join("?" if c == "id" else c for c in columns) + " FROM sessions WHERE id = ?", (b, a))
+    clone_session(a, b)
     common = a[:6]
     before = dump_all()
 
