@@ -60,6 +60,7 @@ from roast.store import (
     missing,
     not_waiting,
     refusal,
+    running_here,
     when,
 )
 
@@ -107,7 +108,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
             pending_event bigint,
             delta_seq integer NOT NULL DEFAULT 0,
             notify_pending integer NOT NULL DEFAULT 0,
-            ahead text
+            ahead text,
+            schemas text NOT NULL DEFAULT '{}'
         )""",
         "CREATE INDEX sessions_by_status ON sessions(status, created_at)",
         "CREATE INDEX sessions_by_workflow ON sessions(workflow_path, status, created_at)",
@@ -183,7 +185,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
-                 "pending_event", "delta_seq", "notify_pending", "ahead"),
+                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas"),
     "continuations": ("session_id", "envelope"),
     "deltas": ("session_id", "seq", "envelope"),
     "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
@@ -197,7 +199,7 @@ _ORDER = {"sessions": "created_at, id", "continuations": "session_id", "deltas":
 
 _COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
             "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead")
+            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
 _EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                   "consumed_at, detail, id")
 HOST = socket.gethostname()
@@ -566,10 +568,13 @@ class PostgresStore:
         the owner recorded in the row is not this process."""
         if row["id"] in live:
             return False, live[row["id"]]
+        mine = self._holds_anywhere(row["id"])
+        if mine is not None:
+            return False, mine
         owner = _owner(row["owner"])
-        if owner and owner.get("host") == HOST and owner.get("pid") == os.getpid():
+        if owner and owner.get("host") == HOST and owner.get("pid") == os.getpid() and running_here(row["id"]):
             return False, f"this process (pid {os.getpid()})"
-        return True, None
+        return True, None  # (a drive of this very process that stopped on an error: recoverable here)
 
     def _sessions(self, tx: _Tx, rows: Sequence[Row]) -> list[Session]:
         probe = [r["id"] for r in rows if r["status"] == "running" and self._holds_anywhere(r["id"]) is None]
@@ -677,11 +682,11 @@ class PostgresStore:
                 raise UsageError(f"session {new.id} already exists")
             tx.run("INSERT INTO sessions (id, workflow_path, workflow_name, fingerprint, target, status, awaiting, "
                    "wait_seq, attempt, created_at, updated_at, has_definition, cwd, declares, key, definition, owner, "
-                   "cursor, ahead) VALUES (%s, %s, %s, %s, %s, 'running', '[]', 0, 1, %s, %s, %s, %s, %s, %s, %s, %s, "
-                   "'start', %s)",
+                   "cursor, ahead, schemas) VALUES (%s, %s, %s, %s, %s, 'running', '[]', 0, 1, %s, %s, %s, %s, %s, "
+                   "%s, %s, %s, 'start', %s, %s)",
                    (new.id, new.workflow_path, new.workflow_name, new.fingerprint, new.target, now, now,
                     int(new.has_definition), new.cwd, json.dumps(list(new.declares)), new.key, new.definition, _me(),
-                    json.dumps(list(new.declares))))
+                    json.dumps(list(new.declares)), json.dumps(dict(new.schemas))))
             tx.run("INSERT INTO continuations (session_id, envelope) VALUES (%s, %s)",
                    (new.id, seal.envelope(payload, has_code, keys, bind=seal.session_bind(new.id, 0), now=now)))
             if definition_bytes is not None and new.definition:
@@ -988,6 +993,25 @@ class PostgresStore:
             tx.run("UPDATE sessions SET error = %s, updated_at = %s, owner = NULL WHERE id = %s AND status = 'running'",
                    (error, now, session_id))
 
+    def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int:
+        """A step that ran outside the session's drive (a `notify:` step of a waiting session): its
+        history row, written whole; returns its attempt number."""
+        with self._write(session_id) as tx:
+            if tx.row("SELECT 1 AS one FROM sessions WHERE id = %s", (session_id,)) is None:
+                raise missing(session_id)
+            row = tx.row("SELECT count(*) AS n FROM steps WHERE session_id = %s AND path = %s", (session_id, start.path))
+            attempt = int(row["n"] if row else 0) + 1
+            tx.run("INSERT INTO steps (session_id, path, name, attempt, started_at, finished_at, status, output) "
+                   "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                   (session_id, start.path, start.name, attempt, start.started_at,
+                    done.finished_at if done else None, done.status if done else "running",
+                    _clean(done.output) if done and done.output is not None else None))
+        return attempt
+
+    def signing_keys(self) -> seal.Keyring:
+        """The keys (for approval-link tokens, issue 15); a shared store never makes one."""
+        return self._keyring(signing=True)
+
     def notified(self, session_id: str, *, wait_seq: int) -> None:
         with self._write(session_id) as tx:
             tx.run("UPDATE sessions SET notify_pending = 0 WHERE id = %s AND wait_seq = %s", (session_id, wait_seq))
@@ -1000,10 +1024,16 @@ class PostgresStore:
             row = self._lock(tx, sid)
             if row is None:
                 raise missing(sid)
-            session = self._session_of(tx, row)
-            if session.status == "running" and not session.orphaned:
-                raise Refused(f"session {sid} is running in {session.holder or 'another roast process'}; "
-                              "nothing changed", hint="wait for it to finish or reach a wait, then cancel it")
+            session = _session(row)
+            if session.status == "running":
+                # this process holds the lock now, so no other process does: it is live only if this
+                # very process is running it
+                owner = _owner(row["owner"])
+                mine = bool(owner and owner.get("host") == HOST and owner.get("pid") == os.getpid())
+                if mine and running_here(sid):
+                    raise Refused(f"session {sid} is running in this process (pid {os.getpid()}); nothing changed",
+                                  hint="wait for it to finish or reach a wait, then cancel it")
+                session = _session(row, True, None)
             if session.status not in ("waiting", "running"):
                 raise refusal(session, "cannot cancel", self._last_event(tx, sid))
             tx.run("UPDATE sessions SET status = 'cancelled', reason = %s, awaiting = '[]', deadline = NULL, "
@@ -1386,7 +1416,7 @@ def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Ses
                    tuple(json.loads(row["declares"] or "[]")), row["key"], row["definition"], row["owner"], holder,
                    bool(row["notify_pending"]),
                    tuple(json.loads(row["ahead"])) if row["ahead"] is not None else
-                   tuple(json.loads(row["declares"] or "[]")))
+                   tuple(json.loads(row["declares"] or "[]")), json.loads(row["schemas"] or "{}"))
 
 
 def _event(row: Row) -> EventRecord:

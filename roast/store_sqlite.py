@@ -560,10 +560,14 @@ class SQLiteStore:
         finally:
             os.close(fd)
 
-    def _liveness(self, row: sqlite3.Row) -> tuple[bool, str | None]:
+    def _liveness(self, row: sqlite3.Row, *, own_hold: bool = True) -> tuple[bool, str | None]:
         """(orphaned, holder) of a running row: orphaned when no process holds its lock file and
-        the process recorded as its owner is gone."""
-        holder = None if row["id"] in self._held else self._probe(row["id"])
+        the process recorded as its owner is gone. `own_hold=False`: this process's own hold does
+        not count (it took the lock to act on the session: cancel)."""
+        held = row["id"] in self._held
+        if held and own_hold:
+            return False, f"this process (pid {os.getpid()})"
+        holder = None if held else self._probe(row["id"])  # (our own lock would look taken)
         if holder is not None:
             return False, holder
         owner = _owner(row["owner"])
@@ -970,7 +974,11 @@ class SQLiteStore:
         now = _now(now)
         sid = self.get(session_id).id
         with self.hold(sid, "roast cancel"), self._write(sid) as db:
-            session = self._session_in(db, sid)
+            row = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?", (sid,)).fetchone()
+            if row is None:
+                raise missing(sid)
+            session = _session(row, *self._liveness(row, own_hold=False)) if row["status"] == "running" \
+                else _session(row)
             if session.status == "running" and not session.orphaned:
                 raise Refused(f"session {sid} is running in {session.holder or 'another roast process'}; "
                               "nothing changed", hint="wait for it to finish or reach a wait, then cancel it")

@@ -243,9 +243,10 @@ def test_a_second_claim_of_the_same_wait_is_refused_with_exit_3(store: Any) -> N
     session = store.get(sid)
     assert (session.status, session.wait_seq, session.deadline, session.events) == (
         "waiting", 1, T0 + 60, ["approved", "rejected"])
-    consume(store, sid, data={"by": "ana"})
-    with pytest.raises(NotWaiting) as err:
-        store.fire(sid, wait_seq=1, source="tick", now=T0 + 11)
+    with store.hold(sid, "roast resume"):  # as api claims: under the session's lock, so it is live
+        consume(store, sid, data={"by": "ana"})
+        with pytest.raises(NotWaiting) as err:
+            store.fire(sid, wait_seq=1, source="tick", now=T0 + 11)
     assert err.value.exit_code == 3
     assert str(err.value).startswith(f"session {sid} is no longer waiting: it is running")
     assert "with 'approved'" in str(err.value) and "nothing changed" in str(err.value)
@@ -760,14 +761,16 @@ def test_spawned_records_the_process_group_and_host_of_an_attempt(store: Any) ->
 
 def test_interrupted_marks_the_steps_in_flight_and_the_session_becomes_orphaned(store: Any) -> None:
     sid = make(store)
-    store.advance(sid, changes=None, cursor=None, start=StepStart("0", "build", T0))
-    assert store.get(sid).orphaned is False  # this process owns it
-    store.interrupted(sid, error="interrupted by SIGTERM during 0", now=T0 + 1)
+    with store.hold(sid, "roast execute"):
+        store.advance(sid, changes=None, cursor=None, start=StepStart("0", "build", T0))
+        assert store.get(sid).orphaned is False  # this process holds it
+        store.interrupted(sid, error="interrupted by SIGTERM during 0", now=T0 + 1)
     session = store.get(sid)
     assert (session.status, session.error, session.orphaned) == ("running", "interrupted by SIGTERM during 0", True)
     assert [h.status for h in store.history(sid)] == ["interrupted"]
     assert [s.id for s in store.orphans()] == [sid]
-    assert store.take_over(sid) is None and store.get(sid).orphaned is False
+    with store.hold(sid, "roast resume"):
+        assert store.take_over(sid) is None and store.get(sid).orphaned is False
 
 
 def test_listing_filters_pages_and_counts(store: Any) -> None:

@@ -165,8 +165,8 @@ def hosts(network: dict[str, Any], tmp_path: Path) -> tuple[Host, Host, Path]:
 def _execute(host: Host) -> str:
     ran = host.run("execute", str(host.srv / "wf" / "workflow.yml"), "--json")
     assert ran.code == 0, ran
-    assert ran.json["status"] == "waiting"
-    return str(ran.json["session_id"])
+    assert ran.json[0]["status"] == "waiting"
+    return str(ran.json[0]["session_id"])  # execute --json is a list
 
 
 def test_eight_resumers_split_over_two_hosts_run_exactly_one_branch(hosts: tuple[Host, Host, Path]) -> None:
