@@ -65,7 +65,7 @@ STATE_VERSION = 2
 SessionInfo = Session  # what roast.sessions() / roast.session() return
 _RESULT_FIELDS = ("status", "session_id", "workflow", "output", "final_output", "awaiting", "waits", "deadline",
                   "target", "cursor", "error", "warnings", "others_waiting", "outcome", "event_id", "event",
-                  "delivery")
+                  "delivery", "detail")
 
 
 class Result:
@@ -86,7 +86,7 @@ class Result:
                  deadline: str | None = None, target: str | None = None, cursor: str | None = None,
                  error: str | None = None, warnings: list[str] | None = None, others_waiting: list[str] | None = None,
                  outcome: str | None = None, event_id: str | None = None, event: str | None = None,
-                 delivery: dict[str, Any] | None = None) -> None:
+                 delivery: dict[str, Any] | None = None, detail: str | None = None) -> None:
         self.status, self.session_id, self.workflow = status, session_id, workflow
         self.output = output or {}
         self.final_output = final_output
@@ -97,6 +97,7 @@ class Result:
         self.others_waiting = others_waiting or []
         self.outcome, self.event_id, self.event = outcome, event_id, event
         self.delivery = delivery
+        self.detail = detail  # the failing Python step's traceback (shown with -v; not in to_json)
 
     def _replace(self, **changes: Any) -> Result:
         values = {name: getattr(self, name) for name in _RESULT_FIELDS}
@@ -335,7 +336,7 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
                     journal.flush()  # the last checkpoint is kept, for `roast retry`
                 store.finish(session_id, status, output=_plain(ctx.output), final_output=ctx.final_output(),
                              error=str(err), finished=journal.take_done(), keep_state=status == "failed", now=now())
-                return _result(store.get(session_id), error=str(err))
+                return _result(store.get(session_id), error=str(err))._replace(detail=getattr(err, "detail", None))
             if isinstance(outcome, Completed):
                 store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
                              finished=journal.take_done(), cursor="end", now=now())
@@ -699,13 +700,15 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
            store: SessionStore | str | None = None, force: bool = False, source: str = "api",
            observer: Observer | None = None, now: Callable[[], float] = time.time, event_id: str | None = None,
            actor: str | None = None, reason: str | None = None, if_waiting: bool = False,
-           key: str | None = None, wait_for_steps: bool = False, run: bool = True) -> Result:
+           key: str | None = None, wait_for_steps: bool = False, run: bool = True,
+           wait_seq: int | None = None) -> Result:
     """Deliver `event` to a session and, when a wait takes it, run on until the end or the next wait.
 
     Without `session_id`, the newest session of `workflow` whose current wait accepts the event
     (or the one with correlation `key`). `data` is a dict or a JSON text (an object). An event
     that no current wait declares but a later one does is kept (`outcome == "queued"`); a repeated
-    `event_id` is not applied again (`"duplicate"`). With `event=None`, an orphaned `running`
+    `event_id` is not applied again (`"duplicate"`). `wait_seq`: only to that wait of the session
+    (an approval link's), never a later one. With `event=None`, an orphaned `running`
     session (its process died) continues from its last checkpoint. Refusals change nothing but the
     delivery record, and raise a `RoastError`.
 
@@ -754,7 +757,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
                         _digest(payload))
     scope = session.workflow_path if session_id is None else None
     return _deliver(store_, session, incoming, observer=observer, now=now, force=force, if_waiting=if_waiting,
-                    scope=scope, others=others, moved=moved, run=run)
+                    scope=scope, others=others, moved=moved, run=run, wait_seq=wait_seq)
 
 
 def _check_schema(session: Session, event: str, data: Mapping[str, Any]) -> None:
@@ -818,7 +821,7 @@ def _delivery_doc(record: EventRecord) -> dict[str, Any]:
 
 def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
              now: Callable[[], float], force: bool, if_waiting: bool, scope: str | None,
-             others: list[str], moved: str | None, run: bool) -> Result:
+             others: list[str], moved: str | None, run: bool, wait_seq: int | None = None) -> Result:
     """Deliver under the session's lock when a wait may take the event (the lock must be held before
     the claim, so a running session is never seen without its owner)."""
     busy: RoastError | None = None
@@ -827,7 +830,7 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
         wants = fresh.status == "waiting" and incoming.name in fresh.events
         if not wants:
             outcome = store.deliver(fresh.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=False,
-                                    now=now())
+                                    wait_seq=wait_seq, now=now())
             if outcome.outcome == "busy":
                 continue
             return _refused_or_kept(outcome, incoming, others)
@@ -840,7 +843,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
             continue
         try:
             result = _consume(store, fresh, incoming, observer=observer, now=now, force=force,
-                              if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run)
+                              if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run,
+                              wait_seq=wait_seq)
         finally:
             hold.__exit__(None, None, None)
         return _notified(store, result, observer, now)
@@ -850,12 +854,12 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
 
 def _consume(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
              now: Callable[[], float], force: bool, if_waiting: bool, scope: str | None, others: list[str],
-             moved: str | None, run: bool) -> Result:
+             moved: str | None, run: bool, wait_seq: int | None = None) -> Result:
     # everything that can refuse runs before the claim: a refusal changes nothing (reliability G5)
     cwd = _cwd_of(session)
     state, defn, warnings = _prepare(store, session, incoming.name, force, observer, moved)
     outcome = store.deliver(session.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=True,
-                            workflow_path=moved, now=now())
+                            workflow_path=moved, wait_seq=wait_seq, now=now())
     if outcome.outcome != "consumed" and outcome.outcome != "late":
         return _refused_or_kept(outcome, incoming, others)
     if others and outcome.outcome == "consumed":
@@ -865,7 +869,17 @@ def _consume(store: SessionStore, session: Session, incoming: Incoming, *, obser
     ctx: Context = state["context"]
     ctx.attach_env(dict(os.environ))
     if outcome.outcome == "late":
-        # SPEC §6: a late event is refused and the timeout branch runs, in this same call.
+        # SPEC §6: a late event is refused and the timeout branch runs, in this same call (with
+        # `run=False`, `roast serve`, the caller runs it: `run_claimed`)
+        if not run:
+            from roast.store import mark_running
+
+            mark_running(session.id)
+            err = EventLate(f"session {session.id}: the wait's deadline had passed, so {incoming.name!r} was refused; "
+                            "its timeout path runs next")
+            err.document = _outcome_doc("late", session, incoming, outcome.event)  # type: ignore[attr-defined]
+            err.claimed = True  # type: ignore[attr-defined]
+            raise err
         result = _drive(store, session.id, defn, ctx, state["cursor"], None, observer, now, cwd)
         deadline = min((a["deadline"] for a in session.awaiting if a.get("event") == incoming.name
                         and a.get("deadline") is not None), default=None)
@@ -1026,16 +1040,28 @@ def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
     session = store_.get(session_id)
     if session.status != "running":
         raise _not_waiting(session)
-    if session.orphaned is False and session.holder and "this process" not in session.holder:
+    if session.orphaned is False and session.holder and f"pid {os.getpid()}" not in session.holder \
+            and "this process" not in session.holder:
         raise NotWaiting(f"session {session.id} is being run by {session.holder}; nothing changed")
     cwd = _cwd_of(session)
-    with store_.hold(session.id, "roast serve"):
+    for attempt in range(250):  # a losing delivery of this same process may hold the lock for a moment
+        try:
+            hold = store_.hold(session.id, "roast serve")
+            hold.__enter__()
+            break
+        except NotWaiting:
+            if attempt == 249:
+                raise
+            time.sleep(0.02)
+    try:
         state, defn, warnings = _prepare(store_, session, None, False, observer)
         pending = store_.take_over(session.id, now=now())
         ctx: Context = state["context"]
         ctx.attach_env(dict(os.environ))
         result = _drive(store_, session.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
                         observer, now, cwd)
+    finally:
+        hold.__exit__(None, None, None)
     return _notified(store_, result._replace(warnings=warnings), observer, now)
 
 
@@ -1310,3 +1336,31 @@ def check_link(token: str, *, home: str | os.PathLike[str] | None = None, store:
     key = seal.link_key(store_.signing_keys())
     link = links_mod.check(key, token, now=now())
     return link, store_.get(link.session_id), links_mod.csrf(key, token)
+
+
+# --------------------------------------------------------------------------- stores and keys (issue 13)
+
+
+def copy_store(to: str, *, source: str | None = None, home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Copy every session of the store in use (or `source`) into `to`, a PostgreSQL store URL
+    (`roast store copy --to URL`); return how many rows of each table were written."""
+    from roast.store import mask_url
+    from roast.store_copy import copy_store as copy
+
+    counts: dict[str, Any] = dict(copy(open_store(source, home), open_store(to)))
+    counts["target"] = mask_url(to)
+    return counts
+
+
+def new_key() -> str:
+    """A new signing key as the text ROAST_KEY_FILE holds (`roast key new`)."""
+    from roast.seal import new_key_text
+
+    return new_key_text()
+
+
+def short_id(session_id: str) -> str:
+    """How listings show a session id (JSON keeps the full one)."""
+    from roast.store import short_id as short
+
+    return short(session_id)

@@ -12,13 +12,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
+if TYPE_CHECKING:
+    from typing import Any
 
 if __name__ not in ("roast.cli", "__main__"):
     # argparse-manpage loads this file by path while building the wheel (setup.cfg), before roast
     # is installed: let it import the package from this source tree.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 from roast import __version__
 from roast.errors import RoastError, UsageError
@@ -28,20 +30,45 @@ EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage o
 State lives in $ROAST_HOME (default ~/.roast)."""
 
 
+_WIDTH: list[int] = []
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's help formatter, told the terminal width up front: argparse would import shutil
+    for it at every `add_argument` (~5 ms of every command's start-up, issue 12)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            if not _WIDTH:
+                try:
+                    columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (ValueError, OSError, AttributeError):
+                    columns = 80
+                _WIDTH.append(max(columns - 2, 40))
+            width = _WIDTH[0]
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; no side effects (the man page is built from it)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true",
                         help="show tracebacks on errors and more detail (default: off)")
     common.add_argument("--json", action="store_true",
                         help="print exactly one JSON document on stdout (default: human text)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="roast", description="Run YAML workflows that can pause at `wait_for_event` and resume "
-                                  "exactly once when the event arrives.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                                  "exactly once when the event arrives.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"roast {__version__}")
-    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("execute", parents=[common], help="run a workflow (once per target)",
@@ -150,6 +177,38 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load and compile a workflow, reporting every problem; runs nothing.")
     p.add_argument("workflow", metavar="WORKFLOW", help="a workflow.yml, its directory, or NAME")
     p.set_defaults(handler=cmd_validate)
+
+    from roast import serve  # its parser only: starlette and uvicorn load when `roast serve` runs
+
+    serve.add_parser(sub, parents=[common])
+
+    p = sub.add_parser("store", parents=[common], help="manage the session store (copy it to PostgreSQL)",
+                       description="Manage the session store named by ROAST_STORE (default: SQLite in "
+                                   "ROAST_HOME).")
+    store_sub = p.add_subparsers(dest="store_command", metavar="COMMAND", parser_class=_Parser)
+    store_sub.required = True
+    c = store_sub.add_parser("copy", parents=[common], help="copy every session into a shared PostgreSQL store",
+                             description="Copy every session — waiting ones too, their saved state byte for byte "
+                                         "— into another store (a PostgreSQL one, to share it between hosts), in "
+                                         "one transaction; refused if the target already holds any of them. "
+                                         "Counts are verified afterwards.")
+    c.add_argument("--to", metavar="URL", required=True,
+                   help="the target store, postgresql://user@host:port/dbname (required; a password in it is "
+                        "never shown)")
+    c.add_argument("--from", dest="source", metavar="URL", default=None,
+                   help="the store to copy from (default: ROAST_STORE, else SQLite in ROAST_HOME)")
+    c.set_defaults(handler=cmd_store_copy)
+
+    p = sub.add_parser("key", parents=[common], help="signing keys for shared stores",
+                       description="Signing keys: a store shared by several hosts needs the same key on each, "
+                                   "from ROAST_KEY_FILE or ROAST_KEY.")
+    key_sub = p.add_subparsers(dest="key_command", metavar="COMMAND", parser_class=_Parser)
+    key_sub.required = True
+    k = key_sub.add_parser("new", parents=[common], help="print a new signing key (base64 text) on stdout",
+                           description="Print a new random key. Save it with `roast key new > roast.key && "
+                                       "chmod 600 roast.key`, then set ROAST_KEY_FILE=roast.key on every host. To "
+                                       "rotate, put the new key first in the file and keep the old one below it.")
+    k.set_defaults(handler=cmd_key_new)
     return parser
 
 
@@ -174,13 +233,13 @@ def _install_signals() -> list[tuple[int, Any]]:
     """SIGTERM and SIGHUP stop roast the way Ctrl-C does: the step's process group is killed, the
     interruption recorded, the recovery command printed (issue 10). Only in the main thread."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        return []
     saved = []
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        saved.append((signum, signal.signal(signum, _on_signal)))
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            saved.append((signum, signal.signal(signum, _on_signal)))
+    except ValueError:  # not the main thread (main() called from a worker): leave signals alone
+        pass
     return saved
 
 
@@ -337,7 +396,8 @@ def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False)
     stdout is one document: a list of sessions for `execute` (`as_list`), one object for `resume`."""
     text = "\n\n".join(r.final_output for r in results if r.final_output)
     if getattr(args, "output", None):
-        Path(args.output).write_text(text + ("\n" if text else ""), encoding="utf-8")
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text + ("\n" if text else ""))
         print(f"roast: results saved to {args.output}", file=sys.stderr)
     if args.json:
         docs = [r.to_json() for r in results]
@@ -631,4 +691,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
         count = len(root.steps)
         print(f"{wf.path}: ok ({count} top-level step{'s' if count != 1 else ''}, "
               f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from roast import api
+
+    counts = api.copy_store(args.to, source=args.source)
+    if args.json:
+        _emit_json(counts)
+    else:
+        print("roast: copied " + ", ".join(f"{n:,} {table}" for table, n in counts.items() if table != "target")
+              + f" to {counts.get('target', args.to)}", file=sys.stderr)
+    return 0
+
+
+def cmd_key_new(args: argparse.Namespace) -> int:
+    from roast import api
+
+    key = api.new_key()
+    if args.json:
+        _emit_json({"key": key})
+    else:
+        print(key)
     return 0

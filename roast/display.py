@@ -204,10 +204,11 @@ def _cells(s: Session, now: float | None) -> tuple[str, ...]:
 
 
 def short_id(session_id: str) -> str:
-    """How listings show an id: its first 8 characters (issue 11); JSON and `roast session` keep all
-    of it, and any unique prefix of 4+ characters is accepted back."""
-    # the same rule as roast.store.short_id; faces call only the api, which does not export it yet
-    return session_id[:8]
+    """How listings show an id (issue 11); JSON and `roast session` keep all of it, and any unique
+    prefix of 4+ characters is accepted back."""
+    from roast.api import short_id as short
+
+    return short(session_id)
 
 
 OPEN = ("running", "waiting")

@@ -272,7 +272,9 @@ def _ask(request: Ask, tty: bool) -> Any:
 
     def read(text: str) -> str:
         if tty:
-            return input(text)
+            # the question on stderr (input() would write it to stdout, which may be a file)
+            print(text, end="", file=sys.stderr, flush=True)
+            return input()
         print(text, end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line:

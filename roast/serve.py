@@ -612,7 +612,8 @@ def _workflow_paths(rows: Sequence[Session], name: str) -> list[str]:
 
 
 def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_id: str | None = None,
-            workflow: str | None = None, key: str | None = None, reason: str | None = None) -> Any:
+            workflow: str | None = None, key: str | None = None, reason: str | None = None,
+            wait_seq: int | None = None) -> Any:
     """Claim `event` through `api` (the module, or a `Bound` one) without running the branch; return
     the api's Result; refusals raise."""
     from roast.errors import Ambiguous, NotFound
@@ -620,6 +621,8 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
     common = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
               "source": principal.source, "reason": reason, "run": False}
     if session_id is not None:
+        if wait_seq is not None:  # an approval link: for its own wait only, checked in the claim itself
+            common["wait_seq"] = wait_seq
         return api.resume(event, session_id=session_id, **common)
     assert workflow is not None and key is not None
     rows = api.list_sessions(status=["waiting", "running"], limit=None).rows
@@ -817,6 +820,8 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                                  f"application/json), not {kind!r}; nothing was delivered")
             result = await claim(deliver, api, event, body, who, **target)
         except RoastError as err:
+            if getattr(err, "claimed", False):  # a late event: its timeout path was claimed, and runs here
+                runtime.run_claimed(err.document["session_id"])  # type: ignore[attr-defined]
             return failed(request, err)
         note(request, session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
@@ -937,7 +942,8 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
             # one event id per link: a second click is a duplicate, never a second delivery
             who = Principal("link", "link-" + hashlib.sha256(token.encode()).hexdigest()[:32], "link")
             try:
-                result = deliver(api, link.event, b"", who, session_id=session.id, reason=reason)
+                result = deliver(api, link.event, b"", who, session_id=session.id, reason=reason,
+                                 wait_seq=link.wait_seq)
             except RoastError as err:
                 note(request, code=err.code)
                 return show(f"Nothing was delivered: {err.message}", STATUS.get(err.code, 409))

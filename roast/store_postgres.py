@@ -808,7 +808,8 @@ class PostgresStore:
         return Suspended(wait_seq)
 
     def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False, workflow_scope: str | None = None,
-                holding: bool = True, workflow_path: str | None = None, now: float | None = None) -> Outcome:
+                holding: bool = True, workflow_path: str | None = None, wait_seq: int | None = None,
+                now: float | None = None) -> Outcome:
         """Deliver one event (issue 14), in one transaction: `consumed` (claimed by the waiting wait:
         a compare-and-set on status and wait number, so exactly one of any number of concurrent
         deliveries wins; the caller then runs the branch), `queued` (kept for a later wait),
@@ -838,6 +839,9 @@ class PostgresStore:
                     return Outcome("duplicate", _event(prior), self._session_in(tx, prior["session_id"]))
             session = self._session_of(tx, row)
             declares = list(session.declares)
+            if wait_seq is not None and (session.status, session.wait_seq) != ("waiting", wait_seq):
+                # an approval link is for one wait: never a later one (issue 15)
+                raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
 
             def record(outcome: str, detail: str | None = None, **extra: Any) -> EventRecord:
                 inserted = tx.row(

@@ -770,7 +770,8 @@ class SQLiteStore:
         return Suspended(wait_seq)
 
     def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False, workflow_scope: str | None = None,
-                holding: bool = True, workflow_path: str | None = None, now: float | None = None) -> Outcome:
+                holding: bool = True, workflow_path: str | None = None, wait_seq: int | None = None,
+                now: float | None = None) -> Outcome:
         """Deliver one event (issue 14), in one transaction: `consumed` (claimed by the waiting wait:
         a compare-and-set on status and wait number, so exactly one of any number of concurrent
         deliveries wins; the caller then runs the branch), `queued` (kept for a later wait),
@@ -797,6 +798,9 @@ class SQLiteStore:
                     return Outcome("duplicate", _event(prior), self._session_in(db, prior["session_id"]))
             session = self._session_in(db, session_id)
             declares = list(session.declares)
+            if wait_seq is not None and (session.status, session.wait_seq) != ("waiting", wait_seq):
+                # an approval link is for one wait: never a later one (issue 15)
+                raise not_waiting(session, session_id, wait_seq, self._last_event(db, session_id))
 
             def record(outcome: str, detail: str | None = None, **extra: Any) -> EventRecord:
                 cur = db.execute(
