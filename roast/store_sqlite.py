@@ -123,6 +123,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX sessions_by_created ON sessions(created_at)",
         "ALTER TABLE steps ADD COLUMN pgid INTEGER",
         "ALTER TABLE steps ADD COLUMN host TEXT",
+        "ALTER TABLE steps ADD COLUMN error TEXT",
         """CREATE TABLE events2 (
             id INTEGER PRIMARY KEY,
             session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -915,6 +916,39 @@ class SQLiteStore:
             pending = db.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (row["pending_event"],)).fetchone()
             return _event(pending) if pending is not None else None
 
+    def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
+               now: float | None = None) -> None:
+        """Failed → running, for `roast retry` (issue 16): a compare-and-set on the status, so of any
+        number of concurrent retries exactly one wins. The kept checkpoint is continued; `changes`
+        (a delta: the rewound cursor and the outputs dropped by `--from`) is saved in the same
+        transaction. Events the failure left `unconsumed` are queued again. Hold the lock first."""
+        now = _now(now)
+        payload = seal.dumps(changes, f"session {session_id}") if changes is not None else None
+        with self._write(session_id) as db:
+            row = db.execute("SELECT status, wait_seq, delta_seq FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise missing(session_id)
+            if row["status"] != "failed":
+                raise refusal(self._session_in(db, session_id), "cannot retry", self._last_event(db, session_id))
+            if db.execute("SELECT 1 FROM continuations WHERE session_id = ?", (session_id,)).fetchone() is None:
+                raise Refused(f"session {session_id} failed without keeping its state (roast 0.1 did not keep "
+                              "it), so it cannot be retried; nothing changed", hint="start the workflow again")
+            seq = int(row["delta_seq"])
+            if payload is not None:
+                seq += 1
+                blob = seal.envelope(payload[0], payload[1], self._keyring(db, signing=True),
+                                     bind=f"delta:{session_id}:wait:{int(row['wait_seq'])}:{seq}", now=now)
+                db.execute("INSERT INTO deltas (session_id, seq, envelope) VALUES (?, ?, ?)", (session_id, seq, blob))
+            cur = db.execute("UPDATE sessions SET status = 'running', owner = ?, error = NULL, finished_at = NULL, "
+                             "final_output = NULL, updated_at = ?, attempt = attempt + 1, delta_seq = ?, "
+                             "cursor = COALESCE(?, cursor) WHERE id = ? AND status = 'failed'",
+                             (_me(), now, seq, cursor, session_id))
+            if cur.rowcount != 1:
+                raise NotWaiting(f"session {session_id} was retried by another process meanwhile; nothing changed")
+            db.execute("UPDATE events SET outcome = 'queued' WHERE session_id = ? AND outcome = 'unconsumed'",
+                       (session_id,))
+        self._delta_seq.pop(session_id, None)
+
     def finish(self, session_id: str, status: str, *, output: dict[str, Any] | None = None,
                final_output: str | None = None, error: str | None = None, finished: Sequence[StepDone] = (),
                keep_state: bool = False, cursor: str | None = None, now: float | None = None) -> None:
@@ -962,11 +996,11 @@ class SQLiteStore:
             (earlier,) = db.execute("SELECT count(*) FROM steps WHERE session_id = ? AND path = ?",
                                     (session_id, start.path)).fetchone()
             attempt = int(earlier) + 1
-            db.execute("INSERT INTO steps (session_id, path, name, attempt, started_at, finished_at, status, output) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO steps (session_id, path, name, attempt, started_at, finished_at, status, output, "
+                       "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (session_id, start.path, start.name, attempt, start.started_at,
                         done.finished_at if done else None, done.status if done else "running",
-                        done.output if done else None))
+                        done.output if done else None, done.error if done else None))
         return attempt
 
     def notified(self, session_id: str, *, wait_seq: int) -> None:
@@ -1062,7 +1096,7 @@ class SQLiteStore:
         sid = self.get(session_id).id
         with self._read() as db:
             assert db is not None  # get() found the session
-            rows = db.execute("SELECT path, name, attempt, started_at, finished_at, status, output, pgid, host "
+            rows = db.execute("SELECT path, name, attempt, started_at, finished_at, status, output, pgid, host, error "
                               "FROM steps WHERE session_id = ? ORDER BY rowid", (sid,)).fetchall()
         return [StepRecord(*r) for r in rows]
 
@@ -1238,9 +1272,10 @@ class SQLiteStore:
 
 def _finish_steps(db: sqlite3.Connection, session_id: str, finished: Sequence[StepDone]) -> None:
     if finished:
-        db.executemany("UPDATE steps SET finished_at = ?, status = ?, output = ? "
+        db.executemany("UPDATE steps SET finished_at = ?, status = ?, output = ?, error = ? "
                        "WHERE session_id = ? AND path = ? AND attempt = ?",
-                       [(f.finished_at, f.status, f.output, session_id, f.path, f.attempt) for f in finished])
+                       [(f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt)
+                        for f in finished])
 
 
 def _rollback(db: sqlite3.Connection) -> None:
