@@ -25,8 +25,10 @@ from roast.steps import (
     Prompt,
     Python,
     Repeat,
+    RetryPolicy,
     Script,
     Sequence,
+    Sleep,
     StepOptions,
     WaitForEvent,
     command_text,
@@ -83,11 +85,24 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 # The keys a step's config (the top-level key named after the step) may hold (SPEC §2, issue 11).
 # Later features add `retry`, `api_provider`, `base_url`, `max_tool_rounds` and `tools` here.
 STEP_CONFIG_KEYS = ("model", "json", "print_response", "exit_on_error", "timeout", "coerce_to", "params",
-                    "path", "if", "unless")
+                    "path", "if", "unless", "retry")
+# `retry:` (issue 16): of a step's config, or at the top level as every step's default.
+RETRY_KEYS = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
+MAX_ATTEMPTS = 100
 # A named wait's config, and the top-level `wait_for_event:` defaults (SPEC §6).
 WAIT_CONFIG_KEYS = ("timeout", "on_timeout")
 # The model providers this version can use for `api_provider:` (a later change adds openai, openrouter).
 PROVIDERS = ("offline",)
+
+
+class _Lines(dict):  # type: ignore[type-arg]
+    """A mapping with its keys renamed, keeping where each key was (for problems)."""
+
+    def __init__(self, data: Mapping[Any, Any], key_lines: Mapping[Any, Any], origin: Any) -> None:
+        super().__init__(data)
+        self.key_lines = dict(key_lines)
+        self.line = getattr(origin, "line", 0)
+        self.file = getattr(origin, "file", None)
 
 
 def _at(mapping: Any, key: Any) -> Any:
@@ -143,6 +158,8 @@ class _Compiler:
         self.default_timeout = (self.duration(self.wait_defaults["timeout"],
                                               _at(self.wait_defaults, "timeout"), "wait_for_event.timeout")
                                 if self.wait_defaults.get("timeout") is not None else None)
+        self.default_retry = (self.retry_policy(source.data["retry"], _at(source.data, "retry"), "retry")
+                              if source.data.get("retry") is not None else None)
 
     def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
         self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
@@ -277,8 +294,10 @@ class _Compiler:
             self.used.setdefault(str(name), set()).add("step")
         config = self.source.config_for(name) if name else None
         if not config:
-            return StepOptions(model=self.model if isinstance(self.model, str) else None)
-        kw: dict[str, Any] = {}
+            return StepOptions(model=self.model if isinstance(self.model, str) else None, retry=self.default_retry)
+        kw: dict[str, Any] = {"retry": self.default_retry}
+        if "retry" in config:  # a step's own `retry:` wins over the top-level default, whole
+            kw["retry"] = self.retry_policy(config["retry"], _at(config, "retry"), f"{name}.retry")
         for key in ("exit_on_error", "json", "print_response"):
             if key in config:
                 if not isinstance(config[key], bool):
@@ -306,6 +325,71 @@ class _Compiler:
         kw["model"] = model if isinstance(model, str) else None
         return StepOptions(**kw)
 
+    def retry_policy(self, value: Any, node: Any, what: str) -> RetryPolicy | None:
+        """`retry: 3`, `retry: false`, or `retry: {attempts, delay, backoff, max_delay, jitter, on}`."""
+        if value is False:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"attempts": value}
+        if not isinstance(value, Mapping):
+            self.problem(node, f"`{what}` must be a number of attempts or a mapping, not {value!r}",
+                         hint="e.g.  retry: {attempts: 3, delay: 10s, on: [75]}")
+            return None
+        if True in value and "on" not in value:  # YAML 1.1 reads a bare `on:` key as the boolean true
+            lines = getattr(value, "key_lines", {})
+            fixed = {("on" if key is True else key): item for key, item in value.items()}
+            value = _Lines(fixed, {("on" if k is True else k): v for k, v in lines.items()}, value)
+        for key in value:
+            if key not in RETRY_KEYS:
+                self.unknown_key(value, key, f"`{what}.{key}` is not a retry key", RETRY_KEYS)
+        kw: dict[str, Any] = {}
+        attempts = value.get("attempts", 1)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
+            self.problem(_at(value, "attempts"), f"`{what}.attempts` must be a whole number from 1 to "
+                         f"{MAX_ATTEMPTS} (the attempts in all, the first included), not {attempts!r}")
+            attempts = 1
+        if "attempts" not in value:
+            self.warnings.append(f"{self.source.where(node)}: `{what}` gives no `attempts:`, so the step is tried "
+                                 "once and never retried (say how many attempts in all, e.g. attempts: 3)")
+        kw["attempts"] = attempts
+        for key in ("delay", "max_delay"):
+            if value.get(key) is not None:
+                try:
+                    kw[key] = expressions.parse_duration(value[key], f"`{what}.{key}`", zero=True)
+                except UsageError as err:
+                    self.problems.append(WorkflowInvalid(err.message, where=self.source.where(_at(value, key)),
+                                                         hint=err.hint))
+        if "backoff" in value:
+            backoff = value["backoff"]
+            if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 1 <= backoff <= 100:
+                self.problem(_at(value, "backoff"), f"`{what}.backoff` must be a number from 1 (a fixed delay) "
+                                                    f"to 100, not {backoff!r}", hint="the default, 2, doubles it")
+            else:
+                kw["backoff"] = float(backoff)
+        if "jitter" in value:
+            if not isinstance(value["jitter"], bool):
+                self.problem(_at(value, "jitter"), f"`{what}.jitter` must be true or false, not {value['jitter']!r}")
+            else:
+                kw["jitter"] = value["jitter"]
+        if value.get("on") is not None:
+            kw["on"] = self.retry_on(value["on"], _at(value, "on"), f"{what}.on")
+        return RetryPolicy(**kw)
+
+    def retry_on(self, value: Any, node: Any, what: str) -> tuple[Any, ...]:
+        """`on:`: exit statuses (1-255) and names (exception classes, `timeout`)."""
+        items = value if isinstance(value, list) else [value]
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= 255:
+                out.append(item)
+            elif isinstance(item, str) and NAME.fullmatch(item.strip()):
+                out.append(str(item).strip())
+            else:
+                self.problem(node, f"`{what}` lists {item!r}, which is neither an exit status (1 to 255) nor a "
+                                   "name (an exception class such as TimeoutError, or `timeout`)",
+                             hint="e.g.  on: [75, timeout]  or  on: [ConnectionError]")
+        return tuple(out)
+
     def duration(self, value: Any, node: Any, what: str) -> float | None:
         try:
             return expressions.parse_duration(value)
@@ -326,7 +410,8 @@ class _Compiler:
     def step(self, item: Any, path: str, depth: int, parent: Any) -> Any:
         if callable(item) and not isinstance(item, (str, Mapping, list)):
             name = getattr(item, "__name__", None)
-            return Python(path, None if name == "<lambda>" else name, item, StepOptions(), depth)
+            return Python(path, None if name == "<lambda>" else name, item, StepOptions(retry=self.default_retry),
+                          depth)
         if isinstance(item, str):
             return self.string_step(item, None, path, depth, parent)
         if isinstance(item, list):
@@ -416,6 +501,8 @@ class _Compiler:
             return self.input_step(item["input"], None, path, depth, item)
         if first == "wait_for_event":
             return self.wait_step(item["wait_for_event"], None, path, depth, item)
+        if first == "sleep":
+            return self.sleep_step(item, None, path, depth)
         if len(keys) != 1:
             self.problem(item, f"{path}: a named step has exactly one key, found {len(keys)} ({keys!r})",
                          hint="write each step as its own list item")
@@ -442,8 +529,10 @@ class _Compiler:
                 return self.input_step(value["input"], name, path, depth, value)
             if kind == "wait_for_event":
                 return self.wait_step(value["wait_for_event"], name, path, depth, value)
+            if kind == "sleep":
+                return self.sleep_step(value, name, path, depth)
         self.problem(item, f"{path}: step {name!r} has a value roast cannot run: {value!r}",
-                     hint="use $(command), a prompt, or one of if/case/each/repeat/input/wait_for_event")
+                     hint="use $(command), a prompt, or one of if/case/each/repeat/input/wait_for_event/sleep")
         return Sequence(path, ())
 
     def if_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> If:
@@ -513,6 +602,54 @@ class _Compiler:
         return Input(path, name or spec.get("name"), spec["prompt"], kind,
                      tuple(to_text(o) for o in options), spec.get("default"), depth)
 
+    def sleep_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Sleep:
+        """`sleep: 2h`, `sleep: "{{ output.eta }}"` or `sleep: {until: 2027-01-01T09:00:00Z}` (issue 16)."""
+        import datetime as dt
+
+        if len(item) != 1:
+            self.problem(item, f"{path}: `sleep:` stands alone in its step, found {list(item)!r}",
+                         hint="e.g.  - sleep: 2h")
+        spec = item.get("sleep")
+        at = _at(item, "sleep")
+        example = "e.g.  - sleep: 2h   or   - sleep: {until: \"2027-01-01T09:00:00Z\"}"
+        if isinstance(spec, Mapping):
+            if list(spec) != ["until"]:
+                self.problem(at, f"{path}: `sleep:` as a mapping holds `until:` only, found {list(spec)!r}",
+                             hint=example)
+                return Sleep(path, name, None, "", depth)
+            until = spec["until"]
+            if isinstance(until, dt.datetime):
+                if until.tzinfo is None:
+                    self.problem(_at(spec, "until"), f"{path}: `sleep: until` {until.isoformat()} has no time zone",
+                                 hint=f"add one: \"{until.isoformat()}Z\" for UTC, or an offset such as +01:00")
+                until = until.isoformat()
+            elif isinstance(until, dt.date):
+                self.problem(_at(spec, "until"), f"{path}: `sleep: until` {until.isoformat()} is a date; give a time",
+                             hint=f"e.g.  until: \"{until.isoformat()}T09:00:00Z\"")
+                until = until.isoformat()
+            elif not isinstance(until, str):
+                self.problem(_at(spec, "until"), f"{path}: `sleep: until` must be an ISO 8601 time, not {until!r}",
+                             hint=example)
+                until = ""
+            elif not has_template(until):
+                try:
+                    expressions.parse_instant(until, "`sleep: until`")
+                except UsageError as err:
+                    self.problem(_at(spec, "until"), f"{path}: {err.message}", hint=err.hint)
+            else:
+                self.templates(until, spec, path)
+            return Sleep(path, name, None, str(until), depth)
+        if isinstance(spec, str) and has_template(spec):
+            self.templates(spec, item, path)
+            return Sleep(path, name, str(spec), None, depth)
+        try:
+            expressions.parse_duration(spec, "`sleep:`", zero=True)
+        except UsageError as err:
+            hint = err.hint or (example + "; a step named `sleep` needs another name"
+                                if isinstance(spec, str) and spec.strip().startswith("$(") else example)
+            self.problem(at, f"{path}: {err.message}", hint=hint)
+        return Sleep(path, name, spec if isinstance(spec, (int, float, str)) else None, None, depth)
+
     def wait_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> WaitForEvent:
         if not isinstance(spec, Mapping) or not spec:
             self.problem(item, f"{path}: `wait_for_event` needs a mapping of event names to step lists",
@@ -576,7 +713,7 @@ class _Compiler:
 
 # SPEC §2's top-level keys, plus Roast 0.4 keys that roast reads past without running.
 TOP_LEVEL = {"name", "description", "model", "api_provider", "api_token", "target", "tools", "steps",
-             "inputs", "wait_for_event", "pre_processing", "post_processing", "context_management"}
+             "inputs", "wait_for_event", "retry", "pre_processing", "post_processing", "context_management"}
 
 
 def compile_workflow(source: Source, warnings: list[str] | None = None) -> Sequence:

@@ -178,8 +178,10 @@ class Effects:
             with self._lock:
                 self._groups.discard(proc.pid)
         if timed_out:
-            raise StepFailed(f"command timed out after {request.timeout:g} s: {request.command}",
-                             where=request.path, hint="raise the step's `timeout:` in its config")
+            failure = StepFailed(f"command timed out after {request.timeout:g} s: {request.command}",
+                                 where=request.path, hint="raise the step's `timeout:` in its config")
+            failure.kinds = ("timeout",)  # type: ignore[attr-defined]  # what `retry.on` matches
+            raise failure
         return Done(proc.returncode, out.decode("utf-8", "replace"), err_out.decode("utf-8", "replace"))
 
     # -- model
@@ -214,6 +216,7 @@ class Effects:
             failure = StepFailed(f"Python step {label!r} raised {type(err).__name__}: {err}"
                                  + (f" (at {where})" if where else ""), where=request.path)
             failure.detail = detail  # type: ignore[attr-defined]  # shown with -v
+            failure.kinds = tuple(c.__name__ for c in type(err).__mro__)  # type: ignore[attr-defined]  # retry.on
             raise failure from err
 
     def _load_step(self, file: str, name: str) -> Callable[..., Any]:

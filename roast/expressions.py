@@ -222,8 +222,9 @@ _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 
 
-def parse_duration(value: object) -> float:
-    """Seconds in a duration: `30s`, `15m`, `2h`, `1.5h`, `1d`, or a positive number of seconds.
+def parse_duration(value: object, what: str = "timeout", *, zero: bool = False) -> float:
+    """Seconds in a duration: `30s`, `15m`, `2h`, `1.5h`, `1d`, or a positive number of seconds
+    (`zero`: 0 too, for `sleep:` and a retry's `delay`).
 
     >>> parse_duration("1.5h")
     5400.0
@@ -235,22 +236,52 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
             seconds = None
-        elif 0 < value <= MAX_DURATION:
+        elif 0 < value <= MAX_DURATION or (zero and value == 0):
             seconds = float(value)
     elif isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match:
             seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            if not 0 < seconds <= MAX_DURATION:
+            if not (0 < seconds <= MAX_DURATION or (zero and seconds == 0)):
                 seconds = None
         elif re.fullmatch(r"[0-9]+:[0-9]+(:[0-9]+)*", value):
             hint = "write the duration with one unit, e.g. 90s or 90m"
         elif re.fullmatch(r"([0-9.]+[smhd]){2,}", value):
             hint = "use a single unit, e.g. 90m instead of 1h30m"
     if seconds is None:
-        raise UsageError(f"timeout {value!r} must be a positive duration like 30s, 15m, 2h or 1d "
-                         f"(at most 365d)", hint=hint)
+        raise UsageError(f"{what} {value!r} must be a {'' if zero else 'positive '}duration like 30s, 15m, 2h "
+                         f"or 1d (at most 365d)", hint=hint)
     return seconds
+
+
+def parse_instant(value: object, what: str = "time") -> float:
+    """An absolute instant as a UTC epoch: ISO 8601 with a time zone, `2027-01-01T09:00:00Z` or
+    `2027-01-01T10:00:00+01:00` (a time without one would mean a different instant on every
+    machine, so it is refused).
+
+    >>> parse_instant("2027-01-01T09:00:00Z")
+    1798794000.0
+    """
+    from datetime import datetime
+
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, datetime):
+        parsed: datetime | None = value
+    else:
+        parsed = None
+        if text:
+            try:
+                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+            except ValueError:
+                parsed = None
+    if parsed is not None and text is not None and re.fullmatch(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}", text):
+        raise UsageError(f"{what} {value!r} is a date; give a time with a time zone", hint=f"e.g. {text}T09:00:00Z")
+    if parsed is None:
+        raise UsageError(f"{what} {value!r} is not an ISO 8601 time such as 2027-01-01T09:00:00Z")
+    if parsed.tzinfo is None:
+        raise UsageError(f"{what} {value!r} has no time zone",
+                         hint=f"add one: {text or parsed.isoformat()}Z for UTC, or an offset such as +01:00")
+    return parsed.timestamp()
 
 
 # --------------------------------------------------------------------------- event data

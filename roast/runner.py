@@ -1,7 +1,8 @@
 """The runner: the one loop that drives the step tree's generators and services what they yield.
 
 It fast-forwards by handing the root node the saved cursor, answers waits from the pending event
-or the clock it is given (`now`), and performs requests through the `perform` function it is given
+or the clock it is given (`now`), answers pauses (`Timer`: a retry's backoff, a `sleep:`) and
+sleeps through the near ones itself, and performs requests through the `perform` function it is given
 (subprocesses, model calls and Python steps live in `effects`). A parallel group hands its branch
 generators over in one `Fork`; the runner drives them side by side (STYLE: only the runner
 schedules): while a group runs, requests are performed on worker threads, which do nothing but
@@ -24,7 +25,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
 from roast.record import Record
-from roast.steps import DONE, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell, Suspend
+from roast.steps import DONE, Alarm, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell, Suspend, Timer
 
 if TYPE_CHECKING:
     from typing import Any, Protocol
@@ -35,11 +36,12 @@ if TYPE_CHECKING:
         """Where the runner reports progress (api.py saves it); called on the loop thread only."""
 
         def started(self, request: Any) -> int: ...
-        def finished(self, request: Any, attempt: int, status: str, output: Any) -> None: ...
+        def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None: ...
         def checkpoint(self, cursor: Cursor) -> None: ...
         def flush(self) -> None: ...
         def delivered(self, event: Event) -> None: ...
         def spawned(self, path: str, attempt: int, pgid: int) -> None: ...
+        def pausing(self, path: str, seconds: float) -> None: ...
 
 
 class Completed(Record):
@@ -79,7 +81,7 @@ class NullJournal:
     def started(self, request: Any) -> int:
         return 1
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
         pass
 
     def checkpoint(self, cursor: Cursor) -> None:
@@ -92,6 +94,9 @@ class NullJournal:
         pass
 
     def spawned(self, path: str, attempt: int, pgid: int) -> None:
+        pass
+
+    def pausing(self, path: str, seconds: float) -> None:
         pass
 
 
@@ -131,14 +136,16 @@ class Runner:
 
     def __init__(self, perform: Callable[[Any], Any], *, now: Callable[[], float] = time.time,
                  journal: Journal | None = None, event: Event | None = None, max_workers: int = 8,
-                 cancel: Callable[[], None] | None = None) -> None:
+                 cancel: Callable[[], None] | None = None, hold_limit: float = 30.0) -> None:
         self.perform = perform
         self.now = now
         self.journal: Journal = journal or NullJournal()
         self.pending = event
         self.max_workers = max_workers
         self.cancel = cancel  # stops whatever `perform` has running (process groups) when the drive is aborted
+        self.hold_limit = hold_limit  # a pause this near is slept in process; a longer one suspends (issue 16)
         self._ready: deque[_Task] = deque()
+        self._timers: list[tuple[float, int, _Task, float]] = []  # (monotonic wake-up, seq, task, deadline)
         self._inflight: dict[str, int] = {}  # step path -> attempt, for requests being performed
         self._busy = 0  # requests handed to worker threads and not yet answered
         self._tasks: list[_Task] = []
@@ -146,6 +153,7 @@ class Runner:
         self._pool: Any = None
         self._loop_thread = 0
         self._outcome: Completed | Waiting | None = None
+        self._seq = 0
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -197,6 +205,10 @@ class Runner:
                 self.journal.checkpoint(task.full(request.cursor))
             elif kind is Receive:
                 task.reply = self._answer_wait(request)
+            elif kind is Timer:
+                task.reply = self._timer(task, request)
+                if task.reply is None:
+                    return  # sleeping: woken by `_wake`
             elif kind is Suspend:
                 self._end(task, Ended("waiting", request.cursor, None, request.waits))
                 return
@@ -217,8 +229,9 @@ class Runner:
         frame.live -= 1
         if ended.how == "done":
             self.journal.checkpoint(task.full(DONE))  # a finished branch never runs again
-        else:
-            frame.cursors[task.index] = ended.cursor
+        elif ended.how == "waiting":
+            self.journal.checkpoint(task.full(ended.cursor))  # its wait (and deadline) as it is now
+        # a failed branch keeps the cursor of its last checkpoint: `roast retry` starts it there
         if frame.live == 0:
             frame.task.reply = tuple(frame.ended)
             self._ready.append(frame.task)
@@ -253,6 +266,39 @@ class Runner:
                                                     iso(self.now()) or ""))
         return Delivery(request.deadline, None)
 
+    def _timer(self, task: _Task, request: Timer) -> Alarm | None:
+        """Fix a pause's deadline, or say whether it has come; a near one is slept here (None)."""
+        now = self.now()
+        if request.deadline is None:
+            seconds = float(request.seconds or 0.0)
+            if request.jitter and seconds > 0:
+                import random  # only for a retry's backoff
+
+                seconds *= 1.0 - random.random() / 2  # "equal jitter": between half and all of it
+            return Alarm(now + seconds, seconds <= 0)
+        remaining = request.deadline - now
+        if remaining <= 0:
+            return Alarm(request.deadline, True)
+        if not request.hold or remaining > self.hold_limit:
+            return Alarm(request.deadline, False)
+        self.journal.flush()  # the pause's position is saved before this process sleeps through it
+        self.journal.pausing(request.path, remaining)
+        import heapq
+
+        self._seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + remaining, self._seq, task, request.deadline))
+        return None
+
+    def _wake(self) -> None:
+        """Hand every sleeping task whose pause is over back to the loop."""
+        import heapq
+
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, task, deadline = heapq.heappop(self._timers)
+            task.reply = Alarm(deadline, True)
+            self._ready.append(task)
+
     # -- effects ---------------------------------------------------------------------------------
 
     def _start(self, task: _Task, request: Any) -> None:
@@ -266,7 +312,7 @@ class Runner:
             self._inflight[request.path] = attempt
         else:
             self.journal.flush()  # a condition's command: what ran before it is saved first
-        if not self._ready and not self._busy:
+        if not self._ready and not self._busy and not self._timers:
             # nothing else can run meanwhile: perform on this thread (no hand-off cost)
             value, error = self._perform(request)
             self._performed(task, request, attempt, value, error)
@@ -292,17 +338,33 @@ class Runner:
         if attempt:
             self._inflight.pop(request.path, None)
             if error is not None:
-                self.journal.finished(request, attempt, "failed", str(error))
+                self.journal.finished(request, attempt, "failed", str(error), error.message)
+            elif isinstance(value, Done):
+                if value.status != 0:
+                    last = (value.stderr or "").strip().splitlines()[-1:]
+                    why = f"exit status {value.status}" + (f": {last[0][:500]}" if last else "")
+                    self.journal.finished(request, attempt, "failed", value.stdout.strip(), why)
+                else:
+                    self.journal.finished(request, attempt, "ok", value.stdout.strip())
             else:
-                failed = isinstance(value, Done) and value.status != 0
-                self.journal.finished(request, attempt, "failed" if failed else "ok",
-                                      value.stdout.strip() if isinstance(value, Done) else value)
+                self.journal.finished(request, attempt, "ok", value)
         task.reply, task.failure = value, error
         self._ready.append(task)
 
     def _receive_one(self) -> None:
-        """Wait for a worker thread's message: a request performed, or a process group started."""
-        message = self._queue.get()
+        """Wait for a worker thread's message (a request performed, or a process group started) or
+        for the next sleeping task's pause to end, whichever comes first."""
+        if self._timers:
+            from _queue import Empty
+
+            try:
+                message = self._queue.get(timeout=max(0.0, self._timers[0][0] - time.monotonic()))
+            except Empty:
+                self._wake()
+                return
+            self._wake()
+        else:
+            message = self._queue.get()
         if message[0] == "spawned":
             _, path, pgid = message
             self.journal.spawned(path, self._inflight.get(path, 0), pgid)

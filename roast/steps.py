@@ -17,6 +17,8 @@ running a step or re-evaluating a condition, case value or collection (SPEC §6)
 | `Repeat`      | `(iteration, child)`                           |
 | `Parallel`    | `(branch cursor or DONE, ...)`, one per branch |
 | `WaitForEvent`| `(AT_WAIT, deadline)` or `(event name, child)` |
+| `Sleep`       | `(AT_SLEEP, deadline)`                         |
+| a leaf with `retry:` | `(AT_RETRY, failures so far, deadline of the next attempt)`; HERE before the first |
 
 `HERE` (None) means "from the start". Suspend, Checkpoint and Fork requests carry the cursor of
 the node that yielded them; each ancestor prefixes its own level on the way up (`_within`).
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
 HERE: Cursor = None
 DONE = "done"
 AT_WAIT = "@wait"
+AT_SLEEP = "@sleep"
+AT_RETRY = "@retry"
 COLLECTED = "@collected"
 EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema", "notify"}
@@ -117,10 +121,27 @@ class Receive(Record):
 
 class WaitInfo(Record):
     """A wait the session now rests on: its events, deadline, schemas (event → JSON text) and the
-    `notify:` steps to run once it is saved (issue 14)."""
+    `notify:` steps to run once it is saved (issue 14). `kind`: `event` (a `wait_for_event`),
+    `sleep` (a `sleep:` step) or `retry` (a step's backoff before its next attempt, issue 16)."""
 
-    __slots__ = ("path", "wait", "events", "deadline", "schemas", "notify")
-    _defaults = {"schemas": (), "notify": None}
+    __slots__ = ("path", "wait", "events", "deadline", "schemas", "notify", "kind")
+    _defaults = {"schemas": (), "notify": None, "kind": "event"}
+
+
+class Timer(Record):
+    """Ask the runner about a pause (issue 16). Without `deadline`, the runner fixes one: now +
+    `seconds` (shortened at random by up to half when `jitter`). With one, it answers whether it
+    has come; when it has not and `hold` is set and it is near (ROAST_SLEEP_IN_PROCESS), the
+    runner first lets it pass in process. The reply is an `Alarm`."""
+
+    __slots__ = ("path", "seconds", "deadline", "hold", "jitter")
+    _defaults = {"seconds": None, "deadline": None, "hold": False, "jitter": False}
+
+
+class Alarm(Record):
+    """The runner's answer to `Timer`: the absolute deadline, and whether it has come."""
+
+    __slots__ = ("deadline", "due")
 
 
 class Suspend(Record):
@@ -278,15 +299,85 @@ def _command_output(done: Done, exit_on_error: bool, what: str, path: str, shown
     return f"{output}\n[Exit status: {done.status}]".lstrip("\n")
 
 
+# --------------------------------------------------------------------------- retries (issue 16)
+
+
+class RetryPolicy(Record):
+    """`retry:` of a step (or the top-level default): how many attempts in all, the backoff before
+    each new one (`delay`, multiplied by `backoff` after every failure, at most `max_delay`,
+    shortened at random by up to half when `jitter`), and which failures count (`on`: exit
+    statuses of a command, exception class names of a Python step, `timeout`; empty: all)."""
+
+    __slots__ = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
+    _defaults = {"delay": 1.0, "backoff": 2.0, "max_delay": None, "jitter": True, "on": ()}
+
+    def pause(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th failed attempt (1 = the first)."""
+        seconds = self.delay * self.backoff ** max(0, failures - 1)
+        return min(seconds, self.max_delay) if self.max_delay is not None else seconds
+
+    def covers(self, kinds: tuple[Any, ...]) -> bool:
+        """Whether a failure of these kinds (an exit status, exception class names, `timeout`) is retried."""
+        return not self.on or any(kind in self.on for kind in kinds)
+
+
+def failure_kinds(err: BaseException) -> tuple[Any, ...]:
+    """What `retry.on` matches a failure against: `err.kinds` if the effect said (a Python step's
+    exception classes, `timeout`), else the class names of the error itself."""
+    kinds = getattr(err, "kinds", None)
+    return tuple(kinds) if kinds else tuple(c.__name__ for c in type(err).__mro__)
+
+
+def _retrying(options: StepOptions, path: str, at: Cursor, attempt: Callable[[], Steps]) -> Steps:
+    """Run `attempt()` (one try of a leaf step: a generator that returns `(value, None)` or
+    `(value, kinds)` for a failed try whose value still stands, e.g. a command's non-zero exit)
+    under the step's `retry:` policy. The number of failures and the next attempt's deadline are
+    this leaf's cursor level, saved before each backoff, so a crash during one resumes at the
+    same attempt, never from the first. A backoff near enough is slept in process; a longer one
+    suspends the session (`awaiting` a retry). Returns the last attempt's `(value, kinds)`."""
+    policy: RetryPolicy | None = options.retry
+    failures, deadline = (0, None) if at is HERE or at[0] != AT_RETRY else (at[1], at[2])
+    while True:
+        if deadline is not None:
+            alarm = yield Timer(path, deadline=deadline, hold=True)
+            if not alarm.due:
+                yield Suspend((AT_RETRY, failures, deadline),
+                              (WaitInfo(path, f"attempt {failures + 1}", (), deadline, kind="retry"),))
+                raise RuntimeError("a suspended retry was resumed in place")
+        try:
+            value, kinds = yield from attempt()
+        except StepFailed as err:
+            value, kinds, error = None, failure_kinds(err), err
+        else:
+            error = None
+            if kinds is None:
+                return value, None
+        if policy is None or failures + 1 >= policy.attempts or not policy.covers(kinds):
+            if failures:
+                yield Checkpoint(HERE)  # `roast retry` starts the policy afresh at this step
+            if error is not None:
+                raise error
+            return value, kinds
+        failures += 1
+        alarm = yield Timer(path, seconds=policy.pause(failures), jitter=policy.jitter)
+        deadline = alarm.deadline
+        yield Checkpoint((AT_RETRY, failures, deadline))  # saved before the pause begins
+
+
+def _exit_kinds(done: Done) -> tuple[Any, ...] | None:
+    """A command's failure, for `retry.on`: its exit status; None when it succeeded."""
+    return None if done.status == 0 else (done.status,)
+
+
 # --------------------------------------------------------------------------- leaf nodes
 
 
 class StepOptions(Record):
     """Per-step configuration (SPEC §2): from the top-level key named after the step."""
 
-    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params")
+    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params", "retry")
     _defaults = {"exit_on_error": True, "print_response": None, "json": False, "coerce_to": None,
-                 "timeout": None, "model": None, "params": {}}
+                 "timeout": None, "model": None, "params": {}, "retry": None}
 
 
 class Command(Record):
@@ -300,9 +391,14 @@ class Command(Record):
         return f"{self.name}: $({self.template})" if self.name else f"$({self.template})"
 
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
-        line, env = render_shell(self.template, ctx.namespace())
         path = _runtime_path(self.path, self.depth, ctx)
-        done = yield Shell(line, env, path, self.name, self.options.timeout)
+
+        def attempt() -> Steps:
+            line, env = render_shell(self.template, ctx.namespace())
+            done = yield Shell(line, env, path, self.name, self.options.timeout)
+            return done, _exit_kinds(done)
+
+        done, _ = yield from _retrying(self.options, path, at, attempt)
         output = _command_output(done, self.options.exit_on_error, "command", path, f"$({self.template})")
         ctx.record(self.name, _coerce(output, self.options.coerce_to),
                    print_response=self.options.print_response)
@@ -354,8 +450,13 @@ class Python(Record):
 
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
-        try:
+
+        def attempt() -> Steps:
             value = yield CallPython(self.target, ctx, path, self.name, self.options.params)
+            return value, None
+
+        try:
+            value, _ = yield from _retrying(self.options, path, at, attempt)
         except StepFailed as err:
             if self.options.exit_on_error:
                 raise
@@ -379,8 +480,13 @@ class Script(Record):
         env = {"ROAST_WORKFLOW_NAME": ctx.workflow.name, "ROAST_SESSION_ID": ctx.workflow.session_id,
                "ROAST_TARGET": ctx.workflow.target or "", "ROAST_STEP_NAME": self.name,
                "ROAST_OUTPUT": json.dumps(ctx.output, default=str)[:100_000]}
-        done = yield Shell('"${ROAST_SCRIPT}"', {**env, "ROAST_SCRIPT": self.file}, path, self.name,
-                           self.options.timeout)
+
+        def attempt() -> Steps:
+            done = yield Shell('"${ROAST_SCRIPT}"', {**env, "ROAST_SCRIPT": self.file}, path, self.name,
+                               self.options.timeout)
+            return done, _exit_kinds(done)
+
+        done, _ = yield from _retrying(self.options, path, at, attempt)
         output: Any = _command_output(done, self.options.exit_on_error, f"{self.name}.sh", path)
         if done.status == 0 and output[:1] in ("[", "{"):
             try:
@@ -406,6 +512,44 @@ class Input(Record):
         answer = yield Ask(render(self.prompt, ctx.namespace()), self.kind, path, self.name,
                            self.options_list, self.default)
         ctx.record(self.name, answer, print_response=False)
+
+
+class Sleep(Record):
+    """`sleep: 2h`, `sleep: "{{ output.eta }}"` or `sleep: {until: 2027-01-01T09:00:00Z}` (issue 16):
+    the session waits until the deadline, saved like a wait's timeout and continued by `roast
+    tick`, `--wait` or `roast serve`. Named, its output is the deadline (ISO 8601, UTC)."""
+
+    __slots__ = ("path", "name", "duration", "until", "depth")
+    _defaults = {"name": None, "duration": None, "until": None, "depth": 0}
+
+    @property
+    def ident(self) -> str:
+        return f"sleep: until {self.until}" if self.until is not None else f"sleep: {self.duration}"
+
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
+        path = _runtime_path(self.path, self.depth, ctx)
+        if at is HERE:
+            try:
+                if self.until is not None:
+                    value = (render_value(self.until, ctx.namespace()) if isinstance(self.until, str) and has_template(self.until)
+                             else self.until)
+                    alarm = yield Timer(path, deadline=expressions.parse_instant(value, "`sleep: until`"))
+                else:
+                    value = (render_value(self.duration, ctx.namespace())
+                             if isinstance(self.duration, str) and has_template(self.duration) else self.duration)
+                    alarm = yield Timer(path, seconds=expressions.parse_duration(value, "`sleep:`", zero=True))
+            except RoastError as err:
+                if isinstance(err, StepFailed):
+                    raise
+                raise StepFailed(err.message, where=path, hint=err.hint) from err
+        else:
+            alarm = yield Timer(path, deadline=at[1])
+        if not alarm.due:
+            yield Suspend((AT_SLEEP, alarm.deadline),
+                          (WaitInfo(path, self.name or "sleep", (), alarm.deadline, kind="sleep"),))
+            raise RuntimeError("a suspended sleep was resumed in place")
+        if self.name:
+            ctx.record(self.name, expressions.iso(alarm.deadline), print_response=False)
 
 
 # --------------------------------------------------------------------------- composite nodes
@@ -721,6 +865,12 @@ def _describe(node: Any, at: Cursor, parts: list[str], trail: tuple[int, ...],
     if isinstance(node, WaitForEvent) and at[0] == AT_WAIT:
         parts.append(node.name or "wait_for_event")
         return
+    if isinstance(at, tuple) and at and at[0] == AT_RETRY:
+        parts.append(f"retry (attempt {at[1] + 1})")
+        return
+    if isinstance(at, tuple) and at and at[0] == AT_SLEEP:
+        parts.append("sleep")
+        return
     found = node.child(at, trail, collections) if isinstance(node, COMPOSITES) else None
     if found is None:
         if isinstance(node, Sequence) and at[0] >= len(node.steps):
@@ -747,7 +897,9 @@ def _signature(node: Any, at: Cursor, out: list[str]) -> None:
         return
     if isinstance(node, Sequence):
         index, child_at = at
-        shown = node.steps[: index + 1]
+        # a step the cursor is about to start (`(index, HERE)`: after a crash, or a failed step that
+        # `roast retry` runs again) may be edited: it runs from its start, as it now reads (issue 16)
+        shown = node.steps[: index + (0 if child_at is HERE else 1)]
         out.append(f"{node.path}: " + " | ".join(f"{type(s).__name__}({s.ident})" for s in shown)
                    + (" | <missing>" if index >= len(node.steps) and child_at is not HERE else ""))
         if index < len(node.steps):
@@ -822,6 +974,113 @@ def all_waits(node: Any) -> Iterable[WaitForEvent]:
             yield from all_waits(node.otherwise)
     elif isinstance(node, (Each, Repeat)):
         yield from all_waits(node.body)
+
+
+def subtree(node: Any) -> Iterable[Any]:
+    """`node` and every node below it, in step order."""
+    yield node
+    if isinstance(node, Sequence):
+        for step in node.steps:
+            yield from subtree(step)
+    elif isinstance(node, Parallel):
+        for branch in node.branches:
+            yield from subtree(branch)
+    elif isinstance(node, If):
+        for body in (node.then, node.otherwise):
+            if body is not None:
+                yield from subtree(body)
+    elif isinstance(node, Case):
+        for _, body in node.whens:
+            yield from subtree(body)
+        if node.otherwise is not None:
+            yield from subtree(node.otherwise)
+    elif isinstance(node, (Each, Repeat)):
+        yield from subtree(node.body)
+    elif isinstance(node, WaitForEvent):
+        for _, body in node.branches:
+            yield from subtree(body)
+        for body in (node.timeout_branch, node.on_timeout):
+            if body is not None:
+                yield from subtree(body)
+
+
+def output_names(node: Any) -> set[str]:
+    """The output names the steps of `node`'s subtree record (an unnamed wait records `wait_for_event`)."""
+    names = set()
+    for each in subtree(node):
+        if isinstance(each, WaitForEvent):
+            names.add(each.name or "wait_for_event")
+        elif getattr(each, "name", None) and not isinstance(each, (Sequence, Parallel)):
+            names.add(each.name)
+    return names
+
+
+def rewind(node: Any, at: Cursor, target: str) -> tuple[Cursor, list[Any]] | None:
+    """`at` moved back to the start of the step at static path `target`, which must lie on the way
+    to `at` (an earlier step of a list the cursor is in, or a step the cursor is inside), with the
+    steps that then run again (their outputs are dropped; `roast retry --from`, issue 16). None
+    when `target` is not on the way."""
+    if isinstance(node, Parallel):
+        if at is HERE or not isinstance(at, tuple) or len(at) != len(node.branches):
+            return None
+        for i, (branch, child_at) in enumerate(zip(node.branches, at)):
+            if branch.path == target:
+                return at[:i] + (HERE,) + at[i + 1:], [branch]
+            if child_at == DONE:
+                if isinstance(branch, Sequence):
+                    child_at = (len(branch.steps), HERE)  # a finished branch: every step of it ran
+                else:
+                    continue
+            found = rewind(branch, child_at, target)
+            if found is not None:
+                return at[:i] + (found[0],) + at[i + 1:], found[1]
+        return None
+    if at is HERE or not isinstance(at, tuple):
+        return None
+    if isinstance(node, Sequence):
+        index, child_at = at
+        if not isinstance(index, int):
+            return None
+        for j in range(min(index, len(node.steps) - 1) + 1):
+            if node.steps[j].path == target:
+                return (j, HERE), list(node.steps[j:index + 1])
+        if index < len(node.steps):
+            found = rewind(node.steps[index], child_at, target)
+            if found is not None:
+                return (index, found[0]), found[1]
+        return None
+    child = _safe_child(node, at)
+    if child is None:
+        return None
+    found = rewind(child[0], child[1], target)
+    if found is None:
+        return None
+    return at[:-1] + (found[0],), found[1]
+
+
+def on_the_way(node: Any, at: Cursor) -> list[str]:
+    """The static paths `rewind` accepts for `at`: every step that ran, or runs, on the way to it."""
+    out: list[str] = []
+    if isinstance(node, Parallel):
+        if isinstance(at, tuple) and len(at) == len(node.branches):
+            for branch, child_at in zip(node.branches, at):
+                out.append(branch.path)
+                if child_at == DONE and isinstance(branch, Sequence):
+                    child_at = (len(branch.steps), HERE)
+                if child_at != DONE:
+                    out += on_the_way(branch, child_at)
+        return out
+    if at is HERE or not isinstance(at, tuple):
+        return out
+    if isinstance(node, Sequence):
+        index, child_at = at
+        if isinstance(index, int):
+            out += [step.path for step in node.steps[:index + 1]]
+            if index < len(node.steps):
+                out += on_the_way(node.steps[index], child_at)
+        return out
+    child = _safe_child(node, at)
+    return on_the_way(child[0], child[1]) if child is not None else out
 
 
 def event_schemas(node: Any) -> dict[str, list[str]]:
