@@ -11,9 +11,9 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["Result", "SessionInfo", "__version__", "cancel", "listen", "resume", "run", "session", "sessions",
-           "tick"]
-_API = {"run", "resume", "sessions", "session", "cancel", "tick", "listen", "Result", "SessionInfo"}
+__all__ = ["Result", "SessionInfo", "__version__", "cancel", "listen", "resume", "retry", "run", "session",
+           "sessions", "tick"]
+_API = {"run", "resume", "retry", "sessions", "session", "cancel", "tick", "listen", "Result", "SessionInfo"}
 
 
 def __getattr__(name: str) -> Any:

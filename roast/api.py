@@ -207,6 +207,7 @@ class _Journal:
         self.clear_pending = False
         self.saved_at: str | None = None    # the last cursor written, for messages
         self.running: list[str] = []        # steps in flight
+        self.failed: set[str] = set()       # steps whose attempt failed in this drive (a retry follows)
 
     def checkpoint(self, cursor: Any) -> None:
         change = self.ctx.take_changes()
@@ -235,9 +236,10 @@ class _Journal:
         attempt = self._write(StepStart(request.path, request.name or "", self.now()))
         self._began[(request.path, attempt)] = time.monotonic()
         self.running.append(request.path)
-        if attempt > 1:
-            self.observer.note(f"step {request.path} was interrupted before; running it again "
-                               f"(attempt {attempt})")
+        if request.path in self.failed:
+            self.observer.note(f"retrying step {request.path} (attempt {attempt})")
+        elif attempt > 1:
+            self.observer.note(f"step {request.path} ran before; running it again (attempt {attempt})")
         self.observer.started(request.path, request.name, attempt)
         return attempt
 
@@ -245,9 +247,12 @@ class _Journal:
         if self.dirty or self.done:
             self._write(None)
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
         text = _text(output)
-        self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now()))
+        self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now(),
+                                  error[:4096] if error else None))
+        if status == "failed":
+            self.failed.add(request.path)
         began = self._began.pop((request.path, attempt), time.monotonic())
         if request.path in self.running:
             self.running.remove(request.path)
@@ -256,6 +261,9 @@ class _Journal:
     def spawned(self, path: str, attempt: int, pgid: int) -> None:
         if attempt:
             self.store.spawned(self.session_id, path, attempt, pgid)
+
+    def pausing(self, path: str, seconds: float) -> None:
+        self.observer.note(f"step {path} failed; next attempt in {seconds:.1f} s")
 
     def take_done(self) -> list[StepDone]:
         done, self.done = self.done, []
@@ -281,7 +289,9 @@ def _awaiting(waits: Sequence[WaitInfo]) -> list[dict[str, Any]]:
             if name in schemas:
                 entry["schema"] = json.loads(schemas[name])
             out.append(entry)
-    return out or [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline} for w in waits]
+    # a pause (a `sleep:`, a retry's backoff) awaits no event, only its deadline (issue 16)
+    return out + [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline, "kind": w.kind}
+                  for w in waits if not w.events]
 
 
 def _model(defn: Definition) -> Any:
@@ -313,7 +323,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
         effects = Effects(ctx=ctx, model=model, cwd=cwd, announce=observer.note,
                           pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None))
         journal = _Journal(store, session_id, defn, ctx, observer, now)
-        runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all)
+        runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all,
+                        hold_limit=sleep_in_process())
         effects.on_spawn = runner.spawned
         ending: tuple[str, RoastError] | None = None
         try:
@@ -441,10 +452,11 @@ class _NotifyJournal:
         self.observer.started(request.path, request.name, 1)
         return 1
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
         text = _text(output)
         start = StepStart(request.path, request.name or "", self.began.pop(request.path, self.now()))
-        self.store.record_step(self.session_id, start, StepDone(request.path, 1, status, text[:65536], self.now()))
+        self.store.record_step(self.session_id, start, StepDone(request.path, 1, status, text[:65536], self.now(),
+                                                                error[:4096] if error else None))
         self.outputs.append(text.strip())
         self.observer.finished(request.path, request.name, status, 0.0)
 
@@ -459,6 +471,9 @@ class _NotifyJournal:
 
     def spawned(self, path: str, attempt: int, pgid: int) -> None:
         pass
+
+    def pausing(self, path: str, seconds: float) -> None:
+        self.observer.note(f"notify step {path} failed; next attempt in {seconds:.1f} s")
 
 
 def notify_pending(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
@@ -733,6 +748,12 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
         session = store_.get(session_id)
         if session.status == "running":
             return _recover(store_, session, observer, now, force, wanted, wait_for_steps)
+        if session.status == "waiting" and not session.events and wait_for_steps:
+            return _result(session)  # `roast resume -s ID --wait`: the caller stays until the deadline
+        if session.status == "waiting" and not session.events:
+            raise NotWaiting(f"session {session.id} is {_waiting_for(session)}; it continues then, by itself",
+                             hint="`roast tick` (from cron or a timer) or `roast serve` continues it at the "
+                                  f"deadline, or `roast resume -s {session.id} --wait` stays until then")
         if session.status == "waiting":
             raise UsageError(f"session {session.id} is waiting for {_names(session, ' or ')}; say which event",
                              hint="\n".join(_resume_commands(session)))
@@ -1139,6 +1160,116 @@ def max_event_bytes() -> int:
         raise UsageError(f"ROAST_MAX_EVENT_BYTES must be a positive whole number of bytes, not {raw!r}",
                          hint="unset it for the default, 1048576 (1 MiB)")
     return int(raw)
+
+
+def sleep_in_process() -> float:
+    """`ROAST_SLEEP_IN_PROCESS` (seconds, default 30): a retry's backoff up to this long is slept by
+    the running process; a longer one saves the session as `waiting` until the next attempt is due
+    (issue 16)."""
+    raw = os.environ.get("ROAST_SLEEP_IN_PROCESS")
+    if raw is None or raw == "":
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400 or value != value:
+        raise UsageError(f"ROAST_SLEEP_IN_PROCESS must be a number of seconds from 0 to 86400, not {raw!r}",
+                         hint="unset it for the default, 30")
+    return value
+
+
+# --------------------------------------------------------------------------- retry (issue 16)
+
+
+def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
+          workflow: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None,
+          store: SessionStore | str | None = None, observer: Observer | None = None,
+          now: Callable[[], float] = time.time) -> Result:
+    """Run a failed session again from the step that failed, as that step's next attempt: the
+    steps before it do not run again and nothing before it is evaluated again (its last
+    checkpoint was kept). `from_step` (a static step path such as `steps[2]`) starts from an earlier
+    step on the way to the failed one instead, dropping the outputs of the steps that run again.
+    The workflow may have been edited since: changes after the failed step are used; a change on
+    the way to it is refused unless `force`, as for resume.
+
+        >>> roast.retry("0mww7qbb")   # doctest: +SKIP
+    """
+    from roast import definition as definitions
+    from roast import steps
+
+    observer = observer or _quiet()
+    store_ = _store(store, home)
+    session = store_.get(session_id)
+    if session.status != "failed":
+        raise _not_retryable(session)
+    wanted = _workflow_path(workflow) if workflow is not None else None
+    moved = wanted if wanted is not None and wanted != session.workflow_path else None
+    if moved:
+        _moved(session, moved)
+    cwd = _cwd_of(session)
+    with store_.hold(session.id, "roast retry"):
+        fresh = store_.get(session.id)
+        if fresh.status != "failed":
+            raise _not_retryable(fresh)
+        state = _load_state(store_, fresh)
+        defn, saved = _definition_for(store_, fresh, state, moved)
+        old = definitions.old_tree(saved)
+        ctx: Context = state["context"]
+        cursor = state["cursor"]
+        delta = None
+        if from_step is not None:
+            tree = old if old is not None else defn.root
+            found = steps.rewind(tree, cursor, from_step.split("#")[0].strip())
+            if found is None:
+                ways = steps.on_the_way(tree, cursor)
+                raise UsageError(f"{from_step!r} is not a step on the way to where session {fresh.id} failed "
+                                 f"({fresh.cursor}); nothing changed",
+                                 hint="give one of: " + ", ".join(ways[-12:]) if ways else
+                                 "retry without --from, to run the failed step again")
+            cursor, again = found
+            for node in again:
+                for name in steps.output_names(node):
+                    if name in ctx.output:
+                        del ctx.output[name]
+            delta = {"cursor": cursor, "changes": ctx.take_changes()}
+        files = definitions.changed_files(saved) if defn.fingerprint != fresh.fingerprint else []
+        warnings = definitions.check(fresh, defn, {**state, "cursor": cursor}, old, None, force, changed_files=files)
+        if moved:
+            warnings.insert(0, f"session {fresh.id}'s workflow moved from {fresh.workflow_path} to {moved}; its "
+                               "content is the same, so it is retried from the new place")
+        where = steps.describe(defn.root, cursor, ctx.collections)
+        store_.reopen(fresh.id, changes=delta, cursor=where if delta is not None else None, now=now())
+        ctx.attach_env(dict(os.environ))
+        observer.note(f"session {fresh.id} failed at {iso(fresh.finished_at)}; retrying from "
+                      + (f"{from_step} ({where})" if from_step else f"its last checkpoint ({fresh.cursor})"))
+        result = _drive(store_, fresh.id, defn, ctx, cursor, None, observer, now, cwd)
+    return _notified(store_, result._replace(warnings=warnings), observer, now)
+
+
+def _not_retryable(session: Session) -> RoastError:
+    if session.status == "waiting":
+        return NotWaiting(f"session {session.id} has not failed: it is waiting ({_waiting_for(session)}); "
+                          "there is nothing to retry", hint="\n".join(_resume_commands(session)) or None)
+    if session.status == "running":
+        return NotWaiting(f"session {session.id} has not failed: it is running"
+                          + (" (its process died)" if session.orphaned else
+                             f" in {session.holder}" if session.holder else ""),
+                          hint=f"`roast resume --session-id {session.id}` continues it" if session.orphaned else None)
+    return Closed(f"session {session.id} {_finished_phrase(session)}; only a failed session can be retried",
+                  hint=f"see `roast session {session.id}`")
+
+
+def _waiting_for(session: Session) -> str:
+    """`approved or rejected`, `sleeping until …`, `a retry of steps[1] at …`."""
+    parts = list(session.events)
+    for item in session.awaiting:
+        if item.get("event"):
+            continue
+        when = iso(item.get("deadline"))
+        parts.append(f"waiting to retry {item.get('path')} ({item.get('wait')}) at {when}" if item.get("kind") == "retry"
+                     else f"sleeping until {when}")
+    return " or ".join(parts) or "nothing"
 
 
 # --------------------------------------------------------------------------- deadlines

@@ -165,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", metavar="TEXT", help="why, kept with the session (default: none)")
     p.set_defaults(handler=cmd_cancel)
 
+    p = sub.add_parser("retry", parents=[common], help="run a failed session again from the step that failed",
+                       description="Run a failed session again from the step that failed, as that step's next "
+                                   "attempt: the steps before it do not run again and nothing before it is "
+                                   "evaluated again (a failed session keeps its last checkpoint). Fix the "
+                                   "workflow first if need be: a change after the failed step is used; a "
+                                   "change on the way to it is refused unless --force. Exit status as for "
+                                   "execute: 0 completed or waiting, 1 failed again.")
+    p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
+    p.add_argument("--from", dest="from_step", metavar="STEP_PATH",
+                   help="start from this earlier step on the way to the failed one instead (a path as "
+                        "`roast session ID` shows it, e.g. steps[2]); the outputs of the steps that run "
+                        "again are dropped (default: the failed step)")
+    p.add_argument("--force", action="store_true",
+                   help="retry even if the workflow changed on the path to the failed step (default: refuse)")
+    p.add_argument("--wait", action="store_true",
+                   help="if the session pauses again, stay and follow it as `execute --wait` does "
+                        "(default: exit)")
+    p.set_defaults(handler=cmd_retry)
+
     p = sub.add_parser("tick", parents=[common], help="fire every overdue wait (for cron or a systemd timer)",
                        description="Fire the deadline of every waiting session that is overdue: its timeout "
                                    "branch (or on_timeout) runs, or it ends timed_out. Safe to run often and "
@@ -427,6 +446,9 @@ def _notices(args: argparse.Namespace, results: list[Any]) -> None:
             detail = getattr(r, "detail", None)  # the traceback of a failing Python step (api: Result.detail)
             if args.verbose and detail:
                 print(visible(detail).rstrip("\n"), file=sys.stderr)
+            if r.status == "failed":  # issue 16: nothing is lost; say how to go on once it is fixed
+                print(f"roast: the session kept its last checkpoint; once fixed, `roast retry {r.session_id}` "
+                      "runs the failed step again (the steps before it do not run again)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- resume
@@ -497,6 +519,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
         progress.stop()
     if result.outcome in ("queued", "duplicate"):
         return _report_delivery(args, result)
+    if args.wait:
+        return _report_and_follow(args, [result])
+    return _report(args, [result])
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from roast import api
+
+    progress = _progress(args)
+    try:
+        result = api.retry(args.session_id, from_step=args.from_step, force=args.force, observer=progress)
+    finally:
+        progress.stop()
     if args.wait:
         return _report_and_follow(args, [result])
     return _report(args, [result])
@@ -623,21 +658,9 @@ def cmd_session(args: argparse.Namespace) -> int:
     s = api.session(args.session_id)
     history, events = api.history(s.id), api.deliveries(s.id)
     if args.json:
-        from roast.display import session_json
-        from roast.expressions import iso
+        from roast.display import session_document
 
-        doc = session_json(s)
-        waiting = s.status == "waiting"
-        doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if waiting else []
-        doc["final_output"] = s.final_output
-        doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
-                         "started_at": iso(h.started_at), "finished_at": iso(h.finished_at),
-                         "output": h.output} for h in history]
-        doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
-                          "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
-                          "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
-                          "data": e.data} for e in events]
-        _emit_json(doc)
+        _emit_json(session_document(s, history, events))
         return 0
     from roast.display import session_detail
 

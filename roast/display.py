@@ -143,6 +143,15 @@ def resume_command(result: Result | Session, event: str) -> str:
 
 def waiting_notice(result: Result) -> str:
     """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue."""
+    pauses = [w for w in result.waits if not w.get("event")]
+    if pauses and not result.awaiting:  # a `sleep:` or a retry's backoff (issue 16)
+        first = pauses[0]
+        what = (f"will retry {first.get('path')} ({first.get('wait')}) at" if first.get("kind") == "retry"
+                else f"is sleeping (at {first.get('path')}) until")
+        return "\n".join([f"⏸  session {result.session_id} {visible(what)} {result.deadline} "
+                          f"({_left(result.deadline)})",
+                          "   it continues then under `roast tick` (cron, a systemd timer) or `roast serve`; or stay "
+                          f"with it: roast resume -s {result.session_id} --wait"])
     lines = [f"⏸  session {result.session_id} is waiting for: {visible(', '.join(result.awaiting))}"]
     if result.deadline:
         lines.append(f"   deadline: {result.deadline} ({_left(result.deadline)})")
@@ -198,9 +207,27 @@ def _cells(s: Session, now: float | None) -> tuple[str, ...]:
     names come from files, so every value goes through `visible()` (issue 10 §4)."""
     status = "orphaned" if s.orphaned else s.status
     deadline = _left(s.deadline, now) if s.status == "waiting" and s.deadline is not None else ""
-    events = ", ".join(s.events)
-    return (short_id(s.id), visible(s.workflow_name), status, visible(s.cursor or ""), visible(events),
+    return (short_id(s.id), visible(s.workflow_name), status, visible(s.cursor or ""), visible(awaiting_text(s)),
             deadline, age(s.created_at, now))
+
+
+def awaiting_text(s: Session) -> str:
+    """What a session waits for: its events, `sleeping until …`, a retry's next attempt (issue 16),
+    or, for a failed session, the command that retries it."""
+    if s.status == "failed":
+        return f"roast retry {short_id(s.id)}"
+    if s.status != "waiting":
+        return ""
+    parts = list(s.events)
+    for item in s.awaiting:
+        if item.get("event"):
+            continue
+        when = iso(item.get("deadline")) or "?"
+        if item.get("kind") == "retry":
+            parts.append(f"retry of {item.get('path')} ({item.get('wait')}) at {when}")
+        else:
+            parts.append(f"sleeping until {when}")
+    return ", ".join(parts)
 
 
 def short_id(session_id: str) -> str:
@@ -265,6 +292,22 @@ def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = No
     return "\n".join(lines + ([footer] if footer else []))
 
 
+def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> dict[str, Any]:
+    """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`)."""
+    doc = session_json(s)
+    doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
+    doc["final_output"] = s.final_output
+    doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
+                     "started_at": iso(h.started_at), "finished_at": iso(h.finished_at), "output": h.output,
+                     "error": h.error}
+                    for h in history]
+    doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
+                      "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
+                      "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
+                      "data": e.data} for e in events]
+    return doc
+
+
 def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> str:
     """Everything about one session, as plain text (rich renders it unchanged)."""
     status = "orphaned (its process died)" if s.orphaned else s.status
@@ -277,12 +320,25 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         for item in s.awaiting:
             deadline = item.get("deadline")
             due = f", deadline {iso(deadline)} — {_left(deadline)}" if deadline else ""
-            lines.append(f"awaiting  {item['event']}  (wait {item['wait']} at {item['path']}{due})")
-        lines.append("resume with:")
-        for name in s.events:
-            lines.append(f"  {resume_command(s, name)}")
+            if item.get("event"):
+                lines.append(f"awaiting  {item['event']}  (wait {item['wait']} at {item['path']}{due})")
+            elif item.get("kind") == "retry":
+                lines.append(f"awaiting  retry of {item['path']} ({item.get('wait')}) at {iso(deadline)} — "
+                             f"{_left(deadline)}")
+            else:
+                lines.append(f"sleeping  until {iso(deadline)} — {_left(deadline)} (at {item['path']})")
+        if s.events:
+            lines.append("resume with:")
+            for name in s.events:
+                lines.append(f"  {resume_command(s, name)}")
+        if any(not item.get("event") for item in s.awaiting):
+            lines.append("it continues at the deadline under `roast tick` (cron), `roast serve`, or "
+                         f"`roast resume -s {s.id} --wait`")
     if s.error:
         lines.append(f"error     {s.error}")
+    if s.status == "failed":
+        lines.append(f"retry     roast retry {s.id}   (runs the failed step again; --from STEP_PATH starts "
+                     "earlier)")
     if s.reason:
         lines.append(f"reason    {s.reason}")
     if history:
@@ -293,6 +349,9 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
             attempt = f" attempt {h.attempt}" if h.attempt > 1 else ""
             out = visible((h.output or "").replace("\n", " "))
             out = out[:60] + "…" if len(out) > 60 else out
+            if h.error and h.status != "ok":
+                why = visible(h.error.replace("\n", " "))
+                out = (why[:80] + "…" if len(why) > 80 else why) + (f"  {out}" if out and out not in why else "")
             lines.append(f"  {iso(h.started_at)}  {h.status:<8} {h.path}"
                          f"{' ' + h.name if h.name else ''}{attempt}  {took}  {out}")
     if events:
@@ -324,7 +383,7 @@ class Listening:
 
     def line(self, session: Session, now: float) -> str:
         if session.status == "waiting":
-            events = ", ".join(session.events)
+            events = awaiting_text(session)
             left = f" — {_left(session.deadline, now)}" if session.deadline is not None else ""
             return visible(f"session {session.id} waiting for {events}{left} (Ctrl-C leaves it waiting)")
         return f"session {session.id} is {session.status}"

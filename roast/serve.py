@@ -575,24 +575,6 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
 # --------------------------------------------------------------------------- documents
 
 
-def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> dict[str, Any]:
-    """What `roast session ID --json` prints."""
-    from roast.display import session_json
-    from roast.expressions import iso
-
-    doc = session_json(s)
-    doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
-    doc["final_output"] = s.final_output
-    doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
-                     "started_at": iso(h.started_at), "finished_at": iso(h.finished_at), "output": h.output}
-                    for h in history]
-    doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
-                      "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
-                      "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
-                      "data": e.data} for e in events]
-    return doc
-
-
 def refusal_document(err: RoastError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, the document `roast resume --json` prints for this refusal)."""
     doc = dict(getattr(err, "document", None) or {})
@@ -867,6 +849,8 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
 
             def read() -> dict[str, Any]:
                 s = api.session(request.path_params["session_id"])
+                from roast.display import session_document
+
                 return session_document(s, api.history(s.id), api.deliveries(s.id))
 
             return as_json(await call(read))
