@@ -210,3 +210,142 @@ def test_a_kill_at_any_write_point_of_any_phase_runs_no_event_twice(make, name: 
             raise AssertionError("the phase never completed")
     assert killed >= 3 * (len(deliveries) + 1), killed
     print(f"F2 {name}: killed at {killed} write points, 0 violations")
+
+
+# --------------------------------------------------------------------------- retries (issue 16)
+
+RETRY_FLAKY = """
+steps:
+  - first: $(echo first >> {log})
+  - flaky: $(n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; echo flaky >> {log}; [ $n -ge 3 ])
+  - end: $(echo end >> {log})
+flaky:
+  retry: {{attempts: 3, delay: 0.01s, jitter: false}}
+"""
+
+RETRY_FAILED = """
+steps:
+  - first: $(echo first >> {log})
+  - - left: $(echo left >> {log})
+    - build: $(test -e {fixed} || exit 3; echo build >> {log})
+  - end: $(echo end >> {log})
+"""
+
+
+def _history_checks(home: Path, log: Path, point: str) -> None:
+    """Every run of a step has its history row, and each step's attempts are 1..k with no gap."""
+    with sqlite3.connect(home / "sessions.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", point
+        rows = db.execute("SELECT name, attempt FROM steps ORDER BY rowid").fetchall()
+    attempts: dict[str, list[int]] = {}
+    for name, attempt in rows:
+        attempts.setdefault(name, []).append(attempt)
+    for name, seen in attempts.items():
+        assert seen == list(range(1, len(seen) + 1)), (point, name, seen)
+    for token, times in Counter(log.read_text().split()).items():
+        assert times <= len(attempts.get(token, [])), f"{point}: {token} ran {times}x, history {attempts.get(token)}"
+
+
+def _finish_retries(home: Path, fault: int = 0) -> bool:
+    """What cron and an operator would do after a kill: recover an orphan, fire due backoffs. With
+    `fault`, each backoff is fired by a `roast tick` process killed at its `fault`-th write point
+    (then recovered here). Returns whether every process ran clean."""
+    import time
+
+    clean = True
+    for _ in range(3000):
+        s = _session(home)
+        assert s is not None
+        if s.status == "running" and s.orphaned:
+            roast.resume(session_id=s.id, home=home, wait_for_steps=True)
+        elif s.status == "waiting" and s.deadline is not None and s.deadline <= time.time():
+            if fault:
+                proc = subprocess.run([sys.executable, "-m", "roast", "tick"], capture_output=True, text=True,
+                                      env=_env(home, fault), timeout=60, check=False)
+                clean = clean and proc.returncode != -signal.SIGKILL
+            else:
+                roast.tick(home=home)
+        elif s.status not in ("running", "waiting"):
+            return clean
+        time.sleep(0.005)
+    raise AssertionError("the session never ended")
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["in-process-backoff", "durable-backoff"])
+def test_a_kill_at_any_write_point_of_a_retry_backoff_keeps_the_attempts(tmp_path: Path, durable: bool,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flaky step fails twice, then passes, with attempts: 3. A kill anywhere (in the backoff
+    too) must resume at the same attempt: the session completes, every run has its history row,
+    and the attempts are consecutive. Durable: each backoff suspends and `roast tick` continues."""
+    if durable:
+        monkeypatch.setenv("ROAST_SLEEP_IN_PROCESS", "0")
+    killed = 0
+    for n in range(1, 300):
+        base = tmp_path / str(n)
+        wf_dir, log, count = base / "wf", base / "log", base / "count"
+        wf_dir.mkdir(parents=True)
+        (wf_dir / "workflow.yml").write_text(RETRY_FLAKY.format(log=log, count=count))
+        log.touch()
+        home = base / "home"
+        # the whole run, as cron would drive it: execute, then ticks, each process killed at its n-th write
+        env = _env(home, n)
+        proc = subprocess.run([sys.executable, "-m", "roast", "execute", str(wf_dir / "workflow.yml")],
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+        ended_clean = proc.returncode != -signal.SIGKILL
+        if not ended_clean:
+            killed += 1
+        if _session(home) is None:
+            roast.run(wf_dir / "workflow.yml", home=home)
+        # durable: every tick that fires a backoff is killed at its n-th write point as well
+        ended_clean = _finish_retries(home, n if durable else 0) and ended_clean
+        point = f"retry backoff ({'durable' if durable else 'in process'}): killed at write point {n}"
+        s = _session(home)
+        assert s is not None and s.status == "completed", (point, s)
+        ran = Counter(log.read_text().split())
+        assert ran["first"] >= 1 and ran["end"] >= 1 and ran["flaky"] >= 3, (point, ran)
+        _history_checks(home, log, point)
+        if ended_clean:
+            break
+    assert killed >= 5, killed
+    print(f"F3 retry backoff ({'durable' if durable else 'in process'}): killed at {killed} write points, "
+          "0 violations")
+
+
+def test_a_kill_at_any_write_point_of_roast_retry_runs_the_failed_step_once_more(tmp_path: Path) -> None:
+    """A failed session (one branch of a parallel group failed), fixed, then `roast retry` killed at
+    each write point: retrying again (or recovering the orphan) completes it, and the steps before
+    the failed one never ran again."""
+    killed = 0
+    for n in range(1, 300):
+        base = tmp_path / str(n)
+        wf_dir, log, fixed = base / "wf", base / "log", base / "fixed"
+        wf_dir.mkdir(parents=True)
+        (wf_dir / "workflow.yml").write_text(RETRY_FAILED.format(log=log, fixed=fixed))
+        log.touch()
+        home = base / "home"
+        failed = roast.run(wf_dir / "workflow.yml", home=home)
+        assert failed.status == "failed", failed
+        fixed.touch()
+        proc = subprocess.run([sys.executable, "-m", "roast", "retry", failed.session_id], capture_output=True,
+                              text=True, env=_env(home, n), timeout=60, check=False)
+        point = f"roast retry killed at write point {n}"
+        ended_clean = proc.returncode != -signal.SIGKILL
+        if ended_clean:
+            assert proc.returncode == 0, (point, proc.stderr)
+        else:
+            killed += 1
+            s = _session(home)
+            assert s is not None
+            if s.status == "failed":  # killed before the claim: nothing happened; retry again
+                roast.retry(s.id, home=home)
+            _finish_retries(home)
+        s = _session(home)
+        assert s is not None and s.status == "completed", (point, s)
+        ran = Counter(log.read_text().split())
+        assert ran["first"] == 1 and ran["left"] == 1, (point, ran)  # before the failed step: never again
+        assert ran["build"] >= 1 and ran["end"] >= 1, (point, ran)
+        _history_checks(home, log, point)
+        if ended_clean:
+            break
+    assert killed >= 3, killed
+    print(f"F4 roast retry: killed at {killed} write points, 0 violations")

@@ -18,7 +18,7 @@ from typing import Any
 import hypothesis
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import run_cli, store_env
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -857,12 +857,17 @@ def test_random_nested_workflows_killed_at_a_random_write_point_still_follow_the
     log = directory / "log"
     path = directory / "workflow.yml"
     path.write_text(_to_yaml(tree, log))
-    saved = os.environ["ROAST_HOME"]
-    os.environ["ROAST_HOME"] = str(directory / "home")  # a store of its own for every example
+    own = store_env(directory / "home")  # a store of its own for every example (a database on PG)
+    saved = {name: os.environ.get(name) for name in own}
+    os.environ.update(own)
     try:
         awaiting, status = _drive_with_a_crash(path, picks, 3, crash_at, point)
     finally:
-        os.environ["ROAST_HOME"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     lines = log.read_text().splitlines() if log.exists() else []
     assert status == "completed"
     assert awaiting == expected_awaiting  # each wait took the event the reference gave it, once
