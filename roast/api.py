@@ -208,6 +208,7 @@ class _Journal:
         self.saved_at: str | None = None    # the last cursor written, for messages
         self.running: list[str] = []        # steps in flight
         self.failed: set[str] = set()       # steps whose attempt failed in this drive (a retry follows)
+        self.names: dict[str, str | None] = {}  # step path -> its name, for notes
 
     def checkpoint(self, cursor: Any) -> None:
         change = self.ctx.take_changes()
@@ -236,10 +237,12 @@ class _Journal:
         attempt = self._write(StepStart(request.path, request.name or "", self.now()))
         self._began[(request.path, attempt)] = time.monotonic()
         self.running.append(request.path)
+        self.names[request.path] = request.name
+        label = self._label(request.path)
         if request.path in self.failed:
-            self.observer.note(f"retrying step {request.path} (attempt {attempt})")
+            self.observer.note(f"retrying step {label} (attempt {attempt})")
         elif attempt > 1:
-            self.observer.note(f"step {request.path} ran before; running it again (attempt {attempt})")
+            self.observer.note(f"step {label} ran before; running it again (attempt {attempt})")
         self.observer.started(request.path, request.name, attempt)
         return attempt
 
@@ -263,7 +266,11 @@ class _Journal:
             self.store.spawned(self.session_id, path, attempt, pgid)
 
     def pausing(self, path: str, seconds: float) -> None:
-        self.observer.note(f"step {path} failed; next attempt in {seconds:.1f} s")
+        self.observer.note(f"step {self._label(path)} failed; next attempt in {seconds:.1f} s")
+
+    def _label(self, path: str) -> str:
+        name = self.names.get(path)
+        return f"{path} {name}" if name else path
 
     def take_done(self) -> list[StepDone]:
         done, self.done = self.done, []
@@ -670,8 +677,11 @@ def _find(store: SessionStore, session_id: str | None, workflow: Any, event: str
 
         accepted = sorted({e for s in waiting for e in s.events})
         close = difflib.get_close_matches(event or "", accepted, n=1)
-        raise EventRefused(f"no session of {path} is waiting for {event!r}; {len(waiting)} waiting session(s) "
-                           f"wait for: {', '.join(accepted)}; nothing was changed",
+        pausing = sum(1 for s in waiting if not s.events)  # sleeping, or in a retry's backoff
+        what = [f"{len(waiting) - pausing} waiting session(s) wait for: {', '.join(accepted)}"] if accepted else []
+        if pausing:
+            what.append(f"{pausing} session(s) sleep or back off until a deadline, taking no events")
+        raise EventRefused(f"no session of {path} is waiting for {event!r}; {'; '.join(what)}; nothing was changed",
                            hint=f"did you mean {close[0]!r}?" if close else
                            f"list them with `roast sessions --workflow {path} --status waiting`")
     hint = f"list sessions with `roast sessions --workflow {path}`"

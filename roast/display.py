@@ -292,6 +292,14 @@ def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = No
     return "\n".join(lines + ([footer] if footer else []))
 
 
+def _event_data(e: EventRecord) -> Any:
+    """An event's data as shown: a deadline's firing says when, in UTC, not as an epoch."""
+    data = e.data
+    if e.name == "timeout" and isinstance(data, dict) and isinstance(data.get("deadline"), (int, float)):
+        data = {**data, "deadline": iso(data["deadline"])}
+    return data
+
+
 def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> dict[str, Any]:
     """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`)."""
     doc = session_json(s)
@@ -304,7 +312,7 @@ def session_document(s: Session, history: Sequence[StepRecord], events: Sequence
     doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
                       "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
                       "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
-                      "data": e.data} for e in events]
+                      "data": _event_data(e)} for e in events]
     return doc
 
 
@@ -359,7 +367,7 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         import json
 
         for e in events:  # every delivery that reached the session, and what became of it (issue 14)
-            data = json.dumps(e.data, ensure_ascii=False)
+            data = json.dumps(_event_data(e), ensure_ascii=False)
             who = f" by {e.actor}" if e.actor else ""
             why = f" ({e.reason})" if e.reason else ""
             where = f" → {e.wait_path}" if e.wait_path and e.outcome == "consumed" else ""

@@ -248,18 +248,21 @@ def _history_checks(home: Path, log: Path, point: str) -> None:
 
 def _finish_retries(home: Path, fault: int = 0) -> bool:
     """What cron and an operator would do after a kill: recover an orphan, fire due backoffs. With
-    `fault`, each backoff is fired by a `roast tick` process killed at its `fault`-th write point
-    (then recovered here). Returns whether every process ran clean."""
+    `fault`, each backoff is first fired by a `roast tick` process killed at its `fault`-th write
+    point; what it left is recovered here, or fired by the next tick. Returns whether every
+    process ran clean."""
     import time
 
     clean = True
+    faulted: set[float] = set()  # each backoff's first tick is killed; the next one (cron's) runs clean
     for _ in range(3000):
         s = _session(home)
         assert s is not None
         if s.status == "running" and s.orphaned:
             roast.resume(session_id=s.id, home=home, wait_for_steps=True)
         elif s.status == "waiting" and s.deadline is not None and s.deadline <= time.time():
-            if fault:
+            if fault and s.deadline not in faulted:
+                faulted.add(s.deadline)
                 proc = subprocess.run([sys.executable, "-m", "roast", "tick"], capture_output=True, text=True,
                                       env=_env(home, fault), timeout=60, check=False)
                 clean = clean and proc.returncode != -signal.SIGKILL

@@ -74,7 +74,8 @@ def test_a_step_failing_twice_then_succeeding_completes_with_three_history_rows(
     ran = cli("execute", path)
     assert ran.code == 0, ran
     assert ran.out.strip() == "got ok3"
-    assert "retrying step steps[0] (attempt 2)" in ran.err and "(attempt 3)" in ran.err
+    assert "retrying step steps[0] fetch (attempt 2)" in ran.err and "(attempt 3)" in ran.err
+    assert "step steps[0] fetch failed; next attempt in" in ran.err
     s = only_session()
     assert s.status == "completed"
     rows = [h for h in api.history(s.id) if h.path == "steps[0]"]
@@ -308,6 +309,10 @@ def test_sleep_pauses_the_session_and_tick_completes_it(wf, tmp_path: Path) -> N
     assert "sleeping until" in listing.out, listing
     resume = cli("resume", "-s", s.id)
     assert resume.code == 3 and "sleeping until" in resume.err and "roast tick" in resume.err, resume
+    by_workflow = cli("resume", path, "-e", "go")  # no session id: says the session sleeps
+    assert by_workflow.code == 3 and "1 session(s) sleep or back off until a deadline" in by_workflow.err, \
+        by_workflow
+    assert "wait for: ;" not in by_workflow.err
     done = until_done(s.id)
     assert done.status == "completed"
     assert done.final_output == "woke, 2020-01-01T00:00:00Z"
