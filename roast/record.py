@@ -32,6 +32,11 @@ class Record:
     __slots__: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}
 
+    if TYPE_CHECKING:
+        # Fields exist only as `__slots__` names, which type checkers do not read: to them a
+        # field is Any (annotating every field would double each class's definition).
+        def __getattr__(self, name: str) -> Any: ...
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         fields = self.__slots__
         if len(args) > len(fields):

@@ -17,7 +17,6 @@ The issue-10 scenario (a crash inside one branch of a parallel group whose branc
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3

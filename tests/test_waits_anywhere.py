@@ -570,7 +570,10 @@ def _draw_step(draw: Any, ids: _Ids, depth: int, lane: str, loop_vars: tuple[str
                kind: str | None = None, events: tuple[str, ...] | None = None) -> dict:
     kinds = ["cmd", "cmd", "wait"] + (["if", "case", "each", "repeat", "par", "wait"] if depth < 2 else [])
     kind = kind or draw(st.sampled_from(kinds))
-    sub = lambda: _draw_steps(draw, ids, depth + 1, lane, loop_vars)
+
+    def sub() -> list[dict]:
+        return _draw_steps(draw, ids, depth + 1, lane, loop_vars)
+
     if kind == "cmd":
         return {"k": "cmd", "id": ids(), "lane": lane, "vars": loop_vars}
     if kind == "wait":
