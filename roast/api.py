@@ -424,7 +424,7 @@ def _run_notify(store: SessionStore, session_id: str, waits: Sequence[WaitInfo],
             value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
                      "resume": {e: commands.get(e, "") for e in wait.events},
                      "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
-                     "name": wait.wait, "workflow": defn.name}
+                     "name": wait.wait, "workflow": defn.name, "seq": wait_seq}
             view = NotifyContext(ctx, value)
             effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note)
             journal = _NotifyJournal(store, session_id, observer, now)

@@ -31,6 +31,7 @@ from roast.steps import (
     Sleep,
     StepOptions,
     WaitForEvent,
+    Webhook,
     command_text,
 )
 
@@ -399,6 +400,29 @@ class _Compiler:
             return None
 
     # -- lists
+    def notify(self, items: Any, path: str, depth: int, owner: Any) -> Sequence:
+        """A wait's `notify:`: steps, where `webhook: URL` (or `notify: {webhook: URL}`) is a signed
+        POST of the wait's details (issue 15), not a step named `webhook`."""
+        if isinstance(items, Mapping) and set(items) == {"webhook"}:
+            items = [items]
+        if not isinstance(items, list) or not items:
+            return self.sequence(items, path, depth, owner)
+        steps: list[Any] = []
+        for i, item in enumerate(items):
+            here = f"{path}[{i}]"
+            if isinstance(item, Mapping) and set(item) == {"webhook"}:
+                url = item["webhook"]
+                if not isinstance(url, str) or not (url.strip().startswith(("https://", "http://"))
+                                                    or has_template(url)):
+                    self.problem(_at(item, "webhook"), f"{here}: `webhook:` takes an https:// or http:// URL, "
+                                 f"not {url!r}", hint="e.g.  notify: [webhook: https://hooks.example.com/roast]")
+                    continue
+                self.templates(url, _at(item, "webhook"), f"{here}.webhook")
+                steps.append(Webhook(here, url, depth))
+            else:
+                steps.append(self.step(item, here, depth, items))
+        return Sequence(path, tuple(steps))
+
     def sequence(self, items: Any, path: str, depth: int, owner: Any) -> Sequence:
         if not isinstance(items, list) or not items:
             self.problem(owner, f"{path} must be a non-empty list of steps, not {items!r}",
@@ -705,7 +729,7 @@ class _Compiler:
         notify = None
         for origin in (spec, config, self.wait_defaults):
             if origin.get("notify") is not None:
-                notify = self.sequence(origin["notify"], f"{path}.notify", depth, _at(origin, "notify"))
+                notify = self.notify(origin["notify"], f"{path}.notify", depth, _at(origin, "notify"))
                 break
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth, schemas,
                             notify)

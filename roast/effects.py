@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import StepFailed, UsageError
-from roast.steps import Ask, AskModel, CallPython, Done, Shell
+from roast.steps import Ask, AskModel, CallPython, Done, PostWebhook, Shell
 
 if TYPE_CHECKING:
     from typing import Any, Protocol
@@ -96,6 +96,8 @@ class Effects:
             return self.ask_model(request)
         if kind is Ask:
             return self.ask(request)
+        if kind is PostWebhook:
+            return post_webhook(request)
         raise TypeError(f"no effect performs {kind.__name__}")
 
     def close(self) -> None:
@@ -483,3 +485,36 @@ def configured_targets(spec: str, workflow_dir: str) -> list[str]:
                              f"directory and in {workflow_dir})")
         return found
     return [os.path.realpath(os.path.join(workflow_dir, item)) for item in local]
+
+
+def post_webhook(request: PostWebhook, **send: Any) -> str:
+    """A `webhook:` notify step: POST the wait's details, signed with ROAST_NOTIFY_SECRET (unsigned
+    when unset), retrying 5xx, 429, timeouts and refused connections for up to a minute. Every
+    attempt is in the returned text (the step's history row); the URL is shown without its path
+    and query, which often hold a token (chat webhooks)."""
+    from roast import webhooks
+
+    shown = _shown_url(request.url)
+    try:
+        attempts = webhooks.send(request.url, request.payload, msg_id=request.msg_id, **send)
+    except (ValueError, UnicodeError) as err:  # a URL urllib cannot use
+        raise StepFailed(f"cannot POST to {shown}: {err}", where=request.path) from err
+    summary = ", ".join(f"{a.status if a.status is not None else a.error} ({a.seconds:g} s)" for a in attempts)
+    last = attempts[-1]
+    if last.status is not None and 200 <= last.status < 300:
+        return f"POST {shown}: {summary}"
+    raise StepFailed(f"webhook POST to {shown} failed after {len(attempts)} attempt(s): {summary}",
+                     where=request.path, hint="check the receiver; the session is still waiting")
+
+
+def _shown_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the webhook URL"
+    return f"{parts.scheme}://{host}{port}/…" if parts.path not in ("", "/") or parts.query else \
+        f"{parts.scheme}://{host}{port}/"

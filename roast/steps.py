@@ -91,6 +91,13 @@ class CallPython(Record):
     _defaults = {"name": None, "params": {}, "step": True}
 
 
+class PostWebhook(Record):
+    """POST `payload` (JSON) to `url`, signed (a `webhook:` notify step, issue 15)."""
+
+    __slots__ = ("url", "payload", "msg_id", "path", "name", "step")
+    _defaults = {"name": "webhook", "step": True}
+
+
 class Ask(Record):
     """Ask the person at the terminal (an `input:` step)."""
 
@@ -782,6 +789,31 @@ class Parallel(Record):
 
     def children(self, at: Cursor, trail: tuple[int, ...] = ()) -> list[tuple[Any, Cursor, str, tuple[int, ...]]]:
         return [(b, c, f"[{i}]", trail) for i, (b, c) in enumerate(zip(self.branches, at)) if c != DONE]
+
+
+class Webhook(Record):
+    """`- webhook: URL` inside a wait's `notify:` (issue 15): POSTs the saved wait's details
+    (`wait.*`: session, events, deadline, resume commands, links) as JSON, signed with Standard
+    Webhooks headers; the effect retries 5xx and timeouts for a bounded time."""
+
+    __slots__ = ("path", "url", "depth")
+    _defaults = {"depth": 0}
+
+    @property
+    def ident(self) -> str:
+        return "webhook"
+
+    def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
+        path = _runtime_path(self.path, self.depth, ctx)
+        url = render(self.url, ctx.namespace()).strip()
+        if not url.startswith(("https://", "http://")):
+            raise StepFailed("a `webhook:` URL must start with https:// or http://", where=path,
+                             hint="check the URL (or the template that makes it)")
+        wait = dict(getattr(ctx, "wait", None) or {})
+        payload = {"type": "roast.wait.started", **wait}
+        msg_id = f"msg_{wait.get('session_id', '')}_{wait.get('seq', '')}_{path}"
+        sent = yield PostWebhook(url, payload, msg_id, path)
+        ctx.record(None, sent, print_response=False)
 
 
 class WaitForEvent(Record):
