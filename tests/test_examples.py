@@ -75,6 +75,8 @@ def test_deploy_approved_deploys_notifies_with_the_approver_and_cleans_up(exampl
     assert "rollback" not in done.output
     paths = [step.path for step in api.history(done.session_id)]
     assert "steps[2].approved[0]" in paths  # the inline "Approved by {{ event.approver }}" prompt
+    assert paths[:3] == ["steps[0]", "steps[1]", "steps[2].notify[0]"]  # notified once, at the pause
+    assert sorted(done.output) == ["build", "cleanup", "deploy", "notify_team", "summarize", "wait_for_event"]
 
 
 def test_deploy_rejected_rolls_back_with_the_reason(examples):
@@ -105,6 +107,9 @@ def test_deploy_end_to_end_through_real_processes(examples, tmp_path):
     paused = run_cli("execute", "examples/deploy", cwd=tmp_path)
     assert paused.returncode == 0, paused.stderr
     assert "roast resume" in paused.stderr and "--event approved" in paused.stderr
+    # the wait's `notify:` prints the commands to paste once the wait is saved (issue 14)
+    assert "notify: app-1.4.2 waits for approval until " in paused.stderr
+    assert """--event approved --session-id """ in paused.stderr and """-d '{"approver": "NAME"}'""" in paused.stderr
 
     listed = run_cli("sessions", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
