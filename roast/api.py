@@ -916,7 +916,9 @@ def _consume(store: SessionStore, session: Session, incoming: Incoming, *, obser
                         and a.get("deadline") is not None), default=None)
         err = EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {incoming.name!r} was "
                         f"refused; the timeout branch ran and the session is now {result.status}")
-        err.document = _outcome_doc("late", session, incoming, outcome.event)  # type: ignore[attr-defined]
+        # what the timeout path left: the session's status now, and its output (printed by the CLI)
+        err.document = {**_outcome_doc("late", session, incoming, outcome.event),  # type: ignore[attr-defined]
+                        "status": result.status, "output": result.output, "final_output": result.final_output}
         raise err
     event = _event_of(outcome.event)
     if not run:

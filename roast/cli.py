@@ -328,9 +328,14 @@ def _error(args: argparse.Namespace, err: RoastError, message: str, exit_code: i
     from roast.display import visible
 
     print(f"roast: error: {visible(message)}", file=sys.stderr)
+    final = (getattr(err, "document", None) or {}).get("final_output")
+    if final and not getattr(args, "json", False):  # a late event: what the timeout path printed
+        print(visible(final))
     if getattr(args, "json", False):
         document = dict(getattr(err, "document", None) or {})
-        error: dict[str, Any] = {"code": err.code, "message": message, "exit_code": exit_code}
+        from roast.display import error_fields
+
+        error = error_fields(err, message, exit_code)
         problems = getattr(err, "problems", None)
         if problems:
             error["problems"] = [p.to_dict() for p in problems]
@@ -684,7 +689,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from roast import compiler, steps
     from roast import workflow as workflow_mod
-    from roast.display import visible
+    from roast.display import error_fields, visible
     from roast.errors import WorkflowInvalid
 
     wf = None
@@ -700,7 +705,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _emit_json({"workflow": str(wf.path) if wf is not None else args.workflow,
                     "name": wf.name if wf is not None else None, "valid": False,
                     "problems": [p.to_dict() for p in problems], "warnings": warnings,
-                    "error": {"code": err.code, "message": str(err), "exit_code": err.exit_code}})
+                    "error": error_fields(err)})
         return err.exit_code
     waits = list(steps.all_waits(root))
     for warning in warnings:

@@ -292,6 +292,17 @@ def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = No
     return "\n".join(lines + ([footer] if footer else []))
 
 
+def error_fields(err: Any, message: str | None = None, exit_code: int | None = None) -> dict[str, Any]:
+    """The `error` object of a `--json` document (CLI and `roast serve` alike): the message, and its
+    hint once, as its own field."""
+    message = str(err) if message is None else message
+    hint = getattr(err, "hint", None)
+    if hint and message.endswith(f"\n  hint: {hint}"):
+        message = message[:-len(f"\n  hint: {hint}")]
+    return {"code": err.code, "message": message, "hint": hint,
+            "exit_code": err.exit_code if exit_code is None else exit_code}
+
+
 def _event_data(e: EventRecord) -> Any:
     """An event's data as shown: a deadline's firing says when, in UTC, not as an epoch."""
     data = e.data

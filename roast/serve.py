@@ -577,8 +577,10 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
 
 def refusal_document(err: RoastError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, the document `roast resume --json` prints for this refusal)."""
+    from roast.display import error_fields
+
     doc = dict(getattr(err, "document", None) or {})
-    doc["error"] = {"code": err.code, "message": str(err), "exit_code": err.exit_code}
+    doc["error"] = error_fields(err)
     return STATUS.get(err.code, 409 if err.exit_code == 3 else 422 if err.exit_code == 2 else 500), doc
 
 

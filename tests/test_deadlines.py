@@ -332,6 +332,22 @@ def test_a_late_roast_resume_json_prints_one_error_document_with_code_late(wf, l
     assert r.code == 3, r
     assert r.json["error"]["code"] == "late" and r.json["error"]["exit_code"] == 3
     assert "timed out at" in r.json["error"]["message"]
+    # the document says what the timeout path left, not the state before it ran
+    assert r.json["outcome"] == "late" and r.json["status"] == "completed"
+    assert r.json["final_output"] == roast.session(r.json["session_id"]).final_output
+    assert "hint:" not in r.json["error"]["message"]  # the hint is its own field, once
+
+
+def test_a_late_roast_resume_prints_what_the_timeout_path_printed(wf, log: Path) -> None:
+    workflow = approval(wf, log, "", fill(TIMEOUT_BRANCH, LOG=log))
+    past = time.time() - 2 * HOUR
+    sid = roast.run(workflow, now=lambda: past).session_id
+
+    r = cli("resume", workflow, "-e", "approved")
+
+    assert r.code == 3, r
+    final = roast.session(sid).final_output
+    assert final and r.out.strip() == final.strip()
 
 
 # --------------------------------------------------------------------------- (b) roast tick

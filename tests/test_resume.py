@@ -319,6 +319,8 @@ def test_the_json_error_document_carries_the_code_and_the_message(deploy: Path) 
     error = r.json["error"]
     assert error["exit_code"] == 3 and error["code"]
     assert "approved" in error["message"] and "rejected" in error["message"]
+    assert error["hint"] and "approved" in error["hint"]  # the did-you-mean, as its own field
+    assert "hint:" not in error["message"]  # and not a second time inside the message
     assert dump(sid) == before
 
 
