@@ -873,6 +873,16 @@ def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, obser
             time.sleep(0.02)  # another process is taking the session right now; look again
             continue
         try:
+            # what we saw before the lock may be gone: another process can have taken, run and
+            # finished the session in between (its state is then deleted); look again under the lock
+            fresh = store.get(session.id)
+        except BaseException:
+            hold.__exit__(None, None, None)
+            raise
+        if not (fresh.status == "waiting" and incoming.name in fresh.events):
+            hold.__exit__(None, None, None)
+            continue
+        try:
             result = _consume(store, fresh, incoming, observer=observer, now=now, force=force,
                               if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run,
                               wait_seq=wait_seq)
