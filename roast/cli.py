@@ -443,7 +443,7 @@ def _notices(args: argparse.Namespace, results: list[Any]) -> None:
         for warning in r.warnings:
             print(f"roast: warning: {visible(warning)}", file=sys.stderr)
         if r.status == "waiting":
-            print(waiting_notice(r), file=sys.stderr)
+            print(waiting_notice(r, _links(r.session_id)), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
         else:
@@ -657,19 +657,35 @@ def cmd_tick(args: argparse.Namespace) -> int:
     return 1 if any(entry.get("code") or entry.get("status") == "failed" for entry in fired) else 0
 
 
+def _links(session_id: str) -> dict[str, str]:
+    """The signed approval links of a waiting session, when ROAST_PUBLIC_URL is set (issue 15)."""
+    import os
+
+    if not os.environ.get("ROAST_PUBLIC_URL"):
+        return {}
+    from roast import api
+
+    try:
+        return api.links(session_id)
+    except RoastError as err:  # e.g. no key for a shared store: the links are extra, say why not
+        print(f"roast: warning: no approval links: {err.message}", file=sys.stderr)
+        return {}
+
+
 def cmd_session(args: argparse.Namespace) -> int:
     from roast import api
 
     s = api.session(args.session_id)
     history, events = api.history(s.id), api.deliveries(s.id)
+    links = _links(s.id) if s.status == "waiting" else {}
     if args.json:
         from roast.display import session_document
 
-        _emit_json(session_document(s, history, events))
+        _emit_json(session_document(s, history, events, links))
         return 0
     from roast.display import session_detail
 
-    print(session_detail(s, history, events))
+    print(session_detail(s, history, events, links))
     return 0
 
 

@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from roast.expressions import iso
@@ -141,8 +141,9 @@ def resume_command(result: Result | Session, event: str) -> str:
     return visible(f"roast resume {shlex.quote(shown)} --event {shlex.quote(event)} --session-id {sid}")
 
 
-def waiting_notice(result: Result) -> str:
-    """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue."""
+def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> str:
+    """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue
+    (and each event's signed approval link, when ROAST_PUBLIC_URL makes them)."""
     pauses = [w for w in result.waits if not w.get("event")]
     if pauses and not result.awaiting:  # a `sleep:` or a retry's backoff (issue 16)
         first = pauses[0]
@@ -160,6 +161,9 @@ def waiting_notice(result: Result) -> str:
         lines.append(f"     {resume_command(result, name)}")
     if any(True for _ in result.awaiting):
         lines.append("   (add --event-data '{\"key\": \"value\"}' to pass data to the branch)")
+    if links:
+        lines.append("   or open an approval link:")
+        lines.extend(f"     {name}: {visible(url)}" for name, url in links.items())
     return "\n".join(lines)
 
 
@@ -311,9 +315,12 @@ def _event_data(e: EventRecord) -> Any:
     return data
 
 
-def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> dict[str, Any]:
-    """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`)."""
+def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
+                     links: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`); `links`:
+    the signed approval link of each awaited event (with ROAST_PUBLIC_URL, issue 15)."""
     doc = session_json(s)
+    doc["links"] = dict(links or {})
     doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
     doc["final_output"] = s.final_output
     doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
@@ -327,7 +334,8 @@ def session_document(s: Session, history: Sequence[StepRecord], events: Sequence
     return doc
 
 
-def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord]) -> str:
+def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
+                   links: Mapping[str, str] | None = None) -> str:
     """Everything about one session, as plain text (rich renders it unchanged)."""
     status = "orphaned (its process died)" if s.orphaned else s.status
     lines = [f"session   {s.id}", f"workflow  {s.workflow_name}  ({s.workflow_path})",
@@ -350,6 +358,9 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
             lines.append("resume with:")
             for name in s.events:
                 lines.append(f"  {resume_command(s, name)}")
+        if links:
+            lines.append("approval links:")
+            lines.extend(f"  {name}: {url}" for name, url in links.items())
         if any(not item.get("event") for item in s.awaiting):
             lines.append("it continues at the deadline under `roast tick` (cron), `roast serve`, or "
                          f"`roast resume -s {s.id} --wait`")

@@ -853,7 +853,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                 s = api.session(request.path_params["session_id"])
                 from roast.display import session_document
 
-                return session_document(s, api.history(s.id), api.deliveries(s.id))
+                return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s))
 
             return as_json(await call(read))
         except RoastError as err:
