@@ -1457,6 +1457,20 @@ def prune(*, older_than: float, home: str | os.PathLike[str] | None = None,
 LINK_MAX_AGE = 7 * 86_400.0  # a link expires at the wait's deadline, and at most this long after the wait began
 
 
+def link_max_age() -> float:
+    """`ROAST_LINK_MAX_AGE` (a duration such as `2d`; default 7 days): how long after a wait began
+    its approval links stay valid at most (a deadline ends them sooner)."""
+    raw = os.environ.get("ROAST_LINK_MAX_AGE")
+    if not raw:
+        return LINK_MAX_AGE
+    try:
+        from roast.expressions import parse_duration
+
+        return parse_duration(raw, "ROAST_LINK_MAX_AGE")
+    except UsageError as err:
+        raise UsageError(err.message, hint="e.g. ROAST_LINK_MAX_AGE=2d (at most 365 days)") from None
+
+
 def links(session: Session | str, *, public_url: str | None = None, home: str | os.PathLike[str] | None = None,
           store: SessionStore | str | None = None) -> dict[str, str]:
     """One signed link per event a waiting session accepts, under `public_url` (default
@@ -1470,7 +1484,7 @@ def links(session: Session | str, *, public_url: str | None = None, home: str | 
     if not public or row.status != "waiting":
         return {}
     key = seal.link_key(store_.signing_keys())
-    expires = row.updated_at + LINK_MAX_AGE
+    expires = row.updated_at + link_max_age()
     if row.deadline is not None:
         expires = min(expires, row.deadline)
     base = public.rstrip("/")

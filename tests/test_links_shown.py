@@ -42,3 +42,16 @@ def test_without_a_public_url_there_are_no_links(tmp_path: Path) -> None:
     sid = json.loads(ran.stdout)[0]["session_id"]
     assert "/a/" not in ran.stderr and "approval link" not in ran.stderr
     assert json.loads(run_cli("session", sid, "--json").stdout)["links"] == {}
+
+
+def test_roast_link_max_age_bounds_a_link_without_a_deadline(tmp_path: Path) -> None:
+    path = tmp_path / "open.yml"
+    path.write_text("steps:\n  - wait_for_event:\n      approved: ['$(echo ok)']\n")
+    env = {"ROAST_PUBLIC_URL": PUBLIC, "ROAST_LINK_MAX_AGE": "2h"}
+    ran = run_cli("execute", str(path), "--json", env=env)
+    sid = json.loads(ran.stdout)[0]["session_id"]
+    url = json.loads(run_cli("session", sid, "--json", env=env).stdout)["links"]["approved"]
+    link, session, _ = api.check_link(url.rsplit("/", 1)[1])
+    assert abs(link.expires - (session.updated_at + 2 * 3600)) < 5
+    bad = run_cli("session", sid, env={**env, "ROAST_LINK_MAX_AGE": "soon"})
+    assert "no approval links" in bad.stderr and "ROAST_LINK_MAX_AGE" in bad.stderr, bad.stderr
