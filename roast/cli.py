@@ -42,7 +42,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         if width is None:
             if not _WIDTH:
                 try:
-                    columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+                    columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
                 except (ValueError, OSError, AttributeError):
                     columns = 80
                 _WIDTH.append(max(columns - 2, 40))
@@ -253,7 +253,7 @@ def _install_signals() -> list[tuple[int, Any]]:
     interruption recorded, the recovery command printed (issue 10). Only in the main thread."""
     import signal
 
-    saved = []
+    saved: list[tuple[int, Any]] = []
     try:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             saved.append((signum, signal.signal(signum, _on_signal)))

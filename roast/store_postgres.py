@@ -65,6 +65,7 @@ from roast.store import (
 )
 
 if TYPE_CHECKING:
+    import builtins
     from typing import Any
 
     Row = dict[str, Any]
@@ -1280,7 +1281,7 @@ class PostgresStore:
                 for row in tx.rows(f"SELECT {column} AS k, envelope FROM {table}"):
                     yield table, str(row["k"]), bytes(row["envelope"])
 
-    def dump(self) -> dict[str, list[dict[str, Any]]]:
+    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
         """Every row of every table, in SQLite's column order (envelopes as bytes), for `roast store copy`."""
         with self._read() as tx:
             if tx is None:
@@ -1292,7 +1293,7 @@ class PostgresStore:
                               for r in rows]
             return out
 
-    def restore(self, dumped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    def restore(self, dumped: dict[str, builtins.list[dict[str, Any]]]) -> dict[str, int]:
         """Insert the sessions of another store's `dump()` in one transaction; refuse (nothing
         changed) if this store already holds any of them. Event rows get new ids here (the
         sessions' pending events follow them); a definition this store already has is kept. Before

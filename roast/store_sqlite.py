@@ -50,6 +50,7 @@ from roast.store import (
 )
 
 if TYPE_CHECKING:
+    import builtins
     from typing import Any
 
 _DEFAULT_BUSY_TIMEOUT = 5.0
@@ -1254,7 +1255,7 @@ class SQLiteStore:
                 for key, blob in db.execute(f"SELECT {column}, envelope FROM {table}"):
                     yield table, str(key), bytes(blob)
 
-    def dump(self) -> dict[str, list[dict[str, Any]]]:
+    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
         """Every row of every table, for `roast store copy` (envelopes byte-identical)."""
         with self._read() as db:
             if db is None:

@@ -311,6 +311,7 @@ _TAG = re.compile(r"tag '([^']*)'")
 def _yaml_error(err: yaml.YAMLError, text: str, segments: _Segments) -> WorkflowInvalid:
     import yaml
 
+    line: int | None
     if isinstance(err, yaml.reader.ReaderError):
         line = text.count("\n", 0, max(err.position, 0)) + 1
         char = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
