@@ -115,6 +115,16 @@ class Config:
 
     __slots__ = ("github_secret", "grace", "host", "log_format", "port", "public_host", "tokens", "tolerance",
                  "webhook_secrets", "workers")
+    github_secret: bytes | None
+    grace: float
+    host: str
+    log_format: str
+    port: int
+    public_host: str | None
+    tokens: list[tuple[str, bytes]]
+    tolerance: float
+    webhook_secrets: list[bytes]
+    workers: int
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -602,7 +612,7 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
     the api's Result; refusals raise."""
     from roast.errors import Ambiguous, NotFound
 
-    common = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
+    common: dict[str, Any] = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
               "source": principal.source, "reason": reason, "run": False}
     if session_id is not None:
         if wait_seq is not None:  # an approval link: for its own wait only, checked in the claim itself
@@ -955,7 +965,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
               Route("/v1/sessions/{session_id}/events/{event}", by_session, methods=["POST"]),
               Route("/v1/workflows/{name}/events/{event}", by_key, methods=["POST"]),
               Route("/a/{token}", approval, methods=["GET", "POST"])]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})  # type: ignore[dict-item]
     return _Front(app, config, log)
 
 
