@@ -6,15 +6,16 @@ pipes, `NO_COLOR` and `--json` get plain text. Nothing here decides anything.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
 
 from roast.expressions import iso
 
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from roast.api import Result
     from roast.store import EventRecord, Session, StepRecord
 
@@ -138,7 +139,9 @@ def resume_command(result: Result | Session, event: str) -> str:
     except ValueError:
         shown = workflow
     # shown, not run: a control character in a path or name is made visible (issue 10 §4)
-    return visible(f"roast resume {shlex.quote(shown)} --event {shlex.quote(event)} --session-id {sid}")
+    from shlex import quote
+
+    return visible(f"roast resume {quote(shown)} --event {quote(event)} --session-id {sid}")
 
 
 def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> str:

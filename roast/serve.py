@@ -20,14 +20,18 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from roast.errors import Interrupted, RoastError, UsageError
 
+# typing and threading load only when `roast serve` runs: the CLI imports this module for its
+# parser on every command, `roast resume` included (start-up, issue 12)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
+    from typing import Any
+
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -222,6 +226,8 @@ class Log:
     token or a signature: callers pass only the fields below."""
 
     def __init__(self, fmt: str, stream: Any = None) -> None:
+        import threading
+
         self.fmt, self.stream = fmt, stream or sys.stderr
         self._lock = threading.Lock()
 
@@ -290,6 +296,8 @@ class Runtime:
     once for each orphan. Every api call happens on these threads, never on the event loop."""
 
     def __init__(self, workers: int, log: Log, api: Bound) -> None:
+        import threading
+
         import queue
 
         self.log, self.api = log, api
@@ -328,6 +336,8 @@ class Runtime:
     # -- workers
 
     def _work(self) -> None:
+        import threading
+
         me = threading.get_ident()
         while True:
             job = self.jobs.get()
@@ -1031,6 +1041,8 @@ class _Front:
 
 
 def _serve(config: Config) -> int:
+    import threading
+
     import signal
     import socket
 

@@ -10,13 +10,17 @@ from conftest import ROOT
 
 import roast
 
+# issue 12: none of these on the resume path (the optional extras load only where they are used)
+HEAVY = ("typing", "dataclasses", "socket", "uuid", "getpass", "tempfile", "queue", "starlette", "uvicorn",
+         "psycopg", "openai", "jsonschema")
 PROBE = """
 import json, sys
+HEAVY = %r
 from roast.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules
-                  if m.split(".")[0] in ("cloudpickle", "rich", "yaml", "roast"))}), file=sys.stderr)
-"""
+                  if m.split(".")[0] in ("cloudpickle", "rich", "yaml", "roast", *HEAVY))}), file=sys.stderr)
+""" % (HEAVY,)
 
 
 def _modules(*args: str) -> tuple[int, set[str]]:
@@ -40,6 +44,7 @@ def test_resuming_a_yaml_workflow_loads_neither_cloudpickle_nor_rich(wf):
     assert "cloudpickle" not in modules and "rich" not in modules, sorted(modules)
     # unchanged since the pause: the compiled tree saved with the session is used, nothing is parsed
     assert "yaml" not in modules, sorted(modules)
+    assert not set(HEAVY) & modules, sorted(set(HEAVY) & modules)
     assert roast.sessions()[0].status == "completed"
 
 
