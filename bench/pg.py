@@ -134,7 +134,7 @@ def measure(url: str, *, runs: int = 15, steps: int = 200, advances: int = 500) 
         for _ in range(runs):
             for which, env in envs.items():
                 _, out = procs.run(["-m", "roast", "execute", wf, "--json"], env, scratch)
-                sid = json.loads(out)["session_id"]
+                sid = json.loads(out)[0]["session_id"]  # execute --json is a list
                 elapsed, _ = procs.run(["-m", "roast", "resume", wf, "-e", "go", "-s", sid], env, scratch)
                 times[f"resume_{which}"].append(elapsed)
             times["floor"].append(procs.run(["-c", FLOOR], floor_env, scratch)[0])
