@@ -247,7 +247,8 @@ class _Journal:
         if self.dirty or self.done:
             self._write(None)
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None:
         text = _text(output)
         self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now(),
                                   error[:4096] if error else None))
@@ -300,6 +301,14 @@ def _model(defn: Definition) -> Any:
     return choose_model(defn.provider)
 
 
+def _models(defn: Definition) -> Any:
+    """The workflow's model keys for the effects; the token is read only when a call needs it."""
+    from roast.definition import api_token
+    from roast.effects import ModelSetup
+
+    return ModelSetup(defn.models, lambda: api_token(defn))
+
+
 def _drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
            event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
     """Run from `cursor` until the end or the next wait; save, then return what happened."""
@@ -321,7 +330,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
     model = _model(defn)
     while True:
         effects = Effects(ctx=ctx, model=model, cwd=cwd, announce=observer.note,
-                          pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None))
+                          pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None),
+                          models=_models(defn))
         journal = _Journal(store, session_id, defn, ctx, observer, now)
         runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all,
                         hold_limit=sleep_in_process())
@@ -419,7 +429,7 @@ def _run_notify(store: SessionStore, session_id: str, waits: Sequence[WaitInfo],
                      "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
                      "name": wait.wait, "workflow": defn.name}
             view = NotifyContext(ctx, value)
-            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note)
+            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note, models=_models(defn))
             journal = _NotifyJournal(store, session_id, observer, now)
             try:
                 Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]
@@ -452,7 +462,8 @@ class _NotifyJournal:
         self.observer.started(request.path, request.name, 1)
         return 1
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None:
         text = _text(output)
         start = StepStart(request.path, request.name or "", self.began.pop(request.path, self.now()))
         self.store.record_step(self.session_id, start, StepDone(request.path, 1, status, text[:65536], self.now(),

@@ -25,7 +25,8 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
 from roast.record import Record
-from roast.steps import DONE, Alarm, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell, Suspend, Timer
+from roast.steps import (DONE, Alarm, Answer, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell,
+                         Suspend, Timer)
 
 if TYPE_CHECKING:
     from typing import Any, Protocol
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
         """Where the runner reports progress (api.py saves it); called on the loop thread only."""
 
         def started(self, request: Any) -> int: ...
-        def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None: ...
+        def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None: ...
         def checkpoint(self, cursor: Cursor) -> None: ...
         def flush(self) -> None: ...
         def delivered(self, event: Event) -> None: ...
@@ -81,7 +83,8 @@ class NullJournal:
     def started(self, request: Any) -> int:
         return 1
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None:
         pass
 
     def checkpoint(self, cursor: Cursor) -> None:
@@ -346,6 +349,8 @@ class Runner:
                     self.journal.finished(request, attempt, "failed", value.stdout.strip(), why)
                 else:
                     self.journal.finished(request, attempt, "ok", value.stdout.strip())
+            elif isinstance(value, Answer):  # a model's answer: its text, and the tokens it used
+                self.journal.finished(request, attempt, "ok", value.text, usage=value.usage)
             else:
                 self.journal.finished(request, attempt, "ok", value)
         task.reply, task.failure = value, error
