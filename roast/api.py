@@ -429,7 +429,8 @@ def _run_notify(store: SessionStore, session_id: str, waits: Sequence[WaitInfo],
                      "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
                      "name": wait.wait, "workflow": defn.name}
             view = NotifyContext(ctx, value)
-            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note, models=_models(defn))
+            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note,
+                              models=_models(defn))
             journal = _NotifyJournal(store, session_id, observer, now)
             try:
                 Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]

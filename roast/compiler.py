@@ -248,8 +248,8 @@ class _Compiler:
                 if key not in known:
                     self.unknown_key(config, key, f"`{name}.{key}` is not a {kind} config key", known)
             if "step" in kinds:
-                self.model_settings({k: config[k] for k in ("api_provider", "base_url", "model") if k in config},
-                                    config, name, config)
+                keys = {k: config[k] for k in ("api_provider", "base_url", "model") if k in config}
+                self.model_settings(keys, config, name, config)
         for key in self.wait_defaults:
             if key not in WAIT_CONFIG_KEYS:
                 self.unknown_key(self.wait_defaults, key, f"`wait_for_event.{key}` is not a key of the "
@@ -348,8 +348,9 @@ class _Compiler:
         if "max_tool_rounds" in config:
             rounds = config["max_tool_rounds"]
             if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 1000:
-                self.problem(_at(config, "max_tool_rounds"), f"`{name}.max_tool_rounds` must be a whole number "
-                             f"from 1 to 1000, not {rounds!r}", hint="the default is 10 rounds of tool calls")
+                self.problem(_at(config, "max_tool_rounds"), f"`{name}.max_tool_rounds` must be a whole "
+                             f"number from 1 to 1000, not {rounds!r}",
+                             hint="the default is 10 rounds of tool calls")
             else:
                 kw["max_tool_rounds"] = rounds
         return StepOptions(**kw)

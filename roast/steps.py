@@ -399,8 +399,8 @@ def _exit_kinds(done: Done) -> tuple[Any, ...] | None:
 class StepOptions(Record):
     """Per-step configuration (SPEC §2): from the top-level key named after the step."""
 
-    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params", "retry",
-                 "provider", "base_url", "max_tool_rounds")
+    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params",
+                 "retry", "provider", "base_url", "max_tool_rounds")
     _defaults = {"exit_on_error": True, "print_response": None, "json": False, "coerce_to": None,
                  "timeout": None, "model": None, "params": {}, "retry": None, "provider": None,
                  "base_url": None, "max_tool_rounds": None}
