@@ -250,6 +250,8 @@ class _Journal:
     def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
                  usage: tuple[int, int] | None = None) -> None:
         text = _text(output)
+        if usage and status == "ok" and error is None:  # an ok row's note: the tokens a prompt used
+            error = usage_note(usage)
         self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now(),
                                   error[:4096] if error else None))
         if status == "failed":
@@ -269,6 +271,14 @@ class _Journal:
     def take_done(self) -> list[StepDone]:
         done, self.done = self.done, []
         return done
+
+
+def usage_note(usage: tuple[int, int]) -> str:
+    """How a prompt step's token usage is kept in its history row (issue 17): the note of an ok row."""
+    return f"{USAGE_NOTE}{usage[0]} prompt + {usage[1]} completion tokens"
+
+
+USAGE_NOTE = "usage: "
 
 
 def _text(value: Any) -> str:

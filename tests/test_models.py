@@ -54,6 +54,26 @@ def test_a_prompt_step_output_is_the_models_answer(provider, wf):
     assert provider.chat_requests[0].headers["authorization"] == f"Bearer {KEY}"
 
 
+def test_the_tokens_a_prompt_used_are_shown_by_roast_session(provider, wf):
+    provider.script(tool_calls(tool_call("ls", {"args": ""})),  # 23 + 9 tokens
+                    reply("done", prompt_tokens=50, completion_tokens=6))
+    result = roast.run(wf("""
+        tools:
+          - Roast::Tools::Cmd: {allowed_commands: [ls]}
+        steps:
+          - look: "Look around"
+          - $(echo after)
+    """))
+    assert result.status == "completed", result.error
+    proc = run_cli("session", result.session_id, "--json")
+    assert proc.returncode == 0, proc.stderr
+    steps = json.loads(proc.stdout)["steps"]
+    assert steps[0]["usage"] == {"prompt_tokens": 73, "completion_tokens": 15}  # both rounds
+    assert steps[0]["error"] is None and "usage" not in steps[1]
+    text = run_cli("session", result.session_id).stdout
+    assert "[73 prompt + 15 completion tokens]" in text
+
+
 def test_json_true_asks_for_a_json_object_and_parses_it(provider, wf):
     provider.script(reply('{"verdict": "ok", "score": 3}'))
     result = roast.run(wf("""
