@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,6 +299,24 @@ def test_without_a_key_the_offline_model_answers_and_says_so(wf, capsys):
     result = roast.run(wf("steps:\n  - echo: 'Say {{ 1 + 1 }}'\n"))
     assert result.status == "completed"
     assert result.output["echo"] == "Say 2"
+
+
+def test_the_ai_review_example_uses_the_provider_when_a_key_is_set(provider, tmp_path):
+    shutil.copytree(ROOT / "examples" / "ai_review", tmp_path / "proj" / "ai_review")
+    sample = tmp_path / "proj" / "ai_review" / "sample"
+    provider.script(tool_calls(tool_call("read_file", {"path": str(sample / "retry.py")}, id="call_a")),
+                    reply("1. a bare except"), reply("Retries no longer swallow every error."))
+    first = roast.run("ai_review")
+    assert first.status == "waiting", first.error
+    assert first.output["review"] == "1. a bare except"
+    done = roast.resume("approved", session_id=first.session_id)
+    assert done.status == "completed", done.error
+    assert done.output["release_note"] == "Retries no longer swallow every error."
+    requests = chats(provider)
+    assert len(requests) == 3
+    last = requests[2]["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant", "tool", "assistant", "user"]
+    assert "except Exception" in last[2]["content"]
 
 
 def _home_bytes(home: Path) -> bytes:
