@@ -319,5 +319,50 @@ def test_the_ai_review_example_uses_the_provider_when_a_key_is_set(provider, tmp
     assert "except Exception" in last[2]["content"]
 
 
+def test_a_kill_at_any_write_point_resends_only_the_interrupted_prompt(fake_openai, tmp_path):
+    """SIGKILL `roast execute` at its n-th store write (ROAST_FAULT_AT), recover, and check what the
+    server saw: each prompt sent at most as often as its history counts attempts, never an earlier
+    prompt after a later one, and the second request carries the first turn exactly."""
+    from conftest import store_env, store_for
+
+    fake_openai.script(*[lambda req: reply(f"answer to {req.body['messages'][-1]['content']}")] * 400)
+    fault, resent = 0, False
+    while True:
+        fault += 1
+        assert fault < 60, "the run never got past the write points"
+        home, wf_dir = tmp_path / f"home{fault}", tmp_path / f"wf{fault}"
+        wf_dir.mkdir()
+        (wf_dir / "workflow.yml").write_text('steps:\n  - one: "First question"\n  - two: "Second question"\n')
+        env = {**os.environ, **store_env(home), "PYTHONPATH": str(ROOT), "ROAST_FAULT_AT": str(fault),
+               "OPENAI_BASE_URL": fake_openai.url, "OPENAI_API_KEY": KEY}
+        seen = len(fake_openai.chat_requests)
+        proc = subprocess.run([sys.executable, "-m", "roast", "execute", str(wf_dir)], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)
+        env.pop("ROAST_FAULT_AT")
+        for _ in range(5):
+            found = roast.sessions(limit=None, home=home, store=store_for(home))
+            if found and found[0].status == "completed":
+                break
+            args = ["resume", "-s", found[0].id] if found else ["execute", str(wf_dir)]
+            subprocess.run([sys.executable, "-m", "roast", *args], capture_output=True, text=True, env=env,
+                           timeout=60, check=False)
+        [session] = roast.sessions(limit=None, home=home, store=store_for(home))
+        assert session.status == "completed", (fault, session)
+        assert session.output == {"one": "answer to First question", "two": "answer to Second question"}
+        sent = [r.body["messages"] for r in fake_openai.chat_requests[seen:]]
+        asked = [m[-1]["content"] for m in sent]
+        attempts = {h.name: h.attempt for h in roast.api.history(session.id, home=home, store=store_for(home))}
+        assert 1 <= asked.count("First question") <= attempts["one"], (fault, asked, attempts)
+        assert 1 <= asked.count("Second question") <= attempts["two"], (fault, asked, attempts)
+        assert asked.index("Second question") > max(i for i, a in enumerate(asked) if a == "First question")
+        assert all(m == [{"role": "user", "content": "First question"},
+                         {"role": "assistant", "content": "answer to First question"},
+                         {"role": "user", "content": "Second question"}] for m in sent if len(m) > 1), fault
+        resent = resent or len(asked) > 2
+        if proc.returncode == 0:  # no write point was left to kill at
+            break
+    assert resent, "no kill fell between a model's answer and the checkpoint after it"
+
+
 def _home_bytes(home: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
