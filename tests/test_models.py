@@ -127,6 +127,19 @@ def test_a_rate_limit_is_retried_with_the_steps_policy(provider, wf):
     assert [s.status for s in attempts] == ["failed", "failed", "ok"]
 
 
+def test_retry_on_names_the_provider_failures_it_retries(provider, wf):
+    provider.script(status(429, "slow down"), status(500, "broken"), reply("never"))
+    result = roast.run(wf("""
+        steps:
+          - ask: "Say hello"
+        ask:
+          retry: {attempts: 5, delay: 0.01s, jitter: false, on: [rate_limit]}
+    """))
+    assert result.status == "failed"
+    assert "HTTP 500" in result.error
+    assert len(provider.chat_requests) == 2  # the 429 was retried, the 500 was not
+
+
 def test_without_a_policy_a_prompt_still_retries_a_rate_limit(provider, wf):
     provider.script(status(429, "slow down"), reply("fine"))
     result = roast.run(wf("steps:\n  - ask: Say hello\n"))
