@@ -258,8 +258,6 @@ class Effects:
                 raise failure
             for call in done.tool_calls:
                 result = tools.run_call(specs, call.name, call.arguments, root=root)
-                if self.announce:
-                    self.announce(f"step {request.path}: tool {call.name}({call.arguments[:200]})")
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
 
     def _provider_settings(self, config: dict[str, Any]) -> Any:

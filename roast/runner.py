@@ -46,6 +46,15 @@ if TYPE_CHECKING:
         def pausing(self, path: str, seconds: float) -> None: ...
 
 
+MAX_TOOL_TEXT = 4096  # characters of a tool call's arguments, and of its result, in the history
+
+
+class _ToolRow(Record):
+    """A tool call the model made, as the history records it (no request: the model's effect ran it)."""
+
+    __slots__ = ("path", "name")
+
+
 class Completed(Record):
     """The tree ran to its end."""
 
@@ -349,7 +358,8 @@ class Runner:
                     self.journal.finished(request, attempt, "failed", value.stdout.strip(), why)
                 else:
                     self.journal.finished(request, attempt, "ok", value.stdout.strip())
-            elif isinstance(value, Answer):  # a model's answer: its text, and the tokens it used
+            elif isinstance(value, Answer):  # a model's answer: its tool calls, its text, the tokens it used
+                self._tool_rows(request.path, value.turns)
                 self.journal.finished(request, attempt, "ok", value.text, usage=value.usage)
             else:
                 self.journal.finished(request, attempt, "ok", value)
@@ -378,6 +388,21 @@ class Runner:
         self._busy -= 1
         value, error = future.result()
         self._performed(task, request, attempt, value, error)
+
+    def _tool_rows(self, path: str, turns: tuple[Any, ...]) -> None:
+        """Each tool call of a model's answer as a history row of its own (`PATH.tools[n]`, named
+        after the function): its arguments and its result, bounded (issue 17)."""
+        results = {t.get("tool_call_id"): t.get("content") or "" for t in turns if t.get("role") == "tool"}
+        calls = [c for t in turns if t.get("role") == "assistant" for c in t.get("tool_calls") or ()]
+        for n, call in enumerate(calls, 1):
+            function = call.get("function") or {}
+            row = _ToolRow(f"{path}.tools[{n}]", str(function.get("name")))
+            arguments = str(function.get("arguments"))
+            result = str(results.get(call.get("id"), ""))
+            text = f"{row.name}({arguments[:MAX_TOOL_TEXT]})\n{result[:MAX_TOOL_TEXT]}"
+            if len(result) > MAX_TOOL_TEXT:
+                text += f"\n[the history keeps the first {MAX_TOOL_TEXT} of {len(result)} characters]"
+            self.journal.finished(row, self.journal.started(row), "ok", text)
 
     def spawned(self, path: str, pgid: int) -> None:
         """Called by `perform` (any thread) once a step's process group exists: recorded on the loop thread."""

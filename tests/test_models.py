@@ -189,6 +189,14 @@ def test_the_model_reads_a_file_and_runs_an_allowed_command_through_tools(provid
     assert third[-1]["tool_call_id"] == "call_p"
     assert third[-1]["content"].startswith("Command: pwd\nExit status: 0\nOutput:\n")
     assert str(tmp_path / "proj") in third[-1]["content"]
+    rows = {h.path: h for h in roast.api.history(result.session_id)}
+    assert rows["steps[0].tools[1]"].name == "read_file"
+    # the call's arguments, then its result
+    assert rows["steps[0].tools[1]"].output.startswith(
+        'read_file({"path": "notes.txt"})\nthe secret word is pumpkin')
+    assert rows["steps[0].tools[2]"].name == "pwd"
+    assert rows["steps[0].tools[2]"].output.startswith('pwd({"args": ""})\nCommand: pwd')
+    assert rows["steps[0]"].output == "pumpkin"
 
 
 def test_escapes_and_disallowed_commands_come_back_to_the_model_as_errors(provider, wf, tmp_path):
