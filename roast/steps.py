@@ -469,7 +469,7 @@ class Prompt(Record):
                 response = response.strip()
             turns = ({"role": "user", "content": prompt}, {"role": "assistant", "content": to_text(response)})
         if isinstance(response, str):
-            response = response.strip()
+            response = response.strip()  # the transcript keeps a provider's answer exactly as it came
         ctx.add_turns(*turns)
         value: Any = response
         if self.options.json and isinstance(response, str):
