@@ -250,8 +250,11 @@ class _Journal:
         if self.dirty or self.done:
             self._write(None)
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None:
         text = _text(output)
+        if usage and status == "ok" and error is None:  # an ok row's note: the tokens a prompt used
+            error = usage_note(usage)
         self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now(),
                                   error[:4096] if error else None))
         if status == "failed":
@@ -275,6 +278,14 @@ class _Journal:
     def take_done(self) -> list[StepDone]:
         done, self.done = self.done, []
         return done
+
+
+def usage_note(usage: tuple[int, int]) -> str:
+    """How a prompt step's token usage is kept in its history row (issue 17): the note of an ok row."""
+    return f"{USAGE_NOTE}{usage[0]} prompt + {usage[1]} completion tokens"
+
+
+USAGE_NOTE = "usage: "
 
 
 def _text(value: Any) -> str:
@@ -307,6 +318,14 @@ def _model(defn: Definition) -> Any:
     return choose_model(defn.provider)
 
 
+def _models(defn: Definition) -> Any:
+    """The workflow's model keys for the effects; the token is read only when a call needs it."""
+    from roast.definition import api_token
+    from roast.effects import ModelSetup
+
+    return ModelSetup(defn.models, lambda: api_token(defn))
+
+
 def _drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
            event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
     """Run from `cursor` until the end or the next wait; save, then return what happened."""
@@ -328,7 +347,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
     model = _model(defn)
     while True:
         effects = Effects(ctx=ctx, model=model, cwd=cwd, announce=observer.note,
-                          pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None))
+                          pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None),
+                          models=_models(defn))
         journal = _Journal(store, session_id, defn, ctx, observer, now)
         runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all,
                         hold_limit=sleep_in_process())
@@ -426,7 +446,8 @@ def _run_notify(store: SessionStore, session_id: str, waits: Sequence[WaitInfo],
                      "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
                      "name": wait.wait, "workflow": defn.name, "seq": wait_seq}
             view = NotifyContext(ctx, value)
-            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note)
+            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note,
+                              models=_models(defn))
             journal = _NotifyJournal(store, session_id, observer, now)
             try:
                 Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]
@@ -459,7 +480,8 @@ class _NotifyJournal:
         self.observer.started(request.path, request.name, 1)
         return 1
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None:
         text = _text(output)
         start = StepStart(request.path, request.name or "", self.began.pop(request.path, self.now()))
         self.store.record_step(self.session_id, start, StepDone(request.path, 1, status, text[:65536], self.now(),

@@ -84,16 +84,15 @@ class DictSource:
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 # The keys a step's config (the top-level key named after the step) may hold (SPEC §2, issue 11).
-# Later features add `retry`, `api_provider`, `base_url`, `max_tool_rounds` and `tools` here.
 STEP_CONFIG_KEYS = ("model", "json", "print_response", "exit_on_error", "timeout", "coerce_to", "params",
-                    "path", "if", "unless", "retry")
+                    "path", "if", "unless", "retry", "api_provider", "base_url", "max_tool_rounds")
 # `retry:` (issue 16): of a step's config, or at the top level as every step's default.
 RETRY_KEYS = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
 MAX_ATTEMPTS = 100
 # A named wait's config, and the top-level `wait_for_event:` defaults (SPEC §6).
 WAIT_CONFIG_KEYS = ("timeout", "on_timeout")
-# The model providers this version can use for `api_provider:` (a later change adds openai, openrouter).
-PROVIDERS = ("offline",)
+# The model providers `api_provider:` may name (roast.providers owns what they mean, issue 17).
+PROVIDERS = ("offline", "openai", "openrouter")
 
 
 class _Lines(dict):  # type: ignore[type-arg]
@@ -208,15 +207,34 @@ class _Compiler:
             self.problem_in(shown, 1, f"{path}: step {label!r} cannot be compiled: {err}",
                             hint="save the file as plain text")
 
-    def provider(self, value: Any, node: Any, what: str) -> None:
-        """`api_provider:` must name a provider in PROVIDERS (top level, or a step's config)."""
-        if value is None or (isinstance(value, str) and value in PROVIDERS):
+    def model_settings(self, config: Mapping[str, Any], node: Any, label: str | None = None,
+                       origin: Any = None) -> None:
+        """`api_provider:`, `api_token:`, `model:`, `base_url:` (top level, or a step's config): what
+        roast.providers says about them, with no network and no command run (issue 17). The token's
+        value is never in a message."""
+        from roast import providers
+
+        warnings = self.warnings if label is None else None
+        for found in providers.check_settings(config, warnings):
+            key = next((k for k in ("api_provider", "base_url", "uri_base", "model", "api_token")
+                        if found.startswith(k) and k in config), None)
+            at = _at(config if origin is None else origin, key) if key else node
+            self.problem(at, f"`{label}`: {found}" if label else found,
+                         hint=f"api_provider is one of {', '.join(PROVIDERS)}")
+
+    def tools(self, spec: Any, node: Any) -> None:
+        """`tools:`: Roast's tool names and their configuration (roast.tools), each problem where it is."""
+        if spec is None:
             return
-        close = _close(value, PROVIDERS) if isinstance(value, str) else None
-        self.problem(node, f"`{what}` {value!r} is not supported by this version of roast "
-                           f"(supported: {', '.join(PROVIDERS)})",
-                     hint=f"did you mean {close!r}?" if close else
-                     "remove `api_provider:` (or set it to `offline`) to use the offline model")
+        from roast import tools
+
+        for found in tools.check_tools(spec):
+            at = node
+            index = re.match(r"tools\[(\d+)\]", found)
+            if index and isinstance(spec, (list, tuple)) and int(index.group(1)) < len(spec):
+                item = spec[int(index.group(1))]
+                at = item if getattr(item, "line", 0) else node
+            self.problem(at, found, hint=f"the tools are {', '.join(tools.TOOLS)}")
 
     def config_keys(self) -> None:
         """Every key of a used step or wait config, and of the `wait_for_event:` defaults, is known."""
@@ -228,10 +246,11 @@ class _Compiler:
                      + (WAIT_CONFIG_KEYS if "wait" in kinds else ()))
             kind = "step" if "step" in kinds else "wait"
             for key in config:
-                if key == "api_provider" and "step" in kinds:
-                    self.provider(config[key], _at(config, key), f"{name}.api_provider")
-                elif key not in known:
+                if key not in known:
                     self.unknown_key(config, key, f"`{name}.{key}` is not a {kind} config key", known)
+            if "step" in kinds:
+                keys = {k: config[k] for k in ("api_provider", "base_url", "model") if k in config}
+                self.model_settings(keys, config, name, config)
         for key in self.wait_defaults:
             if key not in WAIT_CONFIG_KEYS:
                 self.unknown_key(self.wait_defaults, key, f"`wait_for_event.{key}` is not a key of the "
@@ -324,6 +343,17 @@ class _Compiler:
                          hint="a directory to look in, or the step's file, relative to the workflow")
         model = config.get("model", self.model)
         kw["model"] = model if isinstance(model, str) else None
+        for key, field in (("api_provider", "provider"), ("base_url", "base_url")):
+            if isinstance(config.get(key), str):  # checked by model_settings
+                kw[field] = config[key]
+        if "max_tool_rounds" in config:
+            rounds = config["max_tool_rounds"]
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 1000:
+                self.problem(_at(config, "max_tool_rounds"), f"`{name}.max_tool_rounds` must be a whole "
+                             f"number from 1 to 1000, not {rounds!r}",
+                             hint="the default is 10 rounds of tool calls")
+            else:
+                kw["max_tool_rounds"] = rounds
         return StepOptions(**kw)
 
     def retry_policy(self, value: Any, node: Any, what: str) -> RetryPolicy | None:
@@ -736,7 +766,8 @@ class _Compiler:
 
 
 # SPEC §2's top-level keys, plus Roast 0.4 keys that roast reads past without running.
-TOP_LEVEL = {"name", "description", "model", "api_provider", "api_token", "target", "tools", "steps",
+TOP_LEVEL = {"name", "description", "model", "api_provider", "api_token", "base_url", "uri_base", "target",
+             "tools", "steps",
              "inputs", "wait_for_event", "retry", "pre_processing", "post_processing", "context_management"}
 
 
@@ -746,7 +777,8 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
     With `warnings`, it also receives SPEC §2's warnings (`roast validate` prints them): a top-level
     mapping that configures no step and is no known option, most often a misspelt step name."""
     compiler = _Compiler(source)
-    compiler.provider(source.data.get("api_provider"), _at(source.data, "api_provider"), "api_provider")
+    compiler.model_settings(source.data, source.data)
+    compiler.tools(source.data.get("tools"), _at(source.data, "tools"))
     steps = source.data.get("steps")
     root = compiler.sequence(steps, "steps", 0, source.data)
     defaults = source.data.get("wait_for_event")

@@ -26,11 +26,15 @@ class Definition:
     """A compiled workflow and where it came from."""
 
     __slots__ = ("root", "path", "name", "fingerprint", "provider", "data", "sources", "tree", "directory",
-                 "key", "key_template")
+                 "key", "key_template", "models", "secret")
 
     def __init__(self, root: steps.Sequence, path: str, name: str, fingerprint: str, provider: str | None, *,
                  data: Mapping[str, Any] | None = None, sources: dict[str, str | None] | None = None,
-                 tree: bytes | None = None, key_template: str | None = None) -> None:
+                 tree: bytes | None = None, key_template: str | None = None,
+                 models: Mapping[str, Any] | None = None, secret: str | None = None) -> None:
+        # the workflow's model keys (issue 17), saved with the tree; `api_token:` is only marked there
+        self.models = dict(models or {})
+        self.secret = secret    # the `api_token:` as written (a literal or $(cmd)): never saved
         self.root, self.path, self.name, self.fingerprint, self.provider = root, path, name, fingerprint, provider
         self.data = data        # a dict workflow, saved with the session (its steps may be callables)
         self.sources = sources  # a file workflow's files (see Workflow.sources)
@@ -52,7 +56,8 @@ def load(workflow: Any, cwd: str | None = None) -> Definition:
         root = compiler.compile_workflow(source)
         fingerprint = "dict:" + _dict_fingerprint(workflow)
         return Definition(root, f"<dict:{source.name}>", source.name, fingerprint, _provider(workflow),
-                          data=workflow, key_template=_key(workflow))
+                          data=workflow, key_template=_key(workflow), models=model_keys(workflow),
+                          secret=_secret(workflow))
     from roast import workflow as workflow_mod
 
     if cwd is None:
@@ -63,7 +68,41 @@ def load(workflow: Any, cwd: str | None = None) -> Definition:
         wf = workflow_mod.load(workflow, Path(cwd))
     root = compiler.compile_workflow(wf)
     return Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider(wf.data), sources=wf.sources(),
-                      key_template=_key(wf.data))
+                      key_template=_key(wf.data), models=model_keys(wf.data), secret=_secret(wf.data))
+
+
+MODEL_KEYS = ("api_provider", "model", "base_url", "uri_base", "tools")
+
+
+def model_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level keys a model call needs, as plain data; `api_token: True` only says one is set."""
+    found = {key: _plain(data[key]) for key in MODEL_KEYS if data.get(key) is not None}
+    if data.get("api_token") is not None:
+        found["api_token"] = True
+    return found
+
+
+def _secret(data: Mapping[str, Any]) -> str | None:
+    token = data.get("api_token")
+    return str(token) if isinstance(token, str) else None
+
+
+def api_token(defn: Definition) -> str | None:
+    """The workflow's `api_token:` as written, read again from the file when the definition came from
+    the store (the token is never saved, not even as its command)."""
+    if defn.secret is None and defn.models.get("api_token") and defn.data is None and defn.directory:
+        from roast import workflow as workflow_mod
+
+        defn.secret = _secret(workflow_mod.load(defn.path).data)
+    return defn.secret
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, str) else value
 
 
 def _provider(data: Mapping[str, Any]) -> str | None:
@@ -125,7 +164,7 @@ def record(defn: Definition) -> dict[str, Any]:
     if defn.data is not None:
         return {"v": 2, "data": dict(defn.data)}
     return {"v": 2, "tree": portable_tree(defn), "sources": defn.sources, "provider": defn.provider,
-            "path": defn.path, "name": defn.name, "key": defn.key_template}
+            "path": defn.path, "name": defn.name, "key": defn.key_template, "models": defn.models}
 
 
 def unchanged(sources: Mapping[str, str | None], moved_from: str | None = None, moved_to: str | None = None) -> bool:
@@ -156,7 +195,8 @@ def from_record(saved: Mapping[str, Any], session: Session) -> Definition | None
         import pickle  # the tree was sealed and verified with the rest of the record
 
         return Definition(pickle.loads(tree), session.workflow_path, session.workflow_name, session.fingerprint,
-                          saved.get("provider"), sources=sources, tree=tree, key_template=saved.get("key"))
+                          saved.get("provider"), sources=sources, tree=tree, key_template=saved.get("key"),
+                          models=saved.get("models"))
     return None
 
 

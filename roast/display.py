@@ -328,13 +328,21 @@ def session_document(s: Session, history: Sequence[StepRecord], events: Sequence
     doc["final_output"] = s.final_output
     doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
                      "started_at": iso(h.started_at), "finished_at": iso(h.finished_at), "output": h.output,
-                     "error": h.error}
+                     "error": h.error if h.status != "ok" else None, **_usage(h)}
                     for h in history]
     doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
                       "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
                       "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
                       "data": _event_data(e)} for e in events]
     return doc
+
+
+def _usage(h: StepRecord) -> dict[str, Any]:
+    """A prompt step's token usage, kept as its ok row's note `usage: P prompt + C completion tokens`."""
+    words = (h.error or "").split() if h.status == "ok" else []
+    if len(words) == 7 and words[0] == "usage:" and words[1].isdigit() and words[4].isdigit():
+        return {"usage": {"prompt_tokens": int(words[1]), "completion_tokens": int(words[4])}}
+    return {}
 
 
 def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
@@ -382,7 +390,9 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
             attempt = f" attempt {h.attempt}" if h.attempt > 1 else ""
             out = visible((h.output or "").replace("\n", " "))
             out = out[:60] + "…" if len(out) > 60 else out
-            if h.error and h.status != "ok":
+            if h.status == "ok" and (h.error or "").startswith("usage: "):  # a prompt's tokens (issue 17)
+                out = f"[{h.error[7:]}]" + (f"  {out}" if out else "")
+            elif h.error and h.status != "ok":
                 why = visible(h.error.replace("\n", " "))
                 out = (why[:80] + "…" if len(why) > 80 else why) + (f"  {out}" if out and out not in why else "")
             lines.append(f"  {iso(h.started_at)}  {h.status:<8} {h.path}"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import StepFailed, UsageError
-from roast.steps import Ask, AskModel, CallPython, Done, PostWebhook, Shell
+from roast.steps import Answer, Ask, AskModel, CallPython, Done, PostWebhook, Shell
 
 if TYPE_CHECKING:
     from typing import Any, Protocol
@@ -58,11 +58,26 @@ class OfflineModel:
 
 
 def choose_model(provider: str | None) -> Model:
-    """The model for `api_provider:`; only the offline provider ships in this version."""
-    if provider in (None, "", "offline"):
+    """The model that answers when no provider is configured: the offline one. A configured provider
+    (openai, openrouter) is asked through `ModelSetup` when a prompt step runs."""
+    if provider in (None, "", "offline", "openai", "openrouter"):
         return OfflineModel()
-    raise UsageError(f"model provider {provider!r} is not available in this version of roast",
-                     hint="remove `api_provider:` (or set it to `offline`) to use the offline model")
+    raise UsageError(f"model provider {provider!r} is not known to this version of roast",
+                     hint="api_provider is one of offline, openai, openrouter")
+
+
+DEFAULT_TOOL_ROUNDS = 10
+
+
+class ModelSetup:
+    """A workflow's model keys (`api_provider`, `model`, `base_url`, `tools`; `api_token: True` marks
+    that one is set) and `token()`, which gives the `api_token:` as written, read when a call needs it.
+    The resolved token stays in the Effects' memory: never in the context, a request or a message."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None,
+                 token: Callable[[], str | None] | None = None) -> None:
+        self.config = dict(config or {})
+        self.token = token or (lambda: None)
 
 
 class Effects:
@@ -70,9 +85,12 @@ class Effects:
 
     def __init__(self, *, ctx: Context, model: Model | None = None, cwd: str | None = None,
                  env: Mapping[str, str] | None = None, announce: Callable[[str], None] | None = None,
-                 pause: Callable[[], None] | None = None, unpause: Callable[[], None] | None = None) -> None:
+                 pause: Callable[[], None] | None = None, unpause: Callable[[], None] | None = None,
+                 models: ModelSetup | None = None) -> None:
         self.ctx = ctx
         self.model = model or OfflineModel()
+        self.models = models or ModelSetup()
+        self._settings: dict[tuple[Any, ...], Any] = {}  # resolved ProviderSettings, token included
         self.cwd = cwd
         self.base_env = dict(os.environ if env is None else env)
         self._base_bytes: dict[bytes, bytes] | None = None
@@ -187,13 +205,88 @@ class Effects:
         return Done(proc.returncode, out.decode("utf-8", "replace"), err_out.decode("utf-8", "replace"))
 
     # -- model
-    def ask_model(self, request: AskModel) -> str:
+    def ask_model(self, request: AskModel) -> Any:
+        config = dict(self.models.config)
+        for key, value in (("api_provider", request.provider), ("base_url", request.base_url),
+                           ("model", request.model)):
+            if value is not None:
+                config[key] = value
+        if config.get("base_url") and "uri_base" in config:
+            del config["uri_base"]  # a step's base_url wins over the workflow's uri_base
+        provider = config.get("api_provider") or (
+            "openai" if self.base_env.get("OPENAI_API_KEY") or config.get("api_token") else "offline")
+        if provider != "offline":
+            return self._ask_provider(request, config)
         if not self._announced and isinstance(self.model, OfflineModel) and self.announce:
             self.announce("no model provider configured: using the offline model, which answers "
                           "with the prompt itself")
             self._announced = True
         return self.model.complete(request.prompt, model=request.model, transcript=request.transcript,
                                    json_mode=request.json)
+
+    def _ask_provider(self, request: AskModel, config: dict[str, Any]) -> Answer:
+        """One turn with an OpenAI-compatible provider: the transcript and the new user message, then
+        the function-calling loop over the workflow's `tools:` (each call run inside the session's
+        working directory), at most `max_tool_rounds` rounds."""
+        from roast import providers, tools
+
+        settings = self._provider_settings(config)
+        specs = tools.parse_tools(config.get("tools"))
+        offered = tools.function_definitions(specs) if specs else None
+        root = self.cwd or os.getcwd()
+        limit = request.max_tool_rounds or DEFAULT_TOOL_ROUNDS
+        messages = [dict(turn) for turn in request.transcript]
+        start = len(messages)
+        messages.append({"role": "user", "content": request.prompt})
+        used = [0, 0]
+        rounds = 0
+        while True:
+            try:
+                done = providers.complete(settings, messages, tools=offered, json_mode=request.json)
+            except providers.ProviderError as err:
+                raise _classified(err, request.path) from None
+            used[0] += done.usage.prompt_tokens
+            used[1] += done.usage.completion_tokens
+            messages.append(done.message)
+            if not done.tool_calls:
+                return Answer(done.content or "", tuple(messages[start:]), tuple(used))
+            rounds += 1
+            if rounds > limit:
+                failure = StepFailed(f"the model still asked for tools after {limit} rounds of tool calls "
+                                     f"({settings.provider} model {settings.model!r})", where=request.path,
+                                     hint="raise the step's `max_tool_rounds:` (default "
+                                          f"{DEFAULT_TOOL_ROUNDS}), or ask for an answer without tools")
+                failure.retryable = False  # type: ignore[attr-defined]
+                raise failure
+            for call in done.tool_calls:
+                result = tools.run_call(specs, call.name, call.arguments, root=root)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+
+    def _provider_settings(self, config: dict[str, Any]) -> Any:
+        """ProviderSettings for these keys, the `api_token:` command run once per session run."""
+        from roast import providers
+
+        key = tuple(sorted((k, repr(v)) for k, v in config.items() if k != "tools"))
+        settings = self._settings.get(key)
+        if settings is None:
+            if config.get("api_token"):
+                config = {**config, "api_token": self.models.token()}
+            settings = providers.settings_from(config, self.base_env, self._token_command)
+            self._settings[key] = settings
+        return settings
+
+    def _token_command(self, command: str) -> str:
+        """Run an `api_token: $(cmd)` command; its output is the token. Nothing of it is ever shown."""
+        try:
+            proc = subprocess.run([SHELL, "-c", command], stdin=subprocess.DEVNULL, capture_output=True,
+                                  cwd=self.cwd, env=self.base_env, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise UsageError(f"the api_token command could not run ({type(err).__name__})",
+                             hint="run it in a terminal: it should print the API token") from None
+        if proc.returncode != 0:
+            raise UsageError(f"the api_token command exited with status {proc.returncode}",
+                             hint="run it in a terminal: it should print the API token")
+        return proc.stdout.decode("utf-8", "replace")
 
     # -- python
     def call_python(self, request: CallPython) -> Any:
@@ -270,6 +363,23 @@ class Effects:
         finally:
             if self.unpause is not None:
                 self.unpause()
+
+
+def _classified(err: Any, path: str) -> Any:
+    """A provider's failure with the kinds `retry.on` matches (`rate_limit`, `server_error`, `timeout`,
+    `connection`) and `retryable` (False: no policy retries it), placed at the step."""
+    status = err.status
+    if status == 429:
+        kinds: tuple[str, ...] = ("rate_limit",)
+    elif status is not None and status >= 500:
+        kinds = ("server_error",)
+    elif status is None and err.retryable:
+        kinds = ("timeout",) if "no answer within" in err.message else ("connection",)
+    else:
+        kinds = ("provider_error",) + ((str(status),) if status else ())
+    err.kinds = kinds + ("ProviderError",)
+    err.where = err.where or path
+    return err
 
 
 def _ask(request: Ask, tty: bool) -> Any:

@@ -25,7 +25,8 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
 from roast.record import Record
-from roast.steps import DONE, Alarm, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell, Suspend, Timer
+from roast.steps import (DONE, Alarm, Answer, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell,
+                         Suspend, Timer)
 
 if TYPE_CHECKING:
     from typing import Any, Protocol
@@ -36,12 +37,22 @@ if TYPE_CHECKING:
         """Where the runner reports progress (api.py saves it); called on the loop thread only."""
 
         def started(self, request: Any) -> int: ...
-        def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None: ...
+        def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None: ...
         def checkpoint(self, cursor: Cursor) -> None: ...
         def flush(self) -> None: ...
         def delivered(self, event: Event) -> None: ...
         def spawned(self, path: str, attempt: int, pgid: int) -> None: ...
         def pausing(self, path: str, seconds: float) -> None: ...
+
+
+MAX_TOOL_TEXT = 4096  # characters of a tool call's arguments, and of its result, in the history
+
+
+class _ToolRow(Record):
+    """A tool call the model made, as the history records it (no request: the model's effect ran it)."""
+
+    __slots__ = ("path", "name")
 
 
 class Completed(Record):
@@ -81,7 +92,8 @@ class NullJournal:
     def started(self, request: Any) -> int:
         return 1
 
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None) -> None:
+    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
+                 usage: tuple[int, int] | None = None) -> None:
         pass
 
     def checkpoint(self, cursor: Cursor) -> None:
@@ -346,6 +358,9 @@ class Runner:
                     self.journal.finished(request, attempt, "failed", value.stdout.strip(), why)
                 else:
                     self.journal.finished(request, attempt, "ok", value.stdout.strip())
+            elif isinstance(value, Answer):  # a model's answer: its tool calls, its text, the tokens it used
+                self._tool_rows(request.path, value.turns)
+                self.journal.finished(request, attempt, "ok", value.text, usage=value.usage)
             else:
                 self.journal.finished(request, attempt, "ok", value)
         task.reply, task.failure = value, error
@@ -373,6 +388,21 @@ class Runner:
         self._busy -= 1
         value, error = future.result()
         self._performed(task, request, attempt, value, error)
+
+    def _tool_rows(self, path: str, turns: tuple[Any, ...]) -> None:
+        """Each tool call of a model's answer as a history row of its own (`PATH.tools[n]`, named
+        after the function): its arguments and its result, bounded (issue 17)."""
+        results = {t.get("tool_call_id"): t.get("content") or "" for t in turns if t.get("role") == "tool"}
+        calls = [c for t in turns if t.get("role") == "assistant" for c in t.get("tool_calls") or ()]
+        for n, call in enumerate(calls, 1):
+            function = call.get("function") or {}
+            row = _ToolRow(f"{path}.tools[{n}]", str(function.get("name")))
+            arguments = str(function.get("arguments"))
+            result = str(results.get(call.get("id"), ""))
+            text = f"{row.name}({arguments[:MAX_TOOL_TEXT]})\n{result[:MAX_TOOL_TEXT]}"
+            if len(result) > MAX_TOOL_TEXT:
+                text += f"\n[the history keeps the first {MAX_TOOL_TEXT} of {len(result)} characters]"
+            self.journal.finished(row, self.journal.started(row), "ok", text)
 
     def spawned(self, path: str, pgid: int) -> None:
         """Called by `perform` (any thread) once a step's process group exists: recorded on the loop thread."""

@@ -80,8 +80,22 @@ class Done(Record):
 
 
 class AskModel(Record):
-    __slots__ = ("prompt", "path", "name", "model", "json", "transcript", "step")
-    _defaults = {"name": None, "model": None, "json": False, "transcript": (), "step": True}
+    """Ask the model: `prompt` after the conversation so far (`transcript`); `provider`, `base_url` and
+    `max_tool_rounds` are the step's own settings (None: the workflow's)."""
+
+    __slots__ = ("prompt", "path", "name", "model", "json", "transcript", "step", "provider", "base_url",
+                 "max_tool_rounds")
+    _defaults = {"name": None, "model": None, "json": False, "transcript": (), "step": True, "provider": None,
+                 "base_url": None, "max_tool_rounds": None}
+
+
+class Answer(Record):
+    """A model's answer: the final `text`, the `turns` of this exchange (the user message, any assistant
+    tool calls and tool results, the final assistant message: what the transcript gains) and the
+    token `usage` as (prompt, completion)."""
+
+    __slots__ = ("text", "turns", "usage")
+    _defaults = {"usage": (0, 0)}
 
 
 class CallPython(Record):
@@ -371,6 +385,16 @@ def _retrying(options: StepOptions, path: str, at: Cursor, attempt: Callable[[],
         yield Checkpoint((AT_RETRY, failures, deadline))  # saved before the pause begins
 
 
+# A prompt step without `retry:` retries what is usually temporary at a provider (issue 17).
+PROMPT_RETRY = RetryPolicy(3, 1.0, 2.0, on=("rate_limit", "server_error", "timeout", "connection"))
+
+
+class _Fatal(Record):
+    """A failure no `retry:` policy retries (a rejected token, an unknown model), carried past it."""
+
+    __slots__ = ("error",)
+
+
 def _exit_kinds(done: Done) -> tuple[Any, ...] | None:
     """A command's failure, for `retry.on`: its exit status; None when it succeeded."""
     return None if done.status == 0 else (done.status,)
@@ -382,9 +406,11 @@ def _exit_kinds(done: Done) -> tuple[Any, ...] | None:
 class StepOptions(Record):
     """Per-step configuration (SPEC §2): from the top-level key named after the step."""
 
-    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params", "retry")
+    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params",
+                 "retry", "provider", "base_url", "max_tool_rounds")
     _defaults = {"exit_on_error": True, "print_response": None, "json": False, "coerce_to": None,
-                 "timeout": None, "model": None, "params": {}, "retry": None}
+                 "timeout": None, "model": None, "params": {}, "retry": None, "provider": None,
+                 "base_url": None, "max_tool_rounds": None}
 
 
 class Command(Record):
@@ -424,11 +450,34 @@ class Prompt(Record):
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         prompt = render(self.template, ctx.namespace())
         path = _runtime_path(self.path, self.depth, ctx)
-        response = yield AskModel(prompt, path, self.name, self.options.model, self.options.json,
-                                  tuple(ctx.transcript))
+        options = self.options
+        request = AskModel(prompt, path, self.name, options.model, options.json, tuple(ctx.transcript),
+                           provider=options.provider, base_url=options.base_url,
+                           max_tool_rounds=options.max_tool_rounds)
+
+        def attempt() -> Steps:
+            try:
+                answer = yield request
+            except StepFailed as err:
+                if getattr(err, "retryable", None) is False:  # a rejected token, an unknown model: at once
+                    return _Fatal(err), None
+                raise
+            return answer, None
+
+        if options.retry is None:
+            options = options._replace(retry=PROMPT_RETRY)
+        response, _ = yield from _retrying(options, path, at, attempt)
+        if isinstance(response, _Fatal):
+            raise response.error
+        if isinstance(response, Answer):
+            turns, response = response.turns, response.text
+        else:  # a plain text answer (the offline model)
+            if isinstance(response, str):
+                response = response.strip()
+            turns = ({"role": "user", "content": prompt}, {"role": "assistant", "content": to_text(response)})
         if isinstance(response, str):
-            response = response.strip()
-        ctx.add_turns({"role": "user", "content": prompt}, {"role": "assistant", "content": to_text(response)})
+            response = response.strip()  # the transcript keeps a provider's answer exactly as it came
+        ctx.add_turns(*turns)
         value: Any = response
         if self.options.json and isinstance(response, str):
             try:

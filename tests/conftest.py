@@ -172,7 +172,8 @@ class Ran:
 def roast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Any:
     monkeypatch.setenv("HOME", str(tmp_path / "user"))  # a stray ~/.roast lands here
     monkeypatch.setenv("ROAST_HOME", str(tmp_path / "roast-home"))
-    for name in ("ROAST_SECRET_KEY_FILE", "ROAST_KEY", "ROAST_KEY_FILE", "ROAST_STORE"):
+    for name in ("ROAST_SECRET_KEY_FILE", "ROAST_KEY", "ROAST_KEY_FILE", "ROAST_STORE", "OPENAI_API_KEY",
+                 "OPENAI_BASE_URL", "OPENROUTER_API_KEY"):  # the tests use the offline model unless told
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     if not ON_POSTGRES:

@@ -38,7 +38,7 @@ def test_every_example_directory_has_a_readme():
     dirs = [p for p in EXAMPLES.iterdir() if p.is_dir()]
     assert {p.name for p in dirs} >= {"deploy", "offline_pipeline", "conditional", "case_when", "iteration",
                                       "interpolation", "exit_on_error", "shared_config", "review_each_file",
-                                      "parallel_signoff"}
+                                      "parallel_signoff", "ai_review"}
     assert [p.name for p in dirs if not (p / "README.md").is_file()] == []
 
 
@@ -150,6 +150,19 @@ def test_sessions_json_shows_the_outputs_of_a_waiting_deploy(examples, tmp_path,
     assert main(["sessions", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["output"]["build"].startswith("built app-1.4.2.tar.gz")
+
+
+# --------------------------------------------------------------------------- ai_review
+
+
+def test_ai_review_runs_offline_pauses_for_approval_and_continues(examples):
+    result = roast.run("examples/ai_review")
+    assert result.status == "waiting", result.error
+    assert result.awaiting == ["approved", "rejected"]
+    assert "config.ini, retry.py" in result.output["review"]  # offline: the prompt itself
+    done = roast.resume("approved", session_id=result.session_id)
+    assert done.status == "completed", done.error
+    assert done.output["release_note"].startswith("Write a one-line release note")
 
 
 # --------------------------------------------------------------------------- offline_pipeline

@@ -229,12 +229,13 @@ def test_an_unsupported_api_provider_is_refused_before_any_session_is_created(wf
           - "Summarise this"
           - lint: $(true)
         lint:
-          api_provider: openai
+          api_provider: open_ai
     """)
     found = {where(p): str(p) for p in problems(path)}
     assert set(found) == {"workflow.yml:1", "workflow.yml:6"}, found
     assert "'oflline'" in found["workflow.yml:1"] and "did you mean 'offline'?" in found["workflow.yml:1"]
-    assert "'openai'" in found["workflow.yml:6"] and "supported: offline" in found["workflow.yml:6"]
+    assert "'open_ai'" in found["workflow.yml:6"] and "did you mean 'openai'?" in found["workflow.yml:6"]
+    assert "lint" in found["workflow.yml:6"]
     err = refused(capsys, path, "execute")  # no orphaned `running` session
     assert "api_provider" in err
 
