@@ -1031,30 +1031,7 @@ def wait_at(node: Any, at: Cursor) -> list[WaitForEvent]:
 
 def all_waits(node: Any) -> Iterable[WaitForEvent]:
     """Every wait in the tree (for `roast validate` and for the events a workflow declares)."""
-    if isinstance(node, WaitForEvent):
-        yield node
-        for _, body in node.branches:
-            yield from all_waits(body)
-        for body in (node.timeout_branch, node.on_timeout):
-            if body is not None:
-                yield from all_waits(body)
-    elif isinstance(node, Sequence):
-        for step in node.steps:
-            yield from all_waits(step)
-    elif isinstance(node, Parallel):
-        for branch in node.branches:
-            yield from all_waits(branch)
-    elif isinstance(node, If):
-        for body in (node.then, node.otherwise):
-            if body is not None:
-                yield from all_waits(body)
-    elif isinstance(node, Case):
-        for _, body in node.whens:
-            yield from all_waits(body)
-        if node.otherwise is not None:
-            yield from all_waits(node.otherwise)
-    elif isinstance(node, (Each, Repeat)):
-        yield from all_waits(node.body)
+    return (each for each in subtree(node) if isinstance(each, WaitForEvent))
 
 
 def subtree(node: Any) -> Iterable[Any]:
