@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     Ctx = Union[Context, BranchContext]
     # A cursor is nested tuples of step indices, branch and event names and deadlines (table above).
-    Cursor = Union[None, str, int, float, tuple]  # type: ignore[type-arg]
+    Cursor = Union[None, str, tuple[Any, ...]]
     Steps = Generator[Any, Any, Any]
 
 HERE: Cursor = None
@@ -357,7 +357,8 @@ def _retrying(options: StepOptions, path: str, at: Cursor, attempt: Callable[[],
     same attempt, never from the first. A backoff near enough is slept in process; a longer one
     suspends the session (`awaiting` a retry). Returns the last attempt's `(value, kinds)`."""
     policy: RetryPolicy | None = options.retry
-    failures, deadline = (0, None) if at is HERE or at[0] != AT_RETRY else (at[1], at[2])
+    error: StepFailed | None
+    failures, deadline = (at[1], at[2]) if isinstance(at, tuple) and at[0] == AT_RETRY else (0, None)
     while True:
         if deadline is not None:
             alarm = yield Timer(path, deadline=deadline, hold=True)
@@ -599,7 +600,7 @@ class Sleep(Record):
                     raise
                 raise StepFailed(err.message, where=path, hint=err.hint) from err
         else:
-            alarm = yield Timer(path, deadline=at[1])
+            alarm = yield Timer(path, deadline=_level(at)[1])
         if not alarm.due:
             yield Suspend((AT_SLEEP, alarm.deadline),
                           (WaitInfo(path, self.name or "sleep", (), alarm.deadline, kind="sleep"),))
@@ -621,11 +622,11 @@ class Sequence(Record):
         return f"[{len(self.steps)} steps]"
 
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
-        start, child_at = (0, HERE) if at is HERE else at
+        start, child_at = at if isinstance(at, tuple) else (0, HERE)
         for index in range(start, len(self.steps)):
             step = self.steps[index]
             try:
-                yield from _within(lambda c, i=index: (i, c), step.run(ctx, child_at))
+                yield from _within(lambda c, i=index: (i, c), step.run(ctx, child_at))  # type: ignore[misc]
             except RoastError as err:
                 if err.where is None:  # e.g. a failing {{ }}: say which step it was in
                     err.where = _runtime_path(step.path, getattr(step, "depth", 0), ctx)
@@ -635,7 +636,7 @@ class Sequence(Record):
 
     def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
               ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
-        index, child_at = at
+        index, child_at = _level(at)
         if not isinstance(index, int) or not 0 <= index < len(self.steps):
             return None
         return self.steps[index], child_at, f"{self.path}[{index}]", trail
@@ -658,7 +659,7 @@ class If(Record):
             if command_text(str(self.condition)) is not None:
                 yield Checkpoint((branch, HERE))  # a command's answer is never asked twice
         else:
-            branch, child_at = at
+            branch, child_at = _level(at)
         body = self.then if branch == "then" else self.otherwise
         if body is not None:
             yield from _within(lambda c: (branch, c), body.run(ctx, child_at))
@@ -667,7 +668,7 @@ class If(Record):
 
     def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
               ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
-        branch, child_at = at
+        branch, child_at = _level(at)
         body = self.then if branch == "then" else self.otherwise if branch == "else" else None
         return (body, child_at, f"{branch}", trail) if body is not None else None
 
@@ -701,7 +702,7 @@ class Case(Record):
             if command is not None:
                 yield Checkpoint((choice, HERE))
         else:
-            choice, child_at = at
+            choice, child_at = _level(at)
         body = self.whens[choice][1] if choice >= 0 else self.otherwise
         if body is not None:
             yield from _within(lambda c: (choice, c), body.run(ctx, child_at))
@@ -710,7 +711,7 @@ class Case(Record):
 
     def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
               ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
-        choice, child_at = at
+        choice, child_at = _level(at)
         if not isinstance(choice, int) or choice >= len(self.whens):
             return None
         body = self.whens[choice][1] if choice >= 0 else self.otherwise
@@ -746,7 +747,7 @@ class Each(Record):
                 yield Checkpoint((0, COLLECTED, HERE))
             start, child_at = 0, HERE
         else:
-            start, stored, child_at = at
+            start, stored, child_at = _level(at)
             if stored == COLLECTED:
                 if key not in ctx.collections:
                     raise RoastError(f"the saved position of {self.path} refers to a collection that is not in "
@@ -758,7 +759,8 @@ class Each(Record):
         for index in range(start, len(items)):
             ctx.loop[self.var] = items[index]
             ctx.loop_index[self.depth:] = [index]
-            yield from _within(lambda c, i=index: (i, COLLECTED, c), self.body.run(ctx, child_at))
+            yield from _within(lambda c, i=index: (i, COLLECTED, c),  # type: ignore[misc]
+                               self.body.run(ctx, child_at))
             child_at = HERE
             if self.name:
                 ctx.append_output(self.name, ctx.last)
@@ -768,7 +770,7 @@ class Each(Record):
 
     def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
               ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
-        index, stored, child_at = at
+        index, stored, child_at = _level(at)
         if stored == COLLECTED:
             items = (collections or {}).get(_trail_path(self.path, self.depth, trail))
         else:
@@ -791,10 +793,10 @@ class Repeat(Record):
         return f"repeat until: {self.until}"
 
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
-        start, child_at = (0, HERE) if at is HERE else at
+        start, child_at = at if isinstance(at, tuple) else (0, HERE)
         for iteration in range(start, self.max_iterations):
             ctx.loop_index[self.depth:] = [iteration]
-            yield from _within(lambda c, i=iteration: (i, c), self.body.run(ctx, child_at))
+            yield from _within(lambda c, i=iteration: (i, c), self.body.run(ctx, child_at))  # type: ignore[misc]
             child_at = HERE
             done = yield from _decide(self.until, ctx, self.path)
             yield Checkpoint((iteration + 1, HERE) if not done else (self.max_iterations, HERE))
@@ -806,7 +808,7 @@ class Repeat(Record):
 
     def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
               ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
-        iteration, child_at = at
+        iteration, child_at = _level(at)
         if not isinstance(iteration, int) or iteration >= self.max_iterations:
             return None
         return self.body, child_at, f"repeat #{iteration + 1}", trail[:self.depth] + (iteration,)
@@ -822,7 +824,7 @@ class Parallel(Record):
         return f"parallel[{len(self.branches)}]"
 
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
-        cursors = tuple(at) if at is not HERE else (HERE,) * len(self.branches)
+        cursors = _level(at) if at is not HERE else (HERE,) * len(self.branches)
         # each branch gets its own loop variables, and shares outputs (BranchContext)
         generators = tuple(None if cursors[i] == DONE else self.branches[i].run(ctx.branch(), cursors[i])
                            for i in range(len(self.branches)))
@@ -837,7 +839,7 @@ class Parallel(Record):
             raise RuntimeError("a suspended parallel group was resumed in place")
 
     def children(self, at: Cursor, trail: tuple[int, ...] = ()) -> list[tuple[Any, Cursor, str, tuple[int, ...]]]:
-        return [(b, c, f"[{i}]", trail) for i, (b, c) in enumerate(zip(self.branches, at)) if c != DONE]
+        return [(b, c, f"[{i}]", trail) for i, (b, c) in enumerate(zip(self.branches, _level(at))) if c != DONE]
 
 
 class Webhook(Record):
@@ -884,8 +886,8 @@ class WaitForEvent(Record):
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
         wait = self.name or "wait_for_event"
-        if at is HERE or at[0] == AT_WAIT:
-            deadline = None if at is HERE else at[1]
+        if not isinstance(at, tuple) or at[0] == AT_WAIT:
+            deadline = at[1] if isinstance(at, tuple) else None
             delivery = yield Receive(path, wait, self.events, self.timeout, deadline, at is not HERE)
             if delivery.event is None:
                 yield Suspend((AT_WAIT, delivery.deadline),
@@ -898,7 +900,7 @@ class WaitForEvent(Record):
             yield Checkpoint((event.name, HERE))  # the consumed event is saved before its branch runs
             branch_name, child_at = event.name, HERE
         else:
-            branch_name, child_at = at
+            branch_name, child_at = _level(at)
         body = self._branch(branch_name)
         if body is None:
             raise TimedOut(f"the wait timed out (deadline {ctx.event.get('deadline', '?')}) and "
@@ -912,7 +914,7 @@ class WaitForEvent(Record):
 
     def child(self, at: Cursor, trail: tuple[int, ...] = (), collections: Mapping[str, Any] | None = None
               ) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
-        if at[0] == AT_WAIT:
+        if not isinstance(at, tuple) or at[0] == AT_WAIT:
             return None
         body = self._branch(at[0])
         return (body, at[1], f"on {at[0]}", trail) if body is not None else None
@@ -943,7 +945,7 @@ def _describe(node: Any, at: Cursor, parts: list[str], trail: tuple[int, ...],
             inner.append(label + (" " + " › ".join(sub) if sub else ""))
         parts.append("parallel(" + "; ".join(inner) + ")")
         return
-    if isinstance(node, WaitForEvent) and at[0] == AT_WAIT:
+    if isinstance(node, WaitForEvent) and isinstance(at, tuple) and at[0] == AT_WAIT:
         parts.append(node.name or "wait_for_event")
         return
     if isinstance(at, tuple) and at and at[0] == AT_RETRY:
@@ -954,7 +956,7 @@ def _describe(node: Any, at: Cursor, parts: list[str], trail: tuple[int, ...],
         return
     found = node.child(at, trail, collections) if isinstance(node, COMPOSITES) else None
     if found is None:
-        if isinstance(node, Sequence) and at[0] >= len(node.steps):
+        if isinstance(node, Sequence) and isinstance(at, tuple) and at[0] >= len(node.steps):
             parts.append("end")
         return
     child, child_at, label, child_trail = found
@@ -977,7 +979,7 @@ def _signature(node: Any, at: Cursor, out: list[str]) -> None:
     if at is HERE:
         return
     if isinstance(node, Sequence):
-        index, child_at = at
+        index, child_at = _level(at)
         # a step the cursor is about to start (`(index, HERE)`: after a crash, or a failed step that
         # `roast retry` runs again) may be edited: it runs from its start, as it now reads (issue 16)
         shown = node.steps[: index + (0 if child_at is HERE else 1)]
@@ -1001,8 +1003,19 @@ def _signature(node: Any, at: Cursor, out: list[str]) -> None:
     found = _safe_child(node, at)
     if found is not None:
         _signature(found[0], found[1], out)
-    elif not (isinstance(node, WaitForEvent) and at[0] == AT_WAIT) and isinstance(node, COMPOSITES):
+    elif not (isinstance(node, WaitForEvent) and isinstance(at, tuple) and at[0] == AT_WAIT) \
+            and isinstance(node, COMPOSITES):
         out.append(f"{node.path}: <cursor does not resolve>")
+
+
+def _level(at: Cursor) -> tuple[Any, ...]:
+    """A composite's own cursor level (a tuple); anything else is not a position in it (TypeError,
+    as unpacking would raise)."""
+    if isinstance(at, list):  # (never written so; read as a tuple all the same)
+        return tuple(at)
+    if not isinstance(at, tuple):
+        raise TypeError(f"not a cursor level: {at!r}")
+    return at
 
 
 def _safe_child(node: Any, at: Cursor) -> tuple[Any, Cursor, str, tuple[int, ...]] | None:
@@ -1096,7 +1109,7 @@ def rewind(node: Any, at: Cursor, target: str) -> tuple[Cursor, list[Any]] | Non
     if at is HERE or not isinstance(at, tuple):
         return None
     if isinstance(node, Sequence):
-        index, child_at = at
+        index, child_at = _level(at)
         if not isinstance(index, int):
             return None
         for j in range(min(index, len(node.steps) - 1) + 1):
@@ -1131,7 +1144,7 @@ def on_the_way(node: Any, at: Cursor) -> list[str]:
     if at is HERE or not isinstance(at, tuple):
         return out
     if isinstance(node, Sequence):
-        index, child_at = at
+        index, child_at = _level(at)
         if isinstance(index, int):
             out += [step.path for step in node.steps[:index + 1]]
             if index < len(node.steps):
@@ -1170,13 +1183,15 @@ def events_ahead(node: Any, at: Cursor) -> set[str]:
             return _all_events(node)
         return {e for b, c, _, _ in node.children(at) for e in events_ahead(b, c)}
     if isinstance(node, WaitForEvent):
+        if not isinstance(at, tuple):
+            return set()
         if at[0] == AT_WAIT:
             bodies = [body for _, body in node.branches] + [node.timeout_branch, node.on_timeout]
             return {e for body in bodies if body is not None for e in _all_events(body)}
         body = node._branch(at[0])
         return events_ahead(body, at[1]) if body is not None else set()
     if isinstance(node, Sequence):
-        index, child_at = at
+        index, child_at = _level(at)
         out: set[str] = set()
         if isinstance(index, int) and index < len(node.steps):
             out |= events_ahead(node.steps[index], child_at)
