@@ -369,12 +369,14 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             effects.close()
         try:
             if ending is not None:
-                status, err = ending
+                status, failure = ending
                 if status == "failed":
                     journal.flush()  # the last checkpoint is kept, for `roast retry`
                 store.finish(session_id, status, output=_plain(ctx.output), final_output=ctx.final_output(),
-                             error=str(err), finished=journal.take_done(), keep_state=status == "failed", now=now())
-                return _result(store.get(session_id), error=str(err))._replace(detail=getattr(err, "detail", None))
+                             error=str(failure), finished=journal.take_done(), keep_state=status == "failed",
+                             now=now())
+                return _result(store.get(session_id), error=str(failure))._replace(
+                    detail=getattr(failure, "detail", None))
             if isinstance(outcome, Completed):
                 store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
                              finished=journal.take_done(), cursor="end", now=now())
@@ -1002,7 +1004,7 @@ def _refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Res
                          + f", and no wait still ahead of it declares {incoming.name!r}; it was not delivered",
                          hint=(f"its process died: `roast resume --session-id {session.id}` without --event "
                                "continues it") if session.orphaned else None)
-    err.document = doc  # type: ignore[attr-defined]
+    err.document = doc  # type: ignore[union-attr]
     raise err
 
 

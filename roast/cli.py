@@ -408,7 +408,8 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
             _notices(args, [result])
         view = Listening()
         try:
-            final = api.listen(result.session_id, observer=view, on_update=view.update)
+            final = api.listen(result.session_id, observer=view,  # type: ignore[arg-type]  # duck-typed
+                               on_update=view.update)
         finally:
             view.stop()
         finals.append(final)

@@ -40,7 +40,9 @@ class Source(Protocol):
     """Where a definition comes from: `workflow.Workflow`, or `DictSource` for `roast.run(dict)`."""
 
     name: str
-    data: Mapping[str, Any]
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...  # read-only here, so a dict subclass fits
 
     def where(self, node: Any) -> str: ...
     def config_for(self, name: str) -> Mapping[str, Any] | None: ...
@@ -561,7 +563,7 @@ class _Compiler:
             self.problem(item, f"{path}: a named step has exactly one key, found {len(keys)} ({keys!r})",
                          hint="write each step as its own list item")
             return Sequence(path, ())
-        name, value = first, item[first]
+        name, value = first, item[keys[0]]
         if not isinstance(name, str) or not NAME.fullmatch(name):
             self.problem(item, f"{path}: {name!r} is not a valid step name")
             return Sequence(path, ())

@@ -228,6 +228,8 @@ class Effects:
         """One turn with an OpenAI-compatible provider: the transcript and the new user message, then
         the function-calling loop over the workflow's `tools:` (each call run inside the session's
         working directory), at most `max_tool_rounds` rounds."""
+        from pathlib import Path  # (tools has loaded it)
+
         from roast import providers, tools
 
         settings = self._provider_settings(config)
@@ -259,7 +261,7 @@ class Effects:
                 failure.retryable = False  # type: ignore[attr-defined]
                 raise failure
             for call in done.tool_calls:
-                result = tools.run_call(specs, call.name, call.arguments, root=root)
+                result = tools.run_call(specs, call.name, call.arguments, root=Path(root))
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
 
     def _provider_settings(self, config: dict[str, Any]) -> Any:
@@ -332,7 +334,7 @@ class Effects:
         camel = "".join(part.capitalize() for part in name.split("_"))
         classes = [c for c in vars(module).values()
                    if inspect.isclass(c) and c.__module__ == module.__name__ and callable(getattr(c, "call", None))]
-        cls = getattr(module, camel, None) if inspect.isclass(getattr(module, camel, None)) else None
+        cls: Any = getattr(module, camel, None) if inspect.isclass(getattr(module, camel, None)) else None
         cls = cls or (classes[0] if len(classes) == 1 else None)
         if cls is None:
             raise StepFailed(f"{file} defines neither `run(ctx)` nor a class with `call(self)`",

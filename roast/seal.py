@@ -262,7 +262,9 @@ def _cloudpickle_version(load: bool = False) -> str | None:
     """cloudpickle's version if this process uses it (None in a header: the state never needed it)."""
     module = sys.modules.get("cloudpickle")
     if module is None and load:
-        import cloudpickle as module
+        import cloudpickle
+
+        module = cloudpickle
     return getattr(module, "__version__", None)
 
 

@@ -191,7 +191,8 @@ def _commands(where: str, value: object) -> tuple[list[tuple[str, str]], list[st
     for i, entry in enumerate(value):
         description = None
         if isinstance(entry, Mapping):  # Roast's {name:, description:} form
-            entry, description = entry.get("name"), entry.get("description")
+            description = entry.get("description")
+            entry = entry.get("name")
             if entry is None:
                 problems.append(f"{where}[{i}] needs a 'name' (and may have a 'description')")
                 continue
