@@ -470,14 +470,14 @@ class Prompt(Record):
         response, _ = yield from _retrying(options, path, at, attempt)
         if isinstance(response, _Fatal):
             raise response.error
+        # a provider's turns are kept exactly as they came; only the output is stripped
+        turns = response.turns if isinstance(response, Answer) else None
         if isinstance(response, Answer):
-            turns, response = response.turns, response.text
-        else:  # a plain text answer (the offline model)
-            if isinstance(response, str):
-                response = response.strip()
-            turns = ({"role": "user", "content": prompt}, {"role": "assistant", "content": to_text(response)})
+            response = response.text
         if isinstance(response, str):
-            response = response.strip()  # the transcript keeps a provider's answer exactly as it came
+            response = response.strip()
+        if turns is None:  # a plain text answer (the offline model)
+            turns = ({"role": "user", "content": prompt}, {"role": "assistant", "content": to_text(response)})
         ctx.add_turns(*turns)
         value: Any = response
         if self.options.json and isinstance(response, str):
@@ -586,14 +586,12 @@ class Sleep(Record):
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = _runtime_path(self.path, self.depth, ctx)
         if at is HERE:
+            raw = self.until if self.until is not None else self.duration
             try:
+                value = render_value(raw, ctx.namespace()) if isinstance(raw, str) and has_template(raw) else raw
                 if self.until is not None:
-                    value = (render_value(self.until, ctx.namespace()) if isinstance(self.until, str) and has_template(self.until)
-                             else self.until)
                     alarm = yield Timer(path, deadline=expressions.parse_instant(value, "`sleep: until`"))
                 else:
-                    value = (render_value(self.duration, ctx.namespace())
-                             if isinstance(self.duration, str) and has_template(self.duration) else self.duration)
                     alarm = yield Timer(path, seconds=expressions.parse_duration(value, "`sleep:`", zero=True))
             except RoastError as err:
                 if isinstance(err, StepFailed):
@@ -1130,28 +1128,8 @@ def rewind(node: Any, at: Cursor, target: str) -> tuple[Cursor, list[Any]] | Non
 
 
 def on_the_way(node: Any, at: Cursor) -> list[str]:
-    """The static paths `rewind` accepts for `at`: every step that ran, or runs, on the way to it."""
-    out: list[str] = []
-    if isinstance(node, Parallel):
-        if isinstance(at, tuple) and len(at) == len(node.branches):
-            for branch, child_at in zip(node.branches, at):
-                out.append(branch.path)
-                if child_at == DONE and isinstance(branch, Sequence):
-                    child_at = (len(branch.steps), HERE)
-                if child_at != DONE:
-                    out += on_the_way(branch, child_at)
-        return out
-    if at is HERE or not isinstance(at, tuple):
-        return out
-    if isinstance(node, Sequence):
-        index, child_at = _level(at)
-        if isinstance(index, int):
-            out += [step.path for step in node.steps[:index + 1]]
-            if index < len(node.steps):
-                out += on_the_way(node.steps[index], child_at)
-        return out
-    child = _safe_child(node, at)
-    return on_the_way(child[0], child[1]) if child is not None else out
+    """The static paths `rewind` accepts for `at` (for the hint of a refused `--from`), in step order."""
+    return [each.path for each in subtree(node) if each is not node and rewind(node, at, each.path) is not None]
 
 
 def event_schemas(node: Any) -> dict[str, list[str]]:
