@@ -4,15 +4,13 @@ The receiver is a real HTTP server on loopback; roast runs as a real process."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
+from _receiver import Receiver, receiving
 from conftest import run_cli
 
 import roast
@@ -22,33 +20,10 @@ SECRET = "whsec_" + base64.b64encode(b"n" * 32).decode()
 TOKEN = "tok-3c1f9e77a2"  # a credential in the receiver's URL: never shown, never stored
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    requests: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-    answers: ClassVar[list[int]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        type(self).requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        code = type(self).answers.pop(0) if type(self).answers else 200
-        self.send_response(code)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    _Receiver.requests, _Receiver.answers = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/roast?token={TOKEN}", _Receiver
-    finally:
-        server.shutdown()
-        server.server_close()
+def receiver() -> Iterator[tuple[str, type[Receiver]]]:
+    with receiving(f"/hooks/roast?token={TOKEN}") as found:
+        yield found
 
 
 def _workflow(tmp_path: Path, url: str, extra: str = "") -> Path:
@@ -79,8 +54,8 @@ def test_a_saved_wait_is_posted_signed_with_its_details(tmp_path: Path, receiver
     assert ran.returncode == 0, ran.stderr
     sid = json.loads(ran.stdout)[0]["session_id"]
     assert roast.session(sid).status == "waiting"
-    assert len(got.requests) == 1
-    headers, body = got.requests[0]
+    assert len(got.seen) == 1
+    headers, body = got.seen[0]
     assert webhooks.verify([SECRET], headers, body, now=float(headers["webhook-timestamp"])) == headers["webhook-id"]
     sent = json.loads(body)
     assert sent["type"] == "roast.wait.started" and sent["session_id"] == sid
@@ -105,8 +80,8 @@ def test_a_5xx_is_retried_with_the_same_webhook_id_and_every_attempt_is_recorded
     ran = run_cli("execute", str(_workflow(tmp_path, url)), "--json", env=_env())
     assert ran.returncode == 0, ran.stderr
     sid = json.loads(ran.stdout)[0]["session_id"]
-    assert len(got.requests) == 2
-    assert got.requests[0][0]["webhook-id"] == got.requests[1][0]["webhook-id"]  # one message, retried
+    assert len(got.seen) == 2
+    assert got.seen[0][0]["webhook-id"] == got.seen[1][0]["webhook-id"]  # one message, retried
     row = [h for h in api.history(sid) if h.path == "steps[0].notify[0]"][0]
     assert row.status == "ok" and "503 (" in row.output and "200 (" in row.output, row.output
 
@@ -117,7 +92,7 @@ def test_a_refusing_receiver_is_a_warning_and_the_wait_is_kept(tmp_path: Path, r
     ran = run_cli("execute", str(_workflow(tmp_path, url, '          - "$(echo after)"')), "--json", env=_env())
     assert ran.returncode == 0, ran.stderr
     sid = json.loads(ran.stdout)[0]["session_id"]
-    assert len(got.requests) == 1
+    assert len(got.seen) == 1
     assert "warning" in ran.stderr and "failed after 1 attempt(s): 400" in ran.stderr and "still waiting" in ran.stderr
     assert TOKEN not in ran.stderr
     assert roast.session(sid).status == "waiting"
@@ -130,7 +105,7 @@ def test_without_a_secret_the_post_is_unsigned_but_carries_an_id(tmp_path: Path,
     env = {k: v for k, v in os.environ.items() if k != "ROAST_NOTIFY_SECRET"}
     ran = run_cli("execute", str(_workflow(tmp_path, url)), env=env)
     assert ran.returncode == 0, ran.stderr
-    headers, _ = got.requests[0]
+    headers, _ = got.seen[0]
     assert headers["webhook-id"].startswith("msg_") and "webhook-signature" not in headers
 
 

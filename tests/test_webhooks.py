@@ -4,13 +4,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 from collections.abc import Iterator
-from typing import ClassVar
 
 import pytest
+from _receiver import Receiver, receiving
 
 from roast import webhooks
 from roast.errors import UsageError
@@ -102,33 +100,10 @@ def test_github_signatures_match_a_hand_made_hmac_and_give_the_delivery_id():
 # --------------------------------------------------------------------------- the sender
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    answers: ClassVar[list[int]] = []
-    seen: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        status = type(self).answers.pop(0) if type(self).answers else 200
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Receiver", (_Receiver,), {"answers": [], "seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+def receiver() -> Iterator[tuple[str, type[Receiver]]]:
+    with receiving() as found:
+        yield found
 
 
 def test_send_retries_5xx_with_backoff_and_signs_every_attempt(receiver):
