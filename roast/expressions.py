@@ -218,13 +218,16 @@ def truthy(value: object) -> bool:
 # --------------------------------------------------------------------------- durations
 
 MAX_DURATION = 365 * 86_400.0
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+# One or more parts, largest unit first, each unit at most once: 90s, 1.5h, 1h30m, 2d12h, 1w.
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?w)?(?:[0-9]+(?:\.[0-9]+)?d)?(?:[0-9]+(?:\.[0-9]+)?h)?"
+                       r"(?:[0-9]+(?:\.[0-9]+)?m)?(?:[0-9]+(?:\.[0-9]+)?s)?")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([wdhms])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 
 
 def parse_duration(value: object, what: str = "timeout", *, zero: bool = False) -> float:
-    """Seconds in a duration: `30s`, `15m`, `2h`, `1.5h`, `1d`, or a positive number of seconds
-    (`zero`: 0 too, for `sleep:` and a retry's `delay`).
+    """Seconds in a duration: `30s`, `15m`, `2h`, `1.5h`, `1d`, `1w`, parts combined largest first
+    (`1h30m`, `2d12h`), or a positive number of seconds (`zero`: 0 too, for `sleep:` and a retry's `delay`).
 
     >>> parse_duration("1.5h")
     5400.0
@@ -239,18 +242,17 @@ def parse_duration(value: object, what: str = "timeout", *, zero: bool = False) 
         elif 0 < value <= MAX_DURATION or (zero and value == 0):
             seconds = float(value)
     elif isinstance(value, str):
-        match = _DURATION.fullmatch(value)
-        if match:
-            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if value and _DURATION.fullmatch(value):
+            seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
             if not (0 < seconds <= MAX_DURATION or (zero and seconds == 0)):
                 seconds = None
         elif re.fullmatch(r"[0-9]+:[0-9]+(:[0-9]+)*", value):
-            hint = "write the duration with one unit, e.g. 90s or 90m"
-        elif re.fullmatch(r"([0-9.]+[smhd]){2,}", value):
-            hint = "use a single unit, e.g. 90m instead of 1h30m"
+            hint = "write the duration with units, e.g. 1h30m or 90s"
+        elif re.fullmatch(r"([0-9.]+[wdhms])+", value.replace(" ", "")):
+            hint = "write the parts largest first, each unit once and without spaces, e.g. 1h30m or 2d12h"
     if seconds is None:
-        raise UsageError(f"{what} {value!r} must be a {'' if zero else 'positive '}duration like 30s, 15m, 2h "
-                         f"or 1d (at most 365d)", hint=hint)
+        raise UsageError(f"{what} {value!r} must be a {'' if zero else 'positive '}duration like 30s, 15m, 2h, "
+                         f"1h30m, 1d or 1w (at most 365d)", hint=hint)
     return seconds
 
 

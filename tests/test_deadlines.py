@@ -648,7 +648,7 @@ def test_a_late_event_for_the_overdue_parallel_branch_is_refused_and_only_that_b
 # --------------------------------------------------------------------------- invalid durations
 
 
-BAD_DURATIONS = ["0", "-5", "nan", ".nan", ".inf", "1:30", "yes", "on", "366d", "1h30m", '"2 h"']
+BAD_DURATIONS = ["0", "-5", "nan", ".nan", ".inf", "1:30", "yes", "on", "366d", "30m1h", '"2 h"']
 
 # Each template puts the bad value on the first line of its mapping, at line @LINE@.
 PLACES = {
