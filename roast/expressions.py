@@ -24,7 +24,7 @@ from roast.errors import BadEventData, StepFailed, UsageError
 __all__ = [
     "MAX_DURATION", "MAX_EVENT_BYTES", "MAX_EVENT_DEPTH", "TEMPLATE", "DotDict",
     "evaluate", "has_template", "parse_duration", "parse_event_data", "render",
-    "render_value", "to_text", "truthy", "wrap",
+    "plain", "render_value", "to_text", "truthy", "wrap",
 ]
 
 # --------------------------------------------------------------------------- DotDict
@@ -96,6 +96,19 @@ def _key_list(mapping: Mapping[object, object], most: int = 20) -> str:
     if len(keys) > most:
         return ", ".join(keys[:most]) + f", … ({len(keys) - most} more)"
     return ", ".join(keys)
+
+
+def plain(value: object) -> object:
+    """`value` as plain JSON-shaped data: every dict (a `DotDict` too) a plain dict, tuples as lists.
+
+    The json encoder and pickle ask a dict subclass for `.items()` by attribute, where a `DotDict`
+    answers with the data's own `items` key (issue 24): anything saved or printed goes through here.
+    """
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in dict.items(value)}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
 
 
 def wrap(value: object) -> object:

@@ -57,6 +57,17 @@ def test_dotdict_reads_keys_as_attributes_and_wraps_nested_dicts_and_lists():
     assert d.n == 3 and d == {"pr": d["pr"], "n": 3}
 
 
+def test_plain_turns_dotdicts_whose_keys_shadow_dict_methods_into_json_data():
+    import json
+    from roast.expressions import plain
+
+    data = DotDict({"items": "x", "keys": ["k"], "get": {"values": (1, 2)}})
+    with pytest.raises(TypeError):
+        json.dumps(data)            # the encoder asks for .items() and gets the data's own key
+    assert json.loads(json.dumps(plain(data))) == {"items": "x", "keys": ["k"], "get": {"values": [1, 2]}}
+    assert type(plain(data)) is dict
+
+
 def test_dotdict_missing_attribute_names_the_key_and_the_known_keys():
     with pytest.raises(AttributeError, match=r"no key 'approvr' \(known: approver, at\)"):
         _ = DotDict(approver="ana", at=1).approvr
