@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
 _CONTROL.update({0x1b: "\\e", 0x0d: "\\r"})
+# Bidirectional controls reorder what follows them (`txt.\u202egpj.exe` shows as `txt.exe.jpg`): visible too (issue 21)
+_CONTROL.update({c: f"\\u{c:04x}" for c in (0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f), *range(0x2066, 0x206a))})
 
 
 def visible(text: object) -> str:

@@ -33,6 +33,8 @@ HOSTILE = {
     "\x1b[2J": "\\e[2J",                                                       # clear the screen
     "safe\rEVIL": "safe\\rEVIL",                                               # overwrite the line
     "\x9b2J": "\\x9b2J",                                                       # 8-bit CSI
+    "txt.\u202egpj.exe": "txt.\\u202egpj.exe",                               # right-to-left override
+    "\u2066a\u2069\u200f": "\\u2066a\\u2069\\u200f",                            # isolates, RLM
 }
 EACH = """
     name: hostile
