@@ -357,7 +357,8 @@ STYLE = (
     "textarea{min-height:4.5rem;resize:vertical}"
     ".help{margin:.25rem 0 0;color:#57606a;font-size:.9rem}"
     ".err{margin:.35rem 0 0;color:#b3261e;font-weight:600;font-size:.9rem}"
-    "[aria-invalid=true]{border:2px solid #b3261e}"
+    "input[aria-invalid=true],select[aria-invalid=true]{border:2px solid #b3261e}"
+    ".alert{background:#fdecee;border:1px solid #eda4ad;border-radius:8px;padding:.6rem .8rem;margin:0 0 1rem}"
     ".choice{display:flex;gap:.55rem;align-items:center;font-weight:400;margin:.3rem 0}"
     ".check{display:flex;gap:.6rem;align-items:flex-start}.check label{margin:0}"
     "input[type=radio],input[type=checkbox]{width:1.2rem;height:1.2rem;margin:.15rem 0 0;flex:none;"
@@ -476,7 +477,12 @@ def _forms(gate: Gate, csrf: str, action_url: str, errors: Mapping[str, str], va
     posted = _first(values, EVENT_FIELD)
     head = (f"<form method=post{_attrs(action=action_url)}>"
             f"<input type=hidden name={CSRF_FIELD}{_attrs(value=csrf)}>")
-    general = f"<p class=err role=alert>{_e(_cap(errors['']))}</p>" if errors.get("") else ""
+    general = ""
+    if errors:
+        count = len([k for k in errors if k])
+        said = (f"Please correct the {count} field{'s' if count != 1 else ''} marked below." if count else
+                _cap(errors.get("", "")))
+        general = f"<p class='err alert' role=alert>Nothing was sent. {_e(said)}</p>"
     by_event = [(ev, form_fields(ev.schema)) for ev in events]
     if not any(fields for _, fields in by_event):
         return (f"<section class=card aria-labelledby=decide><h2 id=decide>Your decision</h2>{head}{general}"
@@ -544,7 +550,8 @@ def _status(gate: Gate, now: float) -> tuple[str, str]:
         return "neutral", "Closed"
     if d.event == "timeout":
         return "neutral", "Timed out"
-    return _tone(gate), "Decided"
+    label = d.label or next((ev.label for ev in gate.events if ev.name == d.event and ev.label), d.event)
+    return _tone(gate), f"Decided: {label}"
 
 
 def render_gate(gate: Gate, *, now: float, csrf: str, action_url: str,
@@ -573,9 +580,9 @@ def render_gate(gate: Gate, *, now: float, csrf: str, action_url: str,
         parts.append(_forms(gate, csrf, action_url, errors or {}, values or {}))
     else:
         parts.append(_decided(gate, now))
-    foot = "Opening this page changes nothing: only a button does."
-    if gate.ref:
-        foot += f" · Reference {_e(_short_ref(str(gate.ref)))}"
+    foot = " · ".join(x for x in ("Opening this page changes nothing: only a button does."
+                                  if gate.status == "open" else "",
+                                  f"Reference {_e(_short_ref(str(gate.ref)))}" if gate.ref else "") if x)
     parts.append(f"<footer>{foot}</footer></main>")
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             "<meta name=viewport content=\"width=device-width, initial-scale=1\">"

@@ -8,6 +8,7 @@ import base64
 import calendar
 import hashlib
 import html.parser
+from html import escape as _e
 import os
 import re
 import tempfile
@@ -292,6 +293,9 @@ def test_a_refused_form_comes_back_with_the_values_kept_and_each_message_beside_
     assert "&lt;b&gt;ship&lt;/b&gt; it</textarea>" in text
     assert re.search(r'aria-describedby="f0-3-err" aria-invalid="true"', text)
     assert "<p class=err id=f0-3-err>Must be at most 100</p>" in text
+    assert "<p class='err alert' role=alert>Nothing was sent. Please correct the 1 field marked below.</p>" in text
+    whole = _render(gate, values={"_event": ["rejected"]}, errors={"": "{'why': 'x'} is too short"})
+    assert "Nothing was sent. {&#x27;why&#x27;: &#x27;x&#x27;} is too short" in whole
     assert "must be at least 3" not in text.lower()  # the other event's form is fresh
 
 
@@ -308,6 +312,7 @@ def test_everything_given_is_escaped():
 def test_the_page_shows_no_internals_only_a_short_reference():
     text = _render(_gate())
     assert SESSION_ID not in text and SESSION_ID[:8] in text
+    assert "Opening this page changes nothing: only a button does." in text
     for internal in ("steps/", "/tmp", "ROAST", "roast resume", "--data", "workflow.yml", "session"):
         assert internal not in text, internal
 
@@ -327,11 +332,11 @@ def test_the_csp_allows_exactly_the_inline_style_and_nothing_else():
 @pytest.mark.parametrize("decision, status, shown, absent", [
     (Decision("approved", actor="ana@example.com", verified=True, at=NOW - 360, reason="Looks good",
               outcome="completed"),
-     "Decided", ["Decision: Approve and deploy", "By ana@example.com (verified), today 14:02 UTC.",
+     "Decided: Approve and deploy", ["Decision: Approve and deploy", "By ana@example.com (verified), today 14:02 UTC.",
                  "Reason: “Looks good”", "The workflow then finished successfully."], ["Deadline"]),
     (Decision("rejected", actor="link", at=NOW - 86400 * 3, outcome="failed",
               outcome_reason="the step 'rollback' exited with status 2"),
-     "Decided", ["Decision: Reject", "By link, Thu 3 Dec 14:08 UTC.",
+     "Decided: Reject", ["Decision: Reject", "By link, Thu 3 Dec 14:08 UTC.",
                  "The workflow then failed: the step 'rollback' exited with status 2."], ["verified", "Reason"]),
     (Decision("timeout", at=NOW - 60, outcome="timed_out"), "Timed out",
      ["Nobody decided in time", "The deadline passed today 14:07 UTC.", "nobody decided in time."], ["By "]),
@@ -342,8 +347,9 @@ def test_after_a_decision_the_page_says_who_when_why_and_what_became_of_the_sess
     text = _render(_gate(status="decided", decision=decision))
     page = _Parsed(text)
     assert page.buttons == [] and page.forms == [] and page.controls == []
+    assert "Opening this page changes nothing" not in text and "Reference 7f3a9c1e" in text
     words = " ".join("".join(page.text).split())
-    assert f"id=status>{status}</span>" in text
+    assert f"id=status>{_e(status)}</span>" in text
     for part in shown:
         assert part in words, (part, words)
     for part in absent:
@@ -440,8 +446,11 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def _shoot(driver: Any, name: str, width: int) -> None:
     """A screenshot of the whole page at `width` CSS pixels."""
     driver.set_window_size(width, 900)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(width, max(height, 600))
+    for _ in range(3):  # the window's frame is not part of the viewport: measure, then correct
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight,"
+                                      " document.documentElement.scrollHeight]")
+        size = driver.get_window_size()
+        driver.set_window_size(size["width"] + width - inner[0], size["height"] + max(inner[2], 600) - inner[1])
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}-{width}.png"))
 
