@@ -472,7 +472,8 @@ def _button(event: GateEvent, *, named: bool) -> str:
 
 
 def _forms(gate: Gate, csrf: str, action_url: str, errors: Mapping[str, str], values: Form) -> str:
-    """One form with a button per event when no event takes data; else one card per event."""
+    """One form with a button per event when no event takes data; else one card per event (whose own
+    optional reason box is left out when the event's schema has a `reason` property of its own)."""
     events = sorted(gate.events, key=lambda ev: not ev.primary)
     posted = _first(values, EVENT_FIELD)
     head = (f"<form method=post{_attrs(action=action_url)}>"
@@ -497,7 +498,9 @@ def _forms(gate: Gate, csrf: str, action_url: str, errors: Mapping[str, str], va
                        for i, f in enumerate(fields))
         cards.append(f"<section class=card aria-labelledby=h{n}><h2 id=h{n}>{_e(ev.label or ev.name)}</h2>"
                      f"{head}<input type=hidden name={EVENT_FIELD}{_attrs(value=ev.name)}>"
-                     + (general if mine else "") + body + _reason(f"f{n}-reason", _first(got, REASON_FIELD))
+                     + (general if mine else "") + body
+                     + ("" if any(f.name == "reason" for f in fields) else
+                        _reason(f"f{n}-reason", _first(got, REASON_FIELD)))
                      + f"<div class=actions>{_button(ev, named=False)}</div></form></section>")
     return "".join(cards)
 
@@ -508,6 +511,11 @@ _OUTCOMES = {"completed": "The workflow then finished successfully.",
              "waiting": "The workflow is now waiting for another decision.",
              "cancelled": "The workflow was then cancelled",
              "timed_out": "The workflow stopped: nobody decided in time."}
+
+
+def _label(gate: Gate, decision: Decision) -> str:
+    return str(decision.label or next((ev.label for ev in gate.events if ev.name == decision.event and ev.label),
+                                      decision.event))
 
 
 def _tone(gate: Gate) -> str:
@@ -527,7 +535,7 @@ def _decided(gate: Gate, now: float) -> str:
         lines = ["<h2>Nobody decided in time</h2>",
                  f"<p>The deadline passed{' ' + _e(when_words(d.at, now)) if d.at else ''}.</p>"]
     else:
-        label = d.label or next((ev.label for ev in gate.events if ev.name == d.event and ev.label), d.event)
+        label = _label(gate, d)
         who = _e(d.actor or "someone") + (" <span class=opt>(verified)</span>" if d.verified else "")
         lines = [f"<h2>Decision: {_e(label)}</h2>",
                  f"<p>By {who}" + (f", {_e(when_words(d.at, now))}" if d.at else "") + ".</p>"]
@@ -550,8 +558,7 @@ def _status(gate: Gate, now: float) -> tuple[str, str]:
         return "neutral", "Closed"
     if d.event == "timeout":
         return "neutral", "Timed out"
-    label = d.label or next((ev.label for ev in gate.events if ev.name == d.event and ev.label), d.event)
-    return _tone(gate), f"Decided: {label}"
+    return _tone(gate), f"Decided: {_label(gate, d)}"
 
 
 def render_gate(gate: Gate, *, now: float, csrf: str, action_url: str,

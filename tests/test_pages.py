@@ -267,6 +267,13 @@ def test_an_event_with_a_schema_gets_its_own_form_with_typed_fields():
     assert "Where to deploy first." in page.text and "required" in page.text
 
 
+def test_a_schema_with_its_own_reason_property_gets_no_second_reason_box():
+    gate = _gate(events=(GateEvent("rejected", "Reject", {"properties": {"reason": {"type": "string"}}}),
+                         GateEvent("approved", "Approve", DEPLOY, True)))
+    names = [c["name"] for c in _Parsed(_render(gate)).controls]
+    assert names.count("reason") == 1 and names.count("_reason") == 1  # the approve form keeps its box
+
+
 def test_every_control_has_a_label_and_every_id_is_unique():
     gate = _gate(events=(GateEvent("approved", "Approve", DEPLOY, True), GateEvent("rejected", "Reject", REJECT),
                          GateEvent("later", "Ask again later")))
