@@ -336,6 +336,31 @@ def test_the_csp_allows_exactly_the_inline_style_and_nothing_else():
     assert 'name=viewport content="width=device-width, initial-scale=1"' in text
 
 
+def _luminance(colour: str) -> float:
+    if len(colour) == 4:  # #fff
+        colour = "#" + "".join(c * 2 for c in colour[1:])
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _rule(selector: str) -> dict[str, str]:
+    [body] = re.findall(r"(?:^|})" + re.escape(selector) + r"{([^}]*)}", pages.STYLE)
+    return dict(part.split(":", 1) for part in body.split(";"))
+
+
+@pytest.mark.parametrize("selector, background", [
+    ("body", None), (".open", None), (".good", None), (".bad", None), (".neutral", None),
+    (".primary", None), (".secondary", None), (".kicker", "#f3f4f6"), (".help", "#ffffff"), (".opt", "#ffffff"),
+    (".err", "#ffffff"), (".err", "#fdecee"), (".req", "#ffffff"), ("footer", "#f3f4f6"),
+])
+def test_text_has_a_contrast_of_at_least_4_5_to_1(selector, background):
+    rule = _rule(selector)
+    background = background or rule.get("background") or _rule("body")["background"]
+    light, dark = sorted((_luminance(rule["color"]), _luminance(background)), reverse=True)
+    assert (light + 0.05) / (dark + 0.05) >= 4.5, (selector, rule["color"], background)
+
+
 @pytest.mark.parametrize("decision, status, shown, absent", [
     (Decision("approved", actor="ana@example.com", verified=True, at=NOW - 360, reason="Looks good",
               outcome="completed"),
