@@ -536,7 +536,7 @@ def _decided(gate: Gate, now: float) -> str:
                  f"<p>The deadline passed{' ' + _e(when_words(d.at, now)) if d.at else ''}.</p>"]
     else:
         label = _label(gate, d)
-        who = _e(d.actor or "someone") + (" <span class=opt>(verified)</span>" if d.verified else "")
+        who = _e({None: "someone", "": "someone", "link": "someone with the link"}.get(d.actor, d.actor)) + (" <span class=opt>(verified)</span>" if d.verified else "")
         lines = [f"<h2>Decision: {_e(label)}</h2>",
                  f"<p>By {who}" + (f", {_e(when_words(d.at, now))}" if d.at else "") + ".</p>"]
         if d.reason:

@@ -11,6 +11,7 @@ import html.parser
 from html import escape as _e
 import os
 import re
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -167,6 +168,15 @@ def test_values_are_typed_by_the_schema(schema_, form, data):
 ])
 def test_a_refused_form_says_in_plain_words_what_is_wrong_with_each_field(schema_, form, errors):
     assert pages.parse_form(schema_, form) == (None, errors)
+
+
+def test_without_jsonschema_a_form_is_refused_as_every_channel_refuses_it(monkeypatch):
+    from roast.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # an import of it now fails
+    with pytest.raises(UsageError, match="jsonschema package is not installed"):
+        pages.parse_form(REJECT, {"why": ["because"]})
+    assert pages.parse_form(None, {"why": ["because"]}) == ({}, {})  # no schema: nothing to check
 
 
 # --------------------------------------------------------------------------- deadline_words
@@ -368,7 +378,7 @@ def test_text_has_a_contrast_of_at_least_4_5_to_1(selector, background):
                  "Reason: “Looks good”", "The workflow then finished successfully."], ["Deadline"]),
     (Decision("rejected", actor="link", at=NOW - 86400 * 3, outcome="failed",
               outcome_reason="the step 'rollback' exited with status 2"),
-     "Decided: Reject", ["Decision: Reject", "By link, Thu 3 Dec 14:08 UTC.",
+     "Decided: Reject", ["Decision: Reject", "By someone with the link, Thu 3 Dec 14:08 UTC.",
                  "The workflow then failed: the step 'rollback' exited with status 2."], ["verified", "Reason"]),
     (Decision("timeout", at=NOW - 60, outcome="timed_out"), "Timed out",
      ["Nobody decided in time", "The deadline passed today 14:07 UTC.", "nobody decided in time."], ["By "]),
