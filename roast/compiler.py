@@ -13,27 +13,8 @@ from typing import Any, Protocol
 from roast import expressions, shell
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import has_template, to_text
-from roast.steps import (
-    EVENT_NAME,
-    RESERVED_WAIT_KEYS,
-    Case,
-    Command,
-    Each,
-    If,
-    Input,
-    Parallel,
-    Prompt,
-    Python,
-    Repeat,
-    RetryPolicy,
-    Script,
-    Sequence,
-    Sleep,
-    StepOptions,
-    WaitForEvent,
-    Webhook,
-    command_text,
-)
+from roast.leaves import Command, Input, Prompt, Python, RetryPolicy, Script, Sleep, StepOptions, Webhook
+from roast.steps import EVENT_NAME, RESERVED_WAIT_KEYS, Case, Each, If, Parallel, Repeat, Sequence, WaitForEvent, command_text
 
 
 class Source(Protocol):
