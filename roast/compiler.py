@@ -526,20 +526,8 @@ class _Compiler:
     def mapping_step(self, item: Mapping[str, Any], path: str, depth: int) -> Any:
         keys = list(item)
         first = keys[0] if keys else None
-        if first in ("if", "unless"):
-            return self.if_step(item, None, path, depth)
-        if first == "case":
-            return self.case_step(item, None, path, depth)
-        if first == "each":
-            return self.each_step(item, None, path, depth)
-        if first == "repeat":
-            return self.repeat_step(item["repeat"], None, path, depth, item)
-        if first == "input":
-            return self.input_step(item["input"], None, path, depth, item)
-        if first == "wait_for_event":
-            return self.wait_step(item["wait_for_event"], None, path, depth, item)
-        if first == "sleep":
-            return self.sleep_step(item, None, path, depth)
+        if first in KEYWORDS:  # an unnamed composite step: its keyword comes first
+            return KEYWORDS[first](self, item, None, path, depth)
         if len(keys) != 1:
             self.problem(item, f"{path}: a named step has exactly one key, found {len(keys)} ({keys!r})",
                          hint="write each step as its own list item")
@@ -552,24 +540,10 @@ class _Compiler:
             return Python(path, name, value, self.options(name, item), depth)
         if isinstance(value, str):
             return self.string_step(value, name, path, depth, item)
-        if isinstance(value, Mapping) and value:
-            kind = next(iter(value))
-            if kind in ("if", "unless"):
-                return self.if_step(value, name, path, depth)
-            if kind == "case":
-                return self.case_step(value, name, path, depth)
-            if kind == "each":
-                return self.each_step(value, name, path, depth)
-            if kind == "repeat":
-                return self.repeat_step(value["repeat"], name, path, depth, value)
-            if kind == "input":
-                return self.input_step(value["input"], name, path, depth, value)
-            if kind == "wait_for_event":
-                return self.wait_step(value["wait_for_event"], name, path, depth, value)
-            if kind == "sleep":
-                return self.sleep_step(value, name, path, depth)
+        if isinstance(value, Mapping) and value and next(iter(value)) in KEYWORDS:  # a named composite step
+            return KEYWORDS[next(iter(value))](self, value, name, path, depth)
         self.problem(item, f"{path}: step {name!r} has a value roast cannot run: {value!r}",
-                     hint="use $(command), a prompt, or one of if/case/each/repeat/input/wait_for_event/sleep")
+                     hint="use $(command), a prompt, or one of " + "/".join(k for k in KEYWORDS if k != "unless"))
         return Sequence(path, ())
 
     def if_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> If:
@@ -610,7 +584,8 @@ class _Compiler:
         self.templates(item.get("each"), item, path)
         return Each(path, name, to_text(item.get("each")), var, body, depth)
 
-    def repeat_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Repeat:
+    def repeat_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Repeat:
+        spec = item["repeat"]
         if not isinstance(spec, Mapping):
             self.problem(item, f"{path}: `repeat` needs a mapping with `steps:` and `until:`")
             return Repeat(path, name, Sequence(f"{path}.steps", ()), "false", 1, depth)
@@ -624,7 +599,8 @@ class _Compiler:
         self.templates(spec.get("until"), spec, path)
         return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
 
-    def input_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Input:
+    def input_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Input:
+        spec = item["input"]
         if not isinstance(spec, Mapping) or not isinstance(spec.get("prompt"), str):
             self.problem(item, f"{path}: `input` needs a `prompt:` text")
             spec = {"prompt": ""}
@@ -687,7 +663,8 @@ class _Compiler:
             self.problem(at, f"{path}: {err.message}", hint=hint)
         return Sleep(path, name, spec if isinstance(spec, (int, float, str)) else None, None, depth)
 
-    def wait_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> WaitForEvent:
+    def wait_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> WaitForEvent:
+        spec = item["wait_for_event"]
         if not isinstance(spec, Mapping) or not spec:
             self.problem(item, f"{path}: `wait_for_event` needs a mapping of event names to step lists",
                          hint="e.g.  wait_for_event:\n      approved: [deploy]\n      rejected: [rollback]")
@@ -747,6 +724,19 @@ class _Compiler:
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth, schemas,
                             notify)
 
+
+# The one table of the step keywords: keyword -> the method that compiles a step it starts (named
+# or not). A new node type is one node class and one row here.
+KEYWORDS = {
+    "if": _Compiler.if_step,
+    "unless": _Compiler.if_step,
+    "case": _Compiler.case_step,
+    "each": _Compiler.each_step,
+    "repeat": _Compiler.repeat_step,
+    "input": _Compiler.input_step,
+    "wait_for_event": _Compiler.wait_step,
+    "sleep": _Compiler.sleep_step,
+}
 
 # SPEC §2's top-level keys, plus Roast 0.4 keys that roast reads past without running.
 TOP_LEVEL = {"name", "description", "model", "api_provider", "api_token", "base_url", "uri_base", "target",
