@@ -49,6 +49,12 @@ class RetryPolicy(Record):
 
     __slots__ = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
     _defaults = {"delay": 1.0, "backoff": 2.0, "max_delay": None, "jitter": True, "on": ()}
+    attempts: int
+    delay: float
+    backoff: float
+    max_delay: float | None
+    jitter: bool
+    on: tuple[Any, ...]
 
     def pause(self, failures: int) -> float:
         """Seconds to wait after the `failures`-th failed attempt (1 = the first)."""
@@ -112,6 +118,7 @@ class _Fatal(Record):
     """A failure no `retry:` policy retries (a rejected token, an unknown model), carried past it."""
 
     __slots__ = ("error",)
+    error: StepFailed
 
 
 def _exit_kinds(done: Done) -> tuple[Any, ...] | None:
@@ -130,6 +137,17 @@ class StepOptions(Record):
     _defaults = {"exit_on_error": True, "print_response": None, "json": False, "coerce_to": None,
                  "timeout": None, "model": None, "params": {}, "retry": None, "provider": None,
                  "base_url": None, "max_tool_rounds": None}
+    exit_on_error: bool
+    print_response: bool | None
+    json: bool
+    coerce_to: str | None
+    timeout: float | None
+    model: str | None
+    params: dict[str, Any]
+    retry: RetryPolicy | None
+    provider: str | None
+    base_url: str | None
+    max_tool_rounds: int | None
 
 
 class Command(Leaf):
@@ -137,6 +155,11 @@ class Command(Leaf):
 
     __slots__ = ("path", "name", "template", "options", "depth")
     _defaults = {"depth": 0}
+    path: str
+    name: str | None
+    template: str
+    options: StepOptions
+    depth: int
 
     @property
     def ident(self) -> str:
@@ -161,6 +184,12 @@ class Prompt(Leaf):
 
     __slots__ = ("path", "name", "template", "options", "output_template", "depth")
     _defaults = {"output_template": None, "depth": 0}
+    path: str
+    name: str | None
+    template: str
+    options: StepOptions
+    output_template: str | None
+    depth: int
 
     @property
     def ident(self) -> str:
@@ -218,10 +247,15 @@ class Python(Leaf):
 
     __slots__ = ("path", "name", "target", "options", "depth")
     _defaults = {"depth": 0}
+    path: str
+    name: str | None
+    target: Any
+    options: StepOptions
+    depth: int
 
     @property
     def ident(self) -> str:
-        return self.name or getattr(self.target, "__name__", "python")
+        return self.name or str(getattr(self.target, "__name__", "python"))
 
     def run(self, ctx: Ctx, at: Cursor = HERE) -> Steps:
         path = runtime_path(self.path, self.depth, ctx)
@@ -245,6 +279,11 @@ class Script(Leaf):
 
     __slots__ = ("path", "name", "file", "options", "depth")
     _defaults = {"depth": 0}
+    path: str
+    name: str
+    file: str
+    options: StepOptions
+    depth: int
 
     @property
     def ident(self) -> str:
@@ -277,6 +316,13 @@ class Input(Leaf):
 
     __slots__ = ("path", "name", "prompt", "kind", "options_list", "default", "depth")
     _defaults = {"depth": 0}
+    path: str
+    name: str | None
+    prompt: str
+    kind: str
+    options_list: tuple[str, ...]
+    default: Any
+    depth: int
 
     @property
     def ident(self) -> str:
@@ -296,6 +342,11 @@ class Sleep(Leaf):
 
     __slots__ = ("path", "name", "duration", "until", "depth")
     _defaults = {"name": None, "duration": None, "until": None, "depth": 0}
+    path: str
+    name: str | None
+    duration: Any
+    until: str | None
+    depth: int
 
     @property
     def ident(self) -> str:
@@ -334,6 +385,9 @@ class Webhook(Leaf):
 
     __slots__ = ("path", "url", "depth")
     _defaults = {"depth": 0}
+    path: str
+    url: str
+    depth: int
 
     @property
     def ident(self) -> str:

@@ -206,6 +206,8 @@ class Sequence(Record):
     """A steps list: runs in order, checkpointing after each step."""
 
     __slots__ = ("path", "steps")
+    path: str
+    steps: tuple[Any, ...]
 
     @property
     def ident(self) -> str:
@@ -242,6 +244,12 @@ class If(Record):
 
     __slots__ = ("path", "name", "condition", "then", "otherwise", "negate")
     _defaults = {"negate": False}
+    path: str
+    name: str | None
+    condition: Any
+    then: Sequence | None
+    otherwise: Sequence | None
+    negate: bool
 
     @property
     def ident(self) -> str:
@@ -276,6 +284,12 @@ class Case(Record):
 
     __slots__ = ("path", "name", "expression", "whens", "otherwise", "exit_on_error")
     _defaults = {"exit_on_error": True}
+    path: str
+    name: str | None
+    expression: str
+    whens: tuple[tuple[str, Sequence], ...]
+    otherwise: Sequence | None
+    exit_on_error: bool
 
     @property
     def ident(self) -> str:
@@ -325,6 +339,13 @@ class Each(Record):
 
     __slots__ = ("path", "name", "expression", "var", "body", "depth", "exit_on_error")
     _defaults = {"exit_on_error": True}  # `depth`: enclosing loops, this one excluded
+    path: str
+    name: str | None
+    expression: str
+    var: str
+    body: Sequence
+    depth: int
+    exit_on_error: bool
 
     @property
     def ident(self) -> str:
@@ -393,6 +414,12 @@ class Repeat(Record):
     """`repeat:` runs its body, then checks `until` (do-until, SPEC §4), at most `max_iterations`."""
 
     __slots__ = ("path", "name", "body", "until", "max_iterations", "depth")
+    path: str
+    name: str | None
+    body: Sequence
+    until: Any
+    max_iterations: int
+    depth: int
 
     @property
     def ident(self) -> str:
@@ -429,6 +456,8 @@ class Parallel(Record):
     """A nested list: branches run concurrently until each ends or waits (SPEC §3, §6)."""
 
     __slots__ = ("path", "branches")
+    path: str
+    branches: tuple[Any, ...]
 
     @property
     def ident(self) -> str:
@@ -472,6 +501,15 @@ class WaitForEvent(Record):
     __slots__ = ("path", "name", "branches", "timeout_branch", "on_timeout", "timeout", "depth", "schemas",
                  "notify")
     _defaults = {"depth": 0, "schemas": (), "notify": None}
+    path: str
+    name: str | None
+    branches: tuple[tuple[str, Sequence], ...]
+    timeout_branch: Sequence | None
+    on_timeout: Sequence | None
+    timeout: float | None
+    depth: int
+    schemas: tuple[tuple[str, str], ...]
+    notify: Sequence | None
 
     @property
     def events(self) -> tuple[str, ...]:

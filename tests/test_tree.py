@@ -227,7 +227,8 @@ def test_the_step_tree_modules_do_no_io():
         assert not (imported | calls) & forbidden, f"roast/{module}.py touches {(imported | calls) & forbidden}"
 
 
-def test_requests_fields_are_annotated_for_mypy():
-    for value in vars(requests).values():
-        if isinstance(value, type) and issubclass(value, Record) and value is not Record:
-            assert set(value.__slots__) <= set(value.__annotations__), value.__name__
+def test_the_fields_of_requests_and_nodes_are_annotated_for_mypy():
+    for module in (requests, steps, leaves):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Record) and value.__module__ == module.__name__:
+                assert set(value.__slots__) <= set(value.__dict__.get("__annotations__", {})), value.__name__
