@@ -561,3 +561,26 @@ class WaitForEvent(Record):
         return (body, at[1], f"on {at[0]}", trail) if body is not None else None
 
 
+
+
+# Sessions saved before the leaves and the requests had modules of their own pickled their tree
+# (and requests) as `roast.steps.<name>`: those names still resolve here, lazily (PEP 562), so a
+# session that waited across an upgrade resumes.
+_MOVED = {
+    "roast.leaves": ("StepOptions", "RetryPolicy", "PROMPT_RETRY", "failure_kinds", "_Fatal", "Command", "Prompt",
+                     "Python", "Script", "Input", "Sleep", "Webhook"),
+    "roast.requests": ("Shell", "Done", "AskModel", "Answer", "CallPython", "PostWebhook", "Ask", "Event",
+                       "Delivery", "Receive", "WaitInfo", "Timer", "Alarm", "Suspend", "Checkpoint", "Fork", "Ended",
+                       "_same"),
+}
+
+if not TYPE_CHECKING:  # to mypy, `steps.Command` stays an error: the new home is the name to use
+
+    def __getattr__(name: str) -> Any:
+        for module, names in _MOVED.items():
+            if name in names:
+                import sys
+
+                __import__(module)
+                return getattr(sys.modules[module], name)
+        raise AttributeError(f"module 'roast.steps' has no attribute {name!r}")

@@ -232,3 +232,16 @@ def test_the_fields_of_requests_and_nodes_are_annotated_for_mypy():
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Record) and value.__module__ == module.__name__:
                 assert set(value.__slots__) <= set(value.__dict__.get("__annotations__", {})), value.__name__
+
+
+def test_a_tree_pickled_before_the_split_still_loads():
+    """A session that waited across the upgrade pickled its nodes as `roast.steps.<name>`."""
+    import pickle
+
+    assert pickle.loads(b"croast.steps\nCommand\n.") is leaves.Command
+    assert pickle.loads(b"croast.steps\nWaitInfo\n.") is requests.WaitInfo
+    for module, names in steps._MOVED.items():
+        for name in names:
+            assert getattr(steps, name) is getattr(leaves if module == "roast.leaves" else requests, name)
+    with pytest.raises(AttributeError):
+        steps.Nothing  # noqa: B018
