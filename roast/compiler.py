@@ -15,7 +15,8 @@ from roast.checks import NAME, Checks, Source, closest, key_at, misspelt_reserve
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import has_template, to_text
 from roast.leaves import Command, Input, Prompt, Python, Script, Sleep, StepOptions, Webhook
-from roast.steps import EVENT_NAME, RESERVED_WAIT_KEYS, Case, Each, If, Parallel, Repeat, Sequence, WaitForEvent, command_text
+from roast.steps import (EVENT_NAME, RESERVED_WAIT_KEYS, Case, Each, If, Parallel, Repeat, Sequence, WaitForEvent,
+                         command_text)
 
 class DictSource:
     """A workflow given as a Python dict: steps may be callables `fn(ctx)` or `{name: fn}`."""

@@ -14,7 +14,8 @@ from roast import expressions
 from roast.errors import RoastError, StepFailed
 from roast.expressions import has_template, render, render_value, to_text
 from roast.record import Record
-from roast.requests import Answer, Ask, AskModel, CallPython, Checkpoint, Done, PostWebhook, Shell, Suspend, Timer, WaitInfo
+from roast.requests import (Answer, Ask, AskModel, CallPython, Checkpoint, Done, PostWebhook, Shell, Suspend, Timer,
+                            WaitInfo)
 from roast.shell import render_shell
 from roast.steps import AT_RETRY, AT_SLEEP, HERE, coerce, command_output, cursor_level, runtime_path
 

@@ -25,8 +25,8 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
 from roast.record import Record
-from roast.requests import (TIMEOUT, Alarm, Answer, Ask, AskModel, CallPython, Checkpoint, Delivery, Done, Ended, Event, Fork,
-                            PostWebhook, Receive, Shell, Suspend, Timer, timeout_event)
+from roast.requests import (TIMEOUT, Alarm, Answer, Ask, AskModel, CallPython, Checkpoint, Delivery, Done, Ended, Event,
+                            Fork, PostWebhook, Receive, Shell, Suspend, Timer, timeout_event)
 from roast.steps import DONE
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
-from roast.steps import AT_RETRY, AT_SLEEP, AT_WAIT, DONE, HERE, Parallel, Sequence, WaitForEvent, cursor_level
+from roast.steps import (AT_RETRY, AT_SLEEP, AT_WAIT, DONE, HERE, Parallel, Sequence, WaitForEvent,
+                         cursor_level)
 
 if TYPE_CHECKING:
     from typing import Any

@@ -16,7 +16,8 @@ from roast.compiler import DictSource, compile_workflow
 from roast.context import Context, WorkflowInfo
 from roast.errors import StepFailed, TimedOut
 from roast.runner import Completed, NullJournal, Runner, Waiting
-from roast.requests import Ask, AskModel, CallPython, Checkpoint, Delivery, Done, Event, Receive, Shell, Suspend, WaitInfo
+from roast.requests import (Ask, AskModel, CallPython, Checkpoint, Delivery, Done, Event, Receive, Shell, Suspend,
+                            WaitInfo)
 from roast.steps import AT_WAIT, COLLECTED, DONE
 from roast.workflow import load
 
