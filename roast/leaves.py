@@ -48,14 +48,12 @@ class RetryPolicy(Record):
     shortened at random by up to half when `jitter`), and which failures count (`on`: exit
     statuses of a command, exception class names of a Python step, `timeout`; empty: all)."""
 
-    __slots__ = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
-    _defaults = {"delay": 1.0, "backoff": 2.0, "max_delay": None, "jitter": True, "on": ()}
     attempts: int
-    delay: float
-    backoff: float
-    max_delay: float | None
-    jitter: bool
-    on: tuple[Any, ...]
+    delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float | None = None
+    jitter: bool = True
+    on: tuple[Any, ...] = ()
 
     def pause(self, failures: int) -> float:
         """Seconds to wait after the `failures`-th failed attempt (1 = the first)."""
@@ -118,7 +116,6 @@ PROMPT_RETRY = RetryPolicy(3, 1.0, 2.0, on=("rate_limit", "server_error", "timeo
 class _Fatal(Record):
     """A failure no `retry:` policy retries (a rejected token, an unknown model), carried past it."""
 
-    __slots__ = ("error",)
     error: StepFailed
 
 
@@ -133,34 +130,27 @@ def _exit_kinds(done: Done) -> tuple[Any, ...] | None:
 class StepOptions(Record):
     """Per-step configuration (SPEC §2): from the top-level key named after the step."""
 
-    __slots__ = ("exit_on_error", "print_response", "json", "coerce_to", "timeout", "model", "params",
-                 "retry", "provider", "base_url", "max_tool_rounds")
-    _defaults = {"exit_on_error": True, "print_response": None, "json": False, "coerce_to": None,
-                 "timeout": None, "model": None, "params": {}, "retry": None, "provider": None,
-                 "base_url": None, "max_tool_rounds": None}
-    exit_on_error: bool
-    print_response: bool | None
-    json: bool
-    coerce_to: str | None
-    timeout: float | None
-    model: str | None
-    params: dict[str, Any]
-    retry: RetryPolicy | None
-    provider: str | None
-    base_url: str | None
-    max_tool_rounds: int | None
+    exit_on_error: bool = True
+    print_response: bool | None = None
+    json: bool = False
+    coerce_to: str | None = None
+    timeout: float | None = None
+    model: str | None = None
+    params: dict[str, Any] = {}
+    retry: RetryPolicy | None = None
+    provider: str | None = None
+    base_url: str | None = None
+    max_tool_rounds: int | None = None
 
 
 class Command(Leaf):
     """`$(command)` or `name: $(command)`: output is stdout, stripped."""
 
-    __slots__ = ("path", "name", "template", "options", "depth")
-    _defaults = {"depth": 0}
     path: str
     name: str | None
     template: str
     options: StepOptions
-    depth: int
+    depth: int = 0
 
     @property
     def ident(self) -> str:
@@ -183,14 +173,12 @@ class Command(Leaf):
 class Prompt(Leaf):
     """A prompt step (inline text or `name/prompt.md`): the model's response is the output."""
 
-    __slots__ = ("path", "name", "template", "options", "output_template", "depth")
-    _defaults = {"output_template": None, "depth": 0}
     path: str
     name: str | None
     template: str
     options: StepOptions
-    output_template: str | None
-    depth: int
+    output_template: str | None = None
+    depth: int = 0
 
     @property
     def ident(self) -> str:
@@ -246,13 +234,11 @@ class Prompt(Leaf):
 class Python(Leaf):
     """A Python step: `name.py` (`run(ctx)` or a class with `call`) or a callable from `roast.run`."""
 
-    __slots__ = ("path", "name", "target", "options", "depth")
-    _defaults = {"depth": 0}
     path: str
     name: str | None
     target: Any
     options: StepOptions
-    depth: int
+    depth: int = 0
 
     @property
     def ident(self) -> str:
@@ -278,13 +264,11 @@ class Python(Leaf):
 class Script(Leaf):
     """An executable `name.sh` step: run with ROAST_* variables; stdout (JSON if it parses) is the output."""
 
-    __slots__ = ("path", "name", "file", "options", "depth")
-    _defaults = {"depth": 0}
     path: str
     name: str
     file: str
     options: StepOptions
-    depth: int
+    depth: int = 0
 
     @property
     def ident(self) -> str:
@@ -315,15 +299,13 @@ class Script(Leaf):
 class Input(Leaf):
     """`input:`: ask the person at the terminal (or read the answer from a pipe)."""
 
-    __slots__ = ("path", "name", "prompt", "kind", "options_list", "default", "depth")
-    _defaults = {"depth": 0}
     path: str
     name: str | None
     prompt: str
     kind: str
     options_list: tuple[str, ...]
     default: Any
-    depth: int
+    depth: int = 0
 
     @property
     def ident(self) -> str:
@@ -341,13 +323,11 @@ class Sleep(Leaf):
     the session waits until the deadline, saved like a wait's timeout and continued by `roast
     tick`, `--wait` or `roast serve`. Named, its output is the deadline (ISO 8601, UTC)."""
 
-    __slots__ = ("path", "name", "duration", "until", "depth")
-    _defaults = {"name": None, "duration": None, "until": None, "depth": 0}
     path: str
-    name: str | None
-    duration: Any
-    until: str | None
-    depth: int
+    name: str | None = None
+    duration: Any = None
+    until: str | None = None
+    depth: int = 0
 
     @property
     def ident(self) -> str:
@@ -384,11 +364,9 @@ class Webhook(Leaf):
     (`wait.*`: session, events, deadline, resume commands, links) as JSON, signed with Standard
     Webhooks headers; the effect retries 5xx and timeouts for a bounded time."""
 
-    __slots__ = ("path", "url", "depth")
-    _defaults = {"depth": 0}
     path: str
     url: str
-    depth: int
+    depth: int = 0
 
     @property
     def ident(self) -> str:

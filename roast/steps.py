@@ -205,7 +205,6 @@ def command_output(done: Done, exit_on_error: bool, what: str, path: str, shown:
 class Sequence(Record):
     """A steps list: runs in order, checkpointing after each step."""
 
-    __slots__ = ("path", "steps")
     path: str
     steps: tuple[Any, ...]
 
@@ -242,14 +241,12 @@ class Sequence(Record):
 class If(Record):
     """`if:`/`unless:` with `then:`/`else:`; the branch taken is part of the cursor."""
 
-    __slots__ = ("path", "name", "condition", "then", "otherwise", "negate")
-    _defaults = {"negate": False}
     path: str
     name: str | None
     condition: Any
     then: Sequence | None
     otherwise: Sequence | None
-    negate: bool
+    negate: bool = False
 
     @property
     def ident(self) -> str:
@@ -282,14 +279,12 @@ class If(Record):
 class Case(Record):
     """`case:` / `when:` / `else:`: the matched key is part of the cursor."""
 
-    __slots__ = ("path", "name", "expression", "whens", "otherwise", "exit_on_error")
-    _defaults = {"exit_on_error": True}
     path: str
     name: str | None
     expression: str
     whens: tuple[tuple[str, Sequence], ...]
     otherwise: Sequence | None
-    exit_on_error: bool
+    exit_on_error: bool = True
 
     @property
     def ident(self) -> str:
@@ -337,15 +332,13 @@ class Case(Record):
 class Each(Record):
     """`each:` / `as:` / `steps:`: the collection is evaluated once and kept in the context."""
 
-    __slots__ = ("path", "name", "expression", "var", "body", "depth", "exit_on_error")
-    _defaults = {"exit_on_error": True}  # `depth`: enclosing loops, this one excluded
     path: str
     name: str | None
     expression: str
     var: str
     body: Sequence
     depth: int
-    exit_on_error: bool
+    exit_on_error: bool = True
 
     @property
     def ident(self) -> str:
@@ -413,7 +406,6 @@ class Each(Record):
 class Repeat(Record):
     """`repeat:` runs its body, then checks `until` (do-until, SPEC §4), at most `max_iterations`."""
 
-    __slots__ = ("path", "name", "body", "until", "max_iterations", "depth")
     path: str
     name: str | None
     body: Sequence
@@ -455,7 +447,6 @@ class Repeat(Record):
 class Parallel(Record):
     """A nested list: branches run concurrently until each ends or waits (SPEC §3, §6)."""
 
-    __slots__ = ("path", "branches")
     path: str
     branches: tuple[Any, ...]
 
@@ -498,18 +489,15 @@ class WaitForEvent(Record):
     """`wait_for_event:` maps event names to step lists; the session pauses here (SPEC §6).
     `schemas`: (event, JSON Schema as text) pairs; `notify`: steps run once the wait is saved."""
 
-    __slots__ = ("path", "name", "branches", "timeout_branch", "on_timeout", "timeout", "depth", "schemas",
-                 "notify")
-    _defaults = {"depth": 0, "schemas": (), "notify": None}
     path: str
     name: str | None
     branches: tuple[tuple[str, Sequence], ...]
     timeout_branch: Sequence | None
     on_timeout: Sequence | None
     timeout: float | None
-    depth: int
-    schemas: tuple[tuple[str, str], ...]
-    notify: Sequence | None
+    depth: int = 0
+    schemas: tuple[tuple[str, str], ...] = ()
+    notify: Sequence | None = None
 
     @property
     def events(self) -> tuple[str, ...]:
