@@ -35,6 +35,8 @@ class _Fields(type):
 
     def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _Fields:
         if "__slots__" not in ns:
+            if "__annotations__" not in ns and "__annotate__" in ns:  # Python 3.14 defers them (PEP 649)
+                raise TypeError(f"{name}: a module defining a Record needs `from __future__ import annotations`")
             fields = tuple(field for field in ns.get("__annotations__", {}) if not field.startswith("_"))
             # a field's value in the class body is its default (a slot cannot keep a class value)
             defaults = {field: ns.pop(field) for field in fields if field in ns}
