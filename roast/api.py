@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from roast.context import Context
     from roast.definition import Definition
     from roast.runner import Observer
-    from roast.steps import Event, WaitInfo
+    from roast.requests import Event, WaitInfo
     from roast.store import SessionStore
 
 # The step tree, the compiler and the definition are loaded when a session runs, not when one is
@@ -221,9 +221,9 @@ class _Journal:
         self.delivered_now = True
 
     def _write(self, start: StepStart | None) -> int:
-        from roast import steps
+        from roast import tree
 
-        cursor_text = steps.describe(self.defn.root, self.cursor, self.ctx.collections) if self.dirty else None
+        cursor_text = tree.describe(self.defn.root, self.cursor, self.ctx.collections) if self.dirty else None
         delta = {"cursor": self.cursor, "changes": self.changes} if self.dirty else None
         attempt = self.store.advance(self.session_id, changes=delta,
                                      cursor=cursor_text, finished=self.done, start=start,
@@ -340,7 +340,7 @@ def _drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context,
 
 def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
                   event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
-    from roast import steps
+    from roast import tree
     from roast.effects import Effects
     from roast.runner import Completed, Runner, Waiting
 
@@ -386,10 +386,10 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
             notify = [w for w in suspend.waits if w.notify is not None]
             held = store.suspend(session_id, _state(ctx, suspend.cursor),
-                                 cursor=steps.describe(defn.root, suspend.cursor, ctx.collections),
+                                 cursor=tree.describe(defn.root, suspend.cursor, ctx.collections),
                                  awaiting=_awaiting(suspend.waits), output=_plain(ctx.output),
                                  finished=journal.take_done(), undelivered=runner.pending is not None,
-                                 ahead=sorted(steps.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
+                                 ahead=sorted(tree.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
                                  now=now())
         except StoreUnavailable as err:
             raise _stopped(err, session_id, journal) from err
@@ -511,7 +511,8 @@ def notify_pending(*, home: str | os.PathLike[str] | None = None, store: Session
                    observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[str]:
     """Run the notify steps a crash left unrun (at least once per wait): `roast tick` and `roast
     serve` call this. Returns the ids of the sessions notified."""
-    from roast import steps
+    from roast import tree
+    from roast.requests import WaitInfo
 
     observer = observer or _quiet()
     store_ = _store(store, home)
@@ -523,12 +524,12 @@ def notify_pending(*, home: str | os.PathLike[str] | None = None, store: Session
         except RoastError:
             continue
         waits = []
-        for node in steps.wait_at(defn.root, state["cursor"]):
+        for node in tree.wait_at(defn.root, state["cursor"]):
             if node.notify is not None:
                 deadline = next((a.get("deadline") for a in session.awaiting if a.get("path", "").startswith(node.path)),
                                 None)
-                waits.append(steps.WaitInfo(node.path, node.name or "wait_for_event", node.events, deadline,
-                                            node.schemas, node.notify))
+                waits.append(WaitInfo(node.path, node.name or "wait_for_event", node.events, deadline,
+                                      node.schemas, node.notify))
         ctx: Context = state["context"]
         ctx.attach_env(dict(os.environ))
         if waits:
@@ -547,7 +548,7 @@ def _cwd_or_none(session: Session) -> str | None:
 
 
 def _event_of(record: EventRecord) -> Event:
-    from roast.steps import Event
+    from roast.requests import Event
 
     delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
                 "received_at": iso(record.received_at)}
@@ -618,7 +619,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
         'hi'
     """
     from roast import definition as definitions
-    from roast import steps
+    from roast import steps, tree
     from roast.context import Context, WorkflowInfo
 
     observer = observer or _quiet()
@@ -633,7 +634,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     with store_.hold(session_id, "roast execute"):  # locked before it exists, so it is never seen orphaned
         store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
                                  target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now(),
-                                 steps.event_schemas(defn.root)),
+                                 tree.event_schemas(defn.root)),
                       _state(ctx, steps.HERE), definition=saved, now=now())
         ctx.forget_changes()
         ctx.attach_env(dict(os.environ))
@@ -1242,7 +1243,7 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
         >>> roast.retry("0mww7qbb")   # doctest: +SKIP
     """
     from roast import definition as definitions
-    from roast import steps
+    from roast import tree as walkers
 
     observer = observer or _quiet()
     store_ = _store(store, home)
@@ -1266,16 +1267,16 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
         delta = None
         if from_step is not None:
             tree = old if old is not None else defn.root
-            found = steps.rewind(tree, cursor, from_step.split("#")[0].strip())
+            found = walkers.rewind(tree, cursor, from_step.split("#")[0].strip())
             if found is None:
-                ways = steps.on_the_way(tree, cursor)
+                ways = walkers.on_the_way(tree, cursor)
                 raise UsageError(f"{from_step!r} is not a step on the way to where session {fresh.id} failed "
                                  f"({fresh.cursor}); nothing changed",
                                  hint="give one of: " + ", ".join(ways[-12:]) if ways else
                                  "retry without --from, to run the failed step again")
             cursor, again = found
             for node in again:
-                for name in steps.output_names(node):
+                for name in walkers.output_names(node):
                     if name in ctx.output:
                         del ctx.output[name]
             delta = {"cursor": cursor, "changes": ctx.take_changes()}
@@ -1284,7 +1285,7 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
         if moved:
             warnings.insert(0, f"session {fresh.id}'s workflow moved from {fresh.workflow_path} to {moved}; its "
                                "content is the same, so it is retried from the new place")
-        where = steps.describe(defn.root, cursor, ctx.collections)
+        where = walkers.describe(defn.root, cursor, ctx.collections)
         store_.reopen(fresh.id, changes=delta, cursor=where if delta is not None else None, now=now())
         ctx.attach_env(dict(os.environ))
         observer.note(f"session {fresh.id} failed at {iso(fresh.finished_at)}; retrying from "

@@ -704,7 +704,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from roast import compiler, steps
+    from roast import compiler, tree
     from roast import workflow as workflow_mod
     from roast.display import error_fields, visible
     from roast.errors import WorkflowInvalid
@@ -724,7 +724,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     "problems": [p.to_dict() for p in problems], "warnings": warnings,
                     "error": error_fields(err)})
         return err.exit_code
-    waits = list(steps.all_waits(root))
+    waits = list(tree.all_waits(root))
     for warning in warnings:
         print(f"roast: warning: {visible(warning)}", file=sys.stderr)
     if args.json:

@@ -1,56 +1,22 @@
 """Compiling: a workflow definition (YAML through `workflow.Workflow`, or a dict) into the frozen
-node tree of `roast.steps`, reporting every mistake at once with file:line and a did-you-mean.
+node tree of `roast.steps`/`roast.leaves`, reporting every mistake at once with file:line and a
+did-you-mean. A step keyword is dispatched through the one `KEYWORDS` table; the value checks are `checks`.
 
 Performs no I/O of its own: step files are found through the `Source` it is given.
 """
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from roast import expressions, shell
+from roast.checks import NAME, Checks, Source, closest, key_at, misspelt_reserved
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import has_template, to_text
-from roast.steps import (
-    EVENT_NAME,
-    RESERVED_WAIT_KEYS,
-    Case,
-    Command,
-    Each,
-    If,
-    Input,
-    Parallel,
-    Prompt,
-    Python,
-    Repeat,
-    RetryPolicy,
-    Script,
-    Sequence,
-    Sleep,
-    StepOptions,
-    WaitForEvent,
-    Webhook,
-    command_text,
-)
-
-
-class Source(Protocol):
-    """Where a definition comes from: `workflow.Workflow`, or `DictSource` for `roast.run(dict)`."""
-
-    name: str
-
-    @property
-    def data(self) -> Mapping[str, Any]: ...  # read-only here, so a dict subclass fits
-
-    def where(self, node: Any) -> str: ...
-    def config_for(self, name: str) -> Mapping[str, Any] | None: ...
-    def find_step(self, name: str, search_path: str | None = None) -> Any: ...
-    def looked_for(self, name: str, search_path: str | None = None) -> list[str]: ...
-    def step_candidates(self, search_path: str | None = None) -> list[str]: ...
-    def read_json(self, relative: str) -> tuple[Any, str | None]: ...
-
+from roast.leaves import Command, Input, Prompt, Python, Script, Sleep, StepOptions, Webhook
+from roast.steps import (EVENT_NAME, RESERVED_WAIT_KEYS, Case, Each, If, Parallel, Repeat, Sequence, WaitForEvent,
+                         command_text)
 
 class DictSource:
     """A workflow given as a Python dict: steps may be callables `fn(ctx)` or `{name: fn}`."""
@@ -82,354 +48,8 @@ class DictSource:
     def fingerprint(self) -> str:
         return ""
 
-
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-# The keys a step's config (the top-level key named after the step) may hold (SPEC §2, issue 11).
-STEP_CONFIG_KEYS = ("model", "json", "print_response", "exit_on_error", "timeout", "coerce_to", "params",
-                    "path", "if", "unless", "retry", "api_provider", "base_url", "max_tool_rounds")
-# `retry:` (issue 16): of a step's config, or at the top level as every step's default.
-RETRY_KEYS = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
-MAX_ATTEMPTS = 100
-# A named wait's config, and the top-level `wait_for_event:` defaults (SPEC §6).
-WAIT_CONFIG_KEYS = ("timeout", "on_timeout")
-# The model providers `api_provider:` may name (roast.providers owns what they mean, issue 17).
-PROVIDERS = ("offline", "openai", "openrouter")
-
-
-class _Lines(dict):  # type: ignore[type-arg]
-    """A mapping with its keys renamed, keeping where each key was (for problems)."""
-
-    def __init__(self, data: Mapping[Any, Any], key_lines: Mapping[Any, Any], origin: Any) -> None:
-        super().__init__(data)
-        self.key_lines = dict(key_lines)
-        self.line = getattr(origin, "line", 0)
-        self.file = getattr(origin, "file", None)
-
-
-def _at(mapping: Any, key: Any) -> Any:
-    """Where to report a problem with `mapping[key]`: the key's own line when it is known."""
-    return getattr(mapping, "key_lines", {}).get(key) or mapping
-
-
-def _close(word: str, choices: Any) -> str | None:
-    import difflib  # only on error paths
-
-    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
-    return found[0] if found else None
-
-
-def _edits(a: str, b: str) -> int:
-    """Edit distance (insert, delete, substitute, swap two neighbours: optimal string alignment)."""
-    before: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cur[j] = min(cur[j], before[j - 2] + 1)
-        before, prev = prev, cur
-    return prev[-1]
-
-
-def _misspelt_reserved(key: str) -> str | None:
-    """The reserved wait key that `key` is a near miss of (`withn` → `within`), else None.
-
-    One edit away, two for the long `on_timeout`: close enough to be a typo, far enough that
-    event names such as `timed_out` or `on_time` stay events."""
-    lowered = key.lower()
-    for reserved in sorted(RESERVED_WAIT_KEYS):
-        allowed = 2 if len(reserved) >= 8 else 1
-        if abs(len(lowered) - len(reserved)) <= allowed and _edits(lowered, reserved) <= allowed:
-            return reserved
-    return None
-
-
-class _Compiler:
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.problems: list[RoastError] = []
-        self.warnings: list[str] = []  # for `roast validate` (SPEC §2; issue 10: bash arithmetic)
-        defaults = source.data.get("wait_for_event")
-        self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
-        self.model = source.data.get("model")
-        # every step name whose config was looked up, and whether by a step or a wait
-        self.used: dict[str, set[str]] = {}
-        # checked once here, used by every wait without a duration of its own
-        self.default_timeout = (self.duration(self.wait_defaults["timeout"],
-                                              _at(self.wait_defaults, "timeout"), "wait_for_event.timeout")
-                                if self.wait_defaults.get("timeout") is not None else None)
-        self.default_retry = (self.retry_policy(source.data["retry"], _at(source.data, "retry"), "retry")
-                              if source.data.get("retry") is not None else None)
-
-    def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
-        self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
-
-    def problem_in(self, file: str, line: int, msg: str, hint: str | None = None) -> None:
-        """A problem inside a step file (prompt.md, output.txt, a .py step)."""
-        self.problems.append(WorkflowInvalid(msg, where=f"{file}:{line}", hint=hint))
-
-    # -- checks of things that would otherwise fail only at run time (issue 11)
-    def templates(self, text: Any, node: Any, path: str, file: str | None = None) -> None:
-        """Compile every `{{ expr }}` of `text` as `expressions.evaluate` will (names exist only at
-        run time, so only the syntax is checked). With `file`, `text` is that file's content."""
-        if not isinstance(text, str):
-            return
-        node = text if getattr(text, "line", 0) else node
-        for match in expressions.TEMPLATE.finditer(text):
-            expr = match.group(1).strip()
-            try:
-                expressions._compile(expr)  # the very function evaluate() uses, multi-line fallback too
-            except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
-                detail = err.msg if isinstance(err, SyntaxError) else str(err) or type(err).__name__
-                msg = f"{path}: {{{{ {expr} }}}} is not a valid expression ({detail})"
-                hint = "`{{ }}` holds one Python expression, e.g. {{ output.build }}"
-                if file is None:
-                    self.problem(node, msg, hint)
-                else:
-                    self.problem_in(file, text.count("\n", 0, match.start()) + 1, msg, hint)
-
-    def python_syntax(self, found: Any, label: str, path: str) -> None:
-        """Compile (never import or run) a `.py` step's source, as read by the loader."""
-        import warnings
-
-        shown = found.shown or str(found.path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # SyntaxWarnings are the import's to show, not ours
-                compile(found.text, shown, "exec", dont_inherit=True)
-        except SyntaxError as err:
-            code = (err.text or "").strip()
-            self.problem_in(shown, err.lineno or 1, f"{path}: step {label!r} has a Python syntax error: "
-                            f"{err.msg}" + (f" in {code!r}" if code else ""),
-                            hint="fix the file; roast compiles step files, without running them, "
-                                 "before it starts a session")
-        except ValueError as err:  # a NUL byte (Python < 3.12)
-            self.problem_in(shown, 1, f"{path}: step {label!r} cannot be compiled: {err}",
-                            hint="save the file as plain text")
-
-    def model_settings(self, config: Mapping[str, Any], node: Any, label: str | None = None,
-                       origin: Any = None) -> None:
-        """`api_provider:`, `api_token:`, `model:`, `base_url:` (top level, or a step's config): what
-        roast.providers says about them, with no network and no command run (issue 17). The token's
-        value is never in a message."""
-        from roast import providers
-
-        warnings = self.warnings if label is None else None
-        for found in providers.check_settings(config, warnings):
-            key = next((k for k in ("api_provider", "base_url", "uri_base", "model", "api_token")
-                        if found.startswith(k) and k in config), None)
-            at = _at(config if origin is None else origin, key) if key else node
-            self.problem(at, f"`{label}`: {found}" if label else found,
-                         hint=f"api_provider is one of {', '.join(PROVIDERS)}")
-
-    def tools(self, spec: Any, node: Any) -> None:
-        """`tools:`: Roast's tool names and their configuration (roast.tools), each problem where it is."""
-        if spec is None:
-            return
-        from roast import tools
-
-        for found in tools.check_tools(spec):
-            at = node
-            index = re.match(r"tools\[(\d+)\]", found)
-            if index and isinstance(spec, (list, tuple)) and int(index.group(1)) < len(spec):
-                item = spec[int(index.group(1))]
-                at = item if getattr(item, "line", 0) else node
-            self.problem(at, found, hint=f"the tools are {', '.join(tools.TOOLS)}")
-
-    def config_keys(self) -> None:
-        """Every key of a used step or wait config, and of the `wait_for_event:` defaults, is known."""
-        for name, kinds in self.used.items():
-            config = self.source.config_for(name)
-            if not config:
-                continue
-            known = ((STEP_CONFIG_KEYS if "step" in kinds else ())
-                     + (WAIT_CONFIG_KEYS if "wait" in kinds else ()))
-            kind = "step" if "step" in kinds else "wait"
-            for key in config:
-                if key not in known:
-                    self.unknown_key(config, key, f"`{name}.{key}` is not a {kind} config key", known)
-            if "step" in kinds:
-                keys = {k: config[k] for k in ("api_provider", "base_url", "model") if k in config}
-                self.model_settings(keys, config, name, config)
-        for key in self.wait_defaults:
-            if key not in WAIT_CONFIG_KEYS:
-                self.unknown_key(self.wait_defaults, key, f"`wait_for_event.{key}` is not a key of the "
-                                 "top-level `wait_for_event:` defaults", WAIT_CONFIG_KEYS)
-
-    def unknown_key(self, config: Any, key: Any, msg: str, known: tuple[str, ...]) -> None:
-        close = _close(str(key), known)
-        if close:
-            hint = f"did you mean {close!r}?"
-        elif key == "within":
-            hint = "`within:` goes inside the wait itself; a config sets the duration with `timeout:`"
-        else:
-            hint = f"known keys: {', '.join(known)}; remove it or fix its spelling"
-        self.problem(_at(config, key), msg, hint)
-
-    def wait_schema(self, spec: Mapping[str, Any], path: str, events: list[str]) -> tuple[tuple[str, str], ...]:
-        """`schema: {event: {…JSON Schema…} or "file.json"}` (issue 14): each schema checked to be a
-        valid schema now, so a bad one is found by `roast validate`, never at delivery."""
-        declared = spec.get("schema")
-        if declared is None:
-            return ()
-        at = _at(spec, "schema")
-        if not isinstance(declared, Mapping):
-            self.problem(at, f"{path}: `schema:` maps event names to JSON Schemas, not {declared!r}",
-                         hint="e.g.  schema: {approved: {type: object, required: [approver]}}")
-            return ()
-        import json
-
-        from roast import schema as schema_mod  # imported only when a workflow declares a schema
-
-        out: list[tuple[str, str]] = []
-        for event, value in declared.items():
-            where = _at(declared, event)
-            if str(event) not in events:
-                close = _close(str(event), tuple(events))
-                self.problem(where, f"{path}: `schema:` names {str(event)!r}, which this wait does not declare",
-                             hint=f"did you mean {close!r}?" if close else f"it declares {', '.join(events)}")
-                continue
-            if isinstance(value, str):
-                loaded, error = self.source.read_json(value)
-                if error is not None:
-                    self.problem(where, f"{path}: the schema of {str(event)!r}: {error}",
-                                 hint="give a .json file beside the workflow, or the schema inline")
-                    continue
-                value = loaded
-            value = _plain_json(value)
-            try:
-                found = schema_mod.check(value)
-            except UsageError as err:
-                self.problem(where, f"{path}: {err.message}", hint=err.hint)
-                return ()
-            for problem in found:
-                self.problem(where, f"{path}: the schema of {str(event)!r}: {problem}")
-            if not found:
-                out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
-        return tuple(out)
-
-    # -- options
-    def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
-        if name:
-            self.used.setdefault(str(name), set()).add("step")
-        config = self.source.config_for(name) if name else None
-        if not config:
-            return StepOptions(model=self.model if isinstance(self.model, str) else None, retry=self.default_retry)
-        kw: dict[str, Any] = {"retry": self.default_retry}
-        if "retry" in config:  # a step's own `retry:` wins over the top-level default, whole
-            kw["retry"] = self.retry_policy(config["retry"], _at(config, "retry"), f"{name}.retry")
-        for key in ("exit_on_error", "json", "print_response"):
-            if key in config:
-                if not isinstance(config[key], bool):
-                    self.problem(_at(config, key),
-                                 f"`{name}.{key}` must be true or false, not {config[key]!r}")
-                else:
-                    kw[key] = config[key]
-        if "coerce_to" in config:
-            if config["coerce_to"] not in ("boolean", "llm_boolean", "iterable"):
-                self.problem(_at(config, "coerce_to"), f"`{name}.coerce_to` must be boolean, llm_boolean "
-                                                       f"or iterable, not {config['coerce_to']!r}")
-            else:
-                kw["coerce_to"] = config["coerce_to"]
-        if "timeout" in config and not wait:
-            kw["timeout"] = self.duration(config["timeout"], _at(config, "timeout"), f"{name}.timeout")
-        if "params" in config:
-            if not isinstance(config["params"], Mapping):
-                self.problem(_at(config, "params"), f"`{name}.params` must be a mapping")
-            else:
-                kw["params"] = dict(config["params"])
-        if "path" in config and not isinstance(config["path"], str):
-            self.problem(_at(config, "path"), f"`{name}.path` must be a path (text), not {config['path']!r}",
-                         hint="a directory to look in, or the step's file, relative to the workflow")
-        model = config.get("model", self.model)
-        kw["model"] = model if isinstance(model, str) else None
-        for key, field in (("api_provider", "provider"), ("base_url", "base_url")):
-            if isinstance(config.get(key), str):  # checked by model_settings
-                kw[field] = config[key]
-        if "max_tool_rounds" in config:
-            rounds = config["max_tool_rounds"]
-            if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 1000:
-                self.problem(_at(config, "max_tool_rounds"), f"`{name}.max_tool_rounds` must be a whole "
-                             f"number from 1 to 1000, not {rounds!r}",
-                             hint="the default is 10 rounds of tool calls")
-            else:
-                kw["max_tool_rounds"] = rounds
-        return StepOptions(**kw)
-
-    def retry_policy(self, value: Any, node: Any, what: str) -> RetryPolicy | None:
-        """`retry: 3`, `retry: false`, or `retry: {attempts, delay, backoff, max_delay, jitter, on}`."""
-        if value is False:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = {"attempts": value}
-        if not isinstance(value, Mapping):
-            self.problem(node, f"`{what}` must be a number of attempts or a mapping, not {value!r}",
-                         hint="e.g.  retry: {attempts: 3, delay: 10s, on: [75]}")
-            return None
-        if True in value and "on" not in value:  # YAML 1.1 reads a bare `on:` key as the boolean true
-            lines = getattr(value, "key_lines", {})
-            fixed = {("on" if key is True else key): item for key, item in value.items()}
-            value = _Lines(fixed, {("on" if k is True else k): v for k, v in lines.items()}, value)
-        for key in value:
-            if key not in RETRY_KEYS:
-                self.unknown_key(value, key, f"`{what}.{key}` is not a retry key", RETRY_KEYS)
-        kw: dict[str, Any] = {}
-        attempts = value.get("attempts", 1)
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
-            self.problem(_at(value, "attempts"), f"`{what}.attempts` must be a whole number from 1 to "
-                         f"{MAX_ATTEMPTS} (the attempts in all, the first included), not {attempts!r}")
-            attempts = 1
-        if "attempts" not in value:
-            self.warnings.append(f"{self.source.where(node)}: `{what}` gives no `attempts:`, so the step is tried "
-                                 "once and never retried (say how many attempts in all, e.g. attempts: 3)")
-        kw["attempts"] = attempts
-        for key in ("delay", "max_delay"):
-            if value.get(key) is not None:
-                try:
-                    kw[key] = expressions.parse_duration(value[key], f"`{what}.{key}`", zero=True)
-                except UsageError as err:
-                    self.problems.append(WorkflowInvalid(err.message, where=self.source.where(_at(value, key)),
-                                                         hint=err.hint))
-        if "backoff" in value:
-            backoff = value["backoff"]
-            if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 1 <= backoff <= 100:
-                self.problem(_at(value, "backoff"), f"`{what}.backoff` must be a number from 1 (a fixed delay) "
-                                                    f"to 100, not {backoff!r}", hint="the default, 2, doubles it")
-            else:
-                kw["backoff"] = float(backoff)
-        if "jitter" in value:
-            if not isinstance(value["jitter"], bool):
-                self.problem(_at(value, "jitter"), f"`{what}.jitter` must be true or false, not {value['jitter']!r}")
-            else:
-                kw["jitter"] = value["jitter"]
-        if value.get("on") is not None:
-            kw["on"] = self.retry_on(value["on"], _at(value, "on"), f"{what}.on")
-        return RetryPolicy(**kw)
-
-    def retry_on(self, value: Any, node: Any, what: str) -> tuple[Any, ...]:
-        """`on:`: exit statuses (1-255) and names (exception classes, `timeout`)."""
-        items = value if isinstance(value, list) else [value]
-        out: list[Any] = []
-        for item in items:
-            if isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= 255:
-                out.append(item)
-            elif isinstance(item, str) and NAME.fullmatch(item.strip()):
-                out.append(str(item).strip())
-            else:
-                self.problem(node, f"`{what}` lists {item!r}, which is neither an exit status (1 to 255) nor a "
-                                   "name (an exception class such as TimeoutError, or `timeout`)",
-                             hint="e.g.  on: [75, timeout]  or  on: [ConnectionError]")
-        return tuple(out)
-
-    def duration(self, value: Any, node: Any, what: str) -> float | None:
-        try:
-            return expressions.parse_duration(value)
-        except UsageError as err:
-            self.problems.append(WorkflowInvalid(f"`{what}`: {err.message}", where=self.source.where(node),
-                                                 hint=err.hint))
-            return None
+class _Compiler(Checks):
+    """Builds the node tree; the checks it makes along the way are `Checks`'."""
 
     # -- lists
     def notify(self, items: Any, path: str, depth: int, owner: Any) -> Sequence:
@@ -446,10 +66,10 @@ class _Compiler:
                 url = item["webhook"]
                 if not isinstance(url, str) or not (url.strip().startswith(("https://", "http://"))
                                                     or has_template(url)):
-                    self.problem(_at(item, "webhook"), f"{here}: `webhook:` takes an https:// or http:// URL, "
+                    self.problem(key_at(item, "webhook"), f"{here}: `webhook:` takes an https:// or http:// URL, "
                                  f"not {url!r}", hint="e.g.  notify: [webhook: https://hooks.example.com/roast]")
                     continue
-                self.templates(url, _at(item, "webhook"), f"{here}.webhook")
+                self.templates(url, key_at(item, "webhook"), f"{here}.webhook")
                 steps.append(Webhook(here, url, depth))
             else:
                 steps.append(self.step(item, here, depth, items))
@@ -530,7 +150,7 @@ class _Compiler:
     def not_found(self, step_name: str, label: str, search: str | None, node: Any) -> None:
         tried = self.source.looked_for(step_name, search)
         # never suggest the name that was just not found (issue 11)
-        close = _close(step_name, [c for c in self.source.step_candidates(search) if c != step_name])
+        close = closest(step_name, [c for c in self.source.step_candidates(search) if c != step_name])
         if close:
             hint = f"did you mean {close!r}?"
         elif search is not None:
@@ -545,20 +165,8 @@ class _Compiler:
     def mapping_step(self, item: Mapping[str, Any], path: str, depth: int) -> Any:
         keys = list(item)
         first = keys[0] if keys else None
-        if first in ("if", "unless"):
-            return self.if_step(item, None, path, depth)
-        if first == "case":
-            return self.case_step(item, None, path, depth)
-        if first == "each":
-            return self.each_step(item, None, path, depth)
-        if first == "repeat":
-            return self.repeat_step(item["repeat"], None, path, depth, item)
-        if first == "input":
-            return self.input_step(item["input"], None, path, depth, item)
-        if first == "wait_for_event":
-            return self.wait_step(item["wait_for_event"], None, path, depth, item)
-        if first == "sleep":
-            return self.sleep_step(item, None, path, depth)
+        if first in KEYWORDS:  # an unnamed composite step: its keyword comes first
+            return KEYWORDS[first](self, item, None, path, depth)
         if len(keys) != 1:
             self.problem(item, f"{path}: a named step has exactly one key, found {len(keys)} ({keys!r})",
                          hint="write each step as its own list item")
@@ -571,24 +179,10 @@ class _Compiler:
             return Python(path, name, value, self.options(name, item), depth)
         if isinstance(value, str):
             return self.string_step(value, name, path, depth, item)
-        if isinstance(value, Mapping) and value:
-            kind = next(iter(value))
-            if kind in ("if", "unless"):
-                return self.if_step(value, name, path, depth)
-            if kind == "case":
-                return self.case_step(value, name, path, depth)
-            if kind == "each":
-                return self.each_step(value, name, path, depth)
-            if kind == "repeat":
-                return self.repeat_step(value["repeat"], name, path, depth, value)
-            if kind == "input":
-                return self.input_step(value["input"], name, path, depth, value)
-            if kind == "wait_for_event":
-                return self.wait_step(value["wait_for_event"], name, path, depth, value)
-            if kind == "sleep":
-                return self.sleep_step(value, name, path, depth)
+        if isinstance(value, Mapping) and value and next(iter(value)) in KEYWORDS:  # a named composite step
+            return KEYWORDS[next(iter(value))](self, value, name, path, depth)
         self.problem(item, f"{path}: step {name!r} has a value roast cannot run: {value!r}",
-                     hint="use $(command), a prompt, or one of if/case/each/repeat/input/wait_for_event/sleep")
+                     hint="use $(command), a prompt, or one of " + "/".join(k for k in KEYWORDS if k != "unless"))
         return Sequence(path, ())
 
     def if_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> If:
@@ -629,7 +223,8 @@ class _Compiler:
         self.templates(item.get("each"), item, path)
         return Each(path, name, to_text(item.get("each")), var, body, depth)
 
-    def repeat_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Repeat:
+    def repeat_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Repeat:
+        spec = item["repeat"]
         if not isinstance(spec, Mapping):
             self.problem(item, f"{path}: `repeat` needs a mapping with `steps:` and `until:`")
             return Repeat(path, name, Sequence(f"{path}.steps", ()), "false", 1, depth)
@@ -643,7 +238,8 @@ class _Compiler:
         self.templates(spec.get("until"), spec, path)
         return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
 
-    def input_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> Input:
+    def input_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Input:
+        spec = item["input"]
         if not isinstance(spec, Mapping) or not isinstance(spec.get("prompt"), str):
             self.problem(item, f"{path}: `input` needs a `prompt:` text")
             spec = {"prompt": ""}
@@ -666,7 +262,7 @@ class _Compiler:
             self.problem(item, f"{path}: `sleep:` stands alone in its step, found {list(item)!r}",
                          hint="e.g.  - sleep: 2h")
         spec = item.get("sleep")
-        at = _at(item, "sleep")
+        at = key_at(item, "sleep")
         example = "e.g.  - sleep: 2h   or   - sleep: {until: \"2027-01-01T09:00:00Z\"}"
         if isinstance(spec, Mapping):
             if list(spec) != ["until"]:
@@ -676,22 +272,22 @@ class _Compiler:
             until = spec["until"]
             if isinstance(until, dt.datetime):
                 if until.tzinfo is None:
-                    self.problem(_at(spec, "until"), f"{path}: `sleep: until` {until.isoformat()} has no time zone",
+                    self.problem(key_at(spec, "until"), f"{path}: `sleep: until` {until.isoformat()} has no time zone",
                                  hint=f"add one: \"{until.isoformat()}Z\" for UTC, or an offset such as +01:00")
                 until = until.isoformat()
             elif isinstance(until, dt.date):
-                self.problem(_at(spec, "until"), f"{path}: `sleep: until` {until.isoformat()} is a date; give a time",
+                self.problem(key_at(spec, "until"), f"{path}: `sleep: until` {until.isoformat()} is a date; give a time",
                              hint=f"e.g.  until: \"{until.isoformat()}T09:00:00Z\"")
                 until = until.isoformat()
             elif not isinstance(until, str):
-                self.problem(_at(spec, "until"), f"{path}: `sleep: until` must be an ISO 8601 time, not {until!r}",
+                self.problem(key_at(spec, "until"), f"{path}: `sleep: until` must be an ISO 8601 time, not {until!r}",
                              hint=example)
                 until = ""
             elif not has_template(until):
                 try:
                     expressions.parse_instant(until, "`sleep: until`")
                 except UsageError as err:
-                    self.problem(_at(spec, "until"), f"{path}: {err.message}", hint=err.hint)
+                    self.problem(key_at(spec, "until"), f"{path}: {err.message}", hint=err.hint)
             else:
                 self.templates(until, spec, path)
             return Sleep(path, name, None, str(until), depth)
@@ -706,14 +302,15 @@ class _Compiler:
             self.problem(at, f"{path}: {err.message}", hint=hint)
         return Sleep(path, name, spec if isinstance(spec, (int, float, str)) else None, None, depth)
 
-    def wait_step(self, spec: Any, name: str | None, path: str, depth: int, item: Any) -> WaitForEvent:
+    def wait_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> WaitForEvent:
+        spec = item["wait_for_event"]
         if not isinstance(spec, Mapping) or not spec:
             self.problem(item, f"{path}: `wait_for_event` needs a mapping of event names to step lists",
                          hint="e.g.  wait_for_event:\n      approved: [deploy]\n      rejected: [rollback]")
             spec = {}
         branches: list[tuple[str, Sequence]] = []
         for key, steps in spec.items():
-            at = _at(spec, key)
+            at = key_at(spec, key)
             if isinstance(key, bool):
                 self.problem(at, f"{path}: event name {key!r} was read by YAML as a boolean "
                                  "(on/off/yes/no/true/false)", hint="quote it: \"on\": [...]")
@@ -721,7 +318,7 @@ class _Compiler:
             key_s = str(key)
             if key_s in RESERVED_WAIT_KEYS:
                 continue
-            meant = _misspelt_reserved(key_s)
+            meant = misspelt_reserved(key_s)
             if meant is not None:  # issue 11: a typo must not silently become an event name
                 self.problem(at, f"{path}: {key_s!r} looks like a misspelt `{meant}`",
                              hint=f"write `{meant}:`; an event name may not be this close to the keys a "
@@ -734,19 +331,19 @@ class _Compiler:
         if not branches and spec:
             self.problem(spec, f"{path}: `wait_for_event` declares no event")
         schemas = self.wait_schema(spec, path, [event for event, _ in branches])
-        timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, _at(spec, "timeout"))
+        timeout_branch = (self.sequence(spec["timeout"], f"{path}.timeout", depth, key_at(spec, "timeout"))
                           if isinstance(spec.get("timeout"), list) else None)
         if "timeout" in spec and not isinstance(spec["timeout"], list):
-            self.problem(_at(spec, "timeout"), f"{path}: inside a wait, `timeout:` is the list of steps run "
+            self.problem(key_at(spec, "timeout"), f"{path}: inside a wait, `timeout:` is the list of steps run "
                                                "when the deadline passes",
                          hint="set the duration with `within: 2h`")
         # SPEC §6 + issue 6: the wait's own `within` > the named wait's config > top-level default.
         if name:
             self.used.setdefault(str(name), set()).add("wait")
         config = (self.source.config_for(name) or {}) if name else {}
-        own = (self.duration(spec["within"], _at(spec, "within"), "within")
+        own = (self.duration(spec["within"], key_at(spec, "within"), "within")
                if spec.get("within") is not None else None)
-        named = (self.duration(config["timeout"], _at(config, "timeout"), f"{name}.timeout")
+        named = (self.duration(config["timeout"], key_at(config, "timeout"), f"{name}.timeout")
                  if config.get("timeout") is not None else None)
         timeout = own if own is not None else named if named is not None else self.default_timeout
         # issue 11: the `timeout:` branch > the wait's own `on_timeout:` > the named wait's config >
@@ -755,17 +352,30 @@ class _Compiler:
         for origin in (spec, config, self.wait_defaults):
             if origin.get("on_timeout") is not None:
                 on_timeout = self.sequence(origin["on_timeout"], f"{path}.on_timeout", depth,
-                                           _at(origin, "on_timeout"))
+                                           key_at(origin, "on_timeout"))
                 break
         # issue 14: `notify:` runs once the wait is saved; the wait's own > its config > the default
         notify = None
         for origin in (spec, config, self.wait_defaults):
             if origin.get("notify") is not None:
-                notify = self.notify(origin["notify"], f"{path}.notify", depth, _at(origin, "notify"))
+                notify = self.notify(origin["notify"], f"{path}.notify", depth, key_at(origin, "notify"))
                 break
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth, schemas,
                             notify)
 
+
+# The one table of the step keywords: keyword -> the method that compiles a step it starts (named
+# or not). A new node type is one node class and one row here.
+KEYWORDS = {
+    "if": _Compiler.if_step,
+    "unless": _Compiler.if_step,
+    "case": _Compiler.case_step,
+    "each": _Compiler.each_step,
+    "repeat": _Compiler.repeat_step,
+    "input": _Compiler.input_step,
+    "wait_for_event": _Compiler.wait_step,
+    "sleep": _Compiler.sleep_step,
+}
 
 # SPEC §2's top-level keys, plus Roast 0.4 keys that roast reads past without running.
 TOP_LEVEL = {"name", "description", "model", "api_provider", "api_token", "base_url", "uri_base", "target",
@@ -780,12 +390,12 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
     mapping that configures no step and is no known option, most often a misspelt step name."""
     compiler = _Compiler(source)
     compiler.model_settings(source.data, source.data)
-    compiler.tools(source.data.get("tools"), _at(source.data, "tools"))
+    compiler.tools(source.data.get("tools"), key_at(source.data, "tools"))
     steps = source.data.get("steps")
     root = compiler.sequence(steps, "steps", 0, source.data)
     defaults = source.data.get("wait_for_event")
     if defaults is not None and not isinstance(defaults, Mapping):
-        compiler.problem(_at(source.data, "wait_for_event"), "the top-level `wait_for_event:` key holds "
+        compiler.problem(key_at(source.data, "wait_for_event"), "the top-level `wait_for_event:` key holds "
                          "the default config of waits and must be a mapping (timeout, on_timeout)")
     compiler.config_keys()
     if compiler.problems:
@@ -798,18 +408,6 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
         warnings.extend(compiler.warnings)
         warnings.extend(_unused_configs(source, set(compiler.used)))
     return root
-
-
-def _plain_json(value: Any) -> Any:
-    """A schema as plain JSON data (the YAML loader's line-tracking types made plain)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
-
 
 def _place(problem: RoastError) -> tuple[str, int]:
     place = problem.to_dict()

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
-from roast import steps
+from roast import steps, tree
 from roast.errors import DefinitionChanged
 from roast.expressions import digest
 
@@ -44,7 +44,7 @@ class Definition:
 
     @property
     def declares(self) -> list[str]:
-        return steps.declared_events(self.root)
+        return tree.declared_events(self.root)
 
 
 def load(workflow: Any, cwd: str | None = None) -> Definition:
@@ -214,8 +214,8 @@ def old_tree(saved: Mapping[str, Any] | None) -> steps.Sequence | None:
 
 
 def signature_digest(root: steps.Sequence, cursor: steps.Cursor) -> str:
-    """A digest of what must not change for `cursor` to mean the same place (see steps.signature)."""
-    return digest("\n".join(steps.signature(root, cursor)))
+    """A digest of what must not change for `cursor` to mean the same place (see tree.signature)."""
+    return digest("\n".join(tree.signature(root, cursor)))
 
 
 def check(session: Session, defn: Definition, state: Mapping[str, Any], old: steps.Sequence | None,
@@ -228,9 +228,9 @@ def check(session: Session, defn: Definition, state: Mapping[str, Any], old: ste
         return []
     cursor = state["cursor"]
     what = _what_changed(changed_files, session.workflow_path)
-    new_sig = steps.signature(defn.root, cursor)
+    new_sig = tree.signature(defn.root, cursor)
     if old is not None:
-        old_sig = steps.signature(old, cursor)
+        old_sig = tree.signature(old, cursor)
     elif state.get("signature") is not None and isinstance(state["signature"], list):
         old_sig = list(state["signature"])  # roast 0.1 kept the whole signature in the state
     else:
@@ -241,8 +241,8 @@ def check(session: Session, defn: Definition, state: Mapping[str, Any], old: ste
             f"session {session.id} cannot continue: {what} changed since it was saved, and the saved state "
             "does not say what its position meant; nothing was changed",
             hint="restore the workflow, or pass --force to continue with the new one")
-    waits = steps.wait_at(defn.root, cursor)
-    at_wait = bool(steps.wait_at(old, cursor)) if old is not None else bool(waits)
+    waits = tree.wait_at(defn.root, cursor)
+    at_wait = bool(tree.wait_at(old, cursor)) if old is not None else bool(waits)
     declared = not event or any(event in w.events for w in waits)
     where = "its wait" if at_wait else "its last checkpoint"
     if old_sig == new_sig and declared and (waits or not at_wait):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import StepFailed, UsageError
-from roast.steps import Answer, Ask, AskModel, CallPython, Done, PostWebhook, Shell
+from roast.requests import Answer, Ask, AskModel, CallPython, Done, PostWebhook, Shell
 
 if TYPE_CHECKING:
     from typing import Any, Protocol

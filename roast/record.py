@@ -2,15 +2,19 @@
 
 Defining a class is start-up time: a frozen dataclass costs ~1.3 ms at import (and `dataclasses`
 imports `inspect`, ~10 ms), a `typing.NamedTuple` ~0.2 ms; a plain slotted class ~0.02 ms
-(issue 12, measured in the closing note). A subclass lists its fields in `__slots__` and its
-defaults in `_defaults`; instances are immutable, compare and hash by value, pickle by value, and
-print like a dataclass:
+(issue 12, measured in the closing note). A subclass annotates its fields, in order, with their
+defaults as values, as for a dataclass; the annotations become its `__slots__` and the values its
+`_defaults` (the annotations are read as the strings `from __future__ import annotations` leaves,
+never evaluated: no `typing` at run time), and mypy checks them. Instances are immutable, compare
+and hash by value, pickle by value, and print like a dataclass:
 
     >>> class Point(Record):
-    ...     __slots__ = ("x", "y")
-    ...     _defaults = {"y": 0}
+    ...     x: int
+    ...     y: int = 0
     >>> Point(1), Point(1) == Point(x=1, y=0)
     (Point(x=1, y=0), True)
+
+A class may still list `__slots__` and `_defaults` itself (then its annotations are for mypy only).
 
 Imports nothing.
 """
@@ -26,15 +30,31 @@ if TYPE_CHECKING:
 _set = object.__setattr__
 
 
-class Record:
+class _Fields(type):
+    """Makes a Record subclass's annotated fields its `__slots__` (unless it lists them itself)."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _Fields:
+        if "__slots__" not in ns:
+            if "__annotations__" not in ns and "__annotate__" in ns:  # Python 3.14 defers them (PEP 649)
+                raise TypeError(f"{name}: a module defining a Record needs `from __future__ import annotations`")
+            fields = tuple(field for field in ns.get("__annotations__", {}) if not field.startswith("_"))
+            # a field's value in the class body is its default (a slot cannot keep a class value)
+            defaults = {field: ns.pop(field) for field in fields if field in ns}
+            if defaults:
+                ns["_defaults"] = {**ns.get("_defaults", {}), **defaults}
+            ns["__slots__"] = fields
+        return super().__new__(mcls, name, bases, ns)
+
+
+class Record(metaclass=_Fields):
     """Immutable slotted record: fields are the class's `__slots__`, defaults in `_defaults`."""
 
     __slots__: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}
 
     if TYPE_CHECKING:
-        # Fields exist only as `__slots__` names, which type checkers do not read: to them a
-        # field is Any (annotating every field would double each class's definition).
+        # A class that lists `__slots__` without annotating them (mypy does not read `__slots__`):
+        # its fields are Any to mypy, through this.
         def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -25,13 +25,15 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast.errors import RoastError, StepFailed
 from roast.expressions import iso
 from roast.record import Record
-from roast.steps import (DONE, Alarm, Answer, Checkpoint, Delivery, Done, Ended, Event, Fork, Receive, Shell,
-                         Suspend, Timer)
+from roast.requests import (TIMEOUT, Alarm, Answer, Ask, AskModel, CallPython, Checkpoint, Delivery, Done, Ended, Event,
+                            Fork, PostWebhook, Receive, Shell, Suspend, Timer, timeout_event)
+from roast.steps import DONE
 
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Any, NoReturn, Protocol
 
-    from roast.steps import Cursor, Steps
+    from roast.requests import Cursor, Request
+    from roast.steps import Steps
 
     class Journal(Protocol):
         """Where the runner reports progress (api.py saves it); called on the loop thread only."""
@@ -212,24 +214,32 @@ class Runner:
                 self._end(task, Ended("failed", DONE, err))
                 return
             task.reply = task.failure = None
-            kind = type(request)
-            if kind is Checkpoint:
+            if not self._answer(task, request):
+                return
+
+    def _answer(self, task: _Task, request: Request) -> bool:
+        """Service one request: True when the task has its answer and goes on at once."""
+        match request:  # the closed union of `requests`: mypy names an arm left out (assert_never)
+            case Checkpoint():
                 self.journal.checkpoint(task.full(request.cursor))
-            elif kind is Receive:
+                return True
+            case Receive():
                 task.reply = self._answer_wait(request)
-            elif kind is Timer:
+                return True
+            case Timer():
                 task.reply = self._timer(task, request)
-                if task.reply is None:
-                    return  # sleeping: woken by `_wake`
-            elif kind is Suspend:
+                return task.reply is not None  # None: sleeping, woken by `_wake`
+            case Suspend():
                 self._end(task, Ended("waiting", request.cursor, None, request.waits))
-                return
-            elif kind is Fork:
+                return False
+            case Fork():
                 self._fork(task, request)
-                return
-            else:
+                return False
+            case Shell() | AskModel() | CallPython() | PostWebhook() | Ask():
                 self._start(task, request)
-                return
+                return False
+            case _:
+                _unhandled(request)
 
     def _end(self, task: _Task, ended: Ended) -> None:
         frame = task.frame
@@ -274,8 +284,7 @@ class Runner:
             self.journal.delivered(event)
             return Delivery(request.deadline, event)
         if request.deadline is not None and self.now() >= request.deadline:
-            return Delivery(request.deadline, Event("timeout", {"deadline": iso(request.deadline)},
-                                                    iso(self.now()) or ""))
+            return Delivery(request.deadline, Event(TIMEOUT, timeout_event(request.deadline), iso(self.now()) or ""))
         return Delivery(request.deadline, None)
 
     def _timer(self, task: _Task, request: Timer) -> Alarm | None:
@@ -423,3 +432,9 @@ class Runner:
                 break
             if message[0] == "done":
                 self._busy -= 1
+
+
+def _unhandled(request: NoReturn) -> NoReturn:
+    """A request no arm of `Runner._answer` takes: mypy reports the missing arm (`request` is not
+    `NoReturn` then); at run time, a bug in a node, said at once."""
+    raise TypeError(f"the runner cannot perform {type(request).__name__}: add it to `requests.Request` and an arm")

@@ -471,7 +471,7 @@ def test_retry_from_drops_outputs_durably_even_if_the_retry_is_killed(wf, tmp_pa
     session = roast.session(result.session_id)
     state = api._load_state(store, session)
     # what `retry --from steps[1]` saves before it runs anything: the rewound cursor, without `b`
-    from roast import steps as steps_mod
+    from roast import tree as steps_mod
     from roast.definition import load
 
     cursor, again = steps_mod.rewind(load(str(path)).root, state["cursor"], "steps[1]")

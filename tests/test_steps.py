@@ -10,28 +10,15 @@ from typing import Any
 
 import pytest
 
-from roast import steps
+from roast import requests, steps
+from roast import tree as walkers
 from roast.compiler import DictSource, compile_workflow
 from roast.context import Context, WorkflowInfo
 from roast.errors import StepFailed, TimedOut
 from roast.runner import Completed, NullJournal, Runner, Waiting
-from roast.steps import (
-    AT_WAIT,
-    COLLECTED,
-    DONE,
-    Ask,
-    AskModel,
-    CallPython,
-    Checkpoint,
-    Delivery,
-    Done,
-    Event,
-
-    Receive,
-    Shell,
-    Suspend,
-    WaitInfo,
-)
+from roast.requests import (Ask, AskModel, CallPython, Checkpoint, Delivery, Done, Event, Receive, Shell, Suspend,
+                            WaitInfo)
+from roast.steps import AT_WAIT, COLLECTED, DONE
 from roast.workflow import load
 
 FINISHED = object()
@@ -357,7 +344,7 @@ def test_a_parallel_group_hands_its_branches_to_the_runner_in_one_fork():
     root = tree({"steps": [["$(echo a)", ["$(echo b1)", "$(echo b2)"]], "$(echo after)"]})
     d = Drive(root, new_ctx())
     fork = d.first
-    assert isinstance(fork, steps.Fork)  # the node never drives its branches itself (STYLE)
+    assert isinstance(fork, requests.Fork)  # the node never drives its branches itself (STYLE)
     assert len(fork.branches) == 2 and fork.cursors == (None, None)
     assert fork.wrap((DONE, None)) == (0, (DONE, None))  # the Sequence above added its level
 
@@ -667,27 +654,27 @@ def test_describe_reads_a_cursor_as_the_steps_that_lead_to_it():
     root = tree({"steps": ["$(echo a)", {"review": {"each": "$(ls)", "as": "item", "steps": [
         {"approval": {"wait_for_event": {"ok": ["$(echo ok)"]}}}]}}]})
     at = (1, (1, ["a.py", "b.py", "c.py"], (0, (AT_WAIT, None))))
-    text = steps.describe(root, at)
+    text = walkers.describe(root, at)
     assert text.startswith("steps[1] review › each item=b.py (2/3)")
     assert text.endswith("approval")
-    assert steps.describe(root, steps.HERE) == "start"
-    assert steps.describe(root, (2, None)) == "end"
-    assert "on ok" in steps.describe(root, (1, (0, ["a"], (0, ("ok", (0, None))))))
+    assert walkers.describe(root, steps.HERE) == "start"
+    assert walkers.describe(root, (2, None)) == "end"
+    assert "on ok" in walkers.describe(root, (1, (0, ["a"], (0, ("ok", (0, None))))))
 
 
 def test_signature_lists_the_earlier_siblings_and_the_nodes_on_the_path():
     root = tree({"steps": ["$(echo a)", {"if": "true", "then": [{"wait_for_event": {"ok": ["$(echo ok)"]}}]}]})
-    sig = steps.signature(root, (1, ("then", (0, (AT_WAIT, None)))))
+    sig = walkers.signature(root, (1, ("then", (0, (AT_WAIT, None)))))
     assert sig[0] == "steps: Command($(echo a)) | If(if: true)"
     assert sig[-1] == "steps[1].then[0]: wait wait_for_event: ok"
     changed = tree({"steps": ["$(echo A)", {"if": "true", "then": [{"wait_for_event": {"ok": ["$(echo ok)"]}}]}]})
-    assert steps.signature(changed, (1, ("then", (0, (AT_WAIT, None)))))[0] != sig[0]
+    assert walkers.signature(changed, (1, ("then", (0, (AT_WAIT, None)))))[0] != sig[0]
     renamed = tree({"steps": ["$(echo a)", {"if": "true", "then": [{"wait_for_event": {"yes": ["$(echo ok)"]}}]}]})
-    assert steps.signature(renamed, (1, ("then", (0, (AT_WAIT, None)))))[-1] != sig[-1]
+    assert walkers.signature(renamed, (1, ("then", (0, (AT_WAIT, None)))))[-1] != sig[-1]
 
 
 def test_wait_at_finds_every_wait_a_parallel_cursor_rests_on():
     root = tree({"steps": [[{"wait_for_event": {"a": ["$(echo a)"]}}, {"wait_for_event": {"b": ["$(echo b)"]}}]]})
-    waits = steps.wait_at(root, (0, ((AT_WAIT, None), (AT_WAIT, None))))
+    waits = walkers.wait_at(root, (0, ((AT_WAIT, None), (AT_WAIT, None))))
     assert [w.events for w in waits] == [("a",), ("b",)]
-    assert [w.events for w in steps.wait_at(root, (0, (DONE, (AT_WAIT, None))))] == [("b",)]
+    assert [w.events for w in walkers.wait_at(root, (0, (DONE, (AT_WAIT, None))))] == [("b",)]

@@ -1,0 +1,393 @@
+"""The checks of a workflow's values while it compiles: step and wait config keys, `retry:`,
+durations, model settings, tools, `{{ }}` templates, Python step syntax, event schemas. Each
+problem is collected (with its file:line and a did-you-mean) rather than raised, so `compile`
+reports every mistake at once. `compiler` builds the nodes on top of these (`_Compiler(Checks)`).
+
+Performs no I/O of its own: step files are read through the `Source` it is given.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from roast import expressions
+from roast.errors import RoastError, UsageError, WorkflowInvalid
+from roast.leaves import RetryPolicy, StepOptions
+from roast.steps import RESERVED_WAIT_KEYS
+
+
+class Source(Protocol):
+    """Where a definition comes from: `workflow.Workflow`, or `DictSource` for `roast.run(dict)`."""
+
+    name: str
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...  # read-only here, so a dict subclass fits
+
+    def where(self, node: Any) -> str: ...
+    def config_for(self, name: str) -> Mapping[str, Any] | None: ...
+    def find_step(self, name: str, search_path: str | None = None) -> Any: ...
+    def looked_for(self, name: str, search_path: str | None = None) -> list[str]: ...
+    def step_candidates(self, search_path: str | None = None) -> list[str]: ...
+    def read_json(self, relative: str) -> tuple[Any, str | None]: ...
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+# The keys a step's config (the top-level key named after the step) may hold (SPEC §2, issue 11).
+STEP_CONFIG_KEYS = ("model", "json", "print_response", "exit_on_error", "timeout", "coerce_to", "params",
+                    "path", "if", "unless", "retry", "api_provider", "base_url", "max_tool_rounds")
+# `retry:` (issue 16): of a step's config, or at the top level as every step's default.
+RETRY_KEYS = ("attempts", "delay", "backoff", "max_delay", "jitter", "on")
+MAX_ATTEMPTS = 100
+# A named wait's config, and the top-level `wait_for_event:` defaults (SPEC §6).
+WAIT_CONFIG_KEYS = ("timeout", "on_timeout")
+# The model providers `api_provider:` may name (roast.providers owns what they mean, issue 17).
+PROVIDERS = ("offline", "openai", "openrouter")
+
+
+class _Lines(dict):  # type: ignore[type-arg]
+    """A mapping with its keys renamed, keeping where each key was (for problems)."""
+
+    def __init__(self, data: Mapping[Any, Any], key_lines: Mapping[Any, Any], origin: Any) -> None:
+        super().__init__(data)
+        self.key_lines = dict(key_lines)
+        self.line = getattr(origin, "line", 0)
+        self.file = getattr(origin, "file", None)
+
+
+def key_at(mapping: Any, key: Any) -> Any:
+    """Where to report a problem with `mapping[key]`: the key's own line when it is known."""
+    return getattr(mapping, "key_lines", {}).get(key) or mapping
+
+
+def closest(word: str, choices: Any) -> str | None:
+    import difflib  # only on error paths
+
+    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return found[0] if found else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute, swap two neighbours: optimal string alignment)."""
+    before: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], before[j - 2] + 1)
+        before, prev = prev, cur
+    return prev[-1]
+
+
+def misspelt_reserved(key: str) -> str | None:
+    """The reserved wait key that `key` is a near miss of (`withn` → `within`), else None.
+
+    One edit away, two for the long `on_timeout`: close enough to be a typo, far enough that
+    event names such as `timed_out` or `on_time` stay events."""
+    lowered = key.lower()
+    for reserved in sorted(RESERVED_WAIT_KEYS):
+        allowed = 2 if len(reserved) >= 8 else 1
+        if abs(len(lowered) - len(reserved)) <= allowed and _edits(lowered, reserved) <= allowed:
+            return reserved
+    return None
+
+class Checks:
+    """The compiler's state and its checks; `problems` collects what is wrong."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.problems: list[RoastError] = []
+        self.warnings: list[str] = []  # for `roast validate` (SPEC §2; issue 10: bash arithmetic)
+        defaults = source.data.get("wait_for_event")
+        self.wait_defaults = defaults if isinstance(defaults, Mapping) else {}
+        self.model = source.data.get("model")
+        # every step name whose config was looked up, and whether by a step or a wait
+        self.used: dict[str, set[str]] = {}
+        # checked once here, used by every wait without a duration of its own
+        self.default_timeout = (self.duration(self.wait_defaults["timeout"],
+                                              key_at(self.wait_defaults, "timeout"), "wait_for_event.timeout")
+                                if self.wait_defaults.get("timeout") is not None else None)
+        self.default_retry = (self.retry_policy(source.data["retry"], key_at(source.data, "retry"), "retry")
+                              if source.data.get("retry") is not None else None)
+
+    def problem(self, node: Any, msg: str, hint: str | None = None) -> None:
+        self.problems.append(WorkflowInvalid(msg, where=self.source.where(node), hint=hint))
+
+    def problem_in(self, file: str, line: int, msg: str, hint: str | None = None) -> None:
+        """A problem inside a step file (prompt.md, output.txt, a .py step)."""
+        self.problems.append(WorkflowInvalid(msg, where=f"{file}:{line}", hint=hint))
+
+    # -- checks of things that would otherwise fail only at run time (issue 11)
+    def templates(self, text: Any, node: Any, path: str, file: str | None = None) -> None:
+        """Compile every `{{ expr }}` of `text` as `expressions.evaluate` will (names exist only at
+        run time, so only the syntax is checked). With `file`, `text` is that file's content."""
+        if not isinstance(text, str):
+            return
+        node = text if getattr(text, "line", 0) else node
+        for match in expressions.TEMPLATE.finditer(text):
+            expr = match.group(1).strip()
+            try:
+                expressions._compile(expr)  # the very function evaluate() uses, multi-line fallback too
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+                detail = err.msg if isinstance(err, SyntaxError) else str(err) or type(err).__name__
+                msg = f"{path}: {{{{ {expr} }}}} is not a valid expression ({detail})"
+                hint = "`{{ }}` holds one Python expression, e.g. {{ output.build }}"
+                if file is None:
+                    self.problem(node, msg, hint)
+                else:
+                    self.problem_in(file, text.count("\n", 0, match.start()) + 1, msg, hint)
+
+    def python_syntax(self, found: Any, label: str, path: str) -> None:
+        """Compile (never import or run) a `.py` step's source, as read by the loader."""
+        import warnings
+
+        shown = found.shown or str(found.path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SyntaxWarnings are the import's to show, not ours
+                compile(found.text, shown, "exec", dont_inherit=True)
+        except SyntaxError as err:
+            code = (err.text or "").strip()
+            self.problem_in(shown, err.lineno or 1, f"{path}: step {label!r} has a Python syntax error: "
+                            f"{err.msg}" + (f" in {code!r}" if code else ""),
+                            hint="fix the file; roast compiles step files, without running them, "
+                                 "before it starts a session")
+        except ValueError as err:  # a NUL byte (Python < 3.12)
+            self.problem_in(shown, 1, f"{path}: step {label!r} cannot be compiled: {err}",
+                            hint="save the file as plain text")
+
+    def model_settings(self, config: Mapping[str, Any], node: Any, label: str | None = None,
+                       origin: Any = None) -> None:
+        """`api_provider:`, `api_token:`, `model:`, `base_url:` (top level, or a step's config): what
+        roast.providers says about them, with no network and no command run (issue 17). The token's
+        value is never in a message."""
+        from roast import providers
+
+        warnings = self.warnings if label is None else None
+        for found in providers.check_settings(config, warnings):
+            key = next((k for k in ("api_provider", "base_url", "uri_base", "model", "api_token")
+                        if found.startswith(k) and k in config), None)
+            at = key_at(config if origin is None else origin, key) if key else node
+            self.problem(at, f"`{label}`: {found}" if label else found,
+                         hint=f"api_provider is one of {', '.join(PROVIDERS)}")
+
+    def tools(self, spec: Any, node: Any) -> None:
+        """`tools:`: Roast's tool names and their configuration (roast.tools), each problem where it is."""
+        if spec is None:
+            return
+        from roast import tools
+
+        for found in tools.check_tools(spec):
+            at = node
+            index = re.match(r"tools\[(\d+)\]", found)
+            if index and isinstance(spec, (list, tuple)) and int(index.group(1)) < len(spec):
+                item = spec[int(index.group(1))]
+                at = item if getattr(item, "line", 0) else node
+            self.problem(at, found, hint=f"the tools are {', '.join(tools.TOOLS)}")
+
+    def config_keys(self) -> None:
+        """Every key of a used step or wait config, and of the `wait_for_event:` defaults, is known."""
+        for name, kinds in self.used.items():
+            config = self.source.config_for(name)
+            if not config:
+                continue
+            known = ((STEP_CONFIG_KEYS if "step" in kinds else ())
+                     + (WAIT_CONFIG_KEYS if "wait" in kinds else ()))
+            kind = "step" if "step" in kinds else "wait"
+            for key in config:
+                if key not in known:
+                    self.unknown_key(config, key, f"`{name}.{key}` is not a {kind} config key", known)
+            if "step" in kinds:
+                keys = {k: config[k] for k in ("api_provider", "base_url", "model") if k in config}
+                self.model_settings(keys, config, name, config)
+        for key in self.wait_defaults:
+            if key not in WAIT_CONFIG_KEYS:
+                self.unknown_key(self.wait_defaults, key, f"`wait_for_event.{key}` is not a key of the "
+                                 "top-level `wait_for_event:` defaults", WAIT_CONFIG_KEYS)
+
+    def unknown_key(self, config: Any, key: Any, msg: str, known: tuple[str, ...]) -> None:
+        close = closest(str(key), known)
+        if close:
+            hint = f"did you mean {close!r}?"
+        elif key == "within":
+            hint = "`within:` goes inside the wait itself; a config sets the duration with `timeout:`"
+        else:
+            hint = f"known keys: {', '.join(known)}; remove it or fix its spelling"
+        self.problem(key_at(config, key), msg, hint)
+
+    def wait_schema(self, spec: Mapping[str, Any], path: str, events: list[str]) -> tuple[tuple[str, str], ...]:
+        """`schema: {event: {…JSON Schema…} or "file.json"}` (issue 14): each schema checked to be a
+        valid schema now, so a bad one is found by `roast validate`, never at delivery."""
+        declared = spec.get("schema")
+        if declared is None:
+            return ()
+        at = key_at(spec, "schema")
+        if not isinstance(declared, Mapping):
+            self.problem(at, f"{path}: `schema:` maps event names to JSON Schemas, not {declared!r}",
+                         hint="e.g.  schema: {approved: {type: object, required: [approver]}}")
+            return ()
+        import json
+
+        from roast import schema as schema_mod  # imported only when a workflow declares a schema
+
+        out: list[tuple[str, str]] = []
+        for event, value in declared.items():
+            where = key_at(declared, event)
+            if str(event) not in events:
+                close = closest(str(event), tuple(events))
+                self.problem(where, f"{path}: `schema:` names {str(event)!r}, which this wait does not declare",
+                             hint=f"did you mean {close!r}?" if close else f"it declares {', '.join(events)}")
+                continue
+            if isinstance(value, str):
+                loaded, error = self.source.read_json(value)
+                if error is not None:
+                    self.problem(where, f"{path}: the schema of {str(event)!r}: {error}",
+                                 hint="give a .json file beside the workflow, or the schema inline")
+                    continue
+                value = loaded
+            value = _plain_json(value)
+            try:
+                found = schema_mod.check(value)
+            except UsageError as err:
+                self.problem(where, f"{path}: {err.message}", hint=err.hint)
+                return ()
+            for problem in found:
+                self.problem(where, f"{path}: the schema of {str(event)!r}: {problem}")
+            if not found:
+                out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
+        return tuple(out)
+
+    # -- options
+    def options(self, name: str | None, node: Any, *, wait: bool = False) -> StepOptions:
+        if name:
+            self.used.setdefault(str(name), set()).add("step")
+        config = self.source.config_for(name) if name else None
+        if not config:
+            return StepOptions(model=self.model if isinstance(self.model, str) else None, retry=self.default_retry)
+        kw: dict[str, Any] = {"retry": self.default_retry}
+        if "retry" in config:  # a step's own `retry:` wins over the top-level default, whole
+            kw["retry"] = self.retry_policy(config["retry"], key_at(config, "retry"), f"{name}.retry")
+        for key in ("exit_on_error", "json", "print_response"):
+            if key in config:
+                if not isinstance(config[key], bool):
+                    self.problem(key_at(config, key),
+                                 f"`{name}.{key}` must be true or false, not {config[key]!r}")
+                else:
+                    kw[key] = config[key]
+        if "coerce_to" in config:
+            if config["coerce_to"] not in ("boolean", "llm_boolean", "iterable"):
+                self.problem(key_at(config, "coerce_to"), f"`{name}.coerce_to` must be boolean, llm_boolean "
+                                                       f"or iterable, not {config['coerce_to']!r}")
+            else:
+                kw["coerce_to"] = config["coerce_to"]
+        if "timeout" in config and not wait:
+            kw["timeout"] = self.duration(config["timeout"], key_at(config, "timeout"), f"{name}.timeout")
+        if "params" in config:
+            if not isinstance(config["params"], Mapping):
+                self.problem(key_at(config, "params"), f"`{name}.params` must be a mapping")
+            else:
+                kw["params"] = dict(config["params"])
+        if "path" in config and not isinstance(config["path"], str):
+            self.problem(key_at(config, "path"), f"`{name}.path` must be a path (text), not {config['path']!r}",
+                         hint="a directory to look in, or the step's file, relative to the workflow")
+        model = config.get("model", self.model)
+        kw["model"] = model if isinstance(model, str) else None
+        for key, field in (("api_provider", "provider"), ("base_url", "base_url")):
+            if isinstance(config.get(key), str):  # checked by model_settings
+                kw[field] = config[key]
+        if "max_tool_rounds" in config:
+            rounds = config["max_tool_rounds"]
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 1000:
+                self.problem(key_at(config, "max_tool_rounds"), f"`{name}.max_tool_rounds` must be a whole "
+                             f"number from 1 to 1000, not {rounds!r}",
+                             hint="the default is 10 rounds of tool calls")
+            else:
+                kw["max_tool_rounds"] = rounds
+        return StepOptions(**kw)
+
+    def retry_policy(self, value: Any, node: Any, what: str) -> RetryPolicy | None:
+        """`retry: 3`, `retry: false`, or `retry: {attempts, delay, backoff, max_delay, jitter, on}`."""
+        if value is False:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"attempts": value}
+        if not isinstance(value, Mapping):
+            self.problem(node, f"`{what}` must be a number of attempts or a mapping, not {value!r}",
+                         hint="e.g.  retry: {attempts: 3, delay: 10s, on: [75]}")
+            return None
+        if True in value and "on" not in value:  # YAML 1.1 reads a bare `on:` key as the boolean true
+            lines = getattr(value, "key_lines", {})
+            fixed = {("on" if key is True else key): item for key, item in value.items()}
+            value = _Lines(fixed, {("on" if k is True else k): v for k, v in lines.items()}, value)
+        for key in value:
+            if key not in RETRY_KEYS:
+                self.unknown_key(value, key, f"`{what}.{key}` is not a retry key", RETRY_KEYS)
+        kw: dict[str, Any] = {}
+        attempts = value.get("attempts", 1)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
+            self.problem(key_at(value, "attempts"), f"`{what}.attempts` must be a whole number from 1 to "
+                         f"{MAX_ATTEMPTS} (the attempts in all, the first included), not {attempts!r}")
+            attempts = 1
+        if "attempts" not in value:
+            self.warnings.append(f"{self.source.where(node)}: `{what}` gives no `attempts:`, so the step is tried "
+                                 "once and never retried (say how many attempts in all, e.g. attempts: 3)")
+        kw["attempts"] = attempts
+        for key in ("delay", "max_delay"):
+            if value.get(key) is not None:
+                try:
+                    kw[key] = expressions.parse_duration(value[key], f"`{what}.{key}`", zero=True)
+                except UsageError as err:
+                    self.problems.append(WorkflowInvalid(err.message, where=self.source.where(key_at(value, key)),
+                                                         hint=err.hint))
+        if "backoff" in value:
+            backoff = value["backoff"]
+            if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 1 <= backoff <= 100:
+                self.problem(key_at(value, "backoff"), f"`{what}.backoff` must be a number from 1 (a fixed delay) "
+                                                    f"to 100, not {backoff!r}", hint="the default, 2, doubles it")
+            else:
+                kw["backoff"] = float(backoff)
+        if "jitter" in value:
+            if not isinstance(value["jitter"], bool):
+                self.problem(key_at(value, "jitter"), f"`{what}.jitter` must be true or false, not {value['jitter']!r}")
+            else:
+                kw["jitter"] = value["jitter"]
+        if value.get("on") is not None:
+            kw["on"] = self.retry_on(value["on"], key_at(value, "on"), f"{what}.on")
+        return RetryPolicy(**kw)
+
+    def retry_on(self, value: Any, node: Any, what: str) -> tuple[Any, ...]:
+        """`on:`: exit statuses (1-255) and names (exception classes, `timeout`)."""
+        items = value if isinstance(value, list) else [value]
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= 255:
+                out.append(item)
+            elif isinstance(item, str) and NAME.fullmatch(item.strip()):
+                out.append(str(item).strip())
+            else:
+                self.problem(node, f"`{what}` lists {item!r}, which is neither an exit status (1 to 255) nor a "
+                                   "name (an exception class such as TimeoutError, or `timeout`)",
+                             hint="e.g.  on: [75, timeout]  or  on: [ConnectionError]")
+        return tuple(out)
+
+    def duration(self, value: Any, node: Any, what: str) -> float | None:
+        try:
+            return expressions.parse_duration(value)
+        except UsageError as err:
+            self.problems.append(WorkflowInvalid(f"`{what}`: {err.message}", where=self.source.where(node),
+                                                 hint=err.hint))
+            return None
+
+
+def _plain_json(value: Any) -> Any:
+    """A schema as plain JSON data (the YAML loader's line-tracking types made plain)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
