@@ -1,7 +1,9 @@
 """The session store's interface: `SessionStore` (the operations `api` needs, and nothing else),
-the records it returns, session ids, and the wording of refusals that every backend shares.
+the records it returns, session ids, and the status words.
 
-Backends: `store_sqlite` (one machine, the default) and `store_postgres` (shared by hosts).
+The rules are written once, in `roast.outcomes` (pure) and `roast.sql` (every statement); the
+backends `store_sqlite` (one machine, the default) and `store_postgres` (shared by hosts) are
+only dialects.
 Only `api` picks and calls a store; faces never import one (SPEC §11). Imports neither yaml nor
 rich, and no backend driver: `roast sessions` starts up through here.
 """
@@ -13,7 +15,6 @@ import time
 from collections.abc import Sequence
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
-from roast.errors import NotFound, NotWaiting, Refused, RoastError
 from roast.record import Record
 
 if TYPE_CHECKING:
@@ -248,52 +249,6 @@ def when(t: float | None) -> str:
 def mask_url(url: str) -> str:
     """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13)."""
     return re.sub(r"(?<=://)([^:/@]*):([^@]*)@", lambda m: f"{m.group(1)}:***@", url)
-
-
-# ---------------------------------------------------------------------------------------------
-# refusal wording, the same for every store
-
-def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
-    """'it is running (resumed at … with 'approved')', 'it completed at …', …"""
-    status = session.status
-    if status == "running":
-        holder = f" in {session.holder}" if session.holder else ""
-        if session.orphaned:
-            return "it is orphaned (the process running it died; `roast resume -s " \
-                   f"{session.id}` continues it)"
-        if last_event is not None:
-            return f"it is running{holder} (resumed at {when(last_event[1])} with {last_event[0]!r})"
-        return f"it is running{holder} (started at {when(session.created_at)})"
-    if status == "waiting":
-        names = ", ".join(repr(w.get("event")) for w in session.awaiting if w.get("event"))
-        return f"it now waits for {names or 'its deadline'} (wait #{session.wait_seq})"
-    verb = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
-            "cancelled": "was cancelled"}.get(status, f"is {status}")
-    text = f"it {verb} at {when(session.finished_at or session.updated_at)}"
-    if status == "cancelled" and session.reason:
-        text += f" ({session.reason})"
-    elif last_event is not None:
-        text += f" (after {last_event[0]!r})"
-    return text
-
-
-def not_waiting(session: Session | None, session_id: str, wait_seq: int,
-                last_event: tuple[str, float] | None) -> RoastError:
-    if session is None:
-        return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")
-    if session.status == "waiting":  # a later wait than the caller saw
-        return NotWaiting(f"session {session_id} is no longer at wait #{wait_seq}: "
-                          f"{state_phrase(session, last_event)}; nothing changed")
-    return NotWaiting(f"session {session_id} is no longer waiting: {state_phrase(session, last_event)}; "
-                      "nothing changed")
-
-
-def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -> Refused:
-    return Refused(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
-
-
-def missing(session_id: str) -> NotFound:
-    return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")
 
 
 # ---------------------------------------------------------------------------------------------
