@@ -21,6 +21,7 @@ from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.store import (
+    HOST,
     ACCEPTED,
     FINISHED,
     STATUSES,
@@ -35,6 +36,7 @@ from roast.store import (
     StepStart,
     Suspended,
     check_id,
+    this_owner,
     when,
 )
 
@@ -60,7 +62,20 @@ COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, curso
            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id")
-HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
+# The columns of every table, in SQLite's order (`dump()`, `roast store copy`).
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
+                 "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
+                 "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
+                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas"),
+    "continuations": ("session_id", "envelope"),
+    "deltas": ("session_id", "seq", "envelope"),
+    "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
+              "host", "error"),
+    "events": ("id", "session_id", "wait_seq", "name", "data", "received_at", "source", "event_id", "digest",
+               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail"),
+    "definitions": ("fingerprint", "envelope", "created_at"),
+}
 _DEFAULT_BUSY_TIMEOUT = 5.0
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
 
@@ -82,61 +97,6 @@ def busy_timeout() -> float:
     if not value >= 0 or value == float("inf"):
         raise UsageError(f"ROAST_BUSY_TIMEOUT must be a number of seconds, not {raw!r}")
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# this process, as an owner; other processes
-
-def _start_ticks(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (/proc), to tell it from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def process_alive(pid: int, start: str | None) -> bool:
-    """True if process `pid` runs, and is the same process that started at `start` (if known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if start is None:
-        return True
-    now = _start_ticks(pid)
-    return now is None or now == start
-
-
-_OWNER = json.dumps({"host": HOST, "pid": os.getpid(), "start": _start_ticks(os.getpid())})
-
-
-def _me() -> str:
-    """This process as the owner column records it (re-described after a fork: serve workers, tests)."""
-    global _OWNER
-    if json.loads(_OWNER)["pid"] != os.getpid():
-        _OWNER = json.dumps({"host": HOST, "pid": os.getpid(), "start": _start_ticks(os.getpid())})
-    return _OWNER
-
-
-def _owner(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def mine(row: Row) -> bool:
-    """The row's recorded owner is this very process."""
-    owner = _owner(row["owner"])
-    return bool(owner and owner.get("host") == HOST and owner.get("pid") == os.getpid())
 
 
 def _now(now: float | None) -> float:
@@ -177,6 +137,7 @@ class SQLStore:
 
     _skip_locked = ""  # PostgreSQL: rows being written right now are left to their writer
     _step_order = "rowid"
+    _dump_order = {**dict.fromkeys(TABLE_COLUMNS, "rowid"), "deltas": "session_id, seq"}
     _prune_tables: tuple[tuple[str, str], ...] = (
         ("events", "session_id"), ("steps", "session_id"), ("deltas", "session_id"),
         ("continuations", "session_id"), ("sessions", "id"))
@@ -184,6 +145,9 @@ class SQLStore:
     _delta_seq: dict[str, tuple[int, int]]
 
     if TYPE_CHECKING:  # the dialect's part
+        shared: bool
+
+        def describe(self) -> str: ...
         def _write(self, session_id: str | None = None, *,
                    durable: bool = True) -> AbstractContextManager[Tx]: ...
         def _read(self) -> AbstractContextManager[Tx | None]: ...
@@ -280,7 +244,7 @@ class SQLStore:
                    "cursor, ahead, schemas) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
                    "'start', ?, ?)",
                    (new.id, new.workflow_path, new.workflow_name, new.fingerprint, new.target, now, now,
-                    int(new.has_definition), new.cwd, declares, new.key, new.definition, _me(), declares,
+                    int(new.has_definition), new.cwd, declares, new.key, new.definition, this_owner(), declares,
                     json.dumps(dict(new.schemas))))
             tx.run("INSERT INTO continuations (session_id, envelope) VALUES (?, ?)",
                    (new.id, seal.envelope(payload, has_code, keys, bind=seal.session_bind(new.id, 0), now=now)))
@@ -455,7 +419,7 @@ class SQLStore:
         count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
                        "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ? "
                        "WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
-                       (now, _me(), json.dumps(outcomes.still_ahead(session, now, consumer)), session.id,
+                       (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), session.id,
                         session.wait_seq))
         if count != 1:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
@@ -487,7 +451,7 @@ class SQLStore:
                 raise not_waiting(self._sessions(tx, [row])[0], session_id, -1, self._last_event(tx, session_id))
             count = tx.run("UPDATE sessions SET owner = ?, attempt = attempt + 1, updated_at = ?, error = NULL "
                            "WHERE id = ? AND status = 'running' AND COALESCE(owner, '') = ?",
-                           (_me(), now, session_id, row["owner"] or ""))
+                           (this_owner(), now, session_id, row["owner"] or ""))
             if count != 1:
                 raise NotWaiting(f"session {session_id} was taken over by another process meanwhile; nothing changed")
             if row["pending_event"] is None:
@@ -517,7 +481,7 @@ class SQLStore:
             count = tx.run("UPDATE sessions SET status = 'running', owner = ?, error = NULL, finished_at = NULL, "
                            "final_output = NULL, updated_at = ?, attempt = attempt + 1, delta_seq = ?, "
                            "cursor = COALESCE(?, cursor) WHERE id = ? AND status = 'failed'",
-                           (_me(), now, seq, cursor, session_id))
+                           (this_owner(), now, seq, cursor, session_id))
             if count != 1:
                 raise NotWaiting(f"session {session_id} was retried by another process meanwhile; nothing changed")
             tx.run("UPDATE events SET outcome = 'queued' WHERE session_id = ? AND outcome = 'unconsumed'",
@@ -754,6 +718,18 @@ class SQLStore:
                                   ("definitions", "fingerprint")):
                 for row in tx.rows(f"SELECT {column} AS k, envelope FROM {table}"):
                     yield table, str(row["k"]), bytes(row["envelope"])
+
+    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
+        """Every row of every table, in SQLite's column order (envelopes as bytes), for `roast store copy`."""
+        with self._read() as tx:
+            if tx is None:
+                return {}
+            out: dict[str, builtins.list[dict[str, Any]]] = {}
+            for table, columns in TABLE_COLUMNS.items():
+                rows = tx.rows(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {self._dump_order[table]}")
+                out[table] = [{c: bytes(r[c]) if isinstance(r[c], memoryview) else r[c] for c in columns}
+                              for r in rows]
+            return out
 
     def list(self, *, statuses: Sequence[str] = (), workflow: str | None = None,
              older_than: float | None = None, since: float | None = None, limit: int | None = 50,

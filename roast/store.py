@@ -9,6 +9,7 @@ rich, and no backend driver: `roast sessions` starts up through here.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -31,6 +32,7 @@ OUTCOMES = ("consumed", "queued", "duplicate", "late", "closed", "not_waiting", 
             "not_found", "unconsumed")
 ACCEPTED = ("consumed", "queued", "unconsumed")  # outcomes an event id stays bound to
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +260,59 @@ def mask_url(url: str) -> str:
 # has claimed it to drive soon: `roast serve`); after a drive ends in a store error or a signal it
 # is orphaned even though the process lives on, so it can be recovered without a restart.
 _RUNNING_HERE: set[str] = set()
+
+
+def start_ticks(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (/proc), to tell it from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """True if process `pid` runs, and is the same process that started at `start` (if known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start is None:
+        return True
+    now = start_ticks(pid)
+    return now is None or now == start
+
+
+_OWNER = json.dumps({"host": HOST, "pid": os.getpid(), "start": start_ticks(os.getpid())})
+
+
+def this_owner() -> str:
+    """This process as the owner column records it (re-described after a fork: serve workers, tests)."""
+    global _OWNER
+    if json.loads(_OWNER)["pid"] != os.getpid():
+        _OWNER = json.dumps({"host": HOST, "pid": os.getpid(), "start": start_ticks(os.getpid())})
+    return _OWNER
+
+
+def owner_of(text: str | None) -> dict[str, Any] | None:
+    """The owner column's JSON (`{host, pid, start}`), or None."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def mine(owner_text: str | None) -> bool:
+    """The recorded owner (a session row's `owner`) is this very process."""
+    owner = owner_of(owner_text)
+    return bool(owner and owner.get("host") == HOST and owner.get("pid") == os.getpid())
 
 
 def running_here(session_id: str) -> bool:

@@ -37,9 +37,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from roast import seal
-from roast.errors import NotWaiting, Refused, StateRefused, StoreUnavailable, UsageError
-from roast.sql import COLUMNS, HOST, SQLStore, _session, _start_ticks, mine, process_alive
-from roast.store import Session, check_id, fault_point, mask_url, running_here
+from roast.errors import NotWaiting, StateRefused, StoreUnavailable, UsageError
+from roast.sql import COLUMNS, TABLE_COLUMNS, SQLStore, _session
+from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here, start_ticks
 
 if TYPE_CHECKING:
     import builtins
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from roast.sql import Tx
 
     Row = dict[str, Any]
+
+__all__ = ["MIGRATIONS", "TABLE_COLUMNS", "PostgresStore", "lock_key"]
 
 _DEFAULT_CONNECT_TIMEOUT = "10"
 # How long hold() waits for the server to drop the lock of a process on this host that is known to
@@ -160,23 +162,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 
-# The columns of each table in SQLite's order (dump(), `roast store copy`).
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
-                 "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
-                 "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
-                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas"),
-    "continuations": ("session_id", "envelope"),
-    "deltas": ("session_id", "seq", "envelope"),
-    "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
-              "host", "error"),
-    "events": ("id", "session_id", "wait_seq", "name", "data", "received_at", "source", "event_id", "digest",
-               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail"),
-    "definitions": ("fingerprint", "envelope", "created_at"),
-}
-_ORDER = {"sessions": "created_at, id", "continuations": "session_id", "deltas": "session_id, seq",
-          "steps": "id", "events": "id", "definitions": "created_at, fingerprint"}
-
 _LIVE_LOCKS = (
     "SELECT (l.classid::int8 << 32) | l.objid::int8 AS lock_key, h.holder, h.host, h.pid, h.start "
     "FROM pg_locks l LEFT JOIN holders h ON h.backend_pid = l.pid "
@@ -235,6 +220,8 @@ class PostgresStore(SQLStore):
     read_only_view = False
     _skip_locked = " FOR UPDATE SKIP LOCKED"  # rows being written right now are left to their writer
     _step_order = "id"
+    _dump_order = {"sessions": "created_at, id", "continuations": "session_id", "deltas": "session_id, seq",
+                   "steps": "id", "events": "id", "definitions": "created_at, fingerprint"}
     _prune_tables = (("events", "session_id"), ("steps", "session_id"), ("deltas", "session_id"),
                      ("continuations", "session_id"), ("holders", "session_id"), ("sessions", "id"))
 
@@ -503,7 +490,7 @@ class PostgresStore(SQLStore):
         here = self._holds_anywhere(row["id"])
         if here is not None:
             return False, here
-        if mine(row) and running_here(row["id"]):
+        if mine(row["owner"]) and running_here(row["id"]):
             return False, f"this process (pid {os.getpid()})"
         return True, None  # (a drive of this very process that stopped on an error: recoverable here)
 
@@ -566,7 +553,7 @@ class PostgresStore(SQLStore):
                 "pid = EXCLUDED.pid, start = EXCLUDED.start, since = EXCLUDED.since) "
                 "SELECT ok, set_config('application_name', %(app)s, false) FROM got",
                 {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
-                 "start": _start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}).fetchone()
+                 "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}).fetchone()
             if got is not None and got["ok"]:
                 return
             rows = conn.execute(_pg(_LIVE_LOCKS), ([key],)).fetchall()
@@ -607,7 +594,7 @@ class PostgresStore(SQLStore):
     def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]:
         # this process holds the lock now, so no other process does: it is live only if this very
         # process is running it
-        if mine(row) and running_here(row["id"]):
+        if mine(row["owner"]) and running_here(row["id"]):
             return False, f"this process (pid {os.getpid()})"
         return True, None
 
@@ -624,109 +611,6 @@ class PostgresStore(SQLStore):
         """The keys (for approval-link tokens, issue 15); a shared store never makes one."""
         return self._keyring(None, signing=True)
 
-    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
-        """Every row of every table, in SQLite's column order (envelopes as bytes), for `roast store copy`."""
-        with self._read() as tx:
-            if tx is None:
-                return {}
-            out: dict[str, list[dict[str, Any]]] = {}
-            for table, columns in TABLE_COLUMNS.items():
-                rows = tx.rows(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {_ORDER[table]}")
-                out[table] = [{c: bytes(r[c]) if isinstance(r[c], memoryview) else r[c] for c in columns}
-                              for r in rows]
-            return out
-
-    def restore(self, dumped: dict[str, builtins.list[dict[str, Any]]]) -> dict[str, int]:
-        """Insert the sessions of another store's `dump()` in one transaction; refuse (nothing
-        changed) if this store already holds any of them. Event rows get new ids here (the
-        sessions' pending events follow them); a definition this store already has is kept. Before
-        the commit, the rows are read back and compared with `dumped` (`census_of`): any difference
-        rolls it all back. Returns how many rows of each table were written (`roast store copy`)."""
-        sessions = dumped.get("sessions", [])
-        ids = [s["id"] for s in sessions]
-        expected = census_of(dumped)
-        with self._write() as tx:
-            present = [r["id"] for r in tx.rows("SELECT id FROM sessions WHERE id = ANY(?) ORDER BY id", (ids,))]
-            if present:
-                shown = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
-                raise Refused(f"the session store {self.describe()} already holds {len(present)} of these sessions "
-                              f"({shown}); nothing was copied",
-                              hint="copy into a store that holds none of them")
-            counts = dict.fromkeys(TABLE_COLUMNS, 0)
-            columns = [c for c in TABLE_COLUMNS["sessions"] if c != "pending_event"]
-            tx.many(f"INSERT INTO sessions ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-                    [tuple(s[c] for c in columns) for s in sessions])
-            counts["sessions"] = len(sessions)
-            for table in ("continuations", "deltas", "steps"):
-                rows = dumped.get(table, [])
-                cols = TABLE_COLUMNS[table]
-                tx.many(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                        [tuple(r[c] for c in cols) for r in rows])
-                counts[table] = len(rows)
-            renumbered: dict[int, int] = {}
-            cols = TABLE_COLUMNS["events"][1:]
-            for event in dumped.get("events", []):  # in the source's order, so ids keep it
-                new = tx.row(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-                             "RETURNING id", tuple(event[c] for c in cols))
-                assert new is not None
-                renumbered[int(event["id"])] = int(new["id"])
-            counts["events"] = len(renumbered)
-            tx.many("UPDATE sessions SET pending_event = ? WHERE id = ?",
-                    [(renumbered.get(int(s["pending_event"])), s["id"]) for s in sessions
-                     if s.get("pending_event") is not None])
-            for definition in dumped.get("definitions", []):
-                counts["definitions"] += tx.run(
-                    "INSERT INTO definitions (fingerprint, envelope, created_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (fingerprint) DO NOTHING",
-                    (definition["fingerprint"], definition["envelope"], definition["created_at"]))
-            found = self._census(tx, ids, [d["fingerprint"] for d in dumped.get("definitions", [])])
-            if found != expected:
-                wrong = ", ".join(f"{k} {found.get(k)} instead of {v}" for k, v in expected.items() if found.get(k) != v)
-                raise StoreUnavailable(f"the copy into {self.describe()} did not read back as written ({wrong}); "
-                                       "nothing was copied")
-        return counts
-
-    def census(self, session_ids: Sequence[str], fingerprints: Sequence[str] = ()) -> dict[str, Any]:
-        """How many rows these sessions have in each table, and a digest of their envelopes (as
-        `census_of` counts a dump): `roast store copy` checks the target with it."""
-        with self._read() as tx:
-            if tx is None:
-                return census_of({})
-            return self._census(tx, session_ids, fingerprints)
-
-    def _census(self, tx: _Tx, ids: Sequence[str], fingerprints: Sequence[str]) -> dict[str, Any]:
-        counts: dict[str, Any] = {}
-        for table, column in (("sessions", "id"), ("continuations", "session_id"), ("deltas", "session_id"),
-                              ("steps", "session_id"), ("events", "session_id")):
-            row = tx.row(f"SELECT count(*) AS n FROM {table} WHERE {column} = ANY(?)", (list(ids),))
-            counts[table] = int(row["n"]) if row else 0
-        row = tx.row("SELECT count(*) AS n FROM definitions WHERE fingerprint = ANY(?)", (list(fingerprints),))
-        counts["definitions"] = int(row["n"]) if row else 0
-        sealed = [("continuations", r["session_id"], bytes(r["envelope"])) for r in tx.rows(
-            "SELECT session_id, envelope FROM continuations WHERE session_id = ANY(?)", (list(ids),))]
-        sealed += [("deltas", f"{r['session_id']}:{r['seq']}", bytes(r["envelope"])) for r in tx.rows(
-            "SELECT session_id, seq, envelope FROM deltas WHERE session_id = ANY(?)", (list(ids),))]
-        counts["envelopes"] = _digest(sealed)
-        return counts
-
-
-
-def census_of(dumped: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The census (`PostgresStore.census`) of the sessions in a `dump()`."""
-    counts: dict[str, Any] = {table: len(dumped.get(table, [])) for table in TABLE_COLUMNS}
-    sealed = [("continuations", r["session_id"], bytes(r["envelope"])) for r in dumped.get("continuations", [])]
-    sealed += [("deltas", f"{r['session_id']}:{r['seq']}", bytes(r["envelope"])) for r in dumped.get("deltas", [])]
-    counts["envelopes"] = _digest(sealed)
-    return counts
-
-
-def _digest(sealed: list[tuple[str, str, bytes]]) -> str:
-    digest = hashlib.sha256()
-    for table, key, blob in sorted(sealed):
-        digest.update(f"{table}\x00{key}\x00{len(blob)}\x00".encode() + blob)
-    return digest.hexdigest()
-
-
 
 class _Tx:
     """A connection inside `_write`/`_read`: `?` placeholders become psycopg's `%s` (once per
@@ -740,11 +624,6 @@ class _Tx:
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
         """Execute; return the number of rows it changed."""
         return self.conn.execute(_pg(sql), _params(params)).rowcount  # type: ignore[arg-type]
-
-    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        if rows:
-            with self.conn.cursor() as cur:
-                cur.executemany(_pg(sql), [_params(r) for r in rows])  # type: ignore[arg-type]
 
     def row(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         return self.conn.execute(_pg(sql), _params(params)).fetchone()  # type: ignore[arg-type]

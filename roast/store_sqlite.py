@@ -25,8 +25,19 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import seal
 from roast.errors import NotWaiting, RoastError, StoreUnavailable
-from roast.sql import COLUMNS, HOST, SQLStore, _owner, _session, mine, process_alive
-from roast.store import SESSION_ID, Session, check_id, fault_point, roast_home, running_here
+from roast.sql import COLUMNS, SQLStore, _session
+from roast.store import (
+    HOST,
+    SESSION_ID,
+    Session,
+    check_id,
+    fault_point,
+    mine,
+    owner_of,
+    process_alive,
+    roast_home,
+    running_here,
+)
 
 if TYPE_CHECKING:
     import builtins
@@ -488,8 +499,8 @@ class SQLiteStore(SQLStore):
         holder = None if held else self._probe(row["id"])  # (our own lock would look taken)
         if holder is not None:
             return False, holder
-        owner = _owner(row["owner"])
-        if mine(row):
+        owner = owner_of(row["owner"])
+        if mine(row["owner"]):
             if running_here(row["id"]):
                 return False, f"this process (pid {os.getpid()})"
             return True, None  # this process stopped running it (a store error, a signal)
@@ -559,17 +570,6 @@ class SQLiteStore(SQLStore):
         except RoastError as err:
             raise StoreUnavailable(err.message, hint=err.hint) from err
 
-    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
-        """Every row of every table, for `roast store copy` (envelopes byte-identical)."""
-        with self._read() as tx:
-            if tx is None:
-                return {}
-            out: dict[str, builtins.list[dict[str, Any]]] = {}
-            for table in ("sessions", "continuations", "deltas", "steps", "events", "definitions"):
-                out[table] = [dict(r) for r in tx.rows(f"SELECT * FROM {table} ORDER BY rowid"
-                                                          if table != "deltas" else
-                                                          "SELECT * FROM deltas ORDER BY session_id, seq")]
-            return out
 
 class _SQLiteTx:
     """A connection inside `_write`/`_read`, as `roast.sql` uses it."""
