@@ -153,7 +153,9 @@ class SQLStore:
         def _read(self) -> AbstractContextManager[Tx | None]: ...
         def _lock(self, tx: Tx, session_id: str) -> Row | None: ...  # the session row, locked for the write
         def _sessions(self, tx: Tx, rows: Sequence[Row]) -> list[Session]: ...  # with liveness
-        def _keyring(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...
+        _keys: seal.Keyring | None
+
+        def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...  # none configured
         def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]: ...  # (orphaned, holder), lock held
         def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...
 
@@ -169,6 +171,13 @@ class SQLStore:
 
     def _busy_timeout(self) -> float:
         return busy_timeout()
+
+    def _keyring(self, tx: Tx | None, *, signing: bool) -> seal.Keyring:
+        """The keys ROAST_KEY_FILE or ROAST_KEY name, else the dialect's own; kept once found."""
+        if self._keys is None:
+            keys = seal.configured_keys()
+            self._keys = keys if keys is not None else self._own_keys(tx, signing=signing)
+        return self._keys
 
     # -- inside transactions ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import seal
 from roast.errors import NotWaiting, RoastError, StoreUnavailable
+from roast.migrations import SQLITE as MIGRATIONS
 from roast.sql import COLUMNS, SQLStore, _session
 from roast.store import (
     HOST,
@@ -46,116 +47,6 @@ if TYPE_CHECKING:
     from roast.sql import Tx
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "process_alive"]
-
-
-# Numbered migrations, applied in order and recorded in PRAGMA user_version. Never edit an entry
-# that has shipped: append a new one.
-MIGRATIONS: list[tuple[str, ...]] = [
-    (  # 1: the first schema (roast 0.1)
-        """CREATE TABLE sessions (
-            id TEXT PRIMARY KEY,
-            workflow_path TEXT NOT NULL,
-            workflow_name TEXT NOT NULL,
-            fingerprint TEXT NOT NULL,
-            target TEXT,
-            status TEXT NOT NULL,
-            cursor TEXT,
-            awaiting TEXT NOT NULL DEFAULT '[]',
-            deadline REAL,
-            wait_seq INTEGER NOT NULL DEFAULT 0,
-            attempt INTEGER NOT NULL DEFAULT 1,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            finished_at REAL,
-            error TEXT,
-            output TEXT,
-            final_output TEXT,
-            reason TEXT,
-            has_definition INTEGER NOT NULL DEFAULT 0
-        )""",
-        "CREATE INDEX sessions_by_status ON sessions(status, created_at)",
-        "CREATE INDEX sessions_by_workflow ON sessions(workflow_path, status, created_at)",
-        "CREATE INDEX sessions_by_deadline ON sessions(status, deadline)",
-        """CREATE TABLE continuations (
-            session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
-            envelope BLOB NOT NULL
-        )""",
-        """CREATE TABLE steps (
-            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            path TEXT NOT NULL,
-            name TEXT NOT NULL,
-            attempt INTEGER NOT NULL,
-            started_at REAL NOT NULL,
-            finished_at REAL,
-            status TEXT NOT NULL,
-            output TEXT
-        )""",
-        "CREATE INDEX steps_by_session ON steps(session_id, path, attempt)",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            wait_seq INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            data TEXT NOT NULL,
-            received_at REAL NOT NULL,
-            source TEXT NOT NULL,
-            UNIQUE(session_id, wait_seq, name)
-        )""",
-    ),
-    (  # 2: roast 0.2 — working directory, owner, deltas, shared definitions, deliveries (issues 10-14)
-        "ALTER TABLE sessions ADD COLUMN cwd TEXT",
-        "ALTER TABLE sessions ADD COLUMN declares TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE sessions ADD COLUMN key TEXT",
-        "ALTER TABLE sessions ADD COLUMN definition TEXT",
-        "ALTER TABLE sessions ADD COLUMN owner TEXT",
-        "ALTER TABLE sessions ADD COLUMN pending_event INTEGER",
-        "ALTER TABLE sessions ADD COLUMN delta_seq INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE sessions ADD COLUMN notify_pending INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE sessions ADD COLUMN ahead TEXT",
-        "ALTER TABLE sessions ADD COLUMN schemas TEXT NOT NULL DEFAULT '{}'",
-        "CREATE INDEX sessions_by_key ON sessions(workflow_path, key, status)",
-        "CREATE INDEX sessions_by_created ON sessions(created_at)",
-        "ALTER TABLE steps ADD COLUMN pgid INTEGER",
-        "ALTER TABLE steps ADD COLUMN host TEXT",
-        "ALTER TABLE steps ADD COLUMN error TEXT",
-        """CREATE TABLE events2 (
-            id INTEGER PRIMARY KEY,
-            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            wait_seq INTEGER,
-            name TEXT NOT NULL,
-            data TEXT NOT NULL,
-            received_at REAL NOT NULL,
-            source TEXT NOT NULL,
-            event_id TEXT,
-            digest TEXT,
-            outcome TEXT NOT NULL DEFAULT 'consumed',
-            actor TEXT,
-            reason TEXT,
-            wait_path TEXT,
-            consumed_at REAL,
-            detail TEXT
-        )""",
-        "INSERT INTO events2 (id, session_id, wait_seq, name, data, received_at, source, consumed_at) "
-        "SELECT id, session_id, wait_seq, name, data, received_at, source, received_at FROM events",
-        "DROP TABLE events",
-        "ALTER TABLE events2 RENAME TO events",
-        "CREATE INDEX events_by_session ON events(session_id, outcome, id)",
-        "CREATE UNIQUE INDEX events_by_event_id ON events(session_id, event_id) "
-        "WHERE event_id IS NOT NULL AND outcome IN ('consumed', 'queued', 'unconsumed')",
-        "CREATE INDEX events_by_any_id ON events(event_id) WHERE event_id IS NOT NULL",
-        """CREATE TABLE deltas (
-            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            envelope BLOB NOT NULL,
-            PRIMARY KEY (session_id, seq)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE definitions (
-            fingerprint TEXT PRIMARY KEY,
-            envelope BLOB NOT NULL,
-            created_at REAL NOT NULL
-        )""",
-    ),
-]
 
 
 class SQLiteStore(SQLStore):
@@ -444,27 +335,20 @@ class SQLiteStore(SQLStore):
     def key_path(self) -> str:
         return os.path.join(self.home, "secret.key")
 
-    def _keyring(self, tx: Tx | None, *, signing: bool) -> seal.Keyring:
-        if self._keys is not None:
-            return self._keys
-        keys = seal.configured_keys()
-        if keys is None:
-            def may_create() -> bool:
-                if not signing or tx is None:
-                    return False
-                return not any(tx.row(f"SELECT 1 AS one FROM {table} LIMIT 1")
-                               for table in ("continuations", "deltas", "definitions"))
+    def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring:
+        """The key file in ROAST_HOME, made by the first write to a store with nothing sealed yet."""
+        def may_create() -> bool:
+            return signing and tx is not None and not any(
+                tx.row(f"SELECT 1 AS one FROM {table} LIMIT 1") for table in ("continuations", "deltas", "definitions"))
 
-            try:
-                keys = seal.local_keys(self.key_path(), may_create=may_create)
-            except StoreUnavailable as err:
-                if signing:
-                    raise
-                from roast.errors import StateRefused  # reading: the state cannot be verified
+        try:
+            return seal.local_keys(self.key_path(), may_create=may_create)
+        except StoreUnavailable as err:
+            if signing:
+                raise
+            from roast.errors import StateRefused  # reading: the state cannot be verified
 
-                raise StateRefused(err.message, hint=err.hint) from err
-        self._keys = keys
-        return keys
+            raise StateRefused(err.message, hint=err.hint) from err
 
     # -- liveness --------------------------------------------------------------------------------
 
