@@ -1,6 +1,6 @@
 """The schema of both stores, as numbered migrations (DDL only: `store_sqlite` and `store_postgres`
 apply them, each in its own way). Side by side, so the two schemas stay in step: the columns of
-every table are `roast.sql.TABLE_COLUMNS`, in this order, in both.
+every table are `TABLE_COLUMNS`, in this order, in both.
 
 Never edit an entry that has shipped: append a new one, to both lists when both stores change.
 Imports nothing.
@@ -222,3 +222,19 @@ POSTGRES: list[tuple[str, ...]] = [
         )""",
     ),
 ]
+
+
+# The columns of every table, in SQLite's order (`dump()`, `roast store copy`).
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
+                 "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
+                 "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
+                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas"),
+    "continuations": ("session_id", "envelope"),
+    "deltas": ("session_id", "seq", "envelope"),
+    "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
+              "host", "error"),
+    "events": ("id", "session_id", "wait_seq", "name", "data", "received_at", "source", "event_id", "digest",
+               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail"),
+    "definitions": ("fingerprint", "envelope", "created_at"),
+}

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 
 from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, UsageError
+from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing, not_waiting, refusal
 from roast.store import (
     HOST,
@@ -45,37 +46,15 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
     import builtins
     from contextlib import AbstractContextManager
-    from typing import Any, Protocol
+    from typing import Any
 
     Row = Any  # sqlite3.Row or a psycopg dict row: read by column name only
-
-    class Tx(Protocol):
-        """One transaction (or a read connection): the whole dialect surface for DML."""
-
-        def run(self, sql: str, params: Sequence[object] = ()) -> int: ...  # rowcount
-        def row(self, sql: str, params: Sequence[object] = ()) -> Row | None: ...
-        def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
-        def insert(self, sql: str, params: Sequence[object]) -> int: ...  # the new row's id
 
 COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
            "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id")
-# The columns of every table, in SQLite's order (`dump()`, `roast store copy`).
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
-                 "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
-                 "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
-                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas"),
-    "continuations": ("session_id", "envelope"),
-    "deltas": ("session_id", "seq", "envelope"),
-    "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
-              "host", "error"),
-    "events": ("id", "session_id", "wait_seq", "name", "data", "received_at", "source", "event_id", "digest",
-               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail"),
-    "definitions": ("fingerprint", "envelope", "created_at"),
-}
 _DEFAULT_BUSY_TIMEOUT = 5.0
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
 
@@ -123,6 +102,36 @@ def _event(row: Row) -> EventRecord:
     return EventRecord(row["name"], json.loads(row["data"]), row["received_at"], row["source"], row["wait_seq"],
                        row["event_id"], row["outcome"], row["actor"], row["reason"], row["wait_path"],
                        row["consumed_at"], row["detail"], row["id"])
+
+
+class Tx:
+    """One transaction (or a read connection) over a DB-API connection: the whole dialect surface
+    for DML. A dialect's subclass rewrites the statement (`_sql`) or the parameters (`_params`)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _params(self, params: Sequence[object]) -> Sequence[object]:
+        return params
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Execute; return the number of rows it changed."""
+        return int(self.conn.execute(self._sql(sql), self._params(params)).rowcount)
+
+    def row(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        return self.conn.execute(self._sql(sql), self._params(params)).fetchone()
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return list(self.conn.execute(self._sql(sql), self._params(params)).fetchall())
+
+    def insert(self, sql: str, params: Sequence[object]) -> int:
+        """Execute an INSERT; return the new row's id."""
+        return int(self.conn.execute(self._sql(sql), self._params(params)).lastrowid)
 
 
 def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None:

@@ -287,23 +287,21 @@ def process_alive(pid: int, start: str | None) -> bool:
     return now is None or now == start
 
 
-_OWNER = json.dumps({"host": HOST, "pid": os.getpid(), "start": start_ticks(os.getpid())})
+_OWNER: tuple[int, str] = (0, "")  # (pid, its owner text): described again after a fork
 
 
 def this_owner() -> str:
-    """This process as the owner column records it (re-described after a fork: serve workers, tests)."""
+    """This process as the owner column records it: `{"host", "pid", "start"}` as JSON."""
     global _OWNER
-    if json.loads(_OWNER)["pid"] != os.getpid():
-        _OWNER = json.dumps({"host": HOST, "pid": os.getpid(), "start": start_ticks(os.getpid())})
-    return _OWNER
+    if _OWNER[0] != os.getpid():
+        _OWNER = (os.getpid(), json.dumps({"host": HOST, "pid": os.getpid(), "start": start_ticks(os.getpid())}))
+    return _OWNER[1]
 
 
 def owner_of(text: str | None) -> dict[str, Any] | None:
     """The owner column's JSON (`{host, pid, start}`), or None."""
-    if not text:
-        return None
     try:
-        value = json.loads(text)
+        value = json.loads(text) if text else None
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -320,10 +318,7 @@ def running_here(session_id: str) -> bool:
 
 
 def mark_running(session_id: str, running: bool = True) -> None:
-    if running:
-        _RUNNING_HERE.add(session_id)
-    else:
-        _RUNNING_HERE.discard(session_id)
+    (_RUNNING_HERE.add if running else _RUNNING_HERE.discard)(session_id)
 
 
 # ---------------------------------------------------------------------------------------------

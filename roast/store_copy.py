@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from roast import seal
 from roast.errors import Refused, StoreUnavailable, UsageError
-from roast.sql import TABLE_COLUMNS, SQLStore, marks
+from roast.migrations import TABLE_COLUMNS
+from roast.sql import SQLStore, marks
 
 if TYPE_CHECKING:
     from typing import Any

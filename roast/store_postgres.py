@@ -39,7 +39,8 @@ from psycopg.rows import dict_row
 from roast import seal
 from roast.errors import NotWaiting, StateRefused, StoreUnavailable, UsageError
 from roast.migrations import POSTGRES as MIGRATIONS
-from roast.sql import COLUMNS, TABLE_COLUMNS, SQLStore, _session
+from roast.migrations import TABLE_COLUMNS
+from roast.sql import COLUMNS, SQLStore, Tx, _session
 from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
 from roast.store import start_ticks
 
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     import builtins
     from typing import Any
 
-    from roast.sql import Tx
 
     Row = dict[str, Any]
 
@@ -87,10 +87,6 @@ def _clean(value: object) -> object:
     if type(value) is str and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
-
-
-def _params(values: Sequence[object]) -> tuple[object, ...]:
-    return tuple(_clean(v) for v in values)
 
 
 class _Local(threading.local):
@@ -503,24 +499,17 @@ class PostgresStore(SQLStore):
         return self._keyring(None, signing=True)
 
 
-class _Tx:
-    """A connection inside `_write`/`_read`: `?` placeholders become psycopg's `%s` (once per
-    statement text), and every parameter passes `_clean` (no NUL in text)."""
+class _Tx(Tx):
+    """`?` placeholders become psycopg's `%s` (once per statement text), and every parameter
+    passes `_clean` (no NUL in text)."""
 
-    __slots__ = ("conn",)
+    __slots__ = ()
 
-    def __init__(self, conn: psycopg.Connection[Row]) -> None:
-        self.conn = conn
+    def _sql(self, sql: str) -> str:
+        return _pg(sql)
 
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        """Execute; return the number of rows it changed."""
-        return self.conn.execute(_pg(sql), _params(params)).rowcount  # type: ignore[arg-type]
-
-    def row(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        return self.conn.execute(_pg(sql), _params(params)).fetchone()  # type: ignore[arg-type]
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Row]:
-        return self.conn.execute(_pg(sql), _params(params)).fetchall()  # type: ignore[arg-type]
+    def _params(self, params: Sequence[object]) -> Sequence[object]:
+        return tuple(_clean(v) for v in params)
 
     def insert(self, sql: str, params: Sequence[object]) -> int:
         row = self.row(sql + " RETURNING id", params)

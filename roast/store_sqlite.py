@@ -26,25 +26,14 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast import seal
 from roast.errors import NotWaiting, RoastError, StoreUnavailable
 from roast.migrations import SQLITE as MIGRATIONS
-from roast.sql import COLUMNS, SQLStore, _session
-from roast.store import (
-    HOST,
-    SESSION_ID,
-    Session,
-    check_id,
-    fault_point,
-    mine,
-    owner_of,
-    process_alive,
-    roast_home,
-    running_here,
-)
+from roast.sql import COLUMNS, SQLStore, Tx, _session
+from roast.store import HOST, SESSION_ID, Session, check_id, fault_point, mine, owner_of, process_alive
+from roast.store import roast_home, running_here
 
 if TYPE_CHECKING:
     import builtins
     from typing import Any
 
-    from roast.sql import Tx
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "process_alive"]
 
@@ -258,7 +247,7 @@ class SQLiteStore(SQLStore):
         self._drop()
 
     @contextmanager
-    def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[_SQLiteTx]:
+    def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[Tx]:
         """One `BEGIN IMMEDIATE … COMMIT`; any error rolls it back and nothing changes."""
         with self._errors(session_id):
             db = self._connection()
@@ -278,7 +267,7 @@ class SQLiteStore(SQLStore):
                 self._drop()
                 raise
             try:
-                yield _SQLiteTx(db)
+                yield Tx(db)
                 fault_point()
                 db.execute("COMMIT")
             except sqlite3.Error:
@@ -295,12 +284,12 @@ class SQLiteStore(SQLStore):
             fault_point()
 
     @contextmanager
-    def _read(self) -> Iterator[_SQLiteTx | None]:
+    def _read(self) -> Iterator[Tx | None]:
         """A connection for reading, or None when no store exists yet (reads create nothing)."""
         with self._errors():
             cached = self._connection()
             if cached is not None:
-                yield _SQLiteTx(cached)
+                yield Tx(cached)
                 return
             if not os.path.exists(self.db_path):
                 yield None
@@ -310,7 +299,7 @@ class SQLiteStore(SQLStore):
                 self._check_file()
                 with contextlib.closing(self._open(self._ro_uri())) as view:
                     self.read_only_view = True
-                    yield _SQLiteTx(view)
+                    yield Tx(view)
                 return
             try:
                 db = self._open()
@@ -321,9 +310,9 @@ class SQLiteStore(SQLStore):
                     raise
                 with contextlib.closing(self._open(self._ro_uri())) as view:
                     self.read_only_view = True
-                    yield _SQLiteTx(view)
+                    yield Tx(view)
                 return
-            yield _SQLiteTx(self._keep(db))
+            yield Tx(self._keep(db))
 
     def _ro_uri(self) -> str:
         from urllib.parse import quote  # only for a read-only store
@@ -453,27 +442,6 @@ class SQLiteStore(SQLStore):
             return self._keyring(None, signing=False)
         except RoastError as err:
             raise StoreUnavailable(err.message, hint=err.hint) from err
-
-
-class _SQLiteTx:
-    """A connection inside `_write`/`_read`, as `roast.sql` uses it."""
-
-    __slots__ = ("db",)
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        return self.db.execute(sql, params).rowcount
-
-    def row(self, sql: str, params: Sequence[object] = ()) -> Any:
-        return self.db.execute(sql, params).fetchone()
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
-        return self.db.execute(sql, params).fetchall()
-
-    def insert(self, sql: str, params: Sequence[object]) -> int:
-        return int(self.db.execute(sql, params).lastrowid or 0)
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -8,9 +8,9 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
 ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "context", "seal",
-         "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "sql",
-         "migrations", "store_sqlite", "store_postgres", "store_copy", "definition", "api", "display", "serve",
-         "cli"]
+         "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes",
+         "migrations", "sql", "store_sqlite", "store_postgres", "store_copy", "definition", "api", "display",
+         "serve", "cli"]
 FACES = {"display", "cli", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
