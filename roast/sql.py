@@ -127,7 +127,7 @@ class Tx:
         return self.conn.execute(self._sql(sql), self._params(params)).fetchone()
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return list(self.conn.execute(self._sql(sql), self._params(params)).fetchall())
+        return self.conn.execute(self._sql(sql), self._params(params)).fetchall()
 
     def insert(self, sql: str, params: Sequence[object]) -> int:
         """Execute an INSERT; return the new row's id."""
@@ -155,6 +155,7 @@ class SQLStore:
 
     if TYPE_CHECKING:  # the dialect's part
         shared: bool
+        _keys: seal.Keyring | None
 
         def describe(self) -> str: ...
         def _write(self, session_id: str | None = None, *,
@@ -162,8 +163,6 @@ class SQLStore:
         def _read(self) -> AbstractContextManager[Tx | None]: ...
         def _lock(self, tx: Tx, session_id: str) -> Row | None: ...  # the session row, locked for the write
         def _sessions(self, tx: Tx, rows: Sequence[Row]) -> list[Session]: ...  # with liveness
-        _keys: seal.Keyring | None
-
         def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...  # none configured
         def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]: ...  # (orphaned, holder), lock held
         def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...

@@ -1,8 +1,9 @@
 """The PostgreSQL session store (`ROAST_STORE=postgresql://user@host:port/dbname`): one store that
 several hosts share, through psycopg 3 (`pip install 'roast[postgres]'`).
 
-The PostgreSQL dialect of `roast.sql` (which writes every operation once, for both stores).
-Every write is one transaction that first locks the session's row (`SELECT … FOR UPDATE`), so
+This is the dialect only: `roast.sql` writes every operation once, for both stores (with `?`
+placeholders, rewritten here to psycopg's once per statement). Every write is one transaction
+that first locks the session's row (`SELECT … FOR UPDATE`, or the compare-and-set itself), so
 writers of one session queue up as SQLite's single writer would, and writers of different sessions
 do not wait for each other; a claim is still the compare-and-set `UPDATE … WHERE status = 'waiting'
 AND wait_seq = ?`. A lock wait longer than ROAST_BUSY_TIMEOUT (`lock_timeout`) is "busy".
@@ -15,9 +16,10 @@ StoreUnavailable and the session stays recoverable. A `holders` row names the ho
 ("roast resume (pid 123 on hostb)"). The signing key never lives in the database: it comes from
 ROAST_KEY_FILE or ROAST_KEY (`seal.configured_keys`), and none is ever created here.
 
-Schema changes are numbered migrations applied under an advisory lock. Text columns hold JSON as
-text, so what is read back is byte for byte what was written (`roast store copy`). PostgreSQL text
-cannot hold NUL characters: a NUL in a step's output or a message is stored as U+FFFD.
+Schema changes are numbered migrations (`roast.migrations.POSTGRES`) applied under an advisory
+lock. Text columns hold JSON as text, so what is read back is byte for byte what was written
+(`roast store copy`). PostgreSQL text cannot hold NUL characters: a NUL in a step's output or a
+message is stored as U+FFFD.
 
 Must not import yaml or rich: `roast sessions` starts up through this module.
 """
@@ -38,8 +40,7 @@ from psycopg.rows import dict_row
 
 from roast import seal
 from roast.errors import NotWaiting, StateRefused, StoreUnavailable, UsageError
-from roast.migrations import POSTGRES as MIGRATIONS
-from roast.migrations import TABLE_COLUMNS
+from roast.migrations import POSTGRES as MIGRATIONS, TABLE_COLUMNS
 from roast.sql import COLUMNS, SQLStore, Tx, _session
 from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
 from roast.store import start_ticks
