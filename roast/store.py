@@ -1,19 +1,21 @@
 """The session store's interface: `SessionStore` (the operations `api` needs, and nothing else),
-the records it returns, session ids, and the wording of refusals that every backend shares.
+the records it returns, session ids, and the status words.
 
-Backends: `store_sqlite` (one machine, the default) and `store_postgres` (shared by hosts).
+The rules are written once, in `roast.outcomes` (pure) and `roast.sql` (every statement); the
+backends `store_sqlite` (one machine, the default) and `store_postgres` (shared by hosts) are
+only dialects.
 Only `api` picks and calls a store; faces never import one (SPEC §11). Imports neither yaml nor
 rich, and no backend driver: `roast sessions` starts up through here.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from collections.abc import Sequence
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
-from roast.errors import NotFound, NotWaiting, Refused, RoastError
 from roast.record import Record
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ OUTCOMES = ("consumed", "queued", "duplicate", "late", "closed", "not_waiting", 
             "not_found", "unconsumed")
 ACCEPTED = ("consumed", "queued", "unconsumed")  # outcomes an event id stays bound to
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,52 +254,6 @@ def mask_url(url: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# refusal wording, the same for every store
-
-def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
-    """'it is running (resumed at … with 'approved')', 'it completed at …', …"""
-    status = session.status
-    if status == "running":
-        holder = f" in {session.holder}" if session.holder else ""
-        if session.orphaned:
-            return "it is orphaned (the process running it died; `roast resume -s " \
-                   f"{session.id}` continues it)"
-        if last_event is not None:
-            return f"it is running{holder} (resumed at {when(last_event[1])} with {last_event[0]!r})"
-        return f"it is running{holder} (started at {when(session.created_at)})"
-    if status == "waiting":
-        names = ", ".join(repr(w.get("event")) for w in session.awaiting if w.get("event"))
-        return f"it now waits for {names or 'its deadline'} (wait #{session.wait_seq})"
-    verb = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
-            "cancelled": "was cancelled"}.get(status, f"is {status}")
-    text = f"it {verb} at {when(session.finished_at or session.updated_at)}"
-    if status == "cancelled" and session.reason:
-        text += f" ({session.reason})"
-    elif last_event is not None:
-        text += f" (after {last_event[0]!r})"
-    return text
-
-
-def not_waiting(session: Session | None, session_id: str, wait_seq: int,
-                last_event: tuple[str, float] | None) -> RoastError:
-    if session is None:
-        return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")
-    if session.status == "waiting":  # a later wait than the caller saw
-        return NotWaiting(f"session {session_id} is no longer at wait #{wait_seq}: "
-                          f"{state_phrase(session, last_event)}; nothing changed")
-    return NotWaiting(f"session {session_id} is no longer waiting: {state_phrase(session, last_event)}; "
-                      "nothing changed")
-
-
-def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -> Refused:
-    return Refused(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
-
-
-def missing(session_id: str) -> NotFound:
-    return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")
-
-
-# ---------------------------------------------------------------------------------------------
 # sessions this process is running
 
 # A session whose recorded owner is this very process is live while this process drives it (or
@@ -305,15 +262,63 @@ def missing(session_id: str) -> NotFound:
 _RUNNING_HERE: set[str] = set()
 
 
+def start_ticks(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (/proc), to tell it from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """True if process `pid` runs, and is the same process that started at `start` (if known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start is None:
+        return True
+    now = start_ticks(pid)
+    return now is None or now == start
+
+
+_OWNER: tuple[int, str] = (0, "")  # (pid, its owner text): described again after a fork
+
+
+def this_owner() -> str:
+    """This process as the owner column records it: `{"host", "pid", "start"}` as JSON."""
+    global _OWNER
+    if _OWNER[0] != os.getpid():
+        _OWNER = (os.getpid(), json.dumps({"host": HOST, "pid": os.getpid(), "start": start_ticks(os.getpid())}))
+    return _OWNER[1]
+
+
+def owner_of(text: str | None) -> dict[str, Any] | None:
+    """The owner column's JSON (`{host, pid, start}`), or None."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def mine(owner_text: str | None) -> bool:
+    """The recorded owner (a session row's `owner`) is this very process."""
+    owner = owner_of(owner_text)
+    return bool(owner and owner.get("host") == HOST and owner.get("pid") == os.getpid())
+
+
 def running_here(session_id: str) -> bool:
     return session_id in _RUNNING_HERE
 
 
 def mark_running(session_id: str, running: bool = True) -> None:
-    if running:
-        _RUNNING_HERE.add(session_id)
-    else:
-        _RUNNING_HERE.discard(session_id)
+    (_RUNNING_HERE.add if running else _RUNNING_HERE.discard)(session_id)
 
 
 # ---------------------------------------------------------------------------------------------

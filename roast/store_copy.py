@@ -7,16 +7,20 @@ target, and never unpickles anything. Must not import yaml or rich.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from typing import TYPE_CHECKING
 
 from roast import seal
 from roast.errors import Refused, StoreUnavailable, UsageError
+from roast.migrations import TABLE_COLUMNS
+from roast.sql import SQLStore, marks
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from roast.sql import Tx
     from roast.store import SessionStore
 
 
@@ -35,9 +39,7 @@ def copy_store(source: SessionStore, target: SessionStore) -> dict[str, int]:
         >>> copy_store(open_store(), open_store("postgresql://roast@db.internal/roast"))  # doctest: +SKIP
         {'sessions': 12, 'continuations': 3, 'deltas': 0, 'steps': 40, 'events': 9, 'definitions': 2}
     """
-    restore = getattr(target, "restore", None)
-    census = getattr(target, "census", None)
-    if restore is None or census is None:
+    if not isinstance(target, SQLStore) or not target.shared:
         raise UsageError(f"cannot copy sessions into {target.describe()}: the target must be a PostgreSQL store",
                          hint="roast store copy --to postgresql://user@host:port/dbname")
     if source.describe() == target.describe():
@@ -52,16 +54,106 @@ def copy_store(source: SessionStore, target: SessionStore) -> dict[str, int]:
     if not dumped.get("sessions"):
         return {table: 0 for table in ("sessions", "continuations", "deltas", "steps", "events", "definitions")}
     _check_keys(source, dumped)
-    counts: dict[str, int] = restore(dumped)
-    from roast.store_postgres import census_of
-
+    counts = restore(target, dumped)
     ids = [s["id"] for s in dumped["sessions"]]
-    found, expected = census(ids, [d["fingerprint"] for d in dumped.get("definitions", [])]), census_of(dumped)
+    found, expected = census(target, ids, [d["fingerprint"] for d in dumped.get("definitions", [])]), census_of(dumped)
     if found != expected:
         wrong = ", ".join(f"{k} {found.get(k)} instead of {v}" for k, v in expected.items() if found.get(k) != v)
         raise StoreUnavailable(f"the copy in {target.describe()} differs from {source.describe()} when read back "
                                f"({wrong})", hint="the source is unchanged; investigate before using the copy")
     return counts
+
+
+def restore(target: SQLStore, dumped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    """Insert the sessions of another store's `dump()` in one transaction; refuse (nothing
+    changed) if the target already holds any of them. Event rows get new ids there (the
+    sessions' pending events follow them); a definition the target already has is kept. Before
+    the commit, the rows are read back and compared with `dumped` (`census_of`): any difference
+    rolls it all back. Returns how many rows of each table were written."""
+    sessions = dumped.get("sessions", [])
+    ids = [s["id"] for s in sessions]
+    expected = census_of(dumped)
+    with target._write() as tx:
+        present = sorted(r["id"] for part in _chunks(ids)
+                         for r in tx.rows(f"SELECT id FROM sessions WHERE id IN ({marks(part)})", part))
+        if present:
+            shown = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
+            raise Refused(f"the session store {target.describe()} already holds {len(present)} of these sessions "
+                          f"({shown}); nothing was copied", hint="copy into a store that holds none of them")
+        counts = dict.fromkeys(TABLE_COLUMNS, 0)
+        for table in ("sessions", "continuations", "deltas", "steps"):
+            cols = [c for c in TABLE_COLUMNS[table] if c != "pending_event"]
+            for row in dumped.get(table, []):
+                tx.run(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks(cols)})", [row[c] for c in cols])
+                counts[table] += 1
+        renumbered: dict[int, int] = {}
+        cols = list(TABLE_COLUMNS["events"][1:])
+        for event in dumped.get("events", []):  # in the source's order, so ids keep it
+            renumbered[int(event["id"])] = tx.insert(f"INSERT INTO events ({', '.join(cols)}) VALUES ({marks(cols)})",
+                                                     [event[c] for c in cols])
+        counts["events"] = len(renumbered)
+        for s in sessions:
+            if s.get("pending_event") is not None:
+                tx.run("UPDATE sessions SET pending_event = ? WHERE id = ?",
+                       (renumbered.get(int(s["pending_event"])), s["id"]))
+        for definition in dumped.get("definitions", []):
+            counts["definitions"] += tx.run(
+                "INSERT INTO definitions (fingerprint, envelope, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (fingerprint) DO NOTHING",
+                (definition["fingerprint"], definition["envelope"], definition["created_at"]))
+        found = _census(tx, ids, [d["fingerprint"] for d in dumped.get("definitions", [])])
+        if found != expected:
+            wrong = ", ".join(f"{k} {found.get(k)} instead of {v}" for k, v in expected.items() if found.get(k) != v)
+            raise StoreUnavailable(f"the copy into {target.describe()} did not read back as written ({wrong}); "
+                                   "nothing was copied")
+    return counts
+
+
+def census(target: SQLStore, session_ids: list[str], fingerprints: list[str]) -> dict[str, Any]:
+    """How many rows these sessions have in each table of `target`, and a digest of their
+    envelopes (as `census_of` counts a dump): the copy is checked with it."""
+    with target._read() as tx:
+        return census_of({}) if tx is None else _census(tx, session_ids, fingerprints)
+
+
+def _census(tx: Tx, ids: list[str], fingerprints: list[str]) -> dict[str, Any]:
+    counts: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS, 0)
+    sealed: list[tuple[str, str, bytes]] = []
+    for part in _chunks(ids):
+        for table, column in (("sessions", "id"), ("continuations", "session_id"), ("deltas", "session_id"),
+                              ("steps", "session_id"), ("events", "session_id")):
+            row = tx.row(f"SELECT count(*) AS n FROM {table} WHERE {column} IN ({marks(part)})", part)
+            counts[table] += int(row["n"]) if row else 0
+        sealed += [("continuations", r["session_id"], bytes(r["envelope"])) for r in tx.rows(
+            f"SELECT session_id, envelope FROM continuations WHERE session_id IN ({marks(part)})", part)]
+        sealed += [("deltas", f"{r['session_id']}:{r['seq']}", bytes(r["envelope"])) for r in tx.rows(
+            f"SELECT session_id, seq, envelope FROM deltas WHERE session_id IN ({marks(part)})", part)]
+    for part in _chunks(fingerprints):
+        row = tx.row(f"SELECT count(*) AS n FROM definitions WHERE fingerprint IN ({marks(part)})", part)
+        counts["definitions"] += int(row["n"]) if row else 0
+    counts["envelopes"] = _digest(sealed)
+    return counts
+
+
+def census_of(dumped: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The census (`census`) of the sessions in a `dump()`."""
+    counts: dict[str, Any] = {table: len(dumped.get(table, [])) for table in TABLE_COLUMNS}
+    sealed = [("continuations", r["session_id"], bytes(r["envelope"])) for r in dumped.get("continuations", [])]
+    sealed += [("deltas", f"{r['session_id']}:{r['seq']}", bytes(r["envelope"])) for r in dumped.get("deltas", [])]
+    counts["envelopes"] = _digest(sealed)
+    return counts
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    """`IN (…)` lists of at most 500 (SQLite and psycopg limit the parameters of a statement)."""
+    return [values[i:i + 500] for i in range(0, len(values), 500)]
+
+
+def _digest(sealed: list[tuple[str, str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for table, key, blob in sorted(sealed):
+        digest.update(f"{table}\x00{key}\x00{len(blob)}\x00".encode() + blob)
+    return digest.hexdigest()
 
 
 def _check_keys(source: SessionStore, dumped: dict[str, list[dict[str, Any]]]) -> None:

@@ -9,10 +9,10 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 # STYLE "Layout": imports flow down this list.
 ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "context", "seal",
          "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
-         "effects", "links", "pages", "store", "store_sqlite",
+         "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
          "store_postgres", "store_copy", "definition", "api", "display", "serve", "cli"]
 FACES = {"display", "cli", "serve"}
-STORES = {"store_sqlite", "store_postgres", "store_copy"}
+STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
 

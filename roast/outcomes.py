@@ -1,0 +1,131 @@
+"""The session rules of a delivery, decided from plain values: what becomes of an event (the
+outcomes `closed`, `unknown_event`, `busy`, `late`, `consumed`, `not_waiting`, `queued`, and
+`duplicate` for an event id already accepted), which events stay ahead after a wait is claimed,
+and the wording of every refusal a store gives.
+
+Pure: no SQL, no I/O, no clock (`now` is passed in). `roast.sql` reads the rows, asks here, and
+writes what was decided; tests/test_outcomes.py checks every outcome without a database.
+"""
+from __future__ import annotations
+
+from roast.errors import BadEventData, NotFound, NotWaiting, Refused, RoastError
+from roast.record import Record
+from roast.store import FINISHED, Session, when
+
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+
+class Verdict(Record):
+    """What a delivery does: the outcome, the detail recorded with it, and the wait it concerns
+    (`path` of the consuming wait; `deadline` of the wait a late event times out)."""
+
+    __slots__ = ("outcome", "detail", "path", "deadline")
+    _defaults = {"detail": None, "path": None, "deadline": None}
+
+
+def decide(session: Session, name: str, *, holding: bool, now: float, wait_seq: int | None = None,
+           if_waiting: bool = False) -> Verdict:
+    """What becomes of event `name` delivered to `session` (issue 14). `stale`: the caller named
+    a wait (`wait_seq`, an approval link) the session is no longer at. Raises NotWaiting for
+    `if_waiting` when the event would only be queued."""
+    if wait_seq is not None and (session.status, session.wait_seq) != ("waiting", wait_seq):
+        return Verdict("stale")  # an approval link is for one wait: never a later one (issue 15)
+    if session.status in FINISHED:
+        return Verdict("closed", f"the session {session.status} at {when(session.finished_at)}")
+    if session.declares and name not in session.declares:
+        return Verdict("unknown_event", "no wait of the workflow declares it")
+    offered = [a for a in session.awaiting if a.get("event") == name] if session.status == "waiting" else []
+    if offered and not holding:
+        return Verdict("busy")  # the caller takes the session's lock, then asks again
+    if offered:
+        if all(a.get("deadline") is not None and a["deadline"] <= now for a in offered):
+            deadline = min(a["deadline"] for a in offered)
+            return Verdict("late", f"the wait's deadline passed at {when(deadline)}", deadline=deadline)
+        return Verdict("consumed", path=offered[0].get("path"))
+    state = "running" if session.status == "running" else \
+        f"waiting for {', '.join(session.events) or 'its deadline'}"
+    if name not in session.ahead:
+        return Verdict("not_waiting", f"it is {state}, and no wait still ahead declares {name!r}")
+    if if_waiting:
+        raise NotWaiting(f"session {session.id} is {state}, not waiting for {name!r}; nothing changed "
+                         "(--if-waiting)", hint="drop --if-waiting to queue the event for a later wait")
+    return Verdict("queued")
+
+
+def same_event(event_id: str, digest: str | None, prior_digest: str | None, prior_session: str) -> None:
+    """An event id already accepted is a duplicate, unless it came with other data: refused."""
+    if prior_digest is not None and digest is not None and prior_digest != digest:
+        raise BadEventData(f"event id {event_id!r} was already used with other data (for session "
+                           f"{prior_session}); nothing changed", hint="use a new --event-id for a new event")
+
+
+def still_ahead(session: Session, now: float, consumer: str | None) -> list[str]:
+    """The events still ahead once a wait is claimed: the waits not consumed (the other branches
+    of a parallel group) stay ahead; `consumer=None` (a timeout): the waits not yet due stay."""
+    still = set(session.ahead)
+    for a in session.awaiting:
+        if not a.get("event"):
+            continue
+        other_branch = consumer is not None and a.get("path") != consumer
+        not_due = consumer is None and (a.get("deadline") is None or a["deadline"] > now)
+        if other_branch or not_due:
+            still.add(a["event"])
+    return sorted(still)
+
+
+def taken_at_suspend(awaiting: Iterable[dict[str, Any]], ahead: Iterable[str], name: str) -> tuple[str, list[str]]:
+    """A queued event `name` taken by a wait as the session suspends: that wait's path, and the
+    events still ahead (later waits', and the other waits' here)."""
+    waits = list(awaiting)
+    path = next(a for a in waits if a.get("event") == name)["path"]
+    return path, sorted(set(ahead) | {a["event"] for a in waits if a.get("event") and a["path"] != path})
+
+
+# ---------------------------------------------------------------------------------------------
+# refusal wording, the same for every store
+
+def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
+    """'it is running (resumed at … with 'approved')', 'it completed at …', …"""
+    status = session.status
+    if status == "running":
+        holder = f" in {session.holder}" if session.holder else ""
+        if session.orphaned:
+            return "it is orphaned (the process running it died; `roast resume -s " \
+                   f"{session.id}` continues it)"
+        if last_event is not None:
+            return f"it is running{holder} (resumed at {when(last_event[1])} with {last_event[0]!r})"
+        return f"it is running{holder} (started at {when(session.created_at)})"
+    if status == "waiting":
+        names = ", ".join(repr(w.get("event")) for w in session.awaiting if w.get("event"))
+        return f"it now waits for {names or 'its deadline'} (wait #{session.wait_seq})"
+    verb = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
+            "cancelled": "was cancelled"}.get(status, f"is {status}")
+    text = f"it {verb} at {when(session.finished_at or session.updated_at)}"
+    if status == "cancelled" and session.reason:
+        text += f" ({session.reason})"
+    elif last_event is not None:
+        text += f" (after {last_event[0]!r})"
+    return text
+
+
+def not_waiting(session: Session | None, session_id: str, wait_seq: int,
+                last_event: tuple[str, float] | None) -> RoastError:
+    if session is None:
+        return missing(session_id)
+    if session.status == "waiting":  # a later wait than the caller saw
+        return NotWaiting(f"session {session_id} is no longer at wait #{wait_seq}: "
+                          f"{state_phrase(session, last_event)}; nothing changed")
+    return NotWaiting(f"session {session_id} is no longer waiting: {state_phrase(session, last_event)}; "
+                      "nothing changed")
+
+
+def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -> Refused:
+    return Refused(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
+
+
+def missing(session_id: str) -> NotFound:
+    return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")

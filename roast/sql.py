@@ -1,0 +1,796 @@
+"""The session store written once: every SELECT/INSERT/UPDATE/DELETE of the `SessionStore`
+operations, the compare-and-set claims, the inbox, retries, deadlines, listings, and rows turned
+into records, over a transaction `Tx` of four methods (`run`, `row`, `rows`, `insert`).
+
+SQL is written with `?` placeholders and named columns only (a PostgreSQL `Tx` rewrites the
+placeholders). What is decided about an event is `roast.outcomes`; what differs per database is
+the dialect (`store_sqlite`, `store_postgres`): connecting, the write transaction and the row
+lock (`_write`, `_lock`), liveness (`_sessions`), keys, migrations, error mapping, and a few
+fragments (`_skip_locked`, `_step_order`, `_prune_tables`).
+
+Must not import yaml or rich: `roast sessions` starts up through this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+from roast import outcomes, seal
+from roast.errors import NotWaiting, Refused, UsageError
+from roast.migrations import TABLE_COLUMNS
+from roast.outcomes import missing, not_waiting, refusal
+from roast.store import (
+    HOST,
+    ACCEPTED,
+    FINISHED,
+    STATUSES,
+    Continuation,
+    EventRecord,
+    Incoming,
+    NewSession,
+    Outcome,
+    Session,
+    StepDone,
+    StepRecord,
+    StepStart,
+    Suspended,
+    check_id,
+    this_owner,
+    when,
+)
+
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
+
+if TYPE_CHECKING:
+    import builtins
+    from contextlib import AbstractContextManager
+    from typing import Any
+
+    Row = Any  # sqlite3.Row or a psycopg dict row: read by column name only
+
+COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
+           "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
+           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
+EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
+                 "consumed_at, detail, id")
+_DEFAULT_BUSY_TIMEOUT = 5.0
+_NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
+
+
+def marks(values: Sequence[object]) -> str:
+    """`?, ?, ?`: the placeholders of an `IN (…)` list (never empty: the caller checks)."""
+    return ", ".join("?" for _ in values)
+
+
+def busy_timeout() -> float:
+    """ROAST_BUSY_TIMEOUT: how long a write waits for another writer's lock, in seconds."""
+    raw = os.environ.get("ROAST_BUSY_TIMEOUT")
+    if not raw:
+        return _DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(f"ROAST_BUSY_TIMEOUT must be a number of seconds, not {raw!r}")
+    return value
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+# ---------------------------------------------------------------------------------------------
+# rows -> records
+
+def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Session:
+    output = row["output"]
+    declares = tuple(json.loads(row["declares"] or "[]"))
+    return Session(row["id"], row["workflow_path"], row["workflow_name"], row["fingerprint"], row["target"],
+                   row["status"], row["cursor"], json.loads(row["awaiting"] or "[]"), row["deadline"],
+                   int(row["wait_seq"]), int(row["attempt"]), row["created_at"], row["updated_at"],
+                   row["finished_at"], row["error"], None if output is None else json.loads(output),
+                   row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
+                   declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
+                   tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
+                   json.loads(row["schemas"] or "{}"))
+
+
+def _event(row: Row) -> EventRecord:
+    return EventRecord(row["name"], json.loads(row["data"]), row["received_at"], row["source"], row["wait_seq"],
+                       row["event_id"], row["outcome"], row["actor"], row["reason"], row["wait_path"],
+                       row["consumed_at"], row["detail"], row["id"])
+
+
+class Tx:
+    """One transaction (or a read connection) over a DB-API connection: the whole dialect surface
+    for DML. A dialect's subclass rewrites the statement (`_sql`) or the parameters (`_params`)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _params(self, params: Sequence[object]) -> Sequence[object]:
+        return params
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Execute; return the number of rows it changed."""
+        return int(self.conn.execute(self._sql(sql), self._params(params)).rowcount)
+
+    def row(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        return self.conn.execute(self._sql(sql), self._params(params)).fetchone()
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self.conn.execute(self._sql(sql), self._params(params)).fetchall()
+
+    def insert(self, sql: str, params: Sequence[object]) -> int:
+        """Execute an INSERT; return the new row's id."""
+        return int(self.conn.execute(self._sql(sql), self._params(params)).lastrowid)
+
+
+def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None:
+    for f in finished:
+        tx.run("UPDATE steps SET finished_at = ?, status = ?, output = ?, error = ? "
+               "WHERE session_id = ? AND path = ? AND attempt = ?",
+               (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt))
+
+
+class SQLStore:
+    """The `SessionStore` operations over a dialect's transactions (see the module docstring)."""
+
+    _skip_locked = ""  # PostgreSQL: rows being written right now are left to their writer
+    _step_order = "rowid"
+    _dump_order = {**dict.fromkeys(TABLE_COLUMNS, "rowid"), "deltas": "session_id, seq"}
+    _prune_tables: tuple[tuple[str, str], ...] = (
+        ("events", "session_id"), ("steps", "session_id"), ("deltas", "session_id"),
+        ("continuations", "session_id"), ("sessions", "id"))
+    # session -> (wait_seq, last delta) while this process holds it: one statement less per step
+    _delta_seq: dict[str, tuple[int, int]]
+
+    if TYPE_CHECKING:  # the dialect's part
+        shared: bool
+        _keys: seal.Keyring | None
+
+        def describe(self) -> str: ...
+        def _write(self, session_id: str | None = None, *,
+                   durable: bool = True) -> AbstractContextManager[Tx]: ...
+        def _read(self) -> AbstractContextManager[Tx | None]: ...
+        def _lock(self, tx: Tx, session_id: str) -> Row | None: ...  # the session row, locked for the write
+        def _sessions(self, tx: Tx, rows: Sequence[Row]) -> list[Session]: ...  # with liveness
+        def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...  # none configured
+        def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]: ...  # (orphaned, holder), lock held
+        def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...
+
+    def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
+        """One workflow-wide check of an event id at a time (SQLite: every write is serial)."""
+
+    def _unheld(self, tx: Tx, rows: list[Row]) -> list[Row]:
+        """The overdue rows no other process is claiming right now."""
+        return rows
+
+    def _pruned(self, ids: Sequence[str]) -> None:
+        """After a prune's COMMIT (SQLite: the sessions' lock files)."""
+
+    def _busy_timeout(self) -> float:
+        return busy_timeout()
+
+    def _keyring(self, tx: Tx | None, *, signing: bool) -> seal.Keyring:
+        """The keys ROAST_KEY_FILE or ROAST_KEY name, else the dialect's own; kept once found."""
+        if self._keys is None:
+            keys = seal.configured_keys()
+            self._keys = keys if keys is not None else self._own_keys(tx, signing=signing)
+        return self._keys
+
+    # -- inside transactions ---------------------------------------------------------------------
+
+    def _session_in(self, tx: Tx, session_id: str) -> Session:
+        row = tx.row(f"SELECT {COLUMNS} FROM sessions WHERE id = ?", (session_id,))
+        if row is None:
+            raise missing(session_id)
+        return self._sessions(tx, [row])[0]
+
+    def _last_event(self, tx: Tx, session_id: str) -> tuple[str, float] | None:
+        last = tx.row("SELECT name, received_at FROM events WHERE session_id = ? AND outcome = 'consumed' "
+                      "ORDER BY id DESC LIMIT 1", (session_id,))
+        return (last["name"], last["received_at"]) if last is not None else None
+
+    def _locked(self, tx: Tx, session_id: str) -> Row:
+        row = self._lock(tx, session_id)
+        if row is None:
+            raise missing(session_id)
+        return row
+
+    def _running(self, tx: Tx, session_id: str, what: str) -> Row:
+        row = self._locked(tx, session_id)
+        if row["status"] != "running":
+            raise refusal(self._sessions(tx, [row])[0], what, self._last_event(tx, session_id))
+        return row
+
+    def _refuse(self, tx: Tx, session_id: str, what: str) -> Refused:
+        return refusal(self._session_in(tx, session_id), what, self._last_event(tx, session_id))
+
+    def _put_definition(self, tx: Tx, keys: seal.Keyring, fingerprint: str, payload: tuple[bytes, bool],
+                        now: float) -> None:
+        if tx.row("SELECT 1 AS one FROM definitions WHERE fingerprint = ?", (fingerprint,)):
+            return
+        blob = seal.envelope(payload[0], payload[1], keys, bind=f"definition:{fingerprint}", now=now)
+        tx.run("INSERT INTO definitions (fingerprint, envelope, created_at) VALUES (?, ?, ?) "
+               "ON CONFLICT (fingerprint) DO NOTHING", (fingerprint, blob, now))
+
+    def _delta(self, tx: Tx, session_id: str, payload: tuple[bytes, bool], wait_seq: int, seq: int,
+               now: float) -> None:
+        blob = seal.envelope(payload[0], payload[1], self._keyring(tx, signing=True),
+                             bind=f"delta:{session_id}:wait:{wait_seq}:{seq}", now=now)
+        tx.run("INSERT INTO deltas (session_id, seq, envelope) VALUES (?, ?, ?)", (session_id, seq, blob))
+
+    def _start(self, tx: Tx, session_id: str, start: StepStart, done: StepDone | None = None) -> int:
+        """A step's history row; returns its attempt number."""
+        counted = tx.row("SELECT count(*) AS n FROM steps WHERE session_id = ? AND path = ?",
+                         (session_id, start.path))
+        attempt = int(counted["n"] if counted else 0) + 1
+        tx.run("INSERT INTO steps (session_id, path, name, attempt, started_at, finished_at, status, output, "
+               "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (session_id, start.path, start.name, attempt, start.started_at, done.finished_at if done else None,
+                done.status if done else "running", done.output if done else None, done.error if done else None))
+        return attempt
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def create(self, new: NewSession, state: object, *, definition: object | None = None,
+               now: float | None = None) -> None:
+        """Insert a `running` session (before step 1, so a crashed execute is visible), with its
+        first continuation sealed in the same transaction, so a session is never seen without
+        something to recover from (the fault sweep in tests/test_faults.py found that gap)."""
+        check_id(new.id)
+        now = _now(now)
+        payload, has_code = seal.dumps(state, f"session {new.id}")
+        definition_bytes = seal.dumps(definition, "the workflow definition") if definition is not None else None
+        with self._write() as tx:
+            if tx.row("SELECT 1 AS one FROM sessions WHERE id = ?", (new.id,)):
+                raise UsageError(f"session {new.id} already exists")
+            keys = self._keyring(tx, signing=True)
+            declares = json.dumps(list(new.declares))
+            tx.run("INSERT INTO sessions (id, workflow_path, workflow_name, fingerprint, target, status, awaiting, "
+                   "wait_seq, attempt, created_at, updated_at, has_definition, cwd, declares, key, definition, owner, "
+                   "cursor, ahead, schemas) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
+                   "'start', ?, ?)",
+                   (new.id, new.workflow_path, new.workflow_name, new.fingerprint, new.target, now, now,
+                    int(new.has_definition), new.cwd, declares, new.key, new.definition, this_owner(), declares,
+                    json.dumps(dict(new.schemas))))
+            tx.run("INSERT INTO continuations (session_id, envelope) VALUES (?, ?)",
+                   (new.id, seal.envelope(payload, has_code, keys, bind=seal.session_bind(new.id, 0), now=now)))
+            if definition_bytes is not None and new.definition:
+                self._put_definition(tx, keys, new.definition, definition_bytes, now)
+
+    def advance(self, session_id: str, *, changes: object | None, cursor: str | None,
+                finished: Sequence[StepDone] = (), start: StepStart | None = None, delivered: bool = False,
+                now: float | None = None) -> int:
+        """One step's transaction: the history rows of the steps that finished, the changes since the
+        last save (a delta, sealed), the cursor, and the start row of the next step; returns that
+        step's attempt number (0 without `start`)."""
+        now = _now(now)
+        payload = seal.dumps(changes, f"session {session_id}") if changes is not None else None
+        written = None
+        with self._write(session_id) as tx:
+            if payload is not None:
+                # only the process holding the session writes its deltas: their number is kept here
+                # after the first read; the UPDATE is the compare-and-set (and takes the row lock)
+                known = self._delta_seq.get(session_id)
+                if known is None:
+                    row = self._running(tx, session_id, "cannot save a checkpoint of")
+                    known = (int(row["wait_seq"]), int(row["delta_seq"]))
+                wait_seq, seq = known[0], known[1] + 1
+                count = tx.run("UPDATE sessions SET delta_seq = ?, cursor = COALESCE(?, cursor), updated_at = ?, "
+                               "pending_event = CASE WHEN ? = 1 THEN NULL ELSE pending_event END "
+                               "WHERE id = ? AND status = 'running' AND wait_seq = ?",
+                               (seq, cursor, now, int(delivered), session_id, wait_seq))
+                if count != 1:
+                    self._delta_seq.pop(session_id, None)
+                    raise self._refuse(tx, session_id, "cannot save a checkpoint of")
+                _finish_steps(tx, session_id, finished)
+                self._delta(tx, session_id, payload, wait_seq, seq, now)
+                written = (wait_seq, seq)
+            else:
+                self._running(tx, session_id, "cannot record a step of")
+                _finish_steps(tx, session_id, finished)
+            attempt = self._start(tx, session_id, start) if start is not None else 0
+        if written is not None:
+            self._delta_seq[session_id] = written  # after COMMIT: a rolled-back delta does not count
+        return attempt
+
+    def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None:
+        """Record a step's process group, so recovery can refuse to start another attempt while it
+        lives (issue 10). Not made durable: a process group does not outlive a power loss either."""
+        with self._write(session_id, durable=False) as tx:
+            tx.run("UPDATE steps SET pgid = ?, host = ? WHERE session_id = ? AND path = ? AND attempt = ?",
+                   (pgid, HOST, session_id, path, attempt))
+
+    def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
+                output: dict[str, Any] | None = None, finished: Sequence[StepDone] = (),
+                definition: tuple[str, object] | None = None, notify: bool = False,
+                ahead: Sequence[str] = (), undelivered: bool = False, now: float | None = None) -> Suspended:
+        """Running → waiting: seal the whole state (the deltas before it are dropped), the awaited
+        events and the deadline. In the same transaction, the oldest queued event that a wait here
+        declares is consumed at once (issue 14): then the session stays running and `taken` says
+        which event the caller must deliver. `ahead`: the events later waits (not these) declare."""
+        now = _now(now)
+        payload = seal.dumps(state, f"session {session_id}")
+        definition_bytes = None
+        if definition is not None:
+            definition_bytes = (definition[0], seal.dumps(definition[1], "the workflow definition"))
+        names = [a["event"] for a in awaiting if a.get("event")]
+        with self._write(session_id) as tx:
+            row = self._running(tx, session_id, "cannot suspend")
+            _finish_steps(tx, session_id, finished)
+            keys = self._keyring(tx, signing=True)
+            wait_seq = int(row["wait_seq"]) + 1
+            if row["pending_event"] is not None and undelivered:  # claimed, but no wait took it: back to the inbox
+                tx.run("UPDATE events SET outcome = 'queued', wait_seq = NULL, wait_path = NULL, consumed_at = NULL "
+                       "WHERE id = ?", (row["pending_event"],))
+            envelope = seal.envelope(payload[0], payload[1], keys, bind=seal.session_bind(session_id, wait_seq),
+                                     now=now)
+            tx.run("INSERT INTO continuations (session_id, envelope) VALUES (?, ?) "
+                   "ON CONFLICT (session_id) DO UPDATE SET envelope = excluded.envelope", (session_id, envelope))
+            tx.run("DELETE FROM deltas WHERE session_id = ?", (session_id,))
+            self._delta_seq.pop(session_id, None)
+            if definition_bytes is not None:
+                self._put_definition(tx, keys, definition_bytes[0], definition_bytes[1], now)
+            taken = None
+            if names:
+                taken = tx.row(f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND outcome = 'queued' "
+                               f"AND name IN ({marks(names)}) ORDER BY id LIMIT 1", (session_id, *names))
+            output_json = None if output is None else json.dumps(output, default=str)
+            if taken is not None:
+                path, still = outcomes.taken_at_suspend(awaiting, ahead, taken["name"])
+                tx.run("UPDATE events SET outcome = 'consumed', wait_seq = ?, wait_path = ?, consumed_at = ? "
+                       "WHERE id = ?", (wait_seq, path, now, taken["id"]))
+                tx.run("UPDATE sessions SET wait_seq = ?, delta_seq = 0, cursor = ?, updated_at = ?, "
+                       "output = COALESCE(?, output), pending_event = ?, attempt = attempt + 1, ahead = ? WHERE id = ?",
+                       (wait_seq, cursor, now, output_json, taken["id"], json.dumps(still), session_id))
+                record = _event(taken)._replace(outcome="consumed", wait_seq=wait_seq, wait_path=path,
+                                                consumed_at=now)
+                return Suspended(wait_seq, record)
+            deadlines = [w["deadline"] for w in awaiting if w.get("deadline") is not None]
+            tx.run("UPDATE sessions SET status = 'waiting', wait_seq = ?, delta_seq = 0, awaiting = ?, deadline = ?, "
+                   "cursor = ?, updated_at = ?, output = COALESCE(?, output), pending_event = NULL, "
+                   "notify_pending = ?, owner = NULL, ahead = ? WHERE id = ?",
+                   (wait_seq, json.dumps(awaiting), min(deadlines) if deadlines else None, cursor, now,
+                    output_json, int(notify), json.dumps(sorted(set(ahead))), session_id))
+        return Suspended(wait_seq)
+
+    def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False, workflow_scope: str | None = None,
+                holding: bool = True, workflow_path: str | None = None, wait_seq: int | None = None,
+                now: float | None = None) -> Outcome:
+        """Deliver one event (issue 14), in one transaction; `outcomes.decide` says what becomes of
+        it: `consumed` (claimed by the waiting wait: a compare-and-set on status and wait number, so
+        exactly one of any number of concurrent deliveries wins; the caller then runs the branch),
+        `queued` (kept for a later wait), `duplicate` (this event id was already accepted: nothing
+        changes), `late` (the wait's deadline passed: its timeout is claimed instead), `closed`,
+        `unknown_event` or `not_waiting` (refused, and recorded), `busy` (without `holding`, the
+        session's lock, an event the session waits for is not consumed). `workflow_scope`: an
+        event id counts as used if any session of that workflow accepted it (delivery without a
+        session id). `workflow_path`: the session's workflow moved there (issue 11); recorded when
+        the event is consumed."""
+        now = _now(now)
+        with self._write(session_id) as tx:
+            if event.event_id and workflow_scope is not None:
+                self._event_lock(tx, workflow_scope, event.event_id)
+            row = self._locked(tx, session_id)
+            if event.event_id:
+                prior = self._prior(tx, session_id, event.event_id, workflow_scope)
+                if prior is not None:
+                    outcomes.same_event(event.event_id, event.digest, prior["digest"], prior["session_id"])
+                    return Outcome("duplicate", _event(prior), self._session_in(tx, prior["session_id"]))
+            session = self._sessions(tx, [row])[0]
+            verdict = outcomes.decide(session, event.name, holding=holding, now=now, wait_seq=wait_seq,
+                                      if_waiting=if_waiting)
+            if verdict.outcome == "stale":
+                raise not_waiting(session, session_id, wait_seq or 0, self._last_event(tx, session_id))
+            if verdict.outcome == "busy":
+                return Outcome("busy", None, session)
+            if verdict.outcome == "late":
+                late = self._record(tx, session_id, event, verdict, now)
+                self._claim(tx, session, "timeout", {"deadline": verdict.deadline, "refused_event": event.name},
+                            "late", now)
+                return Outcome("late", late, self._session_in(tx, session_id))
+            if verdict.outcome == "consumed":
+                self._flip(tx, session, now, consumer=verdict.path)
+                consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq)
+                tx.run("UPDATE sessions SET pending_event = ?, workflow_path = COALESCE(?, workflow_path) "
+                       "WHERE id = ?", (consumed.row, workflow_path, session_id))
+                return Outcome("consumed", consumed, self._session_in(tx, session_id))
+            return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
+
+    def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
+                wait_seq: int | None = None) -> EventRecord:
+        """The event's row, as the verdict left it (a consumed one with its wait)."""
+        consumed_at = now if wait_seq is not None else None
+        path = verdict.path if wait_seq is not None else None
+        row_id = tx.insert(
+            "INSERT INTO events (session_id, wait_seq, name, data, received_at, source, event_id, digest, outcome, "
+            "actor, reason, wait_path, consumed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, wait_seq, event.name, json.dumps(event.data),  # ensure_ascii: no lone surrogate breaks it
+             now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
+             consumed_at, verdict.detail))
+        return EventRecord(event.name, dict(event.data), now, event.source, wait_seq, event.event_id, verdict.outcome,
+                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id)
+
+    def _prior(self, tx: Tx, session_id: str, event_id: str, workflow_scope: str | None) -> Row | None:
+        if workflow_scope is not None:
+            return tx.row(f"SELECT e.session_id, e.digest, {', '.join('e.' + c for c in EVENT_COLUMNS.split(', '))} "
+                          "FROM events e JOIN sessions s ON s.id = e.session_id WHERE e.event_id = ? AND "
+                          f"s.workflow_path = ? AND e.outcome IN ({marks(ACCEPTED)}) ORDER BY e.id LIMIT 1",
+                          (event_id, workflow_scope, *ACCEPTED))
+        return tx.row(f"SELECT session_id, digest, {EVENT_COLUMNS} FROM events WHERE session_id = ? AND "
+                      f"event_id = ? AND outcome IN ({marks(ACCEPTED)}) ORDER BY id LIMIT 1",
+                      (session_id, event_id, *ACCEPTED))
+
+    def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None) -> None:
+        """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1)."""
+        count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
+                       "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ? "
+                       "WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
+                       (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), session.id,
+                        session.wait_seq))
+        if count != 1:
+            raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
+                              self._last_event(tx, session.id))
+
+    def _claim(self, tx: Tx, session: Session, name: str, data: dict[str, Any], source: str, now: float) -> None:
+        self._flip(tx, session, now)
+        tx.run("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?)",
+               (session.id, session.wait_seq, name, json.dumps(data), now, source, now))
+
+    def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> None:
+        """Claim an overdue wait for its timeout: the same compare-and-set as an event, so an event and
+        a timeout racing at the deadline resolve to exactly one branch."""
+        now = _now(now)
+        with self._write(session_id) as tx:
+            session = self._sessions(tx, [self._locked(tx, session_id)])[0]
+            if session.status != "waiting" or session.wait_seq != wait_seq:
+                raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
+            self._claim(tx, session, "timeout", {"deadline": session.deadline}, source, now)
+
+    def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
+        """Make this process the owner of an orphaned session (recovery); return the event that was
+        claimed for it and not yet delivered, if any (saved by the claim: nothing is inferred)."""
+        now = _now(now)
+        with self._write(session_id) as tx:
+            row = self._locked(tx, session_id)
+            if row["status"] != "running":
+                raise not_waiting(self._sessions(tx, [row])[0], session_id, -1, self._last_event(tx, session_id))
+            count = tx.run("UPDATE sessions SET owner = ?, attempt = attempt + 1, updated_at = ?, error = NULL "
+                           "WHERE id = ? AND status = 'running' AND COALESCE(owner, '') = ?",
+                           (this_owner(), now, session_id, row["owner"] or ""))
+            if count != 1:
+                raise NotWaiting(f"session {session_id} was taken over by another process meanwhile; nothing changed")
+            if row["pending_event"] is None:
+                return None
+            pending = tx.row(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (row["pending_event"],))
+            return _event(pending) if pending is not None else None
+
+    def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
+               now: float | None = None) -> None:
+        """Failed → running, for `roast retry` (issue 16): a compare-and-set on the status, so of any
+        number of concurrent retries exactly one wins. The kept checkpoint is continued; `changes`
+        (a delta: the rewound cursor and the outputs dropped by `--from`) is saved in the same
+        transaction. Events the failure left `unconsumed` are queued again. Hold the lock first."""
+        now = _now(now)
+        payload = seal.dumps(changes, f"session {session_id}") if changes is not None else None
+        with self._write(session_id) as tx:
+            row = self._locked(tx, session_id)
+            if row["status"] != "failed":
+                raise refusal(self._sessions(tx, [row])[0], "cannot retry", self._last_event(tx, session_id))
+            if tx.row("SELECT 1 AS one FROM continuations WHERE session_id = ?", (session_id,)) is None:
+                raise Refused(f"session {session_id} failed without keeping its state (roast 0.1 did not keep "
+                              "it), so it cannot be retried; nothing changed", hint="start the workflow again")
+            seq = int(row["delta_seq"])
+            if payload is not None:
+                seq += 1
+                self._delta(tx, session_id, payload, int(row["wait_seq"]), seq, now)
+            count = tx.run("UPDATE sessions SET status = 'running', owner = ?, error = NULL, finished_at = NULL, "
+                           "final_output = NULL, updated_at = ?, attempt = attempt + 1, delta_seq = ?, "
+                           "cursor = COALESCE(?, cursor) WHERE id = ? AND status = 'failed'",
+                           (this_owner(), now, seq, cursor, session_id))
+            if count != 1:
+                raise NotWaiting(f"session {session_id} was retried by another process meanwhile; nothing changed")
+            tx.run("UPDATE events SET outcome = 'queued' WHERE session_id = ? AND outcome = 'unconsumed'",
+                   (session_id,))
+        self._delta_seq.pop(session_id, None)
+
+    def finish(self, session_id: str, status: str, *, output: dict[str, Any] | None = None,
+               final_output: str | None = None, error: str | None = None, finished: Sequence[StepDone] = (),
+               keep_state: bool = False, cursor: str | None = None, now: float | None = None) -> None:
+        """Running → completed/failed/timed_out. The continuation is deleted (SPEC §7) unless
+        `keep_state` (a failed session keeps its last checkpoint, for `roast retry`); events still
+        queued are marked `unconsumed`."""
+        if status not in ("completed", "failed", "timed_out"):
+            raise UsageError(f"cannot finish a session as {status!r}; use completed, failed or timed_out")
+        now = _now(now)
+        output_json = None if output is None else json.dumps(output, default=str)
+        with self._write(session_id) as tx:
+            self._lock(tx, session_id)
+            _finish_steps(tx, session_id, finished)
+            count = tx.run("UPDATE sessions SET status = ?, output = ?, final_output = ?, error = ?, awaiting = '[]', "
+                           "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL, "
+                           "cursor = COALESCE(?, cursor) WHERE id = ? AND status = 'running'",
+                           (status, output_json, final_output, error, now, now, cursor, session_id))
+            if count != 1:
+                raise self._refuse(tx, session_id, f"cannot mark as {status}")
+            if not keep_state:
+                tx.run("DELETE FROM deltas WHERE session_id = ?", (session_id,))
+                tx.run("DELETE FROM continuations WHERE session_id = ?", (session_id,))
+                tx.run("UPDATE sessions SET delta_seq = 0 WHERE id = ?", (session_id,))
+            tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'",
+                   (session_id,))
+
+    def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
+                    now: float | None = None) -> None:
+        """Roast is being stopped (a signal): record it and mark the steps in flight `interrupted`.
+        The session stays `running`, and is orphaned once this process has exited."""
+        now = _now(now)
+        with self._write(session_id) as tx:
+            self._lock(tx, session_id)
+            _finish_steps(tx, session_id, finished)
+            tx.run("UPDATE steps SET status = 'interrupted', finished_at = ? WHERE session_id = ? AND "
+                   "finished_at IS NULL", (now, session_id))
+            tx.run("UPDATE sessions SET error = ?, updated_at = ?, owner = NULL WHERE id = ? AND status = 'running'",
+                   (error, now, session_id))
+
+    def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int:
+        """A step that ran outside the session's drive (a `notify:` step of a waiting session): its
+        history row, written whole; returns its attempt number."""
+        with self._write(session_id) as tx:
+            self._locked(tx, session_id)
+            return self._start(tx, session_id, start, done)
+
+    def notified(self, session_id: str, *, wait_seq: int) -> None:
+        with self._write(session_id) as tx:
+            tx.run("UPDATE sessions SET notify_pending = 0 WHERE id = ? AND wait_seq = ?", (session_id, wait_seq))
+
+    def cancel(self, session_id: str, *, reason: str | None = None, now: float | None = None) -> Session:
+        """Cancel a waiting session, or a running one whose process is gone (orphaned). Accepts a prefix."""
+        now = _now(now)
+        sid = self.get(session_id).id
+        with self.hold(sid, "roast cancel"), self._write(sid) as tx:
+            row = self._locked(tx, sid)
+            session = _session(row, *self._cancel_liveness(row)) if row["status"] == "running" else _session(row)
+            if session.status == "running" and not session.orphaned:
+                raise Refused(f"session {sid} is running in {session.holder or 'another roast process'}; "
+                              "nothing changed", hint="wait for it to finish or reach a wait, then cancel it")
+            if session.status not in ("waiting", "running"):
+                raise refusal(session, "cannot cancel", self._last_event(tx, sid))
+            tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, awaiting = '[]', deadline = NULL, "
+                   "finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
+                   (reason, now, now, sid))
+            tx.run("DELETE FROM continuations WHERE session_id = ?", (sid,))
+            tx.run("DELETE FROM deltas WHERE session_id = ?", (sid,))
+            tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'", (sid,))
+            return self._session_in(tx, sid)
+
+    def prune(self, *, older_than: float, now: float | None = None) -> int:
+        """Delete finished sessions last updated more than `older_than` seconds ago; return how many."""
+        if older_than < 0:
+            raise UsageError(f"older_than must be zero or more seconds, not {older_than!r}")
+        cutoff = _now(now) - older_than
+        with self._write() as tx:
+            # PostgreSQL skips a finished session being written right now (a refused delivery): next prune
+            ids = [r["id"] for r in tx.rows(f"SELECT id FROM sessions WHERE status IN ({marks(FINISHED)}) "
+                                            f"AND updated_at < ? ORDER BY id{self._skip_locked}", (*FINISHED, cutoff))]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                for table, column in self._prune_tables:
+                    tx.run(f"DELETE FROM {table} WHERE {column} IN ({marks(part)})", part)
+            tx.run("DELETE FROM definitions WHERE fingerprint NOT IN "
+                   "(SELECT definition FROM sessions WHERE definition IS NOT NULL)")
+        self._pruned(ids)
+        return len(ids)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, id_or_prefix: str) -> Session:
+        """The session with this id, or the only one whose id starts with it (like git's short SHAs)."""
+        from roast.errors import Ambiguous
+
+        check_id(id_or_prefix)
+        with self._read() as tx:
+            rows = [] if tx is None else tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE id = ?", (id_or_prefix,))
+            if tx is not None and not rows:
+                # A range query, never LIKE: '_' is a LIKE wildcard and LIKE ignores case (§5 row 4).
+                rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE id >= ? AND id < ? "
+                               "ORDER BY created_at DESC LIMIT 11", (id_or_prefix, id_or_prefix + "{"))
+            if not rows:
+                raise missing(id_or_prefix)
+            if len(rows) > 1:
+                shown = [f"{r['id']} {r['status']} {r['workflow_name']} (created {when(r['created_at'])})"
+                         for r in rows[:10]]
+                more = "\n  and more" if len(rows) > 10 else ""
+                raise Ambiguous(f"session id prefix {id_or_prefix!r} is ambiguous; the candidates are:\n  "
+                                + "\n  ".join(shown) + more, hint="give more characters of the id")
+            assert tx is not None
+            return self._sessions(tx, rows)[0]
+
+    def history(self, session_id: str) -> list[StepRecord]:
+        sid = self.get(session_id).id
+        with self._read() as tx:
+            assert tx is not None  # get() found the session
+            rows = tx.rows("SELECT path, name, attempt, started_at, finished_at, status, output, pgid, host, error "
+                           f"FROM steps WHERE session_id = ? ORDER BY {self._step_order}", (sid,))
+        return [StepRecord(r["path"], r["name"], r["attempt"], r["started_at"], r["finished_at"], r["status"],
+                           r["output"], r["pgid"], r["host"], r["error"]) for r in rows]
+
+    def events(self, session_id: str) -> list[EventRecord]:
+        sid = self.get(session_id).id
+        with self._read() as tx:
+            assert tx is not None
+            rows = tx.rows(f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))
+        return [_event(r) for r in rows]
+
+    def _select(self, where: str, args: Sequence[object], order: str = "") -> list[Session]:
+        with self._read() as tx:
+            if tx is None:
+                return []
+            return self._sessions(tx, tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE {where} {order}", args))
+
+    def waiting_for(self, workflow_path: str) -> list[Session]:
+        """Waiting sessions of one workflow, newest first (`roast resume` without --session-id)."""
+        return self._select("workflow_path = ? AND status = 'waiting'", (workflow_path,),
+                            "ORDER BY created_at DESC, id DESC")
+
+    def open_of(self, workflow_path: str) -> list[Session]:
+        """Waiting and running sessions of one workflow, newest first."""
+        return self._select("workflow_path = ? AND status IN ('waiting', 'running')", (workflow_path,),
+                            "ORDER BY created_at DESC, id DESC")
+
+    def with_key(self, workflow_path: str, key: str) -> list[Session]:
+        """Open sessions of a workflow with this correlation key (issue 15), newest first."""
+        return self._select("workflow_path = ? AND key = ? AND status IN ('waiting', 'running')",
+                            (workflow_path, key), "ORDER BY created_at DESC")
+
+    def notify_due(self) -> list[Session]:
+        """Waiting sessions whose notify steps have not finished (a crash in between: at least once)."""
+        return self._select("status = 'waiting' AND notify_pending = 1", ())
+
+    def find_event(self, workflow_path: str, event_id: str) -> tuple[Session, EventRecord] | None:
+        with self._read() as tx:
+            if tx is None:
+                return None
+            row = self._prior(tx, "", event_id, workflow_path)
+            if row is None:
+                return None
+            return self._session_in(tx, row["session_id"]), _event(row)
+
+    def overdue(self, *, now: float | None = None) -> list[Session]:
+        """Waiting sessions whose deadline has passed, earliest deadline first. A work queue that
+        several hosts' ticks may read: rows being written right now and sessions another process
+        holds (it is claiming them) are left to that process."""
+        with self._read() as tx:
+            if tx is None:
+                return []
+            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'waiting' AND deadline IS NOT NULL "
+                           f"AND deadline <= ? ORDER BY deadline, id{self._skip_locked}", (_now(now),))
+            return self._sessions(tx, self._unheld(tx, rows))
+
+    def orphans(self) -> list[Session]:
+        """Running sessions whose process is gone."""
+        with self._read() as tx:
+            if tx is None:
+                return []
+            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'running' "
+                           f"ORDER BY created_at, id{self._skip_locked}")
+            return [s for s in self._sessions(tx, rows) if s.orphaned]
+
+    def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, list[Row]]:
+        """The session's wait number with its continuation (`wait_seq`, `envelope`), and its deltas."""
+        row = tx.row("SELECT s.wait_seq, c.envelope FROM sessions s LEFT JOIN continuations c "
+                     "ON c.session_id = s.id WHERE s.id = ?", (session_id,))
+        return row, tx.rows("SELECT seq, envelope FROM deltas WHERE session_id = ? ORDER BY seq", (session_id,))
+
+    def load_state(self, session: Session) -> Continuation:
+        """Verify and unpickle the session's continuation and every delta after it, in order."""
+        check_id(session.id)
+        with self._read() as tx:
+            if tx is None:
+                raise missing(session.id)
+            row, deltas = self._state_rows(tx, session.id)
+        if row is None or row["envelope"] is None:
+            from roast.errors import StateRefused
+
+            raise StateRefused(f"session {session.id} has no saved state (it is {session.status}); nothing can be "
+                               "continued from it")
+        keys = self._keyring(None, signing=False)
+        seq_now = int(row["wait_seq"])
+        base = seal.unseal(bytes(row["envelope"]), keys, bind=seal.session_bind(session.id, seq_now))
+        changes = [seal.unseal(bytes(d["envelope"]), keys, bind=f"delta:{session.id}:wait:{seq_now}:{d['seq']}")
+                   for d in deltas]
+        return Continuation(base, changes)
+
+    def has_definition(self, fingerprint: str) -> bool:
+        with self._read() as tx:
+            return tx is not None and tx.row("SELECT 1 AS one FROM definitions WHERE fingerprint = ?",
+                                             (fingerprint,)) is not None
+
+    def load_definition(self, fingerprint: str) -> object | None:
+        with self._read() as tx:
+            row = None if tx is None else tx.row("SELECT envelope FROM definitions WHERE fingerprint = ?",
+                                                 (fingerprint,))
+        if row is None:
+            return None
+        return seal.unseal(bytes(row["envelope"]), self._keyring(None, signing=False),
+                           bind=f"definition:{fingerprint}", who=f"the saved definition {fingerprint[:12]}")
+
+    def all_envelopes(self) -> Iterator[tuple[str, str, bytes]]:
+        """Every sealed blob (table, key, envelope): for `roast store copy` and the token checks in tests."""
+        with self._read() as tx:
+            if tx is None:
+                return
+            for table, column in (("continuations", "session_id"), ("deltas", "session_id || ':' || seq"),
+                                  ("definitions", "fingerprint")):
+                for row in tx.rows(f"SELECT {column} AS k, envelope FROM {table}"):
+                    yield table, str(row["k"]), bytes(row["envelope"])
+
+    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
+        """Every row of every table, in SQLite's column order (envelopes as bytes), for `roast store copy`."""
+        with self._read() as tx:
+            if tx is None:
+                return {}
+            out: dict[str, builtins.list[dict[str, Any]]] = {}
+            for table, columns in TABLE_COLUMNS.items():
+                rows = tx.rows(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {self._dump_order[table]}")
+                out[table] = [{c: bytes(r[c]) if isinstance(r[c], memoryview) else r[c] for c in columns}
+                              for r in rows]
+            return out
+
+    def list(self, *, statuses: Sequence[str] = (), workflow: str | None = None,
+             older_than: float | None = None, since: float | None = None, limit: int | None = 50,
+             offset: int = 0, open_first: bool = False, now: float | None = None
+             ) -> tuple[builtins.list[Session], int]:
+        """A page of sessions, newest first (open ones first with `open_first`), and how many match.
+
+        `workflow` matches the path or the name; `since` is an epoch (created at or after);
+        `older_than` is seconds (last updated before now - older_than, as `prune` counts). The
+        status `orphaned` means running sessions whose process is gone.
+        """
+        wanted = [*statuses]
+        unknown = [s for s in wanted if s not in (*STATUSES, "orphaned")]
+        if unknown:
+            raise UsageError(f"unknown status {unknown[0]!r}; use one of {', '.join(STATUSES)}, orphaned")
+        orphaned_only = "orphaned" in wanted and "running" not in wanted
+        sql_statuses = sorted({"running" if s == "orphaned" else s for s in wanted})
+        where: builtins.list[str] = []
+        args: builtins.list[object] = []
+        if sql_statuses:
+            where.append(f"status IN ({marks(sql_statuses)})")
+            args.extend(sql_statuses)
+        if workflow is not None:
+            where.append("(workflow_path = ? OR workflow_name = ?)")
+            args.extend((workflow, workflow))
+        if older_than is not None:
+            where.append("updated_at < ?")
+            args.append(_now(now) - older_than)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = "ORDER BY (status IN ('running', 'waiting')) DESC, created_at DESC, id DESC" if open_first \
+            else "ORDER BY created_at DESC, id DESC"
+        with self._read() as tx:
+            if tx is None:
+                return [], 0
+            if orphaned_only:
+                rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order}", args)
+                found = [s for s in self._sessions(tx, rows) if s.orphaned]
+                page = found[offset:] if limit is None else found[offset:offset + limit]
+                return page, len(found)
+            total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
+            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order} LIMIT ? OFFSET ?",
+                           (*args, _NO_LIMIT if limit is None else limit, offset))
+            return self._sessions(tx, rows), int(total["n"] if total else 0)
+
