@@ -32,11 +32,13 @@ from roast.errors import (
     NotWaiting,
     Refused,
     RoastError,
+    StepsStillRunning,
     StoreUnavailable,
     TimedOut,
     UsageError,
 )
 from roast.expressions import iso
+from roast.views import Page, Result, delivery_doc, finished_phrase, outcome_doc, plain, result_of
 from roast.store import (
     FINISHED,
     EventRecord,
@@ -63,90 +65,12 @@ if TYPE_CHECKING:
 
 STATE_VERSION = 2
 SessionInfo = Session  # what roast.sessions() / roast.session() return
-_RESULT_FIELDS = ("status", "session_id", "workflow", "output", "final_output", "awaiting", "waits", "deadline",
-                  "target", "cursor", "error", "warnings", "others_waiting", "outcome", "event_id", "event",
-                  "delivery", "detail")
-
-
-class Result:
-    """What a run, resume or delivery ended with.
-
-    >>> r = roast.run("wf/workflow.yml")   # doctest: +SKIP
-    >>> r.status in ("completed", "waiting", "failed", "timed_out")   # doctest: +SKIP
-    True
-
-    A delivery (`roast.resume`) also says what became of the event: `outcome` is `consumed`,
-    `queued` or `duplicate` (refusals raise), with `event_id` and `delivery` (issue 14).
-    """
-
-    __slots__ = _RESULT_FIELDS
-
-    def __init__(self, status: str, session_id: str, workflow: str, output: dict[str, Any] | None = None,
-                 final_output: str = "", awaiting: list[str] | None = None, waits: list[dict[str, Any]] | None = None,
-                 deadline: str | None = None, target: str | None = None, cursor: str | None = None,
-                 error: str | None = None, warnings: list[str] | None = None, others_waiting: list[str] | None = None,
-                 outcome: str | None = None, event_id: str | None = None, event: str | None = None,
-                 delivery: dict[str, Any] | None = None, detail: str | None = None) -> None:
-        self.status, self.session_id, self.workflow = status, session_id, workflow
-        self.output = output or {}
-        self.final_output = final_output
-        self.awaiting = awaiting or []
-        self.waits = waits or []
-        self.deadline, self.target, self.cursor, self.error = deadline, target, cursor, error
-        self.warnings = warnings or []
-        self.others_waiting = others_waiting or []
-        self.outcome, self.event_id, self.event = outcome, event_id, event
-        self.delivery = delivery
-        self.detail = detail  # the failing Python step's traceback (shown with -v; not in to_json)
-
-    def _replace(self, **changes: Any) -> Result:
-        values = {name: getattr(self, name) for name in _RESULT_FIELDS}
-        values.update(changes)
-        return Result(**values)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Result) and self.to_json() == other.to_json()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("completed", "waiting")
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {}
-        if self.outcome is not None:  # a delivery: what became of it comes first (issue 14)
-            doc.update(outcome=self.outcome, session_id=self.session_id, event_id=self.event_id, event=self.event)
-        doc.update({"session_id": self.session_id, "status": self.status, "workflow": self.workflow,
-                    "target": self.target, "awaiting": self.awaiting, "waits": self.waits,
-                    "deadline": self.deadline, "cursor": self.cursor, "output": self.output,
-                    "final_output": self.final_output, "error": self.error, "warnings": self.warnings,
-                    "others_waiting": self.others_waiting})
-        if self.outcome is not None:
-            doc["delivery"] = self.delivery
-        return doc
-
-    def __repr__(self) -> str:
-        return f"Result({self.status!r}, {self.session_id!r})"
-
-    def __str__(self) -> str:
-        text = f"session {self.session_id} {self.status}"
-        if self.awaiting:
-            text += f", awaiting {', '.join(self.awaiting)}"
-        if self.deadline:
-            text += f" until {self.deadline}"
-        return text
 
 
 def _quiet() -> Observer:
     from roast.runner import Observer
 
     return Observer()
-
-
-def _plain(value: Any) -> Any:
-    """Outputs as JSON-able data (Python steps may return anything)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 # --------------------------------------------------------------------------- the store
@@ -372,22 +296,21 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
                 status, failure = ending
                 if status == "failed":
                     journal.flush()  # the last checkpoint is kept, for `roast retry`
-                store.finish(session_id, status, output=_plain(ctx.output), final_output=ctx.final_output(),
+                store.finish(session_id, status, output=plain(ctx.output), final_output=ctx.final_output(),
                              error=str(failure), finished=journal.take_done(), keep_state=status == "failed",
                              now=now())
-                return _result(store.get(session_id), error=str(failure))._replace(
-                    detail=getattr(failure, "detail", None))
+                return result_of(store.get(session_id), error=str(failure))._replace(detail=failure.detail)
             if isinstance(outcome, Completed):
-                store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
+                store.finish(session_id, "completed", output=plain(ctx.output), final_output=ctx.final_output(),
                              finished=journal.take_done(), cursor="end", now=now())
-                return _result(store.get(session_id))
+                return result_of(store.get(session_id))
             assert isinstance(outcome, Waiting)
             suspend = outcome.suspend
             # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
             notify = [w for w in suspend.waits if w.notify is not None]
             held = store.suspend(session_id, _state(ctx, suspend.cursor),
                                  cursor=steps.describe(defn.root, suspend.cursor, ctx.collections),
-                                 awaiting=_awaiting(suspend.waits), output=_plain(ctx.output),
+                                 awaiting=_awaiting(suspend.waits), output=plain(ctx.output),
                                  finished=journal.take_done(), undelivered=runner.pending is not None,
                                  ahead=sorted(steps.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
                                  now=now())
@@ -397,7 +320,7 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
         if held.taken is None:
             if notify:  # run by the caller once it has let go of the session (see _notified)
                 _NOTIFY[session_id] = (notify, ctx, defn, cwd, held.wait_seq)
-            return _result(store.get(session_id))
+            return result_of(store.get(session_id))
         # an event that arrived early was waiting in the inbox: its branch runs now (issue 14)
         taken = held.taken
         observer.note(f"session {session_id}: {taken.name!r} arrived before the wait (at {iso(taken.received_at)}) "
@@ -581,14 +504,6 @@ def _interrupted(store: SessionStore, session_id: str, journal: _Journal, err: B
                           finished=journal.take_done(), now=now())
     except RoastError:
         pass  # the store is unavailable too: the session is orphaned all the same, and recoverable
-
-
-def _result(row: Session, *, error: str | None = None) -> Result:
-    waits = [{**item, "deadline": iso(item.get("deadline"))} for item in row.awaiting or []]
-    return Result(status=row.status, session_id=row.id, workflow=row.workflow_path,
-                  output=_plain(dict(row.output or {})), final_output=row.final_output or "",
-                  awaiting=row.events, waits=waits if row.status == "waiting" else [],
-                  deadline=iso(row.deadline), target=row.target, cursor=row.cursor, error=error or row.error)
 
 
 def _cwd_of(session: Session) -> str | None:
@@ -783,7 +698,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
         if session.status == "running":
             return _recover(store_, session, observer, now, force, wanted, wait_for_steps)
         if session.status == "waiting" and not session.events and wait_for_steps:
-            return _result(session)  # `roast resume -s ID --wait`: the caller stays until the deadline
+            return result_of(session)  # `roast resume -s ID --wait`: the caller stays until the deadline
         if session.status == "waiting" and not session.events:
             raise NotWaiting(f"session {session.id} is {_waiting_for(session)}; it continues then, by itself",
                              hint="`roast tick` (from cron or a timer) or `roast serve` continues it at the "
@@ -832,13 +747,12 @@ def _check_schema(session: Session, event: str, data: Mapping[str, Any]) -> None
     for declared in schemas:
         found = schema_mod.problems(dict(data), declared)
         if found:
-            err = BadEventData(f"event data for {event!r} does not match the wait's schema: " + "; ".join(found)
+            raise BadEventData(f"event data for {event!r} does not match the wait's schema: " + "; ".join(found)
                                + "; nothing was changed",
                                hint=f"send data the wait accepts (`roast session {session.id} --json` shows the "
-                                    "schema under `waits`)")
-            err.document = {"outcome": "invalid", "session_id": session.id, "event": event,  # type: ignore[attr-defined]
-                            "status": session.status, "problems": found}
-            raise err
+                                    "schema under `waits`)",
+                               document={"outcome": "invalid", "session_id": session.id, "event": event,
+                                         "status": session.status, "problems": found})
 
 
 def _moved(session: Session, wanted: str) -> str:
@@ -863,15 +777,9 @@ def _duplicate(session: Session, original: EventRecord, payload: Mapping[str, An
     if original.data != dict(payload):
         raise BadEventData(f"event id {original.event_id!r} was already used with other data (for session "
                            f"{session.id}); nothing changed", hint="use a new --event-id for a new event")
-    result = _result(session)
+    result = result_of(session)
     return result._replace(outcome="duplicate", event_id=original.event_id, event=original.name,
-                           delivery=_delivery_doc(original))
-
-
-def _delivery_doc(record: EventRecord) -> dict[str, Any]:
-    return {"name": record.name, "event_id": record.event_id, "outcome": record.outcome, "actor": record.actor,
-            "reason": record.reason, "received_at": iso(record.received_at), "source": record.source,
-            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail}
+                           delivery=delivery_doc(original))
 
 
 def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
@@ -940,52 +848,46 @@ def _consume(store: SessionStore, session: Session, incoming: Incoming, *, obser
             from roast.store import mark_running
 
             mark_running(session.id)
-            err = EventLate(f"session {session.id}: the wait's deadline had passed, so {incoming.name!r} was refused; "
-                            "its timeout path runs next")
-            err.document = _outcome_doc("late", session, incoming, outcome.event)  # type: ignore[attr-defined]
-            err.claimed = True  # type: ignore[attr-defined]
-            raise err
+            raise EventLate(f"session {session.id}: the wait's deadline had passed, so {incoming.name!r} was refused; "
+                            "its timeout path runs next", session_id=session.id, claimed=True,
+                            document=outcome_doc("late", session, incoming.event_id, incoming.name, outcome.event))
         result = _drive(store, session.id, defn, ctx, state["cursor"], None, observer, now, cwd)
         deadline = min((a["deadline"] for a in session.awaiting if a.get("event") == incoming.name
                         and a.get("deadline") is not None), default=None)
-        err = EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {incoming.name!r} was "
-                        f"refused; the timeout branch ran and the session is now {result.status}")
         # what the timeout path left: the session's status now, and its output (printed by the CLI)
-        err.document = {**_outcome_doc("late", session, incoming, outcome.event),  # type: ignore[attr-defined]
-                        "status": result.status, "output": result.output, "final_output": result.final_output}
-        raise err
+        raise EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {incoming.name!r} was "
+                        f"refused; the timeout branch ran and the session is now {result.status}",
+                        session_id=session.id, claimed=False,
+                        document={**outcome_doc("late", session, incoming.event_id, incoming.name, outcome.event),
+                                  "status": result.status, "output": result.output,
+                                  "final_output": result.final_output})
     event = _event_of(outcome.event)
     if not run:
         from roast.store import mark_running
 
         mark_running(session.id)  # claimed here: live until run_claimed() runs it
-        return _result(store.get(session.id))._replace(outcome="consumed", event_id=incoming.event_id,
-                                                       event=incoming.name, delivery=_delivery_doc(outcome.event),
+        return result_of(store.get(session.id))._replace(outcome="consumed", event_id=incoming.event_id,
+                                                       event=incoming.name, delivery=delivery_doc(outcome.event),
                                                        warnings=warnings, others_waiting=others)
     result = _drive(store, session.id, defn, ctx, state["cursor"], event, observer, now, cwd)
     return result._replace(warnings=warnings, others_waiting=others, outcome="consumed",
-                           event_id=incoming.event_id, event=incoming.name, delivery=_delivery_doc(outcome.event))
-
-
-def _outcome_doc(outcome: str, session: Session, incoming: Incoming, record: EventRecord | None) -> dict[str, Any]:
-    return {"outcome": outcome, "session_id": session.id, "event_id": incoming.event_id, "event": incoming.name,
-            "status": session.status, "delivery": _delivery_doc(record) if record is not None else None}
+                           event_id=incoming.event_id, event=incoming.name, delivery=delivery_doc(outcome.event))
 
 
 def _refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Result:
     """An outcome that ran nothing: `queued` and `duplicate` are results, the rest refusals (exit 3)."""
     session: Session = outcome.session
     record: EventRecord | None = outcome.event
-    doc = _outcome_doc(outcome.outcome, session, incoming, record)
+    doc = outcome_doc(outcome.outcome, session, incoming.event_id, incoming.name, record)
     if outcome.outcome in ("queued", "duplicate"):
         if outcome.outcome == "duplicate" and record is not None and record.data != dict(incoming.data):
             raise BadEventData(f"event id {incoming.event_id!r} was already used with other data; nothing changed",
                                hint="use a new --event-id for a new event")
-        return _result(session)._replace(outcome=outcome.outcome, event_id=record.event_id if record else None,
+        return result_of(session)._replace(outcome=outcome.outcome, event_id=record.event_id if record else None,
                                          event=incoming.name, delivery=doc["delivery"], others_waiting=others)
     err: RoastError
     if outcome.outcome == "closed":
-        err = Closed(f"session {session.id} {_finished_phrase(session)}; {incoming.name!r} was not delivered",
+        err = Closed(f"session {session.id} {finished_phrase(session)}; {incoming.name!r} was not delivered",
                      hint=f"see `roast session {session.id}`")
     elif outcome.outcome == "unknown_event":
         import difflib  # only on this error path: start-up is part of the product
@@ -1004,14 +906,8 @@ def _refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Res
                          + f", and no wait still ahead of it declares {incoming.name!r}; it was not delivered",
                          hint=(f"its process died: `roast resume --session-id {session.id}` without --event "
                                "continues it") if session.orphaned else None)
-    err.document = doc  # type: ignore[union-attr]
+    err.document = doc
     raise err
-
-
-def _finished_phrase(session: Session) -> str:
-    how = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
-           "cancelled": "was cancelled"}.get(session.status, session.status)
-    return f"{how} at {iso(session.finished_at or session.updated_at)}"
 
 
 def _prepare(store: SessionStore, session: Session, event: str | None, force: bool, observer: Observer,
@@ -1144,7 +1040,7 @@ def _check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> N
             return
         if not wait:
             step = alive[-1]
-            raise Refused(f"session {session.id} cannot be continued yet: step {step.path} (attempt {step.attempt}) "
+            raise StepsStillRunning(f"session {session.id} cannot be continued yet: step {step.path} (attempt {step.attempt}) "
                           f"still has processes running (process group {step.pgid}); nothing changed",
                           hint=f"wait for them to end, stop them with `kill -TERM -- -{step.pgid}`, or add --wait "
                                "to wait for them")
@@ -1173,7 +1069,7 @@ def _not_waiting(session: Session) -> RoastError:
                              f" in {session.holder}" if session.holder else ""))
     if session.status == "waiting":
         return NotWaiting(f"session {session.id} is waiting for {_names(session, ' or ')}")
-    return Closed(f"session {session.id} {_finished_phrase(session)}; there is nothing to resume",
+    return Closed(f"session {session.id} {finished_phrase(session)}; there is nothing to resume",
                   hint=f"see `roast session {session.id}`")
 
 
@@ -1302,7 +1198,7 @@ def _not_retryable(session: Session) -> RoastError:
                           + (" (its process died)" if session.orphaned else
                              f" in {session.holder}" if session.holder else ""),
                           hint=f"`roast resume --session-id {session.id}` continues it" if session.orphaned else None)
-    return Closed(f"session {session.id} {_finished_phrase(session)}; only a failed session can be retried",
+    return Closed(f"session {session.id} {finished_phrase(session)}; only a failed session can be retried",
                   hint=f"see `roast session {session.id}`")
 
 
@@ -1393,7 +1289,7 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store
         if on_update is not None:
             on_update(session, current)
         if session.status in FINISHED:
-            return _result(session)
+            return result_of(session)
         if session.status == "waiting" and session.deadline is not None and session.deadline <= current:
             try:
                 _fire(store_, session, observer, now, "listen")
@@ -1401,7 +1297,7 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store
                 pass  # an event won the race; follow the session on
             continue
         if session.status == "running" and session.orphaned:
-            return _result(session, error="the process running this session died; "
+            return result_of(session, error="the process running this session died; "
                                           f"`roast resume --session-id {sid}` continues it")
         wait = poll
         if session.status == "waiting" and session.deadline is not None:
@@ -1410,15 +1306,6 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store
 
 
 # --------------------------------------------------------------------------- sessions
-
-
-class Page:
-    """A page of sessions: the rows, how many match in all, and whether the view may be stale."""
-
-    __slots__ = ("rows", "total", "stale")
-
-    def __init__(self, rows: list[Session], total: int, stale: bool) -> None:
-        self.rows, self.total, self.stale = rows, total, stale
 
 
 def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,

@@ -328,15 +328,16 @@ def _error(args: argparse.Namespace, err: RoastError, message: str, exit_code: i
     from roast.display import visible
 
     print(f"roast: error: {visible(message)}", file=sys.stderr)
-    final = (getattr(err, "document", None) or {}).get("final_output")
+    final = err.document.get("final_output")
     if final and not getattr(args, "json", False):  # a late event: what the timeout path printed
         print(visible(final))
     if getattr(args, "json", False):
-        document = dict(getattr(err, "document", None) or {})
-        from roast.display import error_fields
+        document = dict(err.document)
+        from roast.errors import WorkflowInvalid
+        from roast.views import error_fields
 
         error = error_fields(err, message, exit_code)
-        problems = getattr(err, "problems", None)
+        problems = err.problems if isinstance(err, WorkflowInvalid) else None
         if problems:
             error["problems"] = [p.to_dict() for p in problems]
         document["error"] = error
@@ -602,7 +603,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if page.stale:
         print("roast: warning: the session store is read-only here; this view may be stale", file=sys.stderr)
     if args.json:
-        from roast.display import session_json
+        from roast.views import session_json
 
         _emit_json([session_json(s) for s in rows])
         return 0
@@ -680,7 +681,7 @@ def cmd_session(args: argparse.Namespace) -> int:
     history, events = api.history(s.id), api.deliveries(s.id)
     links = _links(s.id) if s.status == "waiting" else {}
     if args.json:
-        from roast.display import session_document
+        from roast.views import session_document
 
         _emit_json(session_document(s, history, events, links))
         return 0
@@ -695,7 +696,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     s = api.cancel(args.session_id, reason=args.reason)
     if args.json:
-        from roast.display import session_json
+        from roast.views import session_json
 
         _emit_json(session_json(s))
     else:
@@ -706,7 +707,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from roast import compiler, steps
     from roast import workflow as workflow_mod
-    from roast.display import error_fields, visible
+    from roast.display import visible
+    from roast.views import error_fields
     from roast.errors import WorkflowInvalid
 
     wf = None

@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
     from typing import IO, Any
 
-    from roast.api import Result
+    from roast.views import Result
     from roast.store import EventRecord, Session, StepRecord
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
@@ -197,15 +197,6 @@ def age(ts: float, now: float | None = None) -> str:
     return _span((now if now is not None else time.time()) - ts) + " ago"
 
 
-def session_json(s: Session) -> dict[str, Any]:
-    return {"session_id": s.id, "status": "orphaned" if s.orphaned else s.status, "workflow": s.workflow_path,
-            "workflow_name": s.workflow_name, "target": s.target,
-            "awaiting": s.events, "deadline": iso(s.deadline),
-            "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
-            "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
-            "reason": s.reason}
-
-
 COLUMNS = ("id", "workflow", "status", "where", "awaiting", "deadline", "age")
 
 
@@ -299,52 +290,6 @@ def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = No
     return "\n".join(lines + ([footer] if footer else []))
 
 
-def error_fields(err: Any, message: str | None = None, exit_code: int | None = None) -> dict[str, Any]:
-    """The `error` object of a `--json` document (CLI and `roast serve` alike): the message, and its
-    hint once, as its own field."""
-    message = str(err) if message is None else message
-    hint = getattr(err, "hint", None)
-    if hint and message.endswith(f"\n  hint: {hint}"):
-        message = message[:-len(f"\n  hint: {hint}")]
-    return {"code": err.code, "message": message, "hint": hint,
-            "exit_code": err.exit_code if exit_code is None else exit_code}
-
-
-def _event_data(e: EventRecord) -> Any:
-    """An event's data as shown: a deadline's firing says when, in UTC, not as an epoch."""
-    data = e.data
-    if e.name == "timeout" and isinstance(data, dict) and isinstance(data.get("deadline"), (int, float)):
-        data = {**data, "deadline": iso(data["deadline"])}
-    return data
-
-
-def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
-                     links: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`); `links`:
-    the signed approval link of each awaited event (with ROAST_PUBLIC_URL, issue 15)."""
-    doc = session_json(s)
-    doc["links"] = dict(links or {})
-    doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
-    doc["final_output"] = s.final_output
-    doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
-                     "started_at": iso(h.started_at), "finished_at": iso(h.finished_at), "output": h.output,
-                     "error": h.error if h.status != "ok" else None, **_usage(h)}
-                    for h in history]
-    doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
-                      "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
-                      "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
-                      "data": _event_data(e)} for e in events]
-    return doc
-
-
-def _usage(h: StepRecord) -> dict[str, Any]:
-    """A prompt step's token usage, kept as its ok row's note `usage: P prompt + C completion tokens`."""
-    words = (h.error or "").split() if h.status == "ok" else []
-    if len(words) == 7 and words[0] == "usage:" and words[1].isdigit() and words[4].isdigit():
-        return {"usage": {"prompt_tokens": int(words[1]), "completion_tokens": int(words[4])}}
-    return {}
-
-
 def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
                    links: Mapping[str, str] | None = None) -> str:
     """Everything about one session, as plain text (rich renders it unchanged)."""
@@ -401,8 +346,10 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         lines.append("events:")
         import json
 
+        from roast.views import event_data
+
         for e in events:  # every delivery that reached the session, and what became of it (issue 14)
-            data = json.dumps(_event_data(e), ensure_ascii=False)
+            data = json.dumps(event_data(e), ensure_ascii=False)
             who = f" by {e.actor}" if e.actor else ""
             why = f" ({e.reason})" if e.reason else ""
             where = f" → {e.wait_path}" if e.wait_path and e.outcome == "consumed" else ""

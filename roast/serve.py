@@ -23,7 +23,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.errors import Interrupted, RoastError, UsageError
+from roast.errors import EventLate, Interrupted, RoastError, StepsStillRunning, UsageError
+from roast.views import HTTP_STATUS, refusal_document
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
 # parser on every command, `roast resume` included (start-up, issue 12)
@@ -45,13 +46,6 @@ CLAIM_THREADS = 8    # claims in flight at once on a shared (PostgreSQL) store; 
 BRANCH_DEFER = 5.0   # seconds a branch may wait for claims in flight to end before it starts anyway
 READ_THREADS = 16    # listings, pages and health checks in flight at once
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-
-# HTTP status of a refusal, by its code (the document is the one `roast resume --json` prints).
-STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found": 404, "ambiguous": 404,
-          "unknown_event": 404, "late": 409, "closed": 409, "not_waiting": 409, "refused": 409,
-          "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401,
-          "too_large": 413, "unsupported_media_type": 415, "store_unavailable": 503}
-
 
 # --------------------------------------------------------------------------- the command line
 
@@ -389,7 +383,7 @@ class Runtime:
             try:
                 result = api.resume(session_id=session_id, observer=_Observer(self.log, session_id))
             except RoastError as err:
-                if err.code == "refused" and "still has processes running" in err.message:
+                if isinstance(err, StepsStillRunning):
                     # a step of the dead process still runs: look again later, say so once
                     first = session_id not in self.not_before
                     self.not_before[session_id] = time.monotonic() + FULL_SCAN
@@ -593,15 +587,6 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
 
 
 # --------------------------------------------------------------------------- documents
-
-
-def refusal_document(err: RoastError) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, the document `roast resume --json` prints for this refusal)."""
-    from roast.display import error_fields
-
-    doc = dict(getattr(err, "document", None) or {})
-    doc["error"] = error_fields(err)
-    return STATUS.get(err.code, 409 if err.exit_code == 3 else 422 if err.exit_code == 2 else 500), doc
 
 
 def _workflow_paths(rows: Sequence[Session], name: str) -> list[str]:
@@ -824,8 +809,8 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                                  f"application/json), not {kind!r}; nothing was delivered")
             result = await claim(deliver, api, event, body, who, **target)
         except RoastError as err:
-            if getattr(err, "claimed", False):  # a late event: its timeout path was claimed, and runs here
-                runtime.run_claimed(err.document["session_id"])  # type: ignore[attr-defined]
+            if isinstance(err, EventLate) and err.claimed:  # its timeout path was claimed, and runs here
+                runtime.run_claimed(err.session_id)
             return failed(request, err)
         note(request, session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
@@ -842,7 +827,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
         return await post_event(request, workflow=request.path_params["name"], key=key)
 
     async def list_sessions(request: Request) -> Response:
-        from roast.display import session_json
+        from roast.views import session_json
 
         q = request.query_params
         try:
@@ -871,7 +856,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
 
             def read() -> dict[str, Any]:
                 s = api.session(request.path_params["session_id"])
-                from roast.display import session_document
+                from roast.views import session_document
 
                 return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s))
 
@@ -952,7 +937,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                                  wait_seq=link.wait_seq)
             except RoastError as err:
                 note(request, code=err.code)
-                return show(f"Nothing was delivered: {err.message}", STATUS.get(err.code, 409))
+                return show(f"Nothing was delivered: {err.message}", HTTP_STATUS.get(err.code, 409))
             note(request, outcome=result.outcome)
             if result.outcome == "consumed":
                 runtime.run_claimed(result.session_id)
