@@ -202,3 +202,18 @@ def refusal_document(err: RoastError) -> tuple[int, dict[str, Any]]:
     doc: dict[str, Any] = dict(err.document)
     doc["error"] = error_fields(err)
     return HTTP_STATUS.get(err.code, 409 if err.exit_code == 3 else 422 if err.exit_code == 2 else 500), doc
+
+
+def names(session: Session, sep: str = ", ") -> str:
+    """The events a session waits for, as words (`approved or rejected`)."""
+    return sep.join(session.events) or "nothing"
+
+
+def resume_commands(session: Session) -> list[str]:
+    """One full command per event, so a pasted hint is never a pipe (issue 11)."""
+    import shlex
+
+    path = session.workflow_path
+    if path.startswith("<dict:"):
+        return [f"roast.resume({e!r}, session_id={session.id!r})" for e in session.events]
+    return [f"roast resume {shlex.quote(path)} --event {e} --session-id {session.id}" for e in session.events]
