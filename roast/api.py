@@ -26,9 +26,9 @@ from roast import deliver as intake_
 from roast import settings
 from roast.deliver import Loaded, cwd_of, not_retryable, not_waiting
 from roast.drive import drive, event_of, notify, state_of
-from roast.errors import NotWaiting, RoastError, StoreUnavailable, UsageError
+from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
-from roast.store import FINISHED, EventRecord, NewSession, Session, StepRecord, new_id
+from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
 from roast.views import Page, Result, delivery_doc, result_of
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ Claim = Callable[[Session, Loaded], "Event | None | Result"]
 def _continue(store: SessionStore, session: Session, purpose: str, expect: Callable[[Session], None],
               claim: Claim, *, observer: Observer, now: Callable[[], float], force: bool = False,
               moved: str | None = None, event: str | None = None, from_step: str | None = None,
-              wait: float = 0.0, run: bool = True) -> Result:
+              wait: float = 0.0, run: bool = True, stop: Any = None) -> Result:
     """Run a saved session on: the one place that locks, re-reads, checks edits, claims and drives.
 
     `expect` refuses a session no longer in the state the claim needs; everything that can refuse
@@ -153,7 +153,8 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
             mark_running(fresh.id)  # claimed here: live until run_claimed() runs it
             return result_of(store.get(fresh.id))._replace(warnings=loaded.warnings)
         loaded.ctx.attach_env(dict(os.environ))
-        result, job = drive(store, fresh.id, loaded.defn, loaded.ctx, loaded.cursor, claimed, observer, now, cwd)
+        result, job = drive(store, fresh.id, loaded.defn, loaded.ctx, loaded.cursor, claimed, observer, now, cwd,
+                            stop)
     return notify(store, job, result._replace(warnings=loaded.warnings), observer, now)
 
 
@@ -205,6 +206,47 @@ def _correlation_key(defn: Definition, ctx: Context) -> str | None:
 
     ctx.attach_env(dict(os.environ))
     return render(defn.key_template, ctx.namespace())
+
+
+def targets(workflow: str | os.PathLike[str] | Mapping[str, Any], given: Sequence[str] = (),
+            specs: Sequence[str] = ()) -> list[str | None]:
+    """The targets to run a workflow for (SPEC §5): `given` as they are, each of `specs` (a file, a
+    glob, `$(command)`) expanded; with neither, the workflow's own `target:` key; else `[None]`."""
+    from roast import effects
+
+    found: list[str | None] = list(given)
+    for spec in specs:
+        found.extend(effects.expand_targets(spec))
+    if found or isinstance(workflow, Mapping):
+        return found or [None]
+    from roast import workflow as workflow_mod
+
+    wf = workflow_mod.load(workflow)
+    configured = wf.data.get("target")
+    return list(effects.configured_targets(str(configured), str(wf.directory))) if configured else [None]
+
+
+def validate(workflow: str | os.PathLike[str]) -> tuple[dict[str, Any], UsageError | None]:
+    """Check a workflow without running it: (the `roast validate --json` document, the error that
+    makes it invalid or None). A workflow that cannot be found raises NotFound."""
+    from roast import compiler, steps
+    from roast import workflow as workflow_mod
+    from roast.errors import WorkflowInvalid
+
+    wf = None
+    warnings: list[str] = []
+    try:
+        wf = workflow_mod.load(workflow)
+        root = compiler.compile_workflow(wf, warnings)
+    except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
+        problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
+        return {"workflow": str(wf.path) if wf is not None else os.fspath(workflow),
+                "name": wf.name if wf is not None else None, "valid": False,
+                "problems": [p.to_dict() for p in problems], "warnings": warnings}, err
+    waits = list(steps.all_waits(root))
+    return {"workflow": str(wf.path), "name": wf.name, "valid": True, "problems": [], "warnings": warnings,
+            "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
+                       "timeout": w.timeout} for w in waits], "steps": len(root.steps)}, None
 
 
 # --------------------------------------------------------------------------- resume
@@ -336,7 +378,7 @@ def _running(fresh: Session) -> None:
 
 
 def _recover(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float], force: bool,
-             wanted: str | None, wait_for_steps: bool) -> Result:
+             wanted: str | None, wait_for_steps: bool, stop: Any = None) -> Result:
     """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
     if not session.orphaned:
         raise NotWaiting(f"session {session.id} is running in {session.holder or 'another roast process'}; "
@@ -346,12 +388,12 @@ def _recover(store: SessionStore, session: Session, observer: Observer, now: Cal
     if moved:
         intake_.check_moved(session, moved)
     return _continue(store, session, "roast resume (recovery)", _running, _taken_over(store, observer, now),
-                     observer=observer, now=now, force=force, moved=moved)
+                     observer=observer, now=now, force=force, moved=moved, stop=stop)
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
                 store: SessionStore | str | None = None, observer: Observer | None = None,
-                now: Callable[[], float] = time.time) -> Result:
+                now: Callable[[], float] = time.time, stop: Any = None) -> Result:
     """Run the branch of an event this process claimed with `resume(..., run=False)` (`roast serve`
     answers the sender first, then runs the branch in its worker, issue 15). The claimed event is
     read from the store, as recovery does."""
@@ -364,7 +406,7 @@ def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
         raise NotWaiting(f"session {session.id} is being run by {session.holder}; nothing changed")
     # a losing delivery of this same process may hold the lock for a moment: wait for it
     return _continue(store_, session, "roast serve", _running, _taken_over(store_, None, now), observer=observer,
-                     now=now, wait=5.0)
+                     now=now, wait=5.0, stop=stop)
 
 
 # --------------------------------------------------------------------------- retry (issue 16)
@@ -414,7 +456,7 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
 
 
 def _fire(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float],
-          source: str) -> Result:
+          source: str, stop: Any = None) -> Result:
     """Claim an overdue wait for its timeout and run on: the same compare-and-set as an event,
     so an event and a timeout racing at the deadline resolve to exactly one branch (issue 6)."""
     def expect(fresh: Session) -> None:
@@ -425,45 +467,47 @@ def _fire(store: SessionStore, session: Session, observer: Observer, now: Callab
         store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now())
         return None  # no pending event: the runner answers each overdue wait with a `timeout` event
 
-    return _continue(store, session, f"roast {source}", expect, fire, observer=observer, now=now)
+    return _continue(store, session, f"roast {source}", expect, fire, observer=observer, now=now, stop=stop)
+
+
+class _Jobs:
+    """What a `worker.Worker` asks of the api for one store: claim and drive."""
+
+    def __init__(self, store: SessionStore, observer: Observer, now: Callable[[], float]) -> None:
+        self.store, self.observer, self.now = store, observer, now
+
+    def fire(self, session: Session, observer: Observer, source: str, stop: Any) -> Result:
+        return _fire(self.store, session, observer, self.now, source, stop)
+
+    def recover(self, session_id: str, observer: Observer, stop: Any) -> Result:
+        session = self.store.get(session_id)
+        if session.status != "running":
+            raise not_waiting(session)
+        return _recover(self.store, session, observer, self.now, False, None, False, stop)
+
+    def run_claimed(self, session_id: str, observer: Observer, stop: Any) -> Result:
+        return run_claimed(session_id, store=self.store, observer=observer, now=self.now, stop=stop)
+
+
+def worker(*, workers: int = 1, log: Callable[..., None] | None = None,
+           observer_for: Callable[[str | None], Any] | None = None, home: str | os.PathLike[str] | None = None,
+           store: SessionStore | str | None = None, now: Callable[[], float] = time.time) -> Any:
+    """A `worker.Worker` over this store: `roast serve` starts one (`.start()`, `.submit(id)`, `.stop()`)."""
+    from roast.worker import Worker
+
+    return Worker(_Jobs(_store(store, home), _quiet(), now), workers=workers, log=log, observer_for=observer_for,
+                  now=now)
 
 
 def tick(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
          observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[dict[str, Any]]:
-    """Fire every overdue wait (for cron or a systemd timer): one summary dict per session.
+    """Fire every overdue wait (for cron or a systemd timer): one summary dict per session; then
+    run the notify steps a crash left unrun (issue 14). One pass of the worker.
 
         >>> roast.tick()   # doctest: +SKIP
         [{'session_id': '0mww7…', 'fired': True, 'status': 'completed', 'error': None}]
     """
-    observer = observer or _quiet()
-    store_ = _store(store, home)
-    fired: list[dict[str, Any]] = []
-    for session in store_.overdue(now=now()):
-        entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
-                                 "deadline": iso(session.deadline), "fired": False, "status": session.status,
-                                 "error": None}
-        try:
-            result = _fire(store_, session, observer, now, "tick")
-            entry.update(fired=True, status=result.status, error=result.error)
-        except StoreUnavailable:
-            raise
-        except RoastError as err:
-            now_row = _current(store_, session)
-            if now_row is None or (now_row.status, now_row.wait_seq) != ("waiting", session.wait_seq):
-                # an event (or another tick) resolved it between the listing and the claim: not an error
-                entry.update(status=now_row.status if now_row else "gone", resumed_elsewhere=True)
-            else:
-                entry.update(error=str(err), code=err.code)
-        fired.append(entry)
-    notify_pending(store=store_, observer=observer, now=now)  # what a crash left unnotified (issue 14)
-    return fired
-
-
-def _current(store: SessionStore, session: Session) -> Session | None:
-    try:
-        return store.get(session.id)
-    except RoastError:
-        return None
+    return worker(store=_store(store, home), now=now, observer_for=lambda sid: observer or _quiet()).tick()
 
 
 def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
@@ -473,67 +517,17 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store
     """Stay with a session until it ends (`--wait`): events come from other processes
     (`roast resume` elsewhere runs the branch); this process fires the deadline on time.
     Interrupting it (Ctrl-C) leaves the session exactly as it is."""
-    observer = observer or _quiet()
-    store_ = _store(store, home)
-    sid = store_.get(session_id).id
-    while True:
-        session = store_.get(sid)
-        current = now()
-        if on_update is not None:
-            on_update(session, current)
-        if session.status in FINISHED:
-            return result_of(session)
-        if session.status == "waiting" and session.deadline is not None and session.deadline <= current:
-            try:
-                _fire(store_, session, observer, now, "listen")
-            except NotWaiting:
-                pass  # an event won the race; follow the session on
-            continue
-        if session.status == "running" and session.orphaned:
-            return result_of(session, error="the process running this session died; "
-                                            f"`roast resume --session-id {sid}` continues it")
-        wait = poll
-        if session.status == "waiting" and session.deadline is not None:
-            wait = max(0.0, min(poll, session.deadline - current))
-        sleep(wait)
+    return worker(store=_store(store, home), now=now, observer_for=lambda sid: observer or _quiet()).listen(
+        session_id, sleep=sleep, poll=poll, on_update=on_update)
 
 
 def notify_pending(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
                    observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[str]:
     """Run the notify steps a crash left unrun (at least once per wait): `roast tick` and `roast
     serve` call this. Returns the ids of the sessions notified."""
-    from roast import steps
-    from roast.drive import NotifyJob, run_notify
+    from roast.worker import notify_pending as pending
 
-    observer = observer or _quiet()
-    store_ = _store(store, home)
-    done = []
-    for session in store_.notify_due():
-        try:
-            state = intake_.load_state(store_, session)
-            defn, _ = intake_.definition_for(store_, session, state)
-        except RoastError:
-            continue
-        waits = []
-        for node in steps.wait_at(defn.root, state["cursor"]):
-            if node.notify is not None:
-                deadline = next((a.get("deadline") for a in session.awaiting if a.get("path", "").startswith(node.path)),
-                                None)
-                waits.append(steps.WaitInfo(node.path, node.name or "wait_for_event", node.events, deadline,
-                                            node.schemas, node.notify))
-        ctx: Context = state["context"]
-        ctx.attach_env(dict(os.environ))
-        if waits:
-            try:
-                cwd = cwd_of(session)
-            except RoastError:
-                cwd = None
-            job = NotifyJob(session.id, waits, ctx, defn, cwd, session.wait_seq)
-            run_notify(store_, job, observer, now)
-            done.append(session.id)
-        else:
-            store_.notified(session.id, wait_seq=session.wait_seq)
-    return done
+    return pending(_store(store, home), observer or _quiet(), now)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -646,5 +640,38 @@ def short_id(session_id: str) -> str:
     from roast.store import short_id as short
 
     return short(session_id)
+
+
+def parse_duration(text: str, what: str = "timeout") -> float:
+    """Seconds in a duration such as `30s`, `15m`, `2h`, `7d` (`--older-than`)."""
+    from roast.expressions import parse_duration as parse
+
+    return parse(text, what)
+
+
+# --------------------------------------------------------------------------- webhook signatures (for faces)
+
+
+def webhook_secrets(text: str | None) -> list[bytes]:
+    """`ROAST_WEBHOOK_SECRET`'s Standard Webhooks secrets, checked."""
+    from roast import webhooks
+
+    return webhooks.parse_secrets(text)
+
+
+def verify_webhook(secrets: Sequence[bytes], headers: Mapping[str, str], body: bytes, *, now: float,
+                   tolerance: float) -> str:
+    """Check a Standard Webhooks signature over the raw body; return its `webhook-id`."""
+    from roast import webhooks
+
+    return webhooks.verify(secrets, headers, body, now=now, tolerance=tolerance)
+
+
+def verify_github(secret: bytes | None, headers: Mapping[str, str], body: bytes) -> str | None:
+    """Check GitHub's `X-Hub-Signature-256` over the raw body; return `X-GitHub-Delivery`."""
+    from roast import webhooks
+
+    return webhooks.verify_github(secret, headers, body)
+
 
 _load_state = intake_.load_state  # tests/test_retry.py reads a saved state through it

@@ -358,19 +358,11 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    from roast import api, effects
-    from roast import workflow as workflow_mod
+    from roast import api
 
     if getattr(args, "output", None):
         _check_output(args.output)  # before any step runs: a bad -o must not hide the waiting notice
-    targets: list[str | None] = list(args.targets)
-    for spec in args.target:
-        targets.extend(effects.expand_targets(spec))
-    if not targets:
-        wf = workflow_mod.load(args.workflow)
-        configured = wf.data.get("target")
-        targets = (list(effects.configured_targets(str(configured), str(wf.directory))) if configured
-                   else [None])
+    targets = api.targets(args.workflow, args.targets, args.target)
     progress = _progress(args)
     results = []
     try:
@@ -548,7 +540,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _age(text: str | None, what: str) -> float | None:
-    from roast.expressions import parse_duration
+    from roast.api import parse_duration
 
     if text is None:
         return None
@@ -705,39 +697,25 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from roast import compiler, steps
-    from roast import workflow as workflow_mod
+    from roast import api
     from roast.display import visible
     from roast.views import error_fields
-    from roast.errors import WorkflowInvalid
 
-    wf = None
-    warnings: list[str] = []
-    try:
-        wf = workflow_mod.load(args.workflow)
-        root = compiler.compile_workflow(wf, warnings)
-    except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
+    doc, err = api.validate(args.workflow)
+    if err is not None:
         if not args.json:
-            raise
-        problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
+            raise err
         print(f"roast: error: {visible(err)}", file=sys.stderr)
-        _emit_json({"workflow": str(wf.path) if wf is not None else args.workflow,
-                    "name": wf.name if wf is not None else None, "valid": False,
-                    "problems": [p.to_dict() for p in problems], "warnings": warnings,
-                    "error": error_fields(err)})
+        _emit_json({**doc, "error": error_fields(err)})
         return err.exit_code
-    waits = list(steps.all_waits(root))
-    for warning in warnings:
+    for warning in doc["warnings"]:
         print(f"roast: warning: {visible(warning)}", file=sys.stderr)
     if args.json:
-        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True, "problems": [],
-                    "warnings": warnings,
-                    "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
-                               "timeout": w.timeout} for w in waits]})
+        _emit_json({key: value for key, value in doc.items() if key != "steps"})
     else:
-        count = len(root.steps)
-        print(f"{wf.path}: ok ({count} top-level step{'s' if count != 1 else ''}, "
-              f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
+        count, waits = doc["steps"], len(doc["waits"])
+        print(f"{doc['workflow']}: ok ({count} top-level step{'s' if count != 1 else ''}, "
+              f"{waits} wait{'s' if waits != 1 else ''})")
     return 0
 
 

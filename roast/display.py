@@ -10,14 +10,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.expressions import iso
+from roast.views import iso
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
     from typing import IO, Any
 
     from roast.views import Result
-    from roast.store import EventRecord, Session, StepRecord
+    from roast.api import EventRecord, Session, StepRecord
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
 _CONTROL.update({0x1b: "\\e", 0x0d: "\\r"})

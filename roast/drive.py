@@ -180,21 +180,21 @@ class NotifyJob:
 
 def drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
           event: Event | None, observer: Observer, now: Callable[[], float],
-          cwd: str | None) -> tuple[Result, NotifyJob | None]:
+          cwd: str | None, stop: Any = None) -> tuple[Result, NotifyJob | None]:
     """Run from `cursor` until the end or the next wait; save, then return what happened, and the
-    notify job of the wait it saved (if its waits have `notify:` steps)."""
+    notify job of the wait it saved (if its waits have `notify:` steps). `stop`: a `worker.Stop`."""
     from roast.store import mark_running
 
     mark_running(session_id)  # live while this process drives it, even after a store error (store.py)
     try:
-        return _drive_marked(store, session_id, defn, ctx, cursor, event, observer, now, cwd)
+        return _drive_marked(store, session_id, defn, ctx, cursor, event, observer, now, cwd, stop)
     finally:
         mark_running(session_id, False)
 
 
 def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
                   event: Event | None, observer: Observer, now: Callable[[], float],
-                  cwd: str | None) -> tuple[Result, NotifyJob | None]:
+                  cwd: str | None, stop: Any) -> tuple[Result, NotifyJob | None]:
     from roast import steps
     from roast.effects import Effects
     from roast.runner import Completed, Runner, Waiting
@@ -205,8 +205,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
                           pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None),
                           models=_models(defn))
         journal = _Journal(store, session_id, defn, ctx, observer, now)
-        runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all,
-                        hold_limit=sleep_in_process())
+        runner = Runner(effects if stop is None else stop.guard(effects), now=now, journal=journal, event=event,
+                        cancel=effects.kill_all, hold_limit=sleep_in_process())
         effects.on_spawn = runner.spawned
         ending: tuple[str, RoastError] | None = None
         try:
@@ -222,6 +222,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             outcome, ending = None, ("failed", err)
         finally:
             effects.close()
+            if stop is not None:
+                stop.forget(effects)
         try:
             if ending is not None:
                 status, failure = ending

@@ -23,27 +23,23 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.errors import EventLate, Interrupted, RoastError, StepsStillRunning, UsageError
+from roast.errors import EventLate, Interrupted, RoastError, UsageError
 from roast.views import HTTP_STATUS, refusal_document
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
 # parser on every command, `roast resume` included (start-up, issue 12)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import threading
     from typing import Any
 
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from roast.store import EventRecord, Session, StepRecord
+    from roast.api import EventRecord, Session, StepRecord
 
 EXTRA = "pip install 'roast[serve]'"
-TICK_EVERY = 0.5   # seconds between two api.tick() calls (cheap when nothing is overdue)
-FULL_SCAN = 5.0    # seconds between two looks at every waiting and orphaned session
 FORM_LIMIT = 65_536  # bytes of an approval form
 CLAIM_THREADS = 8    # claims in flight at once on a shared (PostgreSQL) store; SQLite: 1 (the branch pool is --workers)
-BRANCH_DEFER = 5.0   # seconds a branch may wait for claims in flight to end before it starts anyway
 READ_THREADS = 16    # listings, pages and health checks in flight at once
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -146,7 +142,7 @@ def _loopback(host: str) -> bool:
 
 def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Check the options and credentials; UsageError (exit 2) for anything insecure or malformed."""
-    from roast import webhooks
+    from roast import api, settings
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (0 to 65535)")
@@ -154,14 +150,14 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         raise UsageError(f"--workers {args.workers}: at least one worker runs the branches")
     if not args.grace >= 0 or not args.webhook_tolerance > 0:
         raise UsageError("--grace must be 0 or more seconds and --webhook-tolerance more than 0")
-    tokens = _parse_tokens(environ.get("ROAST_SERVE_TOKENS", ""), "ROAST_SERVE_TOKENS")
+    tokens = _parse_tokens(settings.serve_tokens(environ), "ROAST_SERVE_TOKENS")
     if args.tokens_file:
         tokens += _parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
-    secrets = webhooks.parse_secrets(environ.get("ROAST_WEBHOOK_SECRET"))
-    github = environ.get("ROAST_GITHUB_WEBHOOK_SECRET") or None
+    secrets = api.webhook_secrets(settings.webhook_secret(environ))
+    github = settings.github_webhook_secret(environ)
     if github is not None and len(github) < 16:
         raise UsageError("ROAST_GITHUB_WEBHOOK_SECRET is shorter than 16 characters; refusing a guessable secret")
-    public = environ.get("ROAST_PUBLIC_URL") or None
+    public = settings.public_url(environ)
     public_host = None
     if public:
         from urllib.parse import urlsplit
@@ -245,14 +241,6 @@ def _plain(value: Any) -> str:
 # --------------------------------------------------------------------------- the resident part
 
 
-class _Stopped(Interrupted):
-    """Raised in a worker thread whose branch outlived --grace: the api's Interrupted path kills the
-    step's process groups and records the interruption, so the session stays recoverable."""
-
-    def __init__(self, signum: int = 15) -> None:
-        super().__init__(signum)
-
-
 class _Observer:
     """The api's progress callbacks, as log lines for the notes that matter (re-runs, early events)."""
 
@@ -282,245 +270,6 @@ class Bound:
         from roast import api
 
         return functools.partial(getattr(api, name), store=self.store)
-
-
-class Runtime:
-    """The worker pool that runs claimed branches, recoveries and deadlines, and the scheduler that
-    feeds it: `api.tick()` on a timer sized by the nearest deadline, `api.resume(session_id=ID)`
-    once for each orphan. Every api call happens on these threads, never on the event loop."""
-
-    def __init__(self, workers: int, log: Log, api: Bound) -> None:
-        import threading
-
-        import queue
-
-        self.log, self.api = log, api
-        self.jobs: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
-        self.running: dict[int, str | None] = {}   # worker thread -> session it runs (None: a tick)
-        self.pending: set[str] = set()             # recoveries and the tick queued or running (no duplicates)
-        self.given_up: dict[str, float] = {}       # orphans whose recovery was refused, by updated_at
-        self.unfired: dict[str, float] = {}        # overdue waits tick could not fire, by deadline
-        self.not_before: dict[str, float] = {}     # orphans whose old steps still run: when to look again
-        self.deadlines: dict[str, float] = {}      # known deadlines of waiting sessions, to tick right on time
-        self.stopping = threading.Event()
-        self.wake = threading.Event()
-        self.claiming = 0                          # claims in flight in requests (branches wait for them)
-        self.idle = threading.Event()              # set when the last claim in flight ends
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._work, name=f"roast-serve-{i + 1}", daemon=True)
-                         for i in range(workers)]
-        self._scheduler = threading.Thread(target=self._schedule, name="roast-serve-scheduler", daemon=True)
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-        self._scheduler.start()
-
-    def run_claimed(self, session_id: str) -> None:
-        """A claim committed in a request: its branch runs on the next free worker."""
-        self.jobs.put(("run", session_id))
-
-    def _submit(self, kind: str, key: str) -> None:
-        with self._lock:
-            if key in self.pending:
-                return
-            self.pending.add(key)
-        self.jobs.put((kind, None if kind == "tick" else key))
-
-    # -- workers
-
-    def _work(self) -> None:
-        import threading
-
-        me = threading.get_ident()
-        while True:
-            job = self.jobs.get()
-            if job is None or self.stopping.is_set():
-                if job is not None and job[0] == "run":
-                    self.log("left claimed for the next start", session=job[1])
-                if job is None:
-                    return
-                continue
-            kind, session_id = job
-            if kind == "run":
-                self._claims_first()
-            self.running[me] = session_id
-            try:
-                self._do(kind, session_id)
-            except Interrupted as err:
-                self.log("stopped; the session is recoverable", session=session_id or err.session_id,
-                         step=err.step)
-            except RoastError as err:
-                self.log(f"{kind} failed", session=session_id, code=err.code, error=err.message)
-            except Exception as err:  # noqa: BLE001 - a bug must not take a worker away; it is logged
-                import traceback
-
-                self.log(f"{kind} failed: internal error", session=session_id, error=f"{type(err).__name__}: {err}",
-                         traceback=traceback.format_exc(limit=8))
-            finally:
-                self.running.pop(me, None)
-                with self._lock:
-                    self.pending.discard("tick" if kind == "tick" else session_id or "")
-
-    def _claims_first(self) -> None:
-        """A busy server never delays a claim: a branch starts once no claim is in flight (they share
-        one interpreter, and the store's single writer), but waits at most BRANCH_DEFER seconds."""
-        until = time.monotonic() + BRANCH_DEFER
-        while self.claiming and time.monotonic() < until and not self.stopping.is_set():
-            self.idle.wait(0.01)
-
-    def _do(self, kind: str, session_id: str | None) -> None:
-        api = self.api
-
-        if kind == "run":
-            assert session_id is not None
-            self.log("branch started", session=session_id)
-            result = self._run_claimed(session_id)
-            self.log(f"session {result.status}", session=session_id, error=result.error)
-            self._waits_again(session_id, result.status)
-        elif kind == "recover":
-            assert session_id is not None
-            try:
-                result = api.resume(session_id=session_id, observer=_Observer(self.log, session_id))
-            except RoastError as err:
-                if isinstance(err, StepsStillRunning):
-                    # a step of the dead process still runs: look again later, say so once
-                    first = session_id not in self.not_before
-                    self.not_before[session_id] = time.monotonic() + FULL_SCAN
-                    if first:
-                        self.log("recovery waits for the old step processes to end", session=session_id,
-                                 error=err.message)
-                    return
-                self.given_up[session_id] = api.session(session_id).updated_at
-                raise
-            self.not_before.pop(session_id, None)
-            self.log(f"recovered; session {result.status}", session=session_id, error=result.error)
-            self._waits_again(session_id, result.status)
-        else:
-            for entry in api.tick(observer=_Observer(self.log, None)):
-                if entry.get("code"):
-                    self.unfired[entry["session_id"]] = api.session(entry["session_id"]).deadline or 0.0
-                self.log("deadline fired" if entry.get("fired") else "deadline not fired",
-                         session=entry["session_id"], status=entry.get("status"), error=entry.get("error"))
-
-    def _run_claimed(self, session_id: str) -> Any:
-        """`api.run_claimed`, again while a late delivery on another of our threads holds the session's
-        lock for a moment (it then refuses, as the loser of the claim): the claim is ours, so the
-        branch must run here, not wait for the next start."""
-        from roast.errors import NotWaiting
-
-        api = self.api
-
-        mine = f"pid {os.getpid()}"
-        until = time.monotonic() + 30
-        while True:
-            try:
-                return api.run_claimed(session_id, observer=_Observer(self.log, session_id))
-            except NotWaiting:
-                s = api.session(session_id)
-                if s.status != "running" or not (s.holder and mine in s.holder) or time.monotonic() > until:
-                    raise
-            time.sleep(0.02)
-
-    # -- the scheduler
-
-    def _schedule(self) -> None:
-        """Tick every TICK_EVERY seconds (one cheap query when nothing is overdue, so deadlines of
-        sessions other processes start fire on time), and also at each known deadline; look at
-        every waiting and orphaned session every FULL_SCAN seconds (from the start: orphans are
-        recovered at once)."""
-        next_full = next_tick = 0.0
-        while not self.stopping.is_set():
-            self.wake.clear()
-            try:
-                if time.monotonic() >= next_full:
-                    self._full_scan()
-                    next_full = time.monotonic() + FULL_SCAN
-            except RoastError as err:
-                self.log("cannot read the store", code=err.code, error=err.message)
-                next_full = time.monotonic() + TICK_EVERY
-            now = time.time()
-            known = list(self.deadlines.items())
-            due = [sid for sid, d in known if d <= now]
-            if due or time.monotonic() >= next_tick:
-                self._submit("tick", "tick")
-                next_tick = time.monotonic() + TICK_EVERY
-                for sid in due:
-                    self.deadlines.pop(sid, None)
-            ahead = [d - now + 0.005 for _, d in known if d > now]
-            self.wake.wait(max(0.005, min([next_tick - time.monotonic(), next_full - time.monotonic(), *ahead])))
-
-    def _full_scan(self) -> None:
-        api = self.api
-
-        self.deadlines = {s.id: s.deadline for s in api.list_sessions(status="waiting", limit=None).rows
-                          if s.deadline is not None and self.unfired.get(s.id) != s.deadline}
-        for orphan in api.list_sessions(status="orphaned", limit=None).rows:
-            if self.given_up.get(orphan.id) != orphan.updated_at and not self.stopping.is_set() \
-                    and self.not_before.get(orphan.id, 0.0) <= time.monotonic():
-                self._submit("recover", orphan.id)
-
-    def _waits_again(self, session_id: str, status: str) -> None:
-        """A branch this server ran reached another wait: wake the scheduler for its deadline."""
-        api = self.api
-
-        if status == "waiting":
-            deadline = api.session(session_id).deadline
-            if deadline is not None:
-                self.deadlines[session_id] = deadline
-                self.wake.set()
-
-    # -- stopping
-
-    def stop(self, grace: float, hurry: threading.Event) -> None:
-        """Start nothing new; let running branches finish for `grace` seconds; then stop them through
-        the api's Interrupted path (their sessions stay recoverable) and wait for the workers."""
-        self.stopping.set()
-        self.wake.set()
-        until = time.monotonic() + grace
-        while self.running and time.monotonic() < until and not hurry.is_set():
-            hurry.wait(0.05)
-        if self.running:
-            self._interrupt()
-        for _ in self._threads:
-            self.jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout=15)
-        self._scheduler.join(timeout=5)
-
-    def _interrupt(self) -> None:
-        import ctypes
-        import signal
-
-        self.log("grace period over: stopping running branches", sessions=len(self.running))
-        for ident in list(self.running):
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_Stopped))
-        # a worker blocked reading a step's output sees the exception once that step ends: end it
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            for pgid in self._step_groups():
-                try:
-                    os.killpg(pgid, signum)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            until = time.monotonic() + 5
-            while self.running and time.monotonic() < until:
-                time.sleep(0.05)
-            if not self.running:
-                return
-
-    def _step_groups(self) -> set[int]:
-        """Process groups of steps running in sessions this process holds (from their history)."""
-        api = self.api
-
-        mine = f"pid {os.getpid()}"
-        groups: set[int] = set()
-        try:
-            for s in api.list_sessions(status="running", limit=None).rows:
-                if s.holder and mine in s.holder:
-                    groups |= {int(h.pgid) for h in api.history(s.id) if h.status == "running" and h.pgid}
-        except RoastError:
-            pass  # the store is unavailable: the api's own path still kills what it started
-        return groups
 
 
 # --------------------------------------------------------------------------- authentication
@@ -558,14 +307,14 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
     import hashlib
     import hmac
 
-    from roast import webhooks
+    from roast import api
 
     idempotency = headers.get("idempotency-key") or headers.get("webhook-id") or None
     if body is not None and headers.get("webhook-signature") is not None:
-        msg_id = webhooks.verify(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
+        msg_id = api.verify_webhook(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
         return Principal(f"webhook:{msg_id}", msg_id, "webhook")
     if body is not None and headers.get("x-hub-signature-256") is not None:
-        delivery = webhooks.verify_github(config.github_secret, headers, body)
+        delivery = api.verify_github(config.github_secret, headers, body)
         return Principal("github", delivery, "github")
     given = headers.get("authorization")
     if given is None:
@@ -681,7 +430,7 @@ def render_page(session: Session, history: Sequence[StepRecord], deliveries: Seq
     """The approval page of one link: everything from the store is escaped with html.escape."""
     from html import escape as e
 
-    from roast.expressions import iso
+    from roast.views import iso
 
     ended = what_happened(link.wait_seq, session, deliveries)
     parts = [f"<h1>{e(session.workflow_name)}</h1>",
@@ -734,7 +483,7 @@ def _html(title: str, body: str) -> str:
 # --------------------------------------------------------------------------- the ASGI app
 
 
-def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
+def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     """The Starlette app; every api call runs in a thread, with at most CLAIM_THREADS at once."""
     import anyio
     from starlette.applications import Starlette
@@ -744,11 +493,10 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
 
     from roast import api as api_module
 
-    api = runtime.api
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
     # its busy handler (330 vs 180 claims/s in process, and a p99 of 5 ms instead of 1 s)
-    claim_threads = CLAIM_THREADS if getattr(runtime.api.store, "shared", False) else 1
+    claim_threads = CLAIM_THREADS if getattr(api.store, "shared", False) else 1
 
     async def claim(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         runtime.claiming += 1  # on the event loop's thread only
@@ -810,11 +558,11 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
             result = await claim(deliver, api, event, body, who, **target)
         except RoastError as err:
             if isinstance(err, EventLate) and err.claimed:  # its timeout path was claimed, and runs here
-                runtime.run_claimed(err.session_id)
+                runtime.submit(err.session_id)
             return failed(request, err)
         note(request, session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
-            runtime.run_claimed(result.session_id)
+            runtime.submit(result.session_id)
         return as_json(result.to_json())
 
     async def by_session(request: Request) -> Response:
@@ -870,7 +618,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
         except RoastError as err:
             return as_json({"ok": False, "error": {"code": err.code, "message": err.message}}, 503)
         return as_json({"ok": True, "workers": config.workers, "busy": len(runtime.running),
-                        "queued": runtime.jobs.qsize()})
+                        "queued": runtime.queued()})
 
     def page(html_text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
         return Response(html_text, status_code=status, media_type="text/html; charset=utf-8",
@@ -940,7 +688,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                 return show(f"Nothing was delivered: {err.message}", HTTP_STATUS.get(err.code, 409))
             note(request, outcome=result.outcome)
             if result.outcome == "consumed":
-                runtime.run_claimed(result.session_id)
+                runtime.submit(result.session_id)
             # Post/Redirect/Get; relative to /a/{token}, so a path prefix behind a proxy is kept
             return Response(status_code=303, headers={"location": token})
 
@@ -1051,8 +799,10 @@ def _serve(config: Config) -> int:
         sock.close()
         print(f"roast: error: cannot listen on {config.host}:{config.port}: {err.strerror or err}", file=sys.stderr)
         return 2
-    runtime = Runtime(config.workers, log, Bound(api.open_store()))
-    app = build_app(config, runtime, log)
+    store = api.open_store()
+    runtime = api.worker(workers=config.workers, log=log, store=store,
+                         observer_for=lambda session_id: _Observer(log, session_id))
+    app = build_app(config, runtime, Bound(store), log)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            proxy_headers=False, server_header=False, timeout_keep_alive=5,
                                            timeout_graceful_shutdown=10, limit_concurrency=1024))

@@ -57,6 +57,21 @@ def test_faces_never_import_a_store_backend():
     assert not leaks, leaks
 
 
+# What a face may import (STYLE): the api, the documents, the rich output, the errors, the settings,
+# and another face (cli builds `roast serve`'s parser).
+FACE_MAY_IMPORT = {"api", "views", "display", "errors", "settings"} | FACES
+
+
+def test_faces_import_only_api_views_display_errors_and_settings():
+    """A face reaches the application through `api` (and its documents through `views`): never the
+    step tree, the loader, the effects or the store, even for a type (issue 20)."""
+    leaks = []
+    for face in sorted(FACES):
+        imported = _roast_imports(ast.parse((ROAST / f"{face}.py").read_text()))
+        leaks += [f"roast/{face}.py imports roast.{name}" for name in sorted(imported - FACE_MAY_IMPORT)]
+    assert not leaks, "faces import only api/views/display/errors/settings:\n" + "\n".join(leaks)
+
+
 def test_the_step_tree_does_no_io_of_its_own():
     forbidden = {"subprocess", "os", "sqlite3", "time", "socket", "shutil", "pathlib", "open"}
     for module in ("steps", "compiler", "expressions", "shell", "context"):
