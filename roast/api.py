@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import deliver as intake_
 from roast import settings
-from roast.deliver import Loaded, cwd_of, not_retryable, not_waiting
+from roast.deliver import Busy, Held, LookAgain, Loaded, cwd_of, not_retryable, not_waiting
 from roast.drive import drive, event_of, notify, state_of
 from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
@@ -94,35 +94,6 @@ def _store(store: SessionStore | str | None, home: str | os.PathLike[str] | None
 # --------------------------------------------------------------------------- continuing a session
 
 
-class _Busy(NotWaiting):
-    """Another process holds the session's lock right now (a delivery looks again)."""
-
-
-class _LookAgain(Exception):
-    """What a delivery saw before the lock is gone: look at the session again."""
-
-
-class _Held:
-    """The session's lock, waited for up to `wait` seconds (the store's `hold` does not wait)."""
-
-    def __init__(self, store: SessionStore, session_id: str, purpose: str, wait: float) -> None:
-        self.hold, self.wait = store.hold(session_id, purpose), wait
-
-    def __enter__(self) -> None:
-        until = time.monotonic() + self.wait
-        while True:
-            try:
-                self.hold.__enter__()
-                return
-            except NotWaiting as err:
-                if time.monotonic() >= until:
-                    raise _Busy(err.message, hint=err.hint) from None
-            time.sleep(0.02)
-
-    def __exit__(self, *exc: object) -> None:
-        self.hold.__exit__(None, None, None)
-
-
 # What a claim gives the drive: the event its branch reads (None: no event, e.g. a timeout the
 # runner answers, a retry), or a Result when nothing is to run (a delivery kept for later).
 Claim = Callable[[Session, Loaded], "Event | None | Result"]
@@ -138,7 +109,7 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
     runs before the claim, so a refusal changes nothing (reliability G5). `run=False` (`roast
     serve`): claim only; the branch runs later, in `run_claimed`."""
     cwd = cwd_of(session)
-    with _Held(store, session.id, purpose, wait):
+    with Held(store, session.id, purpose, wait):
         # what we saw before the lock may be gone: another process can have taken, run and
         # finished the session in between; look again under the lock
         fresh = store.get(session.id)
@@ -313,7 +284,7 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
 
     def expect(fresh: Session) -> None:
         if not wants(fresh):
-            raise _LookAgain
+            raise LookAgain
 
     def claim(fresh: Session, loaded: Loaded) -> Event | None | Result:
         outcome = store.deliver(fresh.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=True,
@@ -341,11 +312,11 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
         try:
             result = _continue(store, fresh, "roast resume", expect, claim, observer=observer, now=now, force=force,
                                moved=moved, event=incoming.name, run=run)
-        except _Busy as err:
+        except Busy as err:
             busy = err
             time.sleep(0.02)  # another process is taking the session right now; look again
             continue
-        except _LookAgain:
+        except LookAgain:
             continue
         claimed = taken.get("outcome")
         if claimed is None:
@@ -603,15 +574,10 @@ def links(session: Session | str, *, public_url: str | None = None, home: str | 
 def check_link(token: str, *, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
                now: Callable[[], float] = time.time) -> tuple[Any, Session, str]:
     """What an approval link grants: `(link, session, csrf_token)`; `links.BadLink` (a `Refused`)
-    when it is tampered with, malformed or expired. The session may have moved on since (the page
-    then says what happened)."""
-    from roast import links as links_mod
-    from roast import seal
+    when it is tampered with, malformed or expired. The session may have moved on since."""
+    from roast.drive import check_link as check
 
-    store_ = _store(store, home)
-    key = seal.link_key(store_.signing_keys())
-    link = links_mod.check(key, token, now=now())
-    return link, store_.get(link.session_id), links_mod.csrf(key, token)
+    return check(_store(store, home), token, now())
 
 
 # --------------------------------------------------------------------------- stores and keys (issue 13)
@@ -642,11 +608,15 @@ def short_id(session_id: str) -> str:
     return short(session_id)
 
 
-def parse_duration(text: str, what: str = "timeout") -> float:
-    """Seconds in a duration such as `30s`, `15m`, `2h`, `7d` (`--older-than`)."""
-    from roast.expressions import parse_duration as parse
+def read_event_data(spec: str | None, stdin: Any) -> str | None:
+    """`--event-data`: the text itself, `@FILE`, or `-` for `stdin`, at most ROAST_MAX_EVENT_BYTES."""
+    return intake_.read_event_data(spec, stdin)
 
-    return parse(text, what)
+
+def workflow_named(name: str, key: str, *, home: str | os.PathLike[str] | None = None,
+                   store: SessionStore | str | None = None) -> str:
+    """The workflow path that workflow `name` (its `name:`, directory or path) and `key` deliver to."""
+    return intake_.workflow_named(_store(store, home), name, key)
 
 
 # --------------------------------------------------------------------------- webhook signatures (for faces)

@@ -39,6 +39,35 @@ if TYPE_CHECKING:
     from roast.store import SessionStore
 
 
+class Busy(NotWaiting):
+    """Another process holds the session's lock right now (a delivery looks again)."""
+
+
+class LookAgain(Exception):
+    """What a delivery saw before the lock is gone: look at the session again."""
+
+
+class Held:
+    """The session's lock, waited for up to `wait` seconds (the store's `hold` does not wait)."""
+
+    def __init__(self, store: SessionStore, session_id: str, purpose: str, wait: float) -> None:
+        self.hold, self.wait = store.hold(session_id, purpose), wait
+
+    def __enter__(self) -> None:
+        until = time.monotonic() + self.wait
+        while True:
+            try:
+                self.hold.__enter__()
+                return
+            except NotWaiting as err:
+                if time.monotonic() >= until:
+                    raise Busy(err.message, hint=err.hint) from None
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        self.hold.__exit__(None, None, None)
+
+
 def workflow_path(workflow: Any) -> str:
     """The workflow file a resume names (SPEC §1), found with os.path: pathlib and the loader are
     imported only to explain a path that does not resolve (start-up, issue 12)."""
@@ -443,3 +472,50 @@ def late(session: Session, incoming: Incoming, record: EventRecord | None, resul
                      session_id=session.id, claimed=False,
                      document={**doc, "status": result.status, "output": result.output,
                                "final_output": result.final_output})
+
+
+def workflow_named(store: SessionStore, name: str, key: str) -> str:
+    """The workflow path an event for workflow `name` with correlation `key` goes to (`roast serve`'s
+    `POST /v1/workflows/{name}/events/{event}?key=K`): among workflows with an open session."""
+    from roast.errors import Ambiguous
+    from roast.views import workflow_paths
+
+    rows, _ = store.list(statuses=["waiting", "running"], limit=None)
+    paths = workflow_paths(rows, name)
+    if not paths:
+        raise NotFound(f"no open session of a workflow named {name!r}; nothing was delivered",
+                       hint="GET /v1/sessions lists the sessions and their workflows")
+    keyed = [p for p in paths if any(s.key == key and s.workflow_path == p for s in rows)] or paths[:1]
+    if len(keyed) > 1:
+        raise Ambiguous(f"several workflows named {name!r} have an open session with the key {key!r} "
+                        f"({', '.join(keyed)}); nothing was delivered", hint="deliver by session id instead")
+    return keyed[0]
+
+
+def read_event_data(spec: str | None, stdin: Any) -> str | None:
+    """`--event-data`: the text itself, `@FILE`, or `-` for `stdin` (a binary stream), at most
+    ROAST_MAX_EVENT_BYTES; None without it."""
+    limit = max_event_bytes()
+    if spec is None:
+        return None
+    if spec == "-":
+        raw = stdin.read(limit + 1)
+        if len(raw) > limit:
+            raise BadEventData(f"event data on stdin is too large (more than {limit:,} bytes, the limit)",
+                               hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
+    elif spec.startswith("@"):
+        try:
+            with open(spec[1:], "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                raw = fh.read(limit + 1)
+        except OSError as err:
+            raise BadEventData(f"cannot read event data from {spec[1:]!r}: {err.strerror}") from err
+        if len(raw) > limit:
+            raise BadEventData(f"event data in {spec[1:]!r} is too large ({max(size, len(raw)):,} bytes, limit "
+                               f"{limit:,})", hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
+    else:
+        return spec
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadEventData(f"event data is not UTF-8 (byte {err.start})") from err

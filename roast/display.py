@@ -5,6 +5,7 @@ pipes, `NO_COLOR` and `--json` get plain text. Nothing here decides anything.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -475,3 +476,105 @@ def watch(fetch: Callable[[], tuple[Any, ...]], *, all_shown: bool = False, refr
                 live.update(watch_frame(fetch, all_shown=all_shown, refresh=refresh), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+# --------------------------------------------------------------------------- notices on stderr
+
+
+def stopped(err: BaseException) -> int:
+    """What became of the session when roast was stopped (issue 10: say it for *this* session)."""
+    import signal
+
+    signum = getattr(err, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    sid = getattr(err, "session_id", None)
+    if sid:
+        step = getattr(err, "step", None)
+        print(f"roast: interrupted by {name}" + (f" during {step}" if step else "") + f"; session {sid} was "
+              f"stopped there and can be continued: roast resume --session-id {sid}", file=sys.stderr)
+    else:
+        print(f"roast: interrupted by {name}; no session was running in this command (waiting sessions are "
+              "still waiting)", file=sys.stderr)
+    return 128 + signum
+
+
+def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]]) -> None:
+    """A notice per session on stderr: its warnings, then waiting (with how to resume), completed, or
+    the error (with the traceback of a failing Python step when `verbose`) and how to retry."""
+
+    for r in results:
+        for warning in r.warnings:
+            print(f"roast: warning: {visible(warning)}", file=sys.stderr)
+        if r.status == "waiting":
+            print(waiting_notice(r, links(r.session_id)), file=sys.stderr)
+        elif r.status == "completed":
+            print(f"roast: session {r.session_id} completed", file=sys.stderr)
+        else:
+            print(f"roast: error: session {r.session_id} {r.status}: {visible(r.error)}", file=sys.stderr)
+            if verbose and r.detail:  # the traceback of a failing Python step
+                print(visible(r.detail).rstrip("\n"), file=sys.stderr)
+            if r.status == "failed":  # issue 16: nothing is lost; say how to go on once it is fixed
+                print(f"roast: the session kept its last checkpoint; once fixed, `roast retry {r.session_id}` "
+                      "runs the failed step again (the steps before it do not run again)", file=sys.stderr)
+
+
+def delivery_notice(result: Result) -> str:
+    """An event that ran nothing: kept for a later wait, or a repeat of one already delivered."""
+    delivery = result.delivery or {}
+    if result.outcome == "queued":
+        return (f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
+                f"{result.event_id}) is kept and goes to the next wait that declares it")
+    what = delivery.get("outcome", "consumed")
+    where = f" by {delivery['wait_path']}" if delivery.get("wait_path") else ""
+    at = delivery.get("consumed_at") or delivery.get("received_at")
+    return (f"roast: event id {result.event_id} was already delivered to session {result.session_id} "
+            f"({what}{where} at {at}); not applied again")
+
+
+# --------------------------------------------------------------------------- `roast serve`'s log
+
+
+class Log:
+    """One line per request and per session transition on stderr (text or JSON); never a body, a
+    token or a signature: callers pass only the fields below."""
+
+    def __init__(self, fmt: str, stream: Any = None) -> None:
+        import threading
+
+        self.fmt, self.stream = fmt, stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def __call__(self, message: str, **fields: Any) -> None:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.fmt == "json":
+            line = json.dumps({"time": stamp, "msg": message, **fields}, default=str, ensure_ascii=False)
+        else:
+            extra = " ".join(f"{k}={_log_value(v)}" for k, v in fields.items())
+            line = f"roast serve: {stamp} {message}" + (f" {extra}" if extra else "")
+        with self._lock:
+            print(line, file=self.stream, flush=True)
+
+
+def _log_value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or not c.isprintable() for c in text) else text
+
+
+# --------------------------------------------------------------------------- the resident part
+
+
+class LogObserver:
+    """The api's progress callbacks, as log lines for the notes that matter (re-runs, early events)."""
+
+    def __init__(self, log: Log, session_id: str | None) -> None:
+        self.log, self.session_id = log, session_id
+
+    def started(self, path: str, name: str | None, attempt: int) -> None:
+        pass
+
+    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self.log("note", session=self.session_id, note=message)

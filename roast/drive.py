@@ -415,3 +415,13 @@ def signed_links(store: SessionStore, row: Session, public: str | None = None) -
         expires = min(expires, row.deadline)
     base = public.rstrip("/")
     return {event: f"{base}/a/{links_mod.make(key, row.id, row.wait_seq, event, expires)}" for event in row.events}
+
+
+def check_link(store: SessionStore, token: str, now: float) -> tuple[Any, Session, str]:
+    """What an approval link grants: `(link, session, csrf_token)`, or `links.BadLink`."""
+    from roast import links as links_mod
+    from roast import seal
+
+    key = seal.link_key(store.signing_keys())
+    link = links_mod.check(key, token, now=now)
+    return link, store.get(link.session_id), links_mod.csrf(key, token)

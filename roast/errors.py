@@ -154,6 +154,21 @@ class DefinitionChanged(Refused):
     code = "definition_changed"
 
 
+class Unauthorized(Refused):
+    """`roast serve`: no valid credential: 401, and nothing changed."""
+
+    code = "unauthorized"
+
+
+class RequestRefused(UsageError):
+    """`roast serve`: a request it cannot take (too large, not JSON, no key): nothing changed.
+    `code` says which (`too_large`, `unsupported_media_type`, `usage`)."""
+
+    def __init__(self, code: str, msg: str, hint: str | None = None) -> None:
+        super().__init__(msg, hint=hint)
+        self.code = code
+
+
 class StoreUnavailable(RoastError):
     """The session store cannot be used right now (locked, full, read-only, corrupt)."""
 

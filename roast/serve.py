@@ -23,8 +23,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.errors import EventLate, Interrupted, RoastError, UsageError
-from roast.views import HTTP_STATUS, refusal_document
+from roast.errors import EventLate, Interrupted, RequestRefused, RoastError, Unauthorized, UsageError
+from roast.approval_html import csp, html_page, render_page, what_happened
+from roast.views import HTTP_STATUS, refusal_document, workflow_paths
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
 # parser on every command, `roast resume` included (start-up, issue 12)
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from roast.api import EventRecord, Session, StepRecord
+    from roast.display import Log
+
 
 EXTRA = "pip install 'roast[serve]'"
 FORM_LIMIT = 65_536  # bytes of an approval form
@@ -150,9 +152,9 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         raise UsageError(f"--workers {args.workers}: at least one worker runs the branches")
     if not args.grace >= 0 or not args.webhook_tolerance > 0:
         raise UsageError("--grace must be 0 or more seconds and --webhook-tolerance more than 0")
-    tokens = _parse_tokens(settings.serve_tokens(environ), "ROAST_SERVE_TOKENS")
+    tokens = settings.serve_tokens(environ)
     if args.tokens_file:
-        tokens += _parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
+        tokens += settings.parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
     secrets = api.webhook_secrets(settings.webhook_secret(environ))
     github = settings.github_webhook_secret(environ)
     if github is not None and len(github) < 16:
@@ -179,22 +181,6 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     return config
 
 
-def _parse_tokens(text: str, where: str) -> list[tuple[str, bytes]]:
-    import hashlib
-    import re
-
-    tokens = []
-    for item in text.split():
-        name, sep, secret = item.partition(":")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            name, secret = "token-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
-        if len(secret) < 16:
-            raise UsageError(f"{where}: a bearer token is shorter than 16 characters; refusing a guessable token",
-                             hint="make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
-        tokens.append((name, secret.encode()))
-    return tokens
-
-
 def _read_tokens_file(path: str) -> str:
     try:
         mode = os.stat(path).st_mode
@@ -211,52 +197,6 @@ def _read_tokens_file(path: str) -> str:
 # --------------------------------------------------------------------------- logging
 
 
-class Log:
-    """One line per request and per session transition on stderr (text or JSON); never a body, a
-    token or a signature: callers pass only the fields below."""
-
-    def __init__(self, fmt: str, stream: Any = None) -> None:
-        import threading
-
-        self.fmt, self.stream = fmt, stream or sys.stderr
-        self._lock = threading.Lock()
-
-    def __call__(self, message: str, **fields: Any) -> None:
-        fields = {k: v for k, v in fields.items() if v is not None}
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if self.fmt == "json":
-            line = json.dumps({"time": stamp, "msg": message, **fields}, default=str, ensure_ascii=False)
-        else:
-            extra = " ".join(f"{k}={_plain(v)}" for k, v in fields.items())
-            line = f"roast serve: {stamp} {message}" + (f" {extra}" if extra else "")
-        with self._lock:
-            print(line, file=self.stream, flush=True)
-
-
-def _plain(value: Any) -> str:
-    text = str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or not c.isprintable() for c in text) else text
-
-
-# --------------------------------------------------------------------------- the resident part
-
-
-class _Observer:
-    """The api's progress callbacks, as log lines for the notes that matter (re-runs, early events)."""
-
-    def __init__(self, log: Log, session_id: str | None) -> None:
-        self.log, self.session_id = log, session_id
-
-    def started(self, path: str, name: str | None, attempt: int) -> None:
-        pass
-
-    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        self.log("note", session=self.session_id, note=message)
-
-
 class Bound:
     """The api functions, each called with this server's one store (a connection per thread, not
     one per call: a claim is ~25 % cheaper)."""
@@ -268,26 +208,10 @@ class Bound:
         import functools
 
         from roast import api
-
         return functools.partial(getattr(api, name), store=self.store)
 
 
 # --------------------------------------------------------------------------- authentication
-
-
-class Unauthorized(RoastError):
-    """No valid credential: 401, and nothing changed."""
-
-    exit_code = 3
-    code = "unauthorized"
-
-
-class _HTTPError(RoastError):
-    exit_code = 2
-
-    def __init__(self, code: str, msg: str, hint: str | None = None) -> None:
-        super().__init__(msg, hint=hint)
-        self.code = code
 
 
 class Principal:
@@ -338,24 +262,11 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
 # --------------------------------------------------------------------------- documents
 
 
-def _workflow_paths(rows: Sequence[Session], name: str) -> list[str]:
-    """The workflow paths, among sessions in the store, that `name` names (its `name:`, directory or
-    path): the URL never names a file of its own."""
-    found = []
-    for s in rows:
-        if name in (s.workflow_name, s.workflow_path, os.path.basename(os.path.dirname(s.workflow_path))) \
-                and s.workflow_path not in found:
-            found.append(s.workflow_path)
-    return found
-
-
 def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_id: str | None = None,
             workflow: str | None = None, key: str | None = None, reason: str | None = None,
             wait_seq: int | None = None) -> Any:
     """Claim `event` through `api` (the module, or a `Bound` one) without running the branch; return
     the api's Result; refusals raise."""
-    from roast.errors import Ambiguous, NotFound
-
     common: dict[str, Any] = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
               "source": principal.source, "reason": reason, "run": False}
     if session_id is not None:
@@ -363,121 +274,7 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
             common["wait_seq"] = wait_seq
         return api.resume(event, session_id=session_id, **common)
     assert workflow is not None and key is not None
-    rows = api.list_sessions(status=["waiting", "running"], limit=None).rows
-    paths = _workflow_paths(rows, workflow)
-    if not paths:
-        raise NotFound(f"no open session of a workflow named {workflow!r}; nothing was delivered",
-                       hint="GET /v1/sessions lists the sessions and their workflows")
-    keyed = [p for p in paths if any(s.key == key and s.workflow_path == p for s in rows)] or paths[:1]
-    if len(keyed) > 1:
-        raise Ambiguous(f"several workflows named {workflow!r} have an open session with the key {key!r} "
-                        f"({', '.join(keyed)}); nothing was delivered", hint="deliver by session id instead")
-    return api.resume(event, workflow=keyed[0], key=key, **common)
-
-
-# --------------------------------------------------------------------------- the approval page
-
-_STYLE = ("body{font:16px/1.45 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}"
-          "h1{font-size:1.4rem;margin-bottom:.2rem}.meta{color:#555;margin-top:0}"
-          ".box{border:1px solid #ccc;border-radius:6px;padding:1rem;margin:1rem 0}"
-          "textarea{width:100%;min-height:4rem;box-sizing:border-box}"
-          "button{font-size:1rem;padding:.5rem 1.2rem;margin-top:.6rem;cursor:pointer}"
-          ".outcome{font-weight:600}ol{padding-left:1.3rem}li{margin:.2rem 0}code{font-size:.9em}"
-          ".muted{color:#666}")
-
-
-def _csp() -> str:
-    import base64
-    import hashlib
-
-    digest = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-    return (f"default-src 'none'; style-src 'sha256-{digest}'; form-action 'self'; base-uri 'none'; "
-            "frame-ancestors 'none'")
-
-
-def _when(ts: float | None) -> str:
-    return "an unknown time" if ts is None else time.strftime("%H:%M UTC on %d %b %Y", time.gmtime(ts))
-
-
-def what_happened(wait_seq: int, session: Session, deliveries: Sequence[EventRecord]) -> str | None:
-    """How the wait a link was made for ended ("approved by ana at 14:02 UTC on …", "timed out at …"),
-    or None while it is still open."""
-    if session.status == "waiting" and session.wait_seq == wait_seq:
-        return None
-    for d in deliveries:
-        if d.wait_seq == wait_seq and d.outcome == "consumed":
-            at = _when(d.consumed_at or d.received_at)
-            if d.name == "timeout":
-                return f"timed out at {at}"
-            who = "through this approval link" if d.source == "link" else f"by {d.actor or 'someone'}"
-            return f"{d.name} {who} at {at}" + (f" ({d.reason})" if d.reason else "")
-    if session.status == "cancelled":
-        return f"cancelled at {_when(session.finished_at)}" + (f" ({session.reason})" if session.reason else "")
-    if session.status == "timed_out":
-        return f"timed out at {_when(session.finished_at)}"
-    return f"this wait has ended; the session is now {session.shown_status}"
-
-
-def _schema_fields(session: Session, event: str) -> str:
-    """The form fields of the event's schema, when the wait declares one."""
-    # TODO(#14): render one escaped <input> per field of the wait's declared schema once waits carry
-    # schemas; POST /a/{token} then sends them as the event data (today it is {}).
-    return ""
-
-
-def render_page(session: Session, history: Sequence[StepRecord], deliveries: Sequence[EventRecord],
-                link: Any, csrf: str, *, notice: str | None = None) -> str:
-    """The approval page of one link: everything from the store is escaped with html.escape."""
-    from html import escape as e
-
-    from roast.views import iso
-
-    ended = what_happened(link.wait_seq, session, deliveries)
-    parts = [f"<h1>{e(session.workflow_name)}</h1>",
-             f"<p class=meta>session <code>{e(session.id)}</code>"
-             + (f" · target <code>{e(session.target)}</code>" if session.target else "")
-             + f" · {e(session.shown_status)}</p>"]
-    if notice:
-        parts.append(f"<p class=box>{e(notice)}</p>")
-    if ended is None:
-        waits = [a for a in session.awaiting or [] if a.get("event")]
-        others = [w["event"] for w in waits if w["event"] != link.event]
-        deadline = min((w["deadline"] for w in waits if w.get("deadline") is not None), default=None)
-        parts.append("<div class=box><h2>Waiting for</h2>"
-                     f"<p><strong>{e(link.event)}</strong>"
-                     + (f" <span class=muted>(it also accepts: {e(', '.join(others))})</span>" if others else "")
-                     + "</p>"
-                     + (f"<p>Deadline: {e(iso(deadline) or '')} ({e(_when(deadline))})</p>" if deadline else
-                        "<p>No deadline.</p>")
-                     + "<form method=post>"
-                     f"<input type=hidden name=csrf value=\"{e(csrf)}\">"
-                     "<label for=reason>Reason (optional)</label>"
-                     "<textarea id=reason name=reason maxlength=2000></textarea>"
-                     + _schema_fields(session, link.event)
-                     + f"<button type=submit id=deliver>{e(link.event)}</button></form></div>")
-    else:
-        parts.append(f"<div class=box><p class=outcome id=outcome>{e(ended)}</p>"
-                     f"<p>The session is now {e(session.shown_status)}.</p></div>")
-    if history:
-        items = "".join(f"<li><code>{e(h.path)}</code>{' ' + e(h.name) if h.name else ''} — {e(h.status)}"
-                        + (f" (attempt {h.attempt})" if h.attempt > 1 else "")
-                        + (f": <span class=muted>{e(_short(h.output))}</span>" if h.output else "") + "</li>"
-                        for h in history)
-        parts.append(f"<h2>What ran</h2><ol>{items}</ol>")
-    return _html(f"{session.workflow_name}: {link.event}", "".join(parts))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _html(title: str, body: str) -> str:
-    from html import escape
-
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-            "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
-            f"<meta name=referrer content=no-referrer><style>{_STYLE}</style></head><body>{body}</body></html>")
+    return api.resume(event, workflow=api.workflow_named(workflow, key), key=key, **common)
 
 
 # --------------------------------------------------------------------------- the ASGI app
@@ -532,13 +329,13 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     async def read_body(request: Request, limit: int) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            raise _HTTPError("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
+            raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
                              hint="ROAST_MAX_EVENT_BYTES sets the limit")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise _HTTPError("too_large", f"the request body is larger than {limit} bytes; nothing was "
+                raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was "
                                               "delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
             chunks.append(chunk)
         return b"".join(chunks)
@@ -553,7 +350,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             note(request, actor=who.actor, event_id=who.event_id)
             kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
             if body and not (kind == "application/json" or kind.endswith("+json")):
-                raise _HTTPError("unsupported_media_type", f"the body must be JSON (Content-Type: "
+                raise RequestRefused("unsupported_media_type", f"the body must be JSON (Content-Type: "
                                  f"application/json), not {kind!r}; nothing was delivered")
             result = await claim(deliver, api, event, body, who, **target)
         except RoastError as err:
@@ -571,7 +368,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     async def by_key(request: Request) -> Response:
         key = request.query_params.get("key")
         if not key:
-            return failed(request, _HTTPError("usage", "deliver by correlation key with ?key=K"))
+            return failed(request, RequestRefused("usage", "deliver by correlation key with ?key=K"))
         return await post_event(request, workflow=request.path_params["name"], key=key)
 
     async def list_sessions(request: Request) -> Response:
@@ -590,7 +387,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 rows, total = page.rows, page.total
             else:
                 page = await call(api.list_sessions, status=statuses, limit=None, open_first=True)
-                paths = _workflow_paths(page.rows, workflow)
+                paths = workflow_paths(page.rows, workflow)
                 matching = [s for s in page.rows if s.workflow_path in paths]
                 rows, total = matching[offset:offset + limit], len(matching)
         except RoastError as err:
@@ -622,7 +419,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
 
     def page(html_text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
         return Response(html_text, status_code=status, media_type="text/html; charset=utf-8",
-                        headers={"content-security-policy": _csp(), "x-frame-options": "DENY", **(headers or {})})
+                        headers={"content-security-policy": csp(), "x-frame-options": "DENY", **(headers or {})})
 
     def refused_page(err: RoastError, token: str) -> Response:
         from html import escape
@@ -635,7 +432,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 body += f"<p class=outcome id=outcome>{escape(ended)}</p>"
         except RoastError:
             pass
-        return page(_html("roast: link refused", body), 403)
+        return page(html_page("roast: link refused", body), 403)
 
     async def approval(request: Request) -> Response:
         token = request.path_params["token"]
@@ -673,7 +470,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             given = (form.get("csrf") or [""])[0]
             if not hmac.compare_digest(given.encode(), csrf.encode()):
                 note(request, code="bad_csrf")
-                return page(_html("roast: form refused", "<h1>This form is not valid</h1><p>It did not come from "
+                return page(html_page("roast: form refused", "<h1>This form is not valid</h1><p>It did not come from "
                                   "this approval page; nothing was changed. Open the link again.</p>"), 403)
             if what_happened(link.wait_seq, session, []) is not None:
                 return show("This wait has already ended; nothing was delivered.", 409)
@@ -774,14 +571,14 @@ class _Front:
 
 
 def _serve(config: Config) -> int:
-    import threading
-
     import signal
     import socket
+    import threading
 
     import uvicorn
 
     from roast import api
+    from roast.display import Log, LogObserver
 
     log = Log(config.log_format)
     try:
@@ -801,7 +598,7 @@ def _serve(config: Config) -> int:
         return 2
     store = api.open_store()
     runtime = api.worker(workers=config.workers, log=log, store=store,
-                         observer_for=lambda session_id: _Observer(log, session_id))
+                         observer_for=lambda session_id: LogObserver(log, session_id))
     app = build_app(config, runtime, Bound(store), log)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            proxy_headers=False, server_header=False, timeout_keep_alive=5,

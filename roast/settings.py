@@ -1,8 +1,8 @@
 """Every `ROAST_*` setting roast reads from the environment, parsed and checked in one place.
 
 Each function reads the variable when called (tests and long-lived processes may change the
-environment), checks it, and says how to fix a bad value (`UsageError`, exit 2). Variables that
-roast *sets* for steps (`ROAST_SESSION_ID`, `ROAST_ARG_1`, …) are not settings and are not here.
+environment), checks it, and says how to fix a bad value (`UsageError`, exit 2); so are the
+durations and instants of command-line options. What roast *sets* for steps is not here.
 """
 from __future__ import annotations
 
@@ -87,9 +87,26 @@ def busy_timeout(environ: Mapping[str, str] | None = None) -> float:
     return value
 
 
-def serve_tokens(environ: Mapping[str, str] | None = None) -> str:
-    """`ROAST_SERVE_TOKENS`: `roast serve`'s bearer tokens, space-separated (parsed by serve)."""
-    return _raw("ROAST_SERVE_TOKENS", environ)
+def serve_tokens(environ: Mapping[str, str] | None = None) -> list[tuple[str, bytes]]:
+    """`ROAST_SERVE_TOKENS`: `roast serve`'s bearer tokens, space-separated, as (name, secret)."""
+    return parse_tokens(_raw("ROAST_SERVE_TOKENS", environ), "ROAST_SERVE_TOKENS")
+
+
+def parse_tokens(text: str, where: str) -> list[tuple[str, bytes]]:
+    """Bearer tokens, space-separated, each `NAME:SECRET` or a bare secret; at least 16 characters."""
+    import hashlib
+    import re
+
+    tokens = []
+    for item in text.split():
+        name, sep, secret = item.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            name, secret = "token-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
+        if len(secret) < 16:
+            raise UsageError(f"{where}: a bearer token is shorter than 16 characters; refusing a guessable token",
+                             hint="make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+        tokens.append((name, secret.encode()))
+    return tokens
 
 
 def webhook_secret(environ: Mapping[str, str] | None = None) -> str | None:
@@ -98,5 +115,37 @@ def webhook_secret(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def github_webhook_secret(environ: Mapping[str, str] | None = None) -> str | None:
-    """`ROAST_GITHUB_WEBHOOK_SECRET`: the secret of GitHub's `X-Hub-Signature-256`."""
-    return _raw("ROAST_GITHUB_WEBHOOK_SECRET", environ) or None
+    return _raw("ROAST_GITHUB_WEBHOOK_SECRET", environ) or None  # GitHub's X-Hub-Signature-256
+
+
+def duration(text: str, what: str = "timeout") -> float:
+    """Seconds in a duration such as `30s`, `15m`, `2h`, `7d` (`--older-than`, `ROAST_LINK_MAX_AGE`)."""
+    from roast.expressions import parse_duration
+
+    return parse_duration(text, what)
+
+
+def age(text: str | None, what: str) -> float | None:
+    """A command-line duration (`--older-than 7d`), or None."""
+
+    if text is None:
+        return None
+    try:
+        return duration(text)
+    except UsageError as err:
+        raise UsageError(f"{what} {text!r}: {err.message}", hint="e.g. 30m, 2h or 7d") from err
+
+
+def since(text: str | None) -> float | None:
+    """`--since`: an ISO 8601 instant (UTC without a zone) or a duration back from now, or None."""
+    import time
+    from datetime import datetime, timezone
+
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    except ValueError:
+        seconds = age(text, "--since")
+        return time.time() - (seconds or 0)

@@ -10,8 +10,8 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "providers", "tools", "context", "seal",
          "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "store", "store_sqlite",
          "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "display",
-         "serve", "cli"]
-FACES = {"display", "cli", "serve"}
+         "approval_html", "serve", "cli"]
+FACES = {"display", "approval_html", "cli", "serve"}
 STORES = {"store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
