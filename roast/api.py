@@ -40,12 +40,9 @@ if TYPE_CHECKING:
     from roast.steps import Event
     from roast.store import SessionStore
 
-# The step tree, the compiler and the definition are loaded when a session runs, not when one is
-# listed (`roast sessions` starts up through this module: STYLE, start-up is part of the product).
+# The step tree and the loader load when a session runs, not when one is listed (start-up, STYLE).
 
 SessionInfo = Session  # what roast.sessions() / roast.session() return
-max_event_bytes = settings.max_event_bytes  # the limit `roast serve` and `--event-data` read bodies with
-LINK_MAX_AGE = settings.LINK_MAX_AGE
 
 
 def _quiet() -> Observer:
@@ -151,6 +148,12 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
 
     observer = observer or _quiet()
     defn = definitions.load(workflow)
+    if target is None and not isinstance(workflow, Mapping):  # the workflow's own `target:` (SPEC §5)
+        found = targets(workflow)
+        if len(found) > 1:
+            raise UsageError(f"the workflow's `target:` names {len(found)} targets; roast.run runs one session",
+                             hint="pass target=..., or run each of roast.api.targets(workflow)")
+        target = found[0]
     choose_model(defn.provider)  # an unusable provider is refused before a session exists (issue 11)
     store_ = _store(store, home)
     session_id = new_id()

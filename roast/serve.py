@@ -288,7 +288,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from roast import api as api_module
+    from roast import settings
 
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
@@ -344,7 +344,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         event = request.path_params["event"]
         note(request, event=event, session=target.get("session_id"))
         try:
-            body = await read_body(request, api_module.max_event_bytes())
+            body = await read_body(request, settings.max_event_bytes())
             # the raw bytes are verified before anything parses them (reliability §4.1)
             who = authenticate(config, request.headers, body, time.time())
             note(request, actor=who.actor, event_id=who.event_id)

@@ -81,3 +81,15 @@ def test_sigterm_past_the_grace_stops_a_running_step_promptly_and_kills_its_proc
     assert stopped.status == "running" and stopped.orphaned  # recoverable
     assert "interrupted by SIGTERM" in (stopped.error or "")
     assert [h.status for h in api.history(result.session_id) if h.name == "nap"] == ["interrupted"]
+
+
+def test_roast_run_honours_the_workflows_own_target_key_as_execute_does(wf, tmp_path, monkeypatch) -> None:
+    path = wf("""
+        target: "data/*.txt"
+        steps:
+          - $(cat "{{ file }}")
+    """, files={"data/a.txt": "alpha\n"})
+    monkeypatch.chdir(tmp_path)
+    result = roast.run(path)
+    assert result.target is not None and result.target.endswith("a.txt")
+    assert result.final_output == "alpha"
