@@ -110,8 +110,7 @@ def parse_tokens(text: str, where: str) -> list[tuple[str, bytes]]:
 
 
 def webhook_secret(environ: Mapping[str, str] | None = None) -> str | None:
-    """`ROAST_WEBHOOK_SECRET`: Standard Webhooks secrets `roast serve` verifies signatures with."""
-    return _raw("ROAST_WEBHOOK_SECRET", environ) or None
+    return _raw("ROAST_WEBHOOK_SECRET", environ) or None  # Standard Webhooks secrets (`roast serve`)
 
 
 def github_webhook_secret(environ: Mapping[str, str] | None = None) -> str | None:

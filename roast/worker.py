@@ -271,9 +271,8 @@ class Worker:
 
                 self.log(f"{kind} failed: internal error", session=session_id, error=f"{type(err).__name__}: {err}",
                          traceback=traceback.format_exc(limit=8))
-            except BaseException as err:  # Interrupted: the stop; the session stays recoverable
-                self.log("stopped; the session is recoverable", session=session_id or getattr(err, "session_id", None),
-                         step=getattr(err, "step", None))
+            except Interrupted as err:  # the stop (Stop): the session stays recoverable
+                self.log("stopped; the session is recoverable", session=session_id or err.session_id, step=err.step)
             finally:
                 self.running.pop(me, None)
                 with self.cond:
