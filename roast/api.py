@@ -1,11 +1,12 @@
-"""The Python API: `run()`, `resume()`, `sessions()`, `session()`, `cancel()`, `tick()`, `listen()`.
+"""The Python API: `run()`, `resume()`, `retry()`, `sessions()`, `session()`, `cancel()`, `tick()`, `listen()`.
 
-Wires the definition, the step tree, the runner, the effects and the store together; the only
-module that knows a store exists (SPEC §11). The rules that make pauses durable: the session is
-saved *before* anything is reported (SPEC §6); an event is claimed with one compare-and-set before
-its branch runs, so it is consumed exactly once; what the runner holds between two saves (an event
-claimed but not yet delivered) is in the store, so recovery infers nothing (issue 10); and a store
-error stops the drive without deciding the session's outcome (SPEC §11).
+The public functions, and `_continue`: the one place that runs a saved session on (lock → read
+it again → load it and check edits → claim → drive → notify). `resume`, recovery, `retry`,
+deadlines and `roast serve`'s claimed branches differ only in the claim. The rules that make pauses
+durable: the session is saved *before* anything is reported (SPEC §6); an event is claimed with one
+compare-and-set before its branch runs, so it is consumed exactly once; what the runner holds
+between two saves is in the store, so recovery infers nothing (issue 10); and a store error stops
+the drive without deciding the session's outcome (SPEC §11).
 
     >>> import roast
     >>> result = roast.run("deploy/workflow.yml")          # doctest: +SKIP
@@ -15,39 +16,20 @@ error stops the drive without deciding the session's outcome (SPEC §11).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
-from roast.errors import (
-    BadEventData,
-    Closed,
-    DefinitionChanged,
-    EventLate,
-    EventRefused,
-    Interrupted,
-    NotFound,
-    NotWaiting,
-    Refused,
-    RoastError,
-    StoreUnavailable,
-    TimedOut,
-    UsageError,
-)
+from roast import deliver as intake_
+from roast import settings
+from roast.deliver import Busy, Held, LookAgain, Loaded, cwd_of, not_retryable, not_waiting
+from roast.drive import drive, event_of, notify, state_of
+from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
-from roast.store import (
-    FINISHED,
-    EventRecord,
-    Incoming,
-    NewSession,
-    Session,
-    StepDone,
-    StepRecord,
-    StepStart,
-    new_id,
-)
+from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
+from roast.views import Page, Result, delivery_doc, result_of
 
 if TYPE_CHECKING:
     from typing import Any
@@ -55,98 +37,18 @@ if TYPE_CHECKING:
     from roast.context import Context
     from roast.definition import Definition
     from roast.runner import Observer
-    from roast.requests import Event, WaitInfo
+    from roast.requests import Event
     from roast.store import SessionStore
 
-# The step tree, the compiler and the definition are loaded when a session runs, not when one is
-# listed (`roast sessions` starts up through this module: STYLE, start-up is part of the product).
+# The step tree and the loader load when a session runs, not when one is listed (start-up, STYLE).
 
-STATE_VERSION = 2
 SessionInfo = Session  # what roast.sessions() / roast.session() return
-_RESULT_FIELDS = ("status", "session_id", "workflow", "output", "final_output", "awaiting", "waits", "deadline",
-                  "target", "cursor", "error", "warnings", "others_waiting", "outcome", "event_id", "event",
-                  "delivery", "detail")
-
-
-class Result:
-    """What a run, resume or delivery ended with.
-
-    >>> r = roast.run("wf/workflow.yml")   # doctest: +SKIP
-    >>> r.status in ("completed", "waiting", "failed", "timed_out")   # doctest: +SKIP
-    True
-
-    A delivery (`roast.resume`) also says what became of the event: `outcome` is `consumed`,
-    `queued` or `duplicate` (refusals raise), with `event_id` and `delivery` (issue 14).
-    """
-
-    __slots__ = _RESULT_FIELDS
-
-    def __init__(self, status: str, session_id: str, workflow: str, output: dict[str, Any] | None = None,
-                 final_output: str = "", awaiting: list[str] | None = None, waits: list[dict[str, Any]] | None = None,
-                 deadline: str | None = None, target: str | None = None, cursor: str | None = None,
-                 error: str | None = None, warnings: list[str] | None = None, others_waiting: list[str] | None = None,
-                 outcome: str | None = None, event_id: str | None = None, event: str | None = None,
-                 delivery: dict[str, Any] | None = None, detail: str | None = None) -> None:
-        self.status, self.session_id, self.workflow = status, session_id, workflow
-        self.output = output or {}
-        self.final_output = final_output
-        self.awaiting = awaiting or []
-        self.waits = waits or []
-        self.deadline, self.target, self.cursor, self.error = deadline, target, cursor, error
-        self.warnings = warnings or []
-        self.others_waiting = others_waiting or []
-        self.outcome, self.event_id, self.event = outcome, event_id, event
-        self.delivery = delivery
-        self.detail = detail  # the failing Python step's traceback (shown with -v; not in to_json)
-
-    def _replace(self, **changes: Any) -> Result:
-        values = {name: getattr(self, name) for name in _RESULT_FIELDS}
-        values.update(changes)
-        return Result(**values)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Result) and self.to_json() == other.to_json()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("completed", "waiting")
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {}
-        if self.outcome is not None:  # a delivery: what became of it comes first (issue 14)
-            doc.update(outcome=self.outcome, session_id=self.session_id, event_id=self.event_id, event=self.event)
-        doc.update({"session_id": self.session_id, "status": self.status, "workflow": self.workflow,
-                    "target": self.target, "awaiting": self.awaiting, "waits": self.waits,
-                    "deadline": self.deadline, "cursor": self.cursor, "output": self.output,
-                    "final_output": self.final_output, "error": self.error, "warnings": self.warnings,
-                    "others_waiting": self.others_waiting})
-        if self.outcome is not None:
-            doc["delivery"] = self.delivery
-        return doc
-
-    def __repr__(self) -> str:
-        return f"Result({self.status!r}, {self.session_id!r})"
-
-    def __str__(self) -> str:
-        text = f"session {self.session_id} {self.status}"
-        if self.awaiting:
-            text += f", awaiting {', '.join(self.awaiting)}"
-        if self.deadline:
-            text += f" until {self.deadline}"
-        return text
 
 
 def _quiet() -> Observer:
     from roast.runner import Observer
 
     return Observer()
-
-
-def _plain(value: Any) -> Any:
-    """Outputs as JSON-able data (Python steps may return anything)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 # --------------------------------------------------------------------------- the store
@@ -157,7 +59,7 @@ def open_store(store: SessionStore | str | None = None, home: str | os.PathLike[
     ROAST_HOME (`home=`). URLs: `sqlite:///path/sessions.db`, `postgresql://user@host:port/db`."""
     if store is not None and not isinstance(store, str):
         return store
-    url = store if isinstance(store, str) else os.environ.get("ROAST_STORE", "")
+    url = store if isinstance(store, str) else settings.store_url()
     if not url or home is not None and not isinstance(store, str):
         from roast.store_sqlite import SQLiteStore
 
@@ -186,421 +88,42 @@ def _store(store: SessionStore | str | None, home: str | os.PathLike[str] | None
     return open_store(store, home)
 
 
-# --------------------------------------------------------------------------- one drive
-
-
-class _Journal:
-    """Saves step history and checkpoints through the store, and tells the observer. A checkpoint
-    is held until the next effect, so its transaction also carries the next step's start row
-    (one transaction per step, issue 12); only what changed since the last save is written."""
-
-    def __init__(self, store: SessionStore, session_id: str, defn: Definition, ctx: Context,
-                 observer: Observer, now: Callable[[], float]) -> None:
-        self.store, self.session_id, self.defn, self.ctx, self.observer = store, session_id, defn, ctx, observer
-        self.now = now
-        self._began: dict[tuple[str, int], float] = {}
-        self.done: list[StepDone] = []      # finished steps not yet written
-        self.changes: dict[str, Any] | None = None
-        self.cursor: Any = None
-        self.dirty = False
-        self.delivered_now = False
-        self.clear_pending = False
-        self.saved_at: str | None = None    # the last cursor written, for messages
-        self.running: list[str] = []        # steps in flight
-        self.failed: set[str] = set()       # steps whose attempt failed in this drive (a retry follows)
-        self.names: dict[str, str | None] = {}  # step path -> its name, for notes
-
-    def checkpoint(self, cursor: Any) -> None:
-        change = self.ctx.take_changes()
-        self.changes = change if self.changes is None else self.ctx.merge_changes(self.changes, change)
-        self.cursor, self.dirty = cursor, True
-        if self.delivered_now:
-            self.clear_pending, self.delivered_now = True, False
-
-    def delivered(self, event: Event) -> None:
-        self.delivered_now = True
-
-    def _write(self, start: StepStart | None) -> int:
-        from roast import tree
-
-        cursor_text = tree.describe(self.defn.root, self.cursor, self.ctx.collections) if self.dirty else None
-        delta = {"cursor": self.cursor, "changes": self.changes} if self.dirty else None
-        attempt = self.store.advance(self.session_id, changes=delta,
-                                     cursor=cursor_text, finished=self.done, start=start,
-                                     delivered=self.clear_pending, now=self.now())
-        if self.dirty:
-            self.saved_at = cursor_text
-        self.done, self.changes, self.dirty, self.clear_pending = [], None, False, False
-        return attempt
-
-    def started(self, request: Any) -> int:
-        attempt = self._write(StepStart(request.path, request.name or "", self.now()))
-        self._began[(request.path, attempt)] = time.monotonic()
-        self.running.append(request.path)
-        self.names[request.path] = request.name
-        label = self._label(request.path)
-        if request.path in self.failed:
-            self.observer.note(f"retrying step {label} (attempt {attempt})")
-        elif attempt > 1:
-            self.observer.note(f"step {label} ran before; running it again (attempt {attempt})")
-        self.observer.started(request.path, request.name, attempt)
-        return attempt
-
-    def flush(self) -> None:
-        if self.dirty or self.done:
-            self._write(None)
-
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
-                 usage: tuple[int, int] | None = None) -> None:
-        text = _text(output)
-        if usage and status == "ok" and error is None:  # an ok row's note: the tokens a prompt used
-            error = usage_note(usage)
-        self.done.append(StepDone(request.path, attempt, status, text[:65536], self.now(),
-                                  error[:4096] if error else None))
-        if status == "failed":
-            self.failed.add(request.path)
-        began = self._began.pop((request.path, attempt), time.monotonic())
-        if request.path in self.running:
-            self.running.remove(request.path)
-        self.observer.finished(request.path, request.name, status, time.monotonic() - began)
-
-    def spawned(self, path: str, attempt: int, pgid: int) -> None:
-        if attempt:
-            self.store.spawned(self.session_id, path, attempt, pgid)
-
-    def pausing(self, path: str, seconds: float) -> None:
-        self.observer.note(f"step {self._label(path)} failed; next attempt in {seconds:.1f} s")
-
-    def _label(self, path: str) -> str:
-        name = self.names.get(path)
-        return f"{path} {name}" if name else path
-
-    def take_done(self) -> list[StepDone]:
-        done, self.done = self.done, []
-        return done
-
-
-def usage_note(usage: tuple[int, int]) -> str:
-    """How a prompt step's token usage is kept in its history row (issue 17): the note of an ok row."""
-    return f"{USAGE_NOTE}{usage[0]} prompt + {usage[1]} completion tokens"
-
-
-USAGE_NOTE = "usage: "
-
-
-def _text(value: Any) -> str:
-    from roast.expressions import to_text
-
-    return to_text(value)
-
-
-def _state(ctx: Context, cursor: Any) -> dict[str, Any]:
-    return {"v": STATE_VERSION, "cursor": cursor, "context": ctx}
-
-
-def _awaiting(waits: Sequence[WaitInfo]) -> list[dict[str, Any]]:
-    out = []
-    for w in waits:
-        schemas = dict(w.schemas or ())
-        for name in w.events:
-            entry: dict[str, Any] = {"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
-            if name in schemas:
-                entry["schema"] = json.loads(schemas[name])
-            out.append(entry)
-    # a pause (a `sleep:`, a retry's backoff) awaits no event, only its deadline (issue 16)
-    return out + [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline, "kind": w.kind}
-                  for w in waits if not w.events]
-
-
-def _model(defn: Definition) -> Any:
-    from roast.effects import choose_model
-
-    return choose_model(defn.provider)
-
-
-def _models(defn: Definition) -> Any:
-    """The workflow's model keys for the effects; the token is read only when a call needs it."""
-    from roast.definition import api_token
-    from roast.effects import ModelSetup
-
-    return ModelSetup(defn.models, lambda: api_token(defn))
-
-
-def _drive(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
-           event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
-    """Run from `cursor` until the end or the next wait; save, then return what happened."""
-    from roast.store import mark_running
-
-    mark_running(session_id)  # live while this process drives it, even after a store error (store.py)
-    try:
-        return _drive_marked(store, session_id, defn, ctx, cursor, event, observer, now, cwd)
-    finally:
-        mark_running(session_id, False)
-
-
-def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: Context, cursor: Any,
-                  event: Event | None, observer: Observer, now: Callable[[], float], cwd: str | None) -> Result:
-    from roast import tree
-    from roast.effects import Effects
-    from roast.runner import Completed, Runner, Waiting
-
-    model = _model(defn)
-    while True:
-        effects = Effects(ctx=ctx, model=model, cwd=cwd, announce=observer.note,
-                          pause=getattr(observer, "pause", None), unpause=getattr(observer, "unpause", None),
-                          models=_models(defn))
-        journal = _Journal(store, session_id, defn, ctx, observer, now)
-        runner = Runner(effects, now=now, journal=journal, event=event, cancel=effects.kill_all,
-                        hold_limit=sleep_in_process())
-        effects.on_spawn = runner.spawned
-        ending: tuple[str, RoastError] | None = None
-        try:
-            outcome: Completed | Waiting | None = runner.drive(defn.root.run(ctx, cursor))
-        except StoreUnavailable as err:
-            raise _stopped(err, session_id, journal) from err
-        except (KeyboardInterrupt, Interrupted) as err:
-            _interrupted(store, session_id, journal, err, now)
-            raise
-        except TimedOut as err:
-            outcome, ending = None, ("timed_out", err)
-        except RoastError as err:  # only a step decides `failed`
-            outcome, ending = None, ("failed", err)
-        finally:
-            effects.close()
-        try:
-            if ending is not None:
-                status, failure = ending
-                if status == "failed":
-                    journal.flush()  # the last checkpoint is kept, for `roast retry`
-                store.finish(session_id, status, output=_plain(ctx.output), final_output=ctx.final_output(),
-                             error=str(failure), finished=journal.take_done(), keep_state=status == "failed",
-                             now=now())
-                return _result(store.get(session_id), error=str(failure))._replace(
-                    detail=getattr(failure, "detail", None))
-            if isinstance(outcome, Completed):
-                store.finish(session_id, "completed", output=_plain(ctx.output), final_output=ctx.final_output(),
-                             finished=journal.take_done(), cursor="end", now=now())
-                return _result(store.get(session_id))
-            assert isinstance(outcome, Waiting)
-            suspend = outcome.suspend
-            # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.
-            notify = [w for w in suspend.waits if w.notify is not None]
-            held = store.suspend(session_id, _state(ctx, suspend.cursor),
-                                 cursor=tree.describe(defn.root, suspend.cursor, ctx.collections),
-                                 awaiting=_awaiting(suspend.waits), output=_plain(ctx.output),
-                                 finished=journal.take_done(), undelivered=runner.pending is not None,
-                                 ahead=sorted(tree.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
-                                 now=now())
-        except StoreUnavailable as err:
-            raise _stopped(err, session_id, journal) from err
-        ctx.forget_changes()
-        if held.taken is None:
-            if notify:  # run by the caller once it has let go of the session (see _notified)
-                _NOTIFY[session_id] = (notify, ctx, defn, cwd, held.wait_seq)
-            return _result(store.get(session_id))
-        # an event that arrived early was waiting in the inbox: its branch runs now (issue 14)
-        taken = held.taken
-        observer.note(f"session {session_id}: {taken.name!r} arrived before the wait (at {iso(taken.received_at)}) "
-                      "and was kept; its branch runs now")
-        event, cursor = _event_of(taken), suspend.cursor
-
-
-# A wait's `notify:` steps, waiting for their session's lock to be released (issue 14).
-_NOTIFY: dict[str, tuple[list[WaitInfo], Context, Definition, str | None, int]] = {}
-
-
-def _notified(store: SessionStore, result: Result, observer: Observer, now: Callable[[], float]) -> Result:
-    """Run the `notify:` steps of the wait a drive just saved, after the session's lock is released
-    (a delivery is never kept waiting by a notifier). A failing notify step is a warning: the wait
-    is saved, and the command still succeeds."""
-    job = _NOTIFY.pop(result.session_id, None)
-    if job is None:
-        return result
-    waits, ctx, defn, cwd, wait_seq = job
-    warnings = _run_notify(store, result.session_id, waits, ctx, defn, cwd, wait_seq, observer, now)
-    return result._replace(warnings=list(result.warnings) + warnings) if warnings else result
-
-
-def _run_notify(store: SessionStore, session_id: str, waits: Sequence[WaitInfo], ctx: Context, defn: Definition,
-                cwd: str | None, wait_seq: int, observer: Observer, now: Callable[[], float]) -> list[str]:
-    from roast.context import NotifyContext
-    from roast.effects import Effects
-    from roast.runner import Runner
-
-    try:
-        hold = store.hold(f"{session_id}-notify", "roast notify")
-        hold.__enter__()
-    except NotWaiting:
-        return []  # another process is notifying for this wait right now
-    warnings: list[str] = []
-    try:
-        session = store.get(session_id)
-        if session.status != "waiting" or session.wait_seq != wait_seq:
-            return []  # an event came first: the wait is already passed
-        commands = {e: c for e, c in zip(session.events, _resume_commands(session))}
-        try:
-            links_now = links(session, store=store)
-        except RoastError:
-            links_now = {}
-        for wait in waits:
-            value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
-                     "resume": {e: commands.get(e, "") for e in wait.events},
-                     "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
-                     "name": wait.wait, "workflow": defn.name, "seq": wait_seq}
-            view = NotifyContext(ctx, value)
-            effects = Effects(ctx=ctx, model=_model(defn), cwd=cwd, announce=observer.note,
-                              models=_models(defn))
-            journal = _NotifyJournal(store, session_id, observer, now)
-            try:
-                Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]
-                for text in journal.outputs:
-                    if text:
-                        observer.note(f"notify: {text}")
-            except StoreUnavailable:
-                raise
-            except RoastError as err:
-                warnings.append(f"a notify step of {wait.path} failed ({err.message}); the session is still "
-                                "waiting")
-            finally:
-                effects.close()
-        store.notified(session_id, wait_seq=wait_seq)
-    finally:
-        hold.__exit__(None, None, None)
-    return warnings
-
-
-class _NotifyJournal:
-    """History rows for notify steps (the session is waiting: no checkpoints, no cursor)."""
-
-    def __init__(self, store: SessionStore, session_id: str, observer: Observer, now: Callable[[], float]) -> None:
-        self.store, self.session_id, self.observer, self.now = store, session_id, observer, now
-        self.began: dict[str, float] = {}
-        self.outputs: list[str] = []
-
-    def started(self, request: Any) -> int:
-        self.began[request.path] = self.now()
-        self.observer.started(request.path, request.name, 1)
-        return 1
-
-    def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
-                 usage: tuple[int, int] | None = None) -> None:
-        text = _text(output)
-        start = StepStart(request.path, request.name or "", self.began.pop(request.path, self.now()))
-        self.store.record_step(self.session_id, start, StepDone(request.path, 1, status, text[:65536], self.now(),
-                                                                error[:4096] if error else None))
-        self.outputs.append(text.strip())
-        self.observer.finished(request.path, request.name, status, 0.0)
-
-    def checkpoint(self, cursor: Any) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def delivered(self, event: Any) -> None:
-        pass
-
-    def spawned(self, path: str, attempt: int, pgid: int) -> None:
-        pass
-
-    def pausing(self, path: str, seconds: float) -> None:
-        self.observer.note(f"notify step {path} failed; next attempt in {seconds:.1f} s")
-
-
-def notify_pending(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
-                   observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[str]:
-    """Run the notify steps a crash left unrun (at least once per wait): `roast tick` and `roast
-    serve` call this. Returns the ids of the sessions notified."""
-    from roast import tree
-    from roast.requests import WaitInfo
-
-    observer = observer or _quiet()
-    store_ = _store(store, home)
-    done = []
-    for session in store_.notify_due():
-        try:
-            state = _load_state(store_, session)
-            defn, _ = _definition_for(store_, session, state)
-        except RoastError:
-            continue
-        waits = []
-        for node in tree.wait_at(defn.root, state["cursor"]):
-            if node.notify is not None:
-                deadline = next((a.get("deadline") for a in session.awaiting if a.get("path", "").startswith(node.path)),
-                                None)
-                waits.append(WaitInfo(node.path, node.name or "wait_for_event", node.events, deadline,
-                                      node.schemas, node.notify))
-        ctx: Context = state["context"]
-        ctx.attach_env(dict(os.environ))
-        if waits:
-            _run_notify(store_, session.id, waits, ctx, defn, _cwd_or_none(session), session.wait_seq, observer, now)
-            done.append(session.id)
-        else:
-            store_.notified(session.id, wait_seq=session.wait_seq)
-    return done
-
-
-def _cwd_or_none(session: Session) -> str | None:
-    try:
-        return _cwd_of(session)
-    except RoastError:
-        return None
-
-
-def _event_of(record: EventRecord) -> Event:
-    from roast.requests import Event
-
-    delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
-                "received_at": iso(record.received_at)}
-    return Event(record.name, record.data, iso(record.received_at) or "", delivery)
-
-
-def _stopped(err: StoreUnavailable, session_id: str, journal: _Journal) -> StoreUnavailable:
-    """SPEC §11: a store error stops the process; the session stays recoverable, and the message
-    says what is true (issue 10)."""
-    last = journal.saved_at or "its last saved step"
-    return StoreUnavailable(f"{err.message}; session {session_id} is stopped after {last} (nothing after it was "
-                            f"saved), and `roast resume -s {session_id}` continues it from there once the store "
-                            "works again", hint=err.hint)
-
-
-def _interrupted(store: SessionStore, session_id: str, journal: _Journal, err: BaseException,
-                 now: Callable[[], float]) -> None:
-    """Record that roast was stopped (the runner has already killed the steps' process groups)."""
-    import signal
-
-    signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
-    name = signal.Signals(signum).name
-    step = ", ".join(journal.running) or None
-    if isinstance(err, Interrupted):
-        err.session_id, err.step = session_id, step
-    else:
-        err.session_id, err.step = session_id, step  # type: ignore[attr-defined]
-    try:
-        journal.flush()
-        store.interrupted(session_id, error=f"interrupted by {name}" + (f" during {step}" if step else ""),
-                          finished=journal.take_done(), now=now())
-    except RoastError:
-        pass  # the store is unavailable too: the session is orphaned all the same, and recoverable
-
-
-def _result(row: Session, *, error: str | None = None) -> Result:
-    waits = [{**item, "deadline": iso(item.get("deadline"))} for item in row.awaiting or []]
-    return Result(status=row.status, session_id=row.id, workflow=row.workflow_path,
-                  output=_plain(dict(row.output or {})), final_output=row.final_output or "",
-                  awaiting=row.events, waits=waits if row.status == "waiting" else [],
-                  deadline=iso(row.deadline), target=row.target, cursor=row.cursor, error=error or row.error)
-
-
-def _cwd_of(session: Session) -> str | None:
-    """Where a session's steps run: the directory it was started in (SPEC §11). Refused before
-    anything is claimed when it is gone."""
-    if session.cwd is None:
-        return None
-    if not os.path.isdir(session.cwd):
-        raise Refused(f"session {session.id} runs in {session.cwd}, which no longer exists; nothing was changed",
-                      hint=f"recreate {session.cwd}, or `roast cancel {session.id}`")
-    return session.cwd
+# --------------------------------------------------------------------------- continuing a session
+
+
+# What a claim gives the drive: the event its branch reads (None: no event, e.g. a timeout the
+# runner answers, a retry), or a Result when nothing is to run (a delivery kept for later).
+Claim = Callable[[Session, Loaded], "Event | None | Result"]
+
+
+def _continue(store: SessionStore, session: Session, purpose: str, expect: Callable[[Session], None],
+              claim: Claim, *, observer: Observer, now: Callable[[], float], force: bool = False,
+              moved: str | None = None, event: str | None = None, from_step: str | None = None,
+              wait: float = 0.0, run: bool = True, stop: Any = None) -> Result:
+    """Run a saved session on: the one place that locks, re-reads, checks edits, claims and drives.
+
+    `expect` refuses a session no longer in the state the claim needs; everything that can refuse
+    runs before the claim, so a refusal changes nothing (reliability G5). `run=False` (`roast
+    serve`): claim only; the branch runs later, in `run_claimed`."""
+    cwd = cwd_of(session)
+    with Held(store, session.id, purpose, wait):
+        # what we saw before the lock may be gone: another process can have taken, run and
+        # finished the session in between; look again under the lock
+        fresh = store.get(session.id)
+        expect(fresh)
+        loaded = intake_.prepare(store, fresh, event, force, moved, from_step)
+        claimed = claim(fresh, loaded)
+        if isinstance(claimed, Result):
+            return claimed
+        if not run:
+            from roast.store import mark_running
+
+            mark_running(fresh.id)  # claimed here: live until run_claimed() runs it
+            return result_of(store.get(fresh.id))._replace(warnings=loaded.warnings)
+        loaded.ctx.attach_env(dict(os.environ))
+        result, job = drive(store, fresh.id, loaded.defn, loaded.ctx, loaded.cursor, claimed, observer, now, cwd,
+                            stop)
+    return notify(store, job, result._replace(warnings=loaded.warnings), observer, now)
 
 
 # --------------------------------------------------------------------------- run
@@ -621,10 +144,17 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     from roast import definition as definitions
     from roast import steps, tree
     from roast.context import Context, WorkflowInfo
+    from roast.effects import choose_model
 
     observer = observer or _quiet()
     defn = definitions.load(workflow)
-    _model(defn)  # an unusable provider is refused before a session exists (issue 11)
+    if target is None and not isinstance(workflow, Mapping):  # the workflow's own `target:` (SPEC §5)
+        found = targets(workflow)
+        if len(found) > 1:
+            raise UsageError(f"the workflow's `target:` names {len(found)} targets; roast.run runs one session",
+                             hint="pass target=..., or run each of roast.api.targets(workflow)")
+        target = found[0]
+    choose_model(defn.provider)  # an unusable provider is refused before a session exists (issue 11)
     store_ = _store(store, home)
     session_id = new_id()
     ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
@@ -635,11 +165,11 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
         store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
                                  target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now(),
                                  tree.event_schemas(defn.root)),
-                      _state(ctx, steps.HERE), definition=saved, now=now())
+                      state_of(ctx, steps.HERE), definition=saved, now=now())
         ctx.forget_changes()
         ctx.attach_env(dict(os.environ))
-        result = _drive(store_, session_id, defn, ctx, steps.HERE, None, observer, now, cwd)
-    return _notified(store_, result, observer, now)
+        result, job = drive(store_, session_id, defn, ctx, steps.HERE, None, observer, now, cwd)
+    return notify(store_, job, result, observer, now)
 
 
 def _correlation_key(defn: Definition, ctx: Context) -> str | None:
@@ -652,97 +182,48 @@ def _correlation_key(defn: Definition, ctx: Context) -> str | None:
     return render(defn.key_template, ctx.namespace())
 
 
-# --------------------------------------------------------------------------- resume
+def targets(workflow: str | os.PathLike[str] | Mapping[str, Any], given: Sequence[str] = (),
+            specs: Sequence[str] = ()) -> list[str | None]:
+    """The targets to run a workflow for (SPEC §5): `given` as they are, each of `specs` (a file, a
+    glob, `$(command)`) expanded; with neither, the workflow's own `target:` key; else `[None]`."""
+    from roast import effects
 
-
-def _workflow_path(workflow: Any) -> str:
-    """The workflow file a resume names (SPEC §1), found with os.path: pathlib and the loader are
-    imported only to explain a path that does not resolve (start-up, issue 12)."""
-    text = os.fspath(workflow)
-    if text and "\0" not in text:
-        given = os.path.join(os.getcwd(), text)
-        for candidate in (given, os.path.join(given, "workflow.yml"),
-                          os.path.join(os.getcwd(), "roast", text, "workflow.yml")):
-            if os.path.isfile(candidate) and (candidate == given or not os.path.isfile(given)):
-                return os.path.realpath(candidate)
+    found: list[str | None] = list(given)
+    for spec in specs:
+        found.extend(effects.expand_targets(spec))
+    if found or isinstance(workflow, Mapping):
+        return found or [None]
     from roast import workflow as workflow_mod
 
-    return str(workflow_mod.locate(workflow))
+    wf = workflow_mod.load(workflow)
+    configured = wf.data.get("target")
+    return list(effects.configured_targets(str(configured), str(wf.directory))) if configured else [None]
 
 
-def _find(store: SessionStore, session_id: str | None, workflow: Any, event: str | None,
-          key: str | None) -> tuple[Session, list[str]]:
-    """The session a delivery is for: by id, by correlation key, or the newest of the workflow
-    whose current wait accepts the event (issue 11)."""
-    if session_id:
-        return store.get(session_id), []
-    if workflow is None:
-        raise UsageError("which session? give a session id or the workflow",
-                         hint="roast resume WORKFLOW --event NAME [--session-id ID]")
-    if isinstance(workflow, Mapping):
-        raise UsageError("a dict workflow's session is resumed by id", hint="pass session_id=...")
-    path = _workflow_path(workflow)
-    if key is not None:
-        keyed = store.with_key(path, key)
-        if not keyed:
-            raise NotFound(f"no open session of {path} has the key {key!r}",
-                           hint=f"list sessions with `roast sessions --workflow {path}`")
-        return keyed[0], [s.id for s in keyed[1:]]
-    waiting = store.waiting_for(path)
-    accepting = [s for s in waiting if event is None or event in s.events]
-    if accepting:
-        return accepting[0], [s.id for s in accepting[1:]]
-    # issue 14: no wait takes it now; the newest open session with a wait ahead for it keeps it
-    keeping = [s for s in store.open_of(path) if event in s.ahead and not s.orphaned]
-    if keeping:
-        return keeping[0], [s.id for s in keeping[1:]]
-    orphans = [s for s in store.list(statuses=["running"], workflow=path, limit=None)[0] if s.orphaned]
-    if waiting:
-        import difflib  # only on this error path
+def validate(workflow: str | os.PathLike[str]) -> tuple[dict[str, Any], UsageError | None]:
+    """Check a workflow without running it: (the `roast validate --json` document, the error that
+    makes it invalid or None). A workflow that cannot be found raises NotFound."""
+    from roast import compiler, tree
+    from roast import workflow as workflow_mod
+    from roast.errors import WorkflowInvalid
 
-        accepted = sorted({e for s in waiting for e in s.events})
-        close = difflib.get_close_matches(event or "", accepted, n=1)
-        pausing = sum(1 for s in waiting if not s.events)  # sleeping, or in a retry's backoff
-        what = [f"{len(waiting) - pausing} waiting session(s) wait for: {', '.join(accepted)}"] if accepted else []
-        if pausing:
-            what.append(f"{pausing} session(s) sleep or back off until a deadline, taking no events")
-        raise EventRefused(f"no session of {path} is waiting for {event!r}; {'; '.join(what)}; nothing was changed",
-                           hint=f"did you mean {close[0]!r}?" if close else
-                           f"list them with `roast sessions --workflow {path} --status waiting`")
-    hint = f"list sessions with `roast sessions --workflow {path}`"
-    if orphans:
-        hint = (f"{len(orphans)} session(s) of it were interrupted (orphaned); continue one with "
-                f"`roast resume -s {orphans[0].id}`")
-    raise NotFound(f"no session of {path} is waiting", hint=hint)
+    wf = None
+    warnings: list[str] = []
+    try:
+        wf = workflow_mod.load(workflow)
+        root = compiler.compile_workflow(wf, warnings)
+    except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
+        problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
+        return {"workflow": str(wf.path) if wf is not None else os.fspath(workflow),
+                "name": wf.name if wf is not None else None, "valid": False,
+                "problems": [p.to_dict() for p in problems], "warnings": warnings}, err
+    waits = list(tree.all_waits(root))
+    return {"workflow": str(wf.path), "name": wf.name, "valid": True, "problems": [], "warnings": warnings,
+            "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
+                       "timeout": w.timeout} for w in waits], "steps": len(root.steps)}, None
 
 
-def _event_id() -> str:
-    """A new event id (a random version-4 UUID, as text) for a delivery that did not bring one;
-    made without importing `uuid`, which loads `platform` (start-up)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-def _digest(data: Mapping[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _default_actor() -> str:
-    """`$USER@host`, as getpass.getuser() reads it (without importing getpass)."""
-    user = next((os.environ[v] for v in ("LOGNAME", "USER", "LNAME", "USERNAME") if os.environ.get(v)), None)
-    if user is None:
-        try:
-            import pwd
-
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except (KeyError, ImportError):
-            user = "unknown"
-    return f"{user}@{os.uname().nodename}"
+# --------------------------------------------------------------------------- resume
 
 
 def resume(event: str | None = None, *, data: Any = None, session_id: str | None = None,
@@ -760,470 +241,146 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
     `event_id` is not applied again (`"duplicate"`). `wait_seq`: only to that wait of the session
     (an approval link's), never a later one. With `event=None`, an orphaned `running`
     session (its process died) continues from its last checkpoint. Refusals change nothing but the
-    delivery record, and raise a `RoastError`.
+    delivery record, and raise a `RoastError` whose `document` says what became of the delivery.
 
         >>> roast.resume("approved", data={"approver": "ana"}, workflow="deploy")   # doctest: +SKIP
     """
-    from roast.steps import EVENT_NAME
-
     observer = observer or _quiet()
-    payload = _event_data(data)
-    if event is not None and not EVENT_NAME.fullmatch(event):
-        raise UsageError(f"{event!r} is not an event name (letters, digits, _ and - only)")
-    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > 200):
-        raise UsageError("an event id is 1 to 200 characters", hint="e.g. --event-id deploy-1842")
+    payload = intake_.event_data(data)
+    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now()) if event is not None else None
     store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):
-        wanted = _workflow_path(workflow)
-    if event is None:
+        wanted = intake_.workflow_path(workflow)
+    if incoming is None:
         if session_id is None:
             raise UsageError("which session? `roast resume -s ID` continues an interrupted session",
                              hint="say which event with --event NAME, or give --session-id")
         session = store_.get(session_id)
         if session.status == "running":
             return _recover(store_, session, observer, now, force, wanted, wait_for_steps)
-        if session.status == "waiting" and not session.events and wait_for_steps:
-            return _result(session)  # `roast resume -s ID --wait`: the caller stays until the deadline
-        if session.status == "waiting" and not session.events:
-            raise NotWaiting(f"session {session.id} is {_waiting_for(session)}; it continues then, by itself",
-                             hint="`roast tick` (from cron or a timer) or `roast serve` continues it at the "
-                                  f"deadline, or `roast resume -s {session.id} --wait` stays until then")
-        if session.status == "waiting":
-            raise UsageError(f"session {session.id} is waiting for {_names(session, ' or ')}; say which event",
-                             hint="\n".join(_resume_commands(session)))
-        if session.status == "failed":
-            raise NotWaiting(f"session {session.id} failed at {iso(session.finished_at)}; there is nothing to "
-                             "resume", hint=f"`roast retry {session.id}` runs the failed step again")
-        raise _not_waiting(session)
-    if event_id is None:
-        duplicate = None
-    elif session_id is None and wanted is not None:
+        return intake_.without_event(session, wait_for_steps)
+    if event_id is not None and session_id is None and wanted is not None:
         duplicate = store_.find_event(wanted, event_id)
-    else:
-        duplicate = None
-    if duplicate is not None:
-        return _duplicate(duplicate[0], duplicate[1], payload)
-    session, others = _find(store_, session_id, workflow, event, key)
+        if duplicate is not None:
+            return intake_.duplicate(duplicate[0], duplicate[1], payload)
+    session, others = intake_.find(store_, session_id, workflow, incoming.name, key)
     moved = None
     if wanted is not None and session_id and wanted != session.workflow_path:
-        moved = _moved(session, wanted)
-    _check_schema(session, event, payload)
-    incoming = Incoming(event, payload, event_id or _event_id(), actor or _default_actor(), reason, source, now(),
-                        _digest(payload))
+        moved = intake_.check_moved(session, wanted)
+    intake_.check_schema(session, incoming.name, payload)
     scope = session.workflow_path if session_id is None else None
     return _deliver(store_, session, incoming, observer=observer, now=now, force=force, if_waiting=if_waiting,
                     scope=scope, others=others, moved=moved, run=run, wait_seq=wait_seq)
 
 
-def _check_schema(session: Session, event: str, data: Mapping[str, Any]) -> None:
-    """Typed payloads (issue 14): data that does not match the schema of the wait that would take
-    it is refused before anything is stored (outcome `invalid`, exit 2). An event for the wait now
-    is checked against that wait's schema; one that would be kept for later, against every schema
-    a wait of the workflow declares for it."""
-    offered = [a for a in session.awaiting if a.get("event") == event] if session.status == "waiting" else []
-    if offered:
-        schemas = [offered[0]["schema"]] if offered[0].get("schema") is not None else []
-    else:
-        schemas = [json.loads(text) for text in (session.schemas or {}).get(event, [])]
-    if not schemas:
-        return
-    from roast import schema as schema_mod
-
-    for declared in schemas:
-        found = schema_mod.problems(dict(data), declared)
-        if found:
-            err = BadEventData(f"event data for {event!r} does not match the wait's schema: " + "; ".join(found)
-                               + "; nothing was changed",
-                               hint=f"send data the wait accepts (`roast session {session.id} --json` shows the "
-                                    "schema under `waits`)")
-            err.document = {"outcome": "invalid", "session_id": session.id, "event": event,  # type: ignore[attr-defined]
-                            "status": session.status, "problems": found}
-            raise err
-
-
-def _moved(session: Session, wanted: str) -> str:
-    """A session whose workflow folder moved: resumed from the new place if its content is the same
-    (issue 11)."""
-    from roast import definition as definitions
-
-    try:
-        defn = definitions.load(wanted)
-    except RoastError as err:
-        raise UsageError(f"session {session.id} belongs to {session.workflow_path}, and {wanted} cannot be "
-                         f"loaded: {err.message}") from err
-    if session.fingerprint and defn.fingerprint != session.fingerprint:
-        raise UsageError(f"session {session.id} belongs to {session.workflow_path}, and {wanted} is a different "
-                         "workflow (its content differs); nothing was changed",
-                         hint=f"give the workflow it was started from, or leave the workflow out: "
-                              f"`roast resume -s {session.id} --event ...`")
-    return wanted
-
-
-def _duplicate(session: Session, original: EventRecord, payload: Mapping[str, Any]) -> Result:
-    if original.data != dict(payload):
-        raise BadEventData(f"event id {original.event_id!r} was already used with other data (for session "
-                           f"{session.id}); nothing changed", hint="use a new --event-id for a new event")
-    result = _result(session)
-    return result._replace(outcome="duplicate", event_id=original.event_id, event=original.name,
-                           delivery=_delivery_doc(original))
-
-
-def _delivery_doc(record: EventRecord) -> dict[str, Any]:
-    return {"name": record.name, "event_id": record.event_id, "outcome": record.outcome, "actor": record.actor,
-            "reason": record.reason, "received_at": iso(record.received_at), "source": record.source,
-            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail}
-
-
-def _deliver(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
+def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: Observer,
              now: Callable[[], float], force: bool, if_waiting: bool, scope: str | None,
              others: list[str], moved: str | None, run: bool, wait_seq: int | None = None) -> Result:
     """Deliver under the session's lock when a wait may take the event (the lock must be held before
-    the claim, so a running session is never seen without its owner)."""
+    the claim, so a running session is never seen without its owner); otherwise the store keeps or
+    refuses it without the lock."""
+    taken: dict[str, Any] = {}
+
+    def wants(s: Session) -> bool:
+        return s.status == "waiting" and incoming.name in s.events
+
+    def expect(fresh: Session) -> None:
+        if not wants(fresh):
+            raise LookAgain
+
+    def claim(fresh: Session, loaded: Loaded) -> Event | None | Result:
+        outcome = store.deliver(fresh.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=True,
+                                workflow_path=moved, wait_seq=wait_seq, now=now())
+        if outcome.outcome not in ("consumed", "late"):
+            return intake_.refused_or_kept(outcome, incoming, others)
+        taken.update(outcome=outcome, session=fresh)
+        if outcome.outcome == "late":
+            return None  # SPEC §6: a late event is refused and the timeout branch runs instead
+        if others:
+            observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
+                          f"{', '.join(others[:5])}; this event went to the most recent one that waits for "
+                          f"{incoming.name!r}, {fresh.id}")
+        return event_of(outcome.event)
+
     busy: RoastError | None = None
     for _ in range(100):
         fresh = store.get(session.id)
-        wants = fresh.status == "waiting" and incoming.name in fresh.events
-        if not wants:
+        if not wants(fresh):
             outcome = store.deliver(fresh.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=False,
                                     wait_seq=wait_seq, now=now())
             if outcome.outcome == "busy":
                 continue
-            return _refused_or_kept(outcome, incoming, others)
+            return intake_.refused_or_kept(outcome, incoming, others)
         try:
-            hold = store.hold(fresh.id, "roast resume")
-            hold.__enter__()
-        except NotWaiting as err:
+            result = _continue(store, fresh, "roast resume", expect, claim, observer=observer, now=now, force=force,
+                               moved=moved, event=incoming.name, run=run)
+        except Busy as err:
             busy = err
             time.sleep(0.02)  # another process is taking the session right now; look again
             continue
-        try:
-            # what we saw before the lock may be gone: another process can have taken, run and
-            # finished the session in between (its state is then deleted); look again under the lock
-            fresh = store.get(session.id)
-        except BaseException:
-            hold.__exit__(None, None, None)
-            raise
-        if not (fresh.status == "waiting" and incoming.name in fresh.events):
-            hold.__exit__(None, None, None)
+        except LookAgain:
             continue
-        try:
-            result = _consume(store, fresh, incoming, observer=observer, now=now, force=force,
-                              if_waiting=if_waiting, scope=scope, others=others, moved=moved, run=run,
-                              wait_seq=wait_seq)
-        finally:
-            hold.__exit__(None, None, None)
-        return _notified(store, result, observer, now)
+        claimed = taken.get("outcome")
+        if claimed is None:
+            return result  # kept for later, or a duplicate
+        if claimed.outcome == "late":
+            raise intake_.late(taken["session"], incoming, claimed.event, result if run else None)
+        return result._replace(others_waiting=others, outcome="consumed", event_id=incoming.event_id,
+                               event=incoming.name, delivery=delivery_doc(claimed.event))
     raise busy or NotWaiting(f"session {session.id} is being handled by another process; nothing changed",
                              hint="try again in a moment")
 
 
-def _consume(store: SessionStore, session: Session, incoming: Incoming, *, observer: Observer,
-             now: Callable[[], float], force: bool, if_waiting: bool, scope: str | None, others: list[str],
-             moved: str | None, run: bool, wait_seq: int | None = None) -> Result:
-    # everything that can refuse runs before the claim: a refusal changes nothing (reliability G5)
-    cwd = _cwd_of(session)
-    state, defn, warnings = _prepare(store, session, incoming.name, force, observer, moved)
-    outcome = store.deliver(session.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=True,
-                            workflow_path=moved, wait_seq=wait_seq, now=now())
-    if outcome.outcome != "consumed" and outcome.outcome != "late":
-        return _refused_or_kept(outcome, incoming, others)
-    if others and outcome.outcome == "consumed":
-        observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
-                      f"{', '.join(others[:5])}; this event went to the most recent one that waits for "
-                      f"{incoming.name!r}, {session.id}")
-    ctx: Context = state["context"]
-    ctx.attach_env(dict(os.environ))
-    if outcome.outcome == "late":
-        # SPEC §6: a late event is refused and the timeout branch runs, in this same call (with
-        # `run=False`, `roast serve`, the caller runs it: `run_claimed`)
-        if not run:
-            from roast.store import mark_running
+def _taken_over(store: SessionStore, observer: Observer | None, now: Callable[[], float]) -> Claim:
+    """The claim of recovery and of a branch claimed earlier: the store hands back the event that
+    was claimed and not yet delivered, if any (issue 10)."""
+    def claim(fresh: Session, loaded: Loaded) -> Event | None:
+        pending = store.take_over(fresh.id, now=now())
+        if observer is not None:
+            observer.note(f"session {fresh.id} was interrupted; continuing from its last checkpoint ({fresh.cursor})"
+                          + (f", delivering {pending.name!r}, which was claimed and not yet delivered"
+                             if pending else ""))
+        return event_of(pending) if pending else None
 
-            mark_running(session.id)
-            err = EventLate(f"session {session.id}: the wait's deadline had passed, so {incoming.name!r} was refused; "
-                            "its timeout path runs next")
-            err.document = _outcome_doc("late", session, incoming, outcome.event)  # type: ignore[attr-defined]
-            err.claimed = True  # type: ignore[attr-defined]
-            raise err
-        result = _drive(store, session.id, defn, ctx, state["cursor"], None, observer, now, cwd)
-        deadline = min((a["deadline"] for a in session.awaiting if a.get("event") == incoming.name
-                        and a.get("deadline") is not None), default=None)
-        err = EventLate(f"session {session.id}: the wait timed out at {iso(deadline)}, so {incoming.name!r} was "
-                        f"refused; the timeout branch ran and the session is now {result.status}")
-        # what the timeout path left: the session's status now, and its output (printed by the CLI)
-        err.document = {**_outcome_doc("late", session, incoming, outcome.event),  # type: ignore[attr-defined]
-                        "status": result.status, "output": result.output, "final_output": result.final_output}
-        raise err
-    event = _event_of(outcome.event)
-    if not run:
-        from roast.store import mark_running
-
-        mark_running(session.id)  # claimed here: live until run_claimed() runs it
-        return _result(store.get(session.id))._replace(outcome="consumed", event_id=incoming.event_id,
-                                                       event=incoming.name, delivery=_delivery_doc(outcome.event),
-                                                       warnings=warnings, others_waiting=others)
-    result = _drive(store, session.id, defn, ctx, state["cursor"], event, observer, now, cwd)
-    return result._replace(warnings=warnings, others_waiting=others, outcome="consumed",
-                           event_id=incoming.event_id, event=incoming.name, delivery=_delivery_doc(outcome.event))
+    return claim
 
 
-def _outcome_doc(outcome: str, session: Session, incoming: Incoming, record: EventRecord | None) -> dict[str, Any]:
-    return {"outcome": outcome, "session_id": session.id, "event_id": incoming.event_id, "event": incoming.name,
-            "status": session.status, "delivery": _delivery_doc(record) if record is not None else None}
-
-
-def _refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Result:
-    """An outcome that ran nothing: `queued` and `duplicate` are results, the rest refusals (exit 3)."""
-    session: Session = outcome.session
-    record: EventRecord | None = outcome.event
-    doc = _outcome_doc(outcome.outcome, session, incoming, record)
-    if outcome.outcome in ("queued", "duplicate"):
-        if outcome.outcome == "duplicate" and record is not None and record.data != dict(incoming.data):
-            raise BadEventData(f"event id {incoming.event_id!r} was already used with other data; nothing changed",
-                               hint="use a new --event-id for a new event")
-        return _result(session)._replace(outcome=outcome.outcome, event_id=record.event_id if record else None,
-                                         event=incoming.name, delivery=doc["delivery"], others_waiting=others)
-    err: RoastError
-    if outcome.outcome == "closed":
-        err = Closed(f"session {session.id} {_finished_phrase(session)}; {incoming.name!r} was not delivered",
-                     hint=f"see `roast session {session.id}`")
-    elif outcome.outcome == "unknown_event":
-        import difflib  # only on this error path: start-up is part of the product
-
-        close = difflib.get_close_matches(incoming.name, list(session.declares), n=1)
-        err = EventRefused(f"no wait of {session.workflow_name} declares {incoming.name!r} (it declares "
-                           f"{', '.join(session.declares) or 'no event'}); nothing was delivered",
-                           hint=f"did you mean {close[0]!r}?" if close else None)
-    elif session.status == "waiting":  # not_waiting
-        err = NotWaiting(f"session {session.id} waits for {_names(session, ' or ')}, not {incoming.name!r}, and no "
-                         f"wait still ahead of it declares {incoming.name!r}; it was not delivered",
-                         hint="\n".join(_resume_commands(session)))
-    else:
-        err = NotWaiting(f"session {session.id} is no longer waiting for {incoming.name!r}: it is running"
-                         + (f" in {session.holder}" if session.holder else "")
-                         + f", and no wait still ahead of it declares {incoming.name!r}; it was not delivered",
-                         hint=(f"its process died: `roast resume --session-id {session.id}` without --event "
-                               "continues it") if session.orphaned else None)
-    err.document = doc  # type: ignore[union-attr]
-    raise err
-
-
-def _finished_phrase(session: Session) -> str:
-    how = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
-           "cancelled": "was cancelled"}.get(session.status, session.status)
-    return f"{how} at {iso(session.finished_at or session.updated_at)}"
-
-
-def _prepare(store: SessionStore, session: Session, event: str | None, force: bool, observer: Observer,
-             moved: str | None = None) -> tuple[dict[str, Any], Definition, list[str]]:
-    """Load a session's state and definition and check edits since it was saved (nothing changes)."""
-    from roast import definition as definitions
-
-    state = _load_state(store, session)
-    defn, saved = _definition_for(store, session, state, moved)
-    old = definitions.old_tree(saved)
-    files = definitions.changed_files(saved) if defn.fingerprint != session.fingerprint else []
-    warnings = definitions.check(session, defn, state, old, event, force, changed_files=files)
-    if moved:
-        warnings.insert(0, f"session {session.id}'s workflow moved from {session.workflow_path} to {moved}; "
-                           "its content is the same, so it resumes from the new place")
-    return state, defn, warnings  # shown once, with the result (issue 11: it printed twice)
-
-
-def _load_state(store: SessionStore, session: Session) -> dict[str, Any]:
-    """The last sealed state with every delta after it applied (recovery, resume, retry)."""
-    saved = store.load_state(session)
-    base = saved.base
-    if not isinstance(base, dict) or "context" not in base:
-        from roast.errors import StateRefused
-
-        raise StateRefused(f"the state of session {session.id} is not one roast can continue; it was not used")
-    state = dict(base)
-    ctx: Context = state["context"]
-    ctx.forget_changes()
-    for delta in saved.deltas:
-        ctx.apply(delta["changes"])
-        state["cursor"] = delta["cursor"]
-    return state
-
-
-def _definition_for(store: SessionStore, session: Session, state: Mapping[str, Any],
-                    moved: str | None = None) -> tuple[Definition, dict[str, Any] | None]:
-    from roast import definition as definitions
-
-    saved: dict[str, Any] | None = None
-    if session.definition:
-        loaded = store.load_definition(session.definition)
-        saved = loaded if isinstance(loaded, dict) else None
-    if saved is None:  # saved by roast 0.1: in the state itself
-        if state.get("definition") is not None:
-            saved = {"data": state["definition"]}
-        elif state.get("tree"):
-            saved = {"tree": state["tree"], "sources": state.get("sources"), "provider": state.get("provider")}
-    if moved is None and saved is not None:
-        defn = definitions.from_record(saved, session)
-        if defn is not None:
-            return defn, saved
-    if session.workflow_path.startswith("<dict:"):
-        raise DefinitionChanged(f"session {session.id} was started from a dict workflow whose definition was not "
-                                "saved; it cannot be continued", hint=f"`roast cancel {session.id}`")
-    return definitions.load(moved or session.workflow_path), saved
+def _running(fresh: Session) -> None:
+    if fresh.status != "running":
+        raise not_waiting(fresh)
 
 
 def _recover(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float], force: bool,
-             wanted: str | None, wait_for_steps: bool) -> Result:
+             wanted: str | None, wait_for_steps: bool, stop: Any = None) -> Result:
     """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
     if not session.orphaned:
         raise NotWaiting(f"session {session.id} is running in {session.holder or 'another roast process'}; "
                          "nothing changed", hint="wait for it to finish or reach a wait")
-    _check_no_step_alive(store, session, wait_for_steps)
-    cwd = _cwd_of(session)
+    intake_.check_no_step_alive(store, session, wait_for_steps)
     moved = wanted if wanted is not None and wanted != session.workflow_path else None
     if moved:
-        _moved(session, moved)
-    with store.hold(session.id, "roast resume (recovery)"):
-        fresh = store.get(session.id)
-        if fresh.status != "running":
-            raise _not_waiting(fresh)
-        state, defn, warnings = _prepare(store, fresh, None, force, observer, moved)
-        pending = store.take_over(fresh.id, now=now())
-        ctx: Context = state["context"]
-        ctx.attach_env(dict(os.environ))
-        observer.note(f"session {fresh.id} was interrupted; continuing from its last checkpoint ({fresh.cursor})"
-                      + (f", delivering {pending.name!r}, which was claimed and not yet delivered" if pending else ""))
-        result = _drive(store, fresh.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
-                        observer, now, cwd)
-    return _notified(store, result._replace(warnings=warnings), observer, now)
+        intake_.check_moved(session, moved)
+    return _continue(store, session, "roast resume (recovery)", _running, _taken_over(store, observer, now),
+                     observer=observer, now=now, force=force, moved=moved, stop=stop)
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
                 store: SessionStore | str | None = None, observer: Observer | None = None,
-                now: Callable[[], float] = time.time) -> Result:
+                now: Callable[[], float] = time.time, stop: Any = None) -> Result:
     """Run the branch of an event this process claimed with `resume(..., run=False)` (`roast serve`
-    answers the sender first, then runs the branch in its worker pool, issue 15). The claimed
-    event is read from the store, as recovery does."""
+    answers the sender first, then runs the branch in its worker, issue 15). The claimed event is
+    read from the store, as recovery does."""
     observer = observer or _quiet()
     store_ = _store(store, home)
     session = store_.get(session_id)
-    if session.status != "running":
-        raise _not_waiting(session)
+    _running(session)
     if session.orphaned is False and session.holder and f"pid {os.getpid()}" not in session.holder \
             and "this process" not in session.holder:
         raise NotWaiting(f"session {session.id} is being run by {session.holder}; nothing changed")
-    cwd = _cwd_of(session)
-    for attempt in range(250):  # a losing delivery of this same process may hold the lock for a moment
-        try:
-            hold = store_.hold(session.id, "roast serve")
-            hold.__enter__()
-            break
-        except NotWaiting:
-            if attempt == 249:
-                raise
-            time.sleep(0.02)
-    try:
-        state, defn, warnings = _prepare(store_, session, None, False, observer)
-        pending = store_.take_over(session.id, now=now())
-        ctx: Context = state["context"]
-        ctx.attach_env(dict(os.environ))
-        result = _drive(store_, session.id, defn, ctx, state["cursor"], _event_of(pending) if pending else None,
-                        observer, now, cwd)
-    finally:
-        hold.__exit__(None, None, None)
-    return _notified(store_, result._replace(warnings=warnings), observer, now)
-
-
-def _check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:
-    """Recovery never starts an attempt while an earlier attempt's process group lives (issue 10)."""
-    from roast.effects import group_alive
-
-    host = os.uname().nodename
-    while True:
-        alive = [h for h in store.history(session.id) if h.pgid and h.status in ("running", "interrupted")
-                 and h.host in (None, host) and group_alive(int(h.pgid))]
-        if not alive:
-            return
-        if not wait:
-            step = alive[-1]
-            raise Refused(f"session {session.id} cannot be continued yet: step {step.path} (attempt {step.attempt}) "
-                          f"still has processes running (process group {step.pgid}); nothing changed",
-                          hint=f"wait for them to end, stop them with `kill -TERM -- -{step.pgid}`, or add --wait "
-                               "to wait for them")
-        time.sleep(0.2)
-
-
-def _names(session: Session, sep: str = ", ") -> str:
-    return sep.join(session.events) or "nothing"
-
-
-def _resume_commands(session: Session) -> list[str]:
-    """One full command per event, so a pasted hint is never a pipe (issue 11)."""
-    import shlex
-
-    path = session.workflow_path
-    if path.startswith("<dict:"):
-        return [f"roast.resume({e!r}, session_id={session.id!r})" for e in session.events]
-    return [f"roast resume {shlex.quote(path)} --event {e} --session-id {session.id}" for e in session.events]
-
-
-def _not_waiting(session: Session) -> RoastError:
-    if session.status == "running":
-        return NotWaiting(f"session {session.id} is no longer waiting: it is running"
-                          + (" (its process died; `roast resume --session-id "
-                             f"{session.id}` without --event continues it)" if session.orphaned else
-                             f" in {session.holder}" if session.holder else ""))
-    if session.status == "waiting":
-        return NotWaiting(f"session {session.id} is waiting for {_names(session, ' or ')}")
-    return Closed(f"session {session.id} {_finished_phrase(session)}; there is nothing to resume",
-                  hint=f"see `roast session {session.id}`")
-
-
-def _event_data(data: Any) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if isinstance(data, (str, bytes)):
-        return expressions_parse(data)
-    if not isinstance(data, Mapping):
-        raise BadEventData(f"event data must be a JSON object (a dict), got {type(data).__name__}")
-    try:
-        text = json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise BadEventData(f"event data must be plain JSON data: {err}") from err
-    return expressions_parse(text)
-
-
-def expressions_parse(raw: str | bytes) -> dict[str, Any]:
-    from roast.expressions import parse_event_data
-
-    return parse_event_data(raw, limit=max_event_bytes())
-
-
-def max_event_bytes() -> int:
-    """`ROAST_MAX_EVENT_BYTES` (default 1 MiB), checked (issue 10: `abc` and `-5` are usage errors)."""
-    raw = os.environ.get("ROAST_MAX_EVENT_BYTES")
-    if raw is None or raw == "":
-        return 1_048_576
-    if not raw.isdigit() or int(raw) <= 0:
-        raise UsageError(f"ROAST_MAX_EVENT_BYTES must be a positive whole number of bytes, not {raw!r}",
-                         hint="unset it for the default, 1048576 (1 MiB)")
-    return int(raw)
-
-
-def sleep_in_process() -> float:
-    """`ROAST_SLEEP_IN_PROCESS` (seconds, default 30): a retry's backoff up to this long is slept by
-    the running process; a longer one saves the session as `waiting` until the next attempt is due
-    (issue 16)."""
-    raw = os.environ.get("ROAST_SLEEP_IN_PROCESS")
-    if raw is None or raw == "":
-        return 30.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86_400 or value != value:
-        raise UsageError(f"ROAST_SLEEP_IN_PROCESS must be a number of seconds from 0 to 86400, not {raw!r}",
-                         hint="unset it for the default, 30")
-    return value
+    # a losing delivery of this same process may hold the lock for a moment: wait for it
+    return _continue(store_, session, "roast serve", _running, _taken_over(store_, None, now), observer=observer,
+                     now=now, wait=5.0, stop=stop)
 
 
 # --------------------------------------------------------------------------- retry (issue 16)
@@ -1242,140 +399,89 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
 
         >>> roast.retry("0mww7qbb")   # doctest: +SKIP
     """
-    from roast import definition as definitions
-    from roast import tree as walkers
-
     observer = observer or _quiet()
     store_ = _store(store, home)
     session = store_.get(session_id)
     if session.status != "failed":
-        raise _not_retryable(session)
-    wanted = _workflow_path(workflow) if workflow is not None else None
+        raise not_retryable(session)
+    wanted = intake_.workflow_path(workflow) if workflow is not None else None
     moved = wanted if wanted is not None and wanted != session.workflow_path else None
     if moved:
-        _moved(session, moved)
-    cwd = _cwd_of(session)
-    with store_.hold(session.id, "roast retry"):
-        fresh = store_.get(session.id)
+        intake_.check_moved(session, moved)
+
+    def expect(fresh: Session) -> None:
         if fresh.status != "failed":
-            raise _not_retryable(fresh)
-        state = _load_state(store_, fresh)
-        defn, saved = _definition_for(store_, fresh, state, moved)
-        old = definitions.old_tree(saved)
-        ctx: Context = state["context"]
-        cursor = state["cursor"]
-        delta = None
-        if from_step is not None:
-            tree = old if old is not None else defn.root
-            found = walkers.rewind(tree, cursor, from_step.split("#")[0].strip())
-            if found is None:
-                ways = walkers.on_the_way(tree, cursor)
-                raise UsageError(f"{from_step!r} is not a step on the way to where session {fresh.id} failed "
-                                 f"({fresh.cursor}); nothing changed",
-                                 hint="give one of: " + ", ".join(ways[-12:]) if ways else
-                                 "retry without --from, to run the failed step again")
-            cursor, again = found
-            for node in again:
-                for name in walkers.output_names(node):
-                    if name in ctx.output:
-                        del ctx.output[name]
-            delta = {"cursor": cursor, "changes": ctx.take_changes()}
-        files = definitions.changed_files(saved) if defn.fingerprint != fresh.fingerprint else []
-        warnings = definitions.check(fresh, defn, {**state, "cursor": cursor}, old, None, force, changed_files=files)
-        if moved:
-            warnings.insert(0, f"session {fresh.id}'s workflow moved from {fresh.workflow_path} to {moved}; its "
-                               "content is the same, so it is retried from the new place")
-        where = walkers.describe(defn.root, cursor, ctx.collections)
-        store_.reopen(fresh.id, changes=delta, cursor=where if delta is not None else None, now=now())
-        ctx.attach_env(dict(os.environ))
+            raise not_retryable(fresh)
+
+    def reopen(fresh: Session, loaded: Loaded) -> None:
+        from roast import tree
+
+        where = tree.describe(loaded.defn.root, loaded.cursor, loaded.ctx.collections)
+        store_.reopen(fresh.id, changes=loaded.delta, cursor=where if loaded.delta is not None else None, now=now())
         observer.note(f"session {fresh.id} failed at {iso(fresh.finished_at)}; retrying from "
                       + (f"{from_step} ({where})" if from_step else f"its last checkpoint ({fresh.cursor})"))
-        result = _drive(store_, fresh.id, defn, ctx, cursor, None, observer, now, cwd)
-    return _notified(store_, result._replace(warnings=warnings), observer, now)
+        return None
 
-
-def _not_retryable(session: Session) -> RoastError:
-    if session.status == "waiting":
-        return NotWaiting(f"session {session.id} has not failed: it is waiting ({_waiting_for(session)}); "
-                          "there is nothing to retry", hint="\n".join(_resume_commands(session)) or None)
-    if session.status == "running":
-        return NotWaiting(f"session {session.id} has not failed: it is running"
-                          + (" (its process died)" if session.orphaned else
-                             f" in {session.holder}" if session.holder else ""),
-                          hint=f"`roast resume --session-id {session.id}` continues it" if session.orphaned else None)
-    return Closed(f"session {session.id} {_finished_phrase(session)}; only a failed session can be retried",
-                  hint=f"see `roast session {session.id}`")
-
-
-def _waiting_for(session: Session) -> str:
-    """`approved or rejected`, `sleeping until …`, `a retry of steps[1] at …`."""
-    parts = list(session.events)
-    for item in session.awaiting:
-        if item.get("event"):
-            continue
-        when = iso(item.get("deadline"))
-        parts.append(f"waiting to retry {item.get('path')} ({item.get('wait')}) at {when}" if item.get("kind") == "retry"
-                     else f"sleeping until {when}")
-    return " or ".join(parts) or "nothing"
+    return _continue(store_, session, "roast retry", expect, reopen, observer=observer, now=now, force=force,
+                     moved=moved, from_step=from_step)
 
 
 # --------------------------------------------------------------------------- deadlines
 
 
 def _fire(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float],
-          source: str) -> Result:
+          source: str, stop: Any = None) -> Result:
     """Claim an overdue wait for its timeout and run on: the same compare-and-set as an event,
     so an event and a timeout racing at the deadline resolve to exactly one branch (issue 6)."""
-    cwd = _cwd_of(session)
-    with store.hold(session.id, f"roast {source}"):
-        fresh = store.get(session.id)
+    def expect(fresh: Session) -> None:
         if fresh.status != "waiting" or fresh.wait_seq != session.wait_seq:
-            raise _not_waiting(fresh)
-        state, defn, _ = _prepare(store, fresh, None, False, observer)
+            raise not_waiting(fresh)
+
+    def fire(fresh: Session, loaded: Loaded) -> None:
         store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now())
-        ctx: Context = state["context"]
-        ctx.attach_env(dict(os.environ))
-        # no pending event: the runner answers each overdue wait with a `timeout` event
-        result = _drive(store, fresh.id, defn, ctx, state["cursor"], None, observer, now, cwd)
-    return _notified(store, result, observer, now)
+        return None  # no pending event: the runner answers each overdue wait with a `timeout` event
+
+    return _continue(store, session, f"roast {source}", expect, fire, observer=observer, now=now, stop=stop)
+
+
+class _Jobs:
+    """What a `worker.Worker` asks of the api for one store: claim and drive."""
+
+    def __init__(self, store: SessionStore, observer: Observer, now: Callable[[], float]) -> None:
+        self.store, self.observer, self.now = store, observer, now
+
+    def fire(self, session: Session, observer: Observer, source: str, stop: Any) -> Result:
+        return _fire(self.store, session, observer, self.now, source, stop)
+
+    def recover(self, session_id: str, observer: Observer, stop: Any) -> Result:
+        session = self.store.get(session_id)
+        if session.status != "running":
+            raise not_waiting(session)
+        return _recover(self.store, session, observer, self.now, False, None, False, stop)
+
+    def run_claimed(self, session_id: str, observer: Observer, stop: Any) -> Result:
+        return run_claimed(session_id, store=self.store, observer=observer, now=self.now, stop=stop)
+
+
+def worker(*, workers: int = 1, log: Callable[..., None] | None = None,
+           observer_for: Callable[[str | None], Any] | None = None, home: str | os.PathLike[str] | None = None,
+           store: SessionStore | str | None = None, now: Callable[[], float] = time.time) -> Any:
+    """A `worker.Worker` over this store: `roast serve` starts one (`.start()`, `.submit(id)`, `.stop()`)."""
+    from roast.worker import Worker
+
+    return Worker(_Jobs(_store(store, home), _quiet(), now), workers=workers, log=log, observer_for=observer_for,
+                  now=now)
 
 
 def tick(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
          observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[dict[str, Any]]:
-    """Fire every overdue wait (for cron or a systemd timer): one summary dict per session.
+    """Fire every overdue wait (for cron or a systemd timer): one summary dict per session; then
+    run the notify steps a crash left unrun (issue 14). One pass of the worker.
 
         >>> roast.tick()   # doctest: +SKIP
         [{'session_id': '0mww7…', 'fired': True, 'status': 'completed', 'error': None}]
     """
-    observer = observer or _quiet()
-    store_ = _store(store, home)
-    fired: list[dict[str, Any]] = []
-    for session in store_.overdue(now=now()):
-        entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
-                                 "deadline": iso(session.deadline), "fired": False, "status": session.status,
-                                 "error": None}
-        try:
-            result = _fire(store_, session, observer, now, "tick")
-            entry.update(fired=True, status=result.status, error=result.error)
-        except StoreUnavailable:
-            raise
-        except RoastError as err:
-            now_row = _current(store_, session)
-            if now_row is None or (now_row.status, now_row.wait_seq) != ("waiting", session.wait_seq):
-                # an event (or another tick) resolved it between the listing and the claim: not an error
-                entry.update(status=now_row.status if now_row else "gone", resumed_elsewhere=True)
-            else:
-                entry.update(error=str(err), code=err.code)
-        fired.append(entry)
-    notify_pending(store=store_, observer=observer, now=now)  # what a crash left unnotified (issue 14)
-    return fired
-
-
-def _current(store: SessionStore, session: Session) -> Session | None:
-    try:
-        return store.get(session.id)
-    except RoastError:
-        return None
+    return worker(store=_store(store, home), now=now, observer_for=lambda sid: observer or _quiet()).tick()
 
 
 def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
@@ -1385,41 +491,20 @@ def listen(session_id: str, *, home: str | os.PathLike[str] | None = None, store
     """Stay with a session until it ends (`--wait`): events come from other processes
     (`roast resume` elsewhere runs the branch); this process fires the deadline on time.
     Interrupting it (Ctrl-C) leaves the session exactly as it is."""
-    observer = observer or _quiet()
-    store_ = _store(store, home)
-    sid = store_.get(session_id).id
-    while True:
-        session = store_.get(sid)
-        current = now()
-        if on_update is not None:
-            on_update(session, current)
-        if session.status in FINISHED:
-            return _result(session)
-        if session.status == "waiting" and session.deadline is not None and session.deadline <= current:
-            try:
-                _fire(store_, session, observer, now, "listen")
-            except NotWaiting:
-                pass  # an event won the race; follow the session on
-            continue
-        if session.status == "running" and session.orphaned:
-            return _result(session, error="the process running this session died; "
-                                          f"`roast resume --session-id {sid}` continues it")
-        wait = poll
-        if session.status == "waiting" and session.deadline is not None:
-            wait = max(0.0, min(poll, session.deadline - current))
-        sleep(wait)
+    return worker(store=_store(store, home), now=now, observer_for=lambda sid: observer or _quiet()).listen(
+        session_id, sleep=sleep, poll=poll, on_update=on_update)
+
+
+def notify_pending(*, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
+                   observer: Observer | None = None, now: Callable[[], float] = time.time) -> list[str]:
+    """Run the notify steps a crash left unrun (at least once per wait): `roast tick` and `roast
+    serve` call this. Returns the ids of the sessions notified."""
+    from roast.worker import notify_pending as pending
+
+    return pending(_store(store, home), observer or _quiet(), now)
 
 
 # --------------------------------------------------------------------------- sessions
-
-
-class Page:
-    """A page of sessions: the rows, how many match in all, and whether the view may be stale."""
-
-    __slots__ = ("rows", "total", "stale")
-
-    def __init__(self, rows: list[Session], total: int, stale: bool) -> None:
-        self.rows, self.total, self.stale = rows, total, stale
 
 
 def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,
@@ -1479,55 +564,23 @@ def prune(*, older_than: float, home: str | os.PathLike[str] | None = None,
 
 # --------------------------------------------------------------------------- links (issue 15)
 
-LINK_MAX_AGE = 7 * 86_400.0  # a link expires at the wait's deadline, and at most this long after the wait began
-
-
-def link_max_age() -> float:
-    """`ROAST_LINK_MAX_AGE` (a duration such as `2d`; default 7 days): how long after a wait began
-    its approval links stay valid at most (a deadline ends them sooner)."""
-    raw = os.environ.get("ROAST_LINK_MAX_AGE")
-    if not raw:
-        return LINK_MAX_AGE
-    try:
-        from roast.expressions import parse_duration
-
-        return parse_duration(raw, "ROAST_LINK_MAX_AGE")
-    except UsageError as err:
-        raise UsageError(err.message, hint="e.g. ROAST_LINK_MAX_AGE=2d (at most 365 days)") from None
-
-
 def links(session: Session | str, *, public_url: str | None = None, home: str | os.PathLike[str] | None = None,
           store: SessionStore | str | None = None) -> dict[str, str]:
     """One signed link per event a waiting session accepts, under `public_url` (default
     `ROAST_PUBLIC_URL`); `{}` when no public URL is configured or the session is not waiting."""
-    from roast import links as links_mod
-    from roast import seal
+    from roast.drive import signed_links
 
-    public = public_url or os.environ.get("ROAST_PUBLIC_URL")
     store_ = _store(store, home)
-    row = store_.get(session) if isinstance(session, str) else session
-    if not public or row.status != "waiting":
-        return {}
-    key = seal.link_key(store_.signing_keys())
-    expires = row.updated_at + link_max_age()
-    if row.deadline is not None:
-        expires = min(expires, row.deadline)
-    base = public.rstrip("/")
-    return {event: f"{base}/a/{links_mod.make(key, row.id, row.wait_seq, event, expires)}" for event in row.events}
+    return signed_links(store_, store_.get(session) if isinstance(session, str) else session, public_url)
 
 
 def check_link(token: str, *, home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
                now: Callable[[], float] = time.time) -> tuple[Any, Session, str]:
     """What an approval link grants: `(link, session, csrf_token)`; `links.BadLink` (a `Refused`)
-    when it is tampered with, malformed or expired. The session may have moved on since (the page
-    then says what happened)."""
-    from roast import links as links_mod
-    from roast import seal
+    when it is tampered with, malformed or expired. The session may have moved on since."""
+    from roast.drive import check_link as check
 
-    store_ = _store(store, home)
-    key = seal.link_key(store_.signing_keys())
-    link = links_mod.check(key, token, now=now())
-    return link, store_.get(link.session_id), links_mod.csrf(key, token)
+    return check(_store(store, home), token, now())
 
 
 # --------------------------------------------------------------------------- stores and keys (issue 13)
@@ -1556,3 +609,42 @@ def short_id(session_id: str) -> str:
     from roast.store import short_id as short
 
     return short(session_id)
+
+
+def read_event_data(spec: str | None, stdin: Any) -> str | None:
+    """`--event-data`: the text itself, `@FILE`, or `-` for `stdin`, at most ROAST_MAX_EVENT_BYTES."""
+    return intake_.read_event_data(spec, stdin)
+
+
+def workflow_named(name: str, key: str, *, home: str | os.PathLike[str] | None = None,
+                   store: SessionStore | str | None = None) -> str:
+    """The workflow path that workflow `name` (its `name:`, directory or path) and `key` deliver to."""
+    return intake_.workflow_named(_store(store, home), name, key)
+
+
+# --------------------------------------------------------------------------- webhook signatures (for faces)
+
+
+def webhook_secrets(text: str | None) -> list[bytes]:
+    """`ROAST_WEBHOOK_SECRET`'s Standard Webhooks secrets, checked."""
+    from roast import webhooks
+
+    return webhooks.parse_secrets(text)
+
+
+def verify_webhook(secrets: Sequence[bytes], headers: Mapping[str, str], body: bytes, *, now: float,
+                   tolerance: float) -> str:
+    """Check a Standard Webhooks signature over the raw body; return its `webhook-id`."""
+    from roast import webhooks
+
+    return webhooks.verify(secrets, headers, body, now=now, tolerance=tolerance)
+
+
+def verify_github(secret: bytes | None, headers: Mapping[str, str], body: bytes) -> str | None:
+    """Check GitHub's `X-Hub-Signature-256` over the raw body; return `X-GitHub-Delivery`."""
+    from roast import webhooks
+
+    return webhooks.verify_github(secret, headers, body)
+
+
+_load_state = intake_.load_state  # tests/test_retry.py reads a saved state through it

@@ -279,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(args, err, str(err), err.exit_code)
         return err.exit_code
     except (KeyboardInterrupt, Interrupted) as err:
-        return _stopped(err)
+        from roast.display import stopped
+
+        return stopped(err)
     except BrokenPipeError:
         # stdout was closed early (`roast execute wf | head -1`); the session was saved before printing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -307,36 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
-def _stopped(err: BaseException) -> int:
-    """What became of the session when roast was stopped (issue 10: say it for *this* session)."""
-    import signal
-
-    signum = getattr(err, "signum", signal.SIGINT)
-    name = signal.Signals(signum).name
-    sid = getattr(err, "session_id", None)
-    if sid:
-        step = getattr(err, "step", None)
-        print(f"roast: interrupted by {name}" + (f" during {step}" if step else "") + f"; session {sid} was "
-              f"stopped there and can be continued: roast resume --session-id {sid}", file=sys.stderr)
-    else:
-        print(f"roast: interrupted by {name}; no session was running in this command (waiting sessions are "
-              "still waiting)", file=sys.stderr)
-    return 128 + signum
-
-
 def _error(args: argparse.Namespace, err: RoastError, message: str, exit_code: int) -> None:
     from roast.display import visible
 
     print(f"roast: error: {visible(message)}", file=sys.stderr)
-    final = (getattr(err, "document", None) or {}).get("final_output")
+    final = err.document.get("final_output")
     if final and not getattr(args, "json", False):  # a late event: what the timeout path printed
         print(visible(final))
     if getattr(args, "json", False):
-        document = dict(getattr(err, "document", None) or {})
-        from roast.display import error_fields
+        document = dict(err.document)
+        from roast.errors import WorkflowInvalid
+        from roast.views import error_fields
 
         error = error_fields(err, message, exit_code)
-        problems = getattr(err, "problems", None)
+        problems = err.problems if isinstance(err, WorkflowInvalid) else None
         if problems:
             error["problems"] = [p.to_dict() for p in problems]
         document["error"] = error
@@ -357,19 +343,11 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    from roast import api, effects
-    from roast import workflow as workflow_mod
+    from roast import api
 
     if getattr(args, "output", None):
         _check_output(args.output)  # before any step runs: a bad -o must not hide the waiting notice
-    targets: list[str | None] = list(args.targets)
-    for spec in args.target:
-        targets.extend(effects.expand_targets(spec))
-    if not targets:
-        wf = workflow_mod.load(args.workflow)
-        configured = wf.data.get("target")
-        targets = (list(effects.configured_targets(str(configured), str(wf.directory))) if configured
-                   else [None])
+    targets = api.targets(args.workflow, args.targets, args.target)
     progress = _progress(args)
     results = []
     try:
@@ -397,7 +375,7 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
     """`--wait`: report the pause (the session is already saved), then stay until it ends. With
     --json, one document for all of them, once every session has ended."""
     from roast import api
-    from roast.display import Listening
+    from roast.display import Listening, notices
 
     finals = []
     for result in results:
@@ -405,7 +383,7 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
             finals.append(result)
             continue
         if not args.json:
-            _notices(args, [result])
+            notices([result], args.verbose, _links)
         view = Listening()
         try:
             final = api.listen(result.session_id, observer=view,  # type: ignore[arg-type]  # duck-typed
@@ -419,6 +397,8 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
 def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False) -> int:
     """The final output on stdout (or -o FILE), then a notice per session on stderr. With --json,
     stdout is one document: a list of sessions for `execute` (`as_list`), one object for `resume`."""
+    from roast.display import notices
+
     text = "\n\n".join(r.final_output for r in results if r.final_output)
     if getattr(args, "output", None):
         with open(args.output, "w", encoding="utf-8") as out:
@@ -433,79 +413,11 @@ def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False)
         # on a terminal the output is shown, so event data in it cannot drive the terminal (issue
         # 10 §4); to a pipe or a file it goes byte for byte, like -o and --json
         print(visible(text) if sys.stdout.isatty() else text)
-    _notices(args, results)
+    notices(results, args.verbose, _links)
     return 1 if any(not r.ok for r in results) else 0
 
 
-def _notices(args: argparse.Namespace, results: list[Any]) -> None:
-    from roast.display import visible, waiting_notice
-
-    for r in results:
-        for warning in r.warnings:
-            print(f"roast: warning: {visible(warning)}", file=sys.stderr)
-        if r.status == "waiting":
-            print(waiting_notice(r, _links(r.session_id)), file=sys.stderr)
-        elif r.status == "completed":
-            print(f"roast: session {r.session_id} completed", file=sys.stderr)
-        else:
-            print(f"roast: error: session {r.session_id} {r.status}: {visible(r.error)}", file=sys.stderr)
-            detail = getattr(r, "detail", None)  # the traceback of a failing Python step (api: Result.detail)
-            if args.verbose and detail:
-                print(visible(detail).rstrip("\n"), file=sys.stderr)
-            if r.status == "failed":  # issue 16: nothing is lost; say how to go on once it is fixed
-                print(f"roast: the session kept its last checkpoint; once fixed, `roast retry {r.session_id}` "
-                      "runs the failed step again (the steps before it do not run again)", file=sys.stderr)
-
-
 # --------------------------------------------------------------------------- resume
-
-
-def _report_delivery(args: argparse.Namespace, result: Any) -> int:
-    """An event that ran nothing: kept for a later wait, or a repeat of one already delivered."""
-    if args.json:
-        _emit_json(result.to_json())
-        return 0
-    delivery = result.delivery or {}
-    if result.outcome == "queued":
-        print(f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
-              f"{result.event_id}) is kept and goes to the next wait that declares it", file=sys.stderr)
-    else:
-        what = delivery.get("outcome", "consumed")
-        where = f" by {delivery['wait_path']}" if delivery.get("wait_path") else ""
-        at = delivery.get("consumed_at") or delivery.get("received_at")
-        print(f"roast: event id {result.event_id} was already delivered to session {result.session_id} "
-              f"({what}{where} at {at}); not applied again", file=sys.stderr)
-    return 0
-
-
-def _read_event_data(spec: str | None) -> str | None:
-    from roast.api import max_event_bytes
-    from roast.errors import BadEventData
-
-    limit = max_event_bytes()
-    if spec is None:
-        return None
-    if spec == "-":
-        raw = sys.stdin.buffer.read(limit + 1)
-        if len(raw) > limit:
-            raise BadEventData(f"event data on stdin is too large (more than {limit:,} bytes, the limit)",
-                               hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
-    elif spec.startswith("@"):
-        try:
-            with open(spec[1:], "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                raw = fh.read(limit + 1)
-        except OSError as err:
-            raise BadEventData(f"cannot read event data from {spec[1:]!r}: {err.strerror}") from err
-        if len(raw) > limit:
-            raise BadEventData(f"event data in {spec[1:]!r} is too large ({max(size, len(raw)):,} bytes, limit "
-                               f"{limit:,})", hint="send less data, or raise ROAST_MAX_EVENT_BYTES")
-    else:
-        return spec
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise BadEventData(f"event data is not UTF-8 (byte {err.start})") from err
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -514,7 +426,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not args.workflow and not args.session_id:
         raise UsageError("say which session: give the WORKFLOW or --session-id ID",
                          hint="roast resume deploy --event approved")
-    data = _read_event_data(args.event_data)
+    data = api.read_event_data(args.event_data, sys.stdin.buffer)
     progress = _progress(args)
     try:
         result = api.resume(args.event, data=data, session_id=args.session_id, workflow=args.workflow,
@@ -524,7 +436,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     finally:
         progress.stop()
     if result.outcome in ("queued", "duplicate"):
-        return _report_delivery(args, result)
+        if args.json:
+            _emit_json(result.to_json())
+        else:
+            from roast.display import delivery_notice
+
+            print(delivery_notice(result), file=sys.stderr)
+        return 0
     if args.wait:
         return _report_and_follow(args, [result])
     return _report(args, [result])
@@ -546,35 +464,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sessions
 
 
-def _age(text: str | None, what: str) -> float | None:
-    from roast.expressions import parse_duration
-
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except UsageError as err:
-        raise UsageError(f"{what} {text!r}: {err.message}", hint="e.g. 30m, 2h or 7d") from err
-
-
-def _since(text: str | None) -> float | None:
-    import time
-    from datetime import datetime, timezone
-
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-    except ValueError:
-        seconds = _age(text, "--since")
-        return time.time() - (seconds or 0)
-
-
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from roast import api
+    from roast import api, settings
 
-    older = _age(args.older_than, "--older-than")
+    older = settings.age(args.older_than, "--older-than")
     if args.prune:
         if older is None:
             raise UsageError("--prune needs --older-than D, e.g. --prune --older-than 30d")
@@ -586,7 +479,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                   f"{args.older_than}", file=sys.stderr)
         return 0
     query = {"status": args.status, "workflow": args.workflow, "older_than": older,
-             "since": _since(args.since), "limit": None if args.all else args.limit, "open_first": True}
+             "since": settings.since(args.since), "limit": None if args.all else args.limit, "open_first": True}
 
     def fetch() -> tuple[list[Any], int, int]:
         page = api.list_sessions(**query)
@@ -602,7 +495,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if page.stale:
         print("roast: warning: the session store is read-only here; this view may be stale", file=sys.stderr)
     if args.json:
-        from roast.display import session_json
+        from roast.views import session_json
 
         _emit_json([session_json(s) for s in rows])
         return 0
@@ -660,12 +553,10 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 def _links(session_id: str) -> dict[str, str]:
     """The signed approval links of a waiting session, when ROAST_PUBLIC_URL is set (issue 15)."""
-    import os
+    from roast import api, settings
 
-    if not os.environ.get("ROAST_PUBLIC_URL"):
+    if not settings.public_url():
         return {}
-    from roast import api
-
     try:
         return api.links(session_id)
     except RoastError as err:  # e.g. no key for a shared store: the links are extra, say why not
@@ -680,7 +571,7 @@ def cmd_session(args: argparse.Namespace) -> int:
     history, events = api.history(s.id), api.deliveries(s.id)
     links = _links(s.id) if s.status == "waiting" else {}
     if args.json:
-        from roast.display import session_document
+        from roast.views import session_document
 
         _emit_json(session_document(s, history, events, links))
         return 0
@@ -695,7 +586,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     s = api.cancel(args.session_id, reason=args.reason)
     if args.json:
-        from roast.display import session_json
+        from roast.views import session_json
 
         _emit_json(session_json(s))
     else:
@@ -704,38 +595,25 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from roast import compiler, tree
-    from roast import workflow as workflow_mod
-    from roast.display import error_fields, visible
-    from roast.errors import WorkflowInvalid
+    from roast import api
+    from roast.display import visible
+    from roast.views import error_fields
 
-    wf = None
-    warnings: list[str] = []
-    try:
-        wf = workflow_mod.load(args.workflow)
-        root = compiler.compile_workflow(wf, warnings)
-    except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
+    doc, err = api.validate(args.workflow)
+    if err is not None:
         if not args.json:
-            raise
-        problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
+            raise err
         print(f"roast: error: {visible(err)}", file=sys.stderr)
-        _emit_json({"workflow": str(wf.path) if wf is not None else args.workflow,
-                    "name": wf.name if wf is not None else None, "valid": False,
-                    "problems": [p.to_dict() for p in problems], "warnings": warnings,
-                    "error": error_fields(err)})
+        _emit_json({**doc, "error": error_fields(err)})
         return err.exit_code
-    waits = list(tree.all_waits(root))
-    for warning in warnings:
+    for warning in doc["warnings"]:
         print(f"roast: warning: {visible(warning)}", file=sys.stderr)
     if args.json:
-        _emit_json({"workflow": str(wf.path), "name": wf.name, "valid": True, "problems": [],
-                    "warnings": warnings,
-                    "waits": [{"path": w.path, "name": w.name or "wait_for_event", "events": list(w.events),
-                               "timeout": w.timeout} for w in waits]})
+        _emit_json({key: value for key, value in doc.items() if key != "steps"})
     else:
-        count = len(root.steps)
-        print(f"{wf.path}: ok ({count} top-level step{'s' if count != 1 else ''}, "
-              f"{len(waits)} wait{'s' if len(waits) != 1 else ''})")
+        count, waits = doc["steps"], len(doc["waits"])
+        print(f"{doc['workflow']}: ok ({count} top-level step{'s' if count != 1 else ''}, "
+              f"{waits} wait{'s' if waits != 1 else ''})")
     return 0
 
 

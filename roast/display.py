@@ -5,19 +5,20 @@ pipes, `NO_COLOR` and `--json` get plain text. Nothing here decides anything.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.expressions import iso
+from roast.views import iso
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
     from typing import IO, Any
 
-    from roast.api import Result
-    from roast.store import EventRecord, Session, StepRecord
+    from roast.views import Result
+    from roast.api import EventRecord, Session, StepRecord
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
 _CONTROL.update({0x1b: "\\e", 0x0d: "\\r"})
@@ -199,15 +200,6 @@ def age(ts: float, now: float | None = None) -> str:
     return _span((now if now is not None else time.time()) - ts) + " ago"
 
 
-def session_json(s: Session) -> dict[str, Any]:
-    return {"session_id": s.id, "status": "orphaned" if s.orphaned else s.status, "workflow": s.workflow_path,
-            "workflow_name": s.workflow_name, "target": s.target,
-            "awaiting": s.events, "deadline": iso(s.deadline),
-            "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
-            "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
-            "reason": s.reason}
-
-
 COLUMNS = ("id", "workflow", "status", "where", "awaiting", "deadline", "age")
 
 
@@ -301,52 +293,6 @@ def sessions_text(rows: Sequence[Session], total: int, *, now: float | None = No
     return "\n".join(lines + ([footer] if footer else []))
 
 
-def error_fields(err: Any, message: str | None = None, exit_code: int | None = None) -> dict[str, Any]:
-    """The `error` object of a `--json` document (CLI and `roast serve` alike): the message, and its
-    hint once, as its own field."""
-    message = str(err) if message is None else message
-    hint = getattr(err, "hint", None)
-    if hint and message.endswith(f"\n  hint: {hint}"):
-        message = message[:-len(f"\n  hint: {hint}")]
-    return {"code": err.code, "message": message, "hint": hint,
-            "exit_code": err.exit_code if exit_code is None else exit_code}
-
-
-def _event_data(e: EventRecord) -> Any:
-    """An event's data as shown: a deadline's firing says when, in UTC, not as an epoch."""
-    data = e.data
-    if e.name == "timeout" and isinstance(data, dict) and isinstance(data.get("deadline"), (int, float)):
-        data = {**data, "deadline": iso(data["deadline"])}
-    return data
-
-
-def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
-                     links: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`); `links`:
-    the signed approval link of each awaited event (with ROAST_PUBLIC_URL, issue 15)."""
-    doc = session_json(s)
-    doc["links"] = dict(links or {})
-    doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
-    doc["final_output"] = s.final_output
-    doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
-                     "started_at": iso(h.started_at), "finished_at": iso(h.finished_at), "output": h.output,
-                     "error": h.error if h.status != "ok" else None, **_usage(h)}
-                    for h in history]
-    doc["events"] = [{"name": e.name, "event_id": e.event_id, "outcome": e.outcome, "actor": e.actor,
-                      "reason": e.reason, "received_at": iso(e.received_at), "source": e.source,
-                      "wait_path": e.wait_path, "consumed_at": iso(e.consumed_at), "detail": e.detail,
-                      "data": _event_data(e)} for e in events]
-    return doc
-
-
-def _usage(h: StepRecord) -> dict[str, Any]:
-    """A prompt step's token usage, kept as its ok row's note `usage: P prompt + C completion tokens`."""
-    words = (h.error or "").split() if h.status == "ok" else []
-    if len(words) == 7 and words[0] == "usage:" and words[1].isdigit() and words[4].isdigit():
-        return {"usage": {"prompt_tokens": int(words[1]), "completion_tokens": int(words[4])}}
-    return {}
-
-
 def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
                    links: Mapping[str, str] | None = None) -> str:
     """Everything about one session, as plain text (rich renders it unchanged)."""
@@ -403,8 +349,10 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
         lines.append("events:")
         import json
 
+        from roast.views import event_data
+
         for e in events:  # every delivery that reached the session, and what became of it (issue 14)
-            data = json.dumps(_event_data(e), ensure_ascii=False)
+            data = json.dumps(event_data(e), ensure_ascii=False)
             who = f" by {e.actor}" if e.actor else ""
             why = f" ({e.reason})" if e.reason else ""
             where = f" → {e.wait_path}" if e.wait_path and e.outcome == "consumed" else ""
@@ -530,3 +478,105 @@ def watch(fetch: Callable[[], tuple[Any, ...]], *, all_shown: bool = False, refr
                 live.update(watch_frame(fetch, all_shown=all_shown, refresh=refresh), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+# --------------------------------------------------------------------------- notices on stderr
+
+
+def stopped(err: BaseException) -> int:
+    """What became of the session when roast was stopped (issue 10: say it for *this* session)."""
+    import signal
+
+    signum = getattr(err, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    sid = getattr(err, "session_id", None)
+    if sid:
+        step = getattr(err, "step", None)
+        print(f"roast: interrupted by {name}" + (f" during {step}" if step else "") + f"; session {sid} was "
+              f"stopped there and can be continued: roast resume --session-id {sid}", file=sys.stderr)
+    else:
+        print(f"roast: interrupted by {name}; no session was running in this command (waiting sessions are "
+              "still waiting)", file=sys.stderr)
+    return 128 + signum
+
+
+def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]]) -> None:
+    """A notice per session on stderr: its warnings, then waiting (with how to resume), completed, or
+    the error (with the traceback of a failing Python step when `verbose`) and how to retry."""
+
+    for r in results:
+        for warning in r.warnings:
+            print(f"roast: warning: {visible(warning)}", file=sys.stderr)
+        if r.status == "waiting":
+            print(waiting_notice(r, links(r.session_id)), file=sys.stderr)
+        elif r.status == "completed":
+            print(f"roast: session {r.session_id} completed", file=sys.stderr)
+        else:
+            print(f"roast: error: session {r.session_id} {r.status}: {visible(r.error)}", file=sys.stderr)
+            if verbose and r.detail:  # the traceback of a failing Python step
+                print(visible(r.detail).rstrip("\n"), file=sys.stderr)
+            if r.status == "failed":  # issue 16: nothing is lost; say how to go on once it is fixed
+                print(f"roast: the session kept its last checkpoint; once fixed, `roast retry {r.session_id}` "
+                      "runs the failed step again (the steps before it do not run again)", file=sys.stderr)
+
+
+def delivery_notice(result: Result) -> str:
+    """An event that ran nothing: kept for a later wait, or a repeat of one already delivered."""
+    delivery = result.delivery or {}
+    if result.outcome == "queued":
+        return (f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
+                f"{result.event_id}) is kept and goes to the next wait that declares it")
+    what = delivery.get("outcome", "consumed")
+    where = f" by {delivery['wait_path']}" if delivery.get("wait_path") else ""
+    at = delivery.get("consumed_at") or delivery.get("received_at")
+    return (f"roast: event id {result.event_id} was already delivered to session {result.session_id} "
+            f"({what}{where} at {at}); not applied again")
+
+
+# --------------------------------------------------------------------------- `roast serve`'s log
+
+
+class Log:
+    """One line per request and per session transition on stderr (text or JSON); never a body, a
+    token or a signature: callers pass only the fields below."""
+
+    def __init__(self, fmt: str, stream: Any = None) -> None:
+        import threading
+
+        self.fmt, self.stream = fmt, stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def __call__(self, message: str, **fields: Any) -> None:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.fmt == "json":
+            line = json.dumps({"time": stamp, "msg": message, **fields}, default=str, ensure_ascii=False)
+        else:
+            extra = " ".join(f"{k}={_log_value(v)}" for k, v in fields.items())
+            line = f"roast serve: {stamp} {message}" + (f" {extra}" if extra else "")
+        with self._lock:
+            print(line, file=self.stream, flush=True)
+
+
+def _log_value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or not c.isprintable() for c in text) else text
+
+
+# --------------------------------------------------------------------------- the resident part
+
+
+class LogObserver:
+    """The api's progress callbacks, as log lines for the notes that matter (re-runs, early events)."""
+
+    def __init__(self, log: Log, session_id: str | None) -> None:
+        self.log, self.session_id = log, session_id
+
+    def started(self, path: str, name: str | None, attempt: int) -> None:
+        pass
+
+    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self.log("note", session=self.session_id, note=message)

@@ -1,6 +1,7 @@
 """Every error roast raises on purpose: `RoastError` and its subclasses.
 
-Each subclass sets only `exit_code` (SPEC §8) and a stable `code` for `--json`.
+Each subclass sets `exit_code` (SPEC §8) and a stable `code` for `--json`; a refusal a caller acts
+on carries typed, declared fields (`document`, `EventLate.claimed`), never attributes set on the fly.
 Messages say what went wrong, `where` says where (file:line, step path, session),
 and `hint` says how to fix it. The CLI catches these once, in `cli.main`.
 """
@@ -12,10 +13,15 @@ class RoastError(Exception):
 
     exit_code = 1
     code = "error"
+    detail: str | None = None  # a failing Python step's traceback (shown with -v)
 
-    def __init__(self, msg: str, *, where: str | None = None, hint: str | None = None) -> None:
+    def __init__(self, msg: str, *, where: str | None = None, hint: str | None = None,
+                 document: dict[str, object] | None = None) -> None:
         super().__init__(msg)
         self.where, self.hint = where, hint
+        # what a refused delivery answers with (`roast resume --json`, `roast serve`): its outcome,
+        # session and event; the `error` object is added by views.refusal_document
+        self.document: dict[str, object] = dict(document or {})
 
     @property
     def message(self) -> str:
@@ -113,7 +119,23 @@ class EventRefused(Refused):
 
 
 class EventLate(Refused):
+    """An event came after its wait's deadline: refused, and the wait's timeout was claimed instead.
+    `claimed`: the timeout path is claimed but not yet run (the caller runs it, e.g. `roast serve`'s
+    worker); `session_id` says which session."""
+
     code = "late"
+
+    def __init__(self, msg: str, *, session_id: str, claimed: bool, hint: str | None = None,
+                 document: dict[str, object] | None = None) -> None:
+        super().__init__(msg, hint=hint, document=document)
+        self.session_id, self.claimed = session_id, claimed
+
+
+class StepsStillRunning(Refused):
+    """Recovery refused: a step of the dead process still has processes running. Worth trying again
+    later (the worker does), unlike other refusals."""
+
+    code = "refused"
 
 
 class Closed(NotWaiting):
@@ -130,6 +152,21 @@ class StateRefused(Refused):
 
 class DefinitionChanged(Refused):
     code = "definition_changed"
+
+
+class Unauthorized(Refused):
+    """`roast serve`: no valid credential: 401, and nothing changed."""
+
+    code = "unauthorized"
+
+
+class RequestRefused(UsageError):
+    """`roast serve`: a request it cannot take (too large, not JSON, no key): nothing changed.
+    `code` says which (`too_large`, `unsupported_media_type`, `usage`)."""
+
+    def __init__(self, code: str, msg: str, hint: str | None = None) -> None:
+        super().__init__(msg, hint=hint)
+        self.code = code
 
 
 class StoreUnavailable(RoastError):

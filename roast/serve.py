@@ -23,35 +23,27 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.errors import Interrupted, RoastError, UsageError
+from roast.errors import EventLate, Interrupted, RequestRefused, RoastError, Unauthorized, UsageError
+from roast.approval_html import csp, html_page, render_page, what_happened
+from roast.views import HTTP_STATUS, refusal_document, workflow_paths
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
 # parser on every command, `roast resume` included (start-up, issue 12)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import threading
     from typing import Any
 
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from roast.store import EventRecord, Session, StepRecord
+    from roast.display import Log
+
 
 EXTRA = "pip install 'roast[serve]'"
-TICK_EVERY = 0.5   # seconds between two api.tick() calls (cheap when nothing is overdue)
-FULL_SCAN = 5.0    # seconds between two looks at every waiting and orphaned session
 FORM_LIMIT = 65_536  # bytes of an approval form
 CLAIM_THREADS = 8    # claims in flight at once on a shared (PostgreSQL) store; SQLite: 1 (the branch pool is --workers)
-BRANCH_DEFER = 5.0   # seconds a branch may wait for claims in flight to end before it starts anyway
 READ_THREADS = 16    # listings, pages and health checks in flight at once
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-
-# HTTP status of a refusal, by its code (the document is the one `roast resume --json` prints).
-STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found": 404, "ambiguous": 404,
-          "unknown_event": 404, "late": 409, "closed": 409, "not_waiting": 409, "refused": 409,
-          "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401,
-          "too_large": 413, "unsupported_media_type": 415, "store_unavailable": 503}
-
 
 # --------------------------------------------------------------------------- the command line
 
@@ -152,7 +144,7 @@ def _loopback(host: str) -> bool:
 
 def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Check the options and credentials; UsageError (exit 2) for anything insecure or malformed."""
-    from roast import webhooks
+    from roast import api, settings
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (0 to 65535)")
@@ -160,14 +152,14 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         raise UsageError(f"--workers {args.workers}: at least one worker runs the branches")
     if not args.grace >= 0 or not args.webhook_tolerance > 0:
         raise UsageError("--grace must be 0 or more seconds and --webhook-tolerance more than 0")
-    tokens = _parse_tokens(environ.get("ROAST_SERVE_TOKENS", ""), "ROAST_SERVE_TOKENS")
+    tokens = settings.serve_tokens(environ)
     if args.tokens_file:
-        tokens += _parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
-    secrets = webhooks.parse_secrets(environ.get("ROAST_WEBHOOK_SECRET"))
-    github = environ.get("ROAST_GITHUB_WEBHOOK_SECRET") or None
+        tokens += settings.parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
+    secrets = api.webhook_secrets(settings.webhook_secret(environ))
+    github = settings.github_webhook_secret(environ)
     if github is not None and len(github) < 16:
         raise UsageError("ROAST_GITHUB_WEBHOOK_SECRET is shorter than 16 characters; refusing a guessable secret")
-    public = environ.get("ROAST_PUBLIC_URL") or None
+    public = settings.public_url(environ)
     public_host = None
     if public:
         from urllib.parse import urlsplit
@@ -189,22 +181,6 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     return config
 
 
-def _parse_tokens(text: str, where: str) -> list[tuple[str, bytes]]:
-    import hashlib
-    import re
-
-    tokens = []
-    for item in text.split():
-        name, sep, secret = item.partition(":")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            name, secret = "token-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
-        if len(secret) < 16:
-            raise UsageError(f"{where}: a bearer token is shorter than 16 characters; refusing a guessable token",
-                             hint="make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
-        tokens.append((name, secret.encode()))
-    return tokens
-
-
 def _read_tokens_file(path: str) -> str:
     try:
         mode = os.stat(path).st_mode
@@ -221,60 +197,6 @@ def _read_tokens_file(path: str) -> str:
 # --------------------------------------------------------------------------- logging
 
 
-class Log:
-    """One line per request and per session transition on stderr (text or JSON); never a body, a
-    token or a signature: callers pass only the fields below."""
-
-    def __init__(self, fmt: str, stream: Any = None) -> None:
-        import threading
-
-        self.fmt, self.stream = fmt, stream or sys.stderr
-        self._lock = threading.Lock()
-
-    def __call__(self, message: str, **fields: Any) -> None:
-        fields = {k: v for k, v in fields.items() if v is not None}
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if self.fmt == "json":
-            line = json.dumps({"time": stamp, "msg": message, **fields}, default=str, ensure_ascii=False)
-        else:
-            extra = " ".join(f"{k}={_plain(v)}" for k, v in fields.items())
-            line = f"roast serve: {stamp} {message}" + (f" {extra}" if extra else "")
-        with self._lock:
-            print(line, file=self.stream, flush=True)
-
-
-def _plain(value: Any) -> str:
-    text = str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or not c.isprintable() for c in text) else text
-
-
-# --------------------------------------------------------------------------- the resident part
-
-
-class _Stopped(Interrupted):
-    """Raised in a worker thread whose branch outlived --grace: the api's Interrupted path kills the
-    step's process groups and records the interruption, so the session stays recoverable."""
-
-    def __init__(self, signum: int = 15) -> None:
-        super().__init__(signum)
-
-
-class _Observer:
-    """The api's progress callbacks, as log lines for the notes that matter (re-runs, early events)."""
-
-    def __init__(self, log: Log, session_id: str | None) -> None:
-        self.log, self.session_id = log, session_id
-
-    def started(self, path: str, name: str | None, attempt: int) -> None:
-        pass
-
-    def finished(self, path: str, name: str | None, status: str, seconds: float) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        self.log("note", session=self.session_id, note=message)
-
-
 class Bound:
     """The api functions, each called with this server's one store (a connection per thread, not
     one per call: a claim is ~25 % cheaper)."""
@@ -286,265 +208,10 @@ class Bound:
         import functools
 
         from roast import api
-
         return functools.partial(getattr(api, name), store=self.store)
 
 
-class Runtime:
-    """The worker pool that runs claimed branches, recoveries and deadlines, and the scheduler that
-    feeds it: `api.tick()` on a timer sized by the nearest deadline, `api.resume(session_id=ID)`
-    once for each orphan. Every api call happens on these threads, never on the event loop."""
-
-    def __init__(self, workers: int, log: Log, api: Bound) -> None:
-        import threading
-
-        import queue
-
-        self.log, self.api = log, api
-        self.jobs: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
-        self.running: dict[int, str | None] = {}   # worker thread -> session it runs (None: a tick)
-        self.pending: set[str] = set()             # recoveries and the tick queued or running (no duplicates)
-        self.given_up: dict[str, float] = {}       # orphans whose recovery was refused, by updated_at
-        self.unfired: dict[str, float] = {}        # overdue waits tick could not fire, by deadline
-        self.not_before: dict[str, float] = {}     # orphans whose old steps still run: when to look again
-        self.deadlines: dict[str, float] = {}      # known deadlines of waiting sessions, to tick right on time
-        self.stopping = threading.Event()
-        self.wake = threading.Event()
-        self.claiming = 0                          # claims in flight in requests (branches wait for them)
-        self.idle = threading.Event()              # set when the last claim in flight ends
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._work, name=f"roast-serve-{i + 1}", daemon=True)
-                         for i in range(workers)]
-        self._scheduler = threading.Thread(target=self._schedule, name="roast-serve-scheduler", daemon=True)
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-        self._scheduler.start()
-
-    def run_claimed(self, session_id: str) -> None:
-        """A claim committed in a request: its branch runs on the next free worker."""
-        self.jobs.put(("run", session_id))
-
-    def _submit(self, kind: str, key: str) -> None:
-        with self._lock:
-            if key in self.pending:
-                return
-            self.pending.add(key)
-        self.jobs.put((kind, None if kind == "tick" else key))
-
-    # -- workers
-
-    def _work(self) -> None:
-        import threading
-
-        me = threading.get_ident()
-        while True:
-            job = self.jobs.get()
-            if job is None or self.stopping.is_set():
-                if job is not None and job[0] == "run":
-                    self.log("left claimed for the next start", session=job[1])
-                if job is None:
-                    return
-                continue
-            kind, session_id = job
-            if kind == "run":
-                self._claims_first()
-            self.running[me] = session_id
-            try:
-                self._do(kind, session_id)
-            except Interrupted as err:
-                self.log("stopped; the session is recoverable", session=session_id or err.session_id,
-                         step=err.step)
-            except RoastError as err:
-                self.log(f"{kind} failed", session=session_id, code=err.code, error=err.message)
-            except Exception as err:  # noqa: BLE001 - a bug must not take a worker away; it is logged
-                import traceback
-
-                self.log(f"{kind} failed: internal error", session=session_id, error=f"{type(err).__name__}: {err}",
-                         traceback=traceback.format_exc(limit=8))
-            finally:
-                self.running.pop(me, None)
-                with self._lock:
-                    self.pending.discard("tick" if kind == "tick" else session_id or "")
-
-    def _claims_first(self) -> None:
-        """A busy server never delays a claim: a branch starts once no claim is in flight (they share
-        one interpreter, and the store's single writer), but waits at most BRANCH_DEFER seconds."""
-        until = time.monotonic() + BRANCH_DEFER
-        while self.claiming and time.monotonic() < until and not self.stopping.is_set():
-            self.idle.wait(0.01)
-
-    def _do(self, kind: str, session_id: str | None) -> None:
-        api = self.api
-
-        if kind == "run":
-            assert session_id is not None
-            self.log("branch started", session=session_id)
-            result = self._run_claimed(session_id)
-            self.log(f"session {result.status}", session=session_id, error=result.error)
-            self._waits_again(session_id, result.status)
-        elif kind == "recover":
-            assert session_id is not None
-            try:
-                result = api.resume(session_id=session_id, observer=_Observer(self.log, session_id))
-            except RoastError as err:
-                if err.code == "refused" and "still has processes running" in err.message:
-                    # a step of the dead process still runs: look again later, say so once
-                    first = session_id not in self.not_before
-                    self.not_before[session_id] = time.monotonic() + FULL_SCAN
-                    if first:
-                        self.log("recovery waits for the old step processes to end", session=session_id,
-                                 error=err.message)
-                    return
-                self.given_up[session_id] = api.session(session_id).updated_at
-                raise
-            self.not_before.pop(session_id, None)
-            self.log(f"recovered; session {result.status}", session=session_id, error=result.error)
-            self._waits_again(session_id, result.status)
-        else:
-            for entry in api.tick(observer=_Observer(self.log, None)):
-                if entry.get("code"):
-                    self.unfired[entry["session_id"]] = api.session(entry["session_id"]).deadline or 0.0
-                self.log("deadline fired" if entry.get("fired") else "deadline not fired",
-                         session=entry["session_id"], status=entry.get("status"), error=entry.get("error"))
-
-    def _run_claimed(self, session_id: str) -> Any:
-        """`api.run_claimed`, again while a late delivery on another of our threads holds the session's
-        lock for a moment (it then refuses, as the loser of the claim): the claim is ours, so the
-        branch must run here, not wait for the next start."""
-        from roast.errors import NotWaiting
-
-        api = self.api
-
-        mine = f"pid {os.getpid()}"
-        until = time.monotonic() + 30
-        while True:
-            try:
-                return api.run_claimed(session_id, observer=_Observer(self.log, session_id))
-            except NotWaiting:
-                s = api.session(session_id)
-                if s.status != "running" or not (s.holder and mine in s.holder) or time.monotonic() > until:
-                    raise
-            time.sleep(0.02)
-
-    # -- the scheduler
-
-    def _schedule(self) -> None:
-        """Tick every TICK_EVERY seconds (one cheap query when nothing is overdue, so deadlines of
-        sessions other processes start fire on time), and also at each known deadline; look at
-        every waiting and orphaned session every FULL_SCAN seconds (from the start: orphans are
-        recovered at once)."""
-        next_full = next_tick = 0.0
-        while not self.stopping.is_set():
-            self.wake.clear()
-            try:
-                if time.monotonic() >= next_full:
-                    self._full_scan()
-                    next_full = time.monotonic() + FULL_SCAN
-            except RoastError as err:
-                self.log("cannot read the store", code=err.code, error=err.message)
-                next_full = time.monotonic() + TICK_EVERY
-            now = time.time()
-            known = list(self.deadlines.items())
-            due = [sid for sid, d in known if d <= now]
-            if due or time.monotonic() >= next_tick:
-                self._submit("tick", "tick")
-                next_tick = time.monotonic() + TICK_EVERY
-                for sid in due:
-                    self.deadlines.pop(sid, None)
-            ahead = [d - now + 0.005 for _, d in known if d > now]
-            self.wake.wait(max(0.005, min([next_tick - time.monotonic(), next_full - time.monotonic(), *ahead])))
-
-    def _full_scan(self) -> None:
-        api = self.api
-
-        self.deadlines = {s.id: s.deadline for s in api.list_sessions(status="waiting", limit=None).rows
-                          if s.deadline is not None and self.unfired.get(s.id) != s.deadline}
-        for orphan in api.list_sessions(status="orphaned", limit=None).rows:
-            if self.given_up.get(orphan.id) != orphan.updated_at and not self.stopping.is_set() \
-                    and self.not_before.get(orphan.id, 0.0) <= time.monotonic():
-                self._submit("recover", orphan.id)
-
-    def _waits_again(self, session_id: str, status: str) -> None:
-        """A branch this server ran reached another wait: wake the scheduler for its deadline."""
-        api = self.api
-
-        if status == "waiting":
-            deadline = api.session(session_id).deadline
-            if deadline is not None:
-                self.deadlines[session_id] = deadline
-                self.wake.set()
-
-    # -- stopping
-
-    def stop(self, grace: float, hurry: threading.Event) -> None:
-        """Start nothing new; let running branches finish for `grace` seconds; then stop them through
-        the api's Interrupted path (their sessions stay recoverable) and wait for the workers."""
-        self.stopping.set()
-        self.wake.set()
-        until = time.monotonic() + grace
-        while self.running and time.monotonic() < until and not hurry.is_set():
-            hurry.wait(0.05)
-        if self.running:
-            self._interrupt()
-        for _ in self._threads:
-            self.jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout=15)
-        self._scheduler.join(timeout=5)
-
-    def _interrupt(self) -> None:
-        import ctypes
-        import signal
-
-        self.log("grace period over: stopping running branches", sessions=len(self.running))
-        for ident in list(self.running):
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_Stopped))
-        # a worker blocked reading a step's output sees the exception once that step ends: end it
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            for pgid in self._step_groups():
-                try:
-                    os.killpg(pgid, signum)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            until = time.monotonic() + 5
-            while self.running and time.monotonic() < until:
-                time.sleep(0.05)
-            if not self.running:
-                return
-
-    def _step_groups(self) -> set[int]:
-        """Process groups of steps running in sessions this process holds (from their history)."""
-        api = self.api
-
-        mine = f"pid {os.getpid()}"
-        groups: set[int] = set()
-        try:
-            for s in api.list_sessions(status="running", limit=None).rows:
-                if s.holder and mine in s.holder:
-                    groups |= {int(h.pgid) for h in api.history(s.id) if h.status == "running" and h.pgid}
-        except RoastError:
-            pass  # the store is unavailable: the api's own path still kills what it started
-        return groups
-
-
 # --------------------------------------------------------------------------- authentication
-
-
-class Unauthorized(RoastError):
-    """No valid credential: 401, and nothing changed."""
-
-    exit_code = 3
-    code = "unauthorized"
-
-
-class _HTTPError(RoastError):
-    exit_code = 2
-
-    def __init__(self, code: str, msg: str, hint: str | None = None) -> None:
-        super().__init__(msg, hint=hint)
-        self.code = code
 
 
 class Principal:
@@ -564,14 +231,14 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
     import hashlib
     import hmac
 
-    from roast import webhooks
+    from roast import api
 
     idempotency = headers.get("idempotency-key") or headers.get("webhook-id") or None
     if body is not None and headers.get("webhook-signature") is not None:
-        msg_id = webhooks.verify(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
+        msg_id = api.verify_webhook(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
         return Principal(f"webhook:{msg_id}", msg_id, "webhook")
     if body is not None and headers.get("x-hub-signature-256") is not None:
-        delivery = webhooks.verify_github(config.github_secret, headers, body)
+        delivery = api.verify_github(config.github_secret, headers, body)
         return Principal("github", delivery, "github")
     given = headers.get("authorization")
     if given is None:
@@ -595,33 +262,11 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
 # --------------------------------------------------------------------------- documents
 
 
-def refusal_document(err: RoastError) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, the document `roast resume --json` prints for this refusal)."""
-    from roast.display import error_fields
-
-    doc = dict(getattr(err, "document", None) or {})
-    doc["error"] = error_fields(err)
-    return STATUS.get(err.code, 409 if err.exit_code == 3 else 422 if err.exit_code == 2 else 500), doc
-
-
-def _workflow_paths(rows: Sequence[Session], name: str) -> list[str]:
-    """The workflow paths, among sessions in the store, that `name` names (its `name:`, directory or
-    path): the URL never names a file of its own."""
-    found = []
-    for s in rows:
-        if name in (s.workflow_name, s.workflow_path, os.path.basename(os.path.dirname(s.workflow_path))) \
-                and s.workflow_path not in found:
-            found.append(s.workflow_path)
-    return found
-
-
 def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_id: str | None = None,
             workflow: str | None = None, key: str | None = None, reason: str | None = None,
             wait_seq: int | None = None) -> Any:
     """Claim `event` through `api` (the module, or a `Bound` one) without running the branch; return
     the api's Result; refusals raise."""
-    from roast.errors import Ambiguous, NotFound
-
     common: dict[str, Any] = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
               "source": principal.source, "reason": reason, "run": False}
     if session_id is not None:
@@ -629,127 +274,13 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
             common["wait_seq"] = wait_seq
         return api.resume(event, session_id=session_id, **common)
     assert workflow is not None and key is not None
-    rows = api.list_sessions(status=["waiting", "running"], limit=None).rows
-    paths = _workflow_paths(rows, workflow)
-    if not paths:
-        raise NotFound(f"no open session of a workflow named {workflow!r}; nothing was delivered",
-                       hint="GET /v1/sessions lists the sessions and their workflows")
-    keyed = [p for p in paths if any(s.key == key and s.workflow_path == p for s in rows)] or paths[:1]
-    if len(keyed) > 1:
-        raise Ambiguous(f"several workflows named {workflow!r} have an open session with the key {key!r} "
-                        f"({', '.join(keyed)}); nothing was delivered", hint="deliver by session id instead")
-    return api.resume(event, workflow=keyed[0], key=key, **common)
-
-
-# --------------------------------------------------------------------------- the approval page
-
-_STYLE = ("body{font:16px/1.45 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}"
-          "h1{font-size:1.4rem;margin-bottom:.2rem}.meta{color:#555;margin-top:0}"
-          ".box{border:1px solid #ccc;border-radius:6px;padding:1rem;margin:1rem 0}"
-          "textarea{width:100%;min-height:4rem;box-sizing:border-box}"
-          "button{font-size:1rem;padding:.5rem 1.2rem;margin-top:.6rem;cursor:pointer}"
-          ".outcome{font-weight:600}ol{padding-left:1.3rem}li{margin:.2rem 0}code{font-size:.9em}"
-          ".muted{color:#666}")
-
-
-def _csp() -> str:
-    import base64
-    import hashlib
-
-    digest = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-    return (f"default-src 'none'; style-src 'sha256-{digest}'; form-action 'self'; base-uri 'none'; "
-            "frame-ancestors 'none'")
-
-
-def _when(ts: float | None) -> str:
-    return "an unknown time" if ts is None else time.strftime("%H:%M UTC on %d %b %Y", time.gmtime(ts))
-
-
-def what_happened(wait_seq: int, session: Session, deliveries: Sequence[EventRecord]) -> str | None:
-    """How the wait a link was made for ended ("approved by ana at 14:02 UTC on …", "timed out at …"),
-    or None while it is still open."""
-    if session.status == "waiting" and session.wait_seq == wait_seq:
-        return None
-    for d in deliveries:
-        if d.wait_seq == wait_seq and d.outcome == "consumed":
-            at = _when(d.consumed_at or d.received_at)
-            if d.name == "timeout":
-                return f"timed out at {at}"
-            who = "through this approval link" if d.source == "link" else f"by {d.actor or 'someone'}"
-            return f"{d.name} {who} at {at}" + (f" ({d.reason})" if d.reason else "")
-    if session.status == "cancelled":
-        return f"cancelled at {_when(session.finished_at)}" + (f" ({session.reason})" if session.reason else "")
-    if session.status == "timed_out":
-        return f"timed out at {_when(session.finished_at)}"
-    return f"this wait has ended; the session is now {session.shown_status}"
-
-
-def _schema_fields(session: Session, event: str) -> str:
-    """The form fields of the event's schema, when the wait declares one."""
-    # TODO(#14): render one escaped <input> per field of the wait's declared schema once waits carry
-    # schemas; POST /a/{token} then sends them as the event data (today it is {}).
-    return ""
-
-
-def render_page(session: Session, history: Sequence[StepRecord], deliveries: Sequence[EventRecord],
-                link: Any, csrf: str, *, notice: str | None = None) -> str:
-    """The approval page of one link: everything from the store is escaped with html.escape."""
-    from html import escape as e
-
-    from roast.expressions import iso
-
-    ended = what_happened(link.wait_seq, session, deliveries)
-    parts = [f"<h1>{e(session.workflow_name)}</h1>",
-             f"<p class=meta>session <code>{e(session.id)}</code>"
-             + (f" · target <code>{e(session.target)}</code>" if session.target else "")
-             + f" · {e(session.shown_status)}</p>"]
-    if notice:
-        parts.append(f"<p class=box>{e(notice)}</p>")
-    if ended is None:
-        waits = [a for a in session.awaiting or [] if a.get("event")]
-        others = [w["event"] for w in waits if w["event"] != link.event]
-        deadline = min((w["deadline"] for w in waits if w.get("deadline") is not None), default=None)
-        parts.append("<div class=box><h2>Waiting for</h2>"
-                     f"<p><strong>{e(link.event)}</strong>"
-                     + (f" <span class=muted>(it also accepts: {e(', '.join(others))})</span>" if others else "")
-                     + "</p>"
-                     + (f"<p>Deadline: {e(iso(deadline) or '')} ({e(_when(deadline))})</p>" if deadline else
-                        "<p>No deadline.</p>")
-                     + "<form method=post>"
-                     f"<input type=hidden name=csrf value=\"{e(csrf)}\">"
-                     "<label for=reason>Reason (optional)</label>"
-                     "<textarea id=reason name=reason maxlength=2000></textarea>"
-                     + _schema_fields(session, link.event)
-                     + f"<button type=submit id=deliver>{e(link.event)}</button></form></div>")
-    else:
-        parts.append(f"<div class=box><p class=outcome id=outcome>{e(ended)}</p>"
-                     f"<p>The session is now {e(session.shown_status)}.</p></div>")
-    if history:
-        items = "".join(f"<li><code>{e(h.path)}</code>{' ' + e(h.name) if h.name else ''} — {e(h.status)}"
-                        + (f" (attempt {h.attempt})" if h.attempt > 1 else "")
-                        + (f": <span class=muted>{e(_short(h.output))}</span>" if h.output else "") + "</li>"
-                        for h in history)
-        parts.append(f"<h2>What ran</h2><ol>{items}</ol>")
-    return _html(f"{session.workflow_name}: {link.event}", "".join(parts))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _html(title: str, body: str) -> str:
-    from html import escape
-
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-            "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
-            f"<meta name=referrer content=no-referrer><style>{_STYLE}</style></head><body>{body}</body></html>")
+    return api.resume(event, workflow=api.workflow_named(workflow, key), key=key, **common)
 
 
 # --------------------------------------------------------------------------- the ASGI app
 
 
-def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
+def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     """The Starlette app; every api call runs in a thread, with at most CLAIM_THREADS at once."""
     import anyio
     from starlette.applications import Starlette
@@ -757,13 +288,12 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from roast import api as api_module
+    from roast import settings
 
-    api = runtime.api
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
     # its busy handler (330 vs 180 claims/s in process, and a p99 of 5 ms instead of 1 s)
-    claim_threads = CLAIM_THREADS if getattr(runtime.api.store, "shared", False) else 1
+    claim_threads = CLAIM_THREADS if getattr(api.store, "shared", False) else 1
 
     async def claim(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         runtime.claiming += 1  # on the event loop's thread only
@@ -799,13 +329,13 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
     async def read_body(request: Request, limit: int) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            raise _HTTPError("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
+            raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
                              hint="ROAST_MAX_EVENT_BYTES sets the limit")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise _HTTPError("too_large", f"the request body is larger than {limit} bytes; nothing was "
+                raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was "
                                               "delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
             chunks.append(chunk)
         return b"".join(chunks)
@@ -814,22 +344,22 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
         event = request.path_params["event"]
         note(request, event=event, session=target.get("session_id"))
         try:
-            body = await read_body(request, api_module.max_event_bytes())
+            body = await read_body(request, settings.max_event_bytes())
             # the raw bytes are verified before anything parses them (reliability §4.1)
             who = authenticate(config, request.headers, body, time.time())
             note(request, actor=who.actor, event_id=who.event_id)
             kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
             if body and not (kind == "application/json" or kind.endswith("+json")):
-                raise _HTTPError("unsupported_media_type", f"the body must be JSON (Content-Type: "
+                raise RequestRefused("unsupported_media_type", f"the body must be JSON (Content-Type: "
                                  f"application/json), not {kind!r}; nothing was delivered")
             result = await claim(deliver, api, event, body, who, **target)
         except RoastError as err:
-            if getattr(err, "claimed", False):  # a late event: its timeout path was claimed, and runs here
-                runtime.run_claimed(err.document["session_id"])  # type: ignore[attr-defined]
+            if isinstance(err, EventLate) and err.claimed:  # its timeout path was claimed, and runs here
+                runtime.submit(err.session_id)
             return failed(request, err)
         note(request, session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
-            runtime.run_claimed(result.session_id)
+            runtime.submit(result.session_id)
         return as_json(result.to_json())
 
     async def by_session(request: Request) -> Response:
@@ -838,11 +368,11 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
     async def by_key(request: Request) -> Response:
         key = request.query_params.get("key")
         if not key:
-            return failed(request, _HTTPError("usage", "deliver by correlation key with ?key=K"))
+            return failed(request, RequestRefused("usage", "deliver by correlation key with ?key=K"))
         return await post_event(request, workflow=request.path_params["name"], key=key)
 
     async def list_sessions(request: Request) -> Response:
-        from roast.display import session_json
+        from roast.views import session_json
 
         q = request.query_params
         try:
@@ -857,7 +387,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                 rows, total = page.rows, page.total
             else:
                 page = await call(api.list_sessions, status=statuses, limit=None, open_first=True)
-                paths = _workflow_paths(page.rows, workflow)
+                paths = workflow_paths(page.rows, workflow)
                 matching = [s for s in page.rows if s.workflow_path in paths]
                 rows, total = matching[offset:offset + limit], len(matching)
         except RoastError as err:
@@ -871,7 +401,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
 
             def read() -> dict[str, Any]:
                 s = api.session(request.path_params["session_id"])
-                from roast.display import session_document
+                from roast.views import session_document
 
                 return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s))
 
@@ -885,11 +415,11 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
         except RoastError as err:
             return as_json({"ok": False, "error": {"code": err.code, "message": err.message}}, 503)
         return as_json({"ok": True, "workers": config.workers, "busy": len(runtime.running),
-                        "queued": runtime.jobs.qsize()})
+                        "queued": runtime.queued()})
 
     def page(html_text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
         return Response(html_text, status_code=status, media_type="text/html; charset=utf-8",
-                        headers={"content-security-policy": _csp(), "x-frame-options": "DENY", **(headers or {})})
+                        headers={"content-security-policy": csp(), "x-frame-options": "DENY", **(headers or {})})
 
     def refused_page(err: RoastError, token: str) -> Response:
         from html import escape
@@ -902,7 +432,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                 body += f"<p class=outcome id=outcome>{escape(ended)}</p>"
         except RoastError:
             pass
-        return page(_html("roast: link refused", body), 403)
+        return page(html_page("roast: link refused", body), 403)
 
     async def approval(request: Request) -> Response:
         token = request.path_params["token"]
@@ -940,7 +470,7 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
             given = (form.get("csrf") or [""])[0]
             if not hmac.compare_digest(given.encode(), csrf.encode()):
                 note(request, code="bad_csrf")
-                return page(_html("roast: form refused", "<h1>This form is not valid</h1><p>It did not come from "
+                return page(html_page("roast: form refused", "<h1>This form is not valid</h1><p>It did not come from "
                                   "this approval page; nothing was changed. Open the link again.</p>"), 403)
             if what_happened(link.wait_seq, session, []) is not None:
                 return show("This wait has already ended; nothing was delivered.", 409)
@@ -952,10 +482,10 @@ def build_app(config: Config, runtime: Runtime, log: Log) -> Any:
                                  wait_seq=link.wait_seq)
             except RoastError as err:
                 note(request, code=err.code)
-                return show(f"Nothing was delivered: {err.message}", STATUS.get(err.code, 409))
+                return show(f"Nothing was delivered: {err.message}", HTTP_STATUS.get(err.code, 409))
             note(request, outcome=result.outcome)
             if result.outcome == "consumed":
-                runtime.run_claimed(result.session_id)
+                runtime.submit(result.session_id)
             # Post/Redirect/Get; relative to /a/{token}, so a path prefix behind a proxy is kept
             return Response(status_code=303, headers={"location": token})
 
@@ -1041,14 +571,14 @@ class _Front:
 
 
 def _serve(config: Config) -> int:
-    import threading
-
     import signal
     import socket
+    import threading
 
     import uvicorn
 
     from roast import api
+    from roast.display import Log, LogObserver
 
     log = Log(config.log_format)
     try:
@@ -1066,8 +596,10 @@ def _serve(config: Config) -> int:
         sock.close()
         print(f"roast: error: cannot listen on {config.host}:{config.port}: {err.strerror or err}", file=sys.stderr)
         return 2
-    runtime = Runtime(config.workers, log, Bound(api.open_store()))
-    app = build_app(config, runtime, log)
+    store = api.open_store()
+    runtime = api.worker(workers=config.workers, log=log, store=store,
+                         observer_for=lambda session_id: LogObserver(log, session_id))
+    app = build_app(config, runtime, Bound(store), log)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            proxy_headers=False, server_header=False, timeout_keep_alive=5,
                                            timeout_graceful_shutdown=10, limit_concurrency=1024))

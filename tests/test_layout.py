@@ -7,11 +7,12 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "context", "seal",
+ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "providers", "tools", "context", "seal",
          "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
          "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "api", "display", "serve", "cli"]
-FACES = {"display", "cli", "serve"}
+         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "display",
+         "approval_html", "serve", "cli"]
+FACES = {"display", "approval_html", "cli", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
@@ -55,6 +56,21 @@ def test_faces_never_import_a_store_backend():
             leaks += [f"roast/{face}.py imports roast.{name}" for name in _roast_imports(ast.parse(path.read_text()))
                       if name in STORES]
     assert not leaks, leaks
+
+
+# What a face may import (STYLE): the api, the documents, the rich output, the errors, the settings,
+# and another face (cli builds `roast serve`'s parser).
+FACE_MAY_IMPORT = {"api", "views", "display", "errors", "settings"} | FACES
+
+
+def test_faces_import_only_api_views_display_errors_and_settings():
+    """A face reaches the application through `api` (and its documents through `views`): never the
+    step tree, the loader, the effects or the store, even for a type (issue 20)."""
+    leaks = []
+    for face in sorted(FACES):
+        imported = _roast_imports(ast.parse((ROAST / f"{face}.py").read_text()))
+        leaks += [f"roast/{face}.py imports roast.{name}" for name in sorted(imported - FACE_MAY_IMPORT)]
+    assert not leaks, "faces import only api/views/display/errors/settings:\n" + "\n".join(leaks)
 
 
 def test_the_step_tree_does_no_io_of_its_own():

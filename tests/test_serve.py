@@ -326,6 +326,7 @@ def test_a_deadline_fires_while_serve_runs_without_any_tick(tmp_path, serve):
 # --------------------------------------------------------------------------- authentication
 
 
+@pytest.mark.sqlite_only("compares the SQLite file before and after")
 def test_without_a_valid_token_requests_are_401_and_change_nothing(tmp_path, serve, roast_home):
     sid = waiting_session(tmp_path)
     server = serve(env=AUTH_ENV)
@@ -347,6 +348,7 @@ def test_without_a_valid_token_requests_are_401_and_change_nothing(tmp_path, ser
     assert server.request("GET", f"/v1/sessions/{sid2}", headers=BEARER)[0] == 200
 
 
+@pytest.mark.sqlite_only("compares the SQLite file before and after")
 def test_bad_or_stale_signatures_are_401_and_change_nothing(tmp_path, serve, roast_home):
     sid = waiting_session(tmp_path)
     server = serve(env=AUTH_ENV)
@@ -414,6 +416,7 @@ def test_github_signatures_are_accepted_with_the_delivery_as_event_id(tmp_path, 
     eventually(lambda: finished(sid), "the branch")
 
 
+@pytest.mark.sqlite_only("compares the SQLite file before and after")
 def test_browser_style_cross_site_requests_are_refused(tmp_path, serve, roast_home):
     sid = waiting_session(tmp_path)
     server = serve()
@@ -427,6 +430,7 @@ def test_browser_style_cross_site_requests_are_refused(tmp_path, serve, roast_ho
     assert store_dump(roast_home) == before
 
 
+@pytest.mark.sqlite_only("compares the SQLite file before and after")
 def test_a_body_over_the_event_limit_is_413_and_changes_nothing(tmp_path, serve, roast_home):
     sid = waiting_session(tmp_path)
     server = serve(env={"ROAST_MAX_EVENT_BYTES": "64"})
