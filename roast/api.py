@@ -586,13 +586,15 @@ def check_link(token: str, *, home: str | os.PathLike[str] | None = None, store:
 # --------------------------------------------------------------------------- stores and keys (issue 13)
 
 
-def copy_store(to: str, *, source: str | None = None, home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def copy_store(to: str, *, source: str | None = None, home: str | os.PathLike[str] | None = None,
+               keep_source: bool = False) -> dict[str, Any]:
     """Copy every session of the store in use (or `source`) into `to`, a PostgreSQL store URL
-    (`roast store copy --to URL`); return how many rows of each table were written."""
+    (`roast store copy --to URL`); return how many rows of each table were written, and how many
+    open sessions were marked `moved` in the source (none with `keep_source`: issue 24)."""
     from roast.store import mask_url
     from roast.store_copy import copy_store as copy
 
-    counts: dict[str, Any] = dict(copy(open_store(source, home), open_store(to)))
+    counts: dict[str, Any] = dict(copy(open_store(source, home), open_store(to), keep_source=keep_source))
     counts["target"] = mask_url(to)
     return counts
 

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "first 8 characters (--json gives them whole).")
     p.add_argument("--status", action="append", default=[],
                    choices=["running", "waiting", "orphaned", "completed", "failed", "timed_out",
-                            "cancelled"],
+                            "cancelled", "moved"],
                    help="only sessions in this state; orphaned means running, but its process died "
                         "(repeatable; default: all)")
     p.add_argument("--workflow", metavar="W",
@@ -216,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "never shown)")
     c.add_argument("--from", dest="source", metavar="URL", default=None,
                    help="the store to copy from (default: ROAST_STORE, else SQLite in ROAST_HOME)")
+    c.add_argument("--keep-source", action="store_true",
+                   help="leave the copied open sessions live in the source too, for a trial copy: an event "
+                        "delivered to both stores then runs twice (default: mark them moved in the source, "
+                        "which then refuses them with exit 3)")
     c.set_defaults(handler=cmd_store_copy)
 
     p = sub.add_parser("key", parents=[common], help="signing keys for shared stores",
@@ -620,12 +624,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_store_copy(args: argparse.Namespace) -> int:
     from roast import api
 
-    counts = api.copy_store(args.to, source=args.source)
+    counts = api.copy_store(args.to, source=args.source, keep_source=args.keep_source)
+    if args.keep_source:
+        print("roast: warning: --keep-source: the copied sessions stay live in the source as well; deliver each "
+              "event to one store only (an event delivered to both runs its steps twice)", file=sys.stderr)
     if args.json:
         _emit_json(counts)
     else:
-        print("roast: copied " + ", ".join(f"{n:,} {table}" for table, n in counts.items() if table != "target")
-              + f" to {counts.get('target', args.to)}", file=sys.stderr)
+        target = counts.get("target", args.to)
+        print("roast: copied " + ", ".join(f"{n:,} {table}" for table, n in counts.items()
+                                           if table not in ("target", "moved")) + f" to {target}", file=sys.stderr)
+        if counts.get("moved"):
+            print(f"roast: {counts['moved']:,} open session{'s' if counts['moved'] != 1 else ''} marked moved here: "
+                  f"deliver to {target} from now on (ROAST_STORE={target})", file=sys.stderr)
     return 0
 
 

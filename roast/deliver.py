@@ -126,6 +126,12 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
     if orphans:
         hint = (f"{len(orphans)} session(s) of it were interrupted (orphaned); continue one with "
                 f"`roast resume -s {orphans[0].id}`")
+    else:
+        moved = store.list(statuses=["moved"], workflow=path, limit=1)[0]  # issue 24
+        if moved:
+            raise Closed(f"no session of {path} is waiting here: session {moved[0].id} {finished_phrase(moved[0])}",
+                         hint=f"ROAST_STORE={moved[0].reason} roast resume {path}"
+                              + (f" --event {event}" if event else ""))
     raise NotFound(f"no session of {path} is waiting", hint=hint)
 
 
@@ -222,7 +228,12 @@ def refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Resu
         return result_of(session)._replace(outcome=outcome.outcome, event_id=record.event_id if record else None,
                                          event=incoming.name, delivery=doc["delivery"], others_waiting=others)
     err: RoastError
-    if outcome.outcome == "closed":
+    if outcome.outcome == "closed" and session.status == "moved":  # issue 24: never applied in two stores
+        err = Closed(f"session {session.id} {outcome.event.detail if outcome.event and outcome.event.detail else 'moved'}"
+                     f"; {incoming.name!r} was not delivered here",
+                     hint=f"ROAST_STORE={session.reason} roast resume -s {session.id} -e {incoming.name}"
+                     if session.reason else None)
+    elif outcome.outcome == "closed":
         err = Closed(f"session {session.id} {finished_phrase(session)}; {incoming.name!r} was not delivered",
                      hint=f"see `roast session {session.id}`")
     elif outcome.outcome == "unknown_event":

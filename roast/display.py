@@ -42,7 +42,7 @@ def markup_safe(text: object) -> str:
     return escape(visible(text))
 
 STATUS_STYLE = {"waiting": "yellow", "running": "cyan", "completed": "green", "failed": "red",
-                "timed_out": "magenta", "cancelled": "dim"}
+                "timed_out": "magenta", "cancelled": "dim", "moved": "blue"}
 
 
 def fancy(stream: IO[str]) -> bool:

@@ -32,6 +32,8 @@ def decide(session: Session, name: str, *, holding: bool, now: float, wait_seq: 
     """What becomes of event `name` delivered to `session` (issue 14). `stale`: the caller named
     a wait (`wait_seq`, an approval link) the session is no longer at. Raises NotWaiting for
     `if_waiting` when the event would only be queued."""
+    if session.status == "moved":  # issue 24: the copy in the other store is the live one
+        return Verdict("closed", moved_phrase(session))
     if wait_seq is not None and (session.status, session.wait_seq) != ("waiting", wait_seq):
         return Verdict("stale")  # an approval link is for one wait: never a later one (issue 15)
     if session.status in FINISHED:
@@ -102,6 +104,8 @@ def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
     if status == "waiting":
         names = ", ".join(repr(w.get("event")) for w in session.awaiting if w.get("event"))
         return f"it now waits for {names or 'its deadline'} (wait #{session.wait_seq})"
+    if status == "moved":
+        return f"it {moved_phrase(session)}"
     verb = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
             "cancelled": "was cancelled"}.get(status, f"is {status}")
     text = f"it {verb} at {when(session.finished_at or session.updated_at)}"
@@ -110,6 +114,11 @@ def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
     elif last_event is not None:
         text += f" (after {last_event[0]!r})"
     return text
+
+
+def moved_phrase(session: Session) -> str:
+    """'moved to postgresql://roast@db/roast on 2026-12-06T17:20:00Z; deliver there' (issue 24)."""
+    return f"moved to {session.reason or 'another store'} on {when(session.finished_at)}; deliver there"
 
 
 def not_waiting(session: Session | None, session_id: str, wait_seq: int,

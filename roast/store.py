@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
 SESSION_ID = re.compile(r"[0-9a-z][0-9a-z_-]{3,63}")
-STATUSES = ("running", "waiting", "completed", "failed", "timed_out", "cancelled")
-FINISHED = ("completed", "failed", "timed_out", "cancelled")
+STATUSES = ("running", "waiting", "completed", "failed", "timed_out", "cancelled", "moved")
+# `moved`: copied into another store by `roast store copy` (issue 24); `reason` names that store.
+FINISHED = ("completed", "failed", "timed_out", "cancelled", "moved")
 OPEN = ("running", "waiting")
 # What became of a delivery (issue 14): the first three are accepted (exit 0).
 OUTCOMES = ("consumed", "queued", "duplicate", "late", "closed", "not_waiting", "unknown_event", "invalid",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     from roast.store import SessionStore
 
 
-def copy_store(source: SessionStore, target: SessionStore) -> dict[str, int]:
+def copy_store(source: SessionStore, target: SessionStore, *, keep_source: bool = False,
+               now: float | None = None) -> dict[str, int]:
     """Copy every session of `source` into `target` (a PostgreSQL store); return how many rows of
     each table were written: `{"sessions", "continuations", "deltas", "steps", "events",
     "definitions"}` (a definition the target already has is not written again).
@@ -35,15 +37,31 @@ def copy_store(source: SessionStore, target: SessionStore) -> dict[str, int]:
     of a shared store needs that key). After the commit the target is read again, and its counts
     and envelopes compared with the source's.
 
+    Then every copied open session (waiting, or orphaned) is marked `moved` in the source, naming the
+    target without its credentials, so that one event is never applied in both stores (issue 24): the
+    source refuses deliveries, resumes and ticks of them (exit 3). The source's write lock is held from
+    the dump to that mark, so nothing changes in between. `keep_source=True` leaves the source as it
+    was (a dry run; the caller warns); the result then has `"moved": 0`.
+
         >>> from roast.api import open_store                                             # doctest: +SKIP
         >>> copy_store(open_store(), open_store("postgresql://roast@db.internal/roast"))  # doctest: +SKIP
-        {'sessions': 12, 'continuations': 3, 'deltas': 0, 'steps': 40, 'events': 9, 'definitions': 2}
+        {'sessions': 12, 'continuations': 3, 'deltas': 0, 'steps': 40, 'events': 9, 'definitions': 2, 'moved': 3}
     """
     if not isinstance(target, SQLStore) or not target.shared:
         raise UsageError(f"cannot copy sessions into {target.describe()}: the target must be a PostgreSQL store",
                          hint="roast store copy --to postgresql://user@host:port/dbname")
     if source.describe() == target.describe():
         raise UsageError(f"the source and the target are the same store ({source.describe()}); nothing was copied")
+    if keep_source or not isinstance(source, SQLStore):
+        return {**_copy(source, target)[0], "moved": 0}
+    with source._write() as tx:  # the source's write lock, from the dump to the mark (issue 24)
+        counts, copied = _copy(source, target)
+        counts["moved"] = _mark_moved(tx, source, target, copied, now)
+    return counts
+
+
+def _copy(source: SessionStore, target: SQLStore) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """The copy itself; returns the counts and the open sessions copied (their source rows)."""
     live = [s for s in source.list(statuses=["running"], limit=None)[0] if not s.orphaned]
     if live:
         raise Refused(f"session {live[0].id} of {source.describe()} is running in "
@@ -52,7 +70,7 @@ def copy_store(source: SessionStore, target: SessionStore) -> dict[str, int]:
                       hint="let running sessions finish or reach a wait, then copy")
     dumped = source.dump()
     if not dumped.get("sessions"):
-        return {table: 0 for table in ("sessions", "continuations", "deltas", "steps", "events", "definitions")}
+        return {table: 0 for table in ("sessions", "continuations", "deltas", "steps", "events", "definitions")}, []
     _check_keys(source, dumped)
     counts = restore(target, dumped)
     ids = [s["id"] for s in dumped["sessions"]]
@@ -61,7 +79,7 @@ def copy_store(source: SessionStore, target: SessionStore) -> dict[str, int]:
         wrong = ", ".join(f"{k} {found.get(k)} instead of {v}" for k, v in expected.items() if found.get(k) != v)
         raise StoreUnavailable(f"the copy in {target.describe()} differs from {source.describe()} when read back "
                                f"({wrong})", hint="the source is unchanged; investigate before using the copy")
-    return counts
+    return counts, [s for s in dumped["sessions"] if s["status"] in ("waiting", "running")]
 
 
 def restore(target: SQLStore, dumped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
@@ -190,3 +208,25 @@ def _key_id(envelope: bytes) -> str | None:
         return None
     kid = header.get("kid") if isinstance(header, dict) else None
     return kid if isinstance(kid, str) else None
+
+
+def _mark_moved(tx: Tx, source: SQLStore, target: SQLStore, copied: list[dict[str, Any]], now: float | None) -> int:
+    """Mark the open sessions just copied as `moved` to `target` (its URL without a password) in the
+    source, each only if it is still as it was dumped (issue 24). Returns how many were marked."""
+    import time
+
+    at = time.time() if now is None else now
+    where = re.sub(r"(?<=://)([^:/@]*):[^@]*@", r"\1@", target.describe())  # no password, not even masked
+    marked = 0
+    for row in copied:
+        marked += tx.run("UPDATE sessions SET status = 'moved', reason = ?, finished_at = ?, updated_at = ?, "
+                         "owner = NULL, notify_pending = 0 WHERE id = ? AND status = ? AND wait_seq = ? "
+                         "AND updated_at = ?", (where, at, at, row["id"], row["status"], row["wait_seq"],
+                                                row["updated_at"]))
+    if marked != len(copied):
+        raise StoreUnavailable(f"{len(copied) - marked} of the sessions copied to {where} changed in "
+                               f"{source.describe()} during the copy; the source was left as it was, and the "
+                               "target holds copies that may be out of date",
+                               hint="stop every roast process using the source, empty the target database, and "
+                                    "copy again")
+    return marked

@@ -23,7 +23,8 @@ _RESULT_FIELDS = ("status", "session_id", "workflow", "output", "final_output", 
                   "delivery", "detail")
 
 # How a finished session's status is said in a sentence ("… timed out at …").
-FINISHED_WORDS = {"completed": "completed", "failed": "failed", "timed_out": "timed out", "cancelled": "was cancelled"}
+FINISHED_WORDS = {"completed": "completed", "failed": "failed", "timed_out": "timed out", "cancelled": "was cancelled",
+                  "moved": "moved to another store"}  # moved: issue 24
 
 # HTTP status of a refusal, by its code (the document is the one `roast resume --json` prints).
 HTTP_STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found": 404, "ambiguous": 404,
@@ -127,6 +128,8 @@ def result_of(row: Session, *, error: str | None = None) -> Result:
 
 def finished_phrase(session: Session) -> str:
     """`timed out at 2026-…Z`."""
+    if session.status == "moved":  # issue 24: say where it went
+        return f"moved to {session.reason or 'another store'} on {iso(session.finished_at)}; deliver there"
     how = FINISHED_WORDS.get(session.status, session.status)
     return f"{how} at {iso(session.finished_at or session.updated_at)}"
 

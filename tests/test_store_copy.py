@@ -80,8 +80,14 @@ def test_store_copy_moves_every_session_byte_for_byte_and_they_continue_on_postg
     counts = copy_store(source, target)
 
     assert counts == {"sessions": 5, "continuations": 3, "deltas": 1, "steps": len(before["steps"]),
-                      "events": len(before["events"]), "definitions": 1}
-    assert source.dump() == before, "the source is only read"
+                      "events": len(before["events"]), "definitions": 1, "moved": 3}
+    moved = ("status", "reason", "finished_at", "updated_at", "owner", "notify_pending")
+    after_source = source.dump()
+    assert {s["id"] for s in after_source["sessions"] if s["status"] == "moved"} == \
+        {sqlite_sessions[k] for k in ("waiting", "queued", "orphaned")}, "the open ones are marked moved (issue 24)"
+    assert _without(after_source["sessions"], *moved) == _without(before["sessions"], *moved)
+    assert {t: r for t, r in after_source.items() if t != "sessions"} == \
+        {t: r for t, r in before.items() if t != "sessions"}, "nothing else changes in the source"
     after = {table: [r for r in rows if r.get("session_id", r.get("id")) != other]
              for table, rows in target.dump().items()}
     for table in ("continuations", "deltas", "steps", "definitions"):
@@ -153,7 +159,7 @@ def test_store_copy_of_an_empty_store_copies_nothing_and_only_into_postgres(roas
     from roast.store_postgres import PostgresStore
 
     assert copy_store(SQLiteStore(roast_home), PostgresStore(pg_url)) == dict.fromkeys(
-        ("sessions", "continuations", "deltas", "steps", "events", "definitions"), 0)
+        ("sessions", "continuations", "deltas", "steps", "events", "definitions", "moved"), 0)
     with pytest.raises(UsageError, match="the target must be a PostgreSQL store"):
         copy_store(SQLiteStore(roast_home), SQLiteStore(tmp_path / "elsewhere"))
     with pytest.raises(UsageError, match="the source and the target are the same store"):
