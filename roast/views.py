@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from roast.expressions import iso
+from roast.expressions import plain as expressions_plain
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
@@ -113,8 +114,9 @@ class Page:
 
 
 def plain(value: Any) -> Any:
-    """Outputs as JSON-able data (Python steps may return anything)."""
-    return json.loads(json.dumps(value, default=str))
+    """Outputs as JSON-able data (Python steps may return anything). Through `expressions.plain`
+    first: the json encoder would ask a `DotDict` for `.items()`, a data key there (issue 24)."""
+    return json.loads(json.dumps(expressions_plain(value), default=str))
 
 
 def result_of(row: Session, *, error: str | None = None) -> Result:
