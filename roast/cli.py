@@ -322,6 +322,8 @@ def _error(args: argparse.Namespace, err: RoastError, message: str, exit_code: i
         print(visible(final))
     if getattr(args, "json", False):
         document = dict(err.document)
+        if document.get("outcome") == "invalid" and getattr(args, "event", None):
+            document.setdefault("event", args.event)  # refused before any session was read (issue 24)
         from roast.errors import WorkflowInvalid
         from roast.views import error_fields
 

@@ -89,6 +89,11 @@ class BadEventData(UsageError):
 
     code = "invalid"
 
+    def __init__(self, msg: str, *, where: str | None = None, hint: str | None = None,
+                 document: dict[str, object] | None = None) -> None:
+        super().__init__(msg, where=where, hint=hint, document=document)
+        self.document.setdefault("outcome", "invalid")  # every refused delivery has an outcome (issue 24)
+
 
 class NotFound(RoastError):
     """No session (or workflow file) by that name."""

@@ -29,3 +29,13 @@ def test_event_data_keys_named_like_dict_methods_are_data_through_a_suspend_and_
     assert json.loads(done.stdout)["status"] == "completed"
     shown = run_cli("session", json.loads(done.stdout)["session_id"], "--json")
     assert shown.returncode == 0, shown.stderr
+
+
+def test_a_refused_delivery_of_malformed_data_has_the_outcome_invalid_in_json(tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, TWO_WAITS)
+    assert run_cli("execute", str(wf)).returncode == 0
+    for data in ("[1, 2]", "{bad", '{"n": NaN}'):
+        refused = run_cli("resume", str(wf), "-e", "approved", "--event-data", data, "--json")
+        assert refused.returncode == 2, refused.stderr
+        doc = json.loads(refused.stdout)
+        assert (doc["outcome"], doc["event"], doc["error"]["code"]) == ("invalid", "approved", "invalid"), doc
