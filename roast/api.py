@@ -389,13 +389,16 @@ def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
 def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
           workflow: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None,
           store: SessionStore | str | None = None, observer: Observer | None = None,
-          now: Callable[[], float] = time.time) -> Result:
+          now: Callable[[], float] = time.time, event_data: Any = None, drop_event: bool = False,
+          actor: str | None = None, reason: str | None = None) -> Result:
     """Run a failed session again from the step that failed, as that step's next attempt: the
     steps before it do not run again and nothing before it is evaluated again (its last
     checkpoint was kept). `from_step` (a static step path such as `steps[2]`) starts from an earlier
     step on the way to the failed one instead, dropping the outputs of the steps that run again.
     The workflow may have been edited since: changes after the failed step are used; a change on
-    the way to it is refused unless `force`, as for resume.
+    the way to it is refused unless `force`, as for resume. `event_data` (a dict or JSON text)
+    replaces the data of the latest event, the one whose data broke the branch, or `drop_event`
+    empties it; recorded in the session's events with `actor` and `reason` (issue 24).
 
         >>> roast.retry("0mww7qbb")   # doctest: +SKIP
     """
@@ -417,7 +420,10 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
         from roast import tree
 
         where = tree.describe(loaded.defn.root, loaded.cursor, loaded.ctx.collections)
-        store_.reopen(fresh.id, changes=loaded.delta, cursor=where if loaded.delta is not None else None, now=now())
+        note = None if event_data is None and not drop_event else \
+            intake_.replace_event(fresh, loaded, event_data, actor, reason, now())
+        store_.reopen(fresh.id, changes=loaded.delta, cursor=where if loaded.delta is not None else None, now=now(),
+                      note=note)
         observer.note(f"session {fresh.id} failed at {iso(fresh.finished_at)}; retrying from "
                       + (f"{from_step} ({where})" if from_step else f"its last checkpoint ({fresh.cursor})"))
         return None

@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="if the session pauses again, stay and follow it as `execute --wait` does "
                         "(default: exit)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("-d", "--event-data", metavar="JSON",
+                      help="replace the data of the latest event (the one whose data broke the branch): a JSON "
+                           "object, @FILE, or - for stdin; recorded with --actor and --reason (default: keep it)")
+    data.add_argument("--drop-event", action="store_true",
+                      help="retry with the latest event's data emptied ({}), recorded likewise (default: keep it)")
+    p.add_argument("--actor", metavar="NAME",
+                   help="who replaced the event data, kept with it (default: $USER@host)")
+    p.add_argument("--reason", metavar="TEXT", help="why the event data was replaced, kept with it (default: none)")
     p.set_defaults(handler=cmd_retry)
 
     p = sub.add_parser("tick", parents=[common], help="fire every overdue wait (for cron or a systemd timer)",
@@ -459,7 +468,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
     progress = _progress(args)
     try:
-        result = api.retry(args.session_id, from_step=args.from_step, force=args.force, observer=progress)
+        data = api.read_event_data(args.event_data, sys.stdin.buffer) if args.event_data is not None else None
+        result = api.retry(args.session_id, from_step=args.from_step, force=args.force, observer=progress,
+                           event_data=data, drop_event=args.drop_event, actor=args.actor, reason=args.reason)
     finally:
         progress.stop()
     if args.wait:

@@ -530,3 +530,24 @@ def read_event_data(spec: str | None, stdin: Any) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise BadEventData(f"event data is not UTF-8 (byte {err.start})") from err
+
+
+def replace_event(session: Session, loaded: Loaded, data: Any, actor: str | None, reason: str | None,
+                  now: float) -> Incoming:
+    """`roast retry --event-data` / `--drop-event` (issue 24): the data of the latest event (the
+    one the failed branch read) replaced, or emptied with `data=None`, in the context and in the
+    delta the retry saves; returns the record of it for the session's events."""
+    ctx = loaded.ctx
+    if ctx.event_name is None:
+        raise UsageError(f"session {session.id} failed before any event reached it, so there is no event data "
+                         "to replace; nothing changed", hint=f"roast retry {session.id} without --event-data")
+    payload = event_data({} if data is None else data)
+    incoming = intake(ctx.event_name, payload, None, actor, reason, "retry", now)
+    for name, value in list(dict.items(ctx.output)):  # the wait's own output records the event it took
+        if isinstance(value, dict) and value.get("event") == ctx.event_name and value.get("data") == ctx.event:
+            ctx.set_output(name, {**value, "data": payload})
+    ctx.set_event(ctx.event_name, payload, {**ctx.delivery, "actor": incoming.actor, "reason": reason,
+                                           "event_id": incoming.event_id, "source": "retry"})
+    changes = {**(loaded.delta or {}).get("changes", {}), **ctx.take_changes()}
+    loaded.delta = {"cursor": loaded.cursor, "changes": changes}
+    return incoming

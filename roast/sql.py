@@ -477,7 +477,7 @@ class SQLStore:
             return _event(pending) if pending is not None else None
 
     def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
-               now: float | None = None) -> None:
+               now: float | None = None, note: Incoming | None = None) -> None:
         """Failed → running, for `roast retry` (issue 16): a compare-and-set on the status, so of any
         number of concurrent retries exactly one wins. The kept checkpoint is continued; `changes`
         (a delta: the rewound cursor and the outputs dropped by `--from`) is saved in the same
@@ -503,6 +503,8 @@ class SQLStore:
                 raise NotWaiting(f"session {session_id} was retried by another process meanwhile; nothing changed")
             tx.run("UPDATE events SET outcome = 'queued' WHERE session_id = ? AND outcome = 'unconsumed'",
                    (session_id,))
+            if note is not None:  # `roast retry --event-data`: the replaced data, who and why (issue 24)
+                self._record(tx, session_id, note, outcomes.Verdict("consumed", "the retry's replacement data"), now)
         self._delta_seq.pop(session_id, None)
 
     def finish(self, session_id: str, status: str, *, output: dict[str, Any] | None = None,

@@ -39,3 +39,52 @@ def test_a_refused_delivery_of_malformed_data_has_the_outcome_invalid_in_json(tm
         assert refused.returncode == 2, refused.stderr
         doc = json.loads(refused.stdout)
         assert (doc["outcome"], doc["event"], doc["error"]["code"]) == ("invalid", "approved", "invalid"), doc
+
+
+POISON = """
+steps:
+  - wait_for_event:
+      approved:
+        - check: "$(test {{ event.n }} -lt 10 && echo ok-{{ event.n }})"
+        - after: "$(echo after {{ delivery.actor }} {{ output.wait_for_event.data }})"
+"""
+
+
+def test_retry_with_event_data_replaces_the_data_that_broke_the_branch_and_records_who_and_why(
+        tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, POISON)
+    assert run_cli("execute", str(wf)).returncode == 0
+    failed = run_cli("resume", str(wf), "-e", "approved", "-d", '{"n": 50}', "--json")
+    assert failed.returncode == 1, failed.stderr
+    sid = json.loads(failed.stdout)["session_id"]
+    assert run_cli("retry", sid).returncode == 1, "the same data fails again"
+
+    fixed = run_cli("retry", sid, "--event-data", '{"n": 5}', "--actor", "ops", "--reason", "n was a typo", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    doc = json.loads(fixed.stdout)
+    assert doc["status"] == "completed"
+    assert doc["output"]["check"] == "ok-5" and doc["output"]["after"] == 'after ops {"n": 5}'
+    events = json.loads(run_cli("session", sid, "--json").stdout)["events"]
+    assert [(e["name"], e["source"], e["actor"], e["reason"]) for e in events][-1] == \
+        ("approved", "retry", "ops", "n was a typo")
+
+
+def test_retry_drop_event_empties_the_data_and_a_session_without_an_event_is_refused(tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, """
+        steps:
+          - wait_for_event:
+              approved:
+                - check: "$(test -z '{{ event.get('n', '') }}' && echo empty)"
+    """)
+    assert run_cli("execute", str(wf)).returncode == 0
+    failed = run_cli("resume", str(wf), "-e", "approved", "-d", '{"n": "\\u0000bad"}', "--json")
+    assert failed.returncode == 1, failed.stderr
+    sid = json.loads(failed.stdout)["session_id"]
+    dropped = run_cli("retry", sid, "--drop-event", "--reason", "poison", "--json")
+    assert dropped.returncode == 0, dropped.stderr
+    assert json.loads(dropped.stdout)["output"]["check"] == "empty"
+
+    other = write_workflow(tmp_path, "steps: ['$(false)']", name="no-event")
+    sid2 = json.loads(run_cli("execute", str(other), "--json").stdout)[0]["session_id"]
+    refused = run_cli("retry", sid2, "--drop-event")
+    assert refused.returncode == 2 and "no event data to replace" in refused.stderr, refused.stderr
