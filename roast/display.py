@@ -200,7 +200,7 @@ def age(ts: float, now: float | None = None) -> str:
     return _span((now if now is not None else time.time()) - ts) + " ago"
 
 
-COLUMNS = ("id", "workflow", "status", "where", "awaiting", "deadline", "age")
+COLUMNS = ("id", "workflow", "status", "outcome", "where", "awaiting", "deadline", "age")
 
 
 def _cells(s: Session, now: float | None) -> tuple[str, ...]:
@@ -208,8 +208,8 @@ def _cells(s: Session, now: float | None) -> tuple[str, ...]:
     names come from files, so every value goes through `visible()` (issue 10 §4)."""
     status = "orphaned" if s.orphaned else s.status
     deadline = _left(s.deadline, now) if s.status == "waiting" and s.deadline is not None else ""
-    return (short_id(s.id), visible(s.workflow_name), status, visible(s.cursor or ""), visible(awaiting_text(s)),
-            deadline, age(s.created_at, now))
+    return (short_id(s.id), visible(s.workflow_name), status, visible(s.decided or ""), visible(s.cursor or ""),
+            visible(awaiting_text(s)), deadline, age(s.created_at, now))
 
 
 def awaiting_text(s: Session) -> str:

@@ -85,6 +85,9 @@ def _now(now: float | None) -> float:
 # ---------------------------------------------------------------------------------------------
 # rows -> records
 
+PAUSE_ENDED = "a pause ended (a sleep, or a retry's backoff)"  # the detail of such a `timeout` (issue 24)
+
+
 def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Session:
     output = row["output"]
     declares = tuple(json.loads(row["declares"] or "[]"))
@@ -442,11 +445,25 @@ class SQLStore:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
 
-    def _claim(self, tx: Tx, session: Session, name: str, data: dict[str, Any], source: str, now: float) -> None:
+    def _claim(self, tx: Tx, session: Session, name: str, data: dict[str, Any], source: str, now: float,
+               detail: str | None = None) -> None:
         self._flip(tx, session, now)
-        tx.run("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at) "
-               "VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?)",
-               (session.id, session.wait_seq, name, json.dumps(data), now, source, now))
+        tx.run("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at, "
+               "detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)",
+               (session.id, session.wait_seq, name, json.dumps(data), now, source, now, detail))
+
+    def _decided(self, tx: Tx, sessions: builtins.list[Session]) -> builtins.list[Session]:
+        """Fill in `decided` of the finished sessions: the event their last wait took, or `timed out`
+        (a pause that ended is not a decision; a retry's replacement data neither). Issue 24."""
+        ids = [s.id for s in sessions if s.status in ("completed", "failed", "timed_out")]
+        last: dict[str, str] = {}
+        for part in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            for r in tx.rows(f"SELECT session_id, name FROM events WHERE session_id IN ({marks(part)}) AND "
+                             "outcome = 'consumed' AND source <> 'retry' AND COALESCE(detail, '') <> ? ORDER BY id",
+                             (*part, PAUSE_ENDED)):
+                last[r["session_id"]] = "timed out" if r["name"] == "timeout" else r["name"]
+        return [s._replace(decided="timed out" if s.status == "timed_out" else last.get(s.id))
+                if s.id in last or s.status == "timed_out" else s for s in sessions]
 
     def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> None:
         """Claim an overdue wait for its timeout: the same compare-and-set as an event, so an event and
@@ -456,7 +473,10 @@ class SQLStore:
             session = self._sessions(tx, [self._locked(tx, session_id)])[0]
             if session.status != "waiting" or session.wait_seq != wait_seq:
                 raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
-            self._claim(tx, session, "timeout", {"deadline": session.deadline}, source, now)
+            due = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
+            pause = bool(due) and not any(a.get("event") for a in due)  # a sleep or a retry's backoff ended
+            self._claim(tx, session, "timeout", {"deadline": session.deadline}, source, now, PAUSE_ENDED if pause
+                        else None)
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
         """Make this process the owner of an orphaned session (recovery); return the event that was
@@ -790,9 +810,9 @@ class SQLStore:
                 rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order}", args)
                 found = [s for s in self._sessions(tx, rows) if s.orphaned]
                 page = found[offset:] if limit is None else found[offset:offset + limit]
-                return page, len(found)
+                return self._decided(tx, page), len(found)
             total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
             rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order} LIMIT ? OFFSET ?",
                            (*args, _NO_LIMIT if limit is None else limit, offset))
-            return self._sessions(tx, rows), int(total["n"] if total else 0)
+            return self._decided(tx, self._sessions(tx, rows)), int(total["n"] if total else 0)
 

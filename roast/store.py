@@ -45,9 +45,11 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead", "schemas")
+                 "owner", "holder", "notify_pending", "ahead", "schemas", "decided")
+    # decided: in listings, what decided a finished session: the event its last wait took, or
+    # `timed out` (issue 24)
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
-                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}}
+                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "decided": None}
 
     @property
     def events(self) -> list[str]:

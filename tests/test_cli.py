@@ -157,7 +157,7 @@ def test_watch_on_a_pipe_prints_a_plain_listing_every_refresh_until_sigint(flows
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and b"\x1b" not in out
     for frame in frames[:2]:
-        assert frame[0].split() == ["id", "workflow", "status", "where", "awaiting", "deadline", "age"]
+        assert frame[0].split() == ["id", "workflow", "status", "outcome", "where", "awaiting", "deadline", "age"]
         assert frame[1].startswith(sid[:8]) and "waiting" in frame[1]
 
 

@@ -88,3 +88,40 @@ def test_retry_drop_event_empties_the_data_and_a_session_without_an_event_is_ref
     sid2 = json.loads(run_cli("execute", str(other), "--json").stdout)[0]["session_id"]
     refused = run_cli("retry", sid2, "--drop-event")
     assert refused.returncode == 2 and "no event data to replace" in refused.stderr, refused.stderr
+
+
+GATE = """
+steps:
+  - wait_for_event:
+      within: 1h
+      approved:
+        - sleep: 1h
+        - $(echo shipped)
+      rejected: [$(echo dropped)]
+      timeout: [$(echo expired)]
+"""
+
+
+def test_sessions_shows_which_event_decided_a_completed_session_or_that_it_timed_out(tmp_path: Path) -> None:
+    import time
+
+    import roast
+
+    wf = write_workflow(tmp_path, GATE)
+    past = time.time() - 3 * 3600
+    approved, rejected, expired = (roast.run(wf, now=lambda: past).session_id for _ in range(3))
+    # approved, then a sleep that a tick ends: the sleep's end is not what decided the session
+    assert roast.resume("approved", session_id=approved, now=lambda: past).status == "waiting"
+    assert roast.resume("rejected", session_id=rejected, now=lambda: past).status == "completed"
+    ticked = run_cli("tick")
+    assert ticked.returncode == 0, ticked.stderr
+
+    listed = run_cli("sessions", "--json")
+    assert listed.returncode == 0, listed.stderr
+    decided = {s["session_id"]: (s["status"], s["outcome"]) for s in json.loads(listed.stdout)}
+    assert decided == {approved: ("completed", "approved"), rejected: ("completed", "rejected"),
+                       expired: ("completed", "timed out")}
+    table = run_cli("sessions").stdout.splitlines()
+    assert table[0].split()[:4] == ["id", "workflow", "status", "outcome"]
+    rows = {line.split()[0]: line.split()[3] for line in table[1:]}
+    assert rows == {approved[:8]: "approved", rejected[:8]: "rejected", expired[:8]: "timed"}

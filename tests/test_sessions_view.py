@@ -171,7 +171,7 @@ def test_the_sessions_table_shows_id_workflow_status_cursor_events_time_left_and
     text = render(display.sessions_table(rows, total, now=T0 + 1800))
 
     header = text.splitlines()[0].split()
-    assert header == ["id", "workflow", "status", "where", "awaiting", "deadline", "age"]
+    assert header == ["id", "workflow", "status", "outcome", "where", "awaiting", "deadline", "age"]
     line = row(text, waiting.session_id)
     assert line.split()[:3] == [waiting.session_id[:8], "deploy", "waiting"]  # the short id (issue 11)
     assert "steps[1] › wait_for_event" in line
@@ -244,7 +244,7 @@ def test_watch_frames_reflect_the_store_changing_between_refreshes(flows):
     roast.resume("rejected", session_id=gate, now=lambda: T0 + 90)
     after = row(render(display.watch_frame(fetch, now=T0 + 120)), gate)
     assert "completed" in after and "approved" not in after and "left" not in after
-    assert after.split()[3] == "end"
+    assert after.split()[3:5] == ["rejected", "end"]  # the event that decided it (issue 24)
 
 
 # --------------------------------------------------------------------------- roast sessions
@@ -410,8 +410,8 @@ def test_piped_sessions_keeps_each_session_on_one_line(in_fleet, roast_cmd, monk
     r = roast_cmd("sessions")
     assert r.code == 0, r
     assert "steps[1] › wait_for_event" in row(r.out, in_fleet.ids["gate_b"])
-    assert r.out.splitlines()[0].split() == ["id", "workflow", "status", "where", "awaiting", "deadline",
-                                             "age"]
+    assert r.out.splitlines()[0].split() == ["id", "workflow", "status", "outcome", "where", "awaiting",
+                                             "deadline", "age"]
 
 
 def test_sessions_through_a_real_process(in_fleet):
