@@ -7,8 +7,8 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "context", "seal",
-         "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "pages", "store", "store_sqlite",
+ORDER = ["errors", "record", "expressions", "shell", "schema", "policy", "providers", "tools", "context", "seal",
+         "signed", "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "pages", "store", "store_sqlite",
          "store_postgres", "store_copy", "definition", "api", "display", "serve", "cli"]
 FACES = {"display", "cli", "serve"}
 STORES = {"store_sqlite", "store_postgres", "store_copy"}
