@@ -31,19 +31,21 @@ wait for a passphrase: a key that needs one must be in ssh-agent.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import re
-import secrets
-import subprocess
-import tempfile
 from pathlib import Path
 
 from roast.errors import Refused, UsageError
 from roast.expressions import iso
 from roast.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+# subprocess, tempfile, secrets and base64 are imported where they are used: importing this module
+# must cost nothing on the resume path (tests/test_startup.py).
 
 NAMESPACE = "roast"
 VERSION = "roast-approval-v1"
@@ -91,6 +93,8 @@ def make_statement(session: str, wait: object, event: str, data: object, *, now:
     for name, value in (("session", session), ("wait", str(wait)), ("event", event)):
         if not value or value != value.strip() or any(c in value for c in "\r\n"):
             raise UsageError(f"cannot sign an approval: the {name} {value!r} is empty or spans lines")
+    import secrets
+
     return Statement(session, str(wait), event, data_digest(data), reason, int(now),
                      nonce or secrets.token_hex(16))
 
@@ -160,12 +164,16 @@ def replay_key(signed: Statement | str) -> str:
 
 def to_header(statement_text: str, signature: str) -> str:
     """The `Roast-Signature` header value carrying a signed statement."""
+    import base64
+
     raw = json.dumps({"statement": statement_text, "signature": signature}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
 
 
 def from_header(value: str) -> tuple[str, str]:
     """(statement text, signature) from a `Roast-Signature` header value; refused if malformed."""
+    import base64
+
     value = value.strip()
     if len(value) > MAX_HEADER:
         raise SignatureRefused(f"the Roast-Signature header is too large ({len(value)} bytes, limit {MAX_HEADER})")
@@ -184,6 +192,8 @@ def from_header(value: str) -> tuple[str, str]:
 
 def _keygen(args: list[str], *, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     # no terminal (new session), no stdin when signing, no askpass: ssh-keygen can never wait for a person
+    import subprocess
+
     env = dict(os.environ, SSH_ASKPASS_REQUIRE="never")
     try:
         return subprocess.run(["ssh-keygen", *args], input=stdin, stdin=None if stdin is not None
@@ -210,6 +220,8 @@ def sign(statement_text: str, key_path: str | os.PathLike[str]) -> str:
     key = Path(key_path).expanduser()
     if not key.exists():
         raise UsageError(f"cannot sign: no SSH key at {str(key)!r}", hint="pass --key ~/.ssh/id_ed25519")
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="roast-sign-") as tmp:
         message = Path(tmp, "statement")
         message.write_text(statement_text, encoding="utf-8")
@@ -237,6 +249,8 @@ def verify(statement_text: str, signature: str, allowed_signers: str | os.PathLi
                          hint="set ROAST_ALLOWED_SIGNERS to an OpenSSH allowed_signers file")
     if not signature.lstrip().startswith("-----BEGIN SSH SIGNATURE-----"):
         raise SignatureRefused("the signature is not an armored SSH signature (-----BEGIN SSH SIGNATURE-----)")
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="roast-verify-") as tmp:
         sig = Path(tmp, "statement.sig")
         sig.write_text(signature, encoding="ascii", errors="replace")

@@ -292,3 +292,14 @@ def test_the_temporary_files_are_removed(tmp_path, ana, allowed, monkeypatch):
         _accept(text.replace("looks good", "looks bad"), signature, allowed)
     assert list(scratch.iterdir()) == []
 
+
+
+def test_importing_the_module_costs_the_resume_path_nothing():
+    """subprocess, tempfile and the rest load only when a signature is made or checked."""
+    import sys
+
+    probe = ("import sys; import roast.signed, roast.policy; "
+             "print(sorted(m for m in ('subprocess', 'tempfile', 'secrets', 'base64', 'typing', 'dataclasses') "
+             "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
