@@ -5,31 +5,26 @@ Pure: no I/O, no clock (`now` is passed in), no store. The compiler calls `parse
 calls `decide` with the wait's counted approvals and acts on the verdict (`Forbidden`, `Duplicate`:
 nothing changes; `Counted`: record it; `Decides`: consume the event, the branch gets
 `approval_dicts(verdict.approvals)` as `delivery.approvals`); the worker asks `due_reminder`,
-`due_escalations` and `next_timer`.
-
-Semantics (SPEC §12):
-- An identity containing `@` is compared case-insensitively as a whole (`Ana@Example.com` is
-  `ana@example.com`: case cannot make one person two approvers); others (token, OS user) exactly.
+`due_escalations` and `next_timer`. Semantics (SPEC §12):
+- An identity containing `@` is compared case-insensitively as a whole (case cannot make one person
+  two approvers); others (token names, OS users) exactly.
 - `approvers:` entries are identities or globs: `*` is any run of characters but `@`, `?` one
-  character but `@` (`*@sre.example.com` never matches `x@evil.com@sre.example.com`); an entry that is
-  only `*` matches every identity. A delivery without an identity matches none.
+  character but `@` (`*@sre.example.com` never matches `x@evil.com@sre.example.com`); `*` alone
+  matches every identity. A delivery without an identity matches none.
 - `quorum: {event: N}`: N distinct identities must deliver `event`; earlier ones are `Counted`, the
   same identity again `Duplicate`, the Nth `Decides` with the N approvals and its own data as the
-  event's. An event without a quorum decides at once (one rejection vetoes). Counts are per event; an
-  approval cannot be withdrawn.
-- Checks in order, the first refusal wins: no identity (when the wait names approvers or the event has
-  a quorum), not an approver, the starter under `self_approval: false`, an unverified identity under
-  `require_verified: true`. An unverified CLI actor counts as itself.
+  event's. Other events decide at once (one rejection vetoes). Counts are per event, never withdrawn.
+- The first refusal wins: no identity (when the wait names approvers or the event has a quorum), not
+  an approver, the starter under `self_approval: false`, unverified under `require_verified: true`.
 - Reminder k (1, 2, …) is due at opened_at + k·remind; after an absence only the latest due one is
-  sent, never a burst. Each `escalate:` entry (sorted by `after`) fires once at opened_at + after.
-  The worker records the last reminder index and the escalations fired; the store's compare-and-set
-  on those numbers makes each fire at most once.
+  sent. Each `escalate:` entry fires once at opened_at + after. The worker records the last reminder
+  index and the escalations fired (compare-and-set in the store), so each fires at most once.
 """
 from __future__ import annotations
 
 import re
 
-from roast.errors import RoastError, WorkflowInvalid
+from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import iso, parse_duration
 from roast.record import Record
 
@@ -121,17 +116,36 @@ def matches(entry: str, identity: str) -> bool:
     >>> matches("*@sre.example.com", "Bo@SRE.example.com"), matches("*@sre.example.com", "bo@example.com")
     (True, False)
     """
-    key = identity_key(identity)
-    if not key or not is_pattern(entry) or entry.strip() == "*":
-        return bool(key) and (entry.strip() == "*" or identity_key(entry) == key)
+    key, entry = identity_key(identity), entry.strip()
+    if not key or entry == "*" or not is_pattern(entry):
+        return bool(key) and (entry == "*" or identity_key(entry) == key)
     body = "".join("[^@]*" if c == "*" else "[^@]" if c == "?" else re.escape(c) for c in identity_key(entry))
     return re.fullmatch(body, key) is not None  # `re` caches the compiled pattern
 
 
-def is_approver(policy: Policy | None, identity: str | None) -> bool:
-    """Whether `identity` is among the policy's approvers (True for anyone when it names none)."""
-    return (policy is None or policy.approvers is None
-            or bool(identity) and any(matches(entry, str(identity)) for entry in policy.approvers))
+def misspelt_key(key: str) -> str | None:
+    """The policy key that a wait's key `key` is a near miss of (`qourum`, `approver`), else None: one
+    edit away (two for the long ones), never a key that extends one (`approved`, `escalated` are events)."""
+    word = key.lower()
+    for name in POLICY_KEYS:
+        near = not word.startswith(name) and _edits(word, name) <= (2 if len(name) > 12 else 1)
+        if key != name and (word == name or near):
+            return name
+    return None
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance, a swap of two neighbours counting as one edit (optimal string alignment)."""
+    before: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], before[j - 2] + 1)
+        before, prev = prev, cur
+    return prev[-1]
 
 
 def exact_approvers(policy: Policy | None) -> tuple[str, ...]:
@@ -148,9 +162,8 @@ def decide(policy: Policy | None, *, event: str, actor: str | None, verified: bo
            data: Any = None) -> Forbidden | Duplicate | Counted | Decides:
     """The verdict on one delivery of `event` by `actor` to a wait with `policy`.
 
-    `starter` is the session's `started_by`; `prior` the approvals already counted for this wait (any
-    event; those of other events are ignored). `reason`, `at` and `data` describe this delivery and
-    end up in the `Decides` verdict's approvals.
+    `starter` is the session's `started_by`; `prior` the wait's counted approvals (of any event);
+    `reason`, `at` and `data` describe this delivery (kept in `Decides.approvals`).
 
     >>> p = Policy(approvers=("*@example.com",), quorum=(("approved", 2),))
     >>> decide(p, event="approved", actor="ana@example.com", verified=True, starter=None, prior=())
@@ -177,7 +190,7 @@ def _refusal(policy: Policy, actor: str | None, verified: bool, starter: str | N
         return ("a delivery without an identity cannot decide a wait that names its approvers"
                 if policy.approvers is not None else
                 "a delivery without an identity cannot count toward a quorum" if counted else None)
-    if not is_approver(policy, actor):
+    if policy.approvers is not None and not any(matches(entry, actor) for entry in policy.approvers):
         return f"{actor} is not among the approvers of this wait (allowed: {', '.join(policy.approvers)})"
     if not policy.self_approval and starter and identity_key(starter) == identity_key(actor):
         return f"the session's starter may not approve it ({actor} started it; self_approval: false)"
@@ -224,11 +237,9 @@ def progress_text(policy: Policy | None, prior: Sequence[Approval], event: str |
 
 
 def due_reminder(policy: Policy | None, *, opened_at: float, now: float, sent: int) -> int | None:
-    """The reminder to send now, as its index k (`wait.reminder`), or None.
-
-    Reminder k is due at `opened_at + k * remind`; `sent` is the last index sent (0: only the first
-    notice). After an absence only the latest due reminder is sent, never a burst of missed ones.
-    """
+    """The reminder to send now, as its index k (`wait.reminder`), or None. Reminder k is due at
+    `opened_at + k * remind`; `sent` is the last index sent (0: only the first notice), and after an
+    absence only the latest due reminder is sent, never a burst of missed ones."""
     if policy is None or policy.remind is None or now < opened_at:
         return None
     k = int((now - opened_at) // policy.remind)
@@ -254,14 +265,11 @@ def next_timer(policy: Policy | None, *, opened_at: float, sent: int, fired: int
 def parse_policy(raw: Mapping[str, Any], *, where: str, events: Sequence[str], has_notify: bool,
                  where_of: Callable[[str], str] | None = None, within: float | None = None,
                  compile_notify: Callable[[Any, str], Any] | None = None) -> Policy | None:
-    """The policy of a wait from its mapping `raw` (None when it sets none of `POLICY_KEYS`).
-
-    `where` is the wait's file:line (`where_of(key)` the line of one key, when known); `events` the
-    events it declares; `has_notify` whether it has a `notify:` to run again. With `within` (the
-    wait's deadline, seconds), a reminder or escalation that could never run is refused.
-    `compile_notify(value, key)` turns an escalation's own `notify:` into steps (default: kept as is).
-    Raises `WorkflowInvalid` listing every problem, each with its place and a hint.
-    """
+    """The policy of a wait from its mapping `raw` (None when it sets none of `POLICY_KEYS`). `where`:
+    the wait's file:line (`where_of(key)`: one key's, when known); `events`: those it declares;
+    `has_notify`: whether it has a `notify:` to run again; `within`: its deadline (seconds), to refuse
+    timers that never run; `compile_notify(value, "escalate[i]")` makes an escalation's own `notify:`
+    steps (default: kept as is). Raises `WorkflowInvalid` listing every problem with place and hint."""
     if not any(key in raw for key in POLICY_KEYS):
         return None
     problems: list[RoastError] = []
@@ -348,12 +356,12 @@ def _quorum(value: Any, events: Sequence[str], approvers: tuple[str, ...] | None
 def _duration(value: Any, what: str, problem: Callable[..., None], key: str | None = None) -> float | None:
     try:
         seconds = parse_duration(value, f"`{what}`")
+        if seconds < MIN_INTERVAL:
+            raise UsageError(f"`{what}` {value!r} is shorter than a second", hint="e.g.  4h, 30m or 90s")
     except RoastError as err:
         problem(key or what, err.message, hint=err.hint)
         return None
-    if seconds < MIN_INTERVAL:
-        problem(key or what, f"`{what}` {value!r} is shorter than a second", hint="e.g.  4h, 30m or 90s")
-    return seconds if seconds >= MIN_INTERVAL else None
+    return seconds
 
 
 def _escalations(value: Any, problem: Callable[..., None],
@@ -390,11 +398,3 @@ def _words(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
-
-
-def describe(policy: Policy | None) -> dict[str, Any] | None:
-    """The policy as plain JSON data (for `roast session --json`)."""
-    return None if policy is None else {
-        "approvers": policy.approvers and list(policy.approvers), "quorum": dict(policy.quorum),
-        "self_approval": policy.self_approval, "require_verified": policy.require_verified,
-        "remind": policy.remind, "escalate": [e.after for e in policy.escalate]}

@@ -20,12 +20,11 @@ from roast.policy import (
     Policy,
     approval_dicts,
     decide,
-    describe,
     due_escalations,
     due_reminder,
     exact_approvers,
     identity_key,
-    is_approver,
+    misspelt_key,
     matches,
     next_timer,
     parse_policy,
@@ -440,15 +439,19 @@ def test_every_problem_is_reported_at_once_each_at_its_key():
     assert str(err).count("\n  - wf.yml:") == 3
 
 
-def test_a_policy_reads_as_plain_json_data():
-    policy = _parse({"approvers": ["ana@example.com"], "quorum": {"approved": 1}, "remind": "4h",
-                     "escalate": {"after": "8h"}})
-    assert describe(policy) == {"approvers": ["ana@example.com"], "quorum": {"approved": 1},
-                                "self_approval": True, "require_verified": False, "remind": 14400.0,
-                                "escalate": [28800.0]}
-    assert describe(Policy())["approvers"] is None and describe(None) is None
-    assert is_approver(policy, "ANA@example.com") and not is_approver(policy, "bo@example.com")
-    assert is_approver(Policy(), None) and is_approver(None, "anyone")
+@pytest.mark.parametrize("key, meant", [
+    ("qourum", "quorum"), ("quorom", "quorum"), ("Quorum", "quorum"), ("approver", "approvers"),
+    ("aprovers", "approvers"), ("APPROVERS", "approvers"), ("self-approval", "self_approval"),
+    ("self_aproval", "self_approval"), ("selfapproval", "self_approval"), ("require-verified", "require_verified"),
+    ("requires_verified", "require_verified"), ("require_verifed", "require_verified"), ("remnd", "remind"),
+    ("remid", "remind"), ("escalte", "escalate"), ("esclate", "escalate"),
+    # event names that must stay events
+    ("approved", None), ("approve", None), ("approval", None), ("approvals", None), ("rejected", None),
+    ("escalated", None), ("reminded", None), ("reminder", None), ("quorum_met", None), ("verified", None),
+    ("remove", None), ("quorum", None), ("approvers", None),
+])
+def test_a_near_miss_of_a_policy_key_is_caught_but_event_names_stay_events(key, meant):
+    assert misspelt_key(key) == meant
 
 
 def test_the_policy_module_does_no_io():
