@@ -14,7 +14,7 @@ random nonce. Its text is canonical, one field per line, in this order, each lin
     at: 2026-12-06T16:45:21Z
     nonce: 9b1c0f2e5d7a4c3b8e6f1a2d3c4b5a69
 
-`reason` is a JSON string (or `null`), so a relay cannot put words in the signer's mouth. The
+`reason` is an ASCII JSON string (or `null`), so a relay cannot put words in the signer's mouth. The
 signer's identity is not in the statement: it is the principal that `ROAST_ALLOWED_SIGNERS` (OpenSSH's
 `allowed_signers` format) lists for the key, and a key must be listed under exactly one identity.
 
@@ -73,7 +73,7 @@ class Statement(Record):
     def text(self) -> str:
         """The canonical text that is signed."""
         values = (self.session, self.wait, self.event, self.data_sha256,
-                  json.dumps(self.reason, ensure_ascii=False), iso(self.at), self.nonce)
+                  json.dumps(self.reason), iso(self.at), self.nonce)  # ASCII: \uXXXX escapes
         return "".join([f"{VERSION}\n"] + [f"{key}: {value}\n" for key, value in zip(FIELDS, values)])
 
 
@@ -117,9 +117,11 @@ def parse_statement(text: str) -> Statement:
         reason = 0  # refused below
     if reason is not None and not isinstance(reason, str):
         raise SignatureRefused("the signed statement's reason is not a JSON string or null")
-    if not _STAMP.fullmatch(values["at"]) or not re.fullmatch(r"[0-9a-f]{64}", values["data-sha256"]):
-        raise SignatureRefused("the signed statement's `at` or `data-sha256` is malformed",
-                               hint="`at` is like 2026-12-06T16:45:21Z; `data-sha256` is 64 hex digits")
+    if (not _STAMP.fullmatch(values["at"]) or not re.fullmatch(r"[0-9a-f]{64}", values["data-sha256"])
+            or not re.fullmatch(r"[0-9A-Za-z_-]{16,128}", values["nonce"])):
+        raise SignatureRefused("the signed statement's `at`, `data-sha256` or `nonce` is malformed",
+                               hint="`at` is like 2026-12-06T16:45:21Z, `data-sha256` 64 hex digits, "
+                                    "`nonce` 16 to 128 letters, digits, - or _")
     from datetime import datetime, timezone
 
     at = datetime.strptime(values["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()

@@ -84,6 +84,13 @@ def test_an_approval_signed_by_an_allowed_key_is_accepted_with_its_principal(ana
     assert verify(text, signature, allowed) == "ana@example.com"
 
 
+def test_a_reason_in_any_script_or_with_undecodable_bytes_is_signed_and_checked(ana, allowed):
+    for reason in ("größer als 2 ✓", "bad byte \udcff from argv", None):
+        text, signature = _signed(ana, reason=reason)
+        assert text.isascii()
+        assert _accept(text, signature, allowed)[1].reason == reason
+
+
 def test_the_statement_is_the_documented_canonical_text(ana):
     statement = make_statement("s-1234", 2, "approved", {"b": 1, "a": [1, 2]}, now=NOW + 0.7,
                                reason='ship "it"\nnow', nonce="ab" * 16)
@@ -205,9 +212,11 @@ def test_the_same_statement_has_one_replay_key_however_often_it_is_signed(ana, t
     (lambda t: t.replace("reason: \"looks good\"", "reason: 3"), "reason is not a JSON string or null"),
     (lambda t: t.replace("reason: \"looks good\"", "reason: {"), "reason is not a JSON string or null"),
     (lambda t: t.replace("reason: \"looks good\"", "reason: \"looks\\u0020good\""), "not in canonical form"),
-    (lambda t: t.replace("T08:00:00Z", "T08:00:00+00:00"), "`at` or `data-sha256` is malformed"),
-    (lambda t: t.replace("data-sha256: ", "data-sha256: 0"), "`at` or `data-sha256` is malformed"),
+    (lambda t: t.replace("T08:00:00Z", "T08:00:00+00:00"), "`at`, `data-sha256` or `nonce` is malformed"),
+    (lambda t: t.replace("data-sha256: ", "data-sha256: 0"), "`at`, `data-sha256` or `nonce` is malformed"),
     (lambda t: t.replace("\n", "\r\n"), "not a roast-approval-v1 statement"),
+    (lambda t: t.replace("nonce: ", "nonce: ~"), "`nonce` is malformed"),
+    (lambda t: t.replace("reason: \"looks good\"", "reason: \"l\u00f6oks\""), "not in canonical form"),
 ])
 def test_parse_statement_accepts_only_the_canonical_text(ana, mangle, words):
     text = make_statement("s-1234", 2, "approved", DATA, now=NOW, reason="looks good").text()
