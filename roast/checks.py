@@ -234,8 +234,8 @@ class Checks:
                 names = set()
                 break
             names |= known
-        branches = {f"{wait.path}.{event}": (event, dict(wait.schemas)[event])
-                    for wait in tree.all_waits(root) for event in wait.events if event in dict(wait.schemas)}
+        branches = {f"{wait.path}.{event}": (event, dict(wait.schemas).get(event))
+                    for wait in tree.all_waits(root) for event in wait.events}
         for root_name, key, node, path, file, line in self.reads:
             if root_name == "output" and checked and names and key not in names:
                 close = closest(key, sorted(names))
@@ -249,7 +249,7 @@ class Checks:
             elif root_name == "event":
                 self.event_read(branches, key, node, path, file, line)
 
-    def event_read(self, branches: Mapping[str, tuple[str, str]], key: str, node: Any, path: str,
+    def event_read(self, branches: Mapping[str, tuple[str, str | None]], key: str, node: Any, path: str,
                    file: str | None, line: int) -> None:
         """`event.X` read in a branch whose event has a schema (the innermost wait's) that does not declare X."""
         import json
@@ -257,7 +257,9 @@ class Checks:
         inside = [prefix for prefix in branches if path == prefix or path.startswith((prefix + ".", prefix + "["))]
         if not inside:
             return
-        event, text = branches[max(inside, key=len)]
+        event, text = branches[max(inside, key=len)]  # the innermost wait's event is the one read
+        if text is None:
+            return
         schema = json.loads(text)
         props = schema.get("properties") if isinstance(schema, dict) else None
         declared = list(props) if isinstance(props, dict) else []
@@ -292,7 +294,8 @@ class Checks:
             return ()
         import json
 
-        from roast import schema as schema_mod  # imported only when a workflow declares a schema
+        from roast import pages  # imported only when a workflow declares a schema
+        from roast import schema as schema_mod
 
         out: list[tuple[str, str]] = []
         for event, value in declared.items():
@@ -317,6 +320,9 @@ class Checks:
                 return ()
             for problem in found:
                 self.problem(where, f"{path}: the schema of {str(event)!r}: {problem}")
+            # issue 22: a page (a signed link) cannot send this event; the CLI and webhooks still can
+            for line in pages.unsupported(value) if not found else ():
+                self.warnings.append(f"{self.source.where(where)}: {path}: a page cannot send {str(event)!r}: {line}")
             if not found:
                 out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
         return tuple(out)

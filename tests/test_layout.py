@@ -7,9 +7,9 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "context", "seal",
+ORDER = ["errors", "record", "expressions", "shell", "schema", "pages", "providers", "tools", "context", "seal",
          "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
-         "effects", "links", "pages", "store", "store_sqlite",
+         "effects", "links", "store", "store_sqlite",
          "store_postgres", "store_copy", "definition", "api", "display", "serve", "cli"]
 FACES = {"display", "cli", "serve"}
 STORES = {"store_sqlite", "store_postgres", "store_copy"}
