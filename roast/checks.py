@@ -224,7 +224,7 @@ class Checks:
 
         # a dict workflow is a Python program: its caller and callables may set any output
         checked = getattr(self.source, "path", None) is not None
-        names = tree.output_names(root)
+        names = tree.output_names(root) | set(self.used)  # a step not found is reported once, as such
         for wait in tree.all_waits(root):
             if wait.notify is not None:
                 names |= tree.output_names(wait.notify)
@@ -235,7 +235,7 @@ class Checks:
                 break
             names |= known
         branches = {f"{wait.path}.{event}": (event, dict(wait.schemas).get(event))
-                    for wait in tree.all_waits(root) for event in wait.events}
+                    for wait in tree.all_waits(root) for event in (*wait.events, "timeout", "on_timeout")}
         for root_name, key, node, path, file, line in self.reads:
             if root_name == "output" and checked and names and key not in names:
                 close = closest(key, sorted(names))

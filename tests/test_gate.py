@@ -132,6 +132,7 @@ def test_validate_warns_when_a_branch_reads_an_event_field_its_schema_does_not_d
                 - wait_for_event:
                     within: 1h
                     merged: ["$(echo {{ event.sha }})"]
+                    timeout: ["$(echo {{ event.deadline }})"]
               rejected: ["$(echo {{ event.reason }})"]
     """)
     assert main(["validate", str(path)]) == 0
@@ -139,6 +140,7 @@ def test_validate_warns_when_a_branch_reads_an_event_field_its_schema_does_not_d
     assert "workflow.yml:7" in err and "reads `event.aprover`" in err and "did you mean 'approver'?" in err
     assert "event.approver`" not in err and "event.note" not in err
     assert "event.sha" not in err and "event.reason" not in err  # no schema for those events
+    assert "event.deadline" not in err  # an inner wait's timeout branch reads its own event
 
 
 def test_a_real_validate_process_shows_the_gate_mistakes(wf):

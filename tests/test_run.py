@@ -903,15 +903,15 @@ def test_validate_warns_about_a_step_config_that_configures_no_step(wf, capsys):
     path = wf("""
         steps:
           - notify_team: $(echo sent)
-        notfy_team:
+        notfy_teem:
           exit_on_error: false
         wait_for_event:
           timeout: 2h
     """)
-    assert main(["validate", str(path)]) == 0  # a warning, not an error (SPEC §2)
+    assert main(["validate", str(path)]) == 0  # a warning, not an error (SPEC §2; one edit away would be an error, issue 24)
     err = capsys.readouterr().err
-    assert "workflow.yml:3: top-level key 'notfy_team' configures no step" in err
+    assert "workflow.yml:3: top-level key 'notfy_teem' configures no step" in err
     assert "did you mean 'notify_team'?" in err and "wait_for_event" not in err
     assert main(["validate", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert len(doc["warnings"]) == 1 and "notfy_team" in doc["warnings"][0]
+    assert len(doc["warnings"]) == 1 and "notfy_teem" in doc["warnings"][0]
