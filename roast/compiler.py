@@ -118,10 +118,7 @@ class _Compiler(Checks):
             self.warnings += [f"{where}: {path}: {w}" for w in shell.shell_template_warnings(command)]
             self.templates(command, node, path)
             return Command(path, name, command, self.options(name, node), depth)
-        if text_s.lstrip().startswith("$(") and ")" not in text_s:  # issue 24: not a prompt to the model
-            self.problem(node, f"{path}: `$(` is never closed, so this is neither a command nor a prompt",
-                         hint=f"end the command with `)`: {text_s.strip()}); a prompt that starts with `$(` "
-                              "needs other words first")
+        if self.unclosed(text_s, node, path):  # issue 24: not a prompt sent to the model
             return Sequence(path, ())
         if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
             self.templates(text_s, node, path)
@@ -153,6 +150,15 @@ class _Compiler(Checks):
                                f"{shlex.quote(shown)}",
                          hint="roast runs a .sh step as a program, so the file needs its executable bit")
         return Script(path, label, str(found.path), options, depth)
+
+    def unclosed(self, value: Any, node: Any, path: str) -> bool:
+        """Issue 24: `$(ls -la` with no `)` is a mistake, never a prompt, a step name or a literal."""
+        if not isinstance(value, str) or not value.lstrip().startswith("$(") or ")" in value:
+            return False
+        self.problem(value if getattr(value, "line", 0) else node,
+                     f"{path}: `$(` is never closed, so this is neither a command nor a prompt",
+                     hint=f"end the command with `)`: {value.strip()})")
+        return True
 
     def not_found(self, step_name: str, label: str, search: str | None, node: Any) -> None:
         tried = self.source.looked_for(step_name, search)
@@ -199,6 +205,8 @@ class _Compiler(Checks):
         self.templates(cond, item, path)
         if cond is None or (isinstance(cond, str) and not cond.strip()):
             self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a condition")
+        elif self.unclosed(cond, item, path):
+            pass  # said once, as the unclosed command it is
         elif isinstance(cond, str) and " " in cond.strip() and not has_template(cond) \
                 and command_text(cond) is None:
             self.problem(item, f"{path}: condition {cond!r} is not a {{{{ expression }}}}, a $(command), "
@@ -218,6 +226,7 @@ class _Compiler(Checks):
                          for key, steps in whens.items())
         other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
         self.templates(item.get("case"), item, path)
+        self.unclosed(item.get("case"), item, path)
         return Case(path, name, to_text(item.get("case")), compiled, other)
 
     def each_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Each:
@@ -229,6 +238,7 @@ class _Compiler(Checks):
             self.problem(item, f"{path}: `each` needs a `steps:` list")
         body = self.sequence(item.get("steps"), f"{path}.steps", depth + 1, item)
         self.templates(item.get("each"), item, path)
+        self.unclosed(item.get("each"), item, path)
         return Each(path, name, to_text(item.get("each")), var, body, depth)
 
     def repeat_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Repeat:
@@ -244,6 +254,7 @@ class _Compiler(Checks):
             self.problem(spec, f"{path}: `repeat` needs an `until:` condition")
         body = self.sequence(spec.get("steps"), f"{path}.steps", depth + 1, spec)
         self.templates(spec.get("until"), spec, path)
+        self.unclosed(spec.get("until"), spec, path)
         return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
 
     def input_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Input:

@@ -345,9 +345,14 @@ def test_an_unclosed_command_is_an_error_not_a_prompt(wf, capsys):
           - $(echo start)
           - $(ls -la
           - listing: $(ls -l /tmp
+          - if: $(test -f x
+            then: ["$(echo yes)"]
+          - each: $(ls
+            as: f
+            steps: ["$(echo {{ f }})"]
     """)
     found = {where(p): str(p) for p in problems(path)}
-    assert set(found) == {"workflow.yml:3", "workflow.yml:4"}, found
+    assert set(found) == {"workflow.yml:3", "workflow.yml:4", "workflow.yml:5", "workflow.yml:7"}, found
     assert "`$(` is never closed" in found["workflow.yml:3"] and "hint:" in found["workflow.yml:3"]
     err = refused(capsys, path, "execute")
     assert "workflow.yml:3: steps[1]: `$(` is never closed" in err
