@@ -231,16 +231,17 @@ class Checks:
         for source in self.python_sources:
             known = writes_known(source) if source is not None else None
             if known is None:
-                names = set()
+                checked = False
                 break
             names |= known
         branches = {f"{wait.path}.{event}": (event, dict(wait.schemas).get(event))
                     for wait in tree.all_waits(root) for event in (*wait.events, "timeout", "on_timeout")}
         for root_name, key, node, path, file, line in self.reads:
-            if root_name == "output" and checked and names and key not in names:
+            if root_name == "output" and checked and key not in names:
                 close = closest(key, sorted(names))
                 hint = (f"did you mean {close!r}?" if close else
-                        f"the steps that write outputs are {', '.join(sorted(names))}")
+                        f"the steps that write outputs are {', '.join(sorted(names))}" if names else
+                        f"name the step that makes it: `- {key}: $(…)`")
                 msg = f"{path}: no step writes `output.{key}`, so this fails when it runs"
                 if file is None:
                     self.problem(node, msg, hint)

@@ -664,7 +664,7 @@ def test_version_through_a_real_process():
 
 @pytest.mark.parametrize("expr, fragment", [
     ("nope", "NameError"),
-    ("output.missing", "missing"),
+    ('output.get("missing").upper()', "AttributeError"),  # `output.missing` is refused at load (issue 24)
     ("1/0", "ZeroDivisionError"),
 ])
 def test_a_bad_expression_is_a_step_error_naming_it(wf, capsys, expr, fragment):

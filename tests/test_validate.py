@@ -388,6 +388,12 @@ def test_a_misspelt_output_name_is_an_error_with_a_did_you_mean_before_the_wait(
     refused(capsys, path, "execute")  # refused at load time: no session waits for a person
 
 
+def test_an_output_read_in_a_workflow_with_no_named_step_is_an_error(wf, capsys):
+    path = wf("steps:\n  - $(echo {{ output.build }})\n")
+    err = refused(capsys, path)
+    assert "workflow.yml:2: steps[0]: no step writes `output.build`" in err and "- build: $(" in err
+
+
 def test_outputs_any_step_could_write_are_not_flagged(wf):
     path = wf("""
         steps:
