@@ -7,9 +7,9 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "policy", "providers", "tools", "context",
-         "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner",
-         "webhooks", "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
+ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "policy", "providers", "tools",
+         "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler",
+         "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql", "store_sqlite",
          "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "display",
          "approval_html", "serve", "cli"]
 FACES = {"display", "approval_html", "cli", "serve"}
