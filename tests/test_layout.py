@@ -7,7 +7,7 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "context", "seal",
+ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "tool_calls", "context", "seal",
          "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "store", "store_sqlite",
          "store_postgres", "store_copy", "definition", "api", "display", "serve", "cli"]
 FACES = {"display", "cli", "serve"}
