@@ -9,7 +9,7 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 # STYLE "Layout": imports flow down this list.
 ORDER = ["errors", "record", "expressions", "shell", "schema", "providers", "tools", "tool_calls", "context", "seal",
          "workflow", "steps", "compiler", "runner", "webhooks", "effects", "links", "store", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "api", "display", "serve", "cli"]
+         "store_postgres", "store_copy", "definition", "api", "display", "http_guard", "serve", "cli"]
 FACES = {"display", "cli", "serve"}
 STORES = {"store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
