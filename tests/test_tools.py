@@ -468,7 +468,7 @@ def test_the_sqlite_store_named_by_roast_store_is_refused_with_its_companions(ro
     ("PGPASSWORD", True), ("PGHOST", True), ("OPENAI_API_KEY", True), ("GITHUB_TOKEN", True),
     ("AWS_SECRET_ACCESS_KEY", True), ("DB_PASSWORD", True), ("DATABASE_URL", True), ("CUSTOM_THING", True),
     ("PATH", False), ("HOME", False), ("LANG", False), ("ROAST_HOME", False), ("MONKEY", False),
-    ("TOKENIZER_MODE", False), ("ROAST_PUBLIC_URL", False),
+    ("TOKENIZER_MODE", False), ("ROAST_PUBLIC_URL", False), ("OTHER_THING", True), ("ANOTHER_THING", False),
 ])
 def test_which_environment_variables_a_command_never_sees(name, secret):
     assert secret_variable(name, "CUSTOM_THING, OTHER_*") is secret
