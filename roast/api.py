@@ -29,7 +29,7 @@ from roast.drive import drive, event_of, notify, state_of
 from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
 from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
-from roast.views import Page, Result, delivery_doc, result_of
+from roast.views import Page, Result, SessionList, delivery_doc, result_of
 
 if TYPE_CHECKING:
     from typing import Any
@@ -514,10 +514,12 @@ def notify_pending(*, home: str | os.PathLike[str] | None = None, store: Session
 
 
 def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,
-             limit: int | None = 50, home: str | os.PathLike[str] | None = None,
-             store: SessionStore | str | None = None) -> list[Session]:
-    """Sessions, newest first: `roast.sessions(status="waiting")`."""
-    return list_sessions(status=status, workflow=workflow, limit=limit, home=home, store=store).rows
+             limit: int | None = 50, offset: int = 0, home: str | os.PathLike[str] | None = None,
+             store: SessionStore | str | None = None) -> SessionList:
+    """Sessions, newest first: `roast.sessions(status="waiting")`. At most `limit` (None: all), from
+    `offset`; the list's `total` says how many match and `next` the offset of the next page (issue 24)."""
+    page = list_sessions(status=status, workflow=workflow, limit=limit, offset=offset, home=home, store=store)
+    return SessionList(page.rows, page.total, offset)
 
 
 def list_sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,

@@ -113,6 +113,27 @@ class Page:
         self.rows, self.total, self.stale = rows, total, stale
 
 
+class SessionList(list):  # type: ignore[type-arg]
+    """What `roast.sessions()` returns: a list of sessions (so existing callers keep working) that
+    says whether it is the whole story (issue 24): `total` sessions match, and `next` is the
+    `offset=` of the following page, or None when this page reaches the last one.
+
+        >>> page = roast.sessions(status="completed")              # doctest: +SKIP
+        >>> len(page), page.total, page.next                        # doctest: +SKIP
+        (50, 120, 50)
+    """
+
+    __slots__ = ("total", "next")
+
+    def __init__(self, rows: Sequence[Session], total: int, offset: int = 0) -> None:
+        super().__init__(rows)
+        self.total = total
+        self.next: int | None = offset + len(rows) if offset + len(rows) < total else None
+
+    def __repr__(self) -> str:
+        return f"SessionList({list.__repr__(self)}, total={self.total}, next={self.next})"
+
+
 def plain(value: Any) -> Any:
     """Outputs as JSON-able data (Python steps may return anything). Through `expressions.plain`
     first: the json encoder would ask a `DotDict` for `.items()`, a data key there (issue 24)."""

@@ -125,3 +125,17 @@ def test_sessions_shows_which_event_decided_a_completed_session_or_that_it_timed
     assert table[0].split()[:4] == ["id", "workflow", "status", "outcome"]
     rows = {line.split()[0]: line.split()[3] for line in table[1:]}
     assert rows == {approved[:8]: "approved", rejected[:8]: "rejected", expired[:8]: "timed"}
+
+
+def test_roast_sessions_says_how_many_match_and_where_the_next_page_starts(tmp_path: Path) -> None:
+    import roast
+
+    wf = write_workflow(tmp_path, "steps: ['$(echo hi)']")
+    made = [roast.run(wf).session_id for _ in range(3)]
+    first = roast.sessions(limit=2)
+    assert isinstance(first, list) and len(first) == 2
+    assert (first.total, first.next) == (3, 2)
+    rest = roast.sessions(limit=2, offset=first.next)
+    assert (len(rest), rest.total, rest.next) == (1, 3, None)
+    assert sorted(s.id for s in [*first, *rest]) == sorted(made)
+    assert roast.sessions().next is None and "total=3" in repr(roast.sessions())
