@@ -397,16 +397,38 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
         if result.status != "waiting":
             finals.append(result)
             continue
-        if not args.json:
-            notices([result], args.verbose, _links)
         view = Listening()
         try:
+            if not args.json:
+                notices([result], args.verbose, _links)
             final = api.listen(result.session_id, observer=view,  # type: ignore[arg-type]  # duck-typed
                                on_update=view.update)
+        except KeyboardInterrupt:
+            view.stop()
+            left = _left_waiting(result.session_id)
+            if left is None:
+                raise  # a branch or a deadline was running here: stopped as any run is (exit 130)
+            finals.append(left)
+            if not args.json:
+                print(f"roast: stopped following session {left.session_id}; it is still waiting", file=sys.stderr)
+            return _report(args, finals + [r for r in results[len(finals):]], as_list=as_list)
         finally:
             view.stop()
         finals.append(final)
     return _report(args, finals, as_list=as_list)
+
+
+def _left_waiting(session_id: str) -> Any:
+    """After Ctrl-C while following a session: its result if it is still waiting (the help promises
+    that Ctrl-C leaves it waiting, and then roast exits 0: issue 24), else None."""
+    from roast import api
+    from roast.views import result_of
+
+    try:
+        session = api.session(session_id)
+    except RoastError:
+        return None
+    return result_of(session) if session.status == "waiting" else None
 
 
 def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False) -> int:

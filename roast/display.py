@@ -136,15 +136,11 @@ def resume_command(result: Result | Session, event: str) -> str:
     sid = result.id if is_row else result.session_id  # type: ignore[union-attr]
     if workflow.startswith("<dict:"):
         return f"roast.resume({event!r}, session_id={sid!r})"
-    try:
-        shown = os.path.relpath(workflow)
-        shown = workflow if shown.startswith("../..") else shown
-    except ValueError:
-        shown = workflow
-    # shown, not run: a control character in a path or name is made visible (issue 10 §4)
+    # by session id: the command works from any directory, another terminal or cron (issue 24);
+    # shown, not run: a control character in a name is made visible (issue 10 §4)
     from shlex import quote
 
-    return visible(f"roast resume {quote(shown)} --event {quote(event)} --session-id {sid}")
+    return visible(f"roast resume -s {sid} -e {quote(event)}")
 
 
 def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> str:
@@ -382,6 +378,8 @@ class Listening:
         return f"session {session.id} is {session.status}"
 
     def update(self, session: Session, now: float) -> None:
+        if session.status not in OPEN:
+            return  # the final notice says how it ended, once (issue 24: not "is completed", then "completed")
         text = self.line(session, now)
         if fancy(self.stream):
             self.progress.stop()  # the steps that ran are over: back to the waiting line

@@ -237,13 +237,14 @@ def names(session: Session, sep: str = ", ") -> str:
 
 
 def resume_commands(session: Session) -> list[str]:
-    """One full command per event, so a pasted hint is never a pipe (issue 11)."""
+    """One full command per event, so a pasted hint is never a pipe (issue 11); by session id, so it
+    works from any directory, another terminal or cron (issue 24)."""
     import shlex
 
     path = session.workflow_path
     if path.startswith("<dict:"):
         return [f"roast.resume({e!r}, session_id={session.id!r})" for e in session.events]
-    return [f"roast resume {shlex.quote(path)} --event {e} --session-id {session.id}" for e in session.events]
+    return [f"roast resume -s {session.id} -e {shlex.quote(e)}" for e in session.events]
 
 
 def workflow_paths(rows: Sequence[Session], name: str) -> list[str]:

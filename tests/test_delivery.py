@@ -357,7 +357,7 @@ def test_notify_runs_after_the_wait_is_saved_and_sees_the_wait(tmp_path: Path, l
     sid, deadline = doc(r)["session_id"], doc(r)["deadline"]
     first, second = lines(log)
     assert first == f'{sid} ["approved", "rejected"] {deadline}'
-    assert second == f"roast resume {path} --event approved --session-id {sid}"
+    assert second == f"roast resume -s {sid} -e approved"  # works from anywhere (issue 24)
     assert [h.path for h in api.history(sid)] == ["steps[0].notify[0]", "steps[0].notify[1]"]
     assert roast.tick() == []  # notified once: nothing left for tick
 

@@ -119,10 +119,10 @@ def test_deploy_approval_after_two_hours_runs_the_timeout_branch(examples):
 def test_deploy_end_to_end_through_real_processes(examples, tmp_path):
     paused = run_cli("execute", "examples/deploy", cwd=tmp_path)
     assert paused.returncode == 0, paused.stderr
-    assert "roast resume" in paused.stderr and "--event approved" in paused.stderr
+    assert "roast resume" in paused.stderr and "-e approved" in paused.stderr
     # the wait's `notify:` prints the commands to paste once the wait is saved (issue 14)
     assert "notify: app-1.4.2 waits for approval until " in paused.stderr
-    assert """--event approved --session-id """ in paused.stderr and """-d '{"approver": "NAME"}'""" in paused.stderr
+    assert """roast resume -s """ in paused.stderr and " -e approved" in paused.stderr and """-d '{"approver": "NAME"}'""" in paused.stderr
 
     listed = run_cli("sessions", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

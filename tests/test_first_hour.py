@@ -139,3 +139,92 @@ def test_roast_sessions_says_how_many_match_and_where_the_next_page_starts(tmp_p
     assert (len(rest), rest.total, rest.next) == (1, 3, None)
     assert sorted(s.id for s in [*first, *rest]) == sorted(made)
     assert roast.sessions().next is None and "total=3" in repr(roast.sessions())
+
+
+def test_ctrl_c_while_execute_wait_follows_a_session_leaves_it_waiting_and_exits_0(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import ROOT
+
+    import roast
+
+    wf = write_workflow(tmp_path, TWO_WAITS)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", "--wait", str(wf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    guard = threading.Timer(60, proc.kill)  # a hang guard, not synchronisation
+    guard.start()
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        while "continue with" not in seen:  # the waiting notice is printed before it starts following
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen + err
+    assert "still waiting" in err and "continue with" in err and "Traceback" not in err
+    [session] = roast.sessions()
+    assert session.status == "waiting"
+
+
+def test_the_continue_with_commands_work_from_any_directory(tmp_path: Path) -> None:
+    import shlex
+
+    wf = write_workflow(tmp_path / "project", """
+        steps:
+          - wait_for_event:
+              approved: [$(echo ok)]
+          - wait_for_event:
+              done: [$(echo fin)]
+    """)
+    paused = run_cli("execute", "wf", cwd=wf.parent.parent)
+    assert paused.returncode == 0, paused.stderr
+    lines = paused.stderr.splitlines()
+    commands = [line.strip() for line in lines[lines.index("   continue with:") + 1:] if line.strip().startswith("roast ")]
+    assert len(commands) == 1 and " -e approved" in commands[0], paused.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pasted = run_cli(*shlex.split(commands[0])[1:], cwd=elsewhere)
+    assert pasted.returncode == 0, pasted.stderr
+    assert "waiting for: done" in pasted.stderr
+
+
+def test_execute_wait_says_once_how_the_session_ended(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import ROOT
+
+    wf = write_workflow(tmp_path, "steps:\n  - wait_for_event:\n      go: ['$(echo went)']\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", "--wait", str(wf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    guard = threading.Timer(60, proc.kill)  # a hang guard, not synchronisation
+    guard.start()
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        while "Ctrl-C leaves it waiting" not in seen:  # following it now
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        assert run_cli("resume", str(wf), "-e", "go").returncode == 0
+        out, err = proc.communicate(timeout=30)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen + err
+    assert "is completed" not in err and err.count("completed") == 1, err

@@ -517,7 +517,7 @@ def test_session_shows_a_waiting_session_and_the_resume_commands_that_work_now(
     commands = [line.strip() for line in text.splitlines() if line.strip().startswith("roast resume")]
     assert len(commands) == 2, text
     for event, command in zip(("approved", "rejected"), commands):
-        assert f"--event {event}" in command and f"--session-id {sid}" in command
+        assert command == f"roast resume -s {sid} -e {event}"
     assert "final output" not in text
 
     # the printed command is accepted as it stands
