@@ -76,7 +76,7 @@ def open_store(store: SessionStore | str | None = None, home: str | os.PathLike[
             from roast.store_postgres import PostgresStore
         except ImportError as err:
             raise UsageError("ROAST_STORE names a PostgreSQL store, and its driver is not installed",
-                             hint="pip install 'roast[postgres]'") from err
+                             hint="pip install 'roast-workflows[postgres]'") from err
         return PostgresStore(url)
     from roast.store import mask_url
 

@@ -225,7 +225,7 @@ def complete(settings: ProviderSettings, messages: list[dict[str, Any]], *,
         import openai
     except ImportError:
         raise _error(settings, "the `openai` package is not installed", None,
-                     hint="pip install 'roast[openai]'  (or: pip install 'openai>=1.40')") from None
+                     hint="pip install 'roast-workflows[openai]'  (or: pip install 'openai>=1.40')") from None
     request: dict[str, Any] = {"model": settings.model, "messages": messages}
     if tools:
         request["tools"] = tools

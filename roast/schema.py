@@ -3,7 +3,7 @@ does not match is refused before anything is stored.
 
 Uses the `jsonschema` package (python-jsonschema: the reference implementation, every draft up to
 2020-12, precise error paths), imported only when a workflow declares a schema: it costs about
-0.1-0.2 s to import, which a workflow without schemas never pays. It is the `roast[schema]` extra.
+0.1-0.2 s to import, which a workflow without schemas never pays. It is the `roast-workflows[schema]` extra.
 Pure: performs no I/O.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 from roast.errors import UsageError
 
-_INSTALL = "pip install 'roast[schema]'"
+_INSTALL = "pip install 'roast-workflows[schema]'"
 
 
 def _library() -> Any:

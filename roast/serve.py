@@ -11,7 +11,7 @@ A face: no SQL, no step logic, no store module (SPEC §11) — everything goes t
 refuses to run insecurely rather than warn: loopback only unless a credential is configured;
 bearer tokens and webhook signatures are compared in constant time; the raw body is verified
 before it is parsed; bodies and auth headers are never logged or stored. Starlette and Uvicorn are
-the optional extra `roast[serve]`; the module itself imports only the standard library at load
+the optional extra `roast-workflows[serve]`; the module itself imports only the standard library at load
 time, because `roast --version` builds the parser that `add_parser` extends.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from roast.display import Log
 
 
-EXTRA = "pip install 'roast[serve]'"
+EXTRA = "pip install 'roast-workflows[serve]'"
 FORM_LIMIT = 65_536  # bytes of an approval form
 CLAIM_THREADS = 8    # claims in flight at once on a shared (PostgreSQL) store; SQLite: 1 (the branch pool is --workers)
 READ_THREADS = 16    # listings, pages and health checks in flight at once

@@ -1,5 +1,5 @@
 """The PostgreSQL session store (`ROAST_STORE=postgresql://user@host:port/dbname`): one store that
-several hosts share, through psycopg 3 (`pip install 'roast[postgres]'`).
+several hosts share, through psycopg 3 (`pip install 'roast-workflows[postgres]'`).
 
 This is the dialect only: `roast.sql` writes every operation once, for both stores (with `?`
 placeholders, rewritten here to psycopg's once per statement). Every write is one transaction

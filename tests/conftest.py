@@ -97,7 +97,7 @@ def pg_server() -> Any:
     try:
         import psycopg
     except ImportError:
-        _unavailable("psycopg is not installed (pip install 'roast[postgres]')")
+        _unavailable("psycopg is not installed (pip install 'roast-workflows[postgres]')")
     url = os.environ.get("ROAST_TEST_PG_URL")
     if url:
         try:

@@ -228,3 +228,17 @@ def test_execute_wait_says_once_how_the_session_ended(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0, seen + err
     assert "is completed" not in err and err.count("completed") == 1, err
+
+
+def test_every_install_hint_names_the_distribution_roast_workflows_never_the_unrelated_roast() -> None:
+    import importlib.metadata
+    import re
+
+    from conftest import ROOT
+
+    assert importlib.metadata.distribution("roast-workflows").metadata["Name"] == "roast-workflows"
+    texts = [*(ROOT / "roast").glob("*.py"), ROOT / "README.md", ROOT / "man" / "roast.include",
+             *(ROOT / "examples").rglob("*.md"), *(ROOT / "examples").rglob("*.yml")]
+    wrong = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in texts
+             for m in re.finditer(r"pip install '?roast\[\w+\]", path.read_text())]
+    assert wrong == []

@@ -52,7 +52,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return next(out.glob("roast-*.whl"))
+    return next(out.glob("roast_workflows-*.whl"))  # the distribution is roast-workflows (issue 24)
 
 
 def test_the_wheel_installs_a_man_page_naming_every_subcommand_and_option(wheel: Path):
@@ -149,7 +149,7 @@ def editable_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = subprocess.run([sys.executable, "-c", build, str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return next(out.glob("roast-*.whl"))
+    return next(out.glob("roast_workflows-*.whl"))  # the distribution is roast-workflows (issue 24)
 
 
 def test_man_still_finds_the_page_after_an_install_and_then_an_editable_install(

@@ -18,7 +18,7 @@ import roast
 import roast.api
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openai") is None,
-                                reason="the `openai` package is not installed (pip install 'roast[openai]')")
+                                reason="the `openai` package is not installed (pip install 'roast-workflows[openai]')")
 
 KEY = "sk-dummy-key-for-the-fake-server"
 FAST_RETRY = "retry: {attempts: 3, delay: 0.01s, jitter: false}"

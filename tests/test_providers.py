@@ -23,7 +23,7 @@ from roast.providers import (
 
 needs_openai = pytest.mark.skipif(
     importlib.util.find_spec("openai") is None,
-    reason="the `openai` package is not installed (pip install 'roast[openai]')")
+    reason="the `openai` package is not installed (pip install 'roast-workflows[openai]')")
 
 TOKEN = "sk-test-0123456789abcdef"
 USER = [{"role": "user", "content": "Say hello."}]
@@ -192,7 +192,7 @@ def test_without_the_openai_package_the_error_says_how_to_install_it(fake_openai
     monkeypatch.setitem(sys.modules, "openai", None)  # `import openai` now raises ImportError
     with pytest.raises(ProviderError) as caught:
         complete(settings(fake_openai), USER)
-    assert "pip install 'roast[openai]'" in str(caught.value) and not caught.value.retryable
+    assert "pip install 'roast-workflows[openai]'" in str(caught.value) and not caught.value.retryable
     assert fake_openai.requests == []
 
 

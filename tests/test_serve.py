@@ -479,7 +479,7 @@ def test_without_the_serve_extra_it_says_what_to_install():
     blocked = "import sys; sys.modules['starlette'] = None; " + SERVE
     proc = _serve_process(code=blocked)
     assert proc.returncode == 2
-    assert "pip install 'roast[serve]'" in proc.stderr
+    assert "pip install 'roast-workflows[serve]'" in proc.stderr
 
 
 # --------------------------------------------------------------------------- the resident process

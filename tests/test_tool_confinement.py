@@ -15,7 +15,7 @@ import roast
 import roast.api
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openai") is None,
-                                reason="the `openai` package is not installed (pip install 'roast[openai]')")
+                                reason="the `openai` package is not installed (pip install 'roast-workflows[openai]')")
 
 
 @pytest.fixture
