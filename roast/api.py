@@ -144,7 +144,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     from roast import definition as definitions
     from roast import steps, tree
     from roast.context import Context, WorkflowInfo
-    from roast.effects import choose_model
+    from roast.effects import check_model, choose_model
 
     observer = observer or _quiet()
     defn = definitions.load(workflow)
@@ -155,6 +155,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
                              hint="pass target=..., or run each of roast.api.targets(workflow)")
         target = found[0]
     choose_model(defn.provider)  # an unusable provider is refused before a session exists (issue 11)
+    check_model(defn.root, defn.models, os.environ)  # and a missing `openai` package (issue 24)
     store_ = _store(store, home)
     session_id = new_id()
     ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
@@ -212,6 +213,10 @@ def validate(workflow: str | os.PathLike[str]) -> tuple[dict[str, Any], UsageErr
     try:
         wf = workflow_mod.load(workflow)
         root = compiler.compile_workflow(wf, warnings)
+        from roast.definition import model_keys
+        from roast.effects import check_model
+
+        warnings += filter(None, [check_model(root, model_keys(wf.data), os.environ)])  # issue 24
     except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
         problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
         return {"workflow": str(wf.path) if wf is not None else os.fspath(workflow),

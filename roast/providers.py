@@ -107,8 +107,8 @@ def settings_from(config: Mapping[str, Any], env: Mapping[str, str],
                   resolve_command: Callable[[str], str]) -> ProviderSettings:
     """The provider settings for a workflow's (or a step's, merged over it) keys and the environment.
 
-    `api_provider:` defaults to `openai` when `OPENAI_API_KEY` or `api_token:` is set, else to the
-    offline model. `api_token: $(cmd)` is `resolve_command(cmd)` (its stdout; the caller runs it),
+    `api_provider:` defaults to `openai` when `OPENAI_API_KEY`, `api_token:`, `base_url:` or
+    `OPENAI_BASE_URL` is set, else to the offline model (`implied_provider`). `api_token: $(cmd)` is `resolve_command(cmd)` (its stdout; the caller runs it),
     stripped; without `api_token:` the provider's variable (`OPENAI_API_KEY`, `OPENROUTER_API_KEY`) is
     used. `base_url:` (or Roast's `uri_base:`), else `OPENAI_BASE_URL` for openai, else the provider's
     default. Raises UsageError listing every problem `check_settings` finds.
@@ -116,8 +116,7 @@ def settings_from(config: Mapping[str, Any], env: Mapping[str, str],
     problems = check_settings(config)
     env_url = env.get("OPENAI_BASE_URL") or None
     raw_token = config.get("api_token")
-    provider = config.get("api_provider") or (
-        "openai" if env.get("OPENAI_API_KEY") or raw_token else "offline")
+    provider = implied_provider(config, env)
     if provider == "openai" and env_url and not config.get("base_url", config.get("uri_base")):
         problems += [f"the environment's {p}" for p in _url_problems("OPENAI_BASE_URL", env_url)]
     if problems:
@@ -137,6 +136,19 @@ def settings_from(config: Mapping[str, Any], env: Mapping[str, str],
         token = raw_token or env.get(KEY_VARIABLES[provider]) or None
     base_url = config.get("base_url") or config.get("uri_base") or (env_url if provider == "openai" else None)
     return ProviderSettings(provider, model, base_url, token)
+
+
+def implied_provider(config: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The provider a workflow's (or a step's) keys and the environment mean: `api_provider:` if set;
+    else `openai`, the OpenAI-compatible provider, when a token or a base URL is given anywhere
+    (`base_url:` alone is a local server such as Ollama: never the offline model silently, issue 24);
+    else `offline`."""
+    given = config.get("api_provider")
+    if given:
+        return str(given)
+    hints = (env.get("OPENAI_API_KEY"), env.get("OPENAI_BASE_URL"), config.get("api_token"),
+             config.get("base_url"), config.get("uri_base"))
+    return "openai" if any(hints) else "offline"
 
 
 def check_settings(config: Mapping[str, Any], warnings: list[str] | None = None) -> list[str]:

@@ -58,7 +58,9 @@ def test_deploy_validates_without_warnings_and_its_gate_has_a_title_labels_and_s
 
     monkeypatch.chdir(ROOT)
     assert main(["validate", "examples/deploy", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["warnings"] == []  # every schema fits a page form
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    # every schema fits a page form; the example runs offline on purpose (issue 24 warns of that)
+    assert [w for w in warnings if "only the offline model would answer" not in w] == []
     [wait] = tree.all_waits(compiler.compile_workflow(workflow.load("examples/deploy")))
     assert wait.title and dict(wait.labels) == {"approved": "Approve and deploy", "rejected": "Reject"}
     schemas = {event: json.loads(text) for event, text in wait.schemas}

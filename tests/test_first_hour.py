@@ -1,10 +1,21 @@
 """Issue 24, the first hour round two: each mistake a new user met, through the `roast` command."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
-from conftest import run_cli, write_workflow
+from conftest import ROOT, run_cli, write_workflow
+
+import roast
 
 TWO_WAITS = """
 steps:
@@ -58,7 +69,6 @@ def test_retry_with_event_data_replaces_the_data_that_broke_the_branch_and_recor
     assert failed.returncode == 1, failed.stderr
     sid = json.loads(failed.stdout)["session_id"]
     assert run_cli("retry", sid).returncode == 1, "the same data fails again"
-
     fixed = run_cli("retry", sid, "--event-data", '{"n": 5}', "--actor", "ops", "--reason", "n was a typo", "--json")
     assert fixed.returncode == 0, fixed.stderr
     doc = json.loads(fixed.stdout)
@@ -83,7 +93,6 @@ def test_retry_drop_event_empties_the_data_and_a_session_without_an_event_is_ref
     dropped = run_cli("retry", sid, "--drop-event", "--reason", "poison", "--json")
     assert dropped.returncode == 0, dropped.stderr
     assert json.loads(dropped.stdout)["output"]["check"] == "empty"
-
     other = write_workflow(tmp_path, "steps: ['$(false)']", name="no-event")
     sid2 = json.loads(run_cli("execute", str(other), "--json").stdout)[0]["session_id"]
     refused = run_cli("retry", sid2, "--drop-event")
@@ -103,10 +112,6 @@ steps:
 
 
 def test_sessions_shows_which_event_decided_a_completed_session_or_that_it_timed_out(tmp_path: Path) -> None:
-    import time
-
-    import roast
-
     wf = write_workflow(tmp_path, GATE)
     past = time.time() - 3 * 3600
     approved, rejected, expired = (roast.run(wf, now=lambda: past).session_id for _ in range(3))
@@ -115,7 +120,6 @@ def test_sessions_shows_which_event_decided_a_completed_session_or_that_it_timed
     assert roast.resume("rejected", session_id=rejected, now=lambda: past).status == "completed"
     ticked = run_cli("tick")
     assert ticked.returncode == 0, ticked.stderr
-
     listed = run_cli("sessions", "--json")
     assert listed.returncode == 0, listed.stderr
     decided = {s["session_id"]: (s["status"], s["outcome"]) for s in json.loads(listed.stdout)}
@@ -128,8 +132,6 @@ def test_sessions_shows_which_event_decided_a_completed_session_or_that_it_timed
 
 
 def test_roast_sessions_says_how_many_match_and_where_the_next_page_starts(tmp_path: Path) -> None:
-    import roast
-
     wf = write_workflow(tmp_path, "steps: ['$(echo hi)']")
     made = [roast.run(wf).session_id for _ in range(3)]
     first = roast.sessions(limit=2)
@@ -142,16 +144,6 @@ def test_roast_sessions_says_how_many_match_and_where_the_next_page_starts(tmp_p
 
 
 def test_ctrl_c_while_execute_wait_follows_a_session_leaves_it_waiting_and_exits_0(tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import threading
-
-    from conftest import ROOT
-
-    import roast
-
     wf = write_workflow(tmp_path, TWO_WAITS)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", "--wait", str(wf)], stdout=subprocess.PIPE,
@@ -178,8 +170,6 @@ def test_ctrl_c_while_execute_wait_follows_a_session_leaves_it_waiting_and_exits
 
 
 def test_the_continue_with_commands_work_from_any_directory(tmp_path: Path) -> None:
-    import shlex
-
     wf = write_workflow(tmp_path / "project", """
         steps:
           - wait_for_event:
@@ -200,13 +190,6 @@ def test_the_continue_with_commands_work_from_any_directory(tmp_path: Path) -> N
 
 
 def test_execute_wait_says_once_how_the_session_ended(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-    import threading
-
-    from conftest import ROOT
-
     wf = write_workflow(tmp_path, "steps:\n  - wait_for_event:\n      go: ['$(echo went)']\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", "--wait", str(wf)], stdout=subprocess.PIPE,
@@ -231,14 +214,54 @@ def test_execute_wait_says_once_how_the_session_ended(tmp_path: Path) -> None:
 
 
 def test_every_install_hint_names_the_distribution_roast_workflows_never_the_unrelated_roast() -> None:
-    import importlib.metadata
-    import re
-
-    from conftest import ROOT
-
     assert importlib.metadata.distribution("roast-workflows").metadata["Name"] == "roast-workflows"
     texts = [*(ROOT / "roast").glob("*.py"), ROOT / "README.md", ROOT / "man" / "roast.include",
              *(ROOT / "examples").rglob("*.md"), *(ROOT / "examples").rglob("*.yml")]
     wrong = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in texts
              for m in re.finditer(r"pip install '?roast\[\w+\]", path.read_text())]
     assert wrong == []
+
+
+PROMPTING = """
+steps:
+  - summarize: Summarize the release notes in one line
+"""
+
+
+def _roast_without_openai(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    code = ("import sys; sys.modules['openai'] = None; from roast.cli import main; "
+            f"sys.exit(main({list(args)!r}))")
+    full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=full,
+                          timeout=60, check=False)
+
+
+def test_a_missing_openai_package_is_refused_before_a_session_starts(tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, "api_provider: openai\n" + PROMPTING)
+    refused = _roast_without_openai("execute", str(wf), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
+    assert refused.returncode == 2, refused.stderr
+    assert "`openai` package is not installed" in refused.stderr and "roast-workflows[openai]" in refused.stderr
+    assert "no session was started" in refused.stderr
+    listed = run_cli("sessions", "--json")
+    assert json.loads(listed.stdout) == []
+    invalid = _roast_without_openai("validate", str(wf), cwd=tmp_path)
+    assert invalid.returncode == 2 and "roast-workflows[openai]" in invalid.stderr, invalid.stderr
+
+
+def test_base_url_alone_means_the_openai_compatible_provider_never_the_offline_model(tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, "base_url: http://127.0.0.1:9/v1\n" + PROMPTING)
+    ran = run_cli("execute", str(wf), "--json")
+    assert ran.returncode == 1, ran.stderr  # port 9 (discard) answers nothing: a provider error, not an echo
+    assert "offline model" not in ran.stderr
+    doc = json.loads(ran.stdout)[0]
+    assert doc["status"] == "failed" and "Summarize the release notes" not in json.dumps(doc["output"])
+    assert "cannot connect" in (doc["error"] or "") or "127.0.0.1:9" in (doc["error"] or ""), doc["error"]
+
+
+def test_validate_warns_when_only_the_offline_model_would_answer_the_prompt_steps(tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, PROMPTING)
+    checked = run_cli("validate", str(wf), "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert any("only the offline model would answer" in w for w in json.loads(checked.stdout)["warnings"])
+    chosen = write_workflow(tmp_path, "api_provider: offline\n" + PROMPTING, name="chosen")
+    assert json.loads(run_cli("validate", str(chosen), "--json").stdout)["warnings"] == []
