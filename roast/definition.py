@@ -248,7 +248,7 @@ def check(session: Session, defn: Definition, state: Mapping[str, Any], old: ste
     if old_sig == new_sig and declared and (waits or not at_wait):
         return [f"{what} changed since session {session.id} was saved; the change is after {where}, so the "
                 "new definition is used"]
-    moved = [f"was: {a}\n      now: {b}" for a, b in zip(old_sig, new_sig) if a != b]
+    moved = [f"was: {a}\n    now: {b}" for a, b in zip(old_sig, new_sig) if a != b]
     if len(old_sig) != len(new_sig):
         moved.append(f"the path to {where} had {len(old_sig)} levels, now {len(new_sig)}")
     if at_wait and not waits:

@@ -193,9 +193,12 @@ def command_output(done: Done, exit_on_error: bool, what: str, path: str, shown:
         return output
     if exit_on_error:
         detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        # issue 24: offered only for a quiet "no" (status 1, nothing on stderr: grep, test, diff), where
+        # carrying on may be meant; a command that reported an error (a failed migration) is fixed and retried
+        quiet_no = done.status == 1 and not (done.stderr or "").strip()
         raise StepFailed(f"{what} exited with status {done.status}" + (f": {shown}" if shown else "")
-                         + (f": {detail[0]}" if detail[0] else ""),
-                         where=path, hint="set `exit_on_error: false` in the step's config to carry on")
+                         + (f": {detail[0]}" if detail[0] else ""), where=path,
+                         hint="set `exit_on_error: false` in the step's config to carry on" if quiet_no else None)
     return f"{output}\n[Exit status: {done.status}]".lstrip("\n")
 
 

@@ -248,7 +248,7 @@ def roast_home(explicit: str | os.PathLike[str] | None = None) -> str:
 
 
 def when(t: float | None) -> str:
-    return "an unknown time" if t is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+    return "an unknown time" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def mask_url(url: str) -> str:

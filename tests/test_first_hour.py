@@ -265,3 +265,32 @@ def test_validate_warns_when_only_the_offline_model_would_answer_the_prompt_step
     assert any("only the offline model would answer" in w for w in json.loads(checked.stdout)["warnings"])
     chosen = write_workflow(tmp_path, "api_provider: offline\n" + PROMPTING, name="chosen")
     assert json.loads(run_cli("validate", str(chosen), "--json").stdout)["warnings"] == []
+
+
+def test_cosmetics_times_with_a_t_aligned_was_now_lines_and_the_carry_on_hint_only_where_it_helps(
+        tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, """
+        steps:
+          - first: $(echo first)
+          - wait_for_event:
+              approved: [$(echo ok)]
+    """)
+    sid = json.loads(run_cli("execute", str(wf), "--json").stdout)[0]["session_id"]
+    wf.write_text(wf.read_text().replace("first: $(echo first)", "FIRST: $(echo first)"))
+    refused = run_cli("resume", "-s", sid, "-e", "approved")
+    assert refused.returncode == 3, refused.stderr
+    was = [line for line in refused.stderr.splitlines() if line.lstrip().startswith(("was: ", "now: "))]
+    assert len(was) == 2 and len({len(line) - len(line.lstrip()) for line in was}) == 1, refused.stderr
+
+    cancelled = run_cli("cancel", sid, "--reason", "edited")
+    assert cancelled.returncode == 0, cancelled.stderr
+    again = run_cli("cancel", sid)
+    assert again.returncode == 3 and re.search(r"cancelled at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", again.stderr), \
+        again.stderr
+
+    migrate = write_workflow(tmp_path, "steps:\n  - migrate: $(echo 'relation exists' >&2; exit 1)\n", name="mig")
+    failed = run_cli("execute", str(migrate))
+    assert failed.returncode == 1 and "exit_on_error" not in failed.stderr, failed.stderr
+    probe = write_workflow(tmp_path, "steps:\n  - probe: $(grep -q needle /dev/null)\n", name="probe")
+    quiet = run_cli("execute", str(probe))
+    assert quiet.returncode == 1 and "exit_on_error: false" in quiet.stderr, quiet.stderr

@@ -20,7 +20,7 @@ from roast.outcomes import (
 )
 from roast.store import Session
 
-T0 = 1_790_000_000.0  # 2026-09-21 14:13:20Z
+T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 
 
 def session(status: str = "waiting", *, awaiting: list[dict[str, Any]] | None = None, wait_seq: int = 1,
@@ -40,7 +40,7 @@ DUE = [{"event": "approved", "path": "1", "deadline": T0 + 5}, {"event": "reject
 TABLE = [
     (session(), "approved", True, T0, "consumed", None),
     (session(), "approved", False, T0, "busy", None),
-    (session(awaiting=DUE), "approved", True, T0 + 6, "late", "the wait's deadline passed at 2026-09-21 14:13:25Z"),
+    (session(awaiting=DUE), "approved", True, T0 + 6, "late", "the wait's deadline passed at 2026-09-21T14:13:25Z"),
     (session(awaiting=DUE), "approved", True, T0 + 4, "consumed", None),
     (session(), "later", True, T0, "queued", None),
     (session("running"), "approved", True, T0, "not_waiting", "it is running, and no wait still ahead"),
@@ -48,7 +48,7 @@ TABLE = [
     (session(), "nobody", True, T0, "unknown_event", "no wait of the workflow declares it"),
     (session(declares=()), "nobody", True, T0, "not_waiting", "it is waiting for approved, rejected"),
     (session("completed", finished_at=T0 + 9), "approved", True, T0, "closed",
-     "the session completed at 2026-09-21 14:13:29Z"),
+     "the session completed at 2026-09-21T14:13:29Z"),
     (session("cancelled", finished_at=T0 + 9), "nobody", True, T0, "closed", "the session cancelled"),
 ]
 
@@ -99,13 +99,13 @@ def test_a_claim_leaves_ahead_the_other_branches_waits_and_a_timeout_the_waits_n
 def test_refusals_name_the_session_say_what_it_is_doing_and_that_nothing_changed() -> None:
     assert state_phrase(session(wait_seq=3), None) == "it now waits for 'approved', 'rejected' (wait #3)"
     assert state_phrase(session("running", holder="pid 7 on h"), ("go", T0)) == \
-        "it is running in pid 7 on h (resumed at 2026-09-21 14:13:20Z with 'go')"
+        "it is running in pid 7 on h (resumed at 2026-09-21T14:13:20Z with 'go')"
     assert "is orphaned" in state_phrase(session("running", orphaned=True), None)
     assert state_phrase(session("cancelled", finished_at=T0, reason="by ana"), None) == \
-        "it was cancelled at 2026-09-21 14:13:20Z (by ana)"
+        "it was cancelled at 2026-09-21T14:13:20Z (by ana)"
     refused = refusal(session("completed", finished_at=T0), "cannot retry", ("go", T0))
     assert isinstance(refused, Refused)
-    assert str(refused) == ("cannot retry session s0mww81wj2g4a: it completed at 2026-09-21 14:13:20Z "
+    assert str(refused) == ("cannot retry session s0mww81wj2g4a: it completed at 2026-09-21T14:13:20Z "
                             "(after 'go'); nothing changed")
     assert "is no longer at wait #1: it now waits" in str(not_waiting(session(wait_seq=2), "s0mww81wj2g4a", 1, None))
     assert "is no longer waiting: it timed out" in str(not_waiting(session("timed_out"), "s0mww81wj2g4a", 1, None))

@@ -429,8 +429,13 @@ def test_a_failing_command_fails_the_run_with_exit_1_and_says_how_to_carry_on(wf
     """)
     code, out, err = execute(capsys, path)
     assert code == 1 and out == ""
-    assert "status 4" in err and "oops" in err and "exit_on_error: false" in err
+    assert "status 4" in err and "oops" in err
+    # issue 24: a command that reported an error is fixed and retried, not carried past
+    assert "exit_on_error" not in err and "roast retry" in err
     assert not (tmp_path / "after").exists()
+    quiet = wf("steps:\n  - $(test -e /nonexistent-roast-path)\n", name="quiet")
+    code, out, err = execute(capsys, quiet)
+    assert code == 1 and "exit_on_error: false" in err  # a quiet "no" may be meant: carrying on is offered
 
 
 def test_exit_on_error_false_carries_the_exit_status_in_the_output(wf):

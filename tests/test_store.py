@@ -37,7 +37,7 @@ from roast.store import SESSION_ID, Incoming, NewSession, StepDone, StepStart, n
 from roast.store_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from roast.store_sqlite import SQLiteStore
 
-T0 = 1_790_000_000.0  # 2026-09-21 14:13:20Z, a fixed "now"
+T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z, a fixed "now"
 WAITS = [{"event": "approved", "wait": "wait_for_event", "path": "1", "deadline": None},
          {"event": "rejected", "wait": "wait_for_event", "path": "1", "deadline": None}]
 
@@ -261,7 +261,7 @@ def test_claiming_a_completed_session_says_when_it_completed(store: Any) -> None
     store.finish(sid, "completed", output={"ok": True}, final_output="done", now=T0 + 3600)
     with pytest.raises(NotWaiting) as err:
         store.fire(sid, wait_seq=1, source="tick")
-    assert "it completed at 2026-09-21 15:13:20Z" in str(err.value)
+    assert "it completed at 2026-09-21T15:13:20Z" in str(err.value)
 
 
 def test_claiming_an_earlier_wait_names_the_current_one(store: Any) -> None:
@@ -382,7 +382,7 @@ def test_an_event_id_is_unique_across_the_sessions_of_a_workflow_when_delivered_
 def test_an_event_after_the_deadline_is_late_and_the_timeout_is_claimed_instead(store: Any) -> None:
     sid = waiting(store, deadline=T0 + 5)
     late = store.deliver(sid, event("approved", now=T0 + 6), now=T0 + 6)
-    assert late.outcome == "late" and "deadline passed at 2026-09-21 14:13:25Z" in late.event.detail
+    assert late.outcome == "late" and "deadline passed at 2026-09-21T14:13:25Z" in late.event.detail
     assert late.session.status == "running"
     assert [(e.name, e.outcome, e.source) for e in store.events(sid)] == [
         ("approved", "late", "cli"), ("timeout", "consumed", "late")]
@@ -393,7 +393,7 @@ def test_an_event_for_a_finished_session_is_closed_and_recorded(store: Any) -> N
     consume(store, sid)
     store.finish(sid, "completed", output={}, final_output="", now=T0 + 30)
     closed = store.deliver(sid, event("approved", now=T0 + 40), now=T0 + 40)
-    assert closed.outcome == "closed" and "completed at 2026-09-21 14:13:50Z" in closed.event.detail
+    assert closed.outcome == "closed" and "completed at 2026-09-21T14:13:50Z" in closed.event.detail
     assert [e.outcome for e in store.events(sid)] == ["consumed", "closed"]
 
 
@@ -984,7 +984,7 @@ def test_cancel_stops_a_waiting_session_and_refuses_a_finished_one(store: Any) -
     assert store.cancel(sid, now=T0 + 5).status == "cancelled"
     with pytest.raises(StateRefused, match="no saved state"):
         store.load_state(store.get(sid))
-    with pytest.raises(Refused, match="cannot cancel session .*: it was cancelled at 2026-09-21 14:13:25Z"):
+    with pytest.raises(Refused, match="cannot cancel session .*: it was cancelled at 2026-09-21T14:13:25Z"):
         store.cancel(sid)
     with pytest.raises(NotWaiting, match="it was cancelled"):
         store.fire(sid, wait_seq=1, source="tick")
