@@ -25,7 +25,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast import deliver as intake_
 from roast import settings
 from roast.deliver import Busy, Held, LookAgain, Loaded, cwd_of, not_retryable, not_waiting
-from roast.drive import drive, event_of, notify, state_of
+from roast.drive import correlation_key, drive, event_of, notify, state_of
 from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
 from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
@@ -34,8 +34,6 @@ from roast.views import Page, Result, SessionList, delivery_doc, result_of
 if TYPE_CHECKING:
     from typing import Any
 
-    from roast.context import Context
-    from roast.definition import Definition
     from roast.runner import Observer
     from roast.requests import Event
     from roast.store import SessionStore
@@ -144,7 +142,8 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     from roast import definition as definitions
     from roast import steps, tree
     from roast.context import Context, WorkflowInfo
-    from roast.effects import check_model, choose_model
+    from roast.effects import choose_model
+    from roast.definition import check_model
 
     observer = observer or _quiet()
     defn = definitions.load(workflow)
@@ -160,7 +159,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     session_id = new_id()
     ctx = Context(WorkflowInfo(defn.name, defn.path, session_id, target))
     cwd = os.getcwd()
-    key = _correlation_key(defn, ctx)
+    key = correlation_key(defn, ctx)
     saved = None if store_.has_definition(defn.fingerprint) else definitions.record(defn)
     with store_.hold(session_id, "roast execute"):  # locked before it exists, so it is never seen orphaned
         store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
@@ -171,16 +170,6 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
         ctx.attach_env(dict(os.environ))
         result, job = drive(store_, session_id, defn, ctx, steps.HERE, None, observer, now, cwd)
     return notify(store_, job, result, observer, now)
-
-
-def _correlation_key(defn: Definition, ctx: Context) -> str | None:
-    """`key:` evaluated when the session starts (issue 15): events can then find it by key."""
-    if not defn.key_template:
-        return None
-    from roast.expressions import render
-
-    ctx.attach_env(dict(os.environ))
-    return render(defn.key_template, ctx.namespace())
 
 
 def targets(workflow: str | os.PathLike[str] | Mapping[str, Any], given: Sequence[str] = (),
@@ -207,16 +196,14 @@ def validate(workflow: str | os.PathLike[str]) -> tuple[dict[str, Any], UsageErr
     from roast import compiler, tree
     from roast import workflow as workflow_mod
     from roast.errors import WorkflowInvalid
+    from roast.definition import check_model
 
     wf = None
     warnings: list[str] = []
     try:
         wf = workflow_mod.load(workflow)
         root = compiler.compile_workflow(wf, warnings)
-        from roast.definition import model_keys
-        from roast.effects import check_model
-
-        warnings += filter(None, [check_model(root, model_keys(wf.data), os.environ)])  # issue 24
+        warnings += filter(None, [check_model(root, wf.data, os.environ)])  # prompts and their model (issue 24)
     except UsageError as err:  # an invalid workflow (exit 2); a missing one is NotFound (exit 3)
         problems = err.problems if isinstance(err, WorkflowInvalid) and err.problems else [err]
         return {"workflow": str(wf.path) if wf is not None else os.fspath(workflow),
@@ -401,9 +388,8 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
     checkpoint was kept). `from_step` (a static step path such as `steps[2]`) starts from an earlier
     step on the way to the failed one instead, dropping the outputs of the steps that run again.
     The workflow may have been edited since: changes after the failed step are used; a change on
-    the way to it is refused unless `force`, as for resume. `event_data` (a dict or JSON text)
-    replaces the data of the latest event, the one whose data broke the branch, or `drop_event`
-    empties it; recorded in the session's events with `actor` and `reason` (issue 24).
+    the way to it is refused unless `force`, as for resume. `event_data` replaces the data of the
+    latest event (that broke the branch), `drop_event` empties it, recorded with `actor`, `reason`.
 
         >>> roast.retry("0mww7qbb")   # doctest: +SKIP
     """
@@ -425,8 +411,7 @@ def retry(session_id: str, *, from_step: str | None = None, force: bool = False,
         from roast import tree
 
         where = tree.describe(loaded.defn.root, loaded.cursor, loaded.ctx.collections)
-        note = None if event_data is None and not drop_event else \
-            intake_.replace_event(fresh, loaded, event_data, actor, reason, now())
+        note = intake_.replace_event(fresh, loaded, event_data, drop_event, actor, reason, now())
         store_.reopen(fresh.id, changes=loaded.delta, cursor=where if loaded.delta is not None else None, now=now(),
                       note=note)
         observer.note(f"session {fresh.id} failed at {iso(fresh.finished_at)}; retrying from "

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import steps, tree
-from roast.errors import DefinitionChanged
+from roast.errors import DefinitionChanged, UsageError
 from roast.expressions import digest
 
 if TYPE_CHECKING:
@@ -293,3 +293,33 @@ def _what_changed(files: list[str] | None, workflow_path: str) -> str:
     if len(shown) == 1:
         return shown[0]
     return ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def check_model(root: Any, models: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """At load time (issue 24), what answers a workflow's prompt steps: refused (UsageError) when that
+    is a provider and the `openai` package is missing, before any session starts; a warning when
+    the workflow has prompt steps and only the offline model would answer them; else None."""
+    from roast import tree
+    from roast.leaves import Prompt
+    from roast.providers import implied_provider
+
+    prompts = [n for n in tree.subtree(root) if isinstance(n, Prompt)]
+    if not prompts:
+        return None
+    wanted = {implied_provider({**models, **{k: v for k, v in (("api_provider", p.options.provider),
+                                                              ("base_url", p.options.base_url)) if v}}, env)
+              for p in prompts}
+    asked = sorted(wanted - {"offline"})
+    if asked:
+        import importlib.util
+
+        if importlib.util.find_spec("openai") is None:
+            raise UsageError(f"this workflow's prompt steps ask the {asked[0]} provider, and the `openai` package "
+                             "is not installed; no session was started",
+                             hint="pip install 'roast-workflows[openai]'  (or: pip install 'openai>=1.40')")
+        return None
+    if models.get("api_provider") == "offline":
+        return None  # chosen, not fallen back to
+    return (f"{len(prompts)} prompt step{'s' if len(prompts) != 1 else ''} and no model provider: only the offline "
+            "model would answer (it returns the prompt itself); set `api_provider:` and a token "
+            "(OPENAI_API_KEY), or `base_url:` for a local server")

@@ -532,11 +532,13 @@ def read_event_data(spec: str | None, stdin: Any) -> str | None:
         raise BadEventData(f"event data is not UTF-8 (byte {err.start})") from err
 
 
-def replace_event(session: Session, loaded: Loaded, data: Any, actor: str | None, reason: str | None,
-                  now: float) -> Incoming:
+def replace_event(session: Session, loaded: Loaded, data: Any, drop: bool, actor: str | None, reason: str | None,
+                  now: float) -> Incoming | None:
     """`roast retry --event-data` / `--drop-event` (issue 24): the data of the latest event (the
-    one the failed branch read) replaced, or emptied with `data=None`, in the context and in the
-    delta the retry saves; returns the record of it for the session's events."""
+    one the failed branch read) replaced, or emptied with `drop`, in the context and in the delta
+    the retry saves; returns the record of it for the session's events (None: nothing to do)."""
+    if data is None and not drop:
+        return None
     ctx = loaded.ctx
     if ctx.event_name is None:
         raise UsageError(f"session {session.id} failed before any event reached it, so there is no event data "

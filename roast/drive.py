@@ -7,6 +7,7 @@ Knows nothing of how a session was claimed (that is `deliver` and `api._continue
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -425,3 +426,13 @@ def check_link(store: SessionStore, token: str, now: float) -> tuple[Any, Sessio
     key = seal.link_key(store.signing_keys())
     link = links_mod.check(key, token, now=now)
     return link, store.get(link.session_id), links_mod.csrf(key, token)
+
+
+def correlation_key(defn: Definition, ctx: Context) -> str | None:
+    """`key:` evaluated when the session starts (issue 15): events can then find it by key."""
+    if not defn.key_template:
+        return None
+    from roast.expressions import render
+
+    ctx.attach_env(dict(os.environ))
+    return render(defn.key_template, ctx.namespace())
