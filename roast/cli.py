@@ -210,37 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.add_parser(sub, parents=[common])
 
-    p = sub.add_parser("store", parents=[common], help="manage the session store (copy it to PostgreSQL)",
-                       description="Manage the session store named by ROAST_STORE (default: SQLite in "
-                                   "ROAST_HOME).")
-    store_sub = p.add_subparsers(dest="store_command", metavar="COMMAND", parser_class=_Parser)
-    store_sub.required = True
-    c = store_sub.add_parser("copy", parents=[common], help="copy every session into a shared PostgreSQL store",
-                             description="Copy every session — waiting ones too, their saved state byte for byte "
-                                         "— into another store (a PostgreSQL one, to share it between hosts), in "
-                                         "one transaction; refused if the target already holds any of them. "
-                                         "Counts are verified afterwards.")
-    c.add_argument("--to", metavar="URL", required=True,
-                   help="the target store, postgresql://user@host:port/dbname (required; a password in it is "
-                        "never shown)")
-    c.add_argument("--from", dest="source", metavar="URL", default=None,
-                   help="the store to copy from (default: ROAST_STORE, else SQLite in ROAST_HOME)")
-    c.add_argument("--keep-source", action="store_true",
-                   help="leave the copied open sessions live in the source too, for a trial copy: an event "
-                        "delivered to both stores then runs twice (default: mark them moved in the source, "
-                        "which then refuses them with exit 3)")
-    c.set_defaults(handler=cmd_store_copy)
+    from roast import cli_store  # `roast store copy`, `roast key new` (issue 13)
 
-    p = sub.add_parser("key", parents=[common], help="signing keys for shared stores",
-                       description="Signing keys: a store shared by several hosts needs the same key on each, "
-                                   "from ROAST_KEY_FILE or ROAST_KEY.")
-    key_sub = p.add_subparsers(dest="key_command", metavar="COMMAND", parser_class=_Parser)
-    key_sub.required = True
-    k = key_sub.add_parser("new", parents=[common], help="print a new signing key (base64 text) on stdout",
-                           description="Print a new random key. Save it with `roast key new > roast.key && "
-                                       "chmod 600 roast.key`, then set ROAST_KEY_FILE=roast.key on every host. To "
-                                       "rotate, put the new key first in the file and keep the old one below it.")
-    k.set_defaults(handler=cmd_key_new)
+    cli_store.add_parsers(sub, common, _Parser)
     return parser
 
 
@@ -653,34 +625,4 @@ def cmd_validate(args: argparse.Namespace) -> int:
         count, waits = doc["steps"], len(doc["waits"])
         print(f"{doc['workflow']}: ok ({count} top-level step{'s' if count != 1 else ''}, "
               f"{waits} wait{'s' if waits != 1 else ''})")
-    return 0
-
-
-def cmd_store_copy(args: argparse.Namespace) -> int:
-    from roast import api
-
-    counts = api.copy_store(args.to, source=args.source, keep_source=args.keep_source)
-    if args.keep_source:
-        print("roast: warning: --keep-source: the copied sessions stay live in the source as well; deliver each "
-              "event to one store only (an event delivered to both runs its steps twice)", file=sys.stderr)
-    if args.json:
-        _emit_json(counts)
-    else:
-        target = counts.get("target", args.to)
-        print("roast: copied " + ", ".join(f"{n:,} {table}" for table, n in counts.items()
-                                           if table not in ("target", "moved")) + f" to {target}", file=sys.stderr)
-        if counts.get("moved"):
-            print(f"roast: {counts['moved']:,} open session{'s' if counts['moved'] != 1 else ''} marked moved here: "
-                  f"deliver to {target} from now on (ROAST_STORE={target})", file=sys.stderr)
-    return 0
-
-
-def cmd_key_new(args: argparse.Namespace) -> int:
-    from roast import api
-
-    key = api.new_key()
-    if args.json:
-        _emit_json({"key": key})
-    else:
-        print(key)
     return 0

@@ -11,8 +11,8 @@ ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "page
          "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks",
          "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
          "store_sqlite", "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api",
-         "display", "approval_html", "http_guard", "serve", "cli"]
-FACES = {"display", "approval_html", "http_guard", "cli", "serve"}
+         "display", "approval_html", "http_guard", "serve", "cli_store", "cli"]
+FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
