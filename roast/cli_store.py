@@ -57,10 +57,14 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
     else:
         target = counts.get("target", args.to)
         print("roast: copied " + ", ".join(f"{n:,} {table}" for table, n in counts.items()
-                                           if table not in ("target", "moved")) + f" to {target}", file=sys.stderr)
+                                           if table not in ("target", "moved", "serve_pid")) + f" to {target}",
+              file=sys.stderr)
         if counts.get("moved"):
             print(f"roast: {counts['moved']:,} open session{'s' if counts['moved'] != 1 else ''} marked moved here: "
                   f"deliver to {target} from now on (ROAST_STORE={target})", file=sys.stderr)
+    if counts.get("serve_pid"):  # best effort (issue 24); stderr, so --json too
+        print(f"roast: warning: roast serve (pid {counts['serve_pid']}) still has the source store open: stop it, "
+              f"and start it again with ROAST_STORE={counts.get('target', args.to)}", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
 from typing import TYPE_CHECKING
@@ -53,11 +54,36 @@ def copy_store(source: SessionStore, target: SessionStore, *, keep_source: bool 
     if source.describe() == target.describe():
         raise UsageError(f"the source and the target are the same store ({source.describe()}); nothing was copied")
     if keep_source or not isinstance(source, SQLStore):
-        return {**_copy(source, target)[0], "moved": 0}
-    with source._write() as tx:  # the source's write lock, from the dump to the mark (issue 24)
-        counts, copied = _copy(source, target)
-        counts["moved"] = _mark_moved(tx, source, target, copied, now)
+        counts = {**_copy(source, target)[0], "moved": 0}
+    else:
+        with source._write() as tx:  # the source's write lock, from the dump to the mark (issue 24)
+            counts, copied = _copy(source, target)
+            counts["moved"] = _mark_moved(tx, source, target, copied, now)
+    serving = serve_processes(source)
+    if serving:
+        counts["serve_pid"] = serving[0]  # named in a warning: it should now serve the target
     return counts
+
+
+def serve_processes(source: SessionStore) -> list[int]:
+    """Best effort (Linux's /proc; processes of this host that this user may inspect): the pids of
+    `roast serve` processes that have the SQLite store `source` open (issue 24)."""
+    path = getattr(source, "db_path", None)
+    if not isinstance(path, str) or not os.path.isdir("/proc"):
+        return []
+    names = {os.path.realpath(path), os.path.realpath(path) + "-wal"}
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                words = f.read().split(b"\0")
+            if not any(b"serve" in w for w in words) or not any(b"roast" in w for w in words):
+                continue
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in names for fd in os.listdir(f"/proc/{pid}/fd")):
+                found.append(int(pid))
+        except OSError:  # gone meanwhile, or not ours to inspect
+            continue
+    return sorted(found)
 
 
 def _copy(source: SessionStore, target: SQLStore) -> tuple[dict[str, int], list[dict[str, Any]]]:

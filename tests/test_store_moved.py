@@ -3,6 +3,7 @@ approval is never applied once in each store; `--keep-source` keeps them live, w
 Real `roast` processes against the SQLite source and a real PostgreSQL target."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -77,3 +78,39 @@ def test_store_copy_keep_source_leaves_the_source_live_and_warns(tmp_path: Path,
     here = run_cli("resume", "-s", sid, "-e", "approved")
     assert here.returncode == 0, here.stderr
     assert log.read_text().splitlines() == ["deployed"]
+
+
+def test_store_copy_names_a_roast_serve_still_running_on_the_source(tmp_path: Path, roast_home: Path,
+                                                                   pg_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    if importlib.util.find_spec("uvicorn") is None or not os.path.isdir("/proc"):
+        pytest.skip("needs the serve extra and Linux's /proc")
+    _waiting(tmp_path, tmp_path / "deploys.log")
+    db = os.path.realpath(roast_home / "sessions.db")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    serve = subprocess.Popen([sys.executable, "-m", "roast", "serve", "--port", "0"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def has_it_open() -> bool:
+            try:
+                return any(os.readlink(f"/proc/{serve.pid}/fd/{fd}") in (db, db + "-wal")
+                           for fd in os.listdir(f"/proc/{serve.pid}/fd"))
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 30  # a hang guard: the serve opens the store as it starts
+        while not has_it_open():
+            assert serve.poll() is None and time.monotonic() < deadline, "roast serve did not open the store"
+            time.sleep(0.05)
+        copied = run_cli("store", "copy", "--to", pg_url, env={"ROAST_KEY_FILE": str(roast_home / "secret.key")})
+    finally:
+        serve.kill()
+        serve.wait(timeout=30)
+    assert copied.returncode == 0, copied.stderr
+    assert f"roast serve (pid {serve.pid}) still has the source store open" in copied.stderr, copied.stderr
