@@ -278,7 +278,7 @@ class Script(Leaf):
         path = runtime_path(self.path, self.depth, ctx)
         env = {"ROAST_WORKFLOW_NAME": ctx.workflow.name, "ROAST_SESSION_ID": ctx.workflow.session_id,
                "ROAST_TARGET": ctx.workflow.target or "", "ROAST_STEP_NAME": self.name,
-               "ROAST_OUTPUT": json.dumps(ctx.output, default=str)[:100_000]}
+               "ROAST_OUTPUT": json.dumps(expressions.plain(ctx.output), default=str)[:100_000]}  # issue 24
 
         def attempt() -> Steps:
             done = yield Shell('"${ROAST_SCRIPT}"', {**env, "ROAST_SCRIPT": self.file}, path, self.name,

@@ -294,3 +294,14 @@ def test_cosmetics_times_with_a_t_aligned_was_now_lines_and_the_carry_on_hint_on
     probe = write_workflow(tmp_path, "steps:\n  - probe: $(grep -q needle /dev/null)\n", name="probe")
     quiet = run_cli("execute", str(probe))
     assert quiet.returncode == 1 and "exit_on_error: false" in quiet.stderr, quiet.stderr
+
+
+def test_a_step_named_items_does_not_break_a_script_step_after_it(tmp_path: Path) -> None:
+    wf = write_workflow(tmp_path, """
+        steps:
+          - items: $(echo three things)
+          - report
+    """, files={"report.sh": "#!/bin/sh\necho \"$ROAST_OUTPUT\"\n"})
+    ran = run_cli("execute", str(wf), "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)[0]["output"]["report"] == {"items": "three things"}  # JSON output is parsed
