@@ -232,7 +232,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
            observer: Observer | None = None, now: Callable[[], float] = time.time, event_id: str | None = None,
            actor: str | None = None, reason: str | None = None, if_waiting: bool = False,
            key: str | None = None, wait_for_steps: bool = False, run: bool = True,
-           wait_seq: int | None = None) -> Result:
+           wait_seq: int | None = None, verified: bool = False) -> Result:
     """Deliver `event` to a session and, when a wait takes it, run on until the end or the next wait.
 
     Without `session_id`, the newest session of `workflow` whose current wait accepts the event
@@ -247,7 +247,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
     """
     observer = observer or _quiet()
     payload = intake_.event_data(data)
-    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now()) if event is not None else None
+    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now(), verified) if event else None
     store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):

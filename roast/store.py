@@ -78,9 +78,9 @@ class EventRecord(Record):
     """One delivery that reached a session, and what became of it (issue 14)."""
 
     __slots__ = ("name", "data", "received_at", "source", "wait_seq", "event_id", "outcome", "actor", "reason",
-                 "wait_path", "consumed_at", "detail", "row")
+                 "wait_path", "consumed_at", "detail", "row", "verified")
     _defaults = {"event_id": None, "outcome": "consumed", "actor": None, "reason": None, "wait_path": None,
-                 "consumed_at": None, "detail": None, "row": None}
+                 "consumed_at": None, "detail": None, "row": None, "verified": False}
 
 
 class StepDone(Record):
@@ -107,7 +107,8 @@ class NewSession(Record):
 class Incoming(Record):
     """An event as a sender delivers it (`roast resume`, `roast.resume`, a webhook)."""
 
-    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest")
+    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest", "verified")
+    _defaults = {"verified": False}  # issue 22: the actor was proven (a token, a signature, a trusted proxy)
 
 
 class Outcome(Record):

@@ -135,7 +135,8 @@ def delivery_doc(record: EventRecord) -> dict[str, Any]:
     """One delivery, as `delivery` of a result and `events[]` of a session document (without data)."""
     return {"name": record.name, "event_id": record.event_id, "outcome": record.outcome, "actor": record.actor,
             "reason": record.reason, "received_at": iso(record.received_at), "source": record.source,
-            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail}
+            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail,
+            "verified": bool(record.verified)}
 
 
 def outcome_doc(outcome: str, session: Session, event_id: str | None, event: str,

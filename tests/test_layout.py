@@ -9,8 +9,8 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 # STYLE "Layout": imports flow down this list.
 ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "providers", "tools", "context", "seal",
          "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
-         "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "display",
+         "effects", "links", "pages", "inbox", "store", "outcomes", "migrations", "sql", "store_sqlite",
+         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "gates", "display",
          "approval_html", "serve", "cli"]
 FACES = {"display", "approval_html", "cli", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
@@ -60,7 +60,7 @@ def test_faces_never_import_a_store_backend():
 
 # What a face may import (STYLE): the api, the documents, the rich output, the errors, the settings,
 # and another face (cli builds `roast serve`'s parser).
-FACE_MAY_IMPORT = {"api", "views", "display", "errors", "settings"} | FACES
+FACE_MAY_IMPORT = {"api", "gates", "views", "display", "errors", "settings"} | FACES
 
 
 def test_faces_import_only_api_views_display_errors_and_settings():
