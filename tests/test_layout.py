@@ -7,10 +7,11 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "providers", "tools", "context", "seal",
-         "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
-         "effects", "links", "pages", "inbox", "store", "outcomes", "migrations", "sql", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "gates", "display",
+ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "policy", "providers", "tools", "context",
+         "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner",
+         "webhooks", "effects", "links", "pages", "inbox", "store", "outcomes", "migrations", "sql", "store_sqlite",
+         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "gates",
+         "display",
          "approval_html", "serve", "cli"]
 FACES = {"display", "approval_html", "cli", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
