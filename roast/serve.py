@@ -473,7 +473,7 @@ class _Front:
         began = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
-        shown = "/a/<link>" if path.startswith("/a/") else path
+        shown = path[:3] + "<link>" if path.startswith(("/a/", "/g/")) else path  # a capability: never logged
         refusal = None
         host = urlsplit("//" + headers.get("host", "")).hostname or ""
         if self.hosts is not None and host.lower() not in self.hosts:

@@ -137,6 +137,7 @@ def test_get_never_delivers_and_a_forged_form_is_refused(tmp_path, serve):
     tampered = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
     assert server.request("GET", tampered)[0] == 403
     assert api.session(sid).status == "waiting" and api.deliveries(sid) == []
+    assert "/g/<link>" in server.log and path[3:] not in server.log  # the capability is never logged
 
 
 def test_a_rejection_with_a_reason_is_shown_with_who_and_why(tmp_path, serve):
