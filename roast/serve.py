@@ -109,7 +109,7 @@ class Config:
     """What `roast serve` runs with, checked: every credential parsed, the bind allowed."""
 
     __slots__ = ("github_secret", "grace", "host", "log_format", "port", "public_host", "tokens", "tolerance",
-                 "webhook_secrets", "workers", "proxies", "identity_header")
+                 "webhook_secrets", "workers", "proxies", "identity_header", "webhook_names")
     github_secret: bytes | None
     grace: float
     host: str
@@ -121,6 +121,7 @@ class Config:
     webhook_secrets: list[bytes]
     workers: int
     proxies: frozenset[str]
+    webhook_names: list[str | None]
     identity_header: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -156,7 +157,10 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     tokens = settings.serve_tokens(environ)
     if args.tokens_file:
         tokens += settings.parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
-    secrets = api.webhook_secrets(settings.webhook_secret(environ))
+    # issue 22: `NAME:whsec_…` names the sender, recorded as the actor of what it delivers
+    named = [item.partition(":") if item.partition(":")[2].startswith("whsec_") else (None, "", item)
+             for item in (settings.webhook_secret(environ) or "").split()]
+    secrets = api.webhook_secrets(" ".join(secret for _, _, secret in named))
     github = settings.github_webhook_secret(environ)
     if github is not None and len(github) < 16:
         raise UsageError("ROAST_GITHUB_WEBHOOK_SECRET is shorter than 16 characters; refusing a guessable secret")
@@ -174,7 +178,8 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     config = Config(host=args.host, port=args.port, workers=args.workers, grace=args.grace,
                     tolerance=args.webhook_tolerance, log_format=args.log_format, tokens=tokens,
                     webhook_secrets=secrets, github_secret=github.encode() if github else None,
-                    public_host=public_host, proxies=proxies, identity_header=identity_header)
+                    public_host=public_host, proxies=proxies, identity_header=identity_header,
+                    webhook_names=[name for name, _, _ in named])
     if not _loopback(args.host) and not config.authenticated:
         # reliability §4.2, Hermes #21346: a public bind is an explicit choice that needs a secret
         raise UsageError(f"refusing to listen on {args.host} without authentication; nothing was started",
@@ -243,7 +248,7 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
         return Principal(person.strip()[:200], idempotency, "proxy", True) if person and person.strip() else None
     if body is not None and headers.get("webhook-signature") is not None:
         msg_id = api.verify_webhook(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
-        return Principal(f"webhook:{msg_id}", msg_id, "webhook", True)
+        return Principal(_sender(config, headers, body, now) or f"webhook:{msg_id}", msg_id, "webhook", True)
     if body is not None and headers.get("x-hub-signature-256") is not None:
         delivery = api.verify_github(config.github_secret, headers, body)
         return Principal("github", delivery, "github", True)
@@ -266,6 +271,20 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
     if found is None:
         raise Unauthorized("the bearer token is not valid")
     return Principal(found, idempotency, "http", True)
+
+
+def _sender(config: Config, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
+    """The name of the `NAME:whsec_…` secret a verified request was signed with (None: unnamed)."""
+    from roast import api
+
+    for name, secret in zip(config.webhook_names, config.webhook_secrets):
+        if name is not None:
+            try:
+                api.verify_webhook([secret], headers, body, now=now, tolerance=config.tolerance)
+                return name
+            except RoastError:
+                continue
+    return None
 
 
 # --------------------------------------------------------------------------- documents
@@ -413,7 +432,10 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 s = api.session(request.path_params["session_id"])
                 from roast.views import session_document
 
-                return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s))
+                from roast.gates import page
+
+                return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s),
+                                        page(s, store=api.store))
 
             return as_json(await call(read))
         except RoastError as err:

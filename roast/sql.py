@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
            "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
+           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id, verified")
 _DEFAULT_BUSY_TIMEOUT = 5.0
@@ -95,7 +95,7 @@ def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Ses
                    row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
                    declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
                    tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
-                   json.loads(row["schemas"] or "{}"))
+                   json.loads(row["schemas"] or "{}"), row["started_by"])
 
 
 def _event(row: Row) -> EventRecord:
@@ -258,11 +258,11 @@ class SQLStore:
             declares = json.dumps(list(new.declares))
             tx.run("INSERT INTO sessions (id, workflow_path, workflow_name, fingerprint, target, status, awaiting, "
                    "wait_seq, attempt, created_at, updated_at, has_definition, cwd, declares, key, definition, owner, "
-                   "cursor, ahead, schemas) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
-                   "'start', ?, ?)",
+                   "cursor, ahead, schemas, started_by) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, ?, "
+                   "?, ?, ?, 'start', ?, ?, ?)",
                    (new.id, new.workflow_path, new.workflow_name, new.fingerprint, new.target, now, now,
                     int(new.has_definition), new.cwd, declares, new.key, new.definition, this_owner(), declares,
-                    json.dumps(dict(new.schemas))))
+                    json.dumps(dict(new.schemas)), new.started_by))
             tx.run("INSERT INTO continuations (session_id, envelope) VALUES (?, ?)",
                    (new.id, seal.envelope(payload, has_code, keys, bind=seal.session_bind(new.id, 0), now=now)))
             if definition_bytes is not None and new.definition:

@@ -44,9 +44,9 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead", "schemas")
+                 "owner", "holder", "notify_pending", "ahead", "schemas", "started_by")
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
-                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}}
+                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "started_by": None}
 
     @property
     def events(self) -> list[str]:
@@ -100,8 +100,8 @@ class NewSession(Record):
     """What `create` writes: the session row of a `running` session."""
 
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "cwd", "declares", "key",
-                 "definition", "has_definition", "created_at", "schemas")
-    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}}
+                 "definition", "has_definition", "created_at", "schemas", "started_by")
+    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}, "started_by": None}
 
 
 class Incoming(Record):

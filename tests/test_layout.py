@@ -12,8 +12,8 @@ ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "poli
          "webhooks", "effects", "links", "pages", "inbox", "store", "outcomes", "migrations", "sql", "store_sqlite",
          "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "gates",
          "display",
-         "approval_html", "serve", "cli"]
-FACES = {"display", "approval_html", "cli", "serve"}
+         "approval_html", "serve", "people", "cli"]
+FACES = {"display", "approval_html", "cli", "serve", "people"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
