@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
     Form = Mapping[str, Sequence[str]]
 
-_PATHS = re.compile(r"steps\[[^\]]*\](?:\s*›\s*\S+)*|(?:/[\w.@+-]+){2,}/?")
+_WHERE = re.compile(r"^\s*(?:step\s+)?steps\[[^:]*?:\s*")  # the failing step's path, up to its first colon
+_STEPS = re.compile(r"steps\[[^\]]*\][\w.\[\]]*(?:\s*›\s*[\w.\[\]]+)*")
+_FILES = re.compile(r"(?:/[\w.@+-]+){2,}/?")
 
 
 def _store(store: SessionStore | str | None, home: str | os.PathLike[str] | None) -> SessionStore:
@@ -48,12 +50,14 @@ def open_page(token: str, *, home: str | os.PathLike[str] | None = None, store: 
 
 
 def plain_words(text: str | None) -> str | None:
-    """A failure's reason without step paths or file paths (a page shows no internals)."""
-    if not text:
+    """A failure's reason without step paths, commands, output or file paths (a page shows no
+    internals): `steps[0] › … › approved[0]: exit status 3: $(…): out` → "a step failed: exit status 3"."""
+    if not text or not text.strip():
         return None
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    cleaned = " ".join(_PATHS.sub("a step", first).split()).strip(" :")
-    return cleaned or "a step failed"
+    first = text.strip().splitlines()[0]
+    first = _WHERE.sub("", first).split(": $(")[0].split(" $(")[0]
+    cleaned = " ".join(_FILES.sub("a file", _STEPS.sub("a step", first)).split()).strip(" :")
+    return f"a step failed: {cleaned}" if cleaned else "a step failed"
 
 
 def _title(session: Session, awaiting: Sequence[Mapping[str, Any]]) -> str:

@@ -156,3 +156,26 @@ def test_a_rejection_with_a_reason_is_shown_with_who_and_why(tmp_path, serve):
     _no_internals(after, sid)
     [delivery] = [d for d in api.deliveries(sid) if d.outcome == "consumed"]
     assert (delivery.name, delivery.data, delivery.reason) == ("rejected", {}, "not <b>today</b>")
+
+
+def test_after_a_failure_the_page_says_why_in_plain_words_without_internals(tmp_path, serve):
+    sid = waiting_session(tmp_path, """
+        name: release
+        steps:
+          - wait_for_event:
+              approved: ["$(echo deploying; exit 3)"]
+              rejected: ["$(echo stopped)"]
+    """)
+    server = serve()
+    link = _page(sid, server.port)
+    path = link[link.index("/g/"):]
+    html = server.request("GET", path)[2]
+    post = urlencode({**_form(html), "_event": "approved"})
+    assert server.request("POST", path, post, {"content-type": "application/x-www-form-urlencoded"})[0] == 303
+    failed = eventually(lambda: finished(sid), "the branch to fail")
+    assert failed.status == "failed" and "steps[" in (failed.error or "")
+    after = server.request("GET", path)[2]
+    assert "Decision: approved" in after and "The workflow then failed: " in after
+    assert "a step failed: exit status 3" in after
+    assert "$(" not in after and "deploying" not in after  # no command, no raw output
+    _no_internals(after, sid)
