@@ -176,6 +176,6 @@ def test_after_a_failure_the_page_says_why_in_plain_words_without_internals(tmp_
     assert failed.status == "failed" and "steps[" in (failed.error or "")
     after = server.request("GET", path)[2]
     assert "Decision: approved" in after and "The workflow then failed: " in after
-    assert "a step failed: exit status 3" in after
+    assert "a step failed: command exited with status 3" in after
     assert "$(" not in after and "deploying" not in after  # no command, no raw output
     _no_internals(after, sid)
