@@ -7,13 +7,12 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "policy", "providers", "tools", "context",
-         "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner",
-         "webhooks", "effects", "links", "pages", "inbox", "store", "outcomes", "migrations", "sql", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "gates",
-         "display",
-         "approval_html", "serve", "people", "cli"]
-FACES = {"display", "approval_html", "cli", "serve", "people"}
+ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "inbox", "policy", "providers",
+         "tools", "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree",
+         "checks", "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
+         "store_sqlite", "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api",
+         "gates", "display", "approval_html", "http_guard", "serve", "people", "cli"]
+FACES = {"display", "approval_html", "http_guard", "cli", "serve", "people"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
