@@ -175,3 +175,11 @@ def test_after_a_failure_the_page_says_why_in_plain_words_without_internals(tmp_
     assert "a step failed: command exited with status 3" in after
     assert "$(" not in after and "deploying" not in after  # no command, no raw output
     _no_internals(after, sid)
+
+
+def test_serve_shows_the_page_link_in_the_session_document(tmp_path, serve):
+    sid = waiting_session(tmp_path, FORM)
+    server = serve(env={"ROAST_PUBLIC_URL": "https://roast.example.com"})
+    status, _, doc = server.request("GET", f"/v1/sessions/{sid}")
+    assert status == 200 and doc["page"].startswith("https://roast.example.com/g/")
+    assert doc["page"] == gates.page(sid, public_url="https://roast.example.com")
