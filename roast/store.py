@@ -45,11 +45,12 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead", "schemas", "decided")
+                 "owner", "holder", "notify_pending", "ahead", "schemas", "started_by", "decided")
     # decided: in listings, what decided a finished session: the event its last wait took, or
     # `timed out` (issue 24)
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
-                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "decided": None}
+                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "started_by": None,
+                 "decided": None}
 
     @property
     def events(self) -> list[str]:
@@ -81,9 +82,9 @@ class EventRecord(Record):
     """One delivery that reached a session, and what became of it (issue 14)."""
 
     __slots__ = ("name", "data", "received_at", "source", "wait_seq", "event_id", "outcome", "actor", "reason",
-                 "wait_path", "consumed_at", "detail", "row")
+                 "wait_path", "consumed_at", "detail", "row", "verified")
     _defaults = {"event_id": None, "outcome": "consumed", "actor": None, "reason": None, "wait_path": None,
-                 "consumed_at": None, "detail": None, "row": None}
+                 "consumed_at": None, "detail": None, "row": None, "verified": False}
 
 
 class StepDone(Record):
@@ -103,14 +104,15 @@ class NewSession(Record):
     """What `create` writes: the session row of a `running` session."""
 
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "cwd", "declares", "key",
-                 "definition", "has_definition", "created_at", "schemas")
-    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}}
+                 "definition", "has_definition", "created_at", "schemas", "started_by")
+    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}, "started_by": None}
 
 
 class Incoming(Record):
     """An event as a sender delivers it (`roast resume`, `roast.resume`, a webhook)."""
 
-    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest")
+    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest", "verified")
+    _defaults = {"verified": False}  # issue 22: the actor was proven (a token, a signature, a trusted proxy)
 
 
 class Outcome(Record):

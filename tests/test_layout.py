@@ -7,12 +7,12 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "policy", "providers", "tools",
-         "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks",
-         "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
+ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "inbox", "policy", "providers",
+         "tools", "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree",
+         "checks", "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
          "store_sqlite", "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api",
-         "display", "approval_html", "http_guard", "serve", "cli_store", "cli"]
-FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve"}
+         "gates", "display", "approval_html", "http_guard", "serve", "people", "cli_store", "cli"]
+FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
@@ -60,7 +60,7 @@ def test_faces_never_import_a_store_backend():
 
 # What a face may import (STYLE): the api, the documents, the rich output, the errors, the settings,
 # and another face (cli builds `roast serve`'s parser).
-FACE_MAY_IMPORT = {"api", "views", "display", "errors", "settings"} | FACES
+FACE_MAY_IMPORT = {"api", "gates", "views", "display", "errors", "settings"} | FACES
 
 
 def test_faces_import_only_api_views_display_errors_and_settings():
