@@ -651,7 +651,7 @@ def test_cancel_refuses_a_finished_session_and_says_when_and_how_it_ended(flows,
     done = roast.run(flows["hello"]).session_id
     r = roast_cmd("cancel", done)
     assert r.code == 3, r
-    assert re.search(rf"cannot cancel session {done}: it completed at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ",
+    assert re.search(rf"cannot cancel session {done}: it completed at \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
                      r.err)
     assert "nothing changed" in r.err
     assert roast.session(done).status == "completed"
