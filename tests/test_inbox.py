@@ -58,7 +58,7 @@ def test_roast_inbox_lists_every_open_gate_across_workflows_soonest_deadline_fir
     # without a public URL, the text says the exact commands
     text = run_cli("inbox").stdout
     assert text.index("Rotate keys") < text.index("Release")
-    assert "roast resume" in text and f"--session-id {sooner}" in text
+    assert "roast resume" in text and f"-s {sooner} -e approved" in text  # by session id (issue 24)
 
 
 def test_the_page_link_is_in_the_waiting_notice_roast_session_and_notify_steps(tmp_path):
