@@ -142,7 +142,7 @@ def test_a_named_wait_stores_its_result_under_its_name_and_takes_its_config(wf, 
     assert r.code == 0 and r.json[0]["status"] == "waiting", r
     assert r.json[0]["awaiting"] == ["approved", "rejected"]
     assert r.json[0]["deadline"], "the 2h timeout from the top-level `approval:` key gives a deadline"
-    assert "roast resume" in r.err and "--event approved" in r.err
+    assert "roast resume" in r.err and "-e approved" in r.err  # by session id (issue 24)
 
     r = cli("resume", path, "-e", "approved", "-d", '{"approver": "cy"}', "--json")
 
