@@ -232,22 +232,22 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
            observer: Observer | None = None, now: Callable[[], float] = time.time, event_id: str | None = None,
            actor: str | None = None, reason: str | None = None, if_waiting: bool = False,
            key: str | None = None, wait_for_steps: bool = False, run: bool = True,
-           wait_seq: int | None = None) -> Result:
+           wait_seq: int | None = None, signature: str | None = None) -> Result:
     """Deliver `event` to a session and, when a wait takes it, run on until the end or the next wait.
 
     Without `session_id`, the newest session of `workflow` whose current wait accepts the event
     (or the one with correlation `key`). `data` is a dict or a JSON text (an object). An event
     that no current wait declares but a later one does is kept (`outcome == "queued"`); a repeated
     `event_id` is not applied again (`"duplicate"`). `wait_seq`: only to that wait of the session
-    (an approval link's), never a later one. With `event=None`, an orphaned `running`
-    session (its process died) continues from its last checkpoint. Refusals change nothing but the
-    delivery record, and raise a `RoastError` whose `document` says what became of the delivery.
+    (an approval link's), never a later one; `signature`: a signed request's (bound to where it went). With
+    `event=None`, an orphaned `running` session continues from its last checkpoint. Refusals change nothing
+    but the delivery record, and raise a `RoastError` whose `document` says what became of the delivery.
 
         >>> roast.resume("approved", data={"approver": "ana"}, workflow="deploy")   # doctest: +SKIP
     """
     observer = observer or _quiet()
     payload = intake_.event_data(data)
-    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now()) if event is not None else None
+    incoming = None if event is None else intake_.intake(event, payload, event_id, actor, reason, source, now(), signature)
     store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):

@@ -114,6 +114,15 @@ SQLITE: list[tuple[str, ...]] = [
             created_at REAL NOT NULL
         )""",
     ),
+    (  # issue 21: signed requests bound to the first session and event they reached (no foreign key:
+       # the binding outlives a pruned session, so a captured body is never replayed elsewhere)
+        """CREATE TABLE signatures (
+            digest TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            received_at REAL NOT NULL
+        )""",
+    ),
 ]
 
 
@@ -221,6 +230,15 @@ POSTGRES: list[tuple[str, ...]] = [
             since double precision NOT NULL
         )""",
     ),
+    (  # issue 21: signed requests bound to the first session and event they reached (no foreign key:
+       # the binding outlives a pruned session, so a captured body is never replayed elsewhere)
+        """CREATE TABLE signatures (
+            digest text COLLATE "C" PRIMARY KEY,
+            session_id text COLLATE "C" NOT NULL,
+            event text NOT NULL,
+            received_at double precision NOT NULL
+        )""",
+    ),
 ]
 
 
@@ -238,3 +256,5 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
                "outcome", "actor", "reason", "wait_path", "consumed_at", "detail"),
     "definitions": ("fingerprint", "envelope", "created_at"),
 }
+# issue 21: `signatures` (digest, session_id, event, received_at) is not copied by `roast store copy`
+# (store_copy counts every table of TABLE_COLUMNS per session); a copy starts with no bindings.

@@ -8,7 +8,7 @@ writes what was decided; tests/test_outcomes.py checks every outcome without a d
 """
 from __future__ import annotations
 
-from roast.errors import BadEventData, NotFound, NotWaiting, Refused, RoastError
+from roast.errors import BadEventData, NotFound, NotWaiting, Refused, Replayed, RoastError
 from roast.record import Record
 from roast.store import FINISHED, Session, when
 
@@ -129,3 +129,11 @@ def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -
 
 def missing(session_id: str) -> NotFound:
     return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")
+
+
+def replayed(name: str, session_id: str) -> Replayed:
+    """A signed request seen before at another session or event (issue 21)."""
+    return Replayed(f"this signed request was already delivered to another session or event, so {name!r} was "
+                    f"not delivered to session {session_id}; nothing changed",
+                    hint="a signature works once, where it was sent: sign each delivery with a new webhook-id "
+                         "(GitHub: each delivery is its own)")

@@ -218,10 +218,10 @@ class Principal:
     """Who a request is: the actor recorded with its delivery, the event id its headers carry, and
     the source."""
 
-    __slots__ = ("actor", "event_id", "source")
+    __slots__ = ("actor", "event_id", "signature", "source")
 
-    def __init__(self, actor: str, event_id: str | None, source: str) -> None:
-        self.actor, self.event_id, self.source = actor, event_id, source
+    def __init__(self, actor: str, event_id: str | None, source: str, signature: str | None = None) -> None:
+        self.actor, self.event_id, self.source, self.signature = actor, event_id, source, signature
 
 
 def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None, now: float) -> Principal:
@@ -236,10 +236,11 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
     idempotency = headers.get("idempotency-key") or headers.get("webhook-id") or None
     if body is not None and headers.get("webhook-signature") is not None:
         msg_id = api.verify_webhook(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
-        return Principal(f"webhook:{msg_id}", msg_id, "webhook")
+        return Principal(f"webhook:{msg_id}", msg_id, "webhook", f"webhook-id:{msg_id}")
     if body is not None and headers.get("x-hub-signature-256") is not None:
         delivery = api.verify_github(config.github_secret, headers, body)
-        return Principal("github", delivery, "github")
+        signed = headers["x-hub-signature-256"].strip().lower()
+        return Principal("github", delivery, "github", f"github:{signed}")
     given = headers.get("authorization")
     if given is None:
         if config.authenticated:
@@ -269,6 +270,8 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
     the api's Result; refusals raise."""
     common: dict[str, Any] = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
               "source": principal.source, "reason": reason, "run": False}
+    if principal.signature is not None:  # bound to the first session and event it reaches (issue 21)
+        common["signature"] = principal.signature
     if session_id is not None:
         if wait_seq is not None:  # an approval link: for its own wait only, checked in the claim itself
             common["wait_seq"] = wait_seq

@@ -382,6 +382,8 @@ class SQLStore:
             if event.event_id and workflow_scope is not None:
                 self._event_lock(tx, workflow_scope, event.event_id)
             row = self._locked(tx, session_id)
+            if event.signature is not None:
+                self._bind_signature(tx, session_id, event, now)
             if event.event_id:
                 prior = self._prior(tx, session_id, event.event_id, workflow_scope)
                 if prior is not None:
@@ -406,6 +408,20 @@ class SQLStore:
                        "WHERE id = ?", (consumed.row, workflow_path, session_id))
                 return Outcome("consumed", consumed, self._session_in(tx, session_id))
             return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
+
+    def _bind_signature(self, tx: Tx, session_id: str, event: Incoming, now: float) -> None:
+        """A signed request works once, where it was sent (issue 21): the first session and event a
+        signature reaches keep it, in the delivery's own transaction; anywhere else it is refused."""
+        import hashlib
+
+        digest = hashlib.sha256(event.signature.encode("utf-8", "surrogatepass")).hexdigest()
+        self._event_lock(tx, "<signature>", digest)  # PostgreSQL: one binding of a signature at a time
+        bound = tx.row("SELECT session_id, event FROM signatures WHERE digest = ?", (digest,))
+        if bound is None:
+            tx.run("INSERT INTO signatures (digest, session_id, event, received_at) VALUES (?, ?, ?, ?)",
+                   (digest, session_id, event.name, now))
+        elif (bound["session_id"], bound["event"]) != (session_id, event.name):
+            raise outcomes.replayed(event.name, session_id)
 
     def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
                 wait_seq: int | None = None) -> EventRecord:

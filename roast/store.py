@@ -107,7 +107,10 @@ class NewSession(Record):
 class Incoming(Record):
     """An event as a sender delivers it (`roast resume`, `roast.resume`, a webhook)."""
 
-    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest")
+    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest", "signature")
+    # `signature`: what a signed request is known by (`webhook-id:…`, `github:sha256=…`), bound by the
+    # store to the first session and event it reaches (issue 21)
+    _defaults = {"signature": None}
 
 
 class Outcome(Record):
