@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from roast.errors import EventLate, Interrupted, RequestRefused, RoastError, Unauthorized, UsageError
 from roast.approval_html import csp, html_page, render_page, what_happened
+from roast.serve_intake import loopback, read_tokens_file
 from roast.views import HTTP_STATUS, refusal_document, workflow_paths
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
@@ -131,15 +132,6 @@ class Config:
         return bool(self.tokens or self.webhook_secrets or self.github_secret)
 
 
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
 
 
 def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
@@ -150,11 +142,13 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         raise UsageError(f"--port {args.port} is not a TCP port (0 to 65535)")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: at least one worker runs the branches")
-    if not args.grace >= 0 or not args.webhook_tolerance > 0:
-        raise UsageError("--grace must be 0 or more seconds and --webhook-tolerance more than 0")
+    if not 0 <= args.grace < float("inf") or not 0 < args.webhook_tolerance < float("inf"):
+        raise UsageError(f"--grace {args.grace:g} / --webhook-tolerance {args.webhook_tolerance:g}: --grace must be "
+                         "a finite number of seconds, 0 or more, and --webhook-tolerance more than 0",
+                         hint="e.g. --grace 30 --webhook-tolerance 300 (the defaults)")
     tokens = settings.serve_tokens(environ)
     if args.tokens_file:
-        tokens += settings.parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
+        tokens += settings.parse_tokens(read_tokens_file(args.tokens_file), args.tokens_file)
     secrets = api.webhook_secrets(settings.webhook_secret(environ))
     github = settings.github_webhook_secret(environ)
     if github is not None and len(github) < 16:
@@ -173,25 +167,12 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
                     tolerance=args.webhook_tolerance, log_format=args.log_format, tokens=tokens,
                     webhook_secrets=secrets, github_secret=github.encode() if github else None,
                     public_host=public_host)
-    if not _loopback(args.host) and not config.authenticated:
+    if not loopback(args.host) and not config.authenticated:  # judged resolved, not by name (issue 21)
         # reliability §4.2, Hermes #21346: a public bind is an explicit choice that needs a secret
         raise UsageError(f"refusing to listen on {args.host} without authentication; nothing was started",
                          hint="set ROAST_SERVE_TOKENS (or --tokens-file), ROAST_WEBHOOK_SECRET or "
                               "ROAST_GITHUB_WEBHOOK_SECRET, or listen on 127.0.0.1")
     return config
-
-
-def _read_tokens_file(path: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read(1_048_576)
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read --tokens-file {path!r}: {getattr(err, 'strerror', None) or err}") from err
-    if mode & 0o077:
-        raise UsageError(f"--tokens-file {path!r} can be read by other users; refusing to use it",
-                         hint=f"chmod 600 {path}")
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 # --------------------------------------------------------------------------- logging
@@ -291,7 +272,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from roast import settings
+    from roast import serve_intake, settings
 
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
@@ -334,22 +315,35 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
                              hint="ROAST_MAX_EVENT_BYTES sets the limit")
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was "
-                                              "delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing "
+                                                      "was delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
+                chunks.append(chunk)
+        except ClientDisconnect:  # an aborted upload: a 400 and one log line, never a traceback (issue 21)
+            raise RequestRefused("bad_request", "the client closed the connection before the body was complete; "
+                                                "nothing was delivered") from None
         return b"".join(chunks)
 
     async def post_event(request: Request, **target: Any) -> Response:
         event = request.path_params["event"]
         note(request, event=event, session=target.get("session_id"))
         try:
+            # judged on its head before a byte of its body is read (issue 21): a token, or the
+            # headers a signature needs; the raw bytes are verified before anything parses them
+            signed = serve_intake.signed(request.headers)
+            if signed:
+                serve_intake.check_signed_head(config, request.headers, time.time())
+            else:
+                who = authenticate(config, request.headers, None, time.time())
             body = await read_body(request, settings.max_event_bytes())
-            # the raw bytes are verified before anything parses them (reliability §4.1)
-            who = authenticate(config, request.headers, body, time.time())
+            if signed:
+                who = authenticate(config, request.headers, body, time.time())
             note(request, actor=who.actor, event_id=who.event_id)
             kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
             if body and not (kind == "application/json" or kind.endswith("+json")):
@@ -382,8 +376,8 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             who = authenticate(config, request.headers, None, time.time())
             note(request, actor=who.actor)
             statuses = [s for v in q.getlist("status") for s in v.split(",") if s]
-            limit = int(q["limit"]) if q.get("limit", "").isdigit() else 50
-            offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+            limit = serve_intake.query_number(q, "limit", 50, 10_000)
+            offset = serve_intake.query_number(q, "offset", 0, 2**31 - 1)
             workflow = q.get("workflow")
             if workflow is None:
                 page = await call(api.list_sessions, status=statuses, limit=limit, offset=offset, open_first=True)
@@ -454,6 +448,11 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         if request.method in ("GET", "HEAD"):
             return await call(show)  # GET never delivers: chat unfurlers fetch links
         try:
+            await call(api.check_link, token)  # the link before the body is read (issue 21)
+        except RoastError as err:
+            note(request, code=err.code)
+            return refused_page(err, token)
+        try:
             raw = await read_body(request, FORM_LIMIT)
         except RoastError as err:
             return failed(request, err)
@@ -469,7 +468,12 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 note(request, code=err.code)
                 return refused_page(err, token)
             note(request, session=session.id, event=link.event, actor="link")
-            form = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20)
+            try:
+                form = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20)
+            except ValueError:  # more than 20 fields: a 400, never a traceback (issue 21)
+                note(request, code="bad_request")
+                return page(html_page("roast: form refused", "<h1>This form is not valid</h1><p>It has more "
+                                      "fields than an approval form; nothing was changed.</p>"), 400)
             given = (form.get("csrf") or [""])[0]
             if not hmac.compare_digest(given.encode(), csrf.encode()):
                 note(request, code="bad_csrf")
@@ -519,7 +523,7 @@ class _Front:
 
     def __init__(self, app: Any, config: Config, log: Log) -> None:
         self.app, self.config, self.log = app, config, log
-        self.hosts = None if not _loopback(config.host) else _LOOPBACK_NAMES | (
+        self.hosts = None if not loopback(config.host) else _LOOPBACK_NAMES | (
             {config.public_host} if config.public_host else set())
 
     def _refuse(self, status: int, code: str, message: str) -> tuple[int, bytes]:

@@ -428,13 +428,14 @@ class SQLStore:
         """The event's row, as the verdict left it (a consumed one with its wait)."""
         consumed_at = now if wait_seq is not None else None
         path = verdict.path if wait_seq is not None else None
+        data = outcomes.recorded_data(verdict.outcome, dict(event.data))  # a refusal: an excerpt at most
         row_id = tx.insert(
             "INSERT INTO events (session_id, wait_seq, name, data, received_at, source, event_id, digest, outcome, "
             "actor, reason, wait_path, consumed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, wait_seq, event.name, json.dumps(event.data),  # ensure_ascii: no lone surrogate breaks it
+            (session_id, wait_seq, event.name, json.dumps(data),  # ensure_ascii: no lone surrogate breaks it
              now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
              consumed_at, verdict.detail))
-        return EventRecord(event.name, dict(event.data), now, event.source, wait_seq, event.event_id, verdict.outcome,
+        return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
                            event.actor, event.reason, path, consumed_at, verdict.detail, row_id)
 
     def _prior(self, tx: Tx, session_id: str, event_id: str, workflow_scope: str | None) -> Row | None:

@@ -11,8 +11,8 @@ ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "prov
          "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
          "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
          "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "display",
-         "approval_html", "serve", "cli"]
-FACES = {"display", "approval_html", "cli", "serve"}
+         "approval_html", "serve_intake", "serve", "cli"]
+FACES = {"display", "approval_html", "cli", "serve", "serve_intake"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
