@@ -252,8 +252,18 @@ def when(t: float | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13)."""
-    return re.sub(r"(?<=://)([^:/@]*):([^@]*)@", lambda m: f"{m.group(1)}:***@", url)
+    """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13). Everything
+    between the user name and the *last* `@` is masked, so a password with an unencoded `@`, `#`,
+    `/` or `%` is never shown in part (issue 21); so is a `password=` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        head = rest.split("?", 1)[0]  # an `@` in the query is not the end of the user info
+        userinfo, _, after = (head if "@" in head else rest).rpartition("@")
+        after += rest[len(head):] if "@" in head else ""
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        url = f"{scheme}://{userinfo}@{after}"
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 # ---------------------------------------------------------------------------------------------
