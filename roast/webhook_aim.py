@@ -1,0 +1,28 @@
+"""Who may aim a notify webhook (issue 21): a `webhook:` URL built from event data would let
+whoever sends the event choose where the next wait's approval links go, and approve their own
+request. `aimed_by_event` finds the `{{ }}` expressions of a URL template that read the event;
+the compiler refuses such a URL (`roast validate`, and before any session runs).
+
+Pure: no I/O; imports only `expressions`.
+"""
+from __future__ import annotations
+
+import re
+
+from roast.expressions import TEMPLATE
+
+_EVENT = re.compile(r"(?<![\w.])event\b")
+
+
+def aimed_by_event(url: str) -> list[str]:
+    """The `{{ expr }}` pieces of a webhook URL template that read `event` (its data or name)."""
+    return [m.group(0) for m in TEMPLATE.finditer(url) if _EVENT.search(m.group(0)[2:-2])]
+
+
+def aimed_problem(url: str, where: str) -> str | None:
+    """The compiler's problem text for a webhook URL the event sender could aim, or None."""
+    found = aimed_by_event(url)
+    if not found:
+        return None
+    return (f"{where}: the webhook URL is built from event data ({', '.join(found)}), so whoever sends the event "
+            "chooses where this wait's approval links go; write the URL in the workflow, or take it from env.*")

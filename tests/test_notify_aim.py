@@ -1,0 +1,44 @@
+"""Issue 21: a notify webhook cannot be aimed by whoever sends an event.
+
+`webhook: "{{ event.callback }}"` let the sender of `submitted` choose where the next wait's
+approval links went, and approve their own request. `roast validate` (and every run, before a
+session exists) refuses a webhook URL built from event data; one the workflow or the operator
+(`env.*`) wrote is fine.
+"""
+from __future__ import annotations
+
+import pytest
+from conftest import write_workflow
+
+from roast import api
+from roast.cli import main
+
+AIMED = """
+    name: expenses
+    steps:
+      - wait_for_event:
+          submitted:
+            - wait_for_event:
+                approved: ["$(echo paid)"]
+                notify:
+                  - webhook: "{url}"
+"""
+
+
+@pytest.mark.parametrize("url", ["{{ event.callback }}", "https://{{ event.host }}/roast",
+                                 "https://hooks.example.com/{{ event['channel'] }}", "{{event.data.cb}}"])
+def test_validate_refuses_a_webhook_url_built_from_event_data(tmp_path, capsys, url):
+    wf = write_workflow(tmp_path, AIMED.replace("{url}", url))
+    assert main(["validate", str(wf)]) == 2
+    err = capsys.readouterr().err
+    assert "built from event data" in err and "approval links" in err and "env." in err
+    assert "workflow.yml:" in err
+    assert main(["execute", str(wf)]) == 2  # and nothing runs
+    assert api.list_sessions().rows == []
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/roast", "{{ env.HOOK_URL }}",
+                                 "https://hooks.example.com/{{ workflow.name }}?prevent={{ env.TOKEN }}"])
+def test_a_webhook_url_the_author_or_operator_wrote_is_valid(tmp_path, capsys, url):
+    wf = write_workflow(tmp_path, AIMED.replace("{url}", url))
+    assert main(["validate", str(wf)]) == 0, capsys.readouterr().err
