@@ -1,7 +1,10 @@
 """Who may aim a notify webhook (issue 21): a `webhook:` URL built from event data would let
 whoever sends the event choose where the next wait's approval links go, and approve their own
 request. `aimed_by_event` finds the `{{ }}` expressions of a URL template that read the event;
-the compiler refuses such a URL (`roast validate`, and before any session runs).
+the compiler refuses such a URL (`roast validate`, and before any session runs). A URL that
+reads anything else at run time (a step's output, a loop's item, the target) gets the wait's
+details without its approval links (`author_written`): only a URL the workflow's author or the
+operator (`env.*`) wrote receives them.
 
 Pure: no I/O; imports only `expressions`.
 """
@@ -26,3 +29,12 @@ def aimed_problem(url: str, where: str) -> str | None:
         return None
     return (f"{where}: the webhook URL is built from event data ({', '.join(found)}), so whoever sends the event "
             "chooses where this wait's approval links go; write the URL in the workflow, or take it from env.*")
+
+
+_TRUSTED = re.compile(r"\s*(env|workflow)\s*(\.\s*[A-Za-z_]\w*|\[\s*('[^']*'|\"[^\"]*\")\s*\])+\s*")
+
+
+def author_written(url: str) -> bool:
+    """Whether every `{{ expr }}` of a webhook URL template reads only `env.*` or `workflow.*`: then
+    the author or the operator chose where it points, and the payload may carry approval links."""
+    return all(_TRUSTED.fullmatch(m.group(1)) for m in TEMPLATE.finditer(url))

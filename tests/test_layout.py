@@ -7,8 +7,8 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "policy", "providers", "tools",
-         "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "webhook_aim", "checks",
+ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell", "schema", "pages", "policy", "providers", "tools",
+         "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks",
          "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
          "store_sqlite", "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api",
          "display", "approval_html", "http_guard", "serve_intake", "serve", "cli"]

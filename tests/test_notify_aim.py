@@ -42,3 +42,38 @@ def test_validate_refuses_a_webhook_url_built_from_event_data(tmp_path, capsys, 
 def test_a_webhook_url_the_author_or_operator_wrote_is_valid(tmp_path, capsys, url):
     wf = write_workflow(tmp_path, AIMED.replace("{url}", url))
     assert main(["validate", str(wf)]) == 0, capsys.readouterr().err
+
+
+LINKED = """
+    name: expenses
+    steps:
+      - cb: $(echo {cb})
+      - wait_for_event:
+          approved: ["$(echo paid)"]
+          notify:
+            - webhook: "{url}"
+"""
+
+
+def _received_links(tmp_path, url_template: str, cb: str, env: dict[str, str]) -> dict:
+    import json
+    import os
+
+    from _receiver import receiving
+    from conftest import run_cli
+
+    with receiving() as (url, got):
+        wf = write_workflow(tmp_path, LINKED.replace("{url}", url_template).replace("{cb}", cb.replace("URL", url)))
+        ran = run_cli("execute", str(wf), "--json",
+                      env={**os.environ, "HOOK_URL": url, "ROAST_PUBLIC_URL": "https://roast.example.com", **env})
+        assert ran.returncode == 0, ran.stderr
+    assert len(got.seen) == 1, ran.stderr
+    return json.loads(got.seen[0][1])
+
+
+def test_approval_links_go_only_to_a_url_the_author_or_operator_wrote(tmp_path):
+    written = _received_links(tmp_path / "a", "{{ env.HOOK_URL }}", "nothing", {})
+    assert written["links"]["approved"].startswith("https://roast.example.com/a/")
+    # a URL made at run time from a step's output (which may hold event data): the details, no links
+    made = _received_links(tmp_path / "b", "{{ output.cb }}", "URL", {})
+    assert made["links"] == {} and made["events"] == ["approved"] and made["resume"]
