@@ -84,8 +84,7 @@ def open_store(store: SessionStore | str | None = None, home: str | os.PathLike[
                      hint="use sqlite:///path/sessions.db or postgresql://user@host:port/dbname")
 
 
-def _store(store: SessionStore | str | None, home: str | os.PathLike[str] | None) -> SessionStore:
-    return open_store(store, home)
+_store = open_store  # (store, home)
 
 
 # --------------------------------------------------------------------------- continuing a session
@@ -123,6 +122,7 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
         loaded.ctx.attach_env(dict(os.environ))
         result, job = drive(store, fresh.id, loaded.defn, loaded.ctx, loaded.cursor, claimed, observer, now, cwd,
                             stop)
+    job = stop.notify_later(job, observer) if job and getattr(stop, "notify_later", None) else job  # issue 21
     return notify(store, job, result._replace(warnings=loaded.warnings), observer, now)
 
 
