@@ -131,11 +131,11 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
 
 def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None = None, *,
         home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
-        observer: Observer | None = None, now: Callable[[], float] = time.time) -> Result:
-    """Run a workflow (a path, or a dict whose steps may be callables) once, for one target.
-
-    Returns a `Result`: `completed`, `waiting` (at a `wait_for_event`), `failed` or `timed_out`.
-    An invalid workflow raises `roast.errors.WorkflowInvalid` before any step runs.
+        observer: Observer | None = None, now: Callable[[], float] = time.time,
+        started_by: str | None = None) -> Result:
+    """Run a workflow (a path, or a dict whose steps may be callables) once, for one target, started
+    by `started_by` (default `$USER@host`). Returns a `Result`: `completed`, `waiting` (at a
+    `wait_for_event`), `failed` or `timed_out`; an invalid workflow raises `WorkflowInvalid` first.
 
         >>> r = roast.run({"steps": [{"greet": lambda ctx: "hi"}]})   # doctest: +SKIP
         >>> r.output["greet"]                                        # doctest: +SKIP
@@ -164,7 +164,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     with store_.hold(session_id, "roast execute"):  # locked before it exists, so it is never seen orphaned
         store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
                                  target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now(),
-                                 tree.event_schemas(defn.root)),
+                                 tree.event_schemas(defn.root), started_by or intake_.default_actor()),
                       state_of(ctx, steps.HERE), definition=saved, now=now())
         ctx.forget_changes()
         ctx.attach_env(dict(os.environ))
@@ -232,7 +232,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
            observer: Observer | None = None, now: Callable[[], float] = time.time, event_id: str | None = None,
            actor: str | None = None, reason: str | None = None, if_waiting: bool = False,
            key: str | None = None, wait_for_steps: bool = False, run: bool = True,
-           wait_seq: int | None = None, signature: str | None = None) -> Result:
+           wait_seq: int | None = None, verified: bool = False, signature: str | None = None) -> Result:
     """Deliver `event` to a session and, when a wait takes it, run on until the end or the next wait.
 
     Without `session_id`, the newest session of `workflow` whose current wait accepts the event
@@ -247,7 +247,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
     """
     observer = observer or _quiet()
     payload = intake_.event_data(data)
-    incoming = None if event is None else intake_.intake(event, payload, event_id, actor, reason, source, now(), signature)
+    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now(), verified, signature) if event else None
     store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):

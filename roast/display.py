@@ -147,7 +147,7 @@ def resume_command(result: Result | Session, event: str) -> str:
     return visible(f"roast resume {quote(shown)} --event {quote(event)} --session-id {sid}")
 
 
-def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> str:
+def waiting_notice(result: Result, links: Mapping[str, str] | None = None, page: str | None = None) -> str:
     """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue
     (and each event's signed approval link, when ROAST_PUBLIC_URL makes them)."""
     pauses = [w for w in result.waits if not w.get("event")]
@@ -167,6 +167,8 @@ def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> st
         lines.append(f"     {resume_command(result, name)}")
     if any(True for _ in result.awaiting):
         lines.append("   (add --event-data '{\"key\": \"value\"}' to pass data to the branch)")
+    if page:  # issue 22: one page for the whole wait, every event its own button
+        lines.append(f"   or open its page: {visible(page)}")
     if links:
         lines.append("   or open an approval link:")
         lines.extend(f"     {name}: {visible(url)}" for name, url in links.items())
@@ -500,7 +502,8 @@ def stopped(err: BaseException) -> int:
     return 128 + signum
 
 
-def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]]) -> None:
+def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]],
+            page: Callable[[str], str | None] | None = None) -> None:
     """A notice per session on stderr: its warnings, then waiting (with how to resume), completed, or
     the error (with the traceback of a failing Python step when `verbose`) and how to retry."""
 
@@ -508,7 +511,7 @@ def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Map
         for warning in r.warnings:
             print(f"roast: warning: {visible(warning)}", file=sys.stderr)
         if r.status == "waiting":
-            print(waiting_notice(r, links(r.session_id)), file=sys.stderr)
+            print(waiting_notice(r, links(r.session_id), page(r.session_id) if page else None), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
         else:

@@ -101,7 +101,7 @@ def test_numbers_timestamps_and_forms_out_of_range_are_400_never_500(tmp_path, s
     status, doc = server.post(sid, "approved", b"{}", signed)
     assert status == 401, doc
     link = api.links(sid, public_url=f"http://127.0.0.1:{server.port}")["approved"]
-    form = "&".join(f"f{n}=x" for n in range(25))
+    form = "&".join(f"f{n}=x" for n in range(250))
     status, _, page = server.request("POST", urlsplit(link).path, form,
                                      {"content-type": "application/x-www-form-urlencoded"})
     assert status == 400 and "not valid" in page
