@@ -14,11 +14,12 @@ import re
 
 from roast.expressions import TEMPLATE
 
-_EVENT = re.compile(r"(?<![\w.])event\b")
+_EVENT = re.compile(r"(?<![\w.])(event|delivery)\b")  # the event's data, and its sender's actor and reason
 
 
 def aimed_by_event(url: str) -> list[str]:
-    """The `{{ expr }}` pieces of a webhook URL template that read `event` (its data or name)."""
+    """The `{{ expr }}` pieces of a webhook URL template that read `event` (its data) or `delivery`
+    (its actor and reason): what the sender of an event chose."""
     return [m.group(0) for m in TEMPLATE.finditer(url) if _EVENT.search(m.group(0)[2:-2])]
 
 
@@ -38,3 +39,18 @@ def author_written(url: str) -> bool:
     """Whether every `{{ expr }}` of a webhook URL template reads only `env.*` or `workflow.*`: then
     the author or the operator chose where it points, and the payload may carry approval links."""
     return all(_TRUSTED.fullmatch(m.group(1)) for m in TEMPLATE.finditer(url))
+
+
+def links_allowed(template: str, url: str, allowed_hosts: str | None) -> bool:
+    """Whether a notify webhook's payload may carry approval links: its URL template was written by
+    the author or the operator (`author_written`), or the URL it rendered to points at one of
+    `allowed_hosts` (`ROAST_NOTIFY_ALLOWED_HOSTS`: host names, separated by spaces or commas)."""
+    if author_written(template):
+        return True
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    return bool(host) and host in {h.lower() for h in re.split(r"[\s,]+", allowed_hosts or "") if h}

@@ -26,7 +26,8 @@ AIMED = """
 
 
 @pytest.mark.parametrize("url", ["{{ event.callback }}", "https://{{ event.host }}/roast",
-                                 "https://hooks.example.com/{{ event['channel'] }}", "{{event.data.cb}}"])
+                                 "https://hooks.example.com/{{ event['channel'] }}", "{{event.data.cb}}",
+                                 "https://h/{{ delivery.reason }}"])
 def test_validate_refuses_a_webhook_url_built_from_event_data(tmp_path, capsys, url):
     wf = write_workflow(tmp_path, AIMED.replace("{url}", url))
     assert main(["validate", str(wf)]) == 2
@@ -77,3 +78,6 @@ def test_approval_links_go_only_to_a_url_the_author_or_operator_wrote(tmp_path):
     # a URL made at run time from a step's output (which may hold event data): the details, no links
     made = _received_links(tmp_path / "b", "{{ output.cb }}", "URL", {})
     assert made["links"] == {} and made["events"] == ["approved"] and made["resume"]
+    # unless the host it rendered to is one the operator allows
+    allowed = _received_links(tmp_path / "c", "{{ output.cb }}", "URL", {"ROAST_NOTIFY_ALLOWED_HOSTS": "h, 127.0.0.1"})
+    assert allowed["links"]["approved"].startswith("https://roast.example.com/a/")
