@@ -89,6 +89,11 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
             if request.method in ("GET", "HEAD"):
                 return await call(show)  # GET never delivers
             try:
+                await call(opened)  # the link before its form is read (issue 21)
+            except RoastError as err:
+                note(request, code=err.code)
+                return await call(_ended_or_refused, err)
+            try:
                 raw = await read_body(request, FORM_LIMIT)
             except RoastError as err:
                 return failed(request, err)
@@ -100,7 +105,12 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
                 except RoastError as err:
                     note(request, code=err.code)
                     return _ended_or_refused(err)
-                form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+                try:
+                    form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+                except ValueError:  # more fields than a form has: a 400, never a traceback (issue 21)
+                    note(request, code="bad_request")
+                    return page(gates.notice_page("This form is not valid", "It has more fields than this page's "
+                                                  "form; nothing was changed."), 400)
                 given = (form.get("_csrf") or [""])[0]
                 if not hmac.compare_digest(given.encode(), csrf.encode()):
                     note(request, code="bad_csrf")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from roast import expressions
+from roast.expressions import edits
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.leaves import RetryPolicy, StepOptions
 from roast.steps import RESERVED_WAIT_KEYS
@@ -66,20 +67,6 @@ def closest(word: str, choices: Any) -> str | None:
 
     found = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
     return found[0] if found else None
-
-
-def edits(a: str, b: str) -> int:
-    """Edit distance (insert, delete, substitute, swap two neighbours: optimal string alignment)."""
-    before: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cur[j] = min(cur[j], before[j - 2] + 1)
-        before, prev = prev, cur
-    return prev[-1]
 
 
 def misspelt_reserved(key: str) -> str | None:
@@ -325,7 +312,8 @@ class Checks:
             for line in pages.unsupported(value) if not found else ():
                 self.warnings.append(f"{self.source.where(where)}: {path}: a page cannot send {str(event)!r}: {line}")
             if not found:
-                out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
+                # in the order written: a page lays its form out in the schema's own order (issue 22)
+                out.append((str(event), json.dumps(value, separators=(",", ":"))))
         return tuple(out)
 
     # -- options

@@ -554,14 +554,24 @@ class Log:
             line = json.dumps({"time": stamp, "msg": message, **fields}, default=str, ensure_ascii=False)
         else:
             extra = " ".join(f"{k}={_log_value(v)}" for k, v in fields.items())
-            line = f"roast serve: {stamp} {message}" + (f" {extra}" if extra else "")
+            line = f"roast serve: {stamp} {_log_text(message)}" + (f" {extra}" if extra else "")
         with self._lock:
             print(line, file=self.stream, flush=True)
 
 
 def _log_value(value: Any) -> str:
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or not c.isprintable() for c in text) else text
+    return _log_text(json.dumps(text, ensure_ascii=False)) if not text or any(c.isspace() or not c.isprintable()
+                                                                              for c in text) else text
+
+
+def _log_text(text: str) -> str:
+    """A text log's value with every character that is not printable escaped (`\\n`, `\\x1b`,
+    `\\u202e`): a request path cannot start a forged line or drive the terminal (issue 21)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if c.isascii() or ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in text)
 
 
 # --------------------------------------------------------------------------- the resident part

@@ -24,7 +24,7 @@ from roast.errors import BadEventData, StepFailed, UsageError
 __all__ = [
     "MAX_DURATION", "MAX_EVENT_BYTES", "MAX_EVENT_DEPTH", "TEMPLATE", "DotDict",
     "evaluate", "has_template", "parse_duration", "parse_event_data", "render",
-    "plain", "render_value", "to_text", "truthy", "wrap",
+    "edits", "plain", "render_value", "to_text", "truthy", "wrap",
 ]
 
 # --------------------------------------------------------------------------- DotDict
@@ -410,3 +410,17 @@ def digest(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def edits(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute, swap two neighbours: optimal string alignment)."""
+    before: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], before[j - 2] + 1)
+        before, prev = prev, cur
+    return prev[-1]

@@ -118,6 +118,15 @@ SQLITE: list[tuple[str, ...]] = [
         "ALTER TABLE events ADD COLUMN verified integer NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN started_by text",
     ),
+    (  # issue 21: signed requests bound to the first session and event they reached (no foreign key:
+       # the binding outlives a pruned session, so a captured body is never replayed elsewhere)
+        """CREATE TABLE signatures (
+            digest TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            received_at REAL NOT NULL
+        )""",
+    ),
 ]
 
 
@@ -229,6 +238,15 @@ POSTGRES: list[tuple[str, ...]] = [
         "ALTER TABLE events ADD COLUMN verified integer NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN started_by text",
     ),
+    (  # issue 21: signed requests bound to the first session and event they reached (no foreign key:
+       # the binding outlives a pruned session, so a captured body is never replayed elsewhere)
+        """CREATE TABLE signatures (
+            digest text COLLATE "C" PRIMARY KEY,
+            session_id text COLLATE "C" NOT NULL,
+            event text NOT NULL,
+            received_at double precision NOT NULL
+        )""",
+    ),
 ]
 
 
@@ -246,3 +264,5 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
                "outcome", "actor", "reason", "wait_path", "consumed_at", "detail", "verified"),
     "definitions": ("fingerprint", "envelope", "created_at"),
 }
+# issue 21: `signatures` (digest, session_id, event, received_at) is not copied by `roast store copy`
+# (store_copy counts every table of TABLE_COLUMNS per session); a copy starts with no bindings.

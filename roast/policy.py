@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 
 from roast.errors import RoastError, UsageError, WorkflowInvalid
-from roast.expressions import iso, parse_duration
+from roast.expressions import edits, iso, parse_duration
 from roast.record import Record
 
 TYPE_CHECKING = False
@@ -128,24 +128,10 @@ def misspelt_key(key: str) -> str | None:
     edit away (two for the long ones), never a key that extends one (`approved`, `escalated` are events)."""
     word = key.lower()
     for name in POLICY_KEYS:
-        near = not word.startswith(name) and _edits(word, name) <= (2 if len(name) > 12 else 1)
+        near = not word.startswith(name) and edits(word, name) <= (2 if len(name) > 12 else 1)
         if key != name and (word == name or near):
             return name
     return None
-
-
-def _edits(a: str, b: str) -> int:
-    """Edit distance, a swap of two neighbours counting as one edit (optimal string alignment)."""
-    before: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cur[j] = min(cur[j], before[j - 2] + 1)
-        before, prev = prev, cur
-    return prev[-1]
 
 
 def exact_approvers(policy: Policy | None) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from roast.errors import EventLate, Interrupted, RequestRefused, RoastError, Unauthorized, UsageError
 from roast.approval_html import routes as routes_for_people
+from roast.serve_intake import loopback, read_tokens_file
 from roast.views import refusal_document, workflow_paths
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
@@ -133,17 +134,6 @@ class Config:
         return bool(self.tokens or self.webhook_secrets or self.github_secret or self.proxies)
 
 
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
-
-
 def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Check the options and credentials; UsageError (exit 2) for anything insecure or malformed."""
     from roast import api, settings
@@ -152,11 +142,13 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         raise UsageError(f"--port {args.port} is not a TCP port (0 to 65535)")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: at least one worker runs the branches")
-    if not args.grace >= 0 or not args.webhook_tolerance > 0:
-        raise UsageError("--grace must be 0 or more seconds and --webhook-tolerance more than 0")
+    if not 0 <= args.grace < float("inf") or not 0 < args.webhook_tolerance < float("inf"):
+        raise UsageError(f"--grace {args.grace:g} / --webhook-tolerance {args.webhook_tolerance:g}: --grace must be "
+                         "a finite number of seconds, 0 or more, and --webhook-tolerance more than 0",
+                         hint="e.g. --grace 30 --webhook-tolerance 300 (the defaults)")
     tokens = settings.serve_tokens(environ)
     if args.tokens_file:
-        tokens += settings.parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
+        tokens += settings.parse_tokens(read_tokens_file(args.tokens_file), args.tokens_file)
     # issue 22: `NAME:whsec_…` names the sender, recorded as the actor of what it delivers
     named = [item.partition(":") if item.partition(":")[2].startswith("whsec_") else (None, "", item)
              for item in (settings.webhook_secret(environ) or "").split()]
@@ -180,25 +172,12 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
                     webhook_secrets=secrets, github_secret=github.encode() if github else None,
                     public_host=public_host, proxies=proxies, identity_header=identity_header,
                     webhook_names=[name for name, _, _ in named])
-    if not _loopback(args.host) and not config.authenticated:
+    if not loopback(args.host) and not config.authenticated:  # judged resolved, not by name (issue 21)
         # reliability §4.2, Hermes #21346: a public bind is an explicit choice that needs a secret
         raise UsageError(f"refusing to listen on {args.host} without authentication; nothing was started",
                          hint="set ROAST_SERVE_TOKENS (or --tokens-file), ROAST_WEBHOOK_SECRET or "
                               "ROAST_GITHUB_WEBHOOK_SECRET, or listen on 127.0.0.1")
     return config
-
-
-def _read_tokens_file(path: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read(1_048_576)
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read --tokens-file {path!r}: {getattr(err, 'strerror', None) or err}") from err
-    if mode & 0o077:
-        raise UsageError(f"--tokens-file {path!r} can be read by other users; refusing to use it",
-                         hint=f"chmod 600 {path}")
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 # --------------------------------------------------------------------------- logging
@@ -225,10 +204,12 @@ class Principal:
     """Who a request is: the actor recorded with its delivery, the event id its headers carry, and
     the source."""
 
-    __slots__ = ("actor", "event_id", "source", "verified")
+    __slots__ = ("actor", "event_id", "signature", "source", "verified")
 
-    def __init__(self, actor: str, event_id: str | None, source: str, verified: bool = False) -> None:
+    def __init__(self, actor: str, event_id: str | None, source: str, verified: bool = False,
+                 signature: str | None = None) -> None:
         self.actor, self.event_id, self.source, self.verified = actor, event_id, source, verified
+        self.signature = signature  # a signed request's, bound to where it is first delivered (issue 21)
 
 
 def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None, now: float, *,
@@ -248,10 +229,12 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
         return Principal(person.strip()[:200], idempotency, "proxy", True) if person and person.strip() else None
     if body is not None and headers.get("webhook-signature") is not None:
         msg_id = api.verify_webhook(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
-        return Principal(_sender(config, headers, body, now) or f"webhook:{msg_id}", msg_id, "webhook", True)
+        return Principal(_sender(config, headers, body, now) or f"webhook:{msg_id}", msg_id, "webhook", True,
+                         f"webhook-id:{msg_id}")
     if body is not None and headers.get("x-hub-signature-256") is not None:
         delivery = api.verify_github(config.github_secret, headers, body)
-        return Principal("github", delivery, "github", True)
+        signed = headers["x-hub-signature-256"].strip().lower()
+        return Principal("github", delivery, "github", True, f"github:{signed}")
     if person and person.strip():
         return Principal(person.strip()[:200], idempotency, "proxy", True)
     given = headers.get("authorization")
@@ -297,6 +280,8 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
     the api's Result; refusals raise."""
     common: dict[str, Any] = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
               "source": principal.source, "reason": reason, "run": False, "verified": principal.verified}
+    if principal.signature is not None:  # bound to the first session and event it reaches (issue 21)
+        common["signature"] = principal.signature
     if session_id is not None:
         if wait_seq is not None:  # an approval link: for its own wait only, checked in the claim itself
             common["wait_seq"] = wait_seq
@@ -316,7 +301,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from roast import settings
+    from roast import serve_intake, settings
 
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
@@ -359,22 +344,35 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
                              hint="ROAST_MAX_EVENT_BYTES sets the limit")
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was "
-                                              "delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing "
+                                                      "was delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
+                chunks.append(chunk)
+        except ClientDisconnect:  # an aborted upload: a 400 and one log line, never a traceback (issue 21)
+            raise RequestRefused("bad_request", "the client closed the connection before the body was complete; "
+                                                "nothing was delivered") from None
         return b"".join(chunks)
 
     async def post_event(request: Request, **target: Any) -> Response:
         event = request.path_params["event"]
         note(request, event=event, session=target.get("session_id"))
         try:
+            # judged on its head before a byte of its body is read (issue 21): a token, or the
+            # headers a signature needs; the raw bytes are verified before anything parses them
+            signed = serve_intake.signed(request.headers)
+            if signed:
+                serve_intake.check_signed_head(config, request.headers, time.time())
+            else:
+                who = authenticate(config, request.headers, None, time.time(), client=_client(request))
             body = await read_body(request, settings.max_event_bytes())
-            # the raw bytes are verified before anything parses them (reliability §4.1)
-            who = authenticate(config, request.headers, body, time.time(), client=_client(request))
+            if signed:
+                who = authenticate(config, request.headers, body, time.time(), client=_client(request))
             note(request, actor=who.actor, event_id=who.event_id)
             kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
             if body and not (kind == "application/json" or kind.endswith("+json")):
@@ -408,8 +406,8 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             who = authenticate(config, request.headers, None, time.time(), client=_client(request))
             note(request, actor=who.actor)
             statuses = [s for v in q.getlist("status") for s in v.split(",") if s]
-            limit = int(q["limit"]) if q.get("limit", "").isdigit() else 50
-            offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+            limit = serve_intake.query_number(q, "limit", 50, 10_000)
+            offset = serve_intake.query_number(q, "offset", 0, 2**31 - 1)
             workflow = q.get("workflow")
             if workflow is None:
                 page = await call(api.list_sessions, status=statuses, limit=limit, offset=offset, open_first=True)
@@ -480,7 +478,7 @@ class _Front:
 
     def __init__(self, app: Any, config: Config, log: Log) -> None:
         self.app, self.config, self.log = app, config, log
-        self.hosts = None if not _loopback(config.host) else _LOOPBACK_NAMES | (
+        self.hosts = None if not loopback(config.host) else _LOOPBACK_NAMES | (
             {config.public_host} if config.public_host else set())
 
     def _refuse(self, status: int, code: str, message: str) -> tuple[int, bytes]:

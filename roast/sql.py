@@ -385,6 +385,8 @@ class SQLStore:
             if event.event_id and workflow_scope is not None:
                 self._event_lock(tx, workflow_scope, event.event_id)
             row = self._locked(tx, session_id)
+            if event.signature is not None:
+                self._bind_signature(tx, session_id, event, now)
             if event.event_id:
                 prior = self._prior(tx, session_id, event.event_id, workflow_scope)
                 if prior is not None:
@@ -410,18 +412,33 @@ class SQLStore:
                 return Outcome("consumed", consumed, self._session_in(tx, session_id))
             return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
 
+    def _bind_signature(self, tx: Tx, session_id: str, event: Incoming, now: float) -> None:
+        """A signed request works once, where it was sent (issue 21): the first session and event a
+        signature reaches keep it, in the delivery's own transaction; anywhere else it is refused."""
+        import hashlib
+
+        digest = hashlib.sha256(event.signature.encode("utf-8", "surrogatepass")).hexdigest()
+        self._event_lock(tx, "<signature>", digest)  # PostgreSQL: one binding of a signature at a time
+        bound = tx.row("SELECT session_id, event FROM signatures WHERE digest = ?", (digest,))
+        if bound is None:
+            tx.run("INSERT INTO signatures (digest, session_id, event, received_at) VALUES (?, ?, ?, ?)",
+                   (digest, session_id, event.name, now))
+        elif (bound["session_id"], bound["event"]) != (session_id, event.name):
+            raise outcomes.replayed(event.name, session_id)
+
     def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
                 wait_seq: int | None = None) -> EventRecord:
         """The event's row, as the verdict left it (a consumed one with its wait)."""
         consumed_at = now if wait_seq is not None else None
         path = verdict.path if wait_seq is not None else None
+        data = outcomes.recorded_data(verdict.outcome, dict(event.data))  # a refusal: an excerpt at most
         row_id = tx.insert(
             "INSERT INTO events (session_id, wait_seq, name, data, received_at, source, event_id, digest, outcome, "
             "actor, reason, wait_path, consumed_at, detail, verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, wait_seq, event.name, json.dumps(event.data),  # ensure_ascii: no lone surrogate breaks it
+            (session_id, wait_seq, event.name, json.dumps(data),  # ensure_ascii: no lone surrogate breaks it
              now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
              consumed_at, verdict.detail, int(bool(event.verified))))
-        return EventRecord(event.name, dict(event.data), now, event.source, wait_seq, event.event_id, verdict.outcome,
+        return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
                            event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified))
 
     def _prior(self, tx: Tx, session_id: str, event_id: str, workflow_scope: str | None) -> Row | None:

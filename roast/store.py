@@ -111,8 +111,11 @@ class NewSession(Record):
 class Incoming(Record):
     """An event as a sender delivers it (`roast resume`, `roast.resume`, a webhook)."""
 
-    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest", "verified")
-    _defaults = {"verified": False}  # issue 22: the actor was proven (a token, a signature, a trusted proxy)
+    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest", "verified",
+                 "signature")
+    # `signature`: what a signed request is known by (`webhook-id:…`, `github:sha256=…`), bound by the
+    # store to the first session and event it reaches (issue 21)
+    _defaults = {"verified": False, "signature": None}  # issue 22: the actor was proven (a token, a signature, a trusted proxy)
 
 
 class Outcome(Record):
@@ -254,8 +257,18 @@ def when(t: float | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13)."""
-    return re.sub(r"(?<=://)([^:/@]*):([^@]*)@", lambda m: f"{m.group(1)}:***@", url)
+    """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13). Everything
+    between the user name and the *last* `@` is masked, so a password with an unencoded `@`, `#`,
+    `/` or `%` is never shown in part (issue 21); so is a `password=` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        head = rest.split("?", 1)[0]  # an `@` in the query is not the end of the user info
+        userinfo, _, after = (head if "@" in head else rest).rpartition("@")
+        after += rest[len(head):] if "@" in head else ""
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        url = f"{scheme}://{userinfo}@{after}"
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 # ---------------------------------------------------------------------------------------------

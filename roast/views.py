@@ -30,8 +30,8 @@ FINISHED_WORDS = {"completed": "completed", "failed": "failed", "timed_out": "ti
 # HTTP status of a refusal, by its code (the document is the one `roast resume --json` prints).
 HTTP_STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found": 404, "ambiguous": 404,
                "unknown_event": 404, "late": 409, "closed": 409, "not_waiting": 409, "refused": 409,
-               "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401,
-               "too_large": 413, "unsupported_media_type": 415, "store_unavailable": 503}
+               "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401, "replayed": 409,
+               "too_large": 413, "bad_request": 400, "unsupported_media_type": 415, "store_unavailable": 503}
 
 
 class Result:

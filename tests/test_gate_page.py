@@ -106,6 +106,9 @@ def test_a_schema_form_refuses_bad_values_and_delivers_exactly_the_typed_data(tm
     assert browser.find_element(By.NAME, "replicas").get_attribute("type") == "number"
     assert browser.find_element(By.NAME, "replicas").get_attribute("value") == "2"  # the default
     assert browser.find_element(By.NAME, "canary").get_attribute("type") == "checkbox"
+    fields = [e.get_attribute("name") for e in browser.find_elements(By.CSS_SELECTOR, "input, select, textarea")]
+    shown = [f for f in fields if f in ("ticket", "replicas", "canary")]
+    assert shown == ["ticket", "replicas", "canary"]  # the schema's own order, not sorted
     buttons = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "button")]
     assert buttons == ["approved", "rejected"]  # every event its own button, the first primary
     browser.find_element(By.NAME, "ticket").send_keys("OPS-42")
