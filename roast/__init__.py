@@ -9,7 +9,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 __all__ = ["Result", "SessionInfo", "__version__", "cancel", "listen", "resume", "retry", "run", "session",
            "sessions", "tick"]
