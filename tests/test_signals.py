@@ -30,9 +30,17 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def sigint_as_default() -> None:
+    """In the child, before exec: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt. A test run started as a background job of a non-interactive shell (`pytest &`)
+    inherits SIGINT ignored, and Python then leaves it ignored: the signal would be lost, and the
+    test would wait for nothing (issue 20: "the SIGINT tests fail under load")."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "roast", *args], env=_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_default)
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
