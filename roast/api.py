@@ -257,7 +257,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
             raise UsageError("which session? `roast resume -s ID` continues an interrupted session",
                              hint="say which event with --event NAME, or give --session-id")
         session = store_.get(session_id)
-        if session.status == "running":
+        if session.status in ("running", "interrupted"):
             return _recover(store_, session, observer, now, force, wanted, wait_for_steps)
         return intake_.without_event(session, wait_for_steps)
     if event_id is not None and session_id is None and wanted is not None:
@@ -353,16 +353,27 @@ def _running(fresh: Session) -> None:
 
 def _recover(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float], force: bool,
              wanted: str | None, wait_for_steps: bool, stop: Any = None) -> Result:
-    """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
-    if not session.orphaned:
+    """Continue an orphaned session (its process died), or an interrupted one (stopped by a person,
+    issue 20), from its last checkpoint (issue 4 §6)."""
+    if session.status == "running" and not session.orphaned:
         raise NotWaiting(f"session {session.id} is running in {session.holder or 'another roast process'}; "
                          "nothing changed", hint="wait for it to finish or reach a wait")
     intake_.check_no_step_alive(store, session, wait_for_steps)
     moved = wanted if wanted is not None and wanted != session.workflow_path else None
     if moved:
         intake_.check_moved(session, moved)
-    return _continue(store, session, "roast resume (recovery)", _running, _taken_over(store, observer, now),
+    expect = _running if session.status == "running" else _still(session.status)
+    return _continue(store, session, "roast resume (recovery)", expect, _taken_over(store, observer, now),
                      observer=observer, now=now, force=force, moved=moved, stop=stop)
+
+
+def _still(status: str) -> Callable[[Session], None]:
+    """Refuse a session no longer in `status` once the lock is held (another resume or a cancel came first)."""
+    def expect(fresh: Session) -> None:
+        if fresh.status != status:
+            raise not_waiting(fresh)
+
+    return expect
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,

@@ -129,13 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_resume)
 
     p = sub.add_parser("sessions", parents=[common], help="list sessions, open ones first, then newest first",
-                       description="List sessions: open ones (waiting, running, orphaned) first, then the "
-                                   "rest, each group newest first; 50 by default. Ids are shown by their "
+                       description="List sessions: open ones (waiting, running, orphaned, interrupted) first, "
+                                   "then the rest, each group newest first; 50 by default. Ids are shown by their "
                                    "first 8 characters (--json gives them whole).")
     p.add_argument("--status", action="append", default=[],
-                   choices=["running", "waiting", "orphaned", "completed", "failed", "timed_out",
+                   choices=["running", "waiting", "orphaned", "interrupted", "completed", "failed", "timed_out",
                             "cancelled"],
-                   help="only sessions in this state; orphaned means running, but its process died "
+                   help="only sessions in this state; orphaned means running, but its process died; "
+                        "interrupted means stopped by a signal, continued only by `roast resume -s ID` "
                         "(repeatable; default: all)")
     p.add_argument("--workflow", metavar="W",
                    help="only sessions of this workflow, by path or by name (default: all workflows)")
@@ -521,9 +522,9 @@ def _open_total(api: Any, query: dict[str, Any], page: Any) -> int:
     """How many of the matching sessions are open, for the footer: open ones are listed first, so
     the rest of the page is finished sessions (one count query, and only when rows are cut off)."""
     if page.total <= len(page.rows):
-        return sum(1 for s in page.rows if s.status in ("running", "waiting"))
-    statuses = query["status"] or ["running", "waiting"]
-    open_statuses = [s for s in statuses if s in ("running", "waiting", "orphaned")]
+        return sum(1 for s in page.rows if s.status in ("running", "waiting", "interrupted"))
+    statuses = query["status"] or ["running", "waiting", "interrupted"]
+    open_statuses = [s for s in statuses if s in ("running", "waiting", "orphaned", "interrupted")]
     if not open_statuses:
         return 0
     return int(api.list_sessions(**{**query, "status": open_statuses, "limit": 0}).total)

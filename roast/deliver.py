@@ -109,7 +109,8 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
     keeping = [s for s in store.open_of(path) if event in s.ahead and not s.orphaned]
     if keeping:
         return keeping[0], [s.id for s in keeping[1:]]
-    orphans = [s for s in store.list(statuses=["running"], workflow=path, limit=None)[0] if s.orphaned]
+    orphans = [s for s in store.list(statuses=["running", "interrupted"], workflow=path, limit=None)[0]
+               if s.orphaned or s.status == "interrupted"]
     if waiting:
         import difflib  # only on this error path
 
@@ -124,7 +125,7 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
                            f"list them with `roast sessions --workflow {path} --status waiting`")
     hint = f"list sessions with `roast sessions --workflow {path}`"
     if orphans:
-        hint = (f"{len(orphans)} session(s) of it were interrupted (orphaned); continue one with "
+        hint = (f"{len(orphans)} session(s) of it were interrupted or orphaned; continue one with "
                 f"`roast resume -s {orphans[0].id}`")
     raise NotFound(f"no session of {path} is waiting", hint=hint)
 
@@ -236,6 +237,10 @@ def refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Resu
         err = NotWaiting(f"session {session.id} waits for {names(session, ' or ')}, not {incoming.name!r}, and no "
                          f"wait still ahead of it declares {incoming.name!r}; it was not delivered",
                          hint="\n".join(resume_commands(session)))
+    elif session.status == "interrupted":
+        err = NotWaiting(f"session {session.id} is interrupted, not waiting for {incoming.name!r}, and no wait still "
+                         f"ahead of it declares {incoming.name!r}; it was not delivered",
+                         hint=f"`roast resume --session-id {session.id}` without --event continues it")
     else:
         err = NotWaiting(f"session {session.id} is no longer waiting for {incoming.name!r}: it is running"
                          + (f" in {session.holder}" if session.holder else "")
@@ -359,6 +364,10 @@ def check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> No
 
 
 def not_waiting(session: Session) -> RoastError:
+    if session.status == "interrupted":
+        return NotWaiting(f"session {session.id} is interrupted ({session.error or 'stopped by a signal'})",
+                          hint=f"`roast resume --session-id {session.id}` without --event continues it; "
+                               f"`roast cancel {session.id}` ends it")
     if session.status == "running":
         return NotWaiting(f"session {session.id} is no longer waiting: it is running"
                           + (" (its process died; `roast resume --session-id "
@@ -394,6 +403,9 @@ def not_retryable(session: Session) -> RoastError:
     if session.status == "waiting":
         return NotWaiting(f"session {session.id} has not failed: it is waiting ({waiting_for(session)}); "
                           "there is nothing to retry", hint="\n".join(resume_commands(session)) or None)
+    if session.status == "interrupted":
+        return NotWaiting(f"session {session.id} has not failed: it was interrupted; there is nothing to retry",
+                          hint=f"`roast resume --session-id {session.id}` continues it")
     if session.status == "running":
         return NotWaiting(f"session {session.id} has not failed: it is running"
                           + (" (its process died)" if session.orphaned else

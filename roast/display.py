@@ -42,7 +42,7 @@ def markup_safe(text: object) -> str:
     return escape(visible(text))
 
 STATUS_STYLE = {"waiting": "yellow", "running": "cyan", "completed": "green", "failed": "red",
-                "timed_out": "magenta", "cancelled": "dim"}
+                "timed_out": "magenta", "cancelled": "dim", "interrupted": "red"}
 
 
 def fancy(stream: IO[str]) -> bool:
@@ -217,6 +217,8 @@ def awaiting_text(s: Session) -> str:
     or, for a failed session, the command that retries it."""
     if s.status == "failed":
         return f"roast retry {short_id(s.id)}"
+    if s.status == "interrupted":  # issue 20: nothing continues it until asked
+        return f"roast resume -s {short_id(s.id)}"
     if s.status != "waiting":
         return ""
     parts = list(s.events)
@@ -239,7 +241,7 @@ def short_id(session_id: str) -> str:
     return short(session_id)
 
 
-OPEN = ("running", "waiting")
+OPEN = ("running", "waiting", "interrupted")
 
 
 def _footer(rows: Sequence[Session], total: int, all_shown: bool,
@@ -328,6 +330,8 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
     if s.status == "failed":
         lines.append(f"retry     roast retry {s.id}   (runs the failed step again; --from STEP_PATH starts "
                      "earlier)")
+    if s.status == "interrupted":  # issue 20: stopped by a person; neither serve nor tick continues it
+        lines.append(f"continue  roast resume -s {s.id}   (or end it: roast cancel {s.id})")
     if s.reason:
         lines.append(f"reason    {s.reason}")
     if history:
@@ -493,7 +497,8 @@ def stopped(err: BaseException) -> int:
     if sid:
         step = getattr(err, "step", None)
         print(f"roast: interrupted by {name}" + (f" during {step}" if step else "") + f"; session {sid} was "
-              f"stopped there and can be continued: roast resume --session-id {sid}", file=sys.stderr)
+              f"stopped there and is interrupted (nothing continues it by itself): continue it with roast resume "
+              f"--session-id {sid}, or end it with roast cancel {sid}", file=sys.stderr)
     else:
         print(f"roast: interrupted by {name}; no session was running in this command (waiting sessions are "
               "still waiting)", file=sys.stderr)

@@ -393,7 +393,8 @@ def _interrupted(store: SessionStore, session_id: str, journal: _Journal, err: B
     try:
         journal.flush()
         store.interrupted(session_id, error=f"interrupted by {name}" + (f" during {step}" if step else ""),
-                          finished=journal.take_done(), now=now())
+                          finished=journal.take_done(), restart=isinstance(err, Interrupted) and err.restart,
+                          now=now())
     except RoastError:
         pass  # the store is unavailable too: the session is orphaned all the same, and recoverable
 

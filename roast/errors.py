@@ -180,11 +180,14 @@ class Interrupted(BaseException):
     """roast was told to stop (SIGTERM, SIGHUP; SIGINT is KeyboardInterrupt). Not an error of the
     workflow: the session stays recoverable. `session_id` and `step` say what was interrupted."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, restart: bool = False) -> None:
         super().__init__(signum)
         self.signum = signum
         self.session_id: str | None = None
         self.step: str | None = None
+        # roast stopped the drive itself (`roast serve` shutting down, issue 20): the session stays
+        # recoverable automatically, unlike one a person stopped (`interrupted`)
+        self.restart = restart
 
     @property
     def exit_code(self) -> int:

@@ -46,7 +46,7 @@ def decide(session: Session, name: str, *, holding: bool, now: float, wait_seq: 
             deadline = min(a["deadline"] for a in offered)
             return Verdict("late", f"the wait's deadline passed at {when(deadline)}", deadline=deadline)
         return Verdict("consumed", path=offered[0].get("path"))
-    state = "running" if session.status == "running" else \
+    state = session.status if session.status in ("running", "interrupted") else \
         f"waiting for {', '.join(session.events) or 'its deadline'}"
     if name not in session.ahead:
         return Verdict("not_waiting", f"it is {state}, and no wait still ahead declares {name!r}")
@@ -99,6 +99,9 @@ def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
         if last_event is not None:
             return f"it is running{holder} (resumed at {when(last_event[1])} with {last_event[0]!r})"
         return f"it is running{holder} (started at {when(session.created_at)})"
+    if status == "interrupted":  # issue 20: stopped by a person; continued only when asked
+        return (f"it was interrupted at {when(session.updated_at)} (`roast resume -s {session.id}` continues it, "
+                f"`roast cancel {session.id}` ends it)")
     if status == "waiting":
         names = ", ".join(repr(w.get("event")) for w in session.awaiting if w.get("event"))
         return f"it now waits for {names or 'its deadline'} (wait #{session.wait_seq})"

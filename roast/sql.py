@@ -459,16 +459,17 @@ class SQLStore:
             self._claim(tx, session, "timeout", {"deadline": session.deadline}, source, now)
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
-        """Make this process the owner of an orphaned session (recovery); return the event that was
+        """Make this process the owner of an orphaned or interrupted session (recovery); return the event that was
         claimed for it and not yet delivered, if any (saved by the claim: nothing is inferred)."""
         now = _now(now)
         with self._write(session_id) as tx:
             row = self._locked(tx, session_id)
-            if row["status"] != "running":
+            if row["status"] not in ("running", "interrupted"):
                 raise not_waiting(self._sessions(tx, [row])[0], session_id, -1, self._last_event(tx, session_id))
-            count = tx.run("UPDATE sessions SET owner = ?, attempt = attempt + 1, updated_at = ?, error = NULL "
-                           "WHERE id = ? AND status = 'running' AND COALESCE(owner, '') = ?",
-                           (this_owner(), now, session_id, row["owner"] or ""))
+            # an interrupted session (issue 20) is running again from here: the same compare-and-set
+            count = tx.run("UPDATE sessions SET status = 'running', owner = ?, attempt = attempt + 1, updated_at = ?, "
+                           "error = NULL WHERE id = ? AND status = ? AND COALESCE(owner, '') = ?",
+                           (this_owner(), now, session_id, row["status"], row["owner"] or ""))
             if count != 1:
                 raise NotWaiting(f"session {session_id} was taken over by another process meanwhile; nothing changed")
             if row["pending_event"] is None:
@@ -532,17 +533,19 @@ class SQLStore:
                    (session_id,))
 
     def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
-                    now: float | None = None) -> None:
+                    restart: bool = False, now: float | None = None) -> None:
         """Roast is being stopped (a signal): record it and mark the steps in flight `interrupted`.
-        The session stays `running`, and is orphaned once this process has exited."""
+        Stopped by a person, the session becomes `interrupted` (issue 20): only `roast resume -s ID`
+        continues it. `restart`: roast stopped it itself (`roast serve` past its grace); it stays
+        `running`, is orphaned once this process has exited, and the next serve recovers it."""
         now = _now(now)
         with self._write(session_id) as tx:
             self._lock(tx, session_id)
             _finish_steps(tx, session_id, finished)
             tx.run("UPDATE steps SET status = 'interrupted', finished_at = ? WHERE session_id = ? AND "
                    "finished_at IS NULL", (now, session_id))
-            tx.run("UPDATE sessions SET error = ?, updated_at = ?, owner = NULL WHERE id = ? AND status = 'running'",
-                   (error, now, session_id))
+            tx.run("UPDATE sessions SET status = ?, error = ?, updated_at = ?, owner = NULL WHERE id = ? "
+                   "AND status = 'running'", ("running" if restart else "interrupted", error, now, session_id))
 
     def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int:
         """A step that ran outside the session's drive (a `notify:` step of a waiting session): its
@@ -565,7 +568,7 @@ class SQLStore:
             if session.status == "running" and not session.orphaned:
                 raise Refused(f"session {sid} is running in {session.holder or 'another roast process'}; "
                               "nothing changed", hint="wait for it to finish or reach a wait, then cancel it")
-            if session.status not in ("waiting", "running"):
+            if session.status not in ("waiting", "running", "interrupted"):
                 raise refusal(session, "cannot cancel", self._last_event(tx, sid))
             tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, awaiting = '[]', deadline = NULL, "
                    "finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
@@ -779,8 +782,9 @@ class SQLStore:
             where.append("created_at >= ?")
             args.append(since)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ORDER BY (status IN ('running', 'waiting')) DESC, created_at DESC, id DESC" if open_first \
-            else "ORDER BY created_at DESC, id DESC"
+        order = "ORDER BY created_at DESC, id DESC"
+        if open_first:
+            order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC"
         with self._read() as tx:
             if tx is None:
                 return [], 0

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
 SESSION_ID = re.compile(r"[0-9a-z][0-9a-z_-]{3,63}")
-STATUSES = ("running", "waiting", "completed", "failed", "timed_out", "cancelled")
+STATUSES = ("running", "waiting", "interrupted", "completed", "failed", "timed_out", "cancelled")
 FINISHED = ("completed", "failed", "timed_out", "cancelled")
-OPEN = ("running", "waiting")
+# `interrupted` (issue 20): stopped by a person (a signal to the CLI); only `roast resume -s ID`
+# continues it and `roast cancel` ends it, never serve or tick on their own (a crash is `orphaned`).
+OPEN = ("running", "waiting", "interrupted")
 # What became of a delivery (issue 14): the first three are accepted (exit 0).
 OUTCOMES = ("consumed", "queued", "duplicate", "late", "closed", "not_waiting", "unknown_event", "invalid",
             "not_found", "unconsumed")
@@ -167,7 +169,7 @@ if TYPE_CHECKING:
                    final_output: str | None = None, error: str | None = None, finished: Sequence[StepDone] = (),
                    keep_state: bool = False, cursor: str | None = None, now: float | None = None) -> None: ...
         def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
-                        now: float | None = None) -> None: ...
+                        restart: bool = False, now: float | None = None) -> None: ...
         def notified(self, session_id: str, *, wait_seq: int) -> None: ...
         def cancel(self, session_id: str, *, reason: str | None = None, now: float | None = None) -> Session: ...
         def prune(self, *, older_than: float, now: float | None = None) -> int: ...

@@ -1,0 +1,179 @@
+"""Stopping sessions (issue 20), through real processes: a session a person stops with a signal is
+`interrupted` and stays stopped until `roast resume -s ID` (or `roast cancel`); `roast cancel` stops a
+running session's steps; a timeout is a claimed event whose branch sees `refused_event`; a wait's
+`notify:` runs once however many processes race for it; a session whose workflow file is gone
+still times out, and can be cancelled or resumed, from the definition sealed at its wait.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _resume_helpers import lines, poll
+from conftest import ROOT, run_cli, write_workflow
+from test_serve import eventually, serve  # noqa: F401
+from test_signals import sigint_as_default
+
+import roast
+from roast import api
+from roast.effects import group_alive
+
+
+def _start(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "roast", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_default)
+
+
+def _step_group(sid: str, name: str) -> int:
+    found: list[int] = []
+
+    def recorded() -> bool:
+        found[:] = [int(h.pgid) for h in api.history(sid) if h.name == name and h.pgid and h.finished_at is None]
+        return bool(found)
+
+    poll(recorded, f"step {name}'s process group to be recorded")
+    return found[-1]
+
+
+def _only(workflow_name: str) -> roast.SessionInfo:
+    [s] = [s for s in roast.sessions(limit=None) if s.workflow_name == workflow_name]
+    return s
+
+
+SLOW = """
+    name: slow
+    steps:
+      - one: $(echo one >> @LOG@)
+      - slow: "$(echo start$ROAST_STEP_ATTEMPT >> @LOG@; [ $ROAST_STEP_ATTEMPT = 2 ] || sleep 60; echo end$ROAST_STEP_ATTEMPT >> @LOG@)"
+"""
+
+
+def _stopped_session(tmp_path: Path, signum: int = signal.SIGINT) -> tuple[str, Path]:
+    """A session whose `roast execute` was stopped with `signum` during its slow step."""
+    log = tmp_path / "log"
+    wf = write_workflow(tmp_path, SLOW.replace("@LOG@", str(log)), name="slow")
+    proc = _start("execute", str(wf))
+    poll(lambda: lines(log) == ["one", "start1"], "the slow step to start")
+    sid = _only("slow").id
+    pgid = _step_group(sid, "slow")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert f"roast resume --session-id {sid}" in err and f"roast cancel {sid}" in err, err
+    poll(lambda: not group_alive(pgid), "the step's process group to be gone")
+    return sid, log
+
+
+# --------------------------------------------------------------------------- 1. a stopped session stays stopped
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_session_stopped_with_a_signal_is_interrupted_and_listed_so(tmp_path: Path, signum: int) -> None:
+    sid, _ = _stopped_session(tmp_path, signum)
+    s = roast.session(sid)
+    assert (s.status, s.orphaned) == ("interrupted", False)
+    assert f"interrupted by {signal.Signals(signum).name} during steps[1]" in (s.error or "")
+    assert [(h.path, h.status) for h in api.history(sid)] == [("steps[0]", "ok"), ("steps[1]", "interrupted")]
+
+    listed = run_cli("sessions", "--status", "interrupted", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(d["session_id"], d["status"]) for d in json.loads(listed.stdout)] == [(sid, "interrupted")]
+    assert json.loads(run_cli("sessions", "--status", "orphaned", "--json").stdout) == []
+    table = run_cli("sessions")
+    assert "interrupted" in table.stdout and f"roast resume -s {sid[:8]}" in table.stdout, table.stdout
+    shown = run_cli("session", sid)
+    assert "status    interrupted" in shown.stdout and f"roast resume -s {sid}" in shown.stdout, shown.stdout
+    assert json.loads(run_cli("session", sid, "--json").stdout)["status"] == "interrupted"
+
+
+def test_serve_and_tick_never_continue_an_interrupted_session_and_resume_does(tmp_path: Path, serve) -> None:  # noqa: F811
+    sid, log = _stopped_session(tmp_path)
+    # a control: a session whose process crashed (kill -9) is orphaned, and serve recovers it
+    crash_log = tmp_path / "crash-log"
+    crash = write_workflow(tmp_path, f"""
+        name: crash
+        steps:
+          - boom: "$(echo attempt$ROAST_STEP_ATTEMPT >> {crash_log}; [ $ROAST_STEP_ATTEMPT = 1 ] && kill -9 $PPID; echo ok)"
+    """, name="crash")
+    assert run_cli("execute", str(crash)).returncode == -9
+    crashed = _only("crash").id
+    assert roast.session(crashed).orphaned
+
+    ticked = run_cli("tick")
+    assert ticked.returncode == 0, ticked.stderr
+    server = serve()
+    eventually(lambda: roast.session(crashed).status == "completed", "serve to recover the crashed session")
+    assert lines(crash_log) == ["attempt1", "attempt2"]
+    # the same look for orphans that found the crashed session left the interrupted one alone
+    assert roast.session(sid).status == "interrupted"
+    assert lines(log) == ["one", "start1"]
+    assert sid not in server.log
+
+    resumed = run_cli("resume", "-s", sid)
+    assert resumed.returncode == 0, resumed.stderr
+    assert roast.session(sid).status == "completed"
+    assert lines(log) == ["one", "start1", "start2", "end2"]
+
+
+def test_cancel_ends_an_interrupted_session_and_resume_then_refuses(tmp_path: Path) -> None:
+    sid, log = _stopped_session(tmp_path)
+    cancelled = run_cli("cancel", sid, "--reason", "not needed", "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    again = run_cli("resume", "-s", sid)
+    assert again.returncode == 3 and "cancelled" in again.stderr, again.stderr
+    assert lines(log) == ["one", "start1"]
+
+
+def test_serve_stopped_past_its_grace_leaves_its_sessions_for_the_next_start_to_recover(
+        tmp_path: Path, serve) -> None:  # noqa: F811
+    """Roast stopped them itself, for a restart: not `interrupted`, recovered by the next start."""
+    log = tmp_path / "log"
+    wf = write_workflow(tmp_path, f"""
+        name: nap
+        steps:
+          - wait_for_event:
+              go:
+                - nap: "$(echo start$ROAST_STEP_ATTEMPT >> {log}; [ $ROAST_STEP_ATTEMPT = 2 ] || sleep 30)"
+    """, name="nap")
+    sid = roast.run(wf).session_id
+    first = serve("--grace", "0")
+    assert first.post(sid, "go")[0] == 200
+    poll(lambda: lines(log) == ["start1"], "the step to start")
+    _step_group(sid, "nap")
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=30) == 0
+    stopped = roast.session(sid)
+    assert (stopped.status, stopped.orphaned) == ("running", True), stopped
+    serve()
+    eventually(lambda: roast.session(sid).status == "completed", "the next serve to recover the session")
+    assert lines(log) == ["start1", "start2"]
+
+
+def test_a_delivery_to_an_interrupted_session_is_kept_for_a_later_wait_or_refused(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    wf = write_workflow(tmp_path, f"""
+        name: later
+        steps:
+          - slow: "$(echo start$ROAST_STEP_ATTEMPT >> {log}; [ $ROAST_STEP_ATTEMPT = 2 ] || sleep 60)"
+          - wait_for_event: {{approved: ["$(echo approved)"]}}
+    """, name="later")
+    proc = _start("execute", str(wf))
+    poll(lambda: lines(log) == ["start1"], "the step to start")
+    sid = _only("later").id
+    _step_group(sid, "slow")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert roast.session(sid).status == "interrupted"
+    kept = run_cli("resume", "-s", sid, "--event", "approved")
+    assert kept.returncode == 0 and "kept" in kept.stderr, kept.stderr
+    assert roast.session(sid).status == "interrupted"  # a delivery does not continue it either
+    done = run_cli("resume", "-s", sid)
+    assert done.returncode == 0, done.stderr
+    assert roast.session(sid).status == "completed"
