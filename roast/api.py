@@ -560,11 +560,14 @@ def deliveries(session_id: str, *, home: str | os.PathLike[str] | None = None,
     return _store(store, home).events(session_id)
 
 
-def cancel(session_id: str, *, reason: str | None = None, home: str | os.PathLike[str] | None = None,
-           store: SessionStore | str | None = None) -> Session:
-    """End a waiting (or orphaned) session: `roast.cancel("mk3x", reason="superseded")`."""
-    store_ = _store(store, home)
-    return store_.cancel(store_.get(session_id).id, reason=reason, now=time.time())
+def cancel(session_id: str, *, reason: str | None = None, actor: str | None = None,
+           home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None) -> Session:
+    """End a session that has not finished: `roast.cancel("mk3x", reason="superseded")`. A running
+    one's steps are stopped (SIGTERM, then SIGKILL), and the process running it stops (issue 20).
+    `actor` (default `$USER@host`) is recorded as `cancelled_by`."""
+    from roast.stop import cancel as stop
+
+    return stop(_store(store, home), session_id, reason=reason, actor=actor or intake_.default_actor())
 
 
 def prune(*, older_than: float, home: str | os.PathLike[str] | None = None,

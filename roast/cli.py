@@ -26,7 +26,7 @@ from roast import __version__
 from roast.errors import RoastError, UsageError
 
 EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
-3 not found / not waiting / refused event, 4 the session store is unavailable.
+3 not found / not waiting / refused event / cancelled, 4 the session store is unavailable.
 State lives in $ROAST_HOME (default ~/.roast)."""
 
 
@@ -160,10 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
     p.set_defaults(handler=cmd_session)
 
-    p = sub.add_parser("cancel", parents=[common], help="end a waiting or orphaned session",
-                       description="End a waiting (or orphaned) session; finished sessions are refused.")
+    p = sub.add_parser("cancel", parents=[common], help="end a session that has not finished, even a running one",
+                       description="End a waiting, running, interrupted or orphaned session; finished sessions "
+                                   "are refused. A running session's steps are stopped (SIGTERM, then SIGKILL "
+                                   "5 s later) and the process running it exits 3; nothing after it runs.")
     p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
     p.add_argument("--reason", metavar="TEXT", help="why, kept with the session (default: none)")
+    p.add_argument("--actor", metavar="WHO", help="who cancels it, kept as cancelled_by (default: $USER@host)")
     p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("retry", parents=[common], help="run a failed session again from the step that failed",
@@ -415,6 +418,8 @@ def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False)
         # 10 §4); to a pipe or a file it goes byte for byte, like -o and --json
         print(visible(text) if sys.stdout.isatty() else text)
     notices(results, args.verbose, _links)
+    if any(r.status == "cancelled" for r in results):  # `roast cancel` stopped it (issue 20)
+        return 3
     return 1 if any(not r.ok for r in results) else 0
 
 
@@ -585,7 +590,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from roast import api
 
-    s = api.cancel(args.session_id, reason=args.reason)
+    s = api.cancel(args.session_id, reason=args.reason, actor=args.actor)
     if args.json:
         from roast.views import session_json
 

@@ -516,6 +516,8 @@ def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Map
             print(waiting_notice(r, links(r.session_id)), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
+        elif r.status == "cancelled":  # issue 20: `cancelled by ana@host at …`; not a step's failure
+            print(f"roast: session {r.session_id} was {visible(r.error or 'cancelled')}", file=sys.stderr)
         else:
             print(f"roast: error: session {r.session_id} {r.status}: {visible(r.error)}", file=sys.stderr)
             if verbose and r.detail:  # the traceback of a failing Python step

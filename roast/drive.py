@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
-from roast.errors import Interrupted, NotWaiting, RoastError, StoreUnavailable, TimedOut
+from roast.errors import Cancelled, Interrupted, NotWaiting, RoastError, StoreUnavailable, TimedOut
 from roast.expressions import iso
 from roast.settings import link_max_age, public_url, sleep_in_process
 from roast.store import EventRecord, StepDone, StepStart
@@ -105,8 +105,10 @@ class _Journal:
         self.observer.finished(request.path, request.name, status, time.monotonic() - began)
 
     def spawned(self, path: str, attempt: int, pgid: int) -> None:
-        if attempt:
-            self.store.spawned(self.session_id, path, attempt, pgid)
+        if attempt and not self.store.spawned(self.session_id, path, attempt, pgid):
+            from roast.stop import stop_groups
+
+            stop_groups([pgid], 0.0)  # cancelled as it started (issue 20): the next write stops the drive
 
     def pausing(self, path: str, seconds: float) -> None:
         self.observer.note(f"step {self._label(path)} failed; next attempt in {seconds:.1f} s")
@@ -216,6 +218,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
         except (KeyboardInterrupt, Interrupted) as err:
             _interrupted(store, session_id, journal, err, now)
             raise
+        except Cancelled:  # `roast cancel` (issue 20): a write was refused; nothing after it runs
+            return cancelled(store, session_id), None
         except TimedOut as err:
             outcome, ending = None, ("timed_out", err)
         except RoastError as err:  # only a step decides `failed`
@@ -249,6 +253,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
                                  now=now())
         except StoreUnavailable as err:
             raise _stopped(err, session_id, journal) from err
+        except Cancelled:  # a step killed by the cancel ends here as the cancel, not as its failure
+            return cancelled(store, session_id), None
         ctx.forget_changes()
         if held.taken is None:
             # the notify steps run once the caller has let go of the session (see `notify`)
@@ -367,6 +373,14 @@ def event_of(record: EventRecord) -> Event:
     delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
                 "received_at": iso(record.received_at)}
     return Event(record.name, record.data, iso(record.received_at) or "", delivery)
+
+
+def cancelled(store: SessionStore, session_id: str) -> Result:
+    """A session cancelled while this process ran it (issue 20): `cancelled by WHO (REASON)`."""
+    session = store.get(session_id)
+    who = f" by {session.cancelled_by}" if session.cancelled_by else ""
+    why = f" ({session.reason})" if session.reason else ""
+    return result_of(session, error=f"cancelled{who} at {iso(session.finished_at)}{why}; nothing after it ran")
 
 
 def _stopped(err: StoreUnavailable, session_id: str, journal: _Journal) -> StoreUnavailable:

@@ -131,6 +131,13 @@ class EventLate(Refused):
         self.session_id, self.claimed = session_id, claimed
 
 
+class Cancelled(Refused):
+    """The session was cancelled (`roast cancel`, issue 20) while this process ran it: its next
+    write is refused, and the drive stops there (reported as the cancel, not as a step failure)."""
+
+    code = "cancelled"
+
+
 class StepsStillRunning(Refused):
     """Recovery refused: a step of the dead process still has processes running. Worth trying again
     later (the worker does), unlike other refusals."""

@@ -8,7 +8,7 @@ writes what was decided; tests/test_outcomes.py checks every outcome without a d
 """
 from __future__ import annotations
 
-from roast.errors import BadEventData, NotFound, NotWaiting, Refused, RoastError
+from roast.errors import BadEventData, Cancelled, NotFound, NotWaiting, Refused, RoastError
 from roast.record import Record
 from roast.store import FINISHED, Session, when
 
@@ -108,6 +108,8 @@ def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
     verb = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
             "cancelled": "was cancelled"}.get(status, f"is {status}")
     text = f"it {verb} at {when(session.finished_at or session.updated_at)}"
+    if status == "cancelled" and session.cancelled_by:
+        text += f" by {session.cancelled_by}"
     if status == "cancelled" and session.reason:
         text += f" ({session.reason})"
     elif last_event is not None:
@@ -127,7 +129,9 @@ def not_waiting(session: Session | None, session_id: str, wait_seq: int,
 
 
 def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -> Refused:
-    return Refused(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
+    """`Cancelled` for a cancelled session: the process running it stops there (issue 20)."""
+    kind = Cancelled if session.status == "cancelled" else Refused
+    return kind(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
 
 
 def missing(session_id: str) -> NotFound:

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
            "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas")
+           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, cancelled_by")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id")
 _DEFAULT_BUSY_TIMEOUT = 5.0
@@ -95,7 +95,7 @@ def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Ses
                    row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
                    declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
                    tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
-                   json.loads(row["schemas"] or "{}"))
+                   json.loads(row["schemas"] or "{}"), row["cancelled_by"])
 
 
 def _event(row: Row) -> EventRecord:
@@ -164,7 +164,6 @@ class SQLStore:
         def _lock(self, tx: Tx, session_id: str) -> Row | None: ...  # the session row, locked for the write
         def _sessions(self, tx: Tx, rows: Sequence[Row]) -> list[Session]: ...  # with liveness
         def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...  # none configured
-        def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]: ...  # (orphaned, holder), lock held
         def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
@@ -304,12 +303,15 @@ class SQLStore:
             self._delta_seq[session_id] = written  # after COMMIT: a rolled-back delta does not count
         return attempt
 
-    def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None:
+    def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> bool:
         """Record a step's process group, so recovery can refuse to start another attempt while it
-        lives (issue 10). Not made durable: a process group does not outlive a power loss either."""
+        lives (issue 10). Not made durable: a process group does not outlive a power loss either.
+        False: the session was cancelled meanwhile (issue 20), and the caller stops the group."""
         with self._write(session_id, durable=False) as tx:
             tx.run("UPDATE steps SET pgid = ?, host = ? WHERE session_id = ? AND path = ? AND attempt = ?",
                    (pgid, HOST, session_id, path, attempt))
+            row = tx.row("SELECT status FROM sessions WHERE id = ?", (session_id,))
+            return row is None or row["status"] != "cancelled"
 
     def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
                 output: dict[str, Any] | None = None, finished: Sequence[StepDone] = (),
@@ -558,21 +560,23 @@ class SQLStore:
         with self._write(session_id) as tx:
             tx.run("UPDATE sessions SET notify_pending = 0 WHERE id = ? AND wait_seq = ?", (session_id, wait_seq))
 
-    def cancel(self, session_id: str, *, reason: str | None = None, now: float | None = None) -> Session:
-        """Cancel a waiting session, or a running one whose process is gone (orphaned). Accepts a prefix."""
+    def cancel(self, session_id: str, *, reason: str | None = None, actor: str | None = None,
+               now: float | None = None) -> Session:
+        """Cancel a session that has not finished (accepts a prefix): waiting, interrupted, orphaned,
+        or running (issue 20): the steps in flight are marked `cancelled` (the caller stops their
+        process groups), and the owner's next write finds the session cancelled and stops there. No
+        lock is taken: the status is the compare-and-set every writer of the session checks."""
         now = _now(now)
         sid = self.get(session_id).id
-        with self.hold(sid, "roast cancel"), self._write(sid) as tx:
+        with self._write(sid) as tx:
             row = self._locked(tx, sid)
-            session = _session(row, *self._cancel_liveness(row)) if row["status"] == "running" else _session(row)
-            if session.status == "running" and not session.orphaned:
-                raise Refused(f"session {sid} is running in {session.holder or 'another roast process'}; "
-                              "nothing changed", hint="wait for it to finish or reach a wait, then cancel it")
-            if session.status not in ("waiting", "running", "interrupted"):
-                raise refusal(session, "cannot cancel", self._last_event(tx, sid))
-            tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, awaiting = '[]', deadline = NULL, "
-                   "finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
-                   (reason, now, now, sid))
+            if row["status"] not in ("waiting", "running", "interrupted"):
+                raise refusal(_session(row), "cannot cancel", self._last_event(tx, sid))
+            tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, cancelled_by = ?, awaiting = '[]', "
+                   "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
+                   (reason, actor, now, now, sid))
+            tx.run("UPDATE steps SET status = 'cancelled', finished_at = ? WHERE session_id = ? AND "
+                   "finished_at IS NULL", (now, sid))
             tx.run("DELETE FROM continuations WHERE session_id = ?", (sid,))
             tx.run("DELETE FROM deltas WHERE session_id = ?", (sid,))
             tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'", (sid,))

@@ -46,9 +46,9 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead", "schemas")
+                 "owner", "holder", "notify_pending", "ahead", "schemas", "cancelled_by")
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
-                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}}
+                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "cancelled_by": None}
 
     @property
     def events(self) -> list[str]:
@@ -152,7 +152,7 @@ if TYPE_CHECKING:
         def advance(self, session_id: str, *, changes: object | None, cursor: str | None,
                     finished: Sequence[StepDone] = (), start: StepStart | None = None, delivered: bool = False,
                     now: float | None = None) -> int: ...
-        def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None: ...
+        def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> bool: ...
         def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int: ...
         def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
                     output: dict[str, Any] | None = None, finished: Sequence[StepDone] = (),
@@ -171,7 +171,8 @@ if TYPE_CHECKING:
         def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
                         restart: bool = False, now: float | None = None) -> None: ...
         def notified(self, session_id: str, *, wait_seq: int) -> None: ...
-        def cancel(self, session_id: str, *, reason: str | None = None, now: float | None = None) -> Session: ...
+        def cancel(self, session_id: str, *, reason: str | None = None, actor: str | None = None,
+                   now: float | None = None) -> Session: ...
         def prune(self, *, older_than: float, now: float | None = None) -> int: ...
 
         # reads

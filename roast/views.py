@@ -152,7 +152,7 @@ def session_json(s: Session) -> dict[str, Any]:
             "awaiting": s.events, "deadline": iso(s.deadline),
             "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
             "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
-            "reason": s.reason}
+            "reason": s.reason, "cancelled_by": s.cancelled_by}
 
 
 def event_data(e: EventRecord) -> Any:

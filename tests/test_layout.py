@@ -10,7 +10,7 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "providers", "tools", "context", "seal",
          "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
          "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "views", "drive", "deliver", "worker", "api", "display",
+         "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker", "api", "display",
          "approval_html", "serve", "cli"]
 FACES = {"display", "approval_html", "cli", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}

@@ -177,3 +177,75 @@ def test_a_delivery_to_an_interrupted_session_is_kept_for_a_later_wait_or_refuse
     done = run_cli("resume", "-s", sid)
     assert done.returncode == 0, done.stderr
     assert roast.session(sid).status == "completed"
+
+
+# --------------------------------------------------------------------------- 2. cancel a running session
+
+
+def _running_session(tmp_path: Path, step: str, name: str = "busy") -> tuple[subprocess.Popen[str], str, int, Path]:
+    log = tmp_path / "log"
+    wf = write_workflow(tmp_path, f"""
+        name: {name}
+        steps:
+          - one: $(echo one >> {log})
+          - slow: "{step.replace('@LOG@', str(log))}"
+          - after: $(echo after >> {log})
+    """, name=name)
+    proc = _start("execute", str(wf))
+    poll(lambda: lines(log) == ["one", "start"], "the slow step to start")
+    sid = _only(name).id
+    return proc, sid, _step_group(sid, "slow"), log
+
+
+def test_cancel_stops_a_running_sessions_step_and_the_process_running_it_exits_3(tmp_path: Path) -> None:
+    proc, sid, pgid, log = _running_session(tmp_path, "$(echo start >> @LOG@; sleep 60; echo end >> @LOG@)")
+    cancelled = run_cli("cancel", sid, "--reason", "superseded", "--actor", "ana", "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    doc = json.loads(cancelled.stdout)
+    assert (doc["status"], doc["cancelled_by"], doc["reason"]) == ("cancelled", "ana", "superseded")
+
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert f"session {sid} was cancelled by ana" in err and "superseded" in err, err
+    assert "Traceback" not in err and "roast retry" not in err and "failed" not in err, err
+    assert not group_alive(pgid)
+    assert lines(log) == ["one", "start"]  # the step never finished, and nothing after it ran
+    s = roast.session(sid)
+    assert (s.status, s.cancelled_by, s.reason) == ("cancelled", "ana", "superseded")
+    assert [(h.path, h.status) for h in api.history(sid)] == [("steps[0]", "ok"), ("steps[1]", "cancelled")]
+    shown = json.loads(run_cli("session", sid, "--json").stdout)
+    assert (shown["status"], shown["cancelled_by"]) == ("cancelled", "ana")
+
+
+def test_cancel_kills_a_step_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
+    proc, sid, pgid, log = _running_session(
+        tmp_path, "$(trap '' TERM; echo start >> @LOG@; sleep 60 & wait; echo end >> @LOG@)", name="stubborn")
+    cancelled = run_cli("cancel", sid)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert not group_alive(pgid)  # killed once the grace was over
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and f"session {sid} was cancelled by " in err, err
+    assert roast.session(sid).cancelled_by  # the OS user by default
+    assert lines(log) == ["one", "start"]
+
+
+def test_cancel_of_a_branch_serve_is_running_stops_it_and_serve_says_so(tmp_path: Path, serve) -> None:  # noqa: F811
+    log = tmp_path / "log"
+    wf = write_workflow(tmp_path, f"""
+        name: branch
+        steps:
+          - wait_for_event:
+              go:
+                - slow: "$(echo start >> {log}; sleep 60)"
+                - after: $(echo after >> {log})
+    """, name="branch")
+    sid = roast.run(wf).session_id
+    server = serve()
+    assert server.post(sid, "go")[0] == 200
+    poll(lambda: lines(log) == ["start"], "the branch's step to start")
+    pgid = _step_group(sid, "slow")
+    assert run_cli("cancel", sid, "--actor", "ops").returncode == 0
+    eventually(lambda: "session cancelled" in server.log, "serve to say the branch ended cancelled")
+    assert not group_alive(pgid) and lines(log) == ["start"]
+    assert roast.session(sid).status == "cancelled"
+    assert server.proc.poll() is None  # the server lives on
