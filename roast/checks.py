@@ -68,7 +68,7 @@ def closest(word: str, choices: Any) -> str | None:
     return found[0] if found else None
 
 
-def _edits(a: str, b: str) -> int:
+def edits(a: str, b: str) -> int:
     """Edit distance (insert, delete, substitute, swap two neighbours: optimal string alignment)."""
     before: list[int] = []
     prev = list(range(len(b) + 1))
@@ -90,7 +90,7 @@ def misspelt_reserved(key: str) -> str | None:
     lowered = key.lower()
     for reserved in sorted(RESERVED_WAIT_KEYS):
         allowed = 2 if len(reserved) >= 8 else 1
-        if abs(len(lowered) - len(reserved)) <= allowed and _edits(lowered, reserved) <= allowed:
+        if abs(len(lowered) - len(reserved)) <= allowed and edits(lowered, reserved) <= allowed:
             return reserved
     return None
 
@@ -106,6 +106,10 @@ class Checks:
         self.model = source.data.get("model")
         # every step name whose config was looked up, and whether by a step or a wait
         self.used: dict[str, set[str]] = {}
+        # issue 24: every `output.X` / `event.X` a template reads: (root, X, node, path, file, line)
+        self.reads: list[tuple[str, str, Any, str, str | None, int]] = []
+        # the source of each Python step (None: a callable, whose outputs cannot be known)
+        self.python_sources: list[str | None] = []
         # checked once here, used by every wait without a duration of its own
         self.default_timeout = (self.duration(self.wait_defaults["timeout"],
                                               key_at(self.wait_defaults, "timeout"), "wait_for_event.timeout")
@@ -139,6 +143,9 @@ class Checks:
                     self.problem(node, msg, hint)
                 else:
                     self.problem_in(file, text.count("\n", 0, match.start()) + 1, msg, hint)
+                continue
+            line = text.count("\n", 0, match.start()) + 1 if file is not None else 0
+            self.reads += [(root, key, node, path, file, line) for root, key in _reads(expr)]
 
     def python_syntax(self, found: Any, label: str, path: str) -> None:
         """Compile (never import or run) a `.py` step's source, as read by the loader."""
@@ -208,6 +215,63 @@ class Checks:
                 self.unknown_key(self.wait_defaults, key, f"`wait_for_event.{key}` is not a key of the "
                                  "top-level `wait_for_event:` defaults", WAIT_CONFIG_KEYS)
 
+    def check_reads(self, root: Any) -> None:
+        """Issue 24: an `output.X` no step can write is an error (a did-you-mean), found before a
+        person approves rather than after; a branch's `event.X` its event's schema does not
+        declare is a warning. The first is only for file workflows, and skipped when a Python step
+        writes names no one can read off its source (see `writes_known`)."""
+        from roast import tree
+
+        # a dict workflow is a Python program: its caller and callables may set any output
+        checked = getattr(self.source, "path", None) is not None
+        names = tree.output_names(root) | set(self.used)  # a step not found is reported once, as such
+        for wait in tree.all_waits(root):
+            if wait.notify is not None:
+                names |= tree.output_names(wait.notify)
+        for source in self.python_sources:
+            known = writes_known(source) if source is not None else None
+            if known is None:
+                checked = False
+                break
+            names |= known
+        branches = {f"{wait.path}.{event}": (event, dict(wait.schemas).get(event))
+                    for wait in tree.all_waits(root) for event in (*wait.events, "timeout", "on_timeout")}
+        for root_name, key, node, path, file, line in self.reads:
+            if root_name == "output" and checked and key not in names:
+                close = closest(key, sorted(names))
+                hint = (f"did you mean {close!r}?" if close else
+                        f"the steps that write outputs are {', '.join(sorted(names))}" if names else
+                        f"name the step that makes it: `- {key}: $(…)`")
+                msg = f"{path}: no step writes `output.{key}`, so this fails when it runs"
+                if file is None:
+                    self.problem(node, msg, hint)
+                else:
+                    self.problem_in(file, line, msg, hint)
+            elif root_name == "event":
+                self.event_read(branches, key, node, path, file, line)
+
+    def event_read(self, branches: Mapping[str, tuple[str, str | None]], key: str, node: Any, path: str,
+                   file: str | None, line: int) -> None:
+        """`event.X` read in a branch whose event has a schema (the innermost wait's) that does not declare X."""
+        import json
+
+        inside = [prefix for prefix in branches if path == prefix or path.startswith((prefix + ".", prefix + "["))]
+        if not inside:
+            return
+        event, text = branches[max(inside, key=len)]  # the innermost wait's event is the one read
+        if text is None:
+            return
+        schema = json.loads(text)
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        declared = list(props) if isinstance(props, dict) else []
+        if key in declared:
+            return
+        close = closest(key, declared)
+        where = self.source.where(node) if file is None else f"{file}:{line}"
+        self.warnings.append(f"{where}: {path}: the {event!r} branch reads `event.{key}`, which the schema of "
+                             f"{event!r} does not declare" + (f" (did you mean {close!r}?)" if close else
+                                                              f" (it declares {', '.join(declared) or 'nothing'})"))
+
     def unknown_key(self, config: Any, key: Any, msg: str, known: tuple[str, ...]) -> None:
         close = closest(str(key), known)
         if close:
@@ -231,7 +295,8 @@ class Checks:
             return ()
         import json
 
-        from roast import schema as schema_mod  # imported only when a workflow declares a schema
+        from roast import pages  # imported only when a workflow declares a schema
+        from roast import schema as schema_mod
 
         out: list[tuple[str, str]] = []
         for event, value in declared.items():
@@ -256,6 +321,9 @@ class Checks:
                 return ()
             for problem in found:
                 self.problem(where, f"{path}: the schema of {str(event)!r}: {problem}")
+            # issue 22: a page (a signed link) cannot send this event; the CLI and webhooks still can
+            for line in pages.unsupported(value) if not found else ():
+                self.warnings.append(f"{self.source.where(where)}: {path}: a page cannot send {str(event)!r}: {line}")
             if not found:
                 out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
         return tuple(out)
@@ -380,6 +448,63 @@ class Checks:
             self.problems.append(WorkflowInvalid(f"`{what}`: {err.message}", where=self.source.where(node),
                                                  hint=err.hint))
             return None
+
+
+def _reads(expr: str) -> list[tuple[str, str]]:
+    """The `output.X`, `output['X']`, `event.X` and `event['X']` an expression reads (issue 24);
+    `output.get('X')` and other method calls are lookups that may miss, so they are not reads."""
+    import ast  # only while compiling
+
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:  # folded over several lines, as expressions._compile allows
+        tree = ast.parse(f"(\n{expr}\n)", mode="eval")
+    found = []
+    for node in ast.walk(tree):
+        base = getattr(node, "value", None)
+        if not isinstance(base, ast.Name) or base.id not in ("output", "event"):
+            continue
+        if isinstance(node, ast.Attribute):
+            key = node.attr
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+                and isinstance(node.slice.value, str):
+            key = node.slice.value
+        else:
+            continue
+        if key not in _DICT_NAMES:
+            found.append((base.id, key))
+    return found
+
+
+_DICT_NAMES = frozenset(dir(dict))  # `output.get`, `event.items`: the mapping's own methods
+
+
+def writes_known(source: str) -> set[str] | None:
+    """The output names a Python step's source could write, or None when it could write names
+    that cannot be read off it (issue 24; decided conservatively): every string literal in the
+    file counts as a name it may write, and any item assignment with a computed key
+    (`out[name] = …`), `.update(…)`, `setattr(…)`, `set_output(name, …)` makes it unknowable."""
+    import ast  # only while compiling
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and not (
+                isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            return None
+        elif isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("update", "setattr", "__setitem__", "setdefault", "set_output", "append_output", "record") \
+                    and not (node.args and isinstance(node.args[0], ast.Constant)
+                             and isinstance(node.args[0].value, str) and called not in ("update", "setattr")):
+                return None
+    return names
 
 
 def _plain_json(value: Any) -> Any:

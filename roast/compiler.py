@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roast import expressions, shell
-from roast.checks import NAME, Checks, Source, closest, key_at, misspelt_reserved
+from roast.checks import NAME, Checks, Source, closest, edits, key_at, misspelt_reserved
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import has_template, to_text
 from roast.leaves import Command, Input, Prompt, Python, Script, Sleep, StepOptions, Webhook
@@ -86,6 +86,7 @@ class _Compiler(Checks):
     def step(self, item: Any, path: str, depth: int, parent: Any) -> Any:
         if callable(item) and not isinstance(item, (str, Mapping, list)):
             name = getattr(item, "__name__", None)
+            self.python_sources.append(None)  # a callable: the outputs it writes cannot be known
             return Python(path, None if name == "<lambda>" else name, item, StepOptions(retry=self.default_retry),
                           depth)
         if isinstance(item, str):
@@ -117,6 +118,8 @@ class _Compiler(Checks):
             self.warnings += [f"{where}: {path}: {w}" for w in shell.shell_template_warnings(command)]
             self.templates(command, node, path)
             return Command(path, name, command, self.options(name, node), depth)
+        if self.unclosed(text_s, node, path):  # issue 24: not a prompt sent to the model
+            return Sequence(path, ())
         if " " in text_s.strip() or "\n" in text_s or (name and has_template(text_s)):
             self.templates(text_s, node, path)
             return Prompt(path, name, text_s, self.options(name, node), None, depth)
@@ -139,6 +142,7 @@ class _Compiler(Checks):
             return Prompt(path, label, found.text, options, found.output_template, depth)
         if found.kind == "python":
             self.python_syntax(found, label, path)
+            self.python_sources.append(found.text)
             return Python(path, label, str(found.path), options, depth)
         if not getattr(found, "executable", True):
             shown = found.shown or str(found.path)
@@ -146,6 +150,15 @@ class _Compiler(Checks):
                                f"{shlex.quote(shown)}",
                          hint="roast runs a .sh step as a program, so the file needs its executable bit")
         return Script(path, label, str(found.path), options, depth)
+
+    def unclosed(self, value: Any, node: Any, path: str) -> bool:
+        """Issue 24: `$(ls -la` with no `)` is a mistake, never a prompt, a step name or a literal."""
+        if not isinstance(value, str) or not value.lstrip().startswith("$(") or ")" in value:
+            return False
+        self.problem(value if getattr(value, "line", 0) else node,
+                     f"{path}: `$(` is never closed, so this is neither a command nor a prompt",
+                     hint=f"end the command with `)`: {value.strip()})")
+        return True
 
     def not_found(self, step_name: str, label: str, search: str | None, node: Any) -> None:
         tried = self.source.looked_for(step_name, search)
@@ -176,6 +189,7 @@ class _Compiler(Checks):
             self.problem(item, f"{path}: {name!r} is not a valid step name")
             return Sequence(path, ())
         if callable(value):
+            self.python_sources.append(None)
             return Python(path, name, value, self.options(name, item), depth)
         if isinstance(value, str):
             return self.string_step(value, name, path, depth, item)
@@ -191,6 +205,8 @@ class _Compiler(Checks):
         self.templates(cond, item, path)
         if cond is None or (isinstance(cond, str) and not cond.strip()):
             self.problem(item, f"{path}: `{'unless' if negate else 'if'}` needs a condition")
+        elif self.unclosed(cond, item, path):
+            pass  # said once, as the unclosed command it is
         elif isinstance(cond, str) and " " in cond.strip() and not has_template(cond) \
                 and command_text(cond) is None:
             self.problem(item, f"{path}: condition {cond!r} is not a {{{{ expression }}}}, a $(command), "
@@ -210,6 +226,7 @@ class _Compiler(Checks):
                          for key, steps in whens.items())
         other = self.sequence(item["else"], f"{path}.else", depth, item) if "else" in item else None
         self.templates(item.get("case"), item, path)
+        self.unclosed(item.get("case"), item, path)
         return Case(path, name, to_text(item.get("case")), compiled, other)
 
     def each_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Each:
@@ -221,6 +238,7 @@ class _Compiler(Checks):
             self.problem(item, f"{path}: `each` needs a `steps:` list")
         body = self.sequence(item.get("steps"), f"{path}.steps", depth + 1, item)
         self.templates(item.get("each"), item, path)
+        self.unclosed(item.get("each"), item, path)
         return Each(path, name, to_text(item.get("each")), var, body, depth)
 
     def repeat_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Repeat:
@@ -236,6 +254,7 @@ class _Compiler(Checks):
             self.problem(spec, f"{path}: `repeat` needs an `until:` condition")
         body = self.sequence(spec.get("steps"), f"{path}.steps", depth + 1, spec)
         self.templates(spec.get("until"), spec, path)
+        self.unclosed(spec.get("until"), spec, path)
         return Repeat(path, name, body, spec.get("until", "false"), limit, depth)
 
     def input_step(self, item: Mapping[str, Any], name: str | None, path: str, depth: int) -> Input:
@@ -360,8 +379,46 @@ class _Compiler(Checks):
             if origin.get("notify") is not None:
                 notify = self.notify(origin["notify"], f"{path}.notify", depth, key_at(origin, "notify"))
                 break
+        if timeout is None and spec:
+            self.warnings.append(f"{self.source.where(item)}: {path}: this wait has no deadline, so it waits "
+                                 "forever; give it `within: 2h`" + (f", `{name}: {{timeout: 2h}}`" if name else "")
+                                 + " or a top-level `wait_for_event: {timeout: 2h}`")
+        title, description, labels = self.gate(spec, path, [event for event, _ in branches])
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth, schemas,
-                            notify)
+                            notify, title, description, labels)
+
+    def gate(self, spec: Mapping[str, Any], path: str, events: list[str]
+             ) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
+        """Issue 22: what a person sees of the wait: `title:`, `description:` (templates, rendered
+        when the wait is reached) and `labels:` (a button's text per declared event)."""
+        texts: list[str | None] = []
+        for key in ("title", "description"):
+            value = spec.get(key)
+            if value is not None and not isinstance(value, str):
+                self.problem(key_at(spec, key), f"{path}: `{key}:` is text, not {value!r}",
+                             hint=f'quote it: {key}: "Deploy {{{{ output.version }}}}?"')
+                value = None
+            self.templates(value, key_at(spec, key), f"{path}.{key}")
+            texts.append(None if value is None else str(value))
+        labels: list[tuple[str, str]] = []
+        declared = spec.get("labels")
+        if declared is not None and not isinstance(declared, Mapping):
+            self.problem(key_at(spec, "labels"), f"{path}: `labels:` maps event names to button texts, not "
+                         f"{declared!r}", hint="e.g.  labels: {approved: \"Approve and deploy\"}")
+        elif declared is not None:
+            for event, text in declared.items():
+                at = key_at(declared, event)
+                if str(event) not in events:
+                    close = closest(str(event), events)
+                    self.problem(at, f"{path}: `labels:` names {str(event)!r}, which this wait does not declare",
+                                 hint=f"did you mean {close!r}?" if close else f"it declares {', '.join(events)}")
+                elif not isinstance(text, str):
+                    self.problem(at, f"{path}: the label of {str(event)!r} is text, not {text!r}",
+                                 hint="quote it")
+                else:
+                    self.templates(text, at, f"{path}.labels.{event}")
+                    labels.append((str(event), str(text)))
+        return texts[0], texts[1], tuple(labels)
 
 
 # The one table of the step keywords: keyword -> the method that compiles a step it starts (named
@@ -398,6 +455,8 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
         compiler.problem(key_at(source.data, "wait_for_event"), "the top-level `wait_for_event:` key holds "
                          "the default config of waits and must be a mapping (timeout, on_timeout)")
     compiler.config_keys()
+    compiler.check_reads(root)
+    unused = _unused_configs(source, set(compiler.used), compiler)
     if compiler.problems:
         compiler.problems = list({str(p): p for p in compiler.problems}.values())
         compiler.problems.sort(key=_place)  # in file order, whichever check found them
@@ -406,7 +465,7 @@ def compile_workflow(source: Source, warnings: list[str] | None = None) -> Seque
                               problems=compiler.problems)
     if warnings is not None:
         warnings.extend(compiler.warnings)
-        warnings.extend(_unused_configs(source, set(compiler.used)))
+        warnings.extend(unused)
     return root
 
 def _place(problem: RoastError) -> tuple[str, int]:
@@ -415,13 +474,22 @@ def _place(problem: RoastError) -> tuple[str, int]:
     return str(place["file"] or ""), line if isinstance(line, int) else 0
 
 
-def _unused_configs(source: Source, names: set[str]) -> list[str]:
+def _unused_configs(source: Source, names: set[str], compiler: _Compiler) -> list[str]:
+    """SPEC §2: a top-level mapping that configures no step is ignored, with a warning; issue 24:
+    an error when it is one edit away from a step or wait name (`aproval:` would leave the wait
+    `approval` with no deadline)."""
     import difflib
 
     found = []
     key_lines = getattr(source.data, "key_lines", {})
     for key, value in source.data.items():
         if not isinstance(key, str) or key in TOP_LEVEL or key in names or not isinstance(value, Mapping):
+            continue
+        near = [name for name in sorted(names) if len(key) >= 3 and edits(key, name) <= 1]
+        if near:
+            compiler.problem(key_lines.get(key) or source.data, f"top-level key {key!r} configures no step of "
+                             "this workflow", hint=f"did you mean {near[0]!r}? (as written, its settings "
+                                                   "would be ignored)")
             continue
         close = difflib.get_close_matches(key, sorted(names), n=1)
         where = source.where(key_lines.get(key) or source.data)

@@ -230,7 +230,7 @@ class Effects:
         working directory), at most `max_tool_rounds` rounds."""
         from pathlib import Path  # (tools has loaded it)
 
-        from roast import providers, tools
+        from roast import providers, tool_calls, tools
 
         settings = self._provider_settings(config)
         specs = tools.parse_tools(config.get("tools"))
@@ -261,7 +261,8 @@ class Effects:
                 failure.retryable = False  # type: ignore[attr-defined]
                 raise failure
             for call in done.tool_calls:
-                result = tools.run_call(specs, call.name, call.arguments, root=Path(root))
+                result = tool_calls.run_call(specs, call.name, call.arguments, root=Path(root),
+                                             workflow=self.ctx.workflow.file)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
 
     def _provider_settings(self, config: dict[str, Any]) -> Any:

@@ -104,7 +104,6 @@ class Ask(Record):
     step: bool = True
 
 
-
 class Event(Record):
     """An event delivered to a wait; `delivery` says who sent it, why, and its id (issue 14)."""
     name: str
@@ -131,9 +130,9 @@ class Receive(Record):
 
 
 class WaitInfo(Record):
-    """A wait the session now rests on: its events, deadline, schemas (event → JSON text) and the
-    `notify:` steps to run once it is saved (issue 14). `kind`: `event` (a `wait_for_event`),
-    `sleep` (a `sleep:` step) or `retry` (a step's backoff before its next attempt, issue 16)."""
+    """A wait the session rests on: events, deadline, schemas (event → JSON text), `notify:` steps
+    (issue 14); `kind`: `event`, `sleep` or `retry` (issue 16); `title`, `description`, `labels`
+    ((event, text) pairs): what a person sees, rendered when the wait was reached (issue 22)."""
     path: str
     wait: str
     events: tuple[str, ...]
@@ -141,6 +140,9 @@ class WaitInfo(Record):
     schemas: tuple[tuple[str, str], ...] = ()
     notify: Any = None
     kind: str = "event"
+    title: str | None = None
+    description: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 class Timer(Record):

@@ -577,11 +577,12 @@ def _serve(config: Config) -> int:
 
     import uvicorn
 
-    from roast import api
+    from roast import api, http_guard
     from roast.display import Log, LogObserver
 
     log = Log(config.log_format)
     try:
+        guarded = http_guard.protocol(os.environ)  # header/body deadlines, a per-address cap (issue 21)
         api.list_sessions(limit=1)  # the store is reachable, or say so now (exit 4)
     except RoastError as err:
         print(f"roast: error: {err}", file=sys.stderr)
@@ -602,7 +603,7 @@ def _serve(config: Config) -> int:
     app = build_app(config, runtime, Bound(store), log)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            proxy_headers=False, server_header=False, timeout_keep_alive=5,
-                                           timeout_graceful_shutdown=10, limit_concurrency=1024))
+                                           timeout_graceful_shutdown=10, limit_concurrency=1024, http=guarded))
     stop, hurry = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Generator, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast.errors import RoastError, StepFailed, TimedOut
-from roast.expressions import has_template, render_value, to_text, truthy
+from roast.expressions import TEMPLATE, evaluate, has_template, render_value, to_text, truthy
 from roast.record import Record
 from roast.requests import Checkpoint, Done, Ended, Fork, Receive, Shell, Suspend, WaitInfo
 from roast.shell import render_shell
@@ -66,7 +66,7 @@ AT_SLEEP = "@sleep"
 AT_RETRY = "@retry"
 COLLECTED = "@collected"
 EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
-RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema", "notify"}
+RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema", "notify", "title", "description", "labels"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -197,6 +197,22 @@ def command_output(done: Done, exit_on_error: bool, what: str, path: str, shown:
                          + (f": {detail[0]}" if detail[0] else ""),
                          where=path, hint="set `exit_on_error: false` in the step's config to carry on")
     return f"{output}\n[Exit status: {done.status}]".lstrip("\n")
+
+
+def _gate_text(text: str | None, ns: Mapping[str, Any]) -> str | None:
+    """A wait's title, description or label rendered when the wait is reached (issue 22). Each
+    `{{ }}` that fails to evaluate is kept as written, so the person still sees the gate and the
+    session still waits: a heading must never fail a session."""
+    if not text or not has_template(text):
+        return text
+
+    def one(match: re.Match[str]) -> str:
+        try:
+            return to_text(evaluate(match.group(1), ns))
+        except RoastError:
+            return match.group(0)
+
+    return TEMPLATE.sub(one, text)
 
 
 # --------------------------------------------------------------------------- composite nodes
@@ -487,7 +503,8 @@ class Parallel(Record):
 
 class WaitForEvent(Record):
     """`wait_for_event:` maps event names to step lists; the session pauses here (SPEC §6).
-    `schemas`: (event, JSON Schema as text) pairs; `notify`: steps run once the wait is saved."""
+    `schemas`: (event, JSON Schema as text) pairs; `notify`: steps run once the wait is saved;
+    `title`, `description`, `labels` (event, text): what a person sees, templates (issue 22)."""
 
     path: str
     name: str | None
@@ -498,6 +515,9 @@ class WaitForEvent(Record):
     depth: int = 0
     schemas: tuple[tuple[str, str], ...] = ()
     notify: Sequence | None = None
+    title: str | None = None
+    description: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -514,8 +534,11 @@ class WaitForEvent(Record):
             deadline = at[1] if isinstance(at, tuple) else None
             delivery = yield Receive(path, wait, self.events, self.timeout, deadline, at is not HERE)
             if delivery.event is None:
+                ns = ctx.namespace() if self.title or self.description or self.labels else {}
                 yield Suspend((AT_WAIT, delivery.deadline),
-                              (WaitInfo(path, wait, self.events, delivery.deadline, self.schemas, self.notify),))
+                              (WaitInfo(path, wait, self.events, delivery.deadline, self.schemas, self.notify,
+                                        title=_gate_text(self.title, ns), description=_gate_text(self.description, ns),
+                                        labels=tuple((e, str(_gate_text(t, ns))) for e, t in self.labels)),))
                 raise RuntimeError("a suspended wait was resumed in place")
             event = delivery.event
             ctx.set_event(event.name, event.data, event.delivery)

@@ -153,19 +153,164 @@ class Attempt(Record):
 
 
 Post = Callable[[str, bytes, Mapping[str, str], float], int]
+ATTEMPT_TIMEOUT, NOTIFY_TIMEOUT = 15.0, 60.0  # seconds: one attempt, and all of them (README: "up to a minute")
+
+
+def shown_url(url: str) -> str:
+    """All that any message shows of a webhook URL: `scheme://host:port` (its path, query and user
+    info often hold a token: chat webhooks)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except (ValueError, TypeError, AttributeError):
+        return "the webhook URL"
+    if not host or any(c <= " " or c == "\x7f" for c in host) or parts.scheme not in ("http", "https"):
+        return "the webhook URL"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _checked_url(url: str) -> str:
+    """`url` if urllib can send to it as it is; ValueError showing no more than `shown_url` otherwise
+    (http.client's own errors quote the path and query: adversary P5)."""
+    from urllib.parse import urlsplit
+
+    shown = shown_url(url) if isinstance(url, str) else "the webhook URL"
+    if not isinstance(url, str) or any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError(f"{shown} holds a space or a control character; percent-encode it (%20, %09)")
+    if not url.isascii():
+        raise ValueError(f"{shown} holds a character that is not ASCII; percent-encode it")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"{shown} has an invalid host or port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{shown} is not an http:// or https:// URL with a host")
+    return url
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """`text` without any part of `url` beyond `scheme://host:port`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secret = [url, parts.netloc, parts.path + ("?" + parts.query if parts.query else ""), parts.query,
+              parts.fragment, parts.username or "", parts.password or ""]
+    if len(parts.path) > 1:
+        secret.append(parts.path)
+    for part in sorted((p for p in secret if p), key=len, reverse=True):
+        text = text.replace(part, "…")
+    return text
+
+
+def _notify_timeout() -> float:
+    import math
+    import os
+
+    raw = os.environ.get("ROAST_NOTIFY_TIMEOUT")
+    if not raw:
+        return NOTIFY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:  # NaN fails too
+        raise UsageError(f"ROAST_NOTIFY_TIMEOUT must be a number of seconds from 0 to 3600, got {raw!r}",
+                         hint=f"it bounds each notify webhook, all attempts together (default {NOTIFY_TIMEOUT:g})")
+    return value
 
 
 def _urllib_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    """POST with urllib (proxies from the environment as usual), never following a redirect, and cut
+    off `timeout` seconds after it began however slowly the answer's bytes come: urllib's own timeout
+    applies to each read, so a receiver dripping a byte every few seconds would hold it for ever."""
+    import http.client
+    import socket
+    import threading
     import urllib.error
     import urllib.request
 
+    lock = threading.Lock()
+    opened: list[socket.socket] = []
+    state = {"done": False, "cut": False}
+
+    def opening(sock: socket.socket) -> socket.socket:
+        with lock:
+            opened.append(sock)
+            if state["cut"]:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        return sock
+
+    def cut() -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["cut"] = True
+            for sock in opened:  # a closed socket has no descriptor left to reuse: harmless
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes the blocked read at once
+                except OSError:
+                    pass
+
+    class Plain(http.client.HTTPConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            create = self._create_connection  # type: ignore[has-type]
+            self._create_connection = lambda *a, **k: opening(create(*a, **k))
+
+    class Secure(http.client.HTTPSConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            create = self._create_connection  # type: ignore[has-type]
+            self._create_connection = lambda *a, **k: opening(create(*a, **k))
+
+        def connect(self) -> None:  # http.client's, with the TLS handshake under the deadline too
+            http.client.HTTPConnection.connect(self)
+            host = self._tunnel_host or self.host  # type: ignore[attr-defined]
+            context = self._context  # type: ignore[attr-defined]
+            self.sock = opening(context.wrap_socket(self.sock, server_hostname=host, do_handshake_on_connect=False))
+            self.sock.do_handshake()  # type: ignore[attr-defined]
+
+    class PlainHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(Plain, req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(Secure, req, context=self._context)  # type: ignore[attr-defined]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None  # a 3xx is an answer, and a failure: the signature headers go nowhere else
+
+    opener = urllib.request.build_opener(PlainHandler, SecureHandler, NoRedirect)
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    timer = threading.Timer(timeout, cut)
+    timer.daemon = True
+    timer.start()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read(65536)
-            return int(response.status)
-    except urllib.error.HTTPError as err:
-        return int(err.code)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                response.read(65536)
+                status = int(response.status)
+        except urllib.error.HTTPError as err:
+            err.close()
+            status = int(err.code)
+        except (OSError, http.client.HTTPException) as err:
+            if state["cut"]:
+                raise TimeoutError(f"no complete answer within {timeout:g} s") from err
+            raise
+        with lock:
+            if state["cut"]:  # the cut ended the headers or the body early: what came is not the answer
+                raise TimeoutError(f"no complete answer within {timeout:g} s")
+            state["done"] = True
+        return status
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
 
 
 def _secret_from_env() -> list[str]:
@@ -176,20 +321,42 @@ def _secret_from_env() -> list[str]:
     return raw.split()
 
 
+def _failure(err: Exception, url: str, timeout: float) -> str:
+    """What an attempt's error shows: never the URL's path, query or user info."""
+    import http.client
+
+    if isinstance(err, TimeoutError):
+        text = str(err) if str(err).startswith("no complete answer") else f"no answer within {timeout:g} s"
+    elif isinstance(err, OSError):  # URLError, refused, reset, DNS
+        reason = getattr(err, "reason", None) or err
+        text = str(getattr(reason, "strerror", None) or reason)
+    elif isinstance(err, http.client.HTTPException):
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    else:  # ValueError, UnicodeError: their text may quote the URL
+        text = type(err).__name__
+    return _scrubbed(text, url)
+
+
 def send(url: str, payload: Mapping[str, Any], *, msg_id: str | None = None, secrets: Sequence[str] | None = None,
-         timeout: float = 15.0, max_time: float = 60.0, backoff: float = 1.0, post: Post | None = None,
-         sleep: Callable[[float], None] = time.sleep, now: Callable[[], float] = time.time) -> list[Attempt]:
+         timeout: float = ATTEMPT_TIMEOUT, max_time: float | None = None, backoff: float = 1.0,
+         post: Post | None = None, sleep: Callable[[float], None] = time.sleep,
+         now: Callable[[], float] = time.time) -> list[Attempt]:
     """POST `payload` as JSON to `url`, signed with Standard Webhooks headers (secrets default to
     ROAST_NOTIFY_SECRET; unsigned when there is none). Retries on 5xx, 429, timeouts and connection
     errors with exponential backoff (1 s, 2 s, 4 s …) while `max_time` allows; stops at once on
-    any other answer (2xx is success; 410 means the receiver wants no more). Each attempt carries
-    the same `webhook-id` and a fresh timestamp. Returns every attempt, in order.
+    any other answer (2xx is success; 410 means the receiver wants no more; a redirect is not
+    followed). Each attempt carries the same `webhook-id` and a fresh timestamp, and ends `timeout`
+    seconds after it began however slowly the receiver answers; all of them end within `max_time`
+    (default ROAST_NOTIFY_TIMEOUT, else 60 s). Returns every attempt, in order. A URL that cannot be
+    sent to is a ValueError; no message shows more of it than `scheme://host:port`.
 
         >>> send("https://hooks.example/roast", {"type": "wait.started"})   # doctest: +SKIP
         [Attempt(number=1, status=200, error=None, seconds=0.08)]
     """
     import uuid
 
+    url = _checked_url(url)
+    budget = _notify_timeout() if max_time is None else max_time
     post = post or _urllib_post
     keys = list(secrets) if secrets is not None else _secret_from_env()
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
@@ -204,17 +371,16 @@ def send(url: str, payload: Mapping[str, Any], *, msg_id: str | None = None, sec
         else:
             headers["webhook-id"] = msg_id
         began = time.monotonic()
+        limit = max(0.001, min(timeout, budget - (began - started)))
         status: int | None = None
         error: str | None = None
         try:
-            status = post(url, body, headers, timeout)
-        except TimeoutError:
-            error = f"no answer within {timeout:g} s"
-        except OSError as err:  # URLError, refused, reset, DNS
-            error = str(getattr(err, "reason", None) or err)
+            status = post(url, body, headers, limit)
+        except Exception as err:  # a transport of any kind; _failure shows nothing of the URL beyond its host
+            error = _failure(err, url, limit)
         attempts.append(Attempt(len(attempts) + 1, status, error, round(time.monotonic() - began, 3)))
         retry = status is None or status >= 500 or status == 429
-        if not retry or time.monotonic() - started + delay > max_time:
+        if not retry or time.monotonic() - started + delay >= budget:
             return attempts
         sleep(delay)
         delay *= 2

@@ -246,6 +246,7 @@ def test_validate_warns_about_interpolation_that_bash_evaluates_as_arithmetic(wf
         steps:
           - "$(echo fine {{ output }})"
           - wait_for_event:
+              within: 1h
               go:
                 - each: "$(ls)"
                   as: f

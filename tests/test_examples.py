@@ -53,6 +53,19 @@ def test_roast_validate_accepts_every_example(workflow, capsys, monkeypatch):
 # --------------------------------------------------------------------------- deploy
 
 
+def test_deploy_validates_without_warnings_and_its_gate_has_a_title_labels_and_schemas(capsys, monkeypatch):
+    from roast import compiler, tree, workflow
+
+    monkeypatch.chdir(ROOT)
+    assert main(["validate", "examples/deploy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []  # every schema fits a page form
+    [wait] = tree.all_waits(compiler.compile_workflow(workflow.load("examples/deploy")))
+    assert wait.title and dict(wait.labels) == {"approved": "Approve and deploy", "rejected": "Reject"}
+    schemas = {event: json.loads(text) for event, text in wait.schemas}
+    assert schemas["approved"]["required"] == ["approver"]
+    assert set(schemas["rejected"]["properties"]) == {"approver", "reason"}
+
+
 def test_deploy_pauses_at_the_approval_after_building_and_summarising(examples):
     result = roast.run("examples/deploy")
     assert result.status == "waiting"

@@ -7,12 +7,12 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "providers", "tools", "context", "seal",
-         "workflow", "requests", "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks",
-         "effects", "links", "pages", "store", "outcomes", "migrations", "sql", "store_sqlite",
-         "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker", "api", "display",
-         "approval_html", "serve", "cli"]
-FACES = {"display", "approval_html", "cli", "serve"}
+ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "policy", "providers", "tools",
+         "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks",
+         "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
+         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker",
+         "api", "display", "approval_html", "http_guard", "serve", "cli"]
+FACES = {"display", "approval_html", "http_guard", "cli", "serve"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 

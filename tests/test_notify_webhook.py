@@ -120,3 +120,35 @@ def test_the_short_form_and_bad_urls_at_validate_time(tmp_path: Path) -> None:
     path.write_text("steps:\n  - webhook: $(echo a named command, not a notify)\n")
     ran = run_cli("execute", str(path))
     assert ran.returncode == 0 and "a named command" in ran.stdout, ran.stderr
+
+
+def _home_bytes() -> bytes:
+    home = Path(os.environ["ROAST_HOME"])
+    return b"".join(f.read_bytes() for f in home.rglob("*") if f.is_file())
+
+
+def test_a_dripping_receiver_cannot_hold_execute_past_roast_notify_timeout(tmp_path: Path) -> None:
+    with receiving("/hooks/roast", drip=0.2) as (url, got):
+        ran = run_cli("execute", str(_workflow(tmp_path, url)), "--json",
+                      env={**_env(), "ROAST_NOTIFY_TIMEOUT": "2"}, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    sid = json.loads(ran.stdout)[0]["session_id"]
+    assert roast.session(sid).status == "waiting"
+    assert "warning" in ran.stderr and "no complete answer within" in ran.stderr, ran.stderr
+    assert 1 <= len(got.seen) <= 3
+
+
+@pytest.mark.parametrize("junk", [" x", "\tx"])
+def test_a_url_with_a_space_or_tab_never_shows_its_token(tmp_path: Path, junk: str) -> None:
+    with receiving() as (url, got):
+        bad = f"{url}/ok?token={TOKEN}{junk}"
+        ran = run_cli("execute", str(_workflow(tmp_path, "{{ env.HOOK_URL }}")), "--json",
+                      env={**_env(), "HOOK_URL": bad})
+        assert ran.returncode == 0, ran.stderr
+        sid = json.loads(ran.stdout)[0]["session_id"]
+        shown = run_cli("session", sid, "--json")
+    assert got.seen == []
+    assert "warning" in ran.stderr and "127.0.0.1" in ran.stderr, ran.stderr
+    for text in (ran.stdout, ran.stderr, shown.stdout, shown.stderr):
+        assert TOKEN not in text and "/ok" not in text
+    assert TOKEN.encode() not in _home_bytes()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from roast.errors import UsageError
-from roast.tools import ToolSpec, check_tools, function_definitions, parse_tools, run_call, run_tool
+from roast.tool_calls import run_call, run_tool, secret_variable
+from roast.tools import ToolSpec, check_tools, function_definitions, parse_tools
 
 ALL = ["Roast::Tools::ReadFile", "Roast::Tools::SearchFile", "Roast::Tools::Grep", "Roast::Tools::Cmd",
        "Roast::Tools::WriteFile"]
@@ -434,3 +435,40 @@ def test_a_hand_made_spec_for_an_unknown_tool_is_a_programming_error(root):
 def test_root_must_be_a_directory(root):
     with pytest.raises(ValueError, match="directory"):
         run_tool(tool(["Roast::Tools::ReadFile"], "read_file"), '{"path": "a"}', root=root / "nope")
+
+
+# -- roast's own files and secrets (issue 21)
+
+
+def test_a_hard_link_to_the_key_file_is_refused_like_the_key_itself(root, tmp_path, monkeypatch):
+    key = tmp_path / "roast.key"
+    key.write_text("KEY-TEXT-1234\n")
+    monkeypatch.setenv("ROAST_KEY_FILE", str(key))
+    os.link(key, root / "innocent.txt")
+    result = read(root, "innocent.txt")
+    assert result.startswith("error: refused: ") and "KEY-TEXT" not in result
+    assert write(root, "innocent.txt", "overwritten").startswith("error: refused: ")
+    assert key.read_text() == "KEY-TEXT-1234\n"
+    assert call(root, ["Roast::Tools::Grep"], "grep", string="KEY-TEXT").startswith("No matches")
+
+
+def test_the_sqlite_store_named_by_roast_store_is_refused_with_its_companions(root, monkeypatch):
+    monkeypatch.setenv("ROAST_STORE", f"sqlite:///{root}/db/roast.db")
+    (root / "db").mkdir()
+    for name in ("roast.db", "roast.db-wal", "secret.key", "other.txt"):
+        (root / "db" / name).write_text("STORE-BYTES\n")
+    for name in ("roast.db", "roast.db-wal", "roast.db-shm", "secret.key"):
+        assert read(root, f"db/{name}").startswith("error: refused: "), name
+    assert read(root, "db/other.txt") == "STORE-BYTES\n"  # the directory itself is the user's
+
+
+@pytest.mark.parametrize("name, secret", [
+    ("ROAST_SERVE_TOKENS", True), ("ROAST_NOTIFY_SECRET", True), ("ROAST_WEBHOOK_SECRET", True),
+    ("ROAST_GITHUB_WEBHOOK_SECRET", True), ("ROAST_KEY", True), ("ROAST_KEY_FILE", True), ("ROAST_STORE", True),
+    ("PGPASSWORD", True), ("PGHOST", True), ("OPENAI_API_KEY", True), ("GITHUB_TOKEN", True),
+    ("AWS_SECRET_ACCESS_KEY", True), ("DB_PASSWORD", True), ("DATABASE_URL", True), ("CUSTOM_THING", True),
+    ("PATH", False), ("HOME", False), ("LANG", False), ("ROAST_HOME", False), ("MONKEY", False),
+    ("TOKENIZER_MODE", False), ("ROAST_PUBLIC_URL", False), ("OTHER_THING", True), ("ANOTHER_THING", False),
+])
+def test_which_environment_variables_a_command_never_sees(name, secret):
+    assert secret_variable(name, "CUSTOM_THING, OTHER_*") is secret

@@ -11,6 +11,7 @@ import pytest
 import roast
 from roast import workflow
 from roast.cli import main
+from conftest import run_cli
 from roast.errors import WorkflowInvalid
 from roast import api
 
@@ -334,3 +335,134 @@ def test_every_problem_has_a_file_and_a_line(wf):
         assert doc["file"] and str(doc["file"]).endswith("workflow.yml"), doc
         assert isinstance(doc["line"], int) and doc["line"] > 0, doc
         assert doc["message"]
+
+
+# --- 13. issue 24: mistakes caught before anyone approves ---------------------------------------
+
+def test_an_unclosed_command_is_an_error_not_a_prompt(wf, capsys):
+    path = wf("""
+        steps:
+          - $(echo start)
+          - $(ls -la
+          - listing: $(ls -l /tmp
+          - if: $(test -f x
+            then: ["$(echo yes)"]
+          - each: $(ls
+            as: f
+            steps: ["$(echo {{ f }})"]
+    """)
+    found = {where(p): str(p) for p in problems(path)}
+    assert set(found) == {"workflow.yml:3", "workflow.yml:4", "workflow.yml:5", "workflow.yml:7"}, found
+    assert "`$(` is never closed" in found["workflow.yml:3"] and "hint:" in found["workflow.yml:3"]
+    err = refused(capsys, path, "execute")
+    assert "workflow.yml:3: steps[1]: `$(` is never closed" in err
+
+
+def test_a_closed_command_and_a_prompt_mentioning_a_command_stay_as_they_were(wf):
+    path = wf("""
+        steps:
+          - $(echo "a (b")
+          - "Explain what $(date) does"
+    """)
+    assert roast.run(path).status == "completed"
+
+
+def test_a_misspelt_output_name_is_an_error_with_a_did_you_mean_before_the_wait(wf, capsys):
+    path = wf("""
+        steps:
+          - build: $(echo built)
+          - approval:
+              wait_for_event:
+                approved:
+                  - deploy: $(echo deploying {{ output.buidl }})
+                within: 1h
+          - $(echo {{ output['aproval'].event }})
+    """)
+    found = {where(p): str(p) for p in problems(path)}
+    assert set(found) == {"workflow.yml:6", "workflow.yml:8"}, found
+    assert "no step writes `output.buidl`" in found["workflow.yml:6"]
+    assert "did you mean 'build'?" in found["workflow.yml:6"]
+    assert "did you mean 'approval'?" in found["workflow.yml:8"]
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 2 and "did you mean 'build'?" in proc.stderr, proc.stderr
+    refused(capsys, path, "execute")  # refused at load time: no session waits for a person
+
+
+def test_an_output_read_in_a_workflow_with_no_named_step_is_an_error(wf, capsys):
+    path = wf("steps:\n  - $(echo {{ output.build }})\n")
+    err = refused(capsys, path)
+    assert "workflow.yml:2: steps[0]: no step writes `output.build`" in err and "- build: $(" in err
+
+
+def test_outputs_any_step_could_write_are_not_flagged(wf):
+    path = wf("""
+        steps:
+          - build: $(echo built)
+          - summarize
+          - checks:
+              if: "{{ output.build }}"
+              then: ["$(echo ok)"]
+          - wait_for_event: {ok: ["$(echo {{ output.wait_for_event.event }} {{ output.checks }})"], within: 1h}
+          - setter
+          - $(echo {{ output.summarize }} {{ output.extra }} {{ output.get('nothing', 1) }} {{ output.items() }})
+    """, files={"summarize/prompt.md": "Summarise {{ output.build }}\n",
+                "setter.py": "def run(ctx):\n    ctx.output['extra'] = 1\n"})
+    compiled = workflow.load(path)
+    from roast import compiler
+    assert compiler.compile_workflow(compiled) is not None
+
+
+def test_outputs_written_by_a_python_step_whose_names_are_unknown_are_not_flagged(wf):
+    path = wf("""
+        steps:
+          - setter
+          - $(echo {{ output.anything }})
+    """, files={"setter.py": "def run(ctx):\n    for k in ('any', 'thing'):\n        ctx.output[k + ''] = 1\n"})
+    from roast import compiler
+    # the python step never names `anything`, but it writes computed names: nothing is flagged
+    assert compiler.compile_workflow(workflow.load(path)) is not None
+
+
+def test_a_top_level_key_one_edit_from_a_wait_name_is_an_error(wf, capsys):
+    path = wf("""
+        steps:
+          - approval:
+              wait_for_event: {approved: ["$(echo ok)"]}
+        aproval:
+          timeout: 2h
+    """)
+    [problem] = problems(path)
+    assert where(problem) == "workflow.yml:4"
+    err = refused(capsys, path)
+    assert "'aproval' configures no step" in err and "did you mean 'approval'?" in err
+
+
+def test_a_top_level_key_far_from_every_name_stays_a_warning(wf, capsys):
+    path = wf("""
+        steps:
+          - approval:
+              wait_for_event: {approved: ["$(echo ok)"]}
+              within: 2h
+        unrelated:
+          colour: red
+    """)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "roast: warning:" in err and "'unrelated' configures no step" in err
+
+
+def test_a_wait_with_no_deadline_anywhere_gets_a_warning(wf, capsys):
+    path = wf("""
+        steps:
+          - approval:
+              wait_for_event: {approved: ["$(echo ok)"]}
+          - wait_for_event: {merged: ["$(echo ok)"], within: 1h}
+    """)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "steps[0]" in err and "has no deadline" in err and "within:" in err, err
+    assert "steps[1]" not in err
+    for fix in ("approval:\n  timeout: 2h\n", "wait_for_event:\n  timeout: 2h\n"):
+        path.write_text("steps:\n  - approval:\n      wait_for_event: {approved: ['$(echo ok)']}\n" + fix)
+        assert main(["validate", str(path)]) == 0
+        assert "has no deadline" not in capsys.readouterr().err

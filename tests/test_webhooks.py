@@ -135,3 +135,72 @@ def test_send_records_a_connection_error_and_retries_it():
     attempts = webhooks.send("http://127.0.0.1:9/", {}, secrets=[], post=refused, max_time=1.5,
                              sleep=lambda s: None)
     assert [(a.status, "refused" in (a.error or "")) for a in attempts] == [(None, True), (None, True)]
+
+
+def _in_thread(fn, limit: float = 60.0):  # type: ignore[no-untyped-def]
+    """fn()'s value, run on a thread: a sender that never returns fails the test instead of hanging it."""
+    import threading
+
+    box: list[object] = []
+    worker = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    worker.start()
+    worker.join(limit)
+    assert not worker.is_alive(), f"send() was still waiting after {limit:g} s"
+    return box[0]
+
+
+def test_a_dripping_receiver_is_cut_off_at_the_attempts_deadline_however_slowly_bytes_come():
+    with receiving(drip=0.05) as (url, handler):
+        attempts = _in_thread(lambda: webhooks.send(url, {}, secrets=[], timeout=1.0, max_time=1.5,
+                                                    sleep=lambda s: None))
+    assert attempts and all(a.status is None and "within" in a.error for a in attempts), attempts
+    assert len(handler.seen) == len(attempts)
+
+
+def test_the_whole_notify_stops_within_roast_notify_timeout(monkeypatch):
+    monkeypatch.setenv("ROAST_NOTIFY_TIMEOUT", "1.5")
+    with receiving(drip=0.05) as (url, _):
+        attempts = _in_thread(lambda: webhooks.send(url, {}, secrets=[]))  # default per attempt: 15 s
+    assert attempts and attempts[-1].status is None and "within" in attempts[-1].error
+    assert sum(a.seconds for a in attempts) <= 1.5 + 1.0  # every attempt's deadline fits in the budget
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf", "1e9"])
+def test_a_bad_roast_notify_timeout_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("ROAST_NOTIFY_TIMEOUT", value)
+    with pytest.raises(UsageError, match="ROAST_NOTIFY_TIMEOUT"):
+        webhooks.send("http://127.0.0.1:9/", {}, secrets=[], post=lambda *a: 200)
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed_with_the_signature():
+    with receiving() as (elsewhere, other), receiving(redirect=elsewhere) as (url, handler):
+        attempts = webhooks.send(url, {}, secrets=[SECRET], sleep=lambda s: None)
+    assert [a.status for a in attempts] == [302]
+    assert len(handler.seen) == 1 and other.seen == []
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/ok?token=SEKRET-HOOK-TOKEN x",
+    "http://127.0.0.1:9/ok?token=SEKRET-HOOK-TOKEN\tx",
+    "http://127.0.0.1:9/ok\n?token=SEKRET-HOOK-TOKEN",
+    "http://127.0.0.1:9/ok?token=SEKRET-HOOK-TOKEN\x00",
+    "htp://127.0.0.1:9/ok?token=SEKRET-HOOK-TOKEN",
+    "http://127.0.0.1:99999/ok?token=SEKRET-HOOK-TOKEN",
+    "http://127.0.0.1:9/ok?token=SEKRET-HOOK-TOKEN-é",
+    "http:///ok?token=SEKRET-HOOK-TOKEN",
+])
+def test_an_unusable_url_is_refused_showing_at_most_scheme_host_and_port(url):
+    with pytest.raises(ValueError) as caught:
+        webhooks.send(url, {}, secrets=[], sleep=lambda s: None)
+    assert "SEKRET" not in str(caught.value) and "/ok" not in str(caught.value), caught.value
+
+
+def test_a_transport_error_never_carries_the_urls_path_or_query():
+    def leaky(url: str, body: bytes, headers: object, timeout: float) -> int:
+        import http.client
+
+        raise http.client.InvalidURL(f"URL can't contain control characters. {url!r}")
+
+    attempts = webhooks.send("http://127.0.0.1:9/ok?token=SEKRET-HOOK-TOKEN", {}, secrets=[], post=leaky,
+                             max_time=0.1, sleep=lambda s: None)
+    assert attempts and all("SEKRET" not in (a.error or "") and "/ok" not in (a.error or "") for a in attempts)
