@@ -295,8 +295,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
         if outcome.outcome not in ("consumed", "late"):
             return intake_.refused_or_kept(outcome, incoming, others)
         taken.update(outcome=outcome, session=fresh)
-        if outcome.outcome == "late":
-            return None  # SPEC §6: a late event is refused and the timeout branch runs instead
+        if outcome.outcome == "late":  # SPEC §6: a late event is refused, and its claimed timeout runs
+            return event_of(outcome.claimed)  # `refused_event` reaches the branch (issue 20)
         if others:
             observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
                           f"{', '.join(others[:5])}; this event went to the most recent one that waits for "
@@ -448,9 +448,9 @@ def _fire(store: SessionStore, session: Session, observer: Observer, now: Callab
         if fresh.status != "waiting" or fresh.wait_seq != session.wait_seq:
             raise not_waiting(fresh)
 
-    def fire(fresh: Session, loaded: Loaded) -> None:
-        store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now())
-        return None  # no pending event: the runner answers each overdue wait with a `timeout` event
+    def fire(fresh: Session, loaded: Loaded) -> Event:
+        # the runner is handed the claimed `timeout` event; it never makes one for a wait it resumes
+        return event_of(store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now()))
 
     return _continue(store, session, f"roast {source}", expect, fire, observer=observer, now=now, stop=stop)
 

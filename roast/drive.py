@@ -248,7 +248,7 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             held = store.suspend(session_id, state_of(ctx, suspend.cursor),
                                  cursor=tree.describe(defn.root, suspend.cursor, ctx.collections),
                                  awaiting=_awaiting(suspend.waits), output=plain(ctx.output),
-                                 finished=journal.take_done(), undelivered=runner.pending is not None,
+                                 finished=journal.take_done(), undelivered=runner.undelivered(),
                                  ahead=sorted(tree.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
                                  now=now())
         except StoreUnavailable as err:
@@ -370,9 +370,14 @@ def event_of(record: EventRecord) -> Event:
     """A claimed delivery as the event its branch reads."""
     from roast.requests import Event
 
+    from roast.requests import TIMEOUT, timeout_event
+
     delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
                 "received_at": iso(record.received_at)}
-    return Event(record.name, record.data, iso(record.received_at) or "", delivery)
+    data = record.data
+    if record.name == TIMEOUT and isinstance(data, dict):  # a claim of roast < 0.3 kept the deadline as an epoch
+        data = timeout_event(data.get("deadline"), data.get("refused_event"))
+    return Event(record.name, data, iso(record.received_at) or "", delivery)
 
 
 def cancelled(store: SessionStore, session_id: str) -> Result:

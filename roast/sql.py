@@ -21,6 +21,7 @@ from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, UsageError
 from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing, not_waiting, refusal
+from roast.requests import TIMEOUT, timeout_event
 from roast.store import (
     HOST,
     ACCEPTED,
@@ -398,9 +399,8 @@ class SQLStore:
                 return Outcome("busy", None, session)
             if verdict.outcome == "late":
                 late = self._record(tx, session_id, event, verdict, now)
-                self._claim(tx, session, "timeout", {"deadline": verdict.deadline, "refused_event": event.name},
-                            "late", now)
-                return Outcome("late", late, self._session_in(tx, session_id))
+                claimed = self._claim(tx, session, timeout_event(verdict.deadline, event.name), "late", now)
+                return Outcome("late", late, self._session_in(tx, session_id), claimed=claimed)
             if verdict.outcome == "consumed":
                 self._flip(tx, session, now, consumer=verdict.path)
                 consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq)
@@ -444,21 +444,25 @@ class SQLStore:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
 
-    def _claim(self, tx: Tx, session: Session, name: str, data: dict[str, Any], source: str, now: float) -> None:
+    def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float) -> EventRecord:
+        """A wait's timeout, claimed: the `timeout` event the runner is handed (saved as the session's
+        pending event, so recovery hands it over too: issue 20)."""
         self._flip(tx, session, now)
-        tx.run("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at) "
-               "VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?)",
-               (session.id, session.wait_seq, name, json.dumps(data), now, source, now))
+        row_id = tx.insert("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, "
+                           "consumed_at) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?)",
+                           (session.id, session.wait_seq, TIMEOUT, json.dumps(data), now, source, now))
+        tx.run("UPDATE sessions SET pending_event = ? WHERE id = ?", (row_id, session.id))
+        return EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed", consumed_at=now, row=row_id)
 
-    def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> None:
+    def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord:
         """Claim an overdue wait for its timeout: the same compare-and-set as an event, so an event and
-        a timeout racing at the deadline resolve to exactly one branch."""
+        a timeout racing at the deadline resolve to exactly one branch. Returns the claimed event."""
         now = _now(now)
         with self._write(session_id) as tx:
             session = self._sessions(tx, [self._locked(tx, session_id)])[0]
             if session.status != "waiting" or session.wait_seq != wait_seq:
                 raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
-            self._claim(tx, session, "timeout", {"deadline": session.deadline}, source, now)
+            return self._claim(tx, session, timeout_event(session.deadline), source, now)
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
         """Make this process the owner of an orphaned or interrupted session (recovery); return the event that was

@@ -113,10 +113,11 @@ class Incoming(Record):
 
 
 class Outcome(Record):
-    """What `deliver` did: the outcome, the event's record, and the session as it now is."""
+    """What `deliver` did: the outcome, the event's record, and the session as it now is; `claimed`:
+    the timeout a `late` event claimed instead (issue 20: its branch reads it, `refused_event` and all)."""
 
-    __slots__ = ("outcome", "event", "session", "original")
-    _defaults = {"original": None}
+    __slots__ = ("outcome", "event", "session", "original", "claimed")
+    _defaults = {"original": None, "claimed": None}
 
 
 class Continuation(Record):
@@ -161,7 +162,7 @@ if TYPE_CHECKING:
         def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False,
                     workflow_scope: str | None = None, holding: bool = True, workflow_path: str | None = None,
                     wait_seq: int | None = None, now: float | None = None) -> Outcome: ...
-        def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> None: ...
+        def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord: ...
         def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None: ...
         def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
                    now: float | None = None) -> None: ...

@@ -249,3 +249,51 @@ def test_cancel_of_a_branch_serve_is_running_stops_it_and_serve_says_so(tmp_path
     assert not group_alive(pgid) and lines(log) == ["start"]
     assert roast.session(sid).status == "cancelled"
     assert server.proc.poll() is None  # the server lives on
+
+
+# --------------------------------------------------------------------------- 3. a timeout is a claimed event
+
+
+LATE = """
+    name: late
+    steps:
+      - wait_for_event:
+          within: 1s
+          approved:
+            - $(echo approved-branch)
+          timeout:
+            - '$(echo "refused={{ event.refused_event }} deadline={{ event.deadline }}")'
+"""
+
+
+def _waiting_past_its_deadline(tmp_path: Path, text: str = LATE) -> tuple[str, str]:
+    wf = write_workflow(tmp_path, text, name="late")
+    started = run_cli("execute", str(wf), "--json")
+    assert started.returncode == 0, started.stderr
+    [doc] = json.loads(started.stdout)
+    sid = doc["session_id"]
+    deadline = roast.session(sid).deadline
+    assert deadline is not None
+    poll(lambda: __import__("time").time() > deadline + 0.01, "the wait's deadline to pass")
+    return sid, doc["deadline"]
+
+
+def test_a_late_delivery_runs_the_timeout_branch_with_the_refused_event_and_the_iso_deadline(
+        tmp_path: Path) -> None:
+    sid, deadline = _waiting_past_its_deadline(tmp_path)
+    late = run_cli("resume", "-s", sid, "--event", "approved")  # no tick in between
+    assert late.returncode == 3 and "'approved' was refused" in late.stderr, late.stderr
+    assert late.stdout.strip() == f"refused=approved deadline={deadline}", late.stdout
+    events = json.loads(run_cli("session", sid, "--json").stdout)["events"]
+    assert [(e["name"], e["outcome"]) for e in events] == [("approved", "late"), ("timeout", "consumed")]
+    assert events[1]["data"] == {"deadline": deadline, "refused_event": "approved"}
+
+
+def test_a_timeout_fired_by_tick_gives_the_branch_the_same_iso_deadline(tmp_path: Path) -> None:
+    sid, deadline = _waiting_past_its_deadline(tmp_path, LATE.replace("refused={{ event.refused_event }} ", ""))
+    ticked = run_cli("tick", "--json")
+    assert ticked.returncode == 0, ticked.stdout
+    s = roast.session(sid)
+    assert s.status == "completed" and s.final_output == f"deadline={deadline}", s
+    [event] = json.loads(run_cli("session", sid, "--json").stdout)["events"]
+    assert event["data"] == {"deadline": deadline}
