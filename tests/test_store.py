@@ -827,9 +827,12 @@ def test_overdue_lists_waiting_sessions_past_their_deadline_and_a_timeout_claims
     waiting(store, deadline=T0 + 1000)
     waiting(store)
     assert [s.id for s in store.overdue(now=T0 + 10)] == [late]
-    store.fire(late, wait_seq=1, source="tick", now=T0 + 11)
+    claimed = store.fire(late, wait_seq=1, source="tick", now=T0 + 11)
     assert store.overdue(now=T0 + 10) == []
-    assert [(e.name, e.source, e.data) for e in store.events(late)] == [("timeout", "tick", {"deadline": T0 + 10})]
+    deadline = datetime.datetime.fromtimestamp(T0 + 10, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # the claimed event, as the store keeps it and hands it to the runner: the deadline in ISO 8601 (issue 20)
+    assert [(e.name, e.source, e.data) for e in store.events(late)] == [("timeout", "tick", {"deadline": deadline})]
+    assert (claimed.name, claimed.data, claimed.outcome) == ("timeout", {"deadline": deadline}, "consumed")
 
 
 def test_overdue_leaves_out_a_session_another_process_is_claiming(store: Any) -> None:
