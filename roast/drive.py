@@ -293,9 +293,9 @@ def run_notify(store: SessionStore, job: NotifyJob, observer: Observer, now: Cal
         return []  # another process is notifying for this wait right now
     warnings: list[str] = []
     try:
+        if not store.claim_notice(session_id, wait_seq=wait_seq):
+            return []  # notified already (by another process), or an event came first: the wait is passed
         session = store.get(session_id)
-        if session.status != "waiting" or session.wait_seq != wait_seq:
-            return []  # an event came first: the wait is already passed
         commands = {e: c for e, c in zip(session.events, resume_commands(session))}
         try:
             links_now = signed_links(store, session)

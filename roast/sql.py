@@ -560,6 +560,14 @@ class SQLStore:
             self._locked(tx, session_id)
             return self._start(tx, session_id, start, done)
 
+    def claim_notice(self, session_id: str, *, wait_seq: int) -> bool:
+        """Claim the `notify:` steps of wait `wait_seq` (issue 20): a compare-and-set, so of any number
+        of processes exactly one runs them. Call it holding the session's notify lock: a notice
+        claimed (2) and never marked `notified` belongs to a process that died, and is due again."""
+        with self._write(session_id) as tx:
+            return tx.run("UPDATE sessions SET notify_pending = 2 WHERE id = ? AND wait_seq = ? AND status = 'waiting' "
+                          "AND notify_pending <> 0", (session_id, wait_seq)) == 1
+
     def notified(self, session_id: str, *, wait_seq: int) -> None:
         with self._write(session_id) as tx:
             tx.run("UPDATE sessions SET notify_pending = 0 WHERE id = ? AND wait_seq = ?", (session_id, wait_seq))
@@ -667,7 +675,7 @@ class SQLStore:
 
     def notify_due(self) -> list[Session]:
         """Waiting sessions whose notify steps have not finished (a crash in between: at least once)."""
-        return self._select("status = 'waiting' AND notify_pending = 1", ())
+        return self._select("status = 'waiting' AND notify_pending <> 0", ())  # 2: claimed by a process that died
 
     def find_event(self, workflow_path: str, event_id: str) -> tuple[Session, EventRecord] | None:
         with self._read() as tx:

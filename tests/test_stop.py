@@ -297,3 +297,32 @@ def test_a_timeout_fired_by_tick_gives_the_branch_the_same_iso_deadline(tmp_path
     assert s.status == "completed" and s.final_output == f"deadline={deadline}", s
     [event] = json.loads(run_cli("session", sid, "--json").stdout)["events"]
     assert event["data"] == {"deadline": deadline}
+
+
+# --------------------------------------------------------------------------- 4. notify once per wait
+
+
+def test_notify_runs_once_per_wait_when_two_ticks_race_for_it(tmp_path: Path) -> None:
+    """Each wait's notice is claimed (a compare-and-set) before its steps run: of two `roast tick`
+    processes racing over the same notices left unrun, exactly one runs each."""
+    from _resume_helpers import _sql
+
+    notices = tmp_path / "notices"
+    wf = write_workflow(tmp_path, f"""
+        name: noisy
+        steps:
+          - wait_for_event:
+              notify:
+                - $(echo "$ROAST_SESSION_ID" >> {notices})
+              go: ["$(echo gone)"]
+    """, name="noisy")
+    ids = [roast.run(wf).session_id for _ in range(30)]
+    assert sorted(lines(notices)) == sorted(ids)
+    notices.unlink()
+    _sql("UPDATE sessions SET notify_pending = 1")  # as a crash between the save and the notice leaves them
+    ticks = [_start("tick", cwd=tmp_path) for _ in range(2)]
+    for tick in ticks:
+        _, err = tick.communicate(timeout=120)
+        assert tick.returncode == 0, err
+    assert sorted(lines(notices)) == sorted(ids)  # each exactly once
+    assert all(not s.notify_pending for s in roast.sessions(limit=None))
