@@ -278,6 +278,9 @@ def prepare(store: SessionStore, session: Session, event: str | None, force: boo
         cursor, delta = _rewind(session, old if old is not None else defn.root, state, from_step)
     files = definitions.changed_files(saved) if defn.fingerprint != session.fingerprint else []
     warnings = definitions.check(session, defn, {**state, "cursor": cursor}, old, event, force, changed_files=files)
+    if moved is None and not os.path.isfile(session.workflow_path) and not session.workflow_path.startswith("<dict:"):
+        warnings.append(f"the workflow file {session.workflow_path} is gone; session {session.id} continues with "
+                        "the definition saved at its wait")
     if moved:
         again = "is retried" if session.status == "failed" else "resumes"
         warnings.insert(0, f"session {session.id}'s workflow moved from {session.workflow_path} to {moved}; "
@@ -338,10 +341,24 @@ def definition_for(store: SessionStore, session: Session, state: Mapping[str, An
         defn = definitions.from_record(saved, session)
         if defn is not None:
             return defn, saved
+        if saved.get("tree") and not os.path.isfile(session.workflow_path):
+            return _sealed(saved, session), saved
     if session.workflow_path.startswith("<dict:"):
         raise DefinitionChanged(f"session {session.id} was started from a dict workflow whose definition was not "
                                 "saved; it cannot be continued", hint=f"`roast cancel {session.id}`")
     return definitions.load(moved or session.workflow_path), saved
+
+
+def _sealed(saved: Mapping[str, Any], session: Session) -> Definition:
+    """The definition sealed at the session's wait, as it was (issue 20): its workflow file is gone,
+    so there is no edit to check; the session still times out, resumes and is cancelled."""
+    import pickle  # the tree was sealed and verified with the rest of the record
+
+    from roast.definition import Definition
+
+    return Definition(pickle.loads(saved["tree"]), session.workflow_path, session.workflow_name, session.fingerprint,
+                      saved.get("provider"), sources=saved.get("sources"), tree=saved["tree"],
+                      key_template=saved.get("key"), models=saved.get("models"))
 
 
 def check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:

@@ -326,3 +326,53 @@ def test_notify_runs_once_per_wait_when_two_ticks_race_for_it(tmp_path: Path) ->
         assert tick.returncode == 0, err
     assert sorted(lines(notices)) == sorted(ids)  # each exactly once
     assert all(not s.notify_pending for s in roast.sessions(limit=None))
+
+
+# --------------------------------------------------------------------------- 5. a deleted workflow file
+
+
+GONE = """
+    name: gone
+    steps:
+      - build: $(echo built)
+      - wait_for_event:
+          within: @WITHIN@
+          approved:
+            - $(echo "approved after {{ output.build }}")
+          timeout:
+            - $(echo "timed out after {{ output.build }}")
+"""
+
+
+def _waiting_without_its_file(tmp_path: Path, within: str) -> str:
+    import shutil
+
+    wf = write_workflow(tmp_path, GONE.replace("@WITHIN@", within), name="gone")
+    started = run_cli("execute", str(wf), "--json")
+    assert started.returncode == 0, started.stderr
+    shutil.rmtree(wf.parent)
+    return str(json.loads(started.stdout)[0]["session_id"])
+
+
+def test_a_session_whose_workflow_file_was_deleted_still_times_out_under_tick(tmp_path: Path) -> None:
+    sid = _waiting_without_its_file(tmp_path, "1s")
+    deadline = roast.session(sid).deadline
+    assert deadline is not None
+    poll(lambda: __import__("time").time() > deadline + 0.01, "the wait's deadline to pass")
+    ticked = run_cli("tick")
+    assert ticked.returncode == 0, ticked.stderr + ticked.stdout
+    s = roast.session(sid)
+    assert (s.status, s.final_output) == ("completed", "timed out after built")
+    assert run_cli("tick").returncode == 0  # nothing left to fire, and no error again
+
+
+def test_a_session_whose_workflow_file_was_deleted_can_be_resumed_or_cancelled(tmp_path: Path) -> None:
+    sid = _waiting_without_its_file(tmp_path, "1h")
+    resumed = run_cli("resume", "-s", sid, "--event", "approved")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "approved after built"
+    assert "is gone" in resumed.stderr  # said once, as a warning
+    other = _waiting_without_its_file(tmp_path / "again", "1h")
+    cancelled = run_cli("cancel", other)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert roast.session(other).status == "cancelled"
