@@ -347,14 +347,13 @@ def _taken_over(store: SessionStore, observer: Observer | None, now: Callable[[]
 
 
 def _running(fresh: Session) -> None:
-    if fresh.status != "running":
+    if fresh.status not in ("running", "interrupted"):  # interrupted: stopped by a person (issue 20)
         raise not_waiting(fresh)
 
 
 def _recover(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float], force: bool,
              wanted: str | None, wait_for_steps: bool, stop: Any = None) -> Result:
-    """Continue an orphaned session (its process died), or an interrupted one (stopped by a person,
-    issue 20), from its last checkpoint (issue 4 §6)."""
+    """Continue an orphaned or an interrupted session from its last checkpoint (issue 4 §6, issue 20)."""
     if session.status == "running" and not session.orphaned:
         raise NotWaiting(f"session {session.id} is running in {session.holder or 'another roast process'}; "
                          "nothing changed", hint="wait for it to finish or reach a wait")
@@ -362,18 +361,8 @@ def _recover(store: SessionStore, session: Session, observer: Observer, now: Cal
     moved = wanted if wanted is not None and wanted != session.workflow_path else None
     if moved:
         intake_.check_moved(session, moved)
-    expect = _running if session.status == "running" else _still(session.status)
-    return _continue(store, session, "roast resume (recovery)", expect, _taken_over(store, observer, now),
+    return _continue(store, session, "roast resume (recovery)", _running, _taken_over(store, observer, now),
                      observer=observer, now=now, force=force, moved=moved, stop=stop)
-
-
-def _still(status: str) -> Callable[[Session], None]:
-    """Refuse a session no longer in `status` once the lock is held (another resume or a cancel came first)."""
-    def expect(fresh: Session) -> None:
-        if fresh.status != status:
-            raise not_waiting(fresh)
-
-    return expect
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,
@@ -562,11 +551,8 @@ def deliveries(session_id: str, *, home: str | os.PathLike[str] | None = None,
 
 def cancel(session_id: str, *, reason: str | None = None, actor: str | None = None,
            home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None) -> Session:
-    """End a session that has not finished: `roast.cancel("mk3x", reason="superseded")`. A running
-    one's steps are stopped (SIGTERM, then SIGKILL), and the process running it stops (issue 20).
-    `actor` (default `$USER@host`) is recorded as `cancelled_by`."""
+    """End a session that has not finished, even a running one (issue 20), as `actor` (default `$USER@host`)."""
     from roast.stop import cancel as stop
-
     return stop(_store(store, home), session_id, reason=reason, actor=actor or intake_.default_actor())
 
 

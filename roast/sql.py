@@ -445,8 +445,7 @@ class SQLStore:
                               self._last_event(tx, session.id))
 
     def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float) -> EventRecord:
-        """A wait's timeout, claimed: the `timeout` event the runner is handed (saved as the session's
-        pending event, so recovery hands it over too: issue 20)."""
+        """A wait's timeout, claimed: the runner is handed it, and so is recovery (pending_event, issue 20)."""
         self._flip(tx, session, now)
         row_id = tx.insert("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, "
                            "consumed_at) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?)",
@@ -465,14 +464,13 @@ class SQLStore:
             return self._claim(tx, session, timeout_event(session.deadline), source, now)
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
-        """Make this process the owner of an orphaned or interrupted session (recovery); return the event that was
+        """Make this process the owner of an orphaned (or interrupted) session; return the event that was
         claimed for it and not yet delivered, if any (saved by the claim: nothing is inferred)."""
         now = _now(now)
         with self._write(session_id) as tx:
             row = self._locked(tx, session_id)
             if row["status"] not in ("running", "interrupted"):
                 raise not_waiting(self._sessions(tx, [row])[0], session_id, -1, self._last_event(tx, session_id))
-            # an interrupted session (issue 20) is running again from here: the same compare-and-set
             count = tx.run("UPDATE sessions SET status = 'running', owner = ?, attempt = attempt + 1, updated_at = ?, "
                            "error = NULL WHERE id = ? AND status = ? AND COALESCE(owner, '') = ?",
                            (this_owner(), now, session_id, row["status"], row["owner"] or ""))
@@ -541,9 +539,8 @@ class SQLStore:
     def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
                     restart: bool = False, now: float | None = None) -> None:
         """Roast is being stopped (a signal): record it and mark the steps in flight `interrupted`.
-        Stopped by a person, the session becomes `interrupted` (issue 20): only `roast resume -s ID`
-        continues it. `restart`: roast stopped it itself (`roast serve` past its grace); it stays
-        `running`, is orphaned once this process has exited, and the next serve recovers it."""
+        Stopped by a person, it is `interrupted` (issue 20): only `roast resume -s ID` continues it. `restart`
+        (`roast serve` past its grace): it stays `running`, orphaned once this process exits, recovered."""
         now = _now(now)
         with self._write(session_id) as tx:
             self._lock(tx, session_id)
@@ -561,9 +558,8 @@ class SQLStore:
             return self._start(tx, session_id, start, done)
 
     def claim_notice(self, session_id: str, *, wait_seq: int) -> bool:
-        """Claim the `notify:` steps of wait `wait_seq` (issue 20): a compare-and-set, so of any number
-        of processes exactly one runs them. Call it holding the session's notify lock: a notice
-        claimed (2) and never marked `notified` belongs to a process that died, and is due again."""
+        """Claim the notify steps of wait `wait_seq` (issue 20), holding the notify lock: exactly one caller
+        wins. A notice claimed (2) and never `notified` belongs to a process that died: due again."""
         with self._write(session_id) as tx:
             return tx.run("UPDATE sessions SET notify_pending = 2 WHERE id = ? AND wait_seq = ? AND status = 'waiting' "
                           "AND notify_pending <> 0", (session_id, wait_seq)) == 1
@@ -574,10 +570,9 @@ class SQLStore:
 
     def cancel(self, session_id: str, *, reason: str | None = None, actor: str | None = None,
                now: float | None = None) -> Session:
-        """Cancel a session that has not finished (accepts a prefix): waiting, interrupted, orphaned,
-        or running (issue 20): the steps in flight are marked `cancelled` (the caller stops their
-        process groups), and the owner's next write finds the session cancelled and stops there. No
-        lock is taken: the status is the compare-and-set every writer of the session checks."""
+        """Cancel a session that has not finished, even a running one (issue 20; accepts a prefix): its steps
+        in flight are `cancelled` (the caller stops them); the status is what every writer checks, so
+        its owner's next write is refused and it stops there. No lock is taken."""
         now = _now(now)
         sid = self.get(session_id).id
         with self._write(sid) as tx:
@@ -798,9 +793,8 @@ class SQLStore:
             where.append("created_at >= ?")
             args.append(since)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ORDER BY created_at DESC, id DESC"
-        if open_first:
-            order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC"
+        order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
+            if open_first else "ORDER BY created_at DESC, id DESC"
         with self._read() as tx:
             if tx is None:
                 return [], 0
