@@ -84,8 +84,7 @@ def open_store(store: SessionStore | str | None = None, home: str | os.PathLike[
                      hint="use sqlite:///path/sessions.db or postgresql://user@host:port/dbname")
 
 
-def _store(store: SessionStore | str | None, home: str | os.PathLike[str] | None) -> SessionStore:
-    return open_store(store, home)
+_store = open_store  # (store, home)
 
 
 # --------------------------------------------------------------------------- continuing a session
@@ -123,6 +122,7 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
         loaded.ctx.attach_env(dict(os.environ))
         result, job = drive(store, fresh.id, loaded.defn, loaded.ctx, loaded.cursor, claimed, observer, now, cwd,
                             stop)
+    job = stop.notify_later(job, observer) if job and getattr(stop, "notify_later", None) else job  # issue 21
     return notify(store, job, result._replace(warnings=loaded.warnings), observer, now)
 
 
@@ -131,11 +131,11 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
 
 def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None = None, *,
         home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None,
-        observer: Observer | None = None, now: Callable[[], float] = time.time) -> Result:
-    """Run a workflow (a path, or a dict whose steps may be callables) once, for one target.
-
-    Returns a `Result`: `completed`, `waiting` (at a `wait_for_event`), `failed` or `timed_out`.
-    An invalid workflow raises `roast.errors.WorkflowInvalid` before any step runs.
+        observer: Observer | None = None, now: Callable[[], float] = time.time,
+        started_by: str | None = None) -> Result:
+    """Run a workflow (a path, or a dict whose steps may be callables) once, for one target, started
+    by `started_by` (default `$USER@host`). Returns a `Result`: `completed`, `waiting` (at a
+    `wait_for_event`), `failed` or `timed_out`; an invalid workflow raises `WorkflowInvalid` first.
 
         >>> r = roast.run({"steps": [{"greet": lambda ctx: "hi"}]})   # doctest: +SKIP
         >>> r.output["greet"]                                        # doctest: +SKIP
@@ -164,7 +164,7 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     with store_.hold(session_id, "roast execute"):  # locked before it exists, so it is never seen orphaned
         store_.create(NewSession(session_id, defn.path, defn.name, defn.fingerprint if defn.sources else "",
                                  target, cwd, defn.declares, key, defn.fingerprint, defn.data is not None, now(),
-                                 tree.event_schemas(defn.root)),
+                                 tree.event_schemas(defn.root), started_by or intake_.default_actor()),
                       state_of(ctx, steps.HERE), definition=saved, now=now())
         ctx.forget_changes()
         ctx.attach_env(dict(os.environ))
@@ -232,22 +232,22 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
            observer: Observer | None = None, now: Callable[[], float] = time.time, event_id: str | None = None,
            actor: str | None = None, reason: str | None = None, if_waiting: bool = False,
            key: str | None = None, wait_for_steps: bool = False, run: bool = True,
-           wait_seq: int | None = None) -> Result:
+           wait_seq: int | None = None, verified: bool = False, signature: str | None = None) -> Result:
     """Deliver `event` to a session and, when a wait takes it, run on until the end or the next wait.
 
     Without `session_id`, the newest session of `workflow` whose current wait accepts the event
     (or the one with correlation `key`). `data` is a dict or a JSON text (an object). An event
     that no current wait declares but a later one does is kept (`outcome == "queued"`); a repeated
     `event_id` is not applied again (`"duplicate"`). `wait_seq`: only to that wait of the session
-    (an approval link's), never a later one. With `event=None`, an orphaned `running`
-    session (its process died) continues from its last checkpoint. Refusals change nothing but the
-    delivery record, and raise a `RoastError` whose `document` says what became of the delivery.
+    (an approval link's), never a later one; `signature`: a signed request's (bound to where it went). With
+    `event=None`, an orphaned `running` session continues from its last checkpoint. Refusals change nothing
+    but the delivery record, and raise a `RoastError` whose `document` says what became of the delivery.
 
         >>> roast.resume("approved", data={"approver": "ana"}, workflow="deploy")   # doctest: +SKIP
     """
     observer = observer or _quiet()
     payload = intake_.event_data(data)
-    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now()) if event is not None else None
+    incoming = intake_.intake(event, payload, event_id, actor, reason, source, now(), verified, signature) if event else None
     store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):

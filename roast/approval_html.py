@@ -1,119 +1,166 @@
-"""The approval page of a signed link (issue 15): HTML only, every value from the store escaped
-with `html.escape`, one inline style allowed by its hash (CSP), no script. Decides nothing: `roast
-serve` checks the link and delivers; this module only says what happened and offers the form.
+"""The pages people use on `roast serve` (issues 15, 22): a wait's page (`/g/{token}`, every event its
+own button with its schema's form), an event link's page (`/a/{token}`, that one event), and the
+inbox (`/inbox`, `/v1/inbox`). The HTML comes from `roast.pages` through `roast.gates`; this module
+only routes: GET never delivers (link scanners and chat unfurlers fetch links), a POST must carry
+the page's CSRF token, and its form is turned into typed data and delivered through `api.resume`
+like every other channel. No session id (beyond an 8-character reference), step path, file path
+or command appears in a page.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 
-from roast.views import iso
+from roast.errors import RoastError
+from roast.views import HTTP_STATUS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from roast.api import EventRecord, Session, StepRecord
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+FORM_LIMIT = 65_536  # bytes of an approval form
 
 
-_STYLE = ("body{font:16px/1.45 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}"
-          "h1{font-size:1.4rem;margin-bottom:.2rem}.meta{color:#555;margin-top:0}"
-          ".box{border:1px solid #ccc;border-radius:6px;padding:1rem;margin:1rem 0}"
-          "textarea{width:100%;min-height:4rem;box-sizing:border-box}"
-          "button{font-size:1rem;padding:.5rem 1.2rem;margin-top:.6rem;cursor:pointer}"
-          ".outcome{font-weight:600}ol{padding-left:1.3rem}li{margin:.2rem 0}code{font-size:.9em}"
-          ".muted{color:#666}")
+def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., Any]]) -> list[Any]:
+    """The page routes of `roast serve`; `h` holds its helpers (`call`, `claim`, `note`, `failed`,
+    `read_body`, `as_json`, `authenticate`)."""
+    from urllib.parse import parse_qs
+
+    from roast import gates  # only when `roast serve` runs: the CLI imports serve for its parser (start-up)
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    call, claim, note, failed, read_body, as_json, authenticate = (
+        h["call"], h["claim"], h["note"], h["failed"], h["read_body"], h["as_json"], h["authenticate"])
+
+    def page(html_text: str, status: int = 200) -> Response:
+        return Response(html_text, status_code=status, media_type="text/html; charset=utf-8",
+                        headers={"content-security-policy": gates.csp(html_text), "x-frame-options": "DENY"})
+
+    def refused(err: RoastError, status: int = 403) -> Response:
+        return page(gates.notice_page("This link cannot be used", err.message), status)
+
+    def identity(request: Request) -> tuple[str, bool]:
+        """Who posted a page's form: a trusted proxy's identity header (verified), else `link`."""
+        try:
+            who = authenticate(config, request.headers, None, time.time(), client=_client(request),
+                               proxy_only=True)
+        except RoastError:
+            return "link", False
+        return (who.actor, True) if who is not None else ("link", False)
+
+    def handler(kind: str) -> Callable[..., Any]:
+        async def serve_page(request: Request) -> Response:
+            token = request.path_params["token"]
+
+            def opened() -> tuple[Any, Any, str]:
+                return api.check_link(token) if kind == "a" else gates.open_page(token, store=api.store)
+
+            def show(errors: Mapping[str, str] | None = None, values: Any = None, status: int = 200) -> Response:
+                try:
+                    link = opened()
+                except RoastError as err:
+                    note(request, code=err.code)
+                    return _ended_or_refused(err)
+                note(request, session=link[1].id)
+                only = link[0].event if kind == "a" else None
+                return page(gates.render(token, action_url=token, errors=errors, values=values, only=only,
+                                         link=link, store=api.store), status)
+
+            def _ended_or_refused(err: RoastError) -> Response:
+                try:  # an authentic link past its expiry may still say how its wait ended (it delivers nothing)
+                    if kind == "a":
+                        link = api.check_link(token, now=lambda: 0.0)
+                    else:
+                        link = gates.open_page(token, store=api.store, now=0.0)
+                except RoastError:
+                    return refused(err)
+                if link[1].status == "waiting" and link[1].wait_seq == link[0].wait_seq:
+                    return refused(err)
+                return page(gates.render(token, action_url=token, only=link[0].event, link=link, store=api.store),
+                            403)
+
+            if request.method in ("GET", "HEAD"):
+                return await call(show)  # GET never delivers
+            try:
+                await call(opened)  # the link before its form is read (issue 21)
+            except RoastError as err:
+                note(request, code=err.code)
+                return await call(_ended_or_refused, err)
+            try:
+                raw = await read_body(request, FORM_LIMIT)
+            except RoastError as err:
+                return failed(request, err)
+            actor, verified = identity(request)
+
+            def submit() -> Response:
+                try:
+                    link, session, csrf = opened()
+                except RoastError as err:
+                    note(request, code=err.code)
+                    return _ended_or_refused(err)
+                try:
+                    form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+                except ValueError:  # more fields than a form has: a 400, never a traceback (issue 21)
+                    note(request, code="bad_request")
+                    return page(gates.notice_page("This form is not valid", "It has more fields than this page's "
+                                                  "form; nothing was changed."), 400)
+                given = (form.get("_csrf") or [""])[0]
+                if not hmac.compare_digest(given.encode(), csrf.encode()):
+                    note(request, code="bad_csrf")
+                    return page(gates.notice_page("This form is not valid", "It did not come from this page; "
+                                                  "nothing was changed. Open the link again."), 403)
+                note(request, session=session.id, actor=actor)
+                if session.status != "waiting" or session.wait_seq != link.wait_seq:
+                    return show(status=409)  # it says how the wait ended
+                # one event id per link, event and data: a second click is a duplicate, never a second delivery
+                said = json.dumps(sorted((k, v) for k, v in form.items() if k != "_csrf"))
+                event_id = "page-" + hashlib.sha256(f"{token}\x00{said}".encode()).hexdigest()[:32]
+                try:
+                    result, errors = gates.decide(session, link.wait_seq, form, actor=actor, verified=verified,
+                                                  event_id=event_id, only=link.event, store=api.store)
+                except RoastError as err:
+                    note(request, code=err.code)
+                    return show({"": f"{err.message}"}, form, HTTP_STATUS.get(err.code, 409))
+                if result is None:
+                    return show(errors, form, 422)
+                note(request, event=result.event, outcome=result.outcome)
+                if result.outcome == "consumed":
+                    runtime.submit(result.session_id)
+                # Post/Redirect/Get, relative to the page, so a path prefix behind a proxy is kept
+                return Response(status_code=303, headers={"location": token})
+
+            return await claim(submit)
+
+        return serve_page
+
+    async def inbox(request: Request) -> Response:
+        html = request.url.path == "/inbox"
+        try:
+            who = authenticate(config, request.headers, None, time.time(), client=_client(request))
+        except RoastError as err:
+            if html:
+                return Response(gates.notice_page("Sign in needed", err.message), status_code=401,
+                                media_type="text/html; charset=utf-8",
+                                headers={"www-authenticate": 'Bearer realm="roast"'})
+            return failed(request, err)
+        note(request, actor=who.actor)
+        listed = await call(gates.inbox, store=api.store)
+        if not html:
+            return as_json([{k: v for k, v in g.items() if k != "deadline_at"} for g in listed])
+        return page(gates.inbox_page(listed, who=who.actor if config.authenticated else None))
+
+    return [Route("/a/{token}", handler("a"), methods=["GET", "POST"]),
+            Route("/g/{token}", handler("g"), methods=["GET", "POST"]),
+            Route("/inbox", inbox, methods=["GET"]),
+            Route("/v1/inbox", inbox, methods=["GET"])]
 
 
-def csp() -> str:
-    """The Content-Security-Policy of every page: only its own style, no script, forms to itself."""
-    import base64
-    import hashlib
-
-    digest = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-    return (f"default-src 'none'; style-src 'sha256-{digest}'; form-action 'self'; base-uri 'none'; "
-            "frame-ancestors 'none'")
-
-
-def _when(ts: float | None) -> str:
-    return "an unknown time" if ts is None else time.strftime("%H:%M UTC on %d %b %Y", time.gmtime(ts))
-
-
-def what_happened(wait_seq: int, session: Session, deliveries: Sequence[EventRecord]) -> str | None:
-    """How the wait a link was made for ended ("approved by ana at 14:02 UTC on …", "timed out at …"),
-    or None while it is still open."""
-    if session.status == "waiting" and session.wait_seq == wait_seq:
-        return None
-    for d in deliveries:
-        if d.wait_seq == wait_seq and d.outcome == "consumed":
-            at = _when(d.consumed_at or d.received_at)
-            if d.name == "timeout":
-                return f"timed out at {at}"
-            who = "through this approval link" if d.source == "link" else f"by {d.actor or 'someone'}"
-            return f"{d.name} {who} at {at}" + (f" ({d.reason})" if d.reason else "")
-    if session.status == "cancelled":
-        return f"cancelled at {_when(session.finished_at)}" + (f" ({session.reason})" if session.reason else "")
-    if session.status == "timed_out":
-        return f"timed out at {_when(session.finished_at)}"
-    return f"this wait has ended; the session is now {session.shown_status}"
-
-
-def _schema_fields(session: Session, event: str) -> str:
-    """The form fields of the event's schema, when the wait declares one."""
-    # TODO(#14): render one escaped <input> per field of the wait's declared schema once waits carry
-    # schemas; POST /a/{token} then sends them as the event data (today it is {}).
-    return ""
-
-
-def render_page(session: Session, history: Sequence[StepRecord], deliveries: Sequence[EventRecord],
-                link: Any, csrf: str, *, notice: str | None = None) -> str:
-    """The approval page of one link: everything from the store is escaped with html.escape."""
-    from html import escape as e
-
-    ended = what_happened(link.wait_seq, session, deliveries)
-    parts = [f"<h1>{e(session.workflow_name)}</h1>",
-             f"<p class=meta>session <code>{e(session.id)}</code>"
-             + (f" · target <code>{e(session.target)}</code>" if session.target else "")
-             + f" · {e(session.shown_status)}</p>"]
-    if notice:
-        parts.append(f"<p class=box>{e(notice)}</p>")
-    if ended is None:
-        waits = [a for a in session.awaiting or [] if a.get("event")]
-        others = [w["event"] for w in waits if w["event"] != link.event]
-        deadline = min((w["deadline"] for w in waits if w.get("deadline") is not None), default=None)
-        parts.append("<div class=box><h2>Waiting for</h2>"
-                     f"<p><strong>{e(link.event)}</strong>"
-                     + (f" <span class=muted>(it also accepts: {e(', '.join(others))})</span>" if others else "")
-                     + "</p>"
-                     + (f"<p>Deadline: {e(iso(deadline) or '')} ({e(_when(deadline))})</p>" if deadline else
-                        "<p>No deadline.</p>")
-                     + "<form method=post>"
-                     f"<input type=hidden name=csrf value=\"{e(csrf)}\">"
-                     "<label for=reason>Reason (optional)</label>"
-                     "<textarea id=reason name=reason maxlength=2000></textarea>"
-                     + _schema_fields(session, link.event)
-                     + f"<button type=submit id=deliver>{e(link.event)}</button></form></div>")
-    else:
-        parts.append(f"<div class=box><p class=outcome id=outcome>{e(ended)}</p>"
-                     f"<p>The session is now {e(session.shown_status)}.</p></div>")
-    if history:
-        items = "".join(f"<li><code>{e(h.path)}</code>{' ' + e(h.name) if h.name else ''} — {e(h.status)}"
-                        + (f" (attempt {h.attempt})" if h.attempt > 1 else "")
-                        + (f": <span class=muted>{e(_short(h.output))}</span>" if h.output else "") + "</li>"
-                        for h in history)
-        parts.append(f"<h2>What ran</h2><ol>{items}</ol>")
-    return html_page(f"{session.workflow_name}: {link.event}", "".join(parts))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def html_page(title: str, body: str) -> str:
-    """A whole page around `body` (already escaped)."""
-    from html import escape
-
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-            "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
-            f"<meta name=referrer content=no-referrer><style>{_STYLE}</style></head><body>{body}</body></html>")
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -325,7 +325,8 @@ class Checks:
             for line in pages.unsupported(value) if not found else ():
                 self.warnings.append(f"{self.source.where(where)}: {path}: a page cannot send {str(event)!r}: {line}")
             if not found:
-                out.append((str(event), json.dumps(value, sort_keys=True, separators=(",", ":"))))
+                # in the order written: a page lays its form out in the schema's own order (issue 22)
+                out.append((str(event), json.dumps(value, separators=(",", ":"))))
         return tuple(out)
 
     # -- options

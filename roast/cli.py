@@ -24,6 +24,7 @@ if __name__ not in ("roast.cli", "__main__"):
 
 from roast import __version__
 from roast.errors import RoastError, UsageError
+from roast.people import page_of
 
 EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
 3 not found / not waiting / refused event / cancelled, 4 the session store is unavailable.
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="after pausing, stay in the foreground: follow events delivered by other processes "
                         "and fire the deadline on time; Ctrl-C leaves the session waiting (default: exit)")
+    p.add_argument("--actor", metavar="NAME", help="who starts the session, recorded as its started_by "
+                                                   "(default: $USER@host; not verified)")
     p.set_defaults(handler=cmd_execute)
 
     p = sub.add_parser("resume", parents=[common], help="deliver an event to a waiting session",
@@ -161,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_session)
 
     p = sub.add_parser("cancel", parents=[common], help="end a session that has not finished, even a running one",
-                       description="End a waiting, running, interrupted or orphaned session; finished sessions "
-                                   "are refused. A running session's steps are stopped (SIGTERM, then SIGKILL "
-                                   "5 s later) and the process running it exits 3; nothing after it runs.")
+                       description="End a waiting, running, interrupted or orphaned session (finished ones are "
+                                   "refused); a running one's steps are stopped and the process running it exits 3.")
     p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
     p.add_argument("--reason", metavar="TEXT", help="why, kept with the session (default: none)")
     p.add_argument("--actor", metavar="WHO", help="who cancels it, kept as cancelled_by (default: $USER@host)")
@@ -201,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", metavar="WORKFLOW", help="a workflow.yml, its directory, or NAME")
     p.set_defaults(handler=cmd_validate)
 
-    from roast import serve  # its parser only: starlette and uvicorn load when `roast serve` runs
+    from roast import people, serve  # its parser only: starlette and uvicorn load when `roast serve` runs
 
     serve.add_parser(sub, parents=[common])
+    people.add_parser(sub, parents=[common])
 
     p = sub.add_parser("store", parents=[common], help="manage the session store (copy it to PostgreSQL)",
                        description="Manage the session store named by ROAST_STORE (default: SQLite in "
@@ -356,7 +359,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
     results = []
     try:
         for target in targets:
-            results.append(api.run(args.workflow, target, observer=progress))
+            results.append(api.run(args.workflow, target, observer=progress, started_by=args.actor))
     finally:
         progress.stop()
     if args.wait:
@@ -387,7 +390,7 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
             finals.append(result)
             continue
         if not args.json:
-            notices([result], args.verbose, _links)
+            notices([result], args.verbose, _links, page_of)
         view = Listening()
         try:
             final = api.listen(result.session_id, observer=view,  # type: ignore[arg-type]  # duck-typed
@@ -417,10 +420,9 @@ def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False)
         # on a terminal the output is shown, so event data in it cannot drive the terminal (issue
         # 10 §4); to a pipe or a file it goes byte for byte, like -o and --json
         print(visible(text) if sys.stdout.isatty() else text)
-    notices(results, args.verbose, _links)
-    if any(r.status == "cancelled" for r in results):  # `roast cancel` stopped it (issue 20)
-        return 3
-    return 1 if any(not r.ok for r in results) else 0
+    notices(results, args.verbose, _links, page_of)
+    cancelled = any(r.status == "cancelled" for r in results)  # `roast cancel` stopped it: 3 (issue 20)
+    return 3 if cancelled else 1 if any(not r.ok for r in results) else 0
 
 
 # --------------------------------------------------------------------------- resume
@@ -579,11 +581,12 @@ def cmd_session(args: argparse.Namespace) -> int:
     if args.json:
         from roast.views import session_document
 
-        _emit_json(session_document(s, history, events, links))
+        _emit_json(session_document(s, history, events, links, page_of(s.id) if links else None))
         return 0
     from roast.display import session_detail
 
-    print(session_detail(s, history, events, links))
+    page = page_of(s.id) if links else None
+    print(session_detail(s, history, events, links) + (f"\napproval page: {page}" if page else ""))
     return 0
 
 

@@ -14,6 +14,7 @@ from roast import expressions, shell
 from roast.checks import NAME, Checks, Source, closest, edits, key_at, misspelt_reserved
 from roast.errors import RoastError, UsageError, WorkflowInvalid
 from roast.expressions import has_template, to_text
+from roast.webhook_aim import aimed_problem
 from roast.leaves import Command, Input, Prompt, Python, Script, Sleep, StepOptions, Webhook
 from roast.steps import (EVENT_NAME, RESERVED_WAIT_KEYS, Case, Each, If, Parallel, Repeat, Sequence, WaitForEvent,
                          command_text)
@@ -70,6 +71,8 @@ class _Compiler(Checks):
                                  f"not {url!r}", hint="e.g.  notify: [webhook: https://hooks.example.com/roast]")
                     continue
                 self.templates(url, key_at(item, "webhook"), f"{here}.webhook")
+                if (aimed := aimed_problem(url, f"{here}.webhook")) is not None:  # issue 21
+                    self.problem(key_at(item, "webhook"), aimed, hint="e.g.  webhook: \"{{ env.HOOK_URL }}\"")
                 steps.append(Webhook(here, url, depth))
             else:
                 steps.append(self.step(item, here, depth, items))

@@ -155,7 +155,7 @@ def portable_tree(defn: Definition) -> bytes | None:
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
             return None  # something in the tree will not pickle: the next resume parses again
         blob = buffer.getvalue()
-        defn.tree = blob if b"roast.workflow" not in blob else None
+        defn.tree = blob if b"roast.workflow" not in blob and b"roast.yaml_lines" not in blob else None
     return defn.tree
 
 

@@ -456,7 +456,8 @@ def cwd_of(session: Session) -> str | None:
 
 
 def intake(event: str, payload: dict[str, Any], event_id: str | None, actor: str | None, reason: str | None,
-           source: str, now: float) -> Incoming:
+           source: str, now: float, verified: bool = False,
+           signature: str | None = None) -> Incoming:
     """A delivery as the store records it: its name checked, an id made when none came, the actor
     defaulted to `$USER@host`, and a digest of its data (duplicates are compared by it)."""
     from roast.steps import EVENT_NAME
@@ -466,7 +467,7 @@ def intake(event: str, payload: dict[str, Any], event_id: str | None, actor: str
     if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > 200):
         raise UsageError("an event id is 1 to 200 characters", hint="e.g. --event-id deploy-1842")
     return Incoming(event, payload, event_id or new_event_id(), actor or default_actor(), reason, source, now,
-                    digest(payload))
+                    digest(payload), verified=verified, signature=signature)
 
 
 def without_event(session: Session, wait_for_steps: bool) -> Result:

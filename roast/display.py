@@ -147,7 +147,7 @@ def resume_command(result: Result | Session, event: str) -> str:
     return visible(f"roast resume {quote(shown)} --event {quote(event)} --session-id {sid}")
 
 
-def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> str:
+def waiting_notice(result: Result, links: Mapping[str, str] | None = None, page: str | None = None) -> str:
     """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue
     (and each event's signed approval link, when ROAST_PUBLIC_URL makes them)."""
     pauses = [w for w in result.waits if not w.get("event")]
@@ -167,6 +167,8 @@ def waiting_notice(result: Result, links: Mapping[str, str] | None = None) -> st
         lines.append(f"     {resume_command(result, name)}")
     if any(True for _ in result.awaiting):
         lines.append("   (add --event-data '{\"key\": \"value\"}' to pass data to the branch)")
+    if page:  # issue 22: one page for the whole wait, every event its own button
+        lines.append(f"   or open its page: {visible(page)}")
     if links:
         lines.append("   or open an approval link:")
         lines.extend(f"     {name}: {visible(url)}" for name, url in links.items())
@@ -505,7 +507,8 @@ def stopped(err: BaseException) -> int:
     return 128 + signum
 
 
-def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]]) -> None:
+def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]],
+            page: Callable[[str], str | None] | None = None) -> None:
     """A notice per session on stderr: its warnings, then waiting (with how to resume), completed, or
     the error (with the traceback of a failing Python step when `verbose`) and how to retry."""
 
@@ -513,7 +516,7 @@ def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Map
         for warning in r.warnings:
             print(f"roast: warning: {visible(warning)}", file=sys.stderr)
         if r.status == "waiting":
-            print(waiting_notice(r, links(r.session_id)), file=sys.stderr)
+            print(waiting_notice(r, links(r.session_id), page(r.session_id) if page else None), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
         elif r.status == "cancelled":  # issue 20: `cancelled by ana@host at …`; not a step's failure
@@ -560,14 +563,24 @@ class Log:
             line = json.dumps({"time": stamp, "msg": message, **fields}, default=str, ensure_ascii=False)
         else:
             extra = " ".join(f"{k}={_log_value(v)}" for k, v in fields.items())
-            line = f"roast serve: {stamp} {message}" + (f" {extra}" if extra else "")
+            line = f"roast serve: {stamp} {_log_text(message)}" + (f" {extra}" if extra else "")
         with self._lock:
             print(line, file=self.stream, flush=True)
 
 
 def _log_value(value: Any) -> str:
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or not c.isprintable() for c in text) else text
+    return _log_text(json.dumps(text, ensure_ascii=False)) if not text or any(c.isspace() or not c.isprintable()
+                                                                              for c in text) else text
+
+
+def _log_text(text: str) -> str:
+    """A text log's value with every character that is not printable escaped (`\\n`, `\\x1b`,
+    `\\u202e`): a request path cannot start a forged line or drive the terminal (issue 21)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if c.isascii() or ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in text)
 
 
 # --------------------------------------------------------------------------- the resident part

@@ -146,6 +146,7 @@ def _awaiting(waits: Sequence[WaitInfo]) -> list[dict[str, Any]]:
         schemas = dict(w.schemas or ())
         for name in w.events:
             entry: dict[str, Any] = {"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
+            entry.update(_shown(w))
             if name in schemas:
                 entry["schema"] = json.loads(schemas[name])
             out.append(entry)
@@ -299,13 +300,14 @@ def run_notify(store: SessionStore, job: NotifyJob, observer: Observer, now: Cal
         commands = {e: c for e, c in zip(session.events, resume_commands(session))}
         try:
             links_now = signed_links(store, session)
+            page = page_link(store, session)
         except RoastError:
-            links_now = {}
+            links_now, page = {}, None
         for wait in job.waits:
             value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
                      "resume": {e: commands.get(e, "") for e in wait.events},
                      "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
-                     "name": wait.wait, "workflow": defn.name, "seq": wait_seq}
+                     "name": wait.wait, "workflow": defn.name, "seq": wait_seq, "page": page}
             view = NotifyContext(ctx, value)
             effects = Effects(ctx=ctx, model=_model(defn), cwd=job.cwd, announce=observer.note,
                               models=_models(defn))
@@ -444,4 +446,43 @@ def check_link(store: SessionStore, token: str, now: float) -> tuple[Any, Sessio
 
     key = seal.link_key(store.signing_keys())
     link = links_mod.check(key, token, now=now)
+    return link, store.get(link.session_id), links_mod.csrf(key, token)
+
+
+# --------------------------------------------------------------------------- gate pages (issue 22)
+
+def _shown(wait: WaitInfo) -> dict[str, Any]:
+    """What a person sees of a wait (`title`, `description`, `labels`), kept with each awaited
+    event when the wait says it (the compiler renders these keys when the wait is reached)."""
+    shown = {}
+    for name in ("title", "description", "labels"):
+        value = getattr(wait, name, None)
+        if value:
+            shown[name] = dict(value) if name == "labels" else str(value)
+    return shown
+
+
+def page_link(store: SessionStore, row: Session, public: str | None = None) -> str | None:
+    """The signed page of the wait a session rests on (every event its own button), under `public`
+    (default `ROAST_PUBLIC_URL`); None without a public URL or when it awaits no event."""
+    from roast import links as links_mod
+    from roast import seal
+
+    public = public or public_url()
+    if not public or row.status != "waiting" or not row.events:
+        return None
+    key = seal.link_key(store.signing_keys())
+    # not cut at the deadline (unlike an event link): after it, the page says how the wait ended, and
+    # a POST is refused by the claim's wait check all the same
+    expires = row.updated_at + link_max_age()
+    return f"{public.rstrip('/')}/g/{links_mod.make_page(key, row.id, row.wait_seq, expires)}"
+
+
+def check_page(store: SessionStore, token: str, now: float) -> tuple[Any, Session, str]:
+    """What a page link opens: `(link, session, csrf_token)`, or `links.BadLink`."""
+    from roast import links as links_mod
+    from roast import seal
+
+    key = seal.link_key(store.signing_keys())
+    link = links_mod.check_page(key, token, now=now)
     return link, store.get(link.session_id), links_mod.csrf(key, token)

@@ -167,6 +167,13 @@ class Unauthorized(Refused):
     code = "unauthorized"
 
 
+class Replayed(Refused):
+    """A signed request already delivered to another session or event (issue 21): a signature
+    works once, where it was sent."""
+
+    code = "replayed"
+
+
 class RequestRefused(UsageError):
     """`roast serve`: a request it cannot take (too large, not JSON, no key): nothing changed.
     `code` says which (`too_large`, `unsupported_media_type`, `usage`)."""

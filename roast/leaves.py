@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import expressions
 from roast.errors import RoastError, StepFailed
+from roast.webhook_aim import links_allowed
 from roast.expressions import has_template, render, render_value, to_text
 from roast.record import Record
 from roast.requests import (Answer, Ask, AskModel, CallPython, Checkpoint, Done, PostWebhook, Shell, Suspend, Timer,
@@ -380,6 +381,9 @@ class Webhook(Leaf):
                              hint="check the URL (or the template that makes it)")
         wait = dict(getattr(ctx, "wait", None) or {})
         payload = {"type": "roast.wait.started", **wait}
+        allowed = ctx.namespace()["env"].get("ROAST_NOTIFY_ALLOWED_HOSTS")
+        if "links" in payload and not links_allowed(self.url, url, allowed):  # issue 21: where the author said
+            payload["links"] = {}
         msg_id = f"msg_{wait.get('session_id', '')}_{wait.get('seq', '')}_{path}"
         sent = yield PostWebhook(url, payload, msg_id, path)
         ctx.record(None, sent, print_response=False)

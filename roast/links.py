@@ -73,3 +73,39 @@ def check(key: bytes, token: str, *, now: float) -> Link:
 def csrf(key: bytes, token: str) -> str:
     """The form token of the page a link opens: only that page knows it (GET never delivers)."""
     return _b64(hmac.new(key, f"roast-csrf-v1\x00{token}".encode(), hashlib.sha256).digest())[:32]
+
+
+# --------------------------------------------------------------------------- page links (issue 22)
+
+_PAGE = "p1"
+
+
+def _page_tag(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, f"roast-page-v1\x00{payload}".encode(), hashlib.sha256).digest())
+
+
+def make_page(key: bytes, session_id: str, wait_seq: int, expires: float) -> str:
+    """A token for the page of one wait: every event of it, each its own button (issue 22). Its own
+    prefix and HMAC domain, so an event link is never a page link nor the reverse."""
+    payload = _b64(json.dumps({"s": session_id, "w": wait_seq, "x": int(expires)},
+                              separators=(",", ":"), sort_keys=True).encode())
+    return f"{_PAGE}.{payload}.{_page_tag(key, payload)}"
+
+
+def check_page(key: bytes, token: str, *, now: float) -> Link:
+    """The wait a page token opens (`event` is None), or BadLink; constant-time compare."""
+    parts = token.split(".") if isinstance(token, str) and len(token) < 2048 else []
+    if len(parts) != 3 or parts[0] != _PAGE:
+        raise BadLink("this page link is not a roast link (malformed); nothing was changed")
+    payload, tag = parts[1], parts[2]
+    if not hmac.compare_digest(_page_tag(key, payload), tag):
+        raise BadLink("this page link was altered or was made with another key; nothing was changed")
+    try:
+        fields = json.loads(_unb64(payload))
+        link = Link(str(fields["s"]), int(fields["w"]), None, float(fields["x"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadLink("this page link is damaged; nothing was changed") from err
+    if now >= link.expires:
+        raise BadLink("this page link has expired; nothing was changed",
+                      hint="ask for a new link (`roast session ID` shows the current one)")
+    return link

@@ -114,6 +114,19 @@ SQLITE: list[tuple[str, ...]] = [
             created_at REAL NOT NULL
         )""",
     ),
+    (  # issue 22: who decided (verified or not) and who started a session
+        "ALTER TABLE events ADD COLUMN verified integer NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN started_by text",
+    ),
+    (  # issue 21: signed requests bound to the first session and event they reached (no foreign key:
+       # the binding outlives a pruned session, so a captured body is never replayed elsewhere)
+        """CREATE TABLE signatures (
+            digest TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            received_at REAL NOT NULL
+        )""",
+    ),
     (  # issue 20: who cancelled a session (`roast cancel --actor`, default the OS user)
         "ALTER TABLE sessions ADD COLUMN cancelled_by TEXT",
     ),
@@ -224,6 +237,19 @@ POSTGRES: list[tuple[str, ...]] = [
             since double precision NOT NULL
         )""",
     ),
+    (  # issue 22: who decided (verified or not) and who started a session
+        "ALTER TABLE events ADD COLUMN verified integer NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN started_by text",
+    ),
+    (  # issue 21: signed requests bound to the first session and event they reached (no foreign key:
+       # the binding outlives a pruned session, so a captured body is never replayed elsewhere)
+        """CREATE TABLE signatures (
+            digest text COLLATE "C" PRIMARY KEY,
+            session_id text COLLATE "C" NOT NULL,
+            event text NOT NULL,
+            received_at double precision NOT NULL
+        )""",
+    ),
     (  # issue 20: who cancelled a session (`roast cancel --actor`, default the OS user)
         "ALTER TABLE sessions ADD COLUMN cancelled_by text",
     ),
@@ -235,12 +261,14 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
-                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas", "cancelled_by"),
+                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas", "started_by", "cancelled_by"),
     "continuations": ("session_id", "envelope"),
     "deltas": ("session_id", "seq", "envelope"),
     "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
               "host", "error"),
     "events": ("id", "session_id", "wait_seq", "name", "data", "received_at", "source", "event_id", "digest",
-               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail"),
+               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail", "verified"),
     "definitions": ("fingerprint", "envelope", "created_at"),
 }
+# issue 21: `signatures` (digest, session_id, event, received_at) is not copied by `roast store copy`
+# (store_copy counts every table of TABLE_COLUMNS per session); a copy starts with no bindings.

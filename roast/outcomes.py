@@ -8,7 +8,7 @@ writes what was decided; tests/test_outcomes.py checks every outcome without a d
 """
 from __future__ import annotations
 
-from roast.errors import BadEventData, Cancelled, NotFound, NotWaiting, Refused, RoastError
+from roast.errors import BadEventData, Cancelled, NotFound, NotWaiting, Refused, Replayed, RoastError
 from roast.record import Record
 from roast.store import FINISHED, Session, when
 
@@ -136,3 +136,30 @@ def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -
 
 def missing(session_id: str) -> NotFound:
     return NotFound(f"no session {session_id!r}", hint="`roast sessions` lists sessions")
+
+
+def replayed(name: str, session_id: str) -> Replayed:
+    """A signed request seen before at another session or event (issue 21)."""
+    return Replayed(f"this signed request was already delivered to another session or event, so {name!r} was "
+                    f"not delivered to session {session_id}; nothing changed",
+                    hint="a signature works once, where it was sent: sign each delivery with a new webhook-id "
+                         "(GitHub: each delivery is its own)")
+
+
+REFUSED_KEPT_WHOLE = 1024  # bytes of a refused delivery's data kept as they came (issue 21)
+REFUSED_EXCERPT = 200      # characters kept of a larger one
+
+
+def recorded_data(outcome: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The data a delivery's record keeps: a taken event (`consumed`, `queued`) keeps all of it; a
+    refused one at most a bounded excerpt and its size (its digest is kept beside it), so refused
+    requests cannot grow the store (issue 21: 50 refused 1 MiB requests stored 52 MB)."""
+    if outcome in ("consumed", "queued"):
+        return data
+    import json
+
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= REFUSED_KEPT_WHOLE:
+        return data
+    return {"excerpt": text[:REFUSED_EXCERPT], "bytes": size}

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from roast.errors import EventLate, Interrupted, RequestRefused, RoastError, Unauthorized, UsageError
-from roast.approval_html import csp, html_page, render_page, what_happened
-from roast.views import HTTP_STATUS, refusal_document, workflow_paths
+from roast.approval_html import routes as routes_for_people
+from roast.serve_intake import loopback, read_tokens_file
+from roast.views import refusal_document, workflow_paths
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
 # parser on every command, `roast resume` included (start-up, issue 12)
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 
 EXTRA = "pip install 'roast[serve]'"
-FORM_LIMIT = 65_536  # bytes of an approval form
 CLAIM_THREADS = 8    # claims in flight at once on a shared (PostgreSQL) store; SQLite: 1 (the branch pool is --workers)
 READ_THREADS = 16    # listings, pages and health checks in flight at once
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -110,7 +110,7 @@ class Config:
     """What `roast serve` runs with, checked: every credential parsed, the bind allowed."""
 
     __slots__ = ("github_secret", "grace", "host", "log_format", "port", "public_host", "tokens", "tolerance",
-                 "webhook_secrets", "workers")
+                 "webhook_secrets", "workers", "proxies", "identity_header", "webhook_names")
     github_secret: bytes | None
     grace: float
     host: str
@@ -121,6 +121,9 @@ class Config:
     tolerance: float
     webhook_secrets: list[bytes]
     workers: int
+    proxies: frozenset[str]
+    webhook_names: list[str | None]
+    identity_header: str | None
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -128,18 +131,7 @@ class Config:
 
     @property
     def authenticated(self) -> bool:
-        return bool(self.tokens or self.webhook_secrets or self.github_secret)
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
+        return bool(self.tokens or self.webhook_secrets or self.github_secret or self.proxies)
 
 
 def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
@@ -150,12 +142,17 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         raise UsageError(f"--port {args.port} is not a TCP port (0 to 65535)")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: at least one worker runs the branches")
-    if not args.grace >= 0 or not args.webhook_tolerance > 0:
-        raise UsageError("--grace must be 0 or more seconds and --webhook-tolerance more than 0")
+    if not 0 <= args.grace < float("inf") or not 0 < args.webhook_tolerance < float("inf"):
+        raise UsageError(f"--grace {args.grace:g} / --webhook-tolerance {args.webhook_tolerance:g}: --grace must be "
+                         "a finite number of seconds, 0 or more, and --webhook-tolerance more than 0",
+                         hint="e.g. --grace 30 --webhook-tolerance 300 (the defaults)")
     tokens = settings.serve_tokens(environ)
     if args.tokens_file:
-        tokens += settings.parse_tokens(_read_tokens_file(args.tokens_file), args.tokens_file)
-    secrets = api.webhook_secrets(settings.webhook_secret(environ))
+        tokens += settings.parse_tokens(read_tokens_file(args.tokens_file), args.tokens_file)
+    # issue 22: `NAME:whsec_…` names the sender, recorded as the actor of what it delivers
+    named = [item.partition(":") if item.partition(":")[2].startswith("whsec_") else (None, "", item)
+             for item in (settings.webhook_secret(environ) or "").split()]
+    secrets = api.webhook_secrets(" ".join(secret for _, _, secret in named))
     github = settings.github_webhook_secret(environ)
     if github is not None and len(github) < 16:
         raise UsageError("ROAST_GITHUB_WEBHOOK_SECRET is shorter than 16 characters; refusing a guessable secret")
@@ -169,29 +166,18 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
             raise UsageError(f"ROAST_PUBLIC_URL {public!r} is not an http(s) URL",
                              hint="e.g. ROAST_PUBLIC_URL=https://roast.example.com")
         public_host = parts.hostname.lower()
+    proxies, identity_header = settings.trusted_proxies(environ)
     config = Config(host=args.host, port=args.port, workers=args.workers, grace=args.grace,
                     tolerance=args.webhook_tolerance, log_format=args.log_format, tokens=tokens,
                     webhook_secrets=secrets, github_secret=github.encode() if github else None,
-                    public_host=public_host)
-    if not _loopback(args.host) and not config.authenticated:
+                    public_host=public_host, proxies=proxies, identity_header=identity_header,
+                    webhook_names=[name for name, _, _ in named])
+    if not loopback(args.host) and not config.authenticated:  # judged resolved, not by name (issue 21)
         # reliability §4.2, Hermes #21346: a public bind is an explicit choice that needs a secret
         raise UsageError(f"refusing to listen on {args.host} without authentication; nothing was started",
                          hint="set ROAST_SERVE_TOKENS (or --tokens-file), ROAST_WEBHOOK_SECRET or "
                               "ROAST_GITHUB_WEBHOOK_SECRET, or listen on 127.0.0.1")
     return config
-
-
-def _read_tokens_file(path: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read(1_048_576)
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read --tokens-file {path!r}: {getattr(err, 'strerror', None) or err}") from err
-    if mode & 0o077:
-        raise UsageError(f"--tokens-file {path!r} can be read by other users; refusing to use it",
-                         hint=f"chmod 600 {path}")
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 # --------------------------------------------------------------------------- logging
@@ -218,13 +204,16 @@ class Principal:
     """Who a request is: the actor recorded with its delivery, the event id its headers carry, and
     the source."""
 
-    __slots__ = ("actor", "event_id", "source")
+    __slots__ = ("actor", "event_id", "signature", "source", "verified")
 
-    def __init__(self, actor: str, event_id: str | None, source: str) -> None:
-        self.actor, self.event_id, self.source = actor, event_id, source
+    def __init__(self, actor: str, event_id: str | None, source: str, verified: bool = False,
+                 signature: str | None = None) -> None:
+        self.actor, self.event_id, self.source, self.verified = actor, event_id, source, verified
+        self.signature = signature  # a signed request's, bound to where it is first delivered (issue 21)
 
 
-def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None, now: float) -> Principal:
+def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None, now: float, *,
+                 client: str | None = None, proxy_only: bool = False) -> Any:
     """Check a request's credential. A signature (Standard Webhooks, then GitHub) is verified over
     the raw `body` and needs no token; otherwise a bearer token; with no credential configured
     (loopback only) anyone local may call. `body=None`: a GET, where only a token counts."""
@@ -234,12 +223,20 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
     from roast import api
 
     idempotency = headers.get("idempotency-key") or headers.get("webhook-id") or None
+    # issue 22: behind a trusted proxy (SSO), its identity header says who; from anywhere else it is ignored
+    person = headers.get(config.identity_header) if config.identity_header and client in config.proxies else None
+    if proxy_only:
+        return Principal(person.strip()[:200], idempotency, "proxy", True) if person and person.strip() else None
     if body is not None and headers.get("webhook-signature") is not None:
         msg_id = api.verify_webhook(config.webhook_secrets, headers, body, now=now, tolerance=config.tolerance)
-        return Principal(f"webhook:{msg_id}", msg_id, "webhook")
+        return Principal(_sender(config, headers, body, now) or f"webhook:{msg_id}", msg_id, "webhook", True,
+                         f"webhook-id:{msg_id}")
     if body is not None and headers.get("x-hub-signature-256") is not None:
         delivery = api.verify_github(config.github_secret, headers, body)
-        return Principal("github", delivery, "github")
+        signed = headers["x-hub-signature-256"].strip().lower()
+        return Principal("github", delivery, "github", True, f"github:{signed}")
+    if person and person.strip():
+        return Principal(person.strip()[:200], idempotency, "proxy", True)
     given = headers.get("authorization")
     if given is None:
         if config.authenticated:
@@ -256,7 +253,21 @@ def authenticate(config: Config, headers: Mapping[str, str], body: bytes | None,
             found = name
     if found is None:
         raise Unauthorized("the bearer token is not valid")
-    return Principal(found, idempotency, "http")
+    return Principal(found, idempotency, "http", True)
+
+
+def _sender(config: Config, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
+    """The name of the `NAME:whsec_…` secret a verified request was signed with (None: unnamed)."""
+    from roast import api
+
+    for name, secret in zip(config.webhook_names, config.webhook_secrets):
+        if name is not None:
+            try:
+                api.verify_webhook([secret], headers, body, now=now, tolerance=config.tolerance)
+                return name
+            except RoastError:
+                continue
+    return None
 
 
 # --------------------------------------------------------------------------- documents
@@ -268,7 +279,9 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
     """Claim `event` through `api` (the module, or a `Bound` one) without running the branch; return
     the api's Result; refusals raise."""
     common: dict[str, Any] = {"data": body or None, "event_id": principal.event_id, "actor": principal.actor,
-              "source": principal.source, "reason": reason, "run": False}
+              "source": principal.source, "reason": reason, "run": False, "verified": principal.verified}
+    if principal.signature is not None:  # bound to the first session and event it reaches (issue 21)
+        common["signature"] = principal.signature
     if session_id is not None:
         if wait_seq is not None:  # an approval link: for its own wait only, checked in the claim itself
             common["wait_seq"] = wait_seq
@@ -288,7 +301,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from roast import settings
+    from roast import serve_intake, settings
 
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
@@ -331,28 +344,42 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was delivered",
                              hint="ROAST_MAX_EVENT_BYTES sets the limit")
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing was "
-                                              "delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestRefused("too_large", f"the request body is larger than {limit} bytes; nothing "
+                                                      "was delivered", hint="ROAST_MAX_EVENT_BYTES sets the limit")
+                chunks.append(chunk)
+        except ClientDisconnect:  # an aborted upload: a 400 and one log line, never a traceback (issue 21)
+            raise RequestRefused("bad_request", "the client closed the connection before the body was complete; "
+                                                "nothing was delivered") from None
         return b"".join(chunks)
 
     async def post_event(request: Request, **target: Any) -> Response:
         event = request.path_params["event"]
         note(request, event=event, session=target.get("session_id"))
         try:
+            # judged on its head before a byte of its body is read (issue 21): a token, or the
+            # headers a signature needs; the raw bytes are verified before anything parses them
+            signed = serve_intake.signed(request.headers)
+            if signed:
+                serve_intake.check_signed_head(config, request.headers, time.time())
+            else:
+                who = authenticate(config, request.headers, None, time.time(), client=_client(request))
             body = await read_body(request, settings.max_event_bytes())
-            # the raw bytes are verified before anything parses them (reliability §4.1)
-            who = authenticate(config, request.headers, body, time.time())
+            if signed:
+                who = authenticate(config, request.headers, body, time.time(), client=_client(request))
             note(request, actor=who.actor, event_id=who.event_id)
             kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
             if body and not (kind == "application/json" or kind.endswith("+json")):
                 raise RequestRefused("unsupported_media_type", f"the body must be JSON (Content-Type: "
                                  f"application/json), not {kind!r}; nothing was delivered")
-            result = await claim(deliver, api, event, body, who, **target)
+            reason = request.headers.get("roast-reason") or request.query_params.get("reason") or None
+            result = await claim(deliver, api, event, body, who, reason=reason and reason[:2000], **target)
         except RoastError as err:
             if isinstance(err, EventLate) and err.claimed:  # its timeout path was claimed, and runs here
                 runtime.submit(err.session_id)
@@ -376,11 +403,11 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
 
         q = request.query_params
         try:
-            who = authenticate(config, request.headers, None, time.time())
+            who = authenticate(config, request.headers, None, time.time(), client=_client(request))
             note(request, actor=who.actor)
             statuses = [s for v in q.getlist("status") for s in v.split(",") if s]
-            limit = int(q["limit"]) if q.get("limit", "").isdigit() else 50
-            offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+            limit = serve_intake.query_number(q, "limit", 50, 10_000)
+            offset = serve_intake.query_number(q, "offset", 0, 2**31 - 1)
             workflow = q.get("workflow")
             if workflow is None:
                 page = await call(api.list_sessions, status=statuses, limit=limit, offset=offset, open_first=True)
@@ -396,14 +423,17 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
 
     async def one_session(request: Request) -> Response:
         try:
-            who = authenticate(config, request.headers, None, time.time())
+            who = authenticate(config, request.headers, None, time.time(), client=_client(request))
             note(request, actor=who.actor, session=request.path_params["session_id"])
 
             def read() -> dict[str, Any]:
                 s = api.session(request.path_params["session_id"])
                 from roast.views import session_document
 
-                return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s))
+                from roast.gates import page
+
+                return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s),
+                                        page(s, store=api.store))
 
             return as_json(await call(read))
         except RoastError as err:
@@ -416,80 +446,6 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             return as_json({"ok": False, "error": {"code": err.code, "message": err.message}}, 503)
         return as_json({"ok": True, "workers": config.workers, "busy": len(runtime.running),
                         "queued": runtime.queued()})
-
-    def page(html_text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-        return Response(html_text, status_code=status, media_type="text/html; charset=utf-8",
-                        headers={"content-security-policy": csp(), "x-frame-options": "DENY", **(headers or {})})
-
-    def refused_page(err: RoastError, token: str) -> Response:
-        from html import escape
-
-        body = f"<h1>This link cannot be used</h1><p>{escape(err.message)}</p>"
-        try:  # an authentic link past its expiry may still say how its wait ended (it delivers nothing)
-            link, session, _ = api.check_link(token, now=lambda: 0.0)
-            ended = what_happened(link.wait_seq, session, api.deliveries(session.id))
-            if ended:
-                body += f"<p class=outcome id=outcome>{escape(ended)}</p>"
-        except RoastError:
-            pass
-        return page(html_page("roast: link refused", body), 403)
-
-    async def approval(request: Request) -> Response:
-        token = request.path_params["token"]
-
-        def show(notice: str | None = None, status: int = 200) -> Response:
-            try:
-                link, session, csrf = api.check_link(token)
-            except RoastError as err:
-                note(request, code=err.code)
-                return refused_page(err, token)
-            note(request, session=session.id, event=link.event)
-            html_text = render_page(session, api.history(session.id), api.deliveries(session.id), link, csrf,
-                                    notice=notice)
-            return page(html_text, status)
-
-        if request.method in ("GET", "HEAD"):
-            return await call(show)  # GET never delivers: chat unfurlers fetch links
-        try:
-            raw = await read_body(request, FORM_LIMIT)
-        except RoastError as err:
-            return failed(request, err)
-
-        def submit() -> Response:
-            import hashlib
-            import hmac
-            from urllib.parse import parse_qs
-
-            try:
-                link, session, csrf = api.check_link(token)
-            except RoastError as err:
-                note(request, code=err.code)
-                return refused_page(err, token)
-            note(request, session=session.id, event=link.event, actor="link")
-            form = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20)
-            given = (form.get("csrf") or [""])[0]
-            if not hmac.compare_digest(given.encode(), csrf.encode()):
-                note(request, code="bad_csrf")
-                return page(html_page("roast: form refused", "<h1>This form is not valid</h1><p>It did not come from "
-                                  "this approval page; nothing was changed. Open the link again.</p>"), 403)
-            if what_happened(link.wait_seq, session, []) is not None:
-                return show("This wait has already ended; nothing was delivered.", 409)
-            reason = " ".join((form.get("reason") or [""])[0].split())[:2000] or None
-            # one event id per link: a second click is a duplicate, never a second delivery
-            who = Principal("link", "link-" + hashlib.sha256(token.encode()).hexdigest()[:32], "link")
-            try:
-                result = deliver(api, link.event, b"", who, session_id=session.id, reason=reason,
-                                 wait_seq=link.wait_seq)
-            except RoastError as err:
-                note(request, code=err.code)
-                return show(f"Nothing was delivered: {err.message}", HTTP_STATUS.get(err.code, 409))
-            note(request, outcome=result.outcome)
-            if result.outcome == "consumed":
-                runtime.submit(result.session_id)
-            # Post/Redirect/Get; relative to /a/{token}, so a path prefix behind a proxy is kept
-            return Response(status_code=303, headers={"location": token})
-
-        return await claim(submit)
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         status = exc.status_code
@@ -504,9 +460,15 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
               Route("/v1/sessions/{session_id}", one_session, methods=["GET"]),
               Route("/v1/sessions/{session_id}/events/{event}", by_session, methods=["POST"]),
               Route("/v1/workflows/{name}/events/{event}", by_key, methods=["POST"]),
-              Route("/a/{token}", approval, methods=["GET", "POST"])]
+              *routes_for_people(config, runtime, api, {
+                  "call": call, "claim": claim, "note": note, "failed": failed, "read_body": read_body,
+                  "as_json": as_json, "authenticate": authenticate})]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})  # type: ignore[dict-item]
     return _Front(app, config, log)
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 class _Front:
@@ -516,7 +478,7 @@ class _Front:
 
     def __init__(self, app: Any, config: Config, log: Log) -> None:
         self.app, self.config, self.log = app, config, log
-        self.hosts = None if not _loopback(config.host) else _LOOPBACK_NAMES | (
+        self.hosts = None if not loopback(config.host) else _LOOPBACK_NAMES | (
             {config.public_host} if config.public_host else set())
 
     def _refuse(self, status: int, code: str, message: str) -> tuple[int, bytes]:
@@ -531,7 +493,7 @@ class _Front:
         began = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
-        shown = "/a/<link>" if path.startswith("/a/") else path
+        shown = path[:3] + "<link>" if path.startswith(("/a/", "/g/")) else path  # a capability: never logged
         refusal = None
         host = urlsplit("//" + headers.get("host", "")).hostname or ""
         if self.hosts is not None and host.lower() not in self.hosts:

@@ -148,3 +148,22 @@ def since(text: str | None) -> float | None:
     except ValueError:
         seconds = age(text, "--since")
         return time.time() - (seconds or 0)
+
+
+def trusted_proxies(environ: Mapping[str, str] | None = None) -> tuple[frozenset[str], str | None]:
+    """`ROAST_TRUSTED_PROXIES` (addresses, space- or comma-separated) and `ROAST_IDENTITY_HEADER` (e.g.
+    `X-Forwarded-Email`, lower-cased): who a request from such a proxy is (issue 22). One without
+    the other is a usage error."""
+    import ipaddress
+
+    raw, header = _raw("ROAST_TRUSTED_PROXIES", environ), _raw("ROAST_IDENTITY_HEADER", environ).strip()
+    addresses = frozenset(a for a in raw.replace(",", " ").split())
+    if bool(addresses) != bool(header):
+        raise UsageError("ROAST_TRUSTED_PROXIES and ROAST_IDENTITY_HEADER go together",
+                         hint="e.g. ROAST_TRUSTED_PROXIES=127.0.0.1 ROAST_IDENTITY_HEADER=X-Forwarded-Email")
+    for a in addresses:
+        try:
+            ipaddress.ip_address(a)
+        except ValueError:
+            raise UsageError(f"ROAST_TRUSTED_PROXIES: {a!r} is not an IP address") from None
+    return addresses, header.lower() or None

@@ -53,9 +53,10 @@ if TYPE_CHECKING:
 
 COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
            "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, cancelled_by")
+           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by, "
+           "cancelled_by")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
-                 "consumed_at, detail, id")
+                 "consumed_at, detail, id, verified")
 _DEFAULT_BUSY_TIMEOUT = 5.0
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
 
@@ -96,13 +97,13 @@ def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Ses
                    row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
                    declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
                    tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
-                   json.loads(row["schemas"] or "{}"), row["cancelled_by"])
+                   json.loads(row["schemas"] or "{}"), row["started_by"], row["cancelled_by"])
 
 
 def _event(row: Row) -> EventRecord:
     return EventRecord(row["name"], json.loads(row["data"]), row["received_at"], row["source"], row["wait_seq"],
                        row["event_id"], row["outcome"], row["actor"], row["reason"], row["wait_path"],
-                       row["consumed_at"], row["detail"], row["id"])
+                       row["consumed_at"], row["detail"], row["id"], bool(row["verified"]))
 
 
 class Tx:
@@ -258,11 +259,11 @@ class SQLStore:
             declares = json.dumps(list(new.declares))
             tx.run("INSERT INTO sessions (id, workflow_path, workflow_name, fingerprint, target, status, awaiting, "
                    "wait_seq, attempt, created_at, updated_at, has_definition, cwd, declares, key, definition, owner, "
-                   "cursor, ahead, schemas) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
-                   "'start', ?, ?)",
+                   "cursor, ahead, schemas, started_by) VALUES (?, ?, ?, ?, ?, 'running', '[]', 0, 1, ?, ?, ?, ?, ?, "
+                   "?, ?, ?, 'start', ?, ?, ?)",
                    (new.id, new.workflow_path, new.workflow_name, new.fingerprint, new.target, now, now,
                     int(new.has_definition), new.cwd, declares, new.key, new.definition, this_owner(), declares,
-                    json.dumps(dict(new.schemas))))
+                    json.dumps(dict(new.schemas)), new.started_by))
             tx.run("INSERT INTO continuations (session_id, envelope) VALUES (?, ?)",
                    (new.id, seal.envelope(payload, has_code, keys, bind=seal.session_bind(new.id, 0), now=now)))
             if definition_bytes is not None and new.definition:
@@ -385,6 +386,8 @@ class SQLStore:
             if event.event_id and workflow_scope is not None:
                 self._event_lock(tx, workflow_scope, event.event_id)
             row = self._locked(tx, session_id)
+            if event.signature is not None:
+                self._bind_signature(tx, session_id, event, now)
             if event.event_id:
                 prior = self._prior(tx, session_id, event.event_id, workflow_scope)
                 if prior is not None:
@@ -409,19 +412,34 @@ class SQLStore:
                 return Outcome("consumed", consumed, self._session_in(tx, session_id))
             return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
 
+    def _bind_signature(self, tx: Tx, session_id: str, event: Incoming, now: float) -> None:
+        """A signed request works once, where it was sent (issue 21): the first session and event a
+        signature reaches keep it, in the delivery's own transaction; anywhere else it is refused."""
+        import hashlib
+
+        digest = hashlib.sha256(event.signature.encode("utf-8", "surrogatepass")).hexdigest()
+        self._event_lock(tx, "<signature>", digest)  # PostgreSQL: one binding of a signature at a time
+        bound = tx.row("SELECT session_id, event FROM signatures WHERE digest = ?", (digest,))
+        if bound is None:
+            tx.run("INSERT INTO signatures (digest, session_id, event, received_at) VALUES (?, ?, ?, ?)",
+                   (digest, session_id, event.name, now))
+        elif (bound["session_id"], bound["event"]) != (session_id, event.name):
+            raise outcomes.replayed(event.name, session_id)
+
     def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
                 wait_seq: int | None = None) -> EventRecord:
         """The event's row, as the verdict left it (a consumed one with its wait)."""
         consumed_at = now if wait_seq is not None else None
         path = verdict.path if wait_seq is not None else None
+        data = outcomes.recorded_data(verdict.outcome, dict(event.data))  # a refusal: an excerpt at most
         row_id = tx.insert(
             "INSERT INTO events (session_id, wait_seq, name, data, received_at, source, event_id, digest, outcome, "
-            "actor, reason, wait_path, consumed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, wait_seq, event.name, json.dumps(event.data),  # ensure_ascii: no lone surrogate breaks it
+            "actor, reason, wait_path, consumed_at, detail, verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, wait_seq, event.name, json.dumps(data),  # ensure_ascii: no lone surrogate breaks it
              now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
-             consumed_at, verdict.detail))
-        return EventRecord(event.name, dict(event.data), now, event.source, wait_seq, event.event_id, verdict.outcome,
-                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id)
+             consumed_at, verdict.detail, int(bool(event.verified))))
+        return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
+                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified))
 
     def _prior(self, tx: Tx, session_id: str, event_id: str, workflow_scope: str | None) -> Row | None:
         if workflow_scope is not None:

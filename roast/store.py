@@ -46,9 +46,10 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead", "schemas", "cancelled_by")
+                 "owner", "holder", "notify_pending", "ahead", "schemas", "started_by", "cancelled_by")
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
-                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "cancelled_by": None}
+                 "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "started_by": None,
+                 "cancelled_by": None}
 
     @property
     def events(self) -> list[str]:
@@ -80,9 +81,9 @@ class EventRecord(Record):
     """One delivery that reached a session, and what became of it (issue 14)."""
 
     __slots__ = ("name", "data", "received_at", "source", "wait_seq", "event_id", "outcome", "actor", "reason",
-                 "wait_path", "consumed_at", "detail", "row")
+                 "wait_path", "consumed_at", "detail", "row", "verified")
     _defaults = {"event_id": None, "outcome": "consumed", "actor": None, "reason": None, "wait_path": None,
-                 "consumed_at": None, "detail": None, "row": None}
+                 "consumed_at": None, "detail": None, "row": None, "verified": False}
 
 
 class StepDone(Record):
@@ -102,14 +103,18 @@ class NewSession(Record):
     """What `create` writes: the session row of a `running` session."""
 
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "cwd", "declares", "key",
-                 "definition", "has_definition", "created_at", "schemas")
-    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}}
+                 "definition", "has_definition", "created_at", "schemas", "started_by")
+    _defaults = {"key": None, "definition": None, "has_definition": False, "schemas": {}, "started_by": None}
 
 
 class Incoming(Record):
     """An event as a sender delivers it (`roast resume`, `roast.resume`, a webhook)."""
 
-    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest")
+    __slots__ = ("name", "data", "event_id", "actor", "reason", "source", "received_at", "digest", "verified",
+                 "signature")
+    # `signature`: what a signed request is known by (`webhook-id:…`, `github:sha256=…`), bound by the
+    # store to the first session and event it reaches (issue 21)
+    _defaults = {"verified": False, "signature": None}  # issue 22: the actor was proven (a token, a signature, a trusted proxy)
 
 
 class Outcome(Record):
@@ -254,8 +259,18 @@ def when(t: float | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13)."""
-    return re.sub(r"(?<=://)([^:/@]*):([^@]*)@", lambda m: f"{m.group(1)}:***@", url)
+    """A store URL without its password: `postgresql://ana:***@db:5432/roast` (issue 13). Everything
+    between the user name and the *last* `@` is masked, so a password with an unencoded `@`, `#`,
+    `/` or `%` is never shown in part (issue 21); so is a `password=` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        head = rest.split("?", 1)[0]  # an `@` in the query is not the end of the user info
+        userinfo, _, after = (head if "@" in head else rest).rpartition("@")
+        after += rest[len(head):] if "@" in head else ""
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        url = f"{scheme}://{userinfo}@{after}"
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -123,9 +122,10 @@ class PostgresStore(SQLStore):
         self.url = url
         try:
             params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as err:
-            raise UsageError(f"ROAST_STORE {self.describe()!r} is not a PostgreSQL URL ({_scrub(str(err), url)})",
-                             hint="use postgresql://user@host:port/dbname") from None
+        except psycopg.ProgrammingError:  # its text may quote the password (issue 21): not shown
+            raise _not_a_url(self.describe()) from None
+        if any(c in str(params.get(k) or "") for k in ("host", "hostaddr", "port", "dbname") for c in "@#"):
+            raise _not_a_url(self.describe()) from None  # `p@ss#x@host`: libpq took part of the password as a host
         self._password = str(params.get("password") or "")
         self._params = params
         host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "")
@@ -145,7 +145,7 @@ class PostgresStore(SQLStore):
         self._delta_seq = {}
 
     def describe(self) -> str:
-        return re.sub(r"(password=)[^&\s]*", r"\1***", mask_url(self.url))
+        return mask_url(self.url)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -538,3 +538,13 @@ def _scrub(text: str, url: str, password: str = "") -> str:
     return text.replace(url, mask_url(url))
 
 
+
+
+def _not_a_url(shown: str) -> UsageError:
+    """A ROAST_STORE that does not parse, or parses only by taking part of the password for a host
+    (issue 21): said with the password masked, and never psycopg's text, which may quote it."""
+    return UsageError(f"ROAST_STORE {shown!r} is not a PostgreSQL URL roast can read unambiguously: a user name or "
+                      "password holds a character that must be percent-encoded", hint="encode it (% as %25, @ as "
+                      "%40, # as %23, / as %2F, : as %3A), e.g. python3 -c 'import sys, urllib.parse; "
+                      "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'PASSWORD'; the form is "
+                      "postgresql://user:password@host:port/dbname")

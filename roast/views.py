@@ -28,8 +28,8 @@ FINISHED_WORDS = {"completed": "completed", "failed": "failed", "timed_out": "ti
 # HTTP status of a refusal, by its code (the document is the one `roast resume --json` prints).
 HTTP_STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found": 404, "ambiguous": 404,
                "unknown_event": 404, "late": 409, "closed": 409, "not_waiting": 409, "refused": 409,
-               "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401,
-               "too_large": 413, "unsupported_media_type": 415, "store_unavailable": 503}
+               "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401, "replayed": 409,
+               "too_large": 413, "bad_request": 400, "unsupported_media_type": 415, "store_unavailable": 503}
 
 
 class Result:
@@ -135,7 +135,8 @@ def delivery_doc(record: EventRecord) -> dict[str, Any]:
     """One delivery, as `delivery` of a result and `events[]` of a session document (without data)."""
     return {"name": record.name, "event_id": record.event_id, "outcome": record.outcome, "actor": record.actor,
             "reason": record.reason, "received_at": iso(record.received_at), "source": record.source,
-            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail}
+            "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail,
+            "verified": bool(record.verified)}
 
 
 def outcome_doc(outcome: str, session: Session, event_id: str | None, event: str,
@@ -152,7 +153,7 @@ def session_json(s: Session) -> dict[str, Any]:
             "awaiting": s.events, "deadline": iso(s.deadline),
             "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
             "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
-            "reason": s.reason, "cancelled_by": s.cancelled_by}
+            "reason": s.reason, "started_by": s.started_by, "cancelled_by": s.cancelled_by}
 
 
 def event_data(e: EventRecord) -> Any:
@@ -164,11 +165,12 @@ def event_data(e: EventRecord) -> Any:
 
 
 def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
-                     links: Mapping[str, str] | None = None) -> dict[str, Any]:
+                     links: Mapping[str, str] | None = None, page: str | None = None) -> dict[str, Any]:
     """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`); `links`:
     the signed approval link of each awaited event (with ROAST_PUBLIC_URL, issue 15)."""
     doc = session_json(s)
     doc["links"] = dict(links or {})
+    doc["page"] = page  # issue 22: the wait's page (every event its own button), with ROAST_PUBLIC_URL
     doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
     doc["final_output"] = s.final_output
     doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,

@@ -96,7 +96,7 @@ def verify(secrets: Sequence[str | bytes], headers: Mapping[str, str], body: byt
         raise BadSignature("a Standard Webhooks request needs webhook-id, webhook-timestamp and webhook-signature")
     if len(msg_id) > _MAX_ID:
         raise BadSignature(f"webhook-id is longer than {_MAX_ID} characters")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:  # '²' is a digit to isdigit()
         raise BadSignature("webhook-timestamp is not a unix time in whole seconds")
     if abs(now - int(timestamp)) > tolerance:
         raise BadSignature(f"webhook-timestamp is more than {tolerance:g} s away from now (stale or replayed)")
@@ -127,9 +127,11 @@ def github_signature(secret: str | bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def verify_github(secret: str | bytes | None, headers: Mapping[str, str], body: bytes) -> str | None:
-    """Check `X-Hub-Signature-256` over the raw body; return `X-GitHub-Delivery` (the event id, or
-    None when absent). GitHub signs no timestamp: replays are caught by the delivery id."""
+def verify_github(secret: str | bytes | None, headers: Mapping[str, str], body: bytes) -> str:
+    """Check `X-Hub-Signature-256` over the raw body; return `X-GitHub-Delivery` (the event id),
+    which must be present. GitHub signs no timestamp and not the delivery id: the store binds the
+    signature to the first session and event it reached (issue 21), so a captured body cannot be
+    replayed anywhere else, whatever delivery id comes with it."""
     given = _header(headers, "x-hub-signature-256")
     if not given:
         raise BadSignature("a GitHub request needs X-Hub-Signature-256")
@@ -138,8 +140,9 @@ def verify_github(secret: str | bytes | None, headers: Mapping[str, str], body: 
     if not hmac.compare_digest(github_signature(secret, body).encode(), given.strip().encode("utf-8", "replace")):
         raise BadSignature("X-Hub-Signature-256 does not match the body")
     delivery = _header(headers, "x-github-delivery")
-    if delivery is not None and not 0 < len(delivery) <= _MAX_ID:
-        raise BadSignature(f"X-GitHub-Delivery is empty or longer than {_MAX_ID} characters")
+    if delivery is None or not 0 < len(delivery) <= _MAX_ID:
+        raise BadSignature(f"a GitHub request needs X-GitHub-Delivery (1 to {_MAX_ID} characters); GitHub sends "
+                           "one with every delivery")
     return delivery
 
 

@@ -49,6 +49,9 @@ class Stop:
         self._lock = _thread.allocate_lock()
         self._effects: list[Any] = []
         self.requested = False
+        # `roast serve`: a drive's notify job is handed here (to the notify thread) instead of
+        # running on the branch worker that drove it (issue 21); None: notify inline
+        self.notify_later: Callable[[Any, Any], None] | None = None
 
     def set(self) -> None:
         with self._lock:
@@ -83,8 +86,10 @@ class Stop:
             self._effects.remove(effects)
 
 
-def notify_pending(store: SessionStore, observer: Observer, now: Callable[[], float]) -> list[str]:
-    """Run the notify steps a crash left unrun (at least once per wait); the ids notified."""
+def notify_pending(store: SessionStore, observer: Observer, now: Callable[[], float],
+                   hand_off: Callable[[Any, Any], None] | None = None) -> list[str]:
+    """Run the notify steps a crash left unrun (at least once per wait); the ids notified.
+    `hand_off` (a resident worker's notify thread): queue each job there instead of running it."""
     from roast import tree
     from roast.deliver import cwd_of, definition_for, load_state
     from roast.requests import WaitInfo
@@ -112,7 +117,11 @@ def notify_pending(store: SessionStore, observer: Observer, now: Callable[[], fl
         except RoastError:
             cwd = None
         state["context"].attach_env(dict(os.environ))
-        run_notify(store, NotifyJob(session.id, waits, state["context"], defn, cwd, session.wait_seq), observer, now)
+        job = NotifyJob(session.id, waits, state["context"], defn, cwd, session.wait_seq)
+        if hand_off is not None:
+            hand_off(job, observer)
+        else:
+            run_notify(store, job, observer, now)
         done.append(session.id)
     return done
 
@@ -164,7 +173,7 @@ class Worker:
                 else:
                     entry.update(error=str(err), code=err.code)
             fired.append(entry)
-        notify_pending(self.store, self.observer_for(None), self.now)
+        notify_pending(self.store, self.observer_for(None), self.now, self.stop_drives.notify_later)
         return fired
 
     def _current(self, session: Session) -> Session | None:
@@ -239,6 +248,25 @@ class Worker:
         self._threads.append(threading.Thread(target=self._schedule, name="roast-scheduler", daemon=True))
         for thread in self._threads:
             thread.start()
+        self._start_notifier()
+
+    def _start_notifier(self) -> None:
+        import queue
+        import threading
+
+        self.notices: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self.notifying: set[tuple[str, int]] = set()  # (session, wait) queued or running: never twice
+
+        def later(job: Any, observer: Any) -> None:
+            with self.cond:
+                if (job.session_id, job.wait_seq) in self.notifying:
+                    return
+                self.notifying.add((job.session_id, job.wait_seq))
+            self.notices.put((job, observer))
+
+        self.stop_drives.notify_later = later
+        thread = threading.Thread(target=_notifier, args=(self,), name="roast-notify", daemon=True)
+        thread.start()
 
     def submit(self, session_id: str) -> None:
         """A claim committed elsewhere (a request): its branch runs on the next free worker."""
@@ -381,6 +409,8 @@ class Worker:
         and wait for the workers."""
         self.stopping.set()
         self.wake.set()
+        if hasattr(self, "notices"):
+            self.notices.put((None, None))  # the notify thread ends; what it had not run stays pending
         with self.cond:
             left = [sid for kind, sid in self.jobs_queue if kind == "run"]
             self.cond.notify_all()
@@ -394,3 +424,30 @@ class Worker:
             self.stop_drives.set()
         for thread in self._threads:
             thread.join(timeout=15)
+
+
+def _notifier(worker: Worker) -> None:
+    """The notify thread of a resident worker (issue 21): the notify steps of the waits its branches
+    reach run here, one job at a time, so a slow receiver never holds a branch worker. A job left
+    in the queue at a stop is not lost: its wait's `notify_pending` stays set until it has run, and
+    the next pass (this server's or the next one's) runs it."""
+    from roast.drive import run_notify
+
+    while True:
+        job, observer = worker.notices.get()
+        if job is None or worker.stopping.is_set():
+            return
+        try:
+            s = worker.store.get(job.session_id)
+            if (s.status, s.wait_seq, bool(s.notify_pending)) != ("waiting", job.wait_seq, True):
+                continue  # already notified (by an earlier pass), or the wait is over
+            for warning in run_notify(worker.store, job, observer, worker.now):
+                worker.log("notify failed", session=job.session_id, warning=warning)
+        except RoastError as err:
+            worker.log("notify failed; a later pass runs it again", session=job.session_id, code=err.code,
+                       error=err.message)
+        except Exception as err:  # noqa: BLE001 - a bug must not take the notify thread away; it is logged
+            worker.log("notify failed: internal error", session=job.session_id, error=f"{type(err).__name__}: {err}")
+        finally:
+            with worker.cond:
+                worker.notifying.discard((job.session_id, job.wait_seq))

@@ -7,12 +7,13 @@ from pathlib import Path
 ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
-ORDER = ["errors", "record", "expressions", "settings", "shell", "schema", "pages", "policy", "providers", "tools",
-         "tool_calls", "context", "seal", "signed", "workflow", "requests", "steps", "leaves", "tree", "checks",
-         "compiler", "runner", "webhooks", "effects", "links", "store", "outcomes", "migrations", "sql",
-         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker",
-         "api", "display", "approval_html", "http_guard", "serve", "cli"]
-FACES = {"display", "approval_html", "http_guard", "cli", "serve"}
+ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell_lex", "shell", "schema", "pages", "inbox", "policy",
+         "providers", "tools", "tool_calls", "context", "seal", "signed", "yaml_lines", "workflow", "requests",
+         "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks", "effects", "links", "store",
+         "outcomes", "migrations", "sql",
+         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker", "api",
+         "gates", "display", "approval_html", "http_guard", "serve_intake", "serve", "people", "cli"]
+FACES = {"display", "approval_html", "http_guard", "cli", "serve", "people", "serve_intake"}
 STORES = {"sql", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
@@ -60,7 +61,7 @@ def test_faces_never_import_a_store_backend():
 
 # What a face may import (STYLE): the api, the documents, the rich output, the errors, the settings,
 # and another face (cli builds `roast serve`'s parser).
-FACE_MAY_IMPORT = {"api", "views", "display", "errors", "settings"} | FACES
+FACE_MAY_IMPORT = {"api", "gates", "views", "display", "errors", "settings"} | FACES
 
 
 def test_faces_import_only_api_views_display_errors_and_settings():
@@ -75,7 +76,7 @@ def test_faces_import_only_api_views_display_errors_and_settings():
 
 def test_the_step_tree_does_no_io_of_its_own():
     forbidden = {"subprocess", "os", "sqlite3", "time", "socket", "shutil", "pathlib", "open"}
-    for module in ("steps", "compiler", "expressions", "shell", "context"):
+    for module in ("steps", "compiler", "expressions", "shell_lex", "shell", "context", "yaml_lines"):
         tree = ast.parse((ROAST / f"{module}.py").read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

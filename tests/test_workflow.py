@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roast import workflow
+from roast import yaml_lines
 from roast.errors import UsageError, WorkflowInvalid
 from roast.workflow import Map, Seq, Str, line_of, load, locate, parse
 
@@ -103,6 +103,17 @@ def test_map_seq_and_str_survive_pickle_and_cloudpickle():
             assert back["steps"][1].line == 3 and back["steps"][1].key_lines == {"b": 3}
 
 
+def test_map_seq_and_str_pickled_under_their_old_module_still_load():
+    """Sessions saved before roast.yaml_lines existed name the classes `roast.workflow.Map` etc."""
+    data = parse("steps:\n  - a\n  - {b: c}\n", "wf.yml")
+    new = pickle.dumps(data, protocol=0)
+    assert b"roast.yaml_lines\n" in new
+    back = pickle.loads(new.replace(b"roast.yaml_lines\n", b"roast.workflow\n"))
+    assert back == data and isinstance(back, Map) and back.key_lines == {"steps": 1}
+    assert isinstance(back["steps"], Seq) and back["steps"].line == 2
+    assert isinstance(back["steps"][0], Str) and back["steps"][0].line == 2
+
+
 # --- hostile input --------------------------------------------------------------------------
 
 def test_duplicate_keys_are_refused_naming_both_lines():
@@ -190,7 +201,7 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(wf, tmp_path):
 def test_a_crash_inside_the_loader_becomes_cannot_parse(monkeypatch, exc):
     def explode(self):
         raise exc
-    monkeypatch.setattr(workflow._loader(), "get_single_node", explode)
+    monkeypatch.setattr(yaml_lines._loader(), "get_single_node", explode)
     err = refusal(WorkflowInvalid, parse, "steps: [a]\n", "wf.yml")
     assert str(err).startswith("wf.yml: cannot parse")
 
