@@ -249,7 +249,7 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
             raise UsageError("which session? `roast resume -s ID` continues an interrupted session",
                              hint="say which event with --event NAME, or give --session-id")
         session = store_.get(session_id)
-        if session.status == "running":
+        if session.status in ("running", "interrupted"):
             return _recover(store_, session, observer, now, force, wanted, wait_for_steps)
         return intake_.without_event(session, wait_for_steps)
     if event_id is not None and session_id is None and wanted is not None:
@@ -287,8 +287,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
         if outcome.outcome not in ("consumed", "late"):
             return intake_.refused_or_kept(outcome, incoming, others)
         taken.update(outcome=outcome, session=fresh)
-        if outcome.outcome == "late":
-            return None  # SPEC §6: a late event is refused and the timeout branch runs instead
+        if outcome.outcome == "late":  # SPEC §6: a late event is refused, and its claimed timeout runs
+            return event_of(outcome.claimed)  # `refused_event` reaches the branch (issue 20)
         if others:
             observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
                           f"{', '.join(others[:5])}; this event went to the most recent one that waits for "
@@ -339,14 +339,14 @@ def _taken_over(store: SessionStore, observer: Observer | None, now: Callable[[]
 
 
 def _running(fresh: Session) -> None:
-    if fresh.status != "running":
+    if fresh.status not in ("running", "interrupted"):  # interrupted: stopped by a person (issue 20)
         raise not_waiting(fresh)
 
 
 def _recover(store: SessionStore, session: Session, observer: Observer, now: Callable[[], float], force: bool,
              wanted: str | None, wait_for_steps: bool, stop: Any = None) -> Result:
-    """Continue an orphaned session (its process died) from its last checkpoint (issue 4 §6)."""
-    if not session.orphaned:
+    """Continue an orphaned or an interrupted session from its last checkpoint (issue 4 §6, issue 20)."""
+    if session.status == "running" and not session.orphaned:
         raise NotWaiting(f"session {session.id} is running in {session.holder or 'another roast process'}; "
                          "nothing changed", hint="wait for it to finish or reach a wait")
     intake_.check_no_step_alive(store, session, wait_for_steps)
@@ -433,9 +433,9 @@ def _fire(store: SessionStore, session: Session, observer: Observer, now: Callab
         if fresh.status != "waiting" or fresh.wait_seq != session.wait_seq:
             raise not_waiting(fresh)
 
-    def fire(fresh: Session, loaded: Loaded) -> None:
-        store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now())
-        return None  # no pending event: the runner answers each overdue wait with a `timeout` event
+    def fire(fresh: Session, loaded: Loaded) -> Event:
+        # the runner is handed the claimed `timeout` event; it never makes one for a wait it resumes
+        return event_of(store.fire(fresh.id, wait_seq=fresh.wait_seq, source=source, now=now()))
 
     return _continue(store, session, f"roast {source}", expect, fire, observer=observer, now=now, stop=stop)
 
@@ -547,11 +547,11 @@ def deliveries(session_id: str, *, home: str | os.PathLike[str] | None = None,
     return _store(store, home).events(session_id)
 
 
-def cancel(session_id: str, *, reason: str | None = None, home: str | os.PathLike[str] | None = None,
-           store: SessionStore | str | None = None) -> Session:
-    """End a waiting (or orphaned) session: `roast.cancel("mk3x", reason="superseded")`."""
-    store_ = _store(store, home)
-    return store_.cancel(store_.get(session_id).id, reason=reason, now=time.time())
+def cancel(session_id: str, *, reason: str | None = None, actor: str | None = None,
+           home: str | os.PathLike[str] | None = None, store: SessionStore | str | None = None) -> Session:
+    """End a session that has not finished, even a running one (issue 20), as `actor` (default `$USER@host`)."""
+    from roast.stop import cancel as stop
+    return stop(_store(store, home), session_id, reason=reason, actor=actor or intake_.default_actor())
 
 
 def prune(*, older_than: float, home: str | os.PathLike[str] | None = None,

@@ -27,7 +27,7 @@ from roast.errors import RoastError, UsageError
 from roast.people import page_of
 
 EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
-3 not found / not waiting / refused event, 4 the session store is unavailable.
+3 not found / not waiting / refused event / cancelled, 4 the session store is unavailable.
 State lives in $ROAST_HOME (default ~/.roast)."""
 
 
@@ -132,13 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_resume)
 
     p = sub.add_parser("sessions", parents=[common], help="list sessions, open ones first, then newest first",
-                       description="List sessions: open ones (waiting, running, orphaned) first, then the "
-                                   "rest, each group newest first; 50 by default. Ids are shown by their "
+                       description="List sessions: open ones (waiting, running, orphaned, interrupted) first, "
+                                   "then the rest, each group newest first; 50 by default. Ids are shown by their "
                                    "first 8 characters (--json gives them whole).")
     p.add_argument("--status", action="append", default=[],
-                   choices=["running", "waiting", "orphaned", "completed", "failed", "timed_out",
+                   choices=["running", "waiting", "orphaned", "interrupted", "completed", "failed", "timed_out",
                             "cancelled", "moved"],
-                   help="only sessions in this state; orphaned means running, but its process died "
+                   help="only sessions in this state; orphaned means running, but its process died; "
+                        "interrupted means stopped by a signal, continued only by `roast resume -s ID` "
                         "(repeatable; default: all)")
     p.add_argument("--workflow", metavar="W",
                    help="only sessions of this workflow, by path or by name (default: all workflows)")
@@ -162,10 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
     p.set_defaults(handler=cmd_session)
 
-    p = sub.add_parser("cancel", parents=[common], help="end a waiting or orphaned session",
-                       description="End a waiting (or orphaned) session; finished sessions are refused.")
+    p = sub.add_parser("cancel", parents=[common], help="end a session that has not finished, even a running one",
+                       description="End a waiting, running, interrupted or orphaned session (finished ones are "
+                                   "refused); a running one's steps are stopped and the process running it exits 3.")
     p.add_argument("session_id", metavar="ID", help="session id or a unique prefix of 4+ characters")
     p.add_argument("--reason", metavar="TEXT", help="why, kept with the session (default: none)")
+    p.add_argument("--actor", metavar="WHO", help="who cancels it, kept as cancelled_by (default: $USER@host)")
     p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("retry", parents=[common], help="run a failed session again from the step that failed",
@@ -427,7 +430,8 @@ def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False)
         # 10 §4); to a pipe or a file it goes byte for byte, like -o and --json
         print(visible(text) if sys.stdout.isatty() else text)
     notices(results, args.verbose, _links, page_of)
-    return 1 if any(not r.ok for r in results) else 0
+    cancelled = any(r.status == "cancelled" for r in results)  # `roast cancel` stopped it: 3 (issue 20)
+    return 3 if cancelled else 1 if any(not r.ok for r in results) else 0
 
 
 # --------------------------------------------------------------------------- resume
@@ -536,9 +540,9 @@ def _open_total(api: Any, query: dict[str, Any], page: Any) -> int:
     """How many of the matching sessions are open, for the footer: open ones are listed first, so
     the rest of the page is finished sessions (one count query, and only when rows are cut off)."""
     if page.total <= len(page.rows):
-        return sum(1 for s in page.rows if s.status in ("running", "waiting"))
-    statuses = query["status"] or ["running", "waiting"]
-    open_statuses = [s for s in statuses if s in ("running", "waiting", "orphaned")]
+        return sum(1 for s in page.rows if s.status in ("running", "waiting", "interrupted"))
+    statuses = query["status"] or ["running", "waiting", "interrupted"]
+    open_statuses = [s for s in statuses if s in ("running", "waiting", "orphaned", "interrupted")]
     if not open_statuses:
         return 0
     return int(api.list_sessions(**{**query, "status": open_statuses, "limit": 0}).total)
@@ -600,7 +604,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from roast import api
 
-    s = api.cancel(args.session_id, reason=args.reason)
+    s = api.cancel(args.session_id, reason=args.reason, actor=args.actor)
     if args.json:
         from roast.views import session_json
 

@@ -109,7 +109,8 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
     keeping = [s for s in store.open_of(path) if event in s.ahead and not s.orphaned]
     if keeping:
         return keeping[0], [s.id for s in keeping[1:]]
-    orphans = [s for s in store.list(statuses=["running"], workflow=path, limit=None)[0] if s.orphaned]
+    orphans = [s for s in store.list(statuses=["running", "interrupted"], workflow=path, limit=None)[0]
+               if s.orphaned or s.status == "interrupted"]
     if waiting:
         import difflib  # only on this error path
 
@@ -124,7 +125,7 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
                            f"list them with `roast sessions --workflow {path} --status waiting`")
     hint = f"list sessions with `roast sessions --workflow {path}`"
     if orphans:
-        hint = (f"{len(orphans)} session(s) of it were interrupted (orphaned); continue one with "
+        hint = (f"{len(orphans)} session(s) of it were interrupted or orphaned; continue one with "
                 f"`roast resume -s {orphans[0].id}`")
     else:
         moved = store.list(statuses=["moved"], workflow=path, limit=1)[0]  # issue 24
@@ -247,6 +248,10 @@ def refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Resu
         err = NotWaiting(f"session {session.id} waits for {names(session, ' or ')}, not {incoming.name!r}, and no "
                          f"wait still ahead of it declares {incoming.name!r}; it was not delivered",
                          hint="\n".join(resume_commands(session)))
+    elif session.status == "interrupted":
+        err = NotWaiting(f"session {session.id} is interrupted, not waiting for {incoming.name!r}, and no wait still "
+                         f"ahead of it declares {incoming.name!r}; it was not delivered",
+                         hint=f"`roast resume --session-id {session.id}` without --event continues it")
     else:
         err = NotWaiting(f"session {session.id} is no longer waiting for {incoming.name!r}: it is running"
                          + (f" in {session.holder}" if session.holder else "")
@@ -284,6 +289,9 @@ def prepare(store: SessionStore, session: Session, event: str | None, force: boo
         cursor, delta = _rewind(session, old if old is not None else defn.root, state, from_step)
     files = definitions.changed_files(saved) if defn.fingerprint != session.fingerprint else []
     warnings = definitions.check(session, defn, {**state, "cursor": cursor}, old, event, force, changed_files=files)
+    if moved is None and not os.path.isfile(session.workflow_path) and not session.workflow_path.startswith("<dict:"):
+        warnings.append(f"the workflow file {session.workflow_path} is gone; session {session.id} continues with "
+                        "the definition saved at its wait")
     if moved:
         again = "is retried" if session.status == "failed" else "resumes"
         warnings.insert(0, f"session {session.id}'s workflow moved from {session.workflow_path} to {moved}; "
@@ -344,10 +352,24 @@ def definition_for(store: SessionStore, session: Session, state: Mapping[str, An
         defn = definitions.from_record(saved, session)
         if defn is not None:
             return defn, saved
+        if saved.get("tree") and not os.path.isfile(session.workflow_path):
+            return _sealed(saved, session), saved
     if session.workflow_path.startswith("<dict:"):
         raise DefinitionChanged(f"session {session.id} was started from a dict workflow whose definition was not "
                                 "saved; it cannot be continued", hint=f"`roast cancel {session.id}`")
     return definitions.load(moved or session.workflow_path), saved
+
+
+def _sealed(saved: Mapping[str, Any], session: Session) -> Definition:
+    """The definition sealed at the session's wait, as it was (issue 20): its workflow file is gone,
+    so there is no edit to check; the session still times out, resumes and is cancelled."""
+    import pickle  # the tree was sealed and verified with the rest of the record
+
+    from roast.definition import Definition
+
+    return Definition(pickle.loads(saved["tree"]), session.workflow_path, session.workflow_name, session.fingerprint,
+                      saved.get("provider"), sources=saved.get("sources"), tree=saved["tree"],
+                      key_template=saved.get("key"), models=saved.get("models"))
 
 
 def check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:
@@ -370,6 +392,10 @@ def check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> No
 
 
 def not_waiting(session: Session) -> RoastError:
+    if session.status == "interrupted":
+        return NotWaiting(f"session {session.id} is interrupted ({session.error or 'stopped by a signal'})",
+                          hint=f"`roast resume --session-id {session.id}` without --event continues it; "
+                               f"`roast cancel {session.id}` ends it")
     if session.status == "running":
         return NotWaiting(f"session {session.id} is no longer waiting: it is running"
                           + (" (its process died; `roast resume --session-id "
@@ -405,6 +431,9 @@ def not_retryable(session: Session) -> RoastError:
     if session.status == "waiting":
         return NotWaiting(f"session {session.id} has not failed: it is waiting ({waiting_for(session)}); "
                           "there is nothing to retry", hint="\n".join(resume_commands(session)) or None)
+    if session.status == "interrupted":
+        return NotWaiting(f"session {session.id} has not failed: it was interrupted; there is nothing to retry",
+                          hint=f"`roast resume --session-id {session.id}` continues it")
     if session.status == "running":
         return NotWaiting(f"session {session.id} has not failed: it is running"
                           + (" (its process died)" if session.orphaned else

@@ -42,7 +42,7 @@ def markup_safe(text: object) -> str:
     return escape(visible(text))
 
 STATUS_STYLE = {"waiting": "yellow", "running": "cyan", "completed": "green", "failed": "red",
-                "timed_out": "magenta", "cancelled": "dim", "moved": "blue"}
+                "timed_out": "magenta", "cancelled": "dim", "interrupted": "red", "moved": "blue"}
 
 
 def fancy(stream: IO[str]) -> bool:
@@ -215,6 +215,8 @@ def awaiting_text(s: Session) -> str:
     or, for a failed session, the command that retries it."""
     if s.status == "failed":
         return f"roast retry {short_id(s.id)}"
+    if s.status == "interrupted":  # issue 20: nothing continues it until asked
+        return f"roast resume -s {short_id(s.id)}"
     if s.status != "waiting":
         return ""
     parts = list(s.events)
@@ -237,7 +239,7 @@ def short_id(session_id: str) -> str:
     return short(session_id)
 
 
-OPEN = ("running", "waiting")
+OPEN = ("running", "waiting", "interrupted")
 
 
 def _footer(rows: Sequence[Session], total: int, all_shown: bool,
@@ -326,6 +328,8 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
     if s.status == "failed":
         lines.append(f"retry     roast retry {s.id}   (runs the failed step again; --from STEP_PATH starts "
                      "earlier)")
+    if s.status == "interrupted":  # issue 20: stopped by a person; neither serve nor tick continues it
+        lines.append(f"continue  roast resume -s {s.id}   (or end it: roast cancel {s.id})")
     if s.reason:
         lines.append(f"reason    {s.reason}")
     if history:
@@ -493,7 +497,8 @@ def stopped(err: BaseException) -> int:
     if sid:
         step = getattr(err, "step", None)
         print(f"roast: interrupted by {name}" + (f" during {step}" if step else "") + f"; session {sid} was "
-              f"stopped there and can be continued: roast resume --session-id {sid}", file=sys.stderr)
+              f"stopped there and is interrupted (nothing continues it by itself): continue it with roast resume "
+              f"--session-id {sid}, or end it with roast cancel {sid}", file=sys.stderr)
     else:
         print(f"roast: interrupted by {name}; no session was running in this command (waiting sessions are "
               "still waiting)", file=sys.stderr)
@@ -512,6 +517,8 @@ def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Map
             print(waiting_notice(r, links(r.session_id), page(r.session_id) if page else None), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
+        elif r.status == "cancelled":  # issue 20: `cancelled by ana@host at …`; not a step's failure
+            print(f"roast: session {r.session_id} was {visible(r.error or 'cancelled')}", file=sys.stderr)
         else:
             print(f"roast: error: session {r.session_id} {r.status}: {visible(r.error)}", file=sys.stderr)
             if verbose and r.detail:  # the traceback of a failing Python step

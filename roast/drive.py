@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from roast.errors import Interrupted, NotWaiting, RoastError, StoreUnavailable, TimedOut
+from roast.errors import Cancelled, Interrupted, NotWaiting, RoastError, StoreUnavailable, TimedOut
 from roast.expressions import iso
 from roast.settings import link_max_age, public_url, sleep_in_process
 from roast.store import EventRecord, StepDone, StepStart
@@ -106,8 +106,10 @@ class _Journal:
         self.observer.finished(request.path, request.name, status, time.monotonic() - began)
 
     def spawned(self, path: str, attempt: int, pgid: int) -> None:
-        if attempt:
-            self.store.spawned(self.session_id, path, attempt, pgid)
+        if attempt and not self.store.spawned(self.session_id, path, attempt, pgid):
+            from roast.stop import stop_groups
+
+            stop_groups([pgid], 0.0)  # cancelled as it started (issue 20): the next write stops the drive
 
     def pausing(self, path: str, seconds: float) -> None:
         self.observer.note(f"step {self._label(path)} failed; next attempt in {seconds:.1f} s")
@@ -218,6 +220,8 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
         except (KeyboardInterrupt, Interrupted) as err:
             _interrupted(store, session_id, journal, err, now)
             raise
+        except Cancelled:  # `roast cancel` (issue 20): a write was refused; nothing after it runs
+            return cancelled(store, session_id), None
         except TimedOut as err:
             outcome, ending = None, ("timed_out", err)
         except RoastError as err:  # only a step decides `failed`
@@ -246,11 +250,13 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             held = store.suspend(session_id, state_of(ctx, suspend.cursor),
                                  cursor=tree.describe(defn.root, suspend.cursor, ctx.collections),
                                  awaiting=_awaiting(suspend.waits), output=plain(ctx.output),
-                                 finished=journal.take_done(), undelivered=runner.pending is not None,
+                                 finished=journal.take_done(), undelivered=runner.undelivered(),
                                  ahead=sorted(tree.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
                                  now=now())
         except StoreUnavailable as err:
             raise _stopped(err, session_id, journal) from err
+        except Cancelled:  # a step killed by the cancel ends here as the cancel, not as its failure
+            return cancelled(store, session_id), None
         ctx.forget_changes()
         if held.taken is None:
             # the notify steps run once the caller has let go of the session (see `notify`)
@@ -289,9 +295,9 @@ def run_notify(store: SessionStore, job: NotifyJob, observer: Observer, now: Cal
         return []  # another process is notifying for this wait right now
     warnings: list[str] = []
     try:
+        if not store.claim_notice(session_id, wait_seq=wait_seq):
+            return []  # notified already (by another process), or an event came first: the wait is passed
         session = store.get(session_id)
-        if session.status != "waiting" or session.wait_seq != wait_seq:
-            return []  # an event came first: the wait is already passed
         commands = {e: c for e, c in zip(session.events, resume_commands(session))}
         try:
             links_now = signed_links(store, session)
@@ -367,9 +373,22 @@ def event_of(record: EventRecord) -> Event:
     """A claimed delivery as the event its branch reads."""
     from roast.requests import Event
 
+    from roast.requests import TIMEOUT, timeout_event
+
     delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
                 "received_at": iso(record.received_at)}
-    return Event(record.name, record.data, iso(record.received_at) or "", delivery)
+    data = record.data
+    if record.name == TIMEOUT and isinstance(data, dict):  # a claim of roast < 0.3 kept the deadline as an epoch
+        data = timeout_event(data.get("deadline"), data.get("refused_event"))
+    return Event(record.name, data, iso(record.received_at) or "", delivery)
+
+
+def cancelled(store: SessionStore, session_id: str) -> Result:
+    """A session cancelled while this process ran it (issue 20): `cancelled by WHO (REASON)`."""
+    session = store.get(session_id)
+    who = f" by {session.cancelled_by}" if session.cancelled_by else ""
+    why = f" ({session.reason})" if session.reason else ""
+    return result_of(session, error=f"cancelled{who} at {iso(session.finished_at)}{why}; nothing after it ran")
 
 
 def _stopped(err: StoreUnavailable, session_id: str, journal: _Journal) -> StoreUnavailable:
@@ -396,7 +415,8 @@ def _interrupted(store: SessionStore, session_id: str, journal: _Journal, err: B
     try:
         journal.flush()
         store.interrupted(session_id, error=f"interrupted by {name}" + (f" during {step}" if step else ""),
-                          finished=journal.take_done(), now=now())
+                          finished=journal.take_done(), restart=isinstance(err, Interrupted) and err.restart,
+                          now=now())
     except RoastError:
         pass  # the store is unavailable too: the session is orphaned all the same, and recoverable
 

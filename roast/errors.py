@@ -136,6 +136,13 @@ class EventLate(Refused):
         self.session_id, self.claimed = session_id, claimed
 
 
+class Cancelled(Refused):
+    """The session was cancelled (`roast cancel`, issue 20) while this process ran it: its next
+    write is refused, and the drive stops there (reported as the cancel, not as a step failure)."""
+
+    code = "cancelled"
+
+
 class StepsStillRunning(Refused):
     """Recovery refused: a step of the dead process still has processes running. Worth trying again
     later (the worker does), unlike other refusals."""
@@ -192,11 +199,14 @@ class Interrupted(BaseException):
     """roast was told to stop (SIGTERM, SIGHUP; SIGINT is KeyboardInterrupt). Not an error of the
     workflow: the session stays recoverable. `session_id` and `step` say what was interrupted."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, restart: bool = False) -> None:
         super().__init__(signum)
         self.signum = signum
         self.session_id: str | None = None
         self.step: str | None = None
+        # roast stopped the drive itself (`roast serve` shutting down, issue 20): the session stays
+        # recoverable automatically, unlike one a person stopped (`interrupted`)
+        self.restart = restart
 
     @property
     def exit_code(self) -> int:

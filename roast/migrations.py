@@ -127,6 +127,9 @@ SQLITE: list[tuple[str, ...]] = [
             received_at REAL NOT NULL
         )""",
     ),
+    (  # issue 20: who cancelled a session (`roast cancel --actor`, default the OS user)
+        "ALTER TABLE sessions ADD COLUMN cancelled_by TEXT",
+    ),
 ]
 
 
@@ -247,6 +250,9 @@ POSTGRES: list[tuple[str, ...]] = [
             received_at double precision NOT NULL
         )""",
     ),
+    (  # issue 20: who cancelled a session (`roast cancel --actor`, default the OS user)
+        "ALTER TABLE sessions ADD COLUMN cancelled_by text",
+    ),
 ]
 
 
@@ -255,7 +261,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
-                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas", "started_by"),
+                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas", "started_by", "cancelled_by"),
     "continuations": ("session_id", "envelope"),
     "deltas": ("session_id", "seq", "envelope"),
     "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",

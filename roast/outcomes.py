@@ -8,7 +8,7 @@ writes what was decided; tests/test_outcomes.py checks every outcome without a d
 """
 from __future__ import annotations
 
-from roast.errors import BadEventData, NotFound, NotWaiting, Refused, Replayed, RoastError
+from roast.errors import BadEventData, Cancelled, NotFound, NotWaiting, Refused, Replayed, RoastError
 from roast.record import Record
 from roast.store import FINISHED, Session, when
 
@@ -48,7 +48,7 @@ def decide(session: Session, name: str, *, holding: bool, now: float, wait_seq: 
             deadline = min(a["deadline"] for a in offered)
             return Verdict("late", f"the wait's deadline passed at {when(deadline)}", deadline=deadline)
         return Verdict("consumed", path=offered[0].get("path"))
-    state = "running" if session.status == "running" else \
+    state = session.status if session.status in ("running", "interrupted") else \
         f"waiting for {', '.join(session.events) or 'its deadline'}"
     if name not in session.ahead:
         return Verdict("not_waiting", f"it is {state}, and no wait still ahead declares {name!r}")
@@ -101,6 +101,9 @@ def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
         if last_event is not None:
             return f"it is running{holder} (resumed at {when(last_event[1])} with {last_event[0]!r})"
         return f"it is running{holder} (started at {when(session.created_at)})"
+    if status == "interrupted":  # issue 20: stopped by a person; continued only when asked
+        return (f"it was interrupted at {when(session.updated_at)} (`roast resume -s {session.id}` continues it, "
+                f"`roast cancel {session.id}` ends it)")
     if status == "waiting":
         names = ", ".join(repr(w.get("event")) for w in session.awaiting if w.get("event"))
         return f"it now waits for {names or 'its deadline'} (wait #{session.wait_seq})"
@@ -109,6 +112,8 @@ def state_phrase(session: Session, last_event: tuple[str, float] | None) -> str:
     verb = {"completed": "completed", "failed": "failed", "timed_out": "timed out",
             "cancelled": "was cancelled"}.get(status, f"is {status}")
     text = f"it {verb} at {when(session.finished_at or session.updated_at)}"
+    if status == "cancelled" and session.cancelled_by:
+        text += f" by {session.cancelled_by}"
     if status == "cancelled" and session.reason:
         text += f" ({session.reason})"
     elif last_event is not None:
@@ -133,7 +138,9 @@ def not_waiting(session: Session | None, session_id: str, wait_seq: int,
 
 
 def refusal(session: Session, what: str, last_event: tuple[str, float] | None) -> Refused:
-    return Refused(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
+    """`Cancelled` for a cancelled session: the process running it stops there (issue 20)."""
+    kind = Cancelled if session.status == "cancelled" else Refused
+    return kind(f"{what} session {session.id}: {state_phrase(session, last_event)}; nothing changed")
 
 
 def missing(session_id: str) -> NotFound:

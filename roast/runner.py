@@ -168,6 +168,7 @@ class Runner:
         self._loop_thread = 0
         self._outcome: Completed | Waiting | None = None
         self._seq = 0
+        self._claimed_timeout: Event | None = None  # the claimed `timeout`, once a wait took it
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -284,8 +285,28 @@ class Runner:
             self.journal.delivered(event)
             return Delivery(request.deadline, event)
         if request.deadline is not None and self.now() >= request.deadline:
-            return Delivery(request.deadline, Event(TIMEOUT, timeout_event(request.deadline), iso(self.now()) or ""))
+            return Delivery(request.deadline, self._timeout(request.deadline, request.events))
         return Delivery(request.deadline, None)
+
+    def _timeout(self, deadline: float, events: tuple[str, ...]) -> Event:
+        """The `timeout` event of an overdue wait: the one its claim saved (handed in as the pending
+        event: `refused_event` and all, issue 20), for every wait of this drive whose deadline has
+        passed, each with its own deadline (and `refused_event` only where it declares that event).
+        Only a wait whose deadline passed while another wait's event was claimed (a parallel group)
+        has no claim of its own: it gets the same shape."""
+        if self.pending is not None and self.pending.name == TIMEOUT:
+            self._claimed_timeout, self.pending = self.pending, None
+            self.journal.delivered(self._claimed_timeout)
+        claimed = self._claimed_timeout
+        if claimed is None:
+            return Event(TIMEOUT, timeout_event(deadline), iso(self.now()) or "")
+        refused = claimed.data.get("refused_event") if isinstance(claimed.data, dict) else None
+        return claimed._replace(data=timeout_event(deadline, refused if refused in events else None))
+
+    def undelivered(self) -> bool:
+        """An event was claimed for this drive and no wait took it (it goes back to the inbox). A
+        claimed timeout never does: a pause's deadline (`sleep:`, a retry) is answered by the clock."""
+        return self.pending is not None and self.pending.name != TIMEOUT
 
     def _timer(self, task: _Task, request: Timer) -> Alarm | None:
         """Fix a pause's deadline, or say whether it has come; a near one is slept here (None)."""

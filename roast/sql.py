@@ -21,6 +21,7 @@ from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, UsageError
 from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing, not_waiting, refusal
+from roast.requests import TIMEOUT, timeout_event
 from roast.store import (
     HOST,
     ACCEPTED,
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
 
 COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
            "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by")
+           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by, "
+           "cancelled_by")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id, verified")
 _DEFAULT_BUSY_TIMEOUT = 5.0
@@ -98,7 +100,7 @@ def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Ses
                    row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
                    declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
                    tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
-                   json.loads(row["schemas"] or "{}"), row["started_by"])
+                   json.loads(row["schemas"] or "{}"), row["started_by"], row["cancelled_by"])
 
 
 def _event(row: Row) -> EventRecord:
@@ -167,7 +169,6 @@ class SQLStore:
         def _lock(self, tx: Tx, session_id: str) -> Row | None: ...  # the session row, locked for the write
         def _sessions(self, tx: Tx, rows: Sequence[Row]) -> list[Session]: ...  # with liveness
         def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...  # none configured
-        def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]: ...  # (orphaned, holder), lock held
         def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
@@ -307,12 +308,15 @@ class SQLStore:
             self._delta_seq[session_id] = written  # after COMMIT: a rolled-back delta does not count
         return attempt
 
-    def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None:
+    def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> bool:
         """Record a step's process group, so recovery can refuse to start another attempt while it
-        lives (issue 10). Not made durable: a process group does not outlive a power loss either."""
+        lives (issue 10). Not made durable: a process group does not outlive a power loss either.
+        False: the session was cancelled meanwhile (issue 20), and the caller stops the group."""
         with self._write(session_id, durable=False) as tx:
             tx.run("UPDATE steps SET pgid = ?, host = ? WHERE session_id = ? AND path = ? AND attempt = ?",
                    (pgid, HOST, session_id, path, attempt))
+            row = tx.row("SELECT status FROM sessions WHERE id = ?", (session_id,))
+            return row is None or row["status"] != "cancelled"
 
     def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
                 output: dict[str, Any] | None = None, finished: Sequence[StepDone] = (),
@@ -401,9 +405,8 @@ class SQLStore:
                 return Outcome("busy", None, session)
             if verdict.outcome == "late":
                 late = self._record(tx, session_id, event, verdict, now)
-                self._claim(tx, session, "timeout", {"deadline": verdict.deadline, "refused_event": event.name},
-                            "late", now)
-                return Outcome("late", late, self._session_in(tx, session_id))
+                claimed = self._claim(tx, session, timeout_event(verdict.deadline, event.name), "late", now)
+                return Outcome("late", late, self._session_in(tx, session_id), claimed=claimed)
             if verdict.outcome == "consumed":
                 self._flip(tx, session, now, consumer=verdict.path)
                 consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq)
@@ -462,13 +465,17 @@ class SQLStore:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
 
-    def _claim(self, tx: Tx, session: Session, name: str, data: dict[str, Any], source: str, now: float,
-               detail: str | None = None) -> None:
+    def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float,
+               detail: str | None = None) -> EventRecord:
+        """A wait's timeout, claimed: the runner is handed it, and so is recovery (pending_event, issue 20).
+        `detail`: PAUSE_ENDED when the deadline was a pause's (a sleep, a retry's backoff), not a decision."""
         self._flip(tx, session, now)
-        tx.run("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at, "
-               "detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)",
-               (session.id, session.wait_seq, name, json.dumps(data), now, source, now, detail))
-
+        row_id = tx.insert("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, "
+                           "consumed_at, detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)",
+                           (session.id, session.wait_seq, TIMEOUT, json.dumps(data), now, source, now, detail))
+        tx.run("UPDATE sessions SET pending_event = ? WHERE id = ?", (row_id, session.id))
+        return EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed", consumed_at=now, row=row_id,
+                           detail=detail)
     def _decided(self, tx: Tx, sessions: builtins.list[Session]) -> builtins.list[Session]:
         """Fill in `decided` of the finished sessions: the event their last wait took, or `timed out`
         (a pause that ended is not a decision; a retry's replacement data neither). Issue 24."""
@@ -482,9 +489,9 @@ class SQLStore:
         return [s._replace(decided="timed out" if s.status == "timed_out" else last.get(s.id))
                 if s.id in last or s.status == "timed_out" else s for s in sessions]
 
-    def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> None:
+    def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord:
         """Claim an overdue wait for its timeout: the same compare-and-set as an event, so an event and
-        a timeout racing at the deadline resolve to exactly one branch."""
+        a timeout racing at the deadline resolve to exactly one branch. Returns the claimed event."""
         now = _now(now)
         with self._write(session_id) as tx:
             session = self._sessions(tx, [self._locked(tx, session_id)])[0]
@@ -492,20 +499,20 @@ class SQLStore:
                 raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
             due = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
             pause = bool(due) and not any(a.get("event") for a in due)  # a sleep or a retry's backoff ended
-            self._claim(tx, session, "timeout", {"deadline": session.deadline}, source, now, PAUSE_ENDED if pause
-                        else None)
+            return self._claim(tx, session, timeout_event(session.deadline), source, now,
+                               PAUSE_ENDED if pause else None)
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
-        """Make this process the owner of an orphaned session (recovery); return the event that was
+        """Make this process the owner of an orphaned (or interrupted) session; return the event that was
         claimed for it and not yet delivered, if any (saved by the claim: nothing is inferred)."""
         now = _now(now)
         with self._write(session_id) as tx:
             row = self._locked(tx, session_id)
-            if row["status"] != "running":
+            if row["status"] not in ("running", "interrupted"):
                 raise not_waiting(self._sessions(tx, [row])[0], session_id, -1, self._last_event(tx, session_id))
-            count = tx.run("UPDATE sessions SET owner = ?, attempt = attempt + 1, updated_at = ?, error = NULL "
-                           "WHERE id = ? AND status = 'running' AND COALESCE(owner, '') = ?",
-                           (this_owner(), now, session_id, row["owner"] or ""))
+            count = tx.run("UPDATE sessions SET status = 'running', owner = ?, attempt = attempt + 1, updated_at = ?, "
+                           "error = NULL WHERE id = ? AND status = ? AND COALESCE(owner, '') = ?",
+                           (this_owner(), now, session_id, row["status"], row["owner"] or ""))
             if count != 1:
                 raise NotWaiting(f"session {session_id} was taken over by another process meanwhile; nothing changed")
             if row["pending_event"] is None:
@@ -571,17 +578,18 @@ class SQLStore:
                    (session_id,))
 
     def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
-                    now: float | None = None) -> None:
+                    restart: bool = False, now: float | None = None) -> None:
         """Roast is being stopped (a signal): record it and mark the steps in flight `interrupted`.
-        The session stays `running`, and is orphaned once this process has exited."""
+        Stopped by a person, it is `interrupted` (issue 20): only `roast resume -s ID` continues it. `restart`
+        (`roast serve` past its grace): it stays `running`, orphaned once this process exits, recovered."""
         now = _now(now)
         with self._write(session_id) as tx:
             self._lock(tx, session_id)
             _finish_steps(tx, session_id, finished)
             tx.run("UPDATE steps SET status = 'interrupted', finished_at = ? WHERE session_id = ? AND "
                    "finished_at IS NULL", (now, session_id))
-            tx.run("UPDATE sessions SET error = ?, updated_at = ?, owner = NULL WHERE id = ? AND status = 'running'",
-                   (error, now, session_id))
+            tx.run("UPDATE sessions SET status = ?, error = ?, updated_at = ?, owner = NULL WHERE id = ? "
+                   "AND status = 'running'", ("running" if restart else "interrupted", error, now, session_id))
 
     def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int:
         """A step that ran outside the session's drive (a `notify:` step of a waiting session): its
@@ -590,25 +598,33 @@ class SQLStore:
             self._locked(tx, session_id)
             return self._start(tx, session_id, start, done)
 
+    def claim_notice(self, session_id: str, *, wait_seq: int) -> bool:
+        """Claim the notify steps of wait `wait_seq` (issue 20), holding the notify lock: exactly one caller
+        wins. A notice claimed (2) and never `notified` belongs to a process that died: due again."""
+        with self._write(session_id) as tx:
+            return tx.run("UPDATE sessions SET notify_pending = 2 WHERE id = ? AND wait_seq = ? AND status = 'waiting' "
+                          "AND notify_pending <> 0", (session_id, wait_seq)) == 1
+
     def notified(self, session_id: str, *, wait_seq: int) -> None:
         with self._write(session_id) as tx:
             tx.run("UPDATE sessions SET notify_pending = 0 WHERE id = ? AND wait_seq = ?", (session_id, wait_seq))
 
-    def cancel(self, session_id: str, *, reason: str | None = None, now: float | None = None) -> Session:
-        """Cancel a waiting session, or a running one whose process is gone (orphaned). Accepts a prefix."""
+    def cancel(self, session_id: str, *, reason: str | None = None, actor: str | None = None,
+               now: float | None = None) -> Session:
+        """Cancel a session that has not finished, even a running one (issue 20; accepts a prefix): its steps
+        in flight are `cancelled` (the caller stops them); the status is what every writer checks, so
+        its owner's next write is refused and it stops there. No lock is taken."""
         now = _now(now)
         sid = self.get(session_id).id
-        with self.hold(sid, "roast cancel"), self._write(sid) as tx:
+        with self._write(sid) as tx:
             row = self._locked(tx, sid)
-            session = _session(row, *self._cancel_liveness(row)) if row["status"] == "running" else _session(row)
-            if session.status == "running" and not session.orphaned:
-                raise Refused(f"session {sid} is running in {session.holder or 'another roast process'}; "
-                              "nothing changed", hint="wait for it to finish or reach a wait, then cancel it")
-            if session.status not in ("waiting", "running"):
-                raise refusal(session, "cannot cancel", self._last_event(tx, sid))
-            tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, awaiting = '[]', deadline = NULL, "
-                   "finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
-                   (reason, now, now, sid))
+            if row["status"] not in ("waiting", "running", "interrupted"):
+                raise refusal(_session(row), "cannot cancel", self._last_event(tx, sid))
+            tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, cancelled_by = ?, awaiting = '[]', "
+                   "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
+                   (reason, actor, now, now, sid))
+            tx.run("UPDATE steps SET status = 'cancelled', finished_at = ? WHERE session_id = ? AND "
+                   "finished_at IS NULL", (now, sid))
             tx.run("DELETE FROM continuations WHERE session_id = ?", (sid,))
             tx.run("DELETE FROM deltas WHERE session_id = ?", (sid,))
             tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'", (sid,))
@@ -695,7 +711,7 @@ class SQLStore:
 
     def notify_due(self) -> list[Session]:
         """Waiting sessions whose notify steps have not finished (a crash in between: at least once)."""
-        return self._select("status = 'waiting' AND notify_pending = 1", ())
+        return self._select("status = 'waiting' AND notify_pending <> 0", ())  # 2: claimed by a process that died
 
     def find_event(self, workflow_path: str, event_id: str) -> tuple[Session, EventRecord] | None:
         with self._read() as tx:
@@ -818,8 +834,8 @@ class SQLStore:
             where.append("created_at >= ?")
             args.append(since)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ORDER BY (status IN ('running', 'waiting')) DESC, created_at DESC, id DESC" if open_first \
-            else "ORDER BY created_at DESC, id DESC"
+        order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
+            if open_first else "ORDER BY created_at DESC, id DESC"
         with self._read() as tx:
             if tx is None:
                 return [], 0

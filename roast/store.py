@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
 SESSION_ID = re.compile(r"[0-9a-z][0-9a-z_-]{3,63}")
-STATUSES = ("running", "waiting", "completed", "failed", "timed_out", "cancelled", "moved")
+STATUSES = ("running", "waiting", "interrupted", "completed", "failed", "timed_out", "cancelled", "moved")
 # `moved`: copied into another store by `roast store copy` (issue 24); `reason` names that store.
 FINISHED = ("completed", "failed", "timed_out", "cancelled", "moved")
-OPEN = ("running", "waiting")
+# `interrupted` (issue 20): stopped by a person (a signal to the CLI); only `roast resume -s ID`
+# continues it and `roast cancel` ends it, never serve or tick on their own (a crash is `orphaned`).
+OPEN = ("running", "waiting", "interrupted")
 # What became of a delivery (issue 14): the first three are accepted (exit 0).
 OUTCOMES = ("consumed", "queued", "duplicate", "late", "closed", "not_waiting", "unknown_event", "invalid",
             "not_found", "unconsumed")
@@ -45,12 +47,12 @@ class Session(Record):
     __slots__ = ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "orphaned", "cwd", "declares", "key", "definition",
-                 "owner", "holder", "notify_pending", "ahead", "schemas", "started_by", "decided")
+                 "owner", "holder", "notify_pending", "ahead", "schemas", "started_by", "decided", "cancelled_by")
     # decided: in listings, what decided a finished session: the event its last wait took, or
     # `timed out` (issue 24)
     _defaults = {"orphaned": False, "cwd": None, "declares": (), "key": None, "definition": None, "owner": None,
                  "holder": None, "notify_pending": False, "ahead": (), "schemas": {}, "started_by": None,
-                 "decided": None}
+                 "decided": None, "cancelled_by": None}
 
     @property
     def events(self) -> list[str]:
@@ -119,10 +121,11 @@ class Incoming(Record):
 
 
 class Outcome(Record):
-    """What `deliver` did: the outcome, the event's record, and the session as it now is."""
+    """What `deliver` did: the outcome, the event's record, and the session as it now is; `claimed`:
+    the timeout a `late` event claimed instead (issue 20: its branch reads it, `refused_event` and all)."""
 
-    __slots__ = ("outcome", "event", "session", "original")
-    _defaults = {"original": None}
+    __slots__ = ("outcome", "event", "session", "original", "claimed")
+    _defaults = {"original": None, "claimed": None}
 
 
 class Continuation(Record):
@@ -158,7 +161,7 @@ if TYPE_CHECKING:
         def advance(self, session_id: str, *, changes: object | None, cursor: str | None,
                     finished: Sequence[StepDone] = (), start: StepStart | None = None, delivered: bool = False,
                     now: float | None = None) -> int: ...
-        def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> None: ...
+        def spawned(self, session_id: str, path: str, attempt: int, pgid: int) -> bool: ...
         def record_step(self, session_id: str, start: StepStart, done: StepDone | None) -> int: ...
         def suspend(self, session_id: str, state: object, *, cursor: str, awaiting: list[dict[str, Any]],
                     output: dict[str, Any] | None = None, finished: Sequence[StepDone] = (),
@@ -167,7 +170,7 @@ if TYPE_CHECKING:
         def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False,
                     workflow_scope: str | None = None, holding: bool = True, workflow_path: str | None = None,
                     wait_seq: int | None = None, now: float | None = None) -> Outcome: ...
-        def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> None: ...
+        def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord: ...
         def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None: ...
         def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
                    now: float | None = None, note: Incoming | None = None) -> None: ...
@@ -175,9 +178,11 @@ if TYPE_CHECKING:
                    final_output: str | None = None, error: str | None = None, finished: Sequence[StepDone] = (),
                    keep_state: bool = False, cursor: str | None = None, now: float | None = None) -> None: ...
         def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
-                        now: float | None = None) -> None: ...
+                        restart: bool = False, now: float | None = None) -> None: ...
+        def claim_notice(self, session_id: str, *, wait_seq: int) -> bool: ...
         def notified(self, session_id: str, *, wait_seq: int) -> None: ...
-        def cancel(self, session_id: str, *, reason: str | None = None, now: float | None = None) -> Session: ...
+        def cancel(self, session_id: str, *, reason: str | None = None, actor: str | None = None,
+                   now: float | None = None) -> Session: ...
         def prune(self, *, older_than: float, now: float | None = None) -> int: ...
 
         # reads

@@ -105,7 +105,7 @@ def _copy(source: SessionStore, target: SQLStore) -> tuple[dict[str, int], list[
         wrong = ", ".join(f"{k} {found.get(k)} instead of {v}" for k, v in expected.items() if found.get(k) != v)
         raise StoreUnavailable(f"the copy in {target.describe()} differs from {source.describe()} when read back "
                                f"({wrong})", hint="the source is unchanged; investigate before using the copy")
-    return counts, [s for s in dumped["sessions"] if s["status"] in ("waiting", "running")]
+    return counts, [s for s in dumped["sessions"] if s["status"] in ("waiting", "running", "interrupted")]
 
 
 def restore(target: SQLStore, dumped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:

@@ -479,13 +479,6 @@ class PostgresStore(SQLStore):
         busy = self._live(tx, [r["id"] for r in rows if self._holds_anywhere(r["id"]) is None])
         return [r for r in rows if r["id"] not in busy]
 
-    def _cancel_liveness(self, row: Row) -> tuple[bool, str | None]:
-        # this process holds the lock now, so no other process does: it is live only if this very
-        # process is running it
-        if mine(row["owner"]) and running_here(row["id"]):
-            return False, f"this process (pid {os.getpid()})"
-        return True, None
-
     def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, builtins.list[Row]]:
         # one statement, one snapshot: the continuation, its deltas and the wait number agree
         row = tx.row("SELECT s.wait_seq, c.envelope, ARRAY(SELECT d.seq FROM deltas d WHERE d.session_id = s.id "

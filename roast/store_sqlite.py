@@ -427,9 +427,6 @@ class SQLiteStore(SQLStore):
     def _sessions(self, tx: Tx, rows: Sequence[Any]) -> builtins.list[Session]:
         return [_session(r, *self._liveness(r)) if r["status"] == "running" else _session(r) for r in rows]
 
-    def _cancel_liveness(self, row: Any) -> tuple[bool, str | None]:
-        return self._liveness(row, own_hold=False)  # (cancel holds the lock itself)
-
     def _pruned(self, ids: Sequence[str]) -> None:
         for sid in ids:  # after COMMIT: a lock file without a row is harmless, the reverse is not
             if SESSION_ID.fullmatch(sid):

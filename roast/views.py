@@ -179,7 +179,7 @@ def session_json(s: Session) -> dict[str, Any]:
             "awaiting": s.events, "deadline": iso(s.deadline),
             "cursor": s.cursor, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at),
             "finished_at": iso(s.finished_at), "output": s.output or {}, "error": s.error,
-            "reason": s.reason, "started_by": s.started_by,
+            "reason": s.reason, "started_by": s.started_by, "cancelled_by": s.cancelled_by,
             "outcome": s.decided}  # outcome: the event that decided, or `timed out` (issue 24)
 
 

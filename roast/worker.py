@@ -77,7 +77,7 @@ class Stop:
             except RoastError:
                 if not self.requested:
                     raise
-            raise Interrupted(signal.SIGTERM)
+            raise Interrupted(signal.SIGTERM, restart=True)  # recovered by the next start (issue 20)
 
         return perform
 
@@ -204,6 +204,9 @@ class Worker:
                 continue
             if session.status == "running" and session.orphaned:
                 return result_of(session, error="the process running this session died; "
+                                                f"`roast resume --session-id {sid}` continues it")
+            if session.status == "interrupted":  # stopped by a person: nothing continues it by itself
+                return result_of(session, error=f"{session.error or 'it was interrupted'}; "
                                                 f"`roast resume --session-id {sid}` continues it")
             wait = poll
             if session.status == "waiting" and session.deadline is not None:

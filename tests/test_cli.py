@@ -133,8 +133,10 @@ def test_watch_on_a_pipe_prints_a_plain_listing_every_refresh_until_sigint(flows
     sid = roast.run(flows["gate"]).session_id
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("NO_COLOR", None)  # a pipe alone must give plain text
+    # SIGINT at its default in the child: a run started as `pytest &` inherits it ignored (issue 20)
     proc = subprocess.Popen([sys.executable, "-m", "roast", "sessions", "--watch"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     guard = threading.Timer(20, proc.kill)  # a hang guard, not synchronisation: a silent watch fails the test
     guard.start()
     try:

@@ -43,6 +43,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
 
+def test_ci_runs_the_crash_sweeps_it_leaves_out_of_the_readme_command_as_a_step_of_their_own():
+    """Issue 20: the whole suite still runs; the crash sweeps get a step (and a timing) of their own."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    [listed] = re.findall(r"^sweeps=\((.*)\)$", ci, re.MULTILINE)
+    sweeps = listed.split()
+    assert sweeps and all((ROOT / f).is_file() for f in sweeps)
+    assert "python -m pytest -m 'not slow' \"${sweeps[@]/#/--ignore=}\"" in ci
+    assert "python -m pytest -m 'not slow' \"${sweeps[@]}\"" in ci
+
+
 def test_every_command_and_option_in_the_readme_exists():
     subs = _subparsers()
     commands = _fenced_commands()

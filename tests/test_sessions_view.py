@@ -589,7 +589,7 @@ def test_session_shows_an_interrupted_step_and_its_second_attempt(roast_cmd, tmp
     with pytest.raises(KeyboardInterrupt):
         roast.run({"name": "flaky", "steps": [{"first": lambda ctx: "one"}, {"flaky": flaky}]})
     [s] = roast.sessions()
-    assert s.status == "running" and s.orphaned
+    assert s.status == "interrupted" and not s.orphaned  # stopped by a person (issue 20)
     assert roast.resume(session_id=s.id).status == "completed"
 
     text = roast_cmd("session", s.id).out

@@ -759,18 +759,35 @@ def test_spawned_records_the_process_group_and_host_of_an_attempt(store: Any) ->
     assert (step.pgid, step.host, step.status) == (4242, os.uname().nodename, "running")
 
 
-def test_interrupted_marks_the_steps_in_flight_and_the_session_becomes_orphaned(store: Any) -> None:
+def test_interrupted_for_a_restart_marks_the_steps_in_flight_and_the_session_becomes_orphaned(store: Any) -> None:
     sid = make(store)
     with store.hold(sid, "roast execute"):
         store.advance(sid, changes=None, cursor=None, start=StepStart("0", "build", T0))
         assert store.get(sid).orphaned is False  # this process holds it
-        store.interrupted(sid, error="interrupted by SIGTERM during 0", now=T0 + 1)
+        store.interrupted(sid, error="interrupted by SIGTERM during 0", restart=True, now=T0 + 1)
     session = store.get(sid)
     assert (session.status, session.error, session.orphaned) == ("running", "interrupted by SIGTERM during 0", True)
     assert [h.status for h in store.history(sid)] == ["interrupted"]
     assert [s.id for s in store.orphans()] == [sid]
     with store.hold(sid, "roast resume"):
         assert store.take_over(sid) is None and store.get(sid).orphaned is False
+
+
+def test_interrupted_by_a_person_is_its_own_status_never_an_orphan_and_taken_over_only_when_asked(
+        store: Any) -> None:
+    """Issue 20: a signal to the CLI leaves the session `interrupted`, which no orphan query lists."""
+    sid = make(store)
+    with store.hold(sid, "roast execute"):
+        store.advance(sid, changes=None, cursor=None, start=StepStart("0", "build", T0))
+        store.interrupted(sid, error="interrupted by SIGINT during 0", now=T0 + 1)
+    session = store.get(sid)
+    assert (session.status, session.orphaned, session.owner) == ("interrupted", False, None)
+    assert [h.status for h in store.history(sid)] == ["interrupted"]
+    assert store.orphans() == [] and store.list(statuses=["orphaned"])[0] == []
+    assert [s.id for s in store.list(statuses=["interrupted"])[0]] == [sid]
+    with store.hold(sid, "roast resume"):
+        assert store.take_over(sid) is None
+        assert (store.get(sid).status, store.get(sid).orphaned) == ("running", False)
 
 
 def test_listing_filters_pages_and_counts(store: Any) -> None:
@@ -810,9 +827,12 @@ def test_overdue_lists_waiting_sessions_past_their_deadline_and_a_timeout_claims
     waiting(store, deadline=T0 + 1000)
     waiting(store)
     assert [s.id for s in store.overdue(now=T0 + 10)] == [late]
-    store.fire(late, wait_seq=1, source="tick", now=T0 + 11)
+    claimed = store.fire(late, wait_seq=1, source="tick", now=T0 + 11)
     assert store.overdue(now=T0 + 10) == []
-    assert [(e.name, e.source, e.data) for e in store.events(late)] == [("timeout", "tick", {"deadline": T0 + 10})]
+    deadline = datetime.datetime.fromtimestamp(T0 + 10, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # the claimed event, as the store keeps it and hands it to the runner: the deadline in ISO 8601 (issue 20)
+    assert [(e.name, e.source, e.data) for e in store.events(late)] == [("timeout", "tick", {"deadline": deadline})]
+    assert (claimed.name, claimed.data, claimed.outcome) == ("timeout", {"deadline": deadline}, "consumed")
 
 
 def test_overdue_leaves_out_a_session_another_process_is_claiming(store: Any) -> None:
@@ -912,7 +932,7 @@ def test_hold_excludes_a_second_holder_and_names_it(store: Any) -> None:
         with pytest.raises(NotWaiting, match=f"being handled by roast resume \\(pid {os.getpid()}"), \
                 reopen(store).hold(sid, "other"):
             pass
-    store.interrupted(sid, error="stopped")  # no owner any more: a free lock now means orphaned
+    store.interrupted(sid, error="stopped", restart=True)  # no owner any more: a free lock now means orphaned
     assert store.get(sid).orphaned is True and store.list()[0][0].orphaned is True
     with store.hold(sid):  # free again
         pass
@@ -921,21 +941,41 @@ def test_hold_excludes_a_second_holder_and_names_it(store: Any) -> None:
 def test_a_running_session_is_orphaned_once_its_process_dies_and_can_then_be_cancelled(store: Any) -> None:
     sid = waiting(store)
     consume(store, sid)
-    store.interrupted(sid, error="handed over")
+    store.interrupted(sid, error="handed over", restart=True)
     proc = child(LOCKER, url_of(store), sid)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         session = reopen(store).get(sid)
         assert session.orphaned is False and session.holder == f"roast test (pid {proc.pid} on {os.uname().nodename})"
-        for call in (lambda: store.cancel(sid), lambda: store.hold(sid).__enter__()):
-            with pytest.raises(NotWaiting, match=f"being handled by roast test \\(pid {proc.pid} on "):
-                call()
+        with pytest.raises(NotWaiting, match=f"being handled by roast test \\(pid {proc.pid} on "):
+            store.hold(sid).__enter__()
     finally:
         proc.kill()
         proc.communicate(timeout=30)
     assert store.get(sid).orphaned is True  # at once: its process is known to be dead
     cancelled = store.cancel(sid[:6], reason="stuck", now=T0 + 50)
     assert (cancelled.status, cancelled.reason, cancelled.finished_at) == ("cancelled", "stuck", T0 + 50)
+
+
+def test_cancel_of_a_running_session_refuses_its_owners_next_write_as_cancelled(store: Any) -> None:
+    """Issue 20: no lock is needed to cancel a running session; every write of its owner checks
+    the status, so the owner stops at its next checkpoint, and the steps in flight are `cancelled`."""
+    from roast.errors import Cancelled
+
+    sid = make(store)
+    with store.hold(sid, "roast execute"):
+        attempt = store.advance(sid, changes=None, cursor=None, start=StepStart("0", "build", T0))
+        assert store.spawned(sid, "0", attempt, 4242) is True
+        cancelled = reopen(store).cancel(sid, reason="superseded", actor="ana", now=T0 + 5)
+        assert (cancelled.status, cancelled.cancelled_by, cancelled.reason) == ("cancelled", "ana", "superseded")
+        assert store.spawned(sid, "0", attempt, 4242) is False  # the caller stops a step started meanwhile
+        for write in (lambda: store.advance(sid, changes={"x": 1}, cursor="1", now=T0 + 6),
+                      lambda: store.finish(sid, "completed", now=T0 + 6)):
+            with pytest.raises(Cancelled, match="cancelled .* by ana \\(superseded\\)"):
+                write()
+    assert [(h.status, h.finished_at) for h in store.history(sid)] == [("cancelled", T0 + 5)]
+    with pytest.raises(Cancelled):
+        store.cancel(sid)  # finished: refused (exit 3), as before
 
 
 LINGER = r"""
@@ -962,7 +1002,7 @@ def test_postgres_a_lock_that_outlives_its_dead_process_does_not_block_recovery(
     monkeypatch.setenv("ROAST_KEY", TEST_KEY)
     store = PostgresStore(pg_url)
     sid = make(store)
-    store.interrupted(sid, error="handed over")
+    store.interrupted(sid, error="handed over", restart=True)
     proc = child(LINGER, pg_url, sid)
     assert proc.stdout is not None
     sleeper = int(proc.stdout.readline())

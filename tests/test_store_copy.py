@@ -55,7 +55,7 @@ def sqlite_sessions(tmp_path: Path, roast_home: Path, monkeypatch: pytest.Monkey
                                                                      "deadline": None}])
     store.deliver(orphan, Incoming("go", {"n": 1}, "go-1", "ana", None, "cli", 2.0, "d"))
     store.advance(orphan, changes={"n": 1}, cursor="steps[1].go[0]", start=StepStart("1.0", "s", 3.0))
-    store.interrupted(orphan, error="killed")
+    store.interrupted(orphan, error="killed", restart=True)
     ids["orphaned"] = orphan
     # the target hosts get the key the sessions were sealed with (a raw 32-byte key file works as it is)
     monkeypatch.setenv("ROAST_KEY_FILE", str(roast_home / "secret.key"))
