@@ -1,6 +1,7 @@
 """The session store written once: every SELECT/INSERT/UPDATE/DELETE of the `SessionStore`
 operations, the compare-and-set claims, the inbox, retries, deadlines, listings, and rows turned
-into records, over a transaction `Tx` of four methods (`run`, `row`, `rows`, `insert`).
+into records, over a transaction `Tx` of four methods (`run`, `row`, `rows`, `insert`). The
+queries live in `roast.sql_reads` (`Reads`, which `SQLStore` extends), with `Tx` itself.
 
 SQL is written with `?` placeholders and named columns only (a PostgreSQL `Tx` rewrites the
 placeholders). What is decided about an event is `roast.outcomes`; what differs per database is
@@ -13,130 +14,45 @@ Must not import yaml or rich: `roast sessions` starts up through this module.
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, UsageError
-from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
+from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks are also this module's names)
+    COLUMNS,
+    EVENT_COLUMNS,
+    PAUSE_ENDED,
+    Reads,
+    Tx,
+    _event,
+    _now,
+    _session,
+    busy_timeout,
+    marks,
+)
 from roast.store import (
-    HOST,
-    ACCEPTED,
     FINISHED,
-    STATUSES,
-    Continuation,
+    HOST,
     EventRecord,
     Incoming,
     NewSession,
     Outcome,
     Session,
     StepDone,
-    StepRecord,
     StepStart,
     Suspended,
     check_id,
     this_owner,
-    when,
 )
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 if TYPE_CHECKING:
-    import builtins
-    from contextlib import AbstractContextManager
     from typing import Any
 
     Row = Any  # sqlite3.Row or a psycopg dict row: read by column name only
-
-COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, cursor, awaiting, deadline, "
-           "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
-           "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by, "
-           "cancelled_by")
-EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
-                 "consumed_at, detail, id, verified")
-_DEFAULT_BUSY_TIMEOUT = 5.0
-_NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
-
-
-def marks(values: Sequence[object]) -> str:
-    """`?, ?, ?`: the placeholders of an `IN (…)` list (never empty: the caller checks)."""
-    return ", ".join("?" for _ in values)
-
-
-def busy_timeout() -> float:
-    """ROAST_BUSY_TIMEOUT: how long a write waits for another writer's lock, in seconds."""
-    raw = os.environ.get("ROAST_BUSY_TIMEOUT")
-    if not raw:
-        return _DEFAULT_BUSY_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise UsageError(f"ROAST_BUSY_TIMEOUT must be a number of seconds, not {raw!r}")
-    return value
-
-
-def _now(now: float | None) -> float:
-    return time.time() if now is None else now
-
-
-# ---------------------------------------------------------------------------------------------
-# rows -> records
-
-PAUSE_ENDED = "a pause ended (a sleep, or a retry's backoff)"  # the detail of such a `timeout` (issue 24)
-
-
-def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Session:
-    output = row["output"]
-    declares = tuple(json.loads(row["declares"] or "[]"))
-    return Session(row["id"], row["workflow_path"], row["workflow_name"], row["fingerprint"], row["target"],
-                   row["status"], row["cursor"], json.loads(row["awaiting"] or "[]"), row["deadline"],
-                   int(row["wait_seq"]), int(row["attempt"]), row["created_at"], row["updated_at"],
-                   row["finished_at"], row["error"], None if output is None else json.loads(output),
-                   row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
-                   declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
-                   tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
-                   json.loads(row["schemas"] or "{}"), row["started_by"], row["cancelled_by"])
-
-
-def _event(row: Row) -> EventRecord:
-    return EventRecord(row["name"], json.loads(row["data"]), row["received_at"], row["source"], row["wait_seq"],
-                       row["event_id"], row["outcome"], row["actor"], row["reason"], row["wait_path"],
-                       row["consumed_at"], row["detail"], row["id"], bool(row["verified"]))
-
-
-class Tx:
-    """One transaction (or a read connection) over a DB-API connection: the whole dialect surface
-    for DML. A dialect's subclass rewrites the statement (`_sql`) or the parameters (`_params`)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def _sql(self, sql: str) -> str:
-        return sql
-
-    def _params(self, params: Sequence[object]) -> Sequence[object]:
-        return params
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        """Execute; return the number of rows it changed."""
-        return int(self.conn.execute(self._sql(sql), self._params(params)).rowcount)
-
-    def row(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        return self.conn.execute(self._sql(sql), self._params(params)).fetchone()
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return self.conn.execute(self._sql(sql), self._params(params)).fetchall()
-
-    def insert(self, sql: str, params: Sequence[object]) -> int:
-        """Execute an INSERT; return the new row's id."""
-        return int(self.conn.execute(self._sql(sql), self._params(params)).lastrowid)
 
 
 def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None:
@@ -146,37 +62,17 @@ def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None
                (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt))
 
 
-class SQLStore:
+class SQLStore(Reads):
     """The `SessionStore` operations over a dialect's transactions (see the module docstring)."""
 
-    _skip_locked = ""  # PostgreSQL: rows being written right now are left to their writer
-    _step_order = "rowid"
-    _dump_order = {**dict.fromkeys(TABLE_COLUMNS, "rowid"), "deltas": "session_id, seq"}
     _prune_tables: tuple[tuple[str, str], ...] = (
         ("events", "session_id"), ("steps", "session_id"), ("deltas", "session_id"),
         ("continuations", "session_id"), ("sessions", "id"))
     # session -> (wait_seq, last delta) while this process holds it: one statement less per step
     _delta_seq: dict[str, tuple[int, int]]
 
-    if TYPE_CHECKING:  # the dialect's part
-        shared: bool
-        _keys: seal.Keyring | None
-
-        def describe(self) -> str: ...
-        def _write(self, session_id: str | None = None, *,
-                   durable: bool = True) -> AbstractContextManager[Tx]: ...
-        def _read(self) -> AbstractContextManager[Tx | None]: ...
-        def _lock(self, tx: Tx, session_id: str) -> Row | None: ...  # the session row, locked for the write
-        def _sessions(self, tx: Tx, rows: Sequence[Row]) -> list[Session]: ...  # with liveness
-        def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring: ...  # none configured
-        def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...
-
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         """One workflow-wide check of an event id at a time (SQLite: every write is serial)."""
-
-    def _unheld(self, tx: Tx, rows: list[Row]) -> list[Row]:
-        """The overdue rows no other process is claiming right now."""
-        return rows
 
     def _pruned(self, ids: Sequence[str]) -> None:
         """After a prune's COMMIT (SQLite: the sessions' lock files)."""
@@ -184,25 +80,7 @@ class SQLStore:
     def _busy_timeout(self) -> float:
         return busy_timeout()
 
-    def _keyring(self, tx: Tx | None, *, signing: bool) -> seal.Keyring:
-        """The keys ROAST_KEY_FILE or ROAST_KEY name, else the dialect's own; kept once found."""
-        if self._keys is None:
-            keys = seal.configured_keys()
-            self._keys = keys if keys is not None else self._own_keys(tx, signing=signing)
-        return self._keys
-
     # -- inside transactions ---------------------------------------------------------------------
-
-    def _session_in(self, tx: Tx, session_id: str) -> Session:
-        row = tx.row(f"SELECT {COLUMNS} FROM sessions WHERE id = ?", (session_id,))
-        if row is None:
-            raise missing(session_id)
-        return self._sessions(tx, [row])[0]
-
-    def _last_event(self, tx: Tx, session_id: str) -> tuple[str, float] | None:
-        last = tx.row("SELECT name, received_at FROM events WHERE session_id = ? AND outcome = 'consumed' "
-                      "ORDER BY id DESC LIMIT 1", (session_id,))
-        return (last["name"], last["received_at"]) if last is not None else None
 
     def _locked(self, tx: Tx, session_id: str) -> Row:
         row = self._lock(tx, session_id)
@@ -444,16 +322,6 @@ class SQLStore:
         return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
                            event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified))
 
-    def _prior(self, tx: Tx, session_id: str, event_id: str, workflow_scope: str | None) -> Row | None:
-        if workflow_scope is not None:
-            return tx.row(f"SELECT e.session_id, e.digest, {', '.join('e.' + c for c in EVENT_COLUMNS.split(', '))} "
-                          "FROM events e JOIN sessions s ON s.id = e.session_id WHERE e.event_id = ? AND "
-                          f"s.workflow_path = ? AND e.outcome IN ({marks(ACCEPTED)}) ORDER BY e.id LIMIT 1",
-                          (event_id, workflow_scope, *ACCEPTED))
-        return tx.row(f"SELECT session_id, digest, {EVENT_COLUMNS} FROM events WHERE session_id = ? AND "
-                      f"event_id = ? AND outcome IN ({marks(ACCEPTED)}) ORDER BY id LIMIT 1",
-                      (session_id, event_id, *ACCEPTED))
-
     def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None) -> None:
         """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1)."""
         count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
@@ -476,18 +344,6 @@ class SQLStore:
         tx.run("UPDATE sessions SET pending_event = ? WHERE id = ?", (row_id, session.id))
         return EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed", consumed_at=now, row=row_id,
                            detail=detail)
-    def _decided(self, tx: Tx, sessions: builtins.list[Session]) -> builtins.list[Session]:
-        """Fill in `decided` of the finished sessions: the event their last wait took, or `timed out`
-        (a pause that ended is not a decision; a retry's replacement data neither). Issue 24."""
-        ids = [s.id for s in sessions if s.status in ("completed", "failed", "timed_out")]
-        last: dict[str, str] = {}
-        for part in (ids[i:i + 500] for i in range(0, len(ids), 500)):
-            for r in tx.rows(f"SELECT session_id, name FROM events WHERE session_id IN ({marks(part)}) AND "
-                             "outcome = 'consumed' AND source <> 'retry' AND COALESCE(detail, '') <> ? ORDER BY id",
-                             (*part, PAUSE_ENDED)):
-                last[r["session_id"]] = "timed out" if r["name"] == "timeout" else r["name"]
-        return [s._replace(decided="timed out" if s.status == "timed_out" else last.get(s.id))
-                if s.id in last or s.status == "timed_out" else s for s in sessions]
 
     def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord:
         """Claim an overdue wait for its timeout: the same compare-and-set as an event, so an event and
@@ -648,204 +504,21 @@ class SQLStore:
         self._pruned(ids)
         return len(ids)
 
-    # -- reads -----------------------------------------------------------------------------------
 
-    def get(self, id_or_prefix: str) -> Session:
-        """The session with this id, or the only one whose id starts with it (like git's short SHAs)."""
-        from roast.errors import Ambiguous
 
-        check_id(id_or_prefix)
-        with self._read() as tx:
-            rows = [] if tx is None else tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE id = ?", (id_or_prefix,))
-            if tx is not None and not rows:
-                # A range query, never LIKE: '_' is a LIKE wildcard and LIKE ignores case (§5 row 4).
-                rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE id >= ? AND id < ? "
-                               "ORDER BY created_at DESC LIMIT 11", (id_or_prefix, id_or_prefix + "{"))
-            if not rows:
-                raise missing(id_or_prefix)
-            if len(rows) > 1:
-                shown = [f"{r['id']} {r['status']} {r['workflow_name']} (created {when(r['created_at'])})"
-                         for r in rows[:10]]
-                more = "\n  and more" if len(rows) > 10 else ""
-                raise Ambiguous(f"session id prefix {id_or_prefix!r} is ambiguous; the candidates are:\n  "
-                                + "\n  ".join(shown) + more, hint="give more characters of the id")
-            assert tx is not None
-            return self._sessions(tx, rows)[0]
 
-    def history(self, session_id: str) -> list[StepRecord]:
-        sid = self.get(session_id).id
-        with self._read() as tx:
-            assert tx is not None  # get() found the session
-            rows = tx.rows("SELECT path, name, attempt, started_at, finished_at, status, output, pgid, host, error "
-                           f"FROM steps WHERE session_id = ? ORDER BY {self._step_order}", (sid,))
-        return [StepRecord(r["path"], r["name"], r["attempt"], r["started_at"], r["finished_at"], r["status"],
-                           r["output"], r["pgid"], r["host"], r["error"]) for r in rows]
 
-    def events(self, session_id: str) -> list[EventRecord]:
-        sid = self.get(session_id).id
-        with self._read() as tx:
-            assert tx is not None
-            rows = tx.rows(f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))
-        return [_event(r) for r in rows]
 
-    def _select(self, where: str, args: Sequence[object], order: str = "") -> list[Session]:
-        with self._read() as tx:
-            if tx is None:
-                return []
-            return self._sessions(tx, tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE {where} {order}", args))
 
-    def waiting_for(self, workflow_path: str) -> list[Session]:
-        """Waiting sessions of one workflow, newest first (`roast resume` without --session-id)."""
-        return self._select("workflow_path = ? AND status = 'waiting'", (workflow_path,),
-                            "ORDER BY created_at DESC, id DESC")
 
-    def open_of(self, workflow_path: str) -> list[Session]:
-        """Waiting and running sessions of one workflow, newest first."""
-        return self._select("workflow_path = ? AND status IN ('waiting', 'running')", (workflow_path,),
-                            "ORDER BY created_at DESC, id DESC")
 
-    def with_key(self, workflow_path: str, key: str) -> list[Session]:
-        """Open sessions of a workflow with this correlation key (issue 15), newest first."""
-        return self._select("workflow_path = ? AND key = ? AND status IN ('waiting', 'running')",
-                            (workflow_path, key), "ORDER BY created_at DESC")
 
-    def notify_due(self) -> list[Session]:
-        """Waiting sessions whose notify steps have not finished (a crash in between: at least once)."""
-        return self._select("status = 'waiting' AND notify_pending <> 0", ())  # 2: claimed by a process that died
 
-    def find_event(self, workflow_path: str, event_id: str) -> tuple[Session, EventRecord] | None:
-        with self._read() as tx:
-            if tx is None:
-                return None
-            row = self._prior(tx, "", event_id, workflow_path)
-            if row is None:
-                return None
-            return self._session_in(tx, row["session_id"]), _event(row)
 
-    def overdue(self, *, now: float | None = None) -> list[Session]:
-        """Waiting sessions whose deadline has passed, earliest deadline first. A work queue that
-        several hosts' ticks may read: rows being written right now and sessions another process
-        holds (it is claiming them) are left to that process."""
-        with self._read() as tx:
-            if tx is None:
-                return []
-            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'waiting' AND deadline IS NOT NULL "
-                           f"AND deadline <= ? ORDER BY deadline, id{self._skip_locked}", (_now(now),))
-            return self._sessions(tx, self._unheld(tx, rows))
 
-    def orphans(self) -> list[Session]:
-        """Running sessions whose process is gone."""
-        with self._read() as tx:
-            if tx is None:
-                return []
-            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'running' "
-                           f"ORDER BY created_at, id{self._skip_locked}")
-            return [s for s in self._sessions(tx, rows) if s.orphaned]
 
-    def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, list[Row]]:
-        """The session's wait number with its continuation (`wait_seq`, `envelope`), and its deltas."""
-        row = tx.row("SELECT s.wait_seq, c.envelope FROM sessions s LEFT JOIN continuations c "
-                     "ON c.session_id = s.id WHERE s.id = ?", (session_id,))
-        return row, tx.rows("SELECT seq, envelope FROM deltas WHERE session_id = ? ORDER BY seq", (session_id,))
 
-    def load_state(self, session: Session) -> Continuation:
-        """Verify and unpickle the session's continuation and every delta after it, in order."""
-        check_id(session.id)
-        with self._read() as tx:
-            if tx is None:
-                raise missing(session.id)
-            row, deltas = self._state_rows(tx, session.id)
-        if row is None or row["envelope"] is None:
-            from roast.errors import StateRefused
 
-            raise StateRefused(f"session {session.id} has no saved state (it is {session.status}); nothing can be "
-                               "continued from it")
-        keys = self._keyring(None, signing=False)
-        seq_now = int(row["wait_seq"])
-        base = seal.unseal(bytes(row["envelope"]), keys, bind=seal.session_bind(session.id, seq_now))
-        changes = [seal.unseal(bytes(d["envelope"]), keys, bind=f"delta:{session.id}:wait:{seq_now}:{d['seq']}")
-                   for d in deltas]
-        return Continuation(base, changes)
 
-    def has_definition(self, fingerprint: str) -> bool:
-        with self._read() as tx:
-            return tx is not None and tx.row("SELECT 1 AS one FROM definitions WHERE fingerprint = ?",
-                                             (fingerprint,)) is not None
 
-    def load_definition(self, fingerprint: str) -> object | None:
-        with self._read() as tx:
-            row = None if tx is None else tx.row("SELECT envelope FROM definitions WHERE fingerprint = ?",
-                                                 (fingerprint,))
-        if row is None:
-            return None
-        return seal.unseal(bytes(row["envelope"]), self._keyring(None, signing=False),
-                           bind=f"definition:{fingerprint}", who=f"the saved definition {fingerprint[:12]}")
-
-    def all_envelopes(self) -> Iterator[tuple[str, str, bytes]]:
-        """Every sealed blob (table, key, envelope): for `roast store copy` and the token checks in tests."""
-        with self._read() as tx:
-            if tx is None:
-                return
-            for table, column in (("continuations", "session_id"), ("deltas", "session_id || ':' || seq"),
-                                  ("definitions", "fingerprint")):
-                for row in tx.rows(f"SELECT {column} AS k, envelope FROM {table}"):
-                    yield table, str(row["k"]), bytes(row["envelope"])
-
-    def dump(self) -> dict[str, builtins.list[dict[str, Any]]]:
-        """Every row of every table, in SQLite's column order (envelopes as bytes), for `roast store copy`."""
-        with self._read() as tx:
-            if tx is None:
-                return {}
-            out: dict[str, builtins.list[dict[str, Any]]] = {}
-            for table, columns in TABLE_COLUMNS.items():
-                rows = tx.rows(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {self._dump_order[table]}")
-                out[table] = [{c: bytes(r[c]) if isinstance(r[c], memoryview) else r[c] for c in columns}
-                              for r in rows]
-            return out
-
-    def list(self, *, statuses: Sequence[str] = (), workflow: str | None = None,
-             older_than: float | None = None, since: float | None = None, limit: int | None = 50,
-             offset: int = 0, open_first: bool = False, now: float | None = None
-             ) -> tuple[builtins.list[Session], int]:
-        """A page of sessions, newest first (open ones first with `open_first`), and how many match.
-
-        `workflow` matches the path or the name; `since` is an epoch (created at or after);
-        `older_than` is seconds (last updated before now - older_than, as `prune` counts). The
-        status `orphaned` means running sessions whose process is gone.
-        """
-        wanted = [*statuses]
-        unknown = [s for s in wanted if s not in (*STATUSES, "orphaned")]
-        if unknown:
-            raise UsageError(f"unknown status {unknown[0]!r}; use one of {', '.join(STATUSES)}, orphaned")
-        orphaned_only = "orphaned" in wanted and "running" not in wanted
-        sql_statuses = sorted({"running" if s == "orphaned" else s for s in wanted})
-        where: builtins.list[str] = []
-        args: builtins.list[object] = []
-        if sql_statuses:
-            where.append(f"status IN ({marks(sql_statuses)})")
-            args.extend(sql_statuses)
-        if workflow is not None:
-            where.append("(workflow_path = ? OR workflow_name = ?)")
-            args.extend((workflow, workflow))
-        if older_than is not None:
-            where.append("updated_at < ?")
-            args.append(_now(now) - older_than)
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(since)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
-            if open_first else "ORDER BY created_at DESC, id DESC"
-        with self._read() as tx:
-            if tx is None:
-                return [], 0
-            if orphaned_only:
-                rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order}", args)
-                found = [s for s in self._sessions(tx, rows) if s.orphaned]
-                page = found[offset:] if limit is None else found[offset:offset + limit]
-                return self._decided(tx, page), len(found)
-            total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
-            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order} LIMIT ? OFFSET ?",
-                           (*args, _NO_LIMIT if limit is None else limit, offset))
-            return self._decided(tx, self._sessions(tx, rows)), int(total["n"] if total else 0)
 
