@@ -26,12 +26,13 @@ class Definition:
     """A compiled workflow and where it came from."""
 
     __slots__ = ("root", "path", "name", "fingerprint", "provider", "data", "sources", "tree", "directory",
-                 "key", "key_template", "models", "secret")
+                 "key", "key_template", "models", "secret", "about")
 
     def __init__(self, root: steps.Sequence, path: str, name: str, fingerprint: str, provider: str | None, *,
                  data: Mapping[str, Any] | None = None, sources: dict[str, str | None] | None = None,
                  tree: bytes | None = None, key_template: str | None = None,
-                 models: Mapping[str, Any] | None = None, secret: str | None = None) -> None:
+                 models: Mapping[str, Any] | None = None, secret: str | None = None,
+                 about: str | None = None) -> None:
         # the workflow's model keys (issue 17), saved with the tree; `api_token:` is only marked there
         self.models = dict(models or {})
         self.secret = secret    # the `api_token:` as written (a literal or $(cmd)): never saved
@@ -41,6 +42,7 @@ class Definition:
         self.tree = tree        # `root`, pickled for the next resume (see portable_tree)
         self.directory = os.path.dirname(path) if not path.startswith("<") else None
         self.key_template = key_template  # `key:`: the correlation key's template (issue 15)
+        self.about = about  # the workflow's own `description:`, shown on its gates' pages (issue 22)
 
     @property
     def declares(self) -> list[str]:
@@ -57,7 +59,7 @@ def load(workflow: Any, cwd: str | None = None) -> Definition:
         fingerprint = "dict:" + _dict_fingerprint(workflow)
         return Definition(root, f"<dict:{source.name}>", source.name, fingerprint, _provider(workflow),
                           data=workflow, key_template=_key(workflow), models=model_keys(workflow),
-                          secret=_secret(workflow))
+                          secret=_secret(workflow), about=_about(workflow))
     from roast import workflow as workflow_mod
 
     if cwd is None:
@@ -68,7 +70,14 @@ def load(workflow: Any, cwd: str | None = None) -> Definition:
         wf = workflow_mod.load(workflow, Path(cwd))
     root = compiler.compile_workflow(wf)
     return Definition(root, str(wf.path), wf.name, wf.fingerprint(), _provider(wf.data), sources=wf.sources(),
-                      key_template=_key(wf.data), models=model_keys(wf.data), secret=_secret(wf.data))
+                      key_template=_key(wf.data), models=model_keys(wf.data), secret=_secret(wf.data),
+                      about=_about(wf.data))
+
+
+def _about(data: Mapping[str, Any]) -> str | None:
+    """The workflow's `description:` as plain text (at most 2,000 characters), or None."""
+    value = data.get("description") if isinstance(data, Mapping) else None
+    return str(value)[:2000] if isinstance(value, (str, int, float)) and str(value).strip() else None
 
 
 MODEL_KEYS = ("api_provider", "model", "base_url", "uri_base", "tools")
@@ -164,7 +173,8 @@ def record(defn: Definition) -> dict[str, Any]:
     if defn.data is not None:
         return {"v": 2, "data": dict(defn.data)}
     return {"v": 2, "tree": portable_tree(defn), "sources": defn.sources, "provider": defn.provider,
-            "path": defn.path, "name": defn.name, "key": defn.key_template, "models": defn.models}
+            "path": defn.path, "name": defn.name, "key": defn.key_template, "models": defn.models,
+            "about": defn.about}
 
 
 def unchanged(sources: Mapping[str, str | None], moved_from: str | None = None, moved_to: str | None = None) -> bool:
@@ -196,7 +206,7 @@ def from_record(saved: Mapping[str, Any], session: Session) -> Definition | None
 
         return Definition(pickle.loads(tree), session.workflow_path, session.workflow_name, session.fingerprint,
                           saved.get("provider"), sources=sources, tree=tree, key_template=saved.get("key"),
-                          models=saved.get("models"))
+                          models=saved.get("models"), about=saved.get("about"))
     return None
 
 

@@ -141,13 +141,17 @@ def state_of(ctx: Context, cursor: Any) -> dict[str, Any]:
     return {"v": STATE_VERSION, "cursor": cursor, "context": ctx}
 
 
-def _awaiting(waits: Sequence[WaitInfo]) -> list[dict[str, Any]]:
+def _awaiting(waits: Sequence[WaitInfo], about: str | None = None) -> list[dict[str, Any]]:
+    """What a session awaits, as saved: each event with its wait, deadline, schema and what a person
+    sees of the gate (`about`: the workflow's own description, issue 22)."""
     out = []
     for w in waits:
         schemas = dict(w.schemas or ())
         for name in w.events:
             entry: dict[str, Any] = {"event": name, "wait": w.wait, "path": w.path, "deadline": w.deadline}
             entry.update(_shown(w))
+            if about:
+                entry["about"] = about
             if name in schemas:
                 entry["schema"] = json.loads(schemas[name])
             out.append(entry)
@@ -249,7 +253,7 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
             notify = [w for w in suspend.waits if w.notify is not None]
             held = store.suspend(session_id, state_of(ctx, suspend.cursor),
                                  cursor=tree.describe(defn.root, suspend.cursor, ctx.collections),
-                                 awaiting=_awaiting(suspend.waits), output=plain(ctx.output),
+                                 awaiting=_awaiting(suspend.waits, defn.about), output=plain(ctx.output),
                                  finished=journal.take_done(), undelivered=runner.undelivered(),
                                  ahead=sorted(tree.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
                                  now=now())

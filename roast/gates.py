@@ -89,7 +89,9 @@ def gate(session: Session, deliveries: Sequence[EventRecord], wait_seq: int, *,
         events.append(GateEvent(a["event"], labels.get(a["event"]), a.get("schema"), primary=not events))
     description = next((str(a["description"]) for a in waits if a.get("description")), None)
     deadline = min((a["deadline"] for a in waits if a.get("deadline") is not None), default=None)
-    common = {"description": description, "workflow": session.workflow_name, "ref": session.id}
+    about = next((str(a["about"]) for a in waits if a.get("about")), None)  # the workflow's description
+    common = {"description": description, "workflow": session.workflow_name, "workflow_description": about,
+              "ref": session.id}
     if session.status == "waiting" and session.wait_seq == wait_seq:
         return Gate(_title(session, waits), tuple(events), deadline=deadline, status="open", **common)
     decision = None

@@ -66,6 +66,7 @@ def test_the_main_example_is_approved_through_its_page_in_chromium(tmp_path, ser
     assert api.session(sid).status == "waiting"  # opening the page delivered nothing
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "Deploy app-1.4.2 to production?" in text and "deploy" in text  # the wait's title, the workflow
+    assert "ask a person to approve it, then deploy" in text  # the workflow's own description (About)
     buttons = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "button")]
     assert buttons == ["Approve and deploy", "Reject"]  # the wait's labels, side by side
     browser.find_elements(By.NAME, "approver")[0].send_keys("ana")  # the approved form comes first
