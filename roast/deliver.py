@@ -374,7 +374,7 @@ def _sealed(saved: Mapping[str, Any], session: Session) -> Definition:
 
 def check_no_step_alive(store: SessionStore, session: Session, wait: bool) -> None:
     """Recovery never starts an attempt while an earlier attempt's process group lives (issue 10)."""
-    from roast.effects import group_alive
+    from roast.stop import group_alive
 
     host = os.uname().nodename
     while True:

@@ -515,42 +515,6 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def group_alive(pgid: int) -> bool:
-    """True if a process group with this id still has a member that runs (a step left running by a
-    dead roast). Zombies do not count (issue 20): `killpg(pgid, 0)` succeeds for a group of zombies,
-    and where PID 1 reaps orphans slowly, or never (a container without an init), recovery would be
-    refused for seconds or forever though nothing runs."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    states = _group_states(pgid)
-    return True if states is None else any(state != b"Z" for state in states)
-
-
-def _group_states(pgid: int) -> list[bytes] | None:
-    """The states (`R`, `S`, `Z`, …) of the processes in a group, from /proc; None without /proc."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    states = []
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                data = stat.read()
-        except OSError:
-            continue  # exited meanwhile
-        fields = data[data.rfind(b")") + 2:].split()  # after the command name, which may hold spaces
-        if len(fields) > 2 and fields[2] == str(pgid).encode():
-            states.append(fields[0])
-    return states
-
-
 def _is_iterator(value: Any) -> bool:
     import types
 

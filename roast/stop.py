@@ -38,7 +38,6 @@ def cancelled_groups(store: SessionStore, session_id: str) -> list[int]:
 
 def stop_groups(groups: list[int], grace: float) -> None:
     """SIGTERM to each group that still runs; SIGKILL to those still running after `grace` seconds."""
-    from roast.effects import group_alive
 
     alive = [g for g in groups if group_alive(g)]
     for group in alive:
@@ -56,3 +55,39 @@ def _signal(group: int, signum: int) -> None:
         os.killpg(group, signum)
     except (ProcessLookupError, PermissionError):
         pass  # gone already, or not ours to stop: the owner stops at its next write all the same
+
+
+def group_alive(pgid: int) -> bool:
+    """True if a process group with this id still has a member that runs (a step left running by a
+    dead roast). Zombies do not count (issue 20): `killpg(pgid, 0)` succeeds for a group of zombies,
+    and where PID 1 reaps orphans slowly, or never (a container without an init), recovery would be
+    refused for seconds or forever though nothing runs."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    states = _group_states(pgid)
+    return True if states is None else any(state != b"Z" for state in states)
+
+
+def _group_states(pgid: int) -> list[bytes] | None:
+    """The states (`R`, `S`, `Z`, …) of the processes in a group, from /proc; None without /proc."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    states = []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = data[data.rfind(b")") + 2:].split()  # after the command name, which may hold spaces
+        if len(fields) > 2 and fields[2] == str(pgid).encode():
+            states.append(fields[0])
+    return states

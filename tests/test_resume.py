@@ -657,7 +657,7 @@ def _kill9_when(proc: subprocess.Popen[bytes], predicate, what: str,  # type: ig
 
 
 def _kill_step_groups() -> None:
-    from roast.effects import group_alive
+    from roast.stop import group_alive
 
     for s in roast.sessions(limit=None):
         for h in api.history(s.id):

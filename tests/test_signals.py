@@ -21,7 +21,7 @@ from conftest import ROOT
 
 import roast
 from roast import api
-from roast.effects import group_alive
+from roast.stop import group_alive
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from test_signals import sigint_as_default
 
 import roast
 from roast import api
-from roast.effects import group_alive
+from roast.stop import group_alive
 
 
 def _start(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
