@@ -32,8 +32,12 @@ def _fenced_commands() -> list[str]:
 
 def test_the_readme_opens_with_the_two_fresh_machine_commands():
     blocks = re.findall(r"```sh\n(.*?)```", README, re.DOTALL)
-    assert "pip install ." in blocks[0] and "roast execute examples/deploy" in blocks[0]
+    install = re.search(r"pip install (\S+)", blocks[0])
+    assert install and install.group(1).strip("'\"").startswith(".") and "roast execute examples/deploy" in blocks[0]
     assert "roast resume examples/deploy --event approved" in blocks[0]
+    # the main example must run on what the command installs: its schemas need the `schema` extra
+    if "schema:" in (ROOT / "examples" / "deploy" / "workflow.yml").read_text():
+        assert "schema" in install.group(1), "the main example declares schema: but command 1 lacks [schema]"
     assert "pytest" in blocks[1]
     assert (ROOT / "examples" / "deploy" / "workflow.yml").is_file()
 
