@@ -149,9 +149,10 @@ class Worker:
 
     # -- one pass (`roast tick`)
 
-    def tick(self) -> list[dict[str, Any]]:
+    def tick(self, source: str = "tick") -> list[dict[str, Any]]:
         """Fire every overdue wait, then run the notify steps a crash left unrun: one summary dict per
-        session. A store error while listing stops the pass (StoreUnavailable)."""
+        session. A store error while listing stops the pass (StoreUnavailable). `source`: who fired,
+        as the timeout's event records it (`tick`, or `serve` for the resident worker; issue 24)."""
         fired: list[dict[str, Any]] = []
         for session in self.store.overdue(now=self.now()):
             if not self._due(session.id):
@@ -160,7 +161,7 @@ class Worker:
                                      "deadline": iso(session.deadline), "fired": False, "status": session.status,
                                      "error": None}
             try:
-                result = self.jobs.fire(session, self.observer_for(session.id), "tick", self.stop_drives)
+                result = self.jobs.fire(session, self.observer_for(session.id), source, self.stop_drives)
                 entry.update(fired=True, status=result.status, error=result.error)
                 self._worked(session.id)
             except StoreUnavailable:
@@ -313,7 +314,7 @@ class Worker:
     def _do(self, kind: str, session_id: str | None) -> None:
         if kind == "pass":
             try:
-                entries = self.tick()
+                entries = self.tick("serve")
             except RoastError as err:
                 self._failed("store", "firing deadlines", err)
                 return

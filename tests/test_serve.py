@@ -319,7 +319,7 @@ def test_a_deadline_fires_while_serve_runs_without_any_tick(tmp_path, serve):
     """)
     done = eventually(lambda: finished(sid), "the deadline to fire")
     assert done.status == "completed"
-    assert [(e.name, e.source) for e in api.deliveries(sid)] == [("timeout", "tick")]
+    assert [(e.name, e.source) for e in api.deliveries(sid)] == [("timeout", "serve")]  # not "tick" (issue 24)
     assert "deadline fired" in server.log
 
 
