@@ -195,3 +195,19 @@ def test_the_migration_creates_the_partial_index(store: Any) -> None:
     else:
         found = raw(store, "SELECT sql FROM sqlite_master WHERE name = 'sessions_notify_due'")
     assert found and "notify_pending <> 0" in found[0][0]
+
+
+def test_one_tick_fires_every_overdue_wait_past_the_batch_size(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import roast
+    from roast import sql_reads
+
+    workflow = tmp_path / "tick" / "workflow.yml"
+    workflow.parent.mkdir()
+    workflow.write_text("name: tick\nsteps:\n  - approval:\n      wait_for_event:\n        approved:\n"
+                        "          - echo yes\n        within: 60s\n  - echo after\n")
+    ids = {roast.run(workflow, now=lambda: T0).session_id for _ in range(7)}
+    monkeypatch.setattr(sql_reads, "OVERDUE_BATCH", 3)
+    fired = roast.tick(now=lambda: T0 + 61)
+    assert {f["session_id"] for f in fired} == ids and all(f["fired"] for f in fired)
+    assert roast.tick(now=lambda: T0 + 62) == []
