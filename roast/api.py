@@ -290,7 +290,7 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
         if outcome.outcome == "late":  # SPEC §6: a late event is refused, and its claimed timeout runs
             return event_of(outcome.claimed)  # `refused_event` reaches the branch (issue 20)
         if others:
-            observer.note(f"{len(others)} other session(s) of this workflow are waiting too: "
+            observer.note(f"{intake_.counted(others)} other session(s) of this workflow are waiting too: "
                           f"{', '.join(others[:5])}; this event went to the most recent one that waits for "
                           f"{incoming.name!r}, {fresh.id}")
         return event_of(outcome.event)

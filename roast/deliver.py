@@ -101,8 +101,7 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
             raise NotFound(f"no open session of {path} has the key {key!r}",
                            hint=f"list sessions with `roast sessions --workflow {path}`")
         return keyed[0], [s.id for s in keyed[1:]]
-    waiting = store.waiting_for(path)
-    accepting = [s for s in waiting if event is None or event in s.events]
+    waiting, accepting = _accepting(store, path, event)
     if accepting:
         return accepting[0], [s.id for s in accepting[1:]]
     # issue 14: no wait takes it now; the newest open session with a wait ahead for it keeps it
@@ -134,6 +133,33 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
                          hint=f"ROAST_STORE={moved[0].reason} roast resume {path}"
                               + (f" --event {event}" if event else ""))
     raise NotFound(f"no session of {path} is waiting", hint=hint)
+
+
+OTHERS_SHOWN = 1000  # issue 25: `others_waiting` lists at most this many ids; the note says "1,000+"
+
+
+def _accepting(store: SessionStore, path: str, event: str | None) -> tuple[list[Session], list[Session]]:
+    """The newest waiting sessions of `path` that accept `event`, read a page at a time: at most
+    OTHERS_SHOWN + 2 (the one picked, the others, one past the cap); when none does, every waiting
+    session (for the error's counts). Issue 25: no longer every waiting session of the workflow."""
+    accepting: list[Session] = []
+    waiting: list[Session] = []
+    before: tuple[float, str] | None = None
+    while True:
+        size = 100 if accepting else 20
+        page = store.waiting_page(path, before=before, limit=size)
+        accepting += [s for s in page if event is None or event in s.events]
+        if not accepting:
+            waiting += page
+        if len(page) < size or len(accepting) > OTHERS_SHOWN + 1:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    return waiting, accepting[:OTHERS_SHOWN + 2]
+
+
+def counted(others: list[str]) -> str:
+    """How many other sessions wait too: `3`, or `1,000+` past OTHERS_SHOWN (issue 25)."""
+    return f"{OTHERS_SHOWN:,}+" if len(others) > OTHERS_SHOWN else str(len(others))
 
 
 def new_event_id() -> str:

@@ -130,6 +130,9 @@ SQLITE: list[tuple[str, ...]] = [
     (  # issue 20: who cancelled a session (`roast cancel --actor`, default the OS user)
         "ALTER TABLE sessions ADD COLUMN cancelled_by TEXT",
     ),
+    (  # issue 25: notify_due() reads only the sessions with a notice pending, not every waiting one
+        "CREATE INDEX sessions_notify_due ON sessions(status, notify_pending) WHERE notify_pending <> 0",
+    ),
 ]
 
 
@@ -252,6 +255,9 @@ POSTGRES: list[tuple[str, ...]] = [
     ),
     (  # issue 20: who cancelled a session (`roast cancel --actor`, default the OS user)
         "ALTER TABLE sessions ADD COLUMN cancelled_by text",
+    ),
+    (  # issue 25: notify_due() reads only the sessions with a notice pending, not every waiting one
+        "CREATE INDEX sessions_notify_due ON sessions(status, notify_pending) WHERE notify_pending <> 0",
     ),
 ]
 

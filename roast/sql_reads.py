@@ -18,6 +18,7 @@ from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing
 from roast.store import (
     ACCEPTED,
+    OPEN,
     STATUSES,
     Continuation,
     EventRecord,
@@ -43,6 +44,7 @@ COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, curso
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id, verified")
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
+OVERDUE_BATCH = 1000  # overdue() returns at most this many per call; the worker's next tick takes the rest (issue 25)
 
 
 def marks(values: Sequence[object]) -> str:
@@ -260,7 +262,8 @@ class Reads:
             if tx is None:
                 return []
             rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'waiting' AND deadline IS NOT NULL "
-                           f"AND deadline <= ? ORDER BY deadline, id{self._skip_locked}", (_now(now),))
+                           f"AND deadline <= ? ORDER BY deadline, id LIMIT {OVERDUE_BATCH}{self._skip_locked}",
+                           (_now(now),))
             return self._sessions(tx, self._unheld(tx, rows))
 
     def orphans(self) -> list[Session]:
@@ -364,6 +367,13 @@ class Reads:
             where.append("created_at >= ?")
             args.append(since)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
+        if open_first and limit is not None and not orphaned_only:  # issue 25: per-status indexed queries
+            with self._read() as tx:
+                if tx is None:
+                    return [], 0
+                total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
+                page = self._open_first(tx, where, args, sql_statuses, limit, offset)
+                return self._decided(tx, self._sessions(tx, page)), int(total["n"] if total else 0)
         order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
             if open_first else "ORDER BY created_at DESC, id DESC"
         with self._read() as tx:
@@ -378,3 +388,35 @@ class Reads:
             rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order} LIMIT ? OFFSET ?",
                            (*args, _NO_LIMIT if limit is None else limit, offset))
             return self._decided(tx, self._sessions(tx, rows)), int(total["n"] if total else 0)
+
+    # -- issue 25: queries bounded by an index and a LIMIT, whatever the number of sessions
+
+    def waiting_page(self, workflow_path: str, *, before: tuple[float, str] | None = None,
+                     limit: int = 100) -> builtins.list[Session]:
+        """At most `limit` waiting sessions of one workflow, newest first, older than `before`
+        (created_at, id) — the last one of the previous page (`sessions_by_workflow`)."""
+        after = "" if before is None else " AND (created_at < ? OR (created_at = ? AND id < ?))"
+        args = (workflow_path,) if before is None else (workflow_path, before[0], before[0], before[1])
+        return self._select(f"workflow_path = ? AND status = 'waiting'{after}", (*args, limit),
+                            "ORDER BY created_at DESC, id DESC LIMIT ?")
+
+    def _newest(self, tx: Tx, where: Sequence[str], args: Sequence[object], statuses: Sequence[str],
+                count: int) -> builtins.list[Row]:
+        """The `count` newest rows with one of `statuses`: one query per status, each a range of
+        `sessions_by_status` (SQLite's planner picks a worse index for `status IN (…)`), merged."""
+        rows: builtins.list[Row] = []
+        for status in statuses:
+            clause = " AND ".join([*where, "status = ?"])
+            rows += tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE {clause} ORDER BY created_at DESC, id DESC "
+                            "LIMIT ?", (*args, status, count))
+        rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        return rows[:count]
+
+    def _open_first(self, tx: Tx, where: Sequence[str], args: Sequence[object], statuses: Sequence[str],
+                    limit: int, offset: int) -> builtins.list[Row]:
+        """A page of `list(open_first=True)`: open sessions newest first, then finished ones."""
+        wanted = statuses or STATUSES
+        opened = self._newest(tx, where, args, [s for s in wanted if s in OPEN], offset + limit)
+        if len(opened) < offset + limit:
+            opened += self._newest(tx, where, args, [s for s in wanted if s not in OPEN], offset + limit - len(opened))
+        return opened[offset:offset + limit]

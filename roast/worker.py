@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from roast.errors import Interrupted, NotWaiting, RoastError, StoreUnavailable
 from roast.expressions import iso
@@ -154,7 +154,7 @@ class Worker:
         session. A store error while listing stops the pass (StoreUnavailable). `source`: who fired,
         as the timeout's event records it (`tick`, or `serve` for the resident worker; issue 24)."""
         fired: list[dict[str, Any]] = []
-        for session in self.store.overdue(now=self.now()):
+        for session in self._overdue():
             if not self._due(session.id):
                 continue
             entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
@@ -176,6 +176,17 @@ class Worker:
             fired.append(entry)
         notify_pending(self.store, self.observer_for(None), self.now, self.stop_drives.notify_later)
         return fired
+
+    def _overdue(self) -> Iterator[Session]:
+        """Every overdue session, read a batch at a time (`overdue()` has a LIMIT, issue 25): the
+        next batch is read after this one is fired; a batch that brings no new session ends it."""
+        seen: set[str] = set()
+        while True:
+            new = [s for s in self.store.overdue(now=self.now()) if s.id not in seen]
+            if not new:
+                return
+            seen.update(s.id for s in new)
+            yield from new
 
     def _current(self, session: Session) -> Session | None:
         try:
