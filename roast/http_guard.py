@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -59,17 +58,9 @@ def limits(environ: Mapping[str, str]) -> Limits:
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 3600:  # NaN fails too
-        raise UsageError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}",
-                         hint=f"the default is {default:g}")
-    return value
+    from roast.settings import seconds
+
+    return seconds(name, default, environ)
 
 
 def protocol(environ: Mapping[str, str]) -> type[asyncio.Protocol]:

@@ -42,6 +42,22 @@ def max_event_bytes(environ: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
+def seconds(name: str, default: float, environ: Mapping[str, str] | None = None, *,
+            hint: str | None = None) -> float:
+    """A deadline in seconds from the environment: more than 0 and at most 3600 (NaN and inf refused)."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # NaN fails too
+        raise UsageError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}",
+                         hint=hint or f"the default is {default:g}")
+    return value
+
+
 def sleep_in_process(environ: Mapping[str, str] | None = None) -> float:
     """`ROAST_SLEEP_IN_PROCESS` (seconds, default 30): a retry's backoff up to this long is slept by
     the running process; a longer one saves the session as `waiting` until the next attempt is due

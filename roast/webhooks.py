@@ -209,20 +209,10 @@ def _scrubbed(text: str, url: str) -> str:
 
 
 def _notify_timeout() -> float:
-    import math
-    import os
+    from roast.settings import seconds
 
-    raw = os.environ.get("ROAST_NOTIFY_TIMEOUT")
-    if not raw:
-        return NOTIFY_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 3600:  # NaN fails too
-        raise UsageError(f"ROAST_NOTIFY_TIMEOUT must be a number of seconds from 0 to 3600, got {raw!r}",
-                         hint=f"it bounds each notify webhook, all attempts together (default {NOTIFY_TIMEOUT:g})")
-    return value
+    return seconds("ROAST_NOTIFY_TIMEOUT", NOTIFY_TIMEOUT, hint="it bounds each notify webhook, all attempts "
+                   f"together (default {NOTIFY_TIMEOUT:g})")
 
 
 def _urllib_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
