@@ -74,12 +74,15 @@ def misspelt_reserved(key: str) -> str | None:
 
     One edit away, two for the long `on_timeout`: close enough to be a typo, far enough that
     event names such as `timed_out` or `on_time` stay events."""
+    from roast.policy import POLICY_KEYS, misspelt_key
+
     lowered = key.lower()
-    for reserved in sorted(RESERVED_WAIT_KEYS):
+    for reserved in sorted(RESERVED_WAIT_KEYS.difference(POLICY_KEYS)):
         allowed = 2 if len(reserved) >= 8 else 1
         if abs(len(lowered) - len(reserved)) <= allowed and edits(lowered, reserved) <= allowed:
             return reserved
-    return None
+    # issue 23: the policy keys have their own rule (`approved` is an event, not a misspelt `approvers`)
+    return misspelt_key(key)
 
 class Checks:
     """The compiler's state and its checks; `problems` collects what is wrong."""

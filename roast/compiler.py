@@ -387,8 +387,35 @@ class _Compiler(Checks):
                                  "forever; give it `within: 2h`" + (f", `{name}: {{timeout: 2h}}`" if name else "")
                                  + " or a top-level `wait_for_event: {timeout: 2h}`")
         title, description, labels = self.gate(spec, path, [event for event, _ in branches])
+        policy = self.wait_policy(spec, config, item, path, depth, [event for event, _ in branches],
+                                  notify is not None, timeout)
         return WaitForEvent(path, name, tuple(branches), timeout_branch, on_timeout, timeout, depth, schemas,
-                            notify, title, description, labels)
+                            notify, title, description, labels, policy)
+
+    def wait_policy(self, spec: Mapping[str, Any], config: Mapping[str, Any], item: Any, path: str, depth: int,
+                    events: list[str], has_notify: bool, within: float | None) -> Any:
+        """Issue 23: the wait's gate policy (`approvers`, `quorum`, `self_approval`, `require_verified`,
+        `remind`, `escalate`), from the wait, else its named config; every problem reported in place."""
+        from roast.policy import POLICY_KEYS, parse_policy
+
+        raw = {key: origin[key] for origin in (config, spec) for key in POLICY_KEYS if key in origin}
+        if not raw:
+            return None
+
+        def where_of(key: str) -> str:
+            return self.source.where(key_at(spec, key) if key in spec else key_at(config, key))
+
+        def compile_notify(value: Any, what: str) -> Any:
+            origin = spec if "escalate" in spec else config
+            return self.notify(value, f"{path}.{what}.notify", depth, key_at(origin, "escalate"))
+
+        try:
+            return parse_policy(raw, where=self.source.where(item), events=events, has_notify=has_notify,
+                                where_of=where_of, within=within, compile_notify=compile_notify)
+        except WorkflowInvalid as err:
+            for found in err.problems or [err]:
+                self.problems.append(WorkflowInvalid(f"{path}: {found.message}", where=found.where, hint=found.hint))
+            return None
 
     def gate(self, spec: Mapping[str, Any], path: str, events: list[str]
              ) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:

@@ -154,6 +154,10 @@ def _awaiting(waits: Sequence[WaitInfo], about: str | None = None) -> list[dict[
                 entry["about"] = about
             if name in schemas:
                 entry["schema"] = json.loads(schemas[name])
+            if w.policy is not None:  # issue 23: what the delivery's transaction decides with
+                from roast.policy import to_doc
+
+                entry["policy"] = to_doc(w.policy)
             out.append(entry)
     # a pause (a `sleep:`, a retry's backoff) awaits no event, only its deadline (issue 16)
     return out + [{"event": None, "wait": w.wait, "path": w.path, "deadline": w.deadline, "kind": w.kind}

@@ -95,6 +95,28 @@ class Decides(Record):
     outcome = "decides"
 
 
+def to_doc(policy: Policy | None) -> dict[str, Any] | None:
+    """The policy as saved with a session's wait (`awaiting[i].policy`, plain JSON): what a delivery's
+    transaction decides with, without loading the workflow. Escalations keep only their `after`."""
+    if policy is None:
+        return None
+    return {"approvers": None if policy.approvers is None else list(policy.approvers),
+            "quorum": dict(policy.quorum), "self_approval": bool(policy.self_approval),
+            "require_verified": bool(policy.require_verified), "remind": policy.remind,
+            "escalate": [e.after for e in policy.escalate]}
+
+
+def from_doc(doc: Mapping[str, Any] | None) -> Policy | None:
+    """A saved policy (`to_doc`) again; None for None (a wait saved without one)."""
+    if not doc:
+        return None
+    approvers = doc.get("approvers")
+    return Policy(None if approvers is None else tuple(approvers),
+                  tuple((str(k), int(v)) for k, v in (doc.get("quorum") or {}).items()),
+                  bool(doc.get("self_approval", True)), bool(doc.get("require_verified", False)),
+                  doc.get("remind"), tuple(Escalation(float(a)) for a in doc.get("escalate") or ()))
+
+
 def identity_key(identity: str) -> str:
     """The form identities are compared in: an email is compared case-insensitively, the rest exactly.
 

@@ -132,7 +132,8 @@ class Receive(Record):
 class WaitInfo(Record):
     """A wait the session rests on: events, deadline, schemas (event → JSON text), `notify:` steps
     (issue 14); `kind`: `event`, `sleep` or `retry` (issue 16); `title`, `description`, `labels`
-    ((event, text) pairs): what a person sees, rendered when the wait was reached (issue 22)."""
+    ((event, text) pairs): what a person sees, rendered when the wait was reached (issue 22);
+    `policy`: who may decide and how many must agree (issue 23)."""
     path: str
     wait: str
     events: tuple[str, ...]
@@ -143,6 +144,7 @@ class WaitInfo(Record):
     title: str | None = None
     description: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    policy: Any = None  # issue 23: the wait's `roast.policy.Policy` (None: anyone decides, at once)
 
 
 class Timer(Record):

@@ -66,7 +66,9 @@ AT_SLEEP = "@sleep"
 AT_RETRY = "@retry"
 COLLECTED = "@collected"
 EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
-RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema", "notify", "title", "description", "labels"}
+RESERVED_WAIT_KEYS = {"timeout", "within", "on_timeout", "schema", "notify", "title", "description", "labels",
+                      # issue 23: a wait's gate policy (roast.policy.POLICY_KEYS)
+                      "approvers", "quorum", "self_approval", "require_verified", "remind", "escalate"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -521,6 +523,7 @@ class WaitForEvent(Record):
     title: str | None = None
     description: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    policy: Any = None  # issue 23: a `roast.policy.Policy`, or None (anyone may decide, at once)
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -541,7 +544,8 @@ class WaitForEvent(Record):
                 yield Suspend((AT_WAIT, delivery.deadline),
                               (WaitInfo(path, wait, self.events, delivery.deadline, self.schemas, self.notify,
                                         title=_gate_text(self.title, ns), description=_gate_text(self.description, ns),
-                                        labels=tuple((e, str(_gate_text(t, ns))) for e, t in self.labels)),))
+                                        labels=tuple((e, str(_gate_text(t, ns))) for e, t in self.labels),
+                                        policy=self.policy),))
                 raise RuntimeError("a suspended wait was resumed in place")
             event = delivery.event
             ctx.set_event(event.name, event.data, event.delivery)
