@@ -452,7 +452,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                             wait_for_steps=args.wait)
     finally:
         progress.stop()
-    if result.outcome in ("queued", "duplicate"):
+    if result.outcome in ("queued", "duplicate", "counted"):  # counted: a gated wait's quorum (issue 23)
         if args.json:
             _emit_json(result.to_json())
         else:

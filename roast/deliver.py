@@ -18,6 +18,7 @@ from roast.errors import (
     DefinitionChanged,
     EventLate,
     EventRefused,
+    Forbidden,
     NotFound,
     NotWaiting,
     Refused,
@@ -248,14 +249,19 @@ def refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Resu
     session: Session = outcome.session
     record: EventRecord | None = outcome.event
     doc = outcome_doc(outcome.outcome, session, incoming.event_id, incoming.name, record)
-    if outcome.outcome in ("queued", "duplicate"):
-        if outcome.outcome == "duplicate" and record is not None and record.data != dict(incoming.data):
+    quorum = getattr(outcome, "quorum", None)  # issue 23: a counted approval, or one counted already
+    if outcome.outcome in ("queued", "duplicate", "counted"):
+        if outcome.outcome == "duplicate" and quorum is None and record is not None \
+                and record.data != dict(incoming.data):
             raise BadEventData(f"event id {incoming.event_id!r} was already used with other data; nothing changed",
                                hint="use a new --event-id for a new event")
         return result_of(session)._replace(outcome=outcome.outcome, event_id=record.event_id if record else None,
-                                         event=incoming.name, delivery=doc["delivery"], others_waiting=others)
+                                         event=incoming.name, delivery=doc["delivery"], others_waiting=others,
+                                         quorum=quorum)
     err: RoastError
-    if outcome.outcome == "closed" and session.status == "moved":  # issue 24: never applied in two stores
+    if outcome.outcome == "forbidden":
+        err = forbidden(session, incoming, record)
+    elif outcome.outcome == "closed" and session.status == "moved":  # issue 24: never applied in two stores
         err = Closed(f"session {session.id} {outcome.event.detail if outcome.event and outcome.event.detail else 'moved'}"
                      f"; {incoming.name!r} was not delivered here",
                      hint=f"ROAST_STORE={session.reason} roast resume -s {session.id} -e {incoming.name}"
@@ -286,6 +292,19 @@ def refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Resu
                                "continues it") if session.orphaned else None)
     err.document = doc
     raise err
+
+
+def forbidden(session: Session, incoming: Incoming, record: EventRecord | None) -> Forbidden:
+    """Issue 23: the wait's policy refused the actor; the refusal names them, why, and who may."""
+    from roast.outcomes import offered_to, who_may
+
+    reason = record.detail if record is not None and record.detail else "the wait's policy refuses it"
+    gate = offered_to(session, incoming.name, next((a.get("path") for a in session.awaiting
+                                                    if a.get("event") == incoming.name), None))
+    doc = outcome_doc("forbidden", session, incoming.event_id, incoming.name, record)
+    return Forbidden(f"session {session.id}: {incoming.name!r} was not delivered: {reason}; nothing changed",
+                     hint=who_may((gate or {}).get("policy"), incoming.name),
+                     document={**doc, "actor": incoming.actor, "reason": reason})
 
 
 class Loaded:

@@ -531,6 +531,13 @@ def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Map
 def delivery_notice(result: Result) -> str:
     """An event that ran nothing: kept for a later wait, or a repeat of one already delivered."""
     delivery = result.delivery or {}
+    quorum = result.quorum or {}
+    if result.outcome == "counted":  # issue 23
+        return (f"roast: counted: {quorum.get('have')} of {quorum.get('need')} approvals for {result.event!r} "
+                f"({', '.join(quorum.get('approvers') or [])}); session {result.session_id} keeps waiting")
+    if result.outcome == "duplicate" and result.quorum is not None:
+        return (f"roast: {delivery.get('actor')} was already counted for {result.event!r} on session "
+                f"{result.session_id} ({quorum.get('have')} of {quorum.get('need')} approvals); not counted again")
     if result.outcome == "queued":
         return (f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
                 f"{result.event_id}) is kept and goes to the next wait that declares it")

@@ -385,6 +385,8 @@ def event_of(record: EventRecord) -> Event:
 
     delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
                 "received_at": iso(record.received_at)}
+    if record.approvals is not None:  # issue 23: who decided a gated wait, `{{ delivery.approvals }}`
+        delivery["approvals"] = record.approvals
     data = record.data
     if record.name == TIMEOUT and isinstance(data, dict):  # a claim of roast < 0.3 kept the deadline as an epoch
         data = timeout_event(data.get("deadline"), data.get("refused_event"))

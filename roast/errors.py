@@ -179,6 +179,14 @@ class Replayed(Refused):
     code = "replayed"
 
 
+class Forbidden(Refused):
+    """A gated wait's policy (issue 23) does not let this actor deliver its event: not an approver,
+    the session's starter under `self_approval: false`, or unverified under `require_verified: true`.
+    Recorded with the actor; nothing else changed (HTTP 403)."""
+
+    code = "forbidden"
+
+
 class RequestRefused(UsageError):
     """`roast serve`: a request it cannot take (too large, not JSON, no key): nothing changed.
     `code` says which (`too_large`, `unsupported_media_type`, `usage`)."""

@@ -133,6 +133,9 @@ SQLITE: list[tuple[str, ...]] = [
     (  # issue 25: notify_due() reads only the sessions with a notice pending, not every waiting one
         "CREATE INDEX sessions_notify_due ON sessions(status, notify_pending) WHERE notify_pending <> 0",
     ),
+    (  # issue 23: the approvals that decided a gated wait, kept on the consuming event (JSON, else NULL)
+        "ALTER TABLE events ADD COLUMN approvals TEXT",
+    ),
 ]
 
 
@@ -259,6 +262,9 @@ POSTGRES: list[tuple[str, ...]] = [
     (  # issue 25: notify_due() reads only the sessions with a notice pending, not every waiting one
         "CREATE INDEX sessions_notify_due ON sessions(status, notify_pending) WHERE notify_pending <> 0",
     ),
+    (  # issue 23: the approvals that decided a gated wait, kept on the consuming event (JSON, else NULL)
+        "ALTER TABLE events ADD COLUMN approvals text",
+    ),
 ]
 
 
@@ -273,7 +279,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",
               "host", "error"),
     "events": ("id", "session_id", "wait_seq", "name", "data", "received_at", "source", "event_id", "digest",
-               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail", "verified"),
+               "outcome", "actor", "reason", "wait_path", "consumed_at", "detail", "verified", "approvals"),
     "definitions": ("fingerprint", "envelope", "created_at"),
 }
 # issue 21: `signatures` (digest, session_id, event, received_at) is not copied by `roast store copy`

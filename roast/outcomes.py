@@ -1,6 +1,7 @@
 """The session rules of a delivery, decided from plain values: what becomes of an event (the
 outcomes `closed`, `unknown_event`, `busy`, `late`, `consumed`, `not_waiting`, `queued`, and
-`duplicate` for an event id already accepted), which events stay ahead after a wait is claimed,
+`duplicate` for an event id already accepted; at a gated wait, issue 23, `forbidden`, `counted`
+and `duplicate` for an identity already counted), which events stay ahead after a wait is claimed,
 and the wording of every refusal a store gives.
 
 Pure: no SQL, no I/O, no clock (`now` is passed in). `roast.sql` reads the rows, asks here, and
@@ -162,8 +163,9 @@ REFUSED_EXCERPT = 200      # characters kept of a larger one
 def recorded_data(outcome: str, data: dict[str, Any]) -> dict[str, Any]:
     """The data a delivery's record keeps: a taken event (`consumed`, `queued`) keeps all of it; a
     refused one at most a bounded excerpt and its size (its digest is kept beside it), so refused
-    requests cannot grow the store (issue 21: 50 refused 1 MiB requests stored 52 MB)."""
-    if outcome in ("consumed", "queued"):
+    requests cannot grow the store (issue 21: 50 refused 1 MiB requests stored 52 MB). A `counted`
+    approval keeps all of it too: it becomes part of `delivery.approvals` (issue 23)."""
+    if outcome in ("consumed", "queued", "counted"):
         return data
     import json
 
@@ -172,3 +174,46 @@ def recorded_data(outcome: str, data: dict[str, Any]) -> dict[str, Any]:
     if size <= REFUSED_KEPT_WHOLE:
         return data
     return {"excerpt": text[:REFUSED_EXCERPT], "bytes": size}
+
+
+# ---------------------------------------------------------------------------------------------
+# gate policy (issue 23): the verdicts of `roast.policy.decide` as delivery outcomes
+
+def gated(entry: dict[str, Any]) -> bool:
+    """Whether a wait (a session's `awaiting` entry) has a gate: approvers, a quorum, no self-approval
+    or verified identities only. A gated wait never takes a queued event as it opens (an approval is
+    given to an open gate), and a consuming delivery there is judged by `policy.decide` first."""
+    doc = entry.get("policy") or {}
+    return bool(doc.get("approvers") is not None or doc.get("quorum") or doc.get("self_approval") is False
+                or doc.get("require_verified"))
+
+
+def offered_to(session: Session, name: str, path: str | None) -> dict[str, Any] | None:
+    """The awaiting entry of the wait `path` that takes event `name` (the one `decide` said consumes it)."""
+    return next((a for a in session.awaiting if a.get("event") == name and a.get("path") == path), None)
+
+
+def gate_verdict(judged: Any, session: Session, name: str, path: str | None) -> Verdict:
+    """The delivery outcome of a `policy.decide` verdict that does not consume the wait (`Forbidden`,
+    `Duplicate`, `Counted`), with the detail its row keeps."""
+    kind = type(judged).__name__
+    if kind == "Forbidden":
+        return Verdict("forbidden", judged.reason)
+    if kind == "Duplicate":
+        return Verdict("duplicate", f"{judged.actor} was already counted for {name!r} ({judged.have} of "
+                                    f"{judged.need} approvals); not counted again", path=path)
+    return Verdict("counted", f"{judged.have} of {judged.need} approvals for {name!r}", path=path)
+
+
+def who_may(doc: dict[str, Any] | None, name: str) -> str:
+    """The hint of a `forbidden` delivery: who may deliver `name` to this wait, from its saved policy:
+    `'approved' may be delivered by ana@example.com, *@sre.example.com (not the session's starter);
+    2 distinct approvers must deliver it`."""
+    doc = doc or {}
+    who = ", ".join(doc["approvers"]) if doc.get("approvers") is not None else "anyone"
+    but = (["not the session's starter"] if doc.get("self_approval") is False else []) + \
+        (["verified identities only: an API token, a per-person link or an SSH-signed approval"]
+         if doc.get("require_verified") else [])
+    need = (doc.get("quorum") or {}).get(name)
+    return (f"{name!r} may be delivered by {who}" + (f" ({'; '.join(but)})" if but else "")
+            + (f"; {need} distinct approvers must deliver it" if need else ""))

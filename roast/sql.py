@@ -209,7 +209,8 @@ class SQLStore(Reads):
         definition_bytes = None
         if definition is not None:
             definition_bytes = (definition[0], seal.dumps(definition[1], "the workflow definition"))
-        names = [a["event"] for a in awaiting if a.get("event")]
+        # issue 23: a gated wait never takes a queued event as it opens (an approval is given to an open gate)
+        names = [a["event"] for a in awaiting if a.get("event") and not outcomes.gated(a)]
         with self._write(session_id) as tx:
             row = self._running(tx, session_id, "cannot suspend")
             _finish_steps(tx, session_id, finished)
@@ -232,7 +233,7 @@ class SQLStore(Reads):
                                f"AND name IN ({marks(names)}) ORDER BY id LIMIT 1", (session_id, *names))
             output_json = None if output is None else json.dumps(output, default=str)
             if taken is not None:
-                path, still = outcomes.taken_at_suspend(awaiting, ahead, taken["name"])
+                path, still = outcomes.taken_at_suspend(sorted(awaiting, key=outcomes.gated), ahead, taken["name"])
                 tx.run("UPDATE events SET outcome = 'consumed', wait_seq = ?, wait_path = ?, consumed_at = ? "
                        "WHERE id = ?", (wait_seq, path, now, taken["id"]))
                 tx.run("UPDATE sessions SET wait_seq = ?, delta_seq = 0, cursor = ?, updated_at = ?, "
@@ -286,8 +287,16 @@ class SQLStore(Reads):
                 claimed = self._claim(tx, session, timeout_event(verdict.deadline, event.name), "late", now)
                 return Outcome("late", late, self._session_in(tx, session_id), claimed=claimed)
             if verdict.outcome == "consumed":
-                self._flip(tx, session, now, consumer=verdict.path)
-                consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq)
+                approvals = None
+                gate = outcomes.offered_to(session, event.name, verdict.path)
+                if gate is not None and gate.get("policy"):  # issue 23: the wait's policy judges it first
+                    judged = self._judge(tx, session, event, gate, now)
+                    if isinstance(judged, Outcome):
+                        return judged
+                    approvals = judged
+                self._flip(tx, session, now, consumer=verdict.path, keep=(event.name, verdict.path))
+                consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq,
+                                        approvals=approvals)
                 tx.run("UPDATE sessions SET pending_event = ?, workflow_path = COALESCE(?, workflow_path) "
                        "WHERE id = ?", (consumed.row, workflow_path, session_id))
                 return Outcome("consumed", consumed, self._session_in(tx, session_id))
@@ -308,22 +317,65 @@ class SQLStore(Reads):
             raise outcomes.replayed(event.name, session_id)
 
     def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
-                wait_seq: int | None = None) -> EventRecord:
-        """The event's row, as the verdict left it (a consumed one with its wait)."""
-        consumed_at = now if wait_seq is not None else None
+                wait_seq: int | None = None, approvals: list[dict[str, Any]] | None = None) -> EventRecord:
+        """The event's row, as the verdict left it (a consumed one with its wait; a `counted` one with
+        its wait too, not consumed; `approvals`: those that decided a gated wait, issue 23)."""
+        consumed_at = now if wait_seq is not None and verdict.outcome != "counted" else None
         path = verdict.path if wait_seq is not None else None
         data = outcomes.recorded_data(verdict.outcome, dict(event.data))  # a refusal: an excerpt at most
         row_id = tx.insert(
             "INSERT INTO events (session_id, wait_seq, name, data, received_at, source, event_id, digest, outcome, "
-            "actor, reason, wait_path, consumed_at, detail, verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "actor, reason, wait_path, consumed_at, detail, verified, approvals) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, wait_seq, event.name, json.dumps(data),  # ensure_ascii: no lone surrogate breaks it
              now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
-             consumed_at, verdict.detail, int(bool(event.verified))))
+             consumed_at, verdict.detail, int(bool(event.verified)),
+             json.dumps(approvals) if approvals is not None else None))
         return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
-                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified))
+                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified),
+                           approvals)
 
-    def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None) -> None:
-        """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1)."""
+    def _judge(self, tx: Tx, session: Session, event: Incoming, gate: dict[str, Any],
+               now: float) -> Outcome | list[dict[str, Any]]:
+        """Issue 23: a delivery that would consume a gated wait, judged by its policy against the wait's
+        counted approvals (read under the session's row lock, so counting is serialized). `forbidden`,
+        `duplicate` (the identity was counted already) and `counted` are recorded and returned as the
+        outcome, nothing else changing; when it decides, the approvals that did (the branch's
+        `delivery.approvals`) are returned, and the caller consumes the wait."""
+        from roast import policy
+
+        rule = policy.from_doc(gate["policy"])
+        path = gate.get("path")
+        prior = [policy.Approval(r["name"], r["actor"], bool(r["verified"]), r["reason"], r["received_at"],
+                                 json.loads(r["data"]))
+                 for r in tx.rows("SELECT name, actor, verified, reason, received_at, data, wait_path FROM events "
+                                  "WHERE session_id = ? AND wait_seq = ? AND outcome = 'counted' ORDER BY id",
+                                  (session.id, session.wait_seq)) if r["wait_path"] == path]
+        judged = policy.decide(rule, event=event.name, actor=event.actor, verified=bool(event.verified),
+                               starter=session.started_by, prior=prior, reason=event.reason, at=now,
+                               data=dict(event.data))
+        if isinstance(judged, policy.Decides):
+            return policy.approval_dicts(judged.approvals)
+        verdict = outcomes.gate_verdict(judged, session, event.name, path)
+        counted = verdict.outcome == "counted"
+        record = self._record(tx, session.id, event, verdict, now, wait_seq=session.wait_seq if counted else None)
+        progress = judged.to_dict() if counted else policy.progress(rule, prior, event.name)
+        return Outcome(verdict.outcome, record, self._session_in(tx, session.id), quorum=progress)
+
+    def _unconsume(self, tx: Tx, session: Session, keep: tuple[str, str | None] | None) -> None:
+        """Issue 23: a gated wait consumed (by another event, its timeout, a cancel): the approvals still
+        `counted` toward it become `unconsumed`; those of the quorum that decided it (`keep`: the event
+        and wait path) stay `counted`, listed in the consuming event's `approvals`."""
+        if not any((a.get("policy") or {}).get("quorum") for a in session.awaiting):
+            return  # no quorum here: nothing was counted (and ungated claims pay no statement)
+        name, path = keep if keep is not None else ("", "")
+        tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND wait_seq = ? AND outcome = 'counted' "
+               "AND NOT (name = ? AND COALESCE(wait_path, '') = ?)", (session.id, session.wait_seq, name, path or ""))
+
+    def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None,
+              keep: tuple[str, str | None] | None = None) -> None:
+        """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1). `keep`:
+        the event and wait that consume it, whose counted approvals stay `counted` (issue 23)."""
         count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
                        "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ? "
                        "WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
@@ -332,6 +384,7 @@ class SQLStore(Reads):
         if count != 1:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
+        self._unconsume(tx, session, keep)
 
     def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float,
                detail: str | None = None) -> EventRecord:
@@ -401,8 +454,9 @@ class SQLStore(Reads):
                            (this_owner(), now, seq, cursor, session_id))
             if count != 1:
                 raise NotWaiting(f"session {session_id} was retried by another process meanwhile; nothing changed")
-            tx.run("UPDATE events SET outcome = 'queued' WHERE session_id = ? AND outcome = 'unconsumed'",
-                   (session_id,))
+            # never the approvals a closed gate left `unconsumed` (issue 23): they were for that wait only
+            tx.run("UPDATE events SET outcome = 'queued' WHERE session_id = ? AND outcome = 'unconsumed' "
+                   "AND wait_seq IS NULL", (session_id,))
             if note is not None:  # `roast retry --event-data`: the replaced data, who and why (issue 24)
                 self._record(tx, session_id, note, outcomes.Verdict("consumed", "the retry's replacement data"), now)
         self._delta_seq.pop(session_id, None)
@@ -476,6 +530,8 @@ class SQLStore(Reads):
             row = self._locked(tx, sid)
             if row["status"] not in ("waiting", "running", "interrupted"):
                 raise refusal(_session(row), "cannot cancel", self._last_event(tx, sid))
+            if row["status"] == "waiting":  # issue 23: the approvals counted toward its wait
+                self._unconsume(tx, _session(row), None)
             tx.run("UPDATE sessions SET status = 'cancelled', reason = ?, cancelled_by = ?, awaiting = '[]', "
                    "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL WHERE id = ?",
                    (reason, actor, now, now, sid))

@@ -42,7 +42,7 @@ COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, curso
            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by, "
            "cancelled_by")
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
-                 "consumed_at, detail, id, verified")
+                 "consumed_at, detail, id, verified, approvals")
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
 OVERDUE_BATCH = 1000  # overdue() returns at most this many per call; the worker's next tick takes the rest (issue 25)
 
@@ -83,7 +83,8 @@ def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Ses
 def _event(row: Row) -> EventRecord:
     return EventRecord(row["name"], json.loads(row["data"]), row["received_at"], row["source"], row["wait_seq"],
                        row["event_id"], row["outcome"], row["actor"], row["reason"], row["wait_path"],
-                       row["consumed_at"], row["detail"], row["id"], bool(row["verified"]))
+                       row["consumed_at"], row["detail"], row["id"], bool(row["verified"]),
+                       json.loads(row["approvals"]) if row["approvals"] is not None else None)
 
 
 class Tx:

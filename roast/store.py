@@ -32,8 +32,9 @@ FINISHED = ("completed", "failed", "timed_out", "cancelled", "moved")
 OPEN = ("running", "waiting", "interrupted")
 # What became of a delivery (issue 14): the first three are accepted (exit 0).
 OUTCOMES = ("consumed", "queued", "duplicate", "late", "closed", "not_waiting", "unknown_event", "invalid",
-            "not_found", "unconsumed")
-ACCEPTED = ("consumed", "queued", "unconsumed")  # outcomes an event id stays bound to
+            "not_found", "unconsumed", "counted", "forbidden")
+# issue 23: `counted` toward a gated wait's quorum (the wait still open), `forbidden` by its policy
+ACCEPTED = ("consumed", "queued", "unconsumed", "counted")  # outcomes an event id stays bound to
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
 
@@ -84,9 +85,11 @@ class EventRecord(Record):
     """One delivery that reached a session, and what became of it (issue 14)."""
 
     __slots__ = ("name", "data", "received_at", "source", "wait_seq", "event_id", "outcome", "actor", "reason",
-                 "wait_path", "consumed_at", "detail", "row", "verified")
+                 "wait_path", "consumed_at", "detail", "row", "verified", "approvals")
+    # approvals: the consuming event of a gated wait (issue 23) lists the approvals that decided it,
+    # as `policy.approval_dicts` ({actor, verified, reason, at, data}); None elsewhere
     _defaults = {"event_id": None, "outcome": "consumed", "actor": None, "reason": None, "wait_path": None,
-                 "consumed_at": None, "detail": None, "row": None, "verified": False}
+                 "consumed_at": None, "detail": None, "row": None, "verified": False, "approvals": None}
 
 
 class StepDone(Record):
@@ -124,8 +127,10 @@ class Outcome(Record):
     """What `deliver` did: the outcome, the event's record, and the session as it now is; `claimed`:
     the timeout a `late` event claimed instead (issue 20: its branch reads it, `refused_event` and all)."""
 
-    __slots__ = ("outcome", "event", "session", "original", "claimed")
-    _defaults = {"original": None, "claimed": None}
+    __slots__ = ("outcome", "event", "session", "original", "claimed", "quorum")
+    # quorum: a gated wait's progress `{event, have, need, approvers}` after a `counted` or a repeated
+    # (`duplicate`) approval (issue 23)
+    _defaults = {"original": None, "claimed": None, "quorum": None}
 
 
 class Continuation(Record):

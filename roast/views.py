@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _RESULT_FIELDS = ("status", "session_id", "workflow", "output", "final_output", "awaiting", "waits", "deadline",
                   "target", "cursor", "error", "warnings", "others_waiting", "outcome", "event_id", "event",
-                  "delivery", "detail")
+                  "delivery", "detail", "quorum")
 
 # How a finished session's status is said in a sentence ("… timed out at …").
 FINISHED_WORDS = {"completed": "completed", "failed": "failed", "timed_out": "timed out", "cancelled": "was cancelled",
@@ -30,7 +30,7 @@ FINISHED_WORDS = {"completed": "completed", "failed": "failed", "timed_out": "ti
 # HTTP status of a refusal, by its code (the document is the one `roast resume --json` prints).
 HTTP_STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found": 404, "ambiguous": 404,
                "unknown_event": 404, "late": 409, "closed": 409, "not_waiting": 409, "refused": 409,
-               "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401, "replayed": 409,
+               "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401, "replayed": 409, "forbidden": 403,
                "too_large": 413, "bad_request": 400, "unsupported_media_type": 415, "store_unavailable": 503}
 
 
@@ -42,7 +42,8 @@ class Result:
     True
 
     A delivery (`roast.resume`) also says what became of the event: `outcome` is `consumed`,
-    `queued` or `duplicate` (refusals raise), with `event_id` and `delivery` (issue 14).
+    `queued` or `duplicate` (refusals raise), with `event_id` and `delivery` (issue 14); at a
+    gated wait (issue 23) also `counted`, with `quorum` = `{event, have, need, approvers}`.
     """
 
     __slots__ = _RESULT_FIELDS
@@ -52,7 +53,8 @@ class Result:
                  deadline: str | None = None, target: str | None = None, cursor: str | None = None,
                  error: str | None = None, warnings: list[str] | None = None, others_waiting: list[str] | None = None,
                  outcome: str | None = None, event_id: str | None = None, event: str | None = None,
-                 delivery: dict[str, Any] | None = None, detail: str | None = None) -> None:
+                 delivery: dict[str, Any] | None = None, detail: str | None = None,
+                 quorum: dict[str, Any] | None = None) -> None:
         self.status, self.session_id, self.workflow = status, session_id, workflow
         self.output = output or {}
         self.final_output = final_output
@@ -64,6 +66,7 @@ class Result:
         self.outcome, self.event_id, self.event = outcome, event_id, event
         self.delivery = delivery
         self.detail = detail  # the failing Python step's traceback (shown with -v; not in to_json)
+        self.quorum = quorum  # issue 23: a gated wait's progress after a counted (or repeated) approval
 
     def _replace(self, **changes: Any) -> Result:
         values = {name: getattr(self, name) for name in _RESULT_FIELDS}
@@ -90,6 +93,7 @@ class Result:
                     "others_waiting": self.others_waiting})
         if self.outcome is not None:
             doc["delivery"] = self.delivery
+            doc["quorum"] = self.quorum
         return doc
 
     def __repr__(self) -> str:
@@ -162,7 +166,7 @@ def delivery_doc(record: EventRecord) -> dict[str, Any]:
     return {"name": record.name, "event_id": record.event_id, "outcome": record.outcome, "actor": record.actor,
             "reason": record.reason, "received_at": iso(record.received_at), "source": record.source,
             "wait_path": record.wait_path, "consumed_at": iso(record.consumed_at), "detail": record.detail,
-            "verified": bool(record.verified)}
+            "verified": bool(record.verified), "approvals": record.approvals}
 
 
 def outcome_doc(outcome: str, session: Session, event_id: str | None, event: str,
