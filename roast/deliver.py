@@ -290,7 +290,7 @@ def refused_or_kept(outcome: Any, incoming: Incoming, others: list[str]) -> Resu
                          + f", and no wait still ahead of it declares {incoming.name!r}; it was not delivered",
                          hint=(f"its process died: `roast resume --session-id {session.id}` without --event "
                                "continues it") if session.orphaned else None)
-    err.document = doc
+    err.document = {**doc, **err.document}  # forbidden: with the actor and the reason (issue 23)
     raise err
 
 
