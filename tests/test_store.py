@@ -324,6 +324,54 @@ def test_eight_processes_racing_for_twenty_waits_consume_each_event_exactly_once
     assert len(consumed) == 20 and {store.get(sid).attempt for sid in ids} == {2}
 
 
+QUORUM_RACER = r"""
+import json, sys, time
+from roast.api import open_store
+from roast.errors import NotWaiting
+from roast.store import Incoming
+url, sid, actor = sys.argv[1], sys.argv[2], sys.argv[3]
+store = open_store(url)
+store.list()  # connected and ready before the start signal
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    got = store.deliver(sid, Incoming("approved", {"by": actor}, None, actor, None, "race", time.time(), None),
+                        holding=True)
+    print(json.dumps({"outcome": got.outcome, "approvals": got.event.approvals if got.event else None}), flush=True)
+except NotWaiting:
+    print(json.dumps({"outcome": "not_waiting", "approvals": None}), flush=True)
+"""
+
+
+def test_sixteen_processes_racing_approvals_of_four_people_meet_a_quorum_of_two_exactly_once(store: Any) -> None:
+    """Issue 23's race: 16 concurrent approvals from 4 identities for quorum 2 → one consumed delivery, with
+    exactly two distinct approvals in it; every other is counted once, a repeated identity, or too late."""
+    gate = {"approvers": None, "quorum": {"approved": 2}, "self_approval": True, "require_verified": False,
+            "remind": None, "escalate": []}
+    sid = waiting(store, awaiting=[dict(w, policy=gate) for w in WAITS])
+    people = ["ana@example.com", "bo@example.com", "cy@example.com", "di@example.com"]
+    racers = [child(QUORUM_RACER, url_of(store), sid, people[i % 4]) for i in range(16)]
+    for proc in racers:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for proc in racers:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results = []
+    for proc in racers:
+        out, errtext = proc.communicate(timeout=120)
+        assert proc.returncode == 0, errtext
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    outcomes = [r["outcome"] for r in results]
+    assert outcomes.count("consumed") == 1 and outcomes.count("counted") == 1, outcomes
+    assert set(outcomes) <= {"consumed", "counted", "duplicate", "not_waiting", "queued"}
+    [won] = [r for r in results if r["outcome"] == "consumed"]
+    assert len(won["approvals"]) == 2 and len({a["actor"] for a in won["approvals"]}) == 2
+    rows = store.events(sid)
+    assert [e.approvals for e in rows if e.outcome == "consumed"] == [won["approvals"]]
+    assert store.get(sid).status == "running" and store.get(sid).attempt == 2
+
+
 # --------------------------------------------------------------------------- deliveries (issue 14)
 
 def test_an_event_a_waiting_wait_declares_is_consumed_and_kept_pending_until_delivered(store: Any) -> None:
