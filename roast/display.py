@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.views import iso
+from roast.views import iso, quorum_of, quorum_words
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
@@ -308,6 +308,9 @@ def session_detail(s: Session, history: Sequence[StepRecord], events: Sequence[E
             due = f", deadline {iso(deadline)} — {_left(deadline)}" if deadline else ""
             if item.get("event"):
                 lines.append(f"awaiting  {item['event']}  (wait {item['wait']} at {item['path']}{due})")
+                counted = quorum_words(quorum_of(s, item, events))  # issue 23: the gate's quorum so far
+                if counted:
+                    lines.append(f"          {visible(counted)}")
             elif item.get("kind") == "retry":
                 lines.append(f"awaiting  retry of {item['path']} ({item.get('wait')}) at {iso(deadline)} — "
                              f"{_left(deadline)}")

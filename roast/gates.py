@@ -15,7 +15,7 @@ from roast import api
 from roast.errors import RoastError
 from roast.drive import check_page, page_link
 from roast.pages import Decision, Gate, GateEvent, parse_form, render_gate
-from roast.views import iso
+from roast.views import gate_progress, iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ def gate(session: Session, deliveries: Sequence[EventRecord], wait_seq: int, *,
     common = {"description": description, "workflow": session.workflow_name, "workflow_description": about,
               "ref": session.id}
     if session.status == "waiting" and session.wait_seq == wait_seq:
-        return Gate(_title(session, waits), tuple(events), deadline=deadline, status="open", **common)
+        return Gate(_title(session, waits), tuple(events), deadline=deadline, status="open",
+                    progress=gate_progress(session, deliveries), **common)  # issue 23: "1 of 2 approvals: ana"
     decision = None
     for d in deliveries:
         if d.wait_seq == wait_seq and d.outcome == "consumed":
@@ -181,7 +182,8 @@ def inbox(*, as_: str | None = None, public_url: str | None = None, home: str | 
         if as_ is not None and started not in (None, as_):
             continue
         waits = [a for a in s.awaiting if a.get("event")]
-        shown = gate(s, (), s.wait_seq, awaiting=waits)
+        quorum = any((a.get("policy") or {}).get("quorum") for a in waits)  # issue 23: read its approvals
+        shown = gate(s, api.deliveries(s.id, store=store_) if quorum else (), s.wait_seq, awaiting=waits)
         try:
             link = page_link(store_, s, public_url)
         except RoastError:  # e.g. no key for a shared store: the commands still work
@@ -192,7 +194,7 @@ def inbox(*, as_: str | None = None, public_url: str | None = None, home: str | 
                       "labels": {e.name: e.label or e.name for e in shown.events},
                       "deadline": iso(deadline), "deadline_at": deadline, "waiting_since": iso(s.updated_at),
                       "age_seconds": max(0, int(at - s.updated_at)), "started_by": started, "page": link,
-                      "commands": dict(zip(s.events, resume_commands(s)))})
+                      "commands": dict(zip(s.events, resume_commands(s))), "progress": shown.progress})
     gates.sort(key=lambda g: (g["deadline_at"] is None, g["deadline_at"] or 0, -g["age_seconds"]))
     return gates
 

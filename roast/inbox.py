@@ -59,10 +59,11 @@ def render_inbox(gates: Sequence[Mapping[str, Any]], *, now: float, who: str | N
         overdue = deadline is not None and deadline <= now
         tags = "".join(f"<span class=tag>{_e(label)}</span>" for label in (g.get("labels") or {}).values())
         started = f" · started by {_e(g['started_by'])}" if g.get("started_by") else ""
+        progress = f"<p class=progress>{_e(g['progress'])}</p>" if g.get("progress") else ""  # issue 23: a quorum
         inner = (f"<p class=kicker>{_e(g.get('workflow'))} · waiting {_e(_ago(int(g.get('age_seconds') or 0)))}"
                  f"{started}</p><h2>{_e(g.get('title'))}</h2>"
                  f"<p><span class='pill {'bad' if overdue else 'open'}'>{_e(_cap(due))}</span></p>"
-                 f"<div class=tags>{tags}</div>"
+                 f"<div class=tags>{tags}</div>{progress}"
                  f"<p class=help>Reference {_e(str(g.get('session_id', ''))[:8])}</p>")
         if g.get("page"):
             rows.append(f"<article class=card><a class=gate href=\"{_e(g['page'])}\">{inner}</a></article>")

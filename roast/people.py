@@ -58,6 +58,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                  f"  workflow {visible(g['workflow'])} · {' / '.join(visible(v) for v in g['labels'].values())}"
                  f" · deadline {g['deadline'] or 'none'} · waiting since {g['waiting_since']}"
                  + (f" · started by {visible(g['started_by'])}" if g.get("started_by") else "")]
+        if g.get("progress"):  # issue 23: a quorum's approvals so far
+            lines.append(f"  {visible(g['progress'])}")
         if g["page"]:
             lines.append(f"  open: {g['page']}")
         else:

@@ -202,7 +202,8 @@ def session_document(s: Session, history: Sequence[StepRecord], events: Sequence
     doc = session_json(s)
     doc["links"] = dict(links or {})
     doc["page"] = page  # issue 22: the wait's page (every event its own button), with ROAST_PUBLIC_URL
-    doc["waits"] = [{**a, "deadline": iso(a.get("deadline"))} for a in s.awaiting] if s.status == "waiting" else []
+    doc["waits"] = [{**a, "deadline": iso(a.get("deadline")), "quorum": quorum_of(s, a, events)}  # issue 23
+                    for a in s.awaiting] if s.status == "waiting" else []
     doc["final_output"] = s.final_output
     doc["steps"] = [{"path": h.path, "name": h.name, "attempt": h.attempt, "status": h.status,
                      "started_at": iso(h.started_at), "finished_at": iso(h.finished_at), "output": h.output,
@@ -263,3 +264,36 @@ def workflow_paths(rows: Sequence[Session], name: str) -> list[str]:
                 and s.workflow_path not in found:
             found.append(s.workflow_path)
     return found
+
+
+def quorum_of(s: Session, wait: Mapping[str, Any], events: Sequence[EventRecord]) -> dict[str, Any] | None:
+    """A waiting session's gate progress for one of its waits (an `awaiting` entry), issue 23:
+    `{event, have, need, approvers}` from the approvals counted toward it, or None when its event
+    has no quorum."""
+    doc = wait.get("policy")
+    if not doc or not wait.get("event") or s.status != "waiting":
+        return None
+    from roast import policy
+
+    prior = [policy.Approval(e.name, e.actor, bool(e.verified), e.reason, e.received_at, e.data) for e in events
+             if e.outcome == "counted" and e.wait_seq == s.wait_seq and e.wait_path == wait.get("path")]
+    return policy.progress(policy.from_doc(doc), prior, str(wait["event"]))
+
+
+def quorum_words(progress: Mapping[str, Any] | None) -> str:
+    """`1 of 2 approvals: ana@example.com` (empty without a quorum): `roast session`, the page, the inbox."""
+    if not progress:
+        return ""
+    names = ", ".join(progress["approvers"])
+    return f"{progress['have']} of {progress['need']} approvals" + (f": {names}" if names else "")
+
+
+def gate_progress(s: Session, events: Sequence[EventRecord]) -> str | None:
+    """The quorum progress of a session's open gate in words (None without a quorum): one event's
+    `1 of 2 approvals: ana@example.com`, or each named, `approved 1 of 2 approvals: …; rejected …`."""
+    found = [p for a in s.awaiting if (p := quorum_of(s, a, events)) is not None]
+    if not found:
+        return None
+    if len(found) == 1:
+        return quorum_words(found[0])
+    return "; ".join(f"{p['event']} {quorum_words(p)}" for p in found)

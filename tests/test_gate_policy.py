@@ -19,7 +19,7 @@ from conftest import ON_POSTGRES, ROOT, TEST_KEY, run_cli, write_workflow
 from test_serve import eventually, finished
 
 import roast
-from roast import api
+from roast import api, gates
 from roast.errors import Forbidden
 
 serve = test_serve.serve
@@ -222,6 +222,21 @@ def test_a_counted_approval_survives_roast_store_copy_to_postgres(tmp_path, roas
     assert _outputs(sid)["who"] == "ana@example.com bo@example.com"
 
 
+def test_roast_session_and_roast_inbox_show_the_quorum_progress(tmp_path, backend):
+    _, sid = _started(tmp_path)
+    assert _resume(sid, "ana@example.com").outcome == "counted"
+    shown = run_cli("session", sid, env=_env())
+    assert shown.returncode == 0, shown.stderr
+    assert "awaiting  approved" in shown.stdout and "1 of 2 approvals: ana@example.com" in shown.stdout
+    waits = json.loads(run_cli("session", sid, "--json", env=_env()).stdout)["waits"]
+    assert [w["quorum"] for w in waits] == [
+        {"event": "approved", "have": 1, "need": 2, "approvers": ["ana@example.com"]}, None]  # rejected: a veto
+    inbox = run_cli("inbox", env=_env())
+    assert "1 of 2 approvals: ana@example.com" in inbox.stdout, inbox
+    [listed] = json.loads(run_cli("inbox", "--json", env=_env()).stdout)
+    assert listed["progress"] == "1 of 2 approvals: ana@example.com"
+
+
 # --------------------------------------------------------------------------- races
 
 
@@ -257,25 +272,29 @@ def test_sixteen_racing_approvals_from_four_people_run_the_branch_once_with_two_
 
 
 def test_over_http_a_token_counts_an_outsider_gets_403_and_the_second_token_decides(tmp_path, serve):
-    _, sid = _started(tmp_path)
-    tokens = {"ana@example.com": "a" * 24, "bo@example.com": "b" * 24, "mallory@example.com": "m" * 24}
+    # a token's name is its verified identity (letters, digits, `_.-`: no email address)
+    _, sid = _started(tmp_path, GATED.replace("[ana@example.com, bo@example.com, ", "[ana, bo, "))
+    tokens = {"ana": "a" * 24, "bo": "b" * 24, "mallory": "m" * 24}
     server = serve(env={"ROAST_SERVE_TOKENS": " ".join(f"{who}:{tok}" for who, tok in tokens.items())})
 
     def post(who: str, event: str = "approved") -> tuple[int, Any]:
         return server.post(sid, event, "{}", {"authorization": f"Bearer {tokens[who]}"})
 
-    status, doc = post("ana@example.com")
+    status, doc = post("ana")
     assert status == 200, doc
     assert doc["outcome"] == "counted"
-    assert doc["quorum"] == {"event": "approved", "have": 1, "need": 2, "approvers": ["ana@example.com"]}
-    status, doc = post("mallory@example.com")
+    assert doc["quorum"] == {"event": "approved", "have": 1, "need": 2, "approvers": ["ana"]}
+    link = gates.page(sid, public_url=f"http://127.0.0.1:{server.port}")
+    page = server.request("GET", link[link.index("/g/"):])[2]
+    assert "1 of 2 approvals: ana" in page  # the gate page shows the progress
+    status, doc = post("mallory")
     assert status == 403, doc
-    assert (doc["outcome"], doc["actor"], doc["error"]["code"]) == ("forbidden", "mallory@example.com", "forbidden")
-    status, doc = post("ana@example.com")
+    assert (doc["outcome"], doc["actor"], doc["error"]["code"]) == ("forbidden", "mallory", "forbidden")
+    status, doc = post("ana")
     assert (status, doc["outcome"]) == (200, "duplicate")
-    status, doc = post("bo@example.com")
+    status, doc = post("bo")
     assert (status, doc["outcome"]) == (200, "consumed"), doc
     eventually(lambda: finished(sid), "the branch")
-    assert _outputs(sid)["who"] == "ana@example.com bo@example.com"
+    assert _outputs(sid)["who"] == "ana bo"
     [consumed] = [e for e in api.deliveries(sid) if e.outcome == "consumed"]
     assert [a["verified"] for a in consumed.approvals] == [True, True]  # a token's identity is verified
