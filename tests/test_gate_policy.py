@@ -19,7 +19,7 @@ from conftest import ON_POSTGRES, ROOT, TEST_KEY, run_cli, write_workflow
 from test_serve import eventually, finished
 
 import roast
-from roast import api, gates
+from roast import api, gates, outcomes
 from roast.errors import Forbidden
 
 serve = test_serve.serve
@@ -73,6 +73,32 @@ def _rows(sid: str) -> list[tuple[str, str | None, str]]:
 
 def _outputs(sid: str) -> dict[str, str]:
     return {h.name: h.output for h in api.history(sid) if h.status == "ok"}
+
+
+# --------------------------------------------------------------------------- the pure rules
+
+
+@pytest.mark.parametrize("doc, expected", [
+    (None, False),
+    ({"approvers": None, "quorum": {}, "self_approval": True, "require_verified": False, "remind": 60.0}, False),
+    ({"approvers": ["ana"]}, True),
+    ({"approvers": None, "quorum": {"approved": 2}}, True),
+    ({"self_approval": False}, True),
+    ({"require_verified": True}, True),
+])
+def test_a_wait_is_gated_by_approvers_a_quorum_no_self_approval_or_verified_only(doc, expected):
+    assert outcomes.gated({"event": "approved", "path": "steps[0]", "policy": doc}) is expected
+
+
+def test_a_forbidden_hint_says_who_may_deliver_the_event():
+    doc = {"approvers": ["ana@example.com", "*@sre.example.com"], "quorum": {"approved": 2},
+           "self_approval": False, "require_verified": True}
+    assert outcomes.who_may(doc, "approved") == (
+        "'approved' may be delivered by ana@example.com, *@sre.example.com (not the session's starter; verified "
+        "identities only: an API token, a per-person link or an SSH-signed approval); 2 distinct approvers must "
+        "deliver it")
+    assert outcomes.who_may({"self_approval": False}, "rejected") == \
+        "'rejected' may be delivered by anyone (not the session's starter)"
 
 
 # --------------------------------------------------------------------------- quorum
