@@ -119,9 +119,10 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
                 note(request, session=session.id, actor=actor)
                 if session.status != "waiting" or session.wait_seq != link.wait_seq:
                     return show(status=409)  # it says how the wait ended
-                # one event id per link, event and data: a second click is a duplicate, never a second delivery
+                # one event id per link, person, event and data: a second click is a duplicate, never a second
+                # delivery; another person's click is their own approval (issue 23: a quorum on one page)
                 said = json.dumps(sorted((k, v) for k, v in form.items() if k != "_csrf"))
-                event_id = "page-" + hashlib.sha256(f"{token}\x00{said}".encode()).hexdigest()[:32]
+                event_id = "page-" + hashlib.sha256(f"{token}\x00{actor}\x00{said}".encode()).hexdigest()[:32]
                 try:
                     result, errors = gates.decide(session, link.wait_seq, form, actor=actor, verified=verified,
                                                   event_id=event_id, only=link.event, store=api.store)

@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import test_serve
@@ -324,3 +325,30 @@ def test_over_http_a_token_counts_an_outsider_gets_403_and_the_second_token_deci
     assert _outputs(sid)["who"] == "ana bo"
     [consumed] = [e for e in api.deliveries(sid) if e.outcome == "consumed"]
     assert [a["verified"] for a in consumed.approvals] == [True, True]  # a token's identity is verified
+
+
+def test_two_people_behind_the_trusted_proxy_meet_the_quorum_on_one_page(tmp_path, serve):
+    """The page's event id (a second click is a duplicate) is per person: the same form posted by two
+    people is two approvals, and the page shows the progress between them."""
+    _, sid = _started(tmp_path)
+    server = serve(env={"ROAST_TRUSTED_PROXIES": "127.0.0.1", "ROAST_IDENTITY_HEADER": "X-Forwarded-Email"})
+    link = gates.page(sid, public_url=f"http://127.0.0.1:{server.port}")
+    path = link[link.index("/g/"):]
+
+    def click(who: str) -> int:
+        html = server.request("GET", path, headers={"x-forwarded-email": who})[2]
+        csrf = html.split('name=_csrf value="', 1)[1].split('"', 1)[0]
+        form = urlencode({"_csrf": csrf, "_event": "approved", "_reason": ""})
+        return server.request("POST", path, form, {"content-type": "application/x-www-form-urlencoded",
+                                                   "x-forwarded-email": who})[0]
+
+    assert click("ana@example.com") == 303
+    assert click("ana@example.com") == 303  # a second click: not counted again
+    assert "1 of 2 approvals: ana@example.com" in server.request("GET", path)[2]
+    assert click("mallory@example.com") == 403
+    assert api.session(sid).status == "waiting"
+    assert click("bo@example.com") == 303
+    eventually(lambda: finished(sid), "the branch")
+    assert _outputs(sid)["who"] == "ana@example.com bo@example.com"
+    assert [a["verified"] for a in [e for e in api.deliveries(sid) if e.outcome == "consumed"][0].approvals] == \
+        [True, True]
