@@ -352,3 +352,28 @@ def test_two_people_behind_the_trusted_proxy_meet_the_quorum_on_one_page(tmp_pat
     assert _outputs(sid)["who"] == "ana@example.com bo@example.com"
     assert [a["verified"] for a in [e for e in api.deliveries(sid) if e.outcome == "consumed"][0].approvals] == \
         [True, True]
+
+
+def test_a_signed_webhook_decides_as_its_named_secret_and_another_secret_is_forbidden(tmp_path, serve):
+    import base64
+    import time
+
+    from roast import webhooks
+
+    ci, other = ("whsec_" + base64.b64encode(c * 32).decode() for c in (b"c", b"o"))
+    _, sid = _started(tmp_path, """
+        steps:
+          - wait_for_event:
+              approvers: [ci-bot]
+              require_verified: true
+              approved: ["$(echo released by {{ delivery.approvals[0].actor }})"]
+    """)
+    server = serve(env={"ROAST_WEBHOOK_SECRET": f"ci-bot:{ci} intruder:{other}"})
+    body = b'{"build": 17}'
+    status, doc = server.post(sid, "approved", body, webhooks.sign([other], "msg_gate_1", body, now=time.time()))
+    assert (status, doc["outcome"], doc["actor"]) == (403, "forbidden", "intruder"), doc
+    assert api.session(sid).status == "waiting"
+    status, doc = server.post(sid, "approved", body, webhooks.sign([ci], "msg_gate_2", body, now=time.time()))
+    assert (status, doc["outcome"]) == (200, "consumed"), doc
+    eventually(lambda: finished(sid), "the branch")
+    assert "released by ci-bot" in [h.output for h in api.history(sid)]
