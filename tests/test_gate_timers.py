@@ -260,3 +260,70 @@ def test_validate_refuses_remind_without_notify_and_escalation_after_the_deadlin
     assert code != 0
     assert "`remind` runs the wait's `notify:` again, but this wait has no `notify:`" in err
     assert "`remind` every 4h never runs" in err and "`escalate` after 2h never runs" in err
+
+
+# --------------------------------------------------------------------------- the store's half, on both stores
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, roast_home, monkeypatch):  # type: ignore[no-untyped-def]
+    from conftest import TEST_KEY
+    from roast.store_sqlite import SQLiteStore
+
+    if request.param == "sqlite":
+        monkeypatch.delenv("ROAST_KEY", raising=False)
+        made = SQLiteStore(roast_home)
+    else:
+        from roast.store_postgres import PostgresStore
+
+        monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+        made = PostgresStore(request.getfixturevalue("pg_url"))
+    yield made
+    made.close()
+
+
+def _suspended(store, policy: dict | None, now: float = 1000.0) -> str:  # type: ignore[no-untyped-def]
+    from roast.store import NewSession, new_id
+
+    sid = new_id()
+    store.create(NewSession(sid, "/w/gate/workflow.yml", "gate", "fp", None, "/tmp", ("approved",), None, None,
+                            False, now), {"start": True}, now=now)
+    store.suspend(sid, {"s": 1}, cursor="steps[0]", now=now,
+                  awaiting=[{"event": "approved", "wait": "gate", "path": "steps[0]", "deadline": None,
+                             **({"policy": policy} if policy else {})}])
+    return sid
+
+
+def test_a_wait_with_timers_is_due_at_the_first_and_exactly_one_racing_claim_wins(store):
+    import threading
+
+    from roast.store import Incoming
+
+    plain = _suspended(store, None)
+    sid = _suspended(store, {"remind": 10.0, "escalate": [5.0]})
+    assert store.timers_due(now=1004.9) == []
+    [due] = store.timers_due(now=1005.0)
+    assert (due.session_id, due.opened_at, due.reminded, due.escalated, due.timer_at) == (sid, 1000.0, 0, 0, 1005.0)
+    assert plain not in [t.session_id for t in store.timers_due(now=1e12)]
+
+    wins: list[bool] = []
+    start = threading.Barrier(8)
+
+    def claim() -> None:
+        start.wait()
+        wins.append(store.claim_timer(sid, wait_seq=due.wait_seq, reminded_was=0, escalated_was=0, reminded=0,
+                                      escalated=1, next_at=1010.0))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False] * 7 + [True]
+    assert store.timers_due(now=1009.0) == []
+    [again] = store.timers_due(now=1010.0)
+    assert (again.reminded, again.escalated) == (0, 1)
+
+    store.deliver(sid, Incoming("approved", {}, None, "ana", None, "cli", 1011.0, None), now=1011.0)
+    assert store.timers_due(now=1e12) == []  # the gate closed: no timer is due, ever
+    assert not store.claim_timer(sid, wait_seq=due.wait_seq, reminded_was=0, escalated_was=1, reminded=1,
+                                 escalated=1, next_at=None)
