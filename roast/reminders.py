@@ -63,12 +63,18 @@ def _fire(store: SessionStore, timer: WaitTimer, observer: Observer, now: Callab
     due = timers.due(plan, opened_at=timer.opened_at, now=now(), reminded=timer.reminded, escalated=timer.escalated)
     if not due:
         return None  # not quite yet (the next pass fires it)
-    jobs = _jobs(store, session, plan, due)  # the workflow is loaded before the claim: a failure claims nothing
+    failure: RoastError | None = None
+    try:
+        jobs = _jobs(store, session, plan, due)
+    except RoastError as err:  # its state or workflow cannot be read: claimed all the same, so it is said
+        jobs, failure = [], err  # once, not at every pass
     # the claim comes BEFORE the steps run: at most once, whoever crashes or races
     if not store.claim_timer(session.id, wait_seq=timer.wait_seq, reminded_was=timer.reminded,
                              escalated_was=timer.escalated, reminded=due.reminded, escalated=due.escalated,
                              next_at=due.next_at):
         return None  # another worker claimed it
+    if failure is not None:
+        raise failure  # for the worker to say
     from roast.drive import run_notices
 
     warnings: list[str] = []

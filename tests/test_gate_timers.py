@@ -327,3 +327,29 @@ def test_a_wait_with_timers_is_due_at_the_first_and_exactly_one_racing_claim_win
     assert store.timers_due(now=1e12) == []  # the gate closed: no timer is due, ever
     assert not store.claim_timer(sid, wait_seq=due.wait_seq, reminded_was=0, escalated_was=1, reminded=1,
                                  escalated=1, next_at=None)
+
+
+def test_parallel_waits_are_reminded_together_and_each_escalates_with_its_own_number(tmp_path):
+    log = tmp_path / "notices.txt"
+    sid = _start(tmp_path, """
+        name: both
+        steps:
+          - - - legal:
+                  wait_for_event:
+                    within: 1h
+                    remind: 1s
+                    notify: ["$(echo 'legal {{ wait.reminder }} {{ wait.escalation }}' >> @LOG@)"]
+                    legal_ok: ["$(echo ok)"]
+            - - security:
+                  wait_for_event:
+                    within: 1h
+                    escalate: {after: 1s}
+                    notify: ["$(echo 'security {{ wait.reminder }} {{ wait.escalation }}' >> @LOG@)"]
+                    security_ok: ["$(echo ok)"]
+    """, log, "both")
+    assert sorted(lines(log)) == ["legal 0 ", "security 0 "]
+    ticking_until(lambda: "legal 2 " in lines(log), "two reminders of the legal wait")
+    sent = lines(log)
+    assert sent.count("security 1 0") + sent.count("security 0 0") + sent.count("security 2 0") == 1, sent
+    assert not any(line.startswith("security") and line.endswith(" ") and line != "security 0 " for line in sent)
+    assert main(["resume", "-s", sid, "-e", "legal_ok"]) == 0
