@@ -291,11 +291,7 @@ def notify(store: SessionStore, job: NotifyJob | None, result: Result, observer:
 def run_notify(store: SessionStore, job: NotifyJob, observer: Observer, now: Callable[[], float]) -> list[str]:
     """Run a notify job's steps, once per wait (another process notifying the same wait wins);
     return the warnings of the steps that failed."""
-    from roast.context import NotifyContext
-    from roast.effects import Effects
-    from roast.runner import Runner
-
-    session_id, wait_seq, ctx, defn = job.session_id, job.wait_seq, job.ctx, job.defn
+    session_id, wait_seq = job.session_id, job.wait_seq
     try:
         hold = store.hold(f"{session_id}-notify", "roast notify")
         hold.__enter__()
@@ -305,37 +301,52 @@ def run_notify(store: SessionStore, job: NotifyJob, observer: Observer, now: Cal
     try:
         if not store.claim_notice(session_id, wait_seq=wait_seq):
             return []  # notified already (by another process), or an event came first: the wait is passed
-        session = store.get(session_id)
-        commands = {e: c for e, c in zip(session.events, resume_commands(session))}
-        try:
-            links_now = signed_links(store, session)
-            page = page_link(store, session)
-        except RoastError:
-            links_now, page = {}, None
-        for wait in job.waits:
-            value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
-                     "resume": {e: commands.get(e, "") for e in wait.events},
-                     "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
-                     "name": wait.wait, "workflow": defn.name, "seq": wait_seq, "page": page}
-            view = NotifyContext(ctx, value)
-            effects = Effects(ctx=ctx, model=_model(defn), cwd=job.cwd, announce=observer.note,
-                              models=_models(defn))
-            journal = _NotifyJournal(store, session_id, observer, now)
-            try:
-                Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]
-                for text in journal.outputs:
-                    if text:
-                        observer.note(f"notify: {text}")
-            except StoreUnavailable:
-                raise
-            except RoastError as err:
-                warnings.append(f"a notify step of {wait.path} failed ({err.message}); the session is still "
-                                "waiting")
-            finally:
-                effects.close()
+        warnings = run_notices(store, job, observer, now, {"reminder": 0})  # issue 23: the first notice is 0
         store.notified(session_id, wait_seq=wait_seq)
     finally:
         hold.__exit__(None, None, None)
+    return warnings
+
+
+def run_notices(store: SessionStore, job: NotifyJob, observer: Observer, now: Callable[[], float],
+                extra: dict[str, Any]) -> list[str]:
+    """Run the `notify:` steps of each wait of `job` once, with `extra` added to `{{ wait }}` (issue 23:
+    `reminder`, `escalation`); the caller has claimed them. The warnings of the steps that failed."""
+    from roast.context import NotifyContext
+    from roast.effects import Effects
+    from roast.runner import Runner
+
+    session_id, wait_seq, ctx, defn = job.session_id, job.wait_seq, job.ctx, job.defn
+    warnings: list[str] = []
+    session = store.get(session_id)
+    commands = {e: c for e, c in zip(session.events, resume_commands(session))}
+    try:
+        links_now = signed_links(store, session)
+        page = page_link(store, session)
+    except RoastError:
+        links_now, page = {}, None
+    for wait in job.waits:
+        value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
+                 "resume": {e: commands.get(e, "") for e in wait.events},
+                 "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
+                 "name": wait.wait, "workflow": defn.name, "seq": wait_seq, "page": page, "escalation": None,
+                 **extra}
+        view = NotifyContext(ctx, value)
+        effects = Effects(ctx=ctx, model=_model(defn), cwd=job.cwd, announce=observer.note,
+                          models=_models(defn))
+        journal = _NotifyJournal(store, session_id, observer, now)
+        try:
+            Runner(effects, now=now, journal=journal).drive(wait.notify.run(view))  # type: ignore[union-attr]
+            for text in journal.outputs:
+                if text:
+                    observer.note(f"notify: {text}")
+        except StoreUnavailable:
+            raise
+        except RoastError as err:
+            warnings.append(f"a notify step of {wait.path} failed ({err.message}); the session is still "
+                            "waiting")
+        finally:
+            effects.close()
     return warnings
 
 

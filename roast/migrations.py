@@ -136,6 +136,14 @@ SQLITE: list[tuple[str, ...]] = [
     (  # issue 23: the approvals that decided a gated wait, kept on the consuming event (JSON, else NULL)
         "ALTER TABLE events ADD COLUMN approvals TEXT",
     ),
+    (  # issue 23: a wait's reminders and escalations, durable timers fired by the worker: when the wait
+       # opened, the last reminder sent, the escalations fired, and when the next one is due
+        "ALTER TABLE sessions ADD COLUMN opened_at REAL",
+        "ALTER TABLE sessions ADD COLUMN reminded INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN timer_at REAL",
+        "CREATE INDEX sessions_timer_due ON sessions(timer_at) WHERE status = 'waiting' AND timer_at IS NOT NULL",
+    ),
 ]
 
 
@@ -265,6 +273,14 @@ POSTGRES: list[tuple[str, ...]] = [
     (  # issue 23: the approvals that decided a gated wait, kept on the consuming event (JSON, else NULL)
         "ALTER TABLE events ADD COLUMN approvals text",
     ),
+    (  # issue 23: a wait's reminders and escalations, durable timers fired by the worker: when the wait
+       # opened, the last reminder sent, the escalations fired, and when the next one is due
+        "ALTER TABLE sessions ADD COLUMN opened_at double precision",
+        "ALTER TABLE sessions ADD COLUMN reminded integer NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN escalated integer NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN timer_at double precision",
+        "CREATE INDEX sessions_timer_due ON sessions(timer_at) WHERE status = 'waiting' AND timer_at IS NOT NULL",
+    ),
 ]
 
 
@@ -273,7 +289,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "sessions": ("id", "workflow_path", "workflow_name", "fingerprint", "target", "status", "cursor", "awaiting",
                  "deadline", "wait_seq", "attempt", "created_at", "updated_at", "finished_at", "error", "output",
                  "final_output", "reason", "has_definition", "cwd", "declares", "key", "definition", "owner",
-                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas", "started_by", "cancelled_by"),
+                 "pending_event", "delta_seq", "notify_pending", "ahead", "schemas", "started_by", "cancelled_by",
+                 "opened_at", "reminded", "escalated", "timer_at"),
     "continuations": ("session_id", "envelope"),
     "deltas": ("session_id", "seq", "envelope"),
     "steps": ("session_id", "path", "name", "attempt", "started_at", "finished_at", "status", "output", "pgid",

@@ -248,6 +248,7 @@ class SQLStore(Reads):
                    "notify_pending = ?, owner = NULL, ahead = ? WHERE id = ?",
                    (wait_seq, json.dumps(awaiting), min(deadlines) if deadlines else None, cursor, now,
                     output_json, int(notify), json.dumps(sorted(set(ahead))), session_id))
+            self._open_timers(tx, session_id, awaiting, now)  # issue 23: reminders and escalations
         return Suspended(wait_seq)
 
     def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False, workflow_scope: str | None = None,
@@ -377,7 +378,7 @@ class SQLStore(Reads):
         """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1). `keep`:
         the event and wait that consume it, whose counted approvals stay `counted` (issue 23)."""
         count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
-                       "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ? "
+                       "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ?, timer_at = NULL "
                        "WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
                        (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), session.id,
                         session.wait_seq))
@@ -560,21 +561,24 @@ class SQLStore(Reads):
         self._pruned(ids)
         return len(ids)
 
+    # -- issue 23: a wait's reminders and escalations (durable timers the worker fires) ----------
 
+    def _open_timers(self, tx: Tx, session_id: str, awaiting: list[dict[str, Any]], now: float) -> None:
+        """A wait opened at `now`: its timer counters start again, and the first one is due then."""
+        timer_at = None
+        if any(entry.get("policy") for entry in awaiting):
+            from roast.timers import first_timer
 
+            timer_at = first_timer(awaiting, now)
+        tx.run("UPDATE sessions SET opened_at = ?, reminded = 0, escalated = 0, timer_at = ? WHERE id = ?",
+               (now, timer_at, session_id))
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    def claim_timer(self, session_id: str, *, wait_seq: int, reminded_was: int, escalated_was: int,
+                    reminded: int, escalated: int, next_at: float | None) -> bool:
+        """Claim a wait's due reminder and escalations before running them: a compare-and-set on the wait
+        and its counters, so of any number of workers exactly one wins, and a worker that dies after
+        its claim never runs them again (at most once). `next_at`: the next one due (None: none)."""
+        with self._write(session_id) as tx:
+            return tx.run("UPDATE sessions SET reminded = ?, escalated = ?, timer_at = ? WHERE id = ? AND "
+                          "wait_seq = ? AND status = 'waiting' AND reminded = ? AND escalated = ?",
+                          (reminded, escalated, next_at, session_id, wait_seq, reminded_was, escalated_was)) == 1

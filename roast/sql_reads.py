@@ -24,6 +24,7 @@ from roast.store import (
     EventRecord,
     Session,
     StepRecord,
+    WaitTimer,
     check_id,
     when,
 )
@@ -421,3 +422,18 @@ class Reads:
         if len(opened) < offset + limit:
             opened += self._newest(tx, where, args, [s for s in wanted if s not in OPEN], offset + limit - len(opened))
         return opened[offset:offset + limit]
+
+    # -- issue 23: the reminders and escalations due (the partial index `sessions_timer_due`)
+
+    def timers_due(self, *, now: float, limit: int = 100, session_id: str | None = None) -> builtins.list[WaitTimer]:
+        """At most `limit` waiting sessions whose next reminder or escalation is due, earliest first
+        (only `session_id`, when given: `--wait` follows one session)."""
+        one = "" if session_id is None else "id = ? AND "
+        with self._read() as tx:
+            if tx is None:
+                return []
+            rows = tx.rows("SELECT id, wait_seq, opened_at, reminded, escalated, timer_at FROM sessions WHERE "
+                           f"{one}status = 'waiting' AND timer_at IS NOT NULL AND timer_at <= ? ORDER BY timer_at, id "
+                           "LIMIT ?", (*([session_id] if session_id else []), now, limit))
+        return [WaitTimer(r["id"], int(r["wait_seq"]), r["opened_at"], int(r["reminded"]), int(r["escalated"]),
+                          r["timer_at"]) for r in rows]

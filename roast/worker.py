@@ -175,6 +175,18 @@ class Worker:
                     entry.update(error=str(err), code=err.code)
             fired.append(entry)
         notify_pending(self.store, self.observer_for(None), self.now, self.stop_drives.notify_later)
+        self.fire_timers()
+        return fired
+
+    def fire_timers(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """Fire the due reminders and escalations of open gates (issue 23; only `session_id`'s when
+        given), each at most once whoever races or crashes (`roast.reminders`); say what failed."""
+        from roast.reminders import fire_timers
+
+        fired = fire_timers(self.store, self.observer_for(session_id), self.now, session_id)
+        for entry in fired:
+            for problem in ([entry["error"]] if entry.get("error") else []) + entry.get("warnings", []):
+                self.log("reminder failed", session=entry["session_id"], warning=problem)
         return fired
 
     def _overdue(self) -> Iterator[Session]:
@@ -214,6 +226,8 @@ class Worker:
                 except NotWaiting:
                     pass  # an event won the race; follow the session on
                 continue
+            if session.status == "waiting":
+                self.fire_timers(sid)  # issue 23: its reminders and escalations, on time
             if session.status == "running" and session.orphaned:
                 return result_of(session, error="the process running this session died; "
                                                 f"`roast resume --session-id {sid}` continues it")

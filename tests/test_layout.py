@@ -8,10 +8,10 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 
 # STYLE "Layout": imports flow down this list.
 ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell_lex", "shell", "schema", "pages", "inbox", "policy",
-         "providers", "tools", "tool_calls", "context", "seal", "signed", "yaml_lines", "workflow", "requests",
+         "timers", "providers", "tools", "tool_calls", "context", "seal", "signed", "yaml_lines", "workflow", "requests",
          "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks", "effects", "links", "store",
          "outcomes", "migrations", "sql_reads", "sql",
-         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker",
+         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "reminders", "worker",
          "api", "gates", "display", "approval_html", "http_guard", "serve_intake", "serve", "people", "cli_store",
          "cli"]
 FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake"}
