@@ -175,10 +175,24 @@ def test_two_racing_deliveries_of_one_signed_approval_consume_it_once(tmp_path, 
         t.start()
     for t in threads:
         t.join()
-    print(outcomes)
     assert sorted(outcomes).count("consumed") == 1, outcomes
     assert [e.outcome for e in api.deliveries(sid)].count("consumed") == 1
     assert [h.output for h in api.history(sid)].count("approved by ana@example.com for b-3") == 1
+
+
+def test_a_replay_the_early_check_misses_is_refused_by_the_store(tmp_path, ana, monkeypatch):
+    """The race the early check cannot close (two deliveries both read before either writes): the
+    store keeps one event id per session, so the second comes back `duplicate`, refused here."""
+    sid = _waiting(tmp_path)
+    from roast.signed import from_header
+
+    text, signature = from_header(_signed_header(sid, ana))
+    assert approvals.deliver_signed(sid, "approved", None, text, signature).outcome == "consumed"
+    before = api.deliveries(sid)
+    monkeypatch.setattr(approvals, "_refuse_replay", lambda *args: None)
+    with pytest.raises(SignatureRefused, match="already delivered .*consumed"):
+        approvals.deliver_signed(sid, "approved", None, text, signature)
+    assert api.deliveries(sid) == before
 
 
 def test_without_allowed_signers_roast_approve_is_refused_with_a_hint(tmp_path, ana, monkeypatch, capsys):
