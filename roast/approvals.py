@@ -24,7 +24,8 @@ import time
 from roast import api, settings
 from roast import deliver as intake_
 from roast import signed
-from roast.errors import EventRefused, RoastError, UsageError
+from roast.errors import EventRefused, Replayed, RoastError, UsageError
+from roast.record import Record
 from roast.signed import SignatureRefused
 
 TYPE_CHECKING = False
@@ -106,6 +107,29 @@ def deliver_signed(session_id: str, event: str, data: Any, statement_text: str, 
     `session_id`: the statement must be for that session, its current wait, that event and exactly
     that data (by digest), recent, signed by a key in ROAST_ALLOWED_SIGNERS, and never delivered
     before; else `SignatureRefused` and nothing changed. `run=False` (`roast serve`): claim only."""
+    store_ = api.open_store(store, home)
+    checked = check_signed(session_id, event, data, statement_text, signature, allowed=allowed, store=store_,
+                           now=now)
+    return deliver_checked(checked, store=store_, observer=observer, now=now, source=source, run=run)
+
+
+class Checked(Record):
+    """A signed approval that passed every check but the store's: who signed what, for which wait."""
+
+    session_id: str
+    event: str
+    data: dict[str, Any]
+    actor: str
+    reason: str | None
+    wait_seq: int
+    event_id: str
+
+
+def check_signed(session_id: str, event: str, data: Any, statement_text: str, signature: str, *,
+                 allowed: str | None = None, home: str | os.PathLike[str] | None = None,
+                 store: SessionStore | str | None = None, now: Callable[[], float] = time.time) -> Checked:
+    """The checks of `deliver_signed`, without delivering (reads only): `roast serve` runs these
+    (`ssh-keygen`, ~30 ms) outside the claim, so a signed request never holds a claim thread."""
     allowed = allowed or allowed_signers(refuse=True)
     payload = intake_.event_data(data)
     store_ = api.open_store(store, home)
@@ -124,12 +148,24 @@ def deliver_signed(session_id: str, event: str, data: Any, statement_text: str, 
     except UsageError as err:  # the file went away, or no ssh-keygen: the signature cannot be checked
         raise _refused(SignatureRefused(f"the signature cannot be checked here: {err.message}", hint=err.hint),
                        session, event) from err
-    result = api.resume(event, data=payload, session_id=session.id, store=store_, source=source,
-                        observer=observer, now=now, event_id=event_id, actor=principal, reason=statement.reason,
-                        if_waiting=True, run=run, wait_seq=int(statement.wait), verified=True,
-                        signature=event_id)
+    return Checked(session.id, event, payload, principal, statement.reason, int(statement.wait), event_id)
+
+
+def deliver_checked(checked: Checked, *, home: str | os.PathLike[str] | None = None,
+                    store: SessionStore | str | None = None, observer: Observer | None = None,
+                    now: Callable[[], float] = time.time, source: str = "http", run: bool = True) -> Result:
+    """Deliver a checked signed approval, as its signer, verified, to the wait it was signed for
+    only (a compare-and-set on the wait), never queued, once."""
+    try:
+        result = api.resume(checked.event, data=checked.data, session_id=checked.session_id, store=store, home=home,
+                            source=source, observer=observer, now=now, event_id=checked.event_id, actor=checked.actor,
+                            reason=checked.reason, if_waiting=True, run=run, wait_seq=checked.wait_seq,
+                            verified=True, signature=checked.event_id)
+    except Replayed as err:  # bound to another session or event: cannot happen to a statement that checked
+        raise SignatureRefused(err.message, hint=err.hint) from err
     if result.outcome == "duplicate":  # a racing delivery of the same statement won
-        raise _replayed(session, event, result.delivery or {})
+        session = api.session(checked.session_id, store=store, home=home)
+        raise _replayed(session, checked.event, result.delivery or {})
     return result
 
 

@@ -404,8 +404,9 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if body and not (kind == "application/json" or kind.endswith("+json")):
             raise RequestRefused("unsupported_media_type", f"the body must be JSON, not {kind!r}; nothing was delivered")
-        result = await claim(approvals.deliver_signed, target["session_id"], event, body, text, signature,
-                             store=api.store, run=False)
+        checked = await call(approvals.check_signed, target["session_id"], event, body, text, signature,
+                             store=api.store)  # ssh-keygen runs here, not in a claim thread
+        result = await claim(approvals.deliver_checked, checked, store=api.store, run=False)
         note(request, actor=(result.delivery or {}).get("actor"), session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
             runtime.submit(result.session_id)
