@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     from roast import cli_store  # `roast store copy`, `roast key new` (issue 13)
 
     cli_store.add_parsers(sub, common, _Parser)
+    from roast import cli_approve  # `roast approve` (issue 23)
+    cli_approve.add_parser(sub, [common], _report)
     return parser
 
 

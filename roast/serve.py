@@ -363,6 +363,8 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         event = request.path_params["event"]
         note(request, event=event, session=target.get("session_id"))
         try:
+            if request.headers.get("roast-signature") is not None:  # issue 23: the signature is the credential
+                return await signed_approval(request, event, target)
             # judged on its head before a byte of its body is read (issue 21): a token, or the
             # headers a signature needs; the raw bytes are verified before anything parses them
             signed = serve_intake.signed(request.headers)
@@ -385,6 +387,27 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 runtime.submit(err.session_id)
             return failed(request, err)
         note(request, session=result.session_id, outcome=result.outcome)
+        if result.outcome == "consumed":
+            runtime.submit(result.session_id)
+        return as_json(result.to_json())
+
+    async def signed_approval(request: Request, event: str, target: dict[str, Any]) -> Response:
+        """An SSH-signed approval (`Roast-Signature`, issue 23) needs no other credential: checked on
+        the raw body's data, and delivered once, as the signer."""
+        from roast import approvals
+
+        if target.get("session_id") is None:
+            raise RequestRefused("usage", "a signed approval names its session: POST it to "
+                                          "/v1/sessions/{id}/events/{event}; nothing was delivered")
+        text, signature = approvals.read_header(request.headers["roast-signature"])
+        body = await read_body(request, settings.max_event_bytes())
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if body and not (kind == "application/json" or kind.endswith("+json")):
+            raise RequestRefused("unsupported_media_type", f"the body must be JSON, not {kind!r}; nothing was delivered")
+        checked = await call(approvals.check_signed, target["session_id"], event, body, text, signature,
+                             store=api.store)  # ssh-keygen runs here, not in a claim thread
+        result = await claim(approvals.deliver_checked, checked, store=api.store, run=False)
+        note(request, actor=(result.delivery or {}).get("actor"), session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
             runtime.submit(result.session_id)
         return as_json(result.to_json())

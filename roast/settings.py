@@ -183,3 +183,17 @@ def trusted_proxies(environ: Mapping[str, str] | None = None) -> tuple[frozenset
         except ValueError:
             raise UsageError(f"ROAST_TRUSTED_PROXIES: {a!r} is not an IP address") from None
     return addresses, header.lower() or None
+
+
+def allowed_signers(environ: Mapping[str, str] | None = None) -> str | None:
+    """`ROAST_ALLOWED_SIGNERS`: an OpenSSH `allowed_signers` file naming whose SSH keys may sign
+    approvals (issue 23), `~` expanded; None when unset. Set, it must name a readable file."""
+    raw = _raw("ROAST_ALLOWED_SIGNERS", environ).strip()
+    if not raw:
+        return None
+    path = os.path.expanduser(raw)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise UsageError(f"ROAST_ALLOWED_SIGNERS {raw!r} is not a readable file",
+                         hint="point it at an OpenSSH allowed_signers file: one line per person, "
+                              "e.g. `ana@example.com ssh-ed25519 AAAA…`")
+    return path

@@ -32,6 +32,7 @@ HTTP_STATUS = {"invalid": 422, "usage": 422, "workflow_invalid": 422, "not_found
                "unknown_event": 404, "late": 409, "closed": 409, "not_waiting": 409, "refused": 409,
                "definition_changed": 409, "state_refused": 409, "bad_link": 403, "unauthorized": 401, "replayed": 409, "forbidden": 403,
                "too_large": 413, "bad_request": 400, "unsupported_media_type": 415, "store_unavailable": 503}
+HTTP_STATUS["signature_refused"] = 403  # issue 23: an SSH-signed approval that does not check out
 
 
 class Result:

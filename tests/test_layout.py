@@ -12,9 +12,9 @@ ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell_le
          "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks", "effects", "links", "store",
          "outcomes", "migrations", "sql_reads", "sql",
          "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "reminders", "worker",
-         "api", "gates", "display", "approval_html", "http_guard", "serve_intake", "serve", "people", "cli_store",
-         "cli"]
-FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake"}
+         "api", "gates", "approvals", "display", "approval_html", "http_guard", "serve_intake", "serve", "people", "cli_store",
+         "cli_approve", "cli"]
+FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake", "cli_approve"}
 STORES = {"sql", "sql_reads", "migrations", "store_sqlite", "store_postgres", "store_copy"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
@@ -62,7 +62,7 @@ def test_faces_never_import_a_store_backend():
 
 # What a face may import (STYLE): the api, the documents, the rich output, the errors, the settings,
 # and another face (cli builds `roast serve`'s parser).
-FACE_MAY_IMPORT = {"api", "gates", "views", "display", "errors", "settings"} | FACES
+FACE_MAY_IMPORT = {"api", "gates", "approvals", "views", "display", "errors", "settings"} | FACES
 
 
 def test_faces_import_only_api_views_display_errors_and_settings():
