@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import pytest
 import test_serve
 from conftest import run_cli, write_workflow
+from test_approval_page import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from test_serve import eventually, finished, waiting_session
 
 from roast import api, gates, links, seal
@@ -185,3 +186,21 @@ def test_wait_pages_are_rendered_in_notify_and_listed_in_the_session_json(tmp_pa
     assert status == 200 and list(served["pages"]) == ["ana@example.com", "Bo@Example.com"]
     no_url = json.loads(run_cli("session", sid, "--json", env={"ROAST_PUBLIC_URL": ""}).stdout)
     assert no_url["pages"] == {}
+
+
+def test_ana_approves_through_her_own_link_in_chromium(tmp_path, serve, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    sid = waiting_session(tmp_path, GATE)
+    server = serve()
+    browser.get(gates.pages(sid, public_url=f"http://127.0.0.1:{server.port}")["ana@example.com"])
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "Promote build 1.4.2?" in text and "Answering as\nana@example.com (this link is yours alone)" in text
+    assert api.deliveries(sid) == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "person-link.png"))
+    browser.find_element(By.CSS_SELECTOR, "button.primary").click()
+    assert eventually(lambda: finished(sid), "the session to finish").status == "completed"
+    assert "By ana@example.com (verified)" in browser.find_element(By.TAG_NAME, "body").text
+    [delivery] = api.deliveries(sid)
+    assert (delivery.actor, delivery.verified) == ("ana@example.com", True)
