@@ -204,3 +204,28 @@ def test_ana_approves_through_her_own_link_in_chromium(tmp_path, serve, browser)
     assert "By ana@example.com (verified)" in browser.find_element(By.TAG_NAME, "body").text
     [delivery] = api.deliveries(sid)
     assert (delivery.actor, delivery.verified) == ("ana@example.com", True)
+
+
+def test_a_personal_token_is_its_own_kind_and_its_event_id_is_one_per_person_and_event():
+    key = b"k" * 32
+    token = links.make_person(key, "s1", 3, "Ana@Example.com", "d" * 16, 2_000_000_000)
+    link = links.check_person(key, token, now=1_900_000_000)
+    assert (link.session_id, link.wait_seq, link.identity, link.digest, link.event) == (
+        "s1", 3, "Ana@Example.com", "d" * 16, None)
+    for check in (links.check, links.check_page):  # never an event link nor a wait's shared page
+        with pytest.raises(links.BadLink):
+            check(key, token, now=1_900_000_000)
+    with pytest.raises(links.BadLink, match="expired"):
+        links.check_person(key, token, now=2_000_000_000)
+    with pytest.raises(links.BadLink):
+        links.check_person(key, links.make_page(key, "s1", 3, 2_000_000_000), now=0)
+    same = links.person_event_id("s1", 3, "ana@example.com", "approved")
+    assert same == links.person_event_id("s1", 3, " ANA@example.COM", "approved")  # one person, one id
+    assert len({same, links.person_event_id("s1", 3, "bo@example.com", "approved"),
+                links.person_event_id("s1", 4, "ana@example.com", "approved"),
+                links.person_event_id("s1", 3, "ana@example.com", "rejected")}) == 4
+    shown = [{"event": "approved", "title": "Promote 1.4.2?", "deadline": 5.0, "policy": {"quorum": {}}}]
+    digest = links.content_digest("release", shown)
+    assert digest == links.content_digest("release", [{**shown[0], "deadline": 9.0, "policy": None}])
+    assert digest != links.content_digest("release", [{**shown[0], "title": "Promote 9.9.9?"}])
+    assert digest != links.content_digest("other", shown)
