@@ -60,6 +60,8 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
             token = request.path_params["token"]
 
             def opened() -> tuple[Any, Any, str]:
+                if kind == "p":  # a personal link (issue 23)
+                    return gates.open_person(token, store=api.store)
                 return api.check_link(token) if kind == "a" else gates.open_page(token, store=api.store)
 
             def show(errors: Mapping[str, str] | None = None, values: Any = None, status: int = 200) -> Response:
@@ -69,6 +71,8 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
                     note(request, code=err.code)
                     return _ended_or_refused(err)
                 note(request, session=link[1].id)
+                if kind == "p" and gates.changed(link[0], link[1]):
+                    return page(gates.changed_page(), 409)
                 only = link[0].event if kind == "a" else None
                 return page(gates.render(token, action_url=token, errors=errors, values=values, only=only,
                                          link=link, store=api.store), status)
@@ -77,6 +81,8 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
                 try:  # an authentic link past its expiry may still say how its wait ended (it delivers nothing)
                     if kind == "a":
                         link = api.check_link(token, now=lambda: 0.0)
+                    elif kind == "p":
+                        link = gates.open_person(token, store=api.store, now=0.0)
                     else:
                         link = gates.open_page(token, store=api.store, now=0.0)
                 except RoastError:
@@ -116,6 +122,17 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
                     note(request, code="bad_csrf")
                     return page(gates.notice_page("This form is not valid", "It did not come from this page; "
                                                   "nothing was changed. Open the link again."), 403)
+                if kind == "p":  # issue 23: the person the link names, verified by possession, once per event
+                    event = (form.get("_event") or [""])[0]
+                    note(request, session=session.id, actor=link.identity)
+                    prior = gates.already(link, event, api.deliveries(session.id))
+                    if prior is not None:
+                        note(request, code="duplicate")
+                        return page(gates.already_page(prior, session), 409)
+                    if gates.changed(link, session):
+                        note(request, code="changed")
+                        return page(gates.changed_page(), 409)
+                    return person_submit(link, session, form, event)
                 note(request, session=session.id, actor=actor)
                 if session.status != "waiting" or session.wait_seq != link.wait_seq:
                     return show(status=409)  # it says how the wait ended
@@ -131,6 +148,30 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
                     return show({"": f"{err.message}"}, form, HTTP_STATUS.get(err.code, 409))
                 if result is None:
                     return show(errors, form, 422)
+                return delivered(result)
+
+            def person_submit(link: Any, session: Any, form: Any, event: str) -> Response:
+                if session.status != "waiting" or session.wait_seq != link.wait_seq:
+                    return show(status=409)  # it says how the wait ended
+                event_id = gates.person_event_id(link.session_id, link.wait_seq, link.identity, event)
+                try:
+                    result, errors = gates.decide(session, link.wait_seq, form, actor=link.identity, verified=True,
+                                                  event_id=event_id, store=api.store)
+                except RoastError as err:
+                    note(request, code=err.code)
+                    prior = gates.already(link, event, api.deliveries(session.id))  # a racing second click
+                    if prior is not None:
+                        return page(gates.already_page(prior, session), 409)
+                    return show({"": f"{err.message}"}, form, HTTP_STATUS.get(err.code, 409))
+                if result is None:
+                    return show(errors, form, 422)
+                if result.outcome == "duplicate":
+                    prior = gates.already(link, event, api.deliveries(session.id))
+                    if prior is not None:
+                        return page(gates.already_page(prior, session), 409)
+                return delivered(result)
+
+            def delivered(result: Any) -> Response:
                 note(request, event=result.event, outcome=result.outcome)
                 if result.outcome == "consumed":
                     runtime.submit(result.session_id)
@@ -159,6 +200,7 @@ def routes(config: Any, runtime: Any, api: Any, h: Mapping[str, Callable[..., An
 
     return [Route("/a/{token}", handler("a"), methods=["GET", "POST"]),
             Route("/g/{token}", handler("g"), methods=["GET", "POST"]),
+            Route("/p/{token}", handler("p"), methods=["GET", "POST"]),
             Route("/inbox", inbox, methods=["GET"]),
             Route("/v1/inbox", inbox, methods=["GET"])]
 

@@ -24,7 +24,7 @@ if __name__ not in ("roast.cli", "__main__"):
 
 from roast import __version__
 from roast.errors import RoastError, UsageError
-from roast.people import page_of
+from roast.people import page_of, pages_of
 
 EPILOG = """exit codes: 0 completed or waiting, 1 the workflow failed, 2 usage or validation error,
 3 not found / not waiting / refused event / cancelled, 4 the session store is unavailable.
@@ -594,7 +594,8 @@ def cmd_session(args: argparse.Namespace) -> int:
     if args.json:
         from roast.views import session_document
 
-        _emit_json(session_document(s, history, events, links, page_of(s.id) if links else None))
+        _emit_json(session_document(s, history, events, links, page_of(s.id) if links else None,
+                                    pages_of(s.id) if links else None))
         return 0
     from roast.display import session_detail
 

@@ -323,14 +323,15 @@ def run_notices(store: SessionStore, job: NotifyJob, observer: Observer, now: Ca
     try:
         links_now = signed_links(store, session)
         page = page_link(store, session)
+        pages = person_pages(store, session)  # issue 23: one page per person `approvers:` names
     except RoastError:
-        links_now, page = {}, None
+        links_now, page, pages = {}, None, {}
     for wait in job.waits:
         value = {"session_id": session_id, "events": list(wait.events), "deadline": iso(wait.deadline),
                  "resume": {e: commands.get(e, "") for e in wait.events},
                  "links": {e: links_now[e] for e in wait.events if e in links_now}, "path": wait.path,
                  "name": wait.wait, "workflow": defn.name, "seq": wait_seq, "page": page, "escalation": None,
-                 **extra}
+                 "pages": pages, **extra}
         view = NotifyContext(ctx, value)
         effects = Effects(ctx=ctx, model=_model(defn), cwd=job.cwd, announce=observer.note,
                           models=_models(defn))
@@ -517,4 +518,50 @@ def check_page(store: SessionStore, token: str, now: float) -> tuple[Any, Sessio
 
     key = seal.link_key(store.signing_keys())
     link = links_mod.check_page(key, token, now=now)
+    return link, store.get(link.session_id), links_mod.csrf(key, token)
+
+
+# --------------------------------------------------------------------------- per-person links (issue 23)
+
+def person_identities(row: Session) -> tuple[str, ...]:
+    """The people a waiting session's wait names exactly in `approvers:` (one personal link each),
+    in the order the policies list them; () when no policy names anyone exactly."""
+    from roast.policy import exact_approvers, from_doc, identity_key
+
+    seen: dict[str, str] = {}
+    for entry in row.awaiting or ():
+        if entry.get("event") and entry.get("policy"):
+            for who in exact_approvers(from_doc(entry["policy"])):
+                seen.setdefault(identity_key(who), who)
+    return tuple(seen.values())
+
+
+def person_pages(store: SessionStore, row: Session, public: str | None = None) -> dict[str, str]:
+    """One signed page per person its wait's `approvers:` lists exactly (identity → URL), each bound to
+    that identity and to a digest of what the page shows, under `public` (default `ROAST_PUBLIC_URL`);
+    `{}` without a public URL, when the session awaits no event, or when nobody is named."""
+    from roast import links as links_mod
+    from roast import seal
+
+    public = public or public_url()
+    if not public or row.status != "waiting" or not row.events:
+        return {}
+    people = person_identities(row)
+    if not people:
+        return {}
+    key = seal.link_key(store.signing_keys())
+    expires = row.updated_at + link_max_age()  # as a page link: after the deadline it says how the wait ended
+    digest = links_mod.content_digest(row.workflow_name, row.awaiting)
+    base = public.rstrip("/")
+    return {who: f"{base}/p/{links_mod.make_person(key, row.id, row.wait_seq, who, digest, expires)}"
+            for who in people}
+
+
+def check_person(store: SessionStore, token: str, now: float) -> tuple[Any, Session, str]:
+    """What a person's page link opens: `(link, session, csrf_token)`, or `links.BadLink`."""
+    from roast import links as links_mod
+    from roast import seal
+
+    key = seal.link_key(store.signing_keys())
+    link = links_mod.check_person(key, token, now=now)
     return link, store.get(link.session_id), links_mod.csrf(key, token)

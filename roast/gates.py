@@ -13,7 +13,8 @@ import time
 
 from roast import api
 from roast.errors import RoastError
-from roast.drive import check_page, page_link
+from roast.links import content_digest, person_event_id
+from roast.drive import check_page, check_person, page_link, person_pages
 from roast.pages import Decision, Gate, GateEvent, parse_form, render_gate
 from roast.views import gate_progress, iso
 
@@ -132,6 +133,8 @@ def render(token: str, *, action_url: str, errors: Mapping[str, str] | None = No
     deliveries = store_.events(session.id)
     shown = gate(session, deliveries, link.wait_seq, only=only,
                  awaiting=_saved_awaiting(session, link.wait_seq, deliveries))
+    if getattr(link, "identity", None):  # a personal link (issue 23): the page says whom it answers as
+        shown = shown._replace(person=link.identity)
     return render_gate(shown, now=time.time(), csrf=csrf, action_url=action_url, errors=errors, values=values)
 
 
@@ -158,6 +161,56 @@ def decide(session: Session, wait_seq: int, form: Form, *, actor: str, event_id:
                         event_id=event_id, wait_seq=wait_seq, run=False, store=_store(store, home),
                         verified=verified)
     return result, {}
+
+
+# --------------------------------------------------------------------------- per-person links (issue 23)
+
+
+def pages(session: Session | str, *, public_url: str | None = None, home: str | os.PathLike[str] | None = None,
+          store: SessionStore | str | None = None) -> dict[str, str]:
+    """The personal page link of each person the wait's `approvers:` names exactly (identity → URL,
+    under `public_url`, default `ROAST_PUBLIC_URL`); `{}` without one or when nobody is named."""
+    store_ = _store(store, home)
+    return person_pages(store_, store_.get(session) if isinstance(session, str) else session, public_url)
+
+
+def open_person(token: str, *, home: str | os.PathLike[str] | None = None,
+                store: SessionStore | str | None = None, now: float | None = None) -> tuple[Any, Session, str]:
+    """What a personal link opens: `(link, session, csrf)`; `links.BadLink` (a `Refused`) otherwise."""
+    return check_person(_store(store, home), token, time.time() if now is None else now)
+
+
+def changed(link: Any, session: Session) -> bool:
+    """Whether the page a personal link would show now differs from the one its link was made for
+    (only while its wait is open: a decided wait's page says how it ended)."""
+    if session.status != "waiting" or session.wait_seq != link.wait_seq:
+        return False
+    return content_digest(session.workflow_name, session.awaiting) != link.digest
+
+
+def already(link: Any, event: str, deliveries: Sequence[EventRecord]) -> EventRecord | None:
+    """The delivery a personal link already made of `event` (its event id is one per session, wait,
+    person and event: the store remembers it), or None."""
+    event_id = person_event_id(link.session_id, link.wait_seq, link.identity, event)
+    return next((d for d in deliveries if d.event_id == event_id and d.outcome in ("consumed", "counted")), None)
+
+
+def already_page(record: EventRecord, session: Session) -> str:
+    """The plain page of a second decision through the same personal link: what was said, and when."""
+    from datetime import datetime, timezone
+
+    labels: dict[str, str] = {}
+    for a in session.awaiting or ():
+        labels.update({str(k): str(v) for k, v in (a.get("labels") or {}).items()})
+    at = datetime.fromtimestamp(record.received_at, timezone.utc).strftime("%d %b %Y at %H:%M UTC").lstrip("0")
+    what = "approved this" if record.name == "approved" else f"answered “{labels.get(record.name, record.name)}”"
+    return notice_page("Already answered", f"You already {what} on {at}, through this link; nothing was changed.")
+
+
+def changed_page() -> str:
+    """The page of a personal link whose request changed since the link was made (it acts no more)."""
+    return notice_page("This request changed", "This request changed since your link was made; ask for a new "
+                       "link. Nothing was changed.")
 
 
 # --------------------------------------------------------------------------- the inbox

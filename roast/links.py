@@ -17,6 +17,11 @@ import json
 from roast.errors import Refused
 from roast.record import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
 _PREFIX = "v1"
 
 
@@ -109,3 +114,70 @@ def check_page(key: bytes, token: str, *, now: float) -> Link:
         raise BadLink("this page link has expired; nothing was changed",
                       hint="ask for a new link (`roast session ID` shows the current one)")
     return link
+
+
+# --------------------------------------------------------------------------- per-person links (issue 23)
+
+_PERSON = "u1"
+
+
+class PersonLink(Record):
+    """What a person's page token grants: the page of wait `wait_seq` of `session_id`, as `identity`
+    (the delivery's actor, verified by possession), while the page shows content of `digest`."""
+
+    __slots__ = ("session_id", "wait_seq", "event", "expires", "identity", "digest")
+
+
+def _person_tag(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, f"roast-person-v1\x00{payload}".encode(), hashlib.sha256).digest())
+
+
+_SHOWN = ("event", "wait", "title", "description", "labels", "schema", "about")
+
+
+def content_digest(workflow: str, awaiting: Iterable[Any] | None) -> str:
+    """A short digest of what a wait's page shows: the workflow's name and, for each awaited event,
+    the keys the page is built from (title, description, labels, schema, the workflow's description);
+    not the deadline, the policy or the progress, which a person's link outlives."""
+    entries = [{k: a.get(k) for k in _SHOWN} for a in awaiting or () if isinstance(a, dict) and a.get("event")]
+    shown = json.dumps([workflow, entries], separators=(",", ":"), sort_keys=True, default=str)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
+def make_person(key: bytes, session_id: str, wait_seq: int, identity: str, digest: str, expires: float) -> str:
+    """A token for one person's page of one wait, bound to `identity` and to the page's `digest`.
+    Its own prefix and HMAC domain: never a page link nor an event link, nor the reverse."""
+    payload = _b64(json.dumps({"s": session_id, "w": wait_seq, "i": identity, "d": digest, "x": int(expires)},
+                              separators=(",", ":"), sort_keys=True).encode())
+    return f"{_PERSON}.{payload}.{_person_tag(key, payload)}"
+
+
+def check_person(key: bytes, token: str, *, now: float) -> PersonLink:
+    """What a person's token grants (`event` is None), or BadLink; constant-time compare."""
+    parts = token.split(".") if isinstance(token, str) and len(token) < 2048 else []
+    if len(parts) != 3 or parts[0] != _PERSON:
+        raise BadLink("this personal link is not a roast link (malformed); nothing was changed")
+    payload, tag = parts[1], parts[2]
+    if not hmac.compare_digest(_person_tag(key, payload), tag):
+        raise BadLink("this personal link was altered or was made with another key; nothing was changed")
+    try:
+        fields = json.loads(_unb64(payload))
+        link = PersonLink(str(fields["s"]), int(fields["w"]), None, float(fields["x"]), str(fields["i"]),
+                          str(fields["d"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadLink("this personal link is damaged; nothing was changed") from err
+    if not link.identity:
+        raise BadLink("this personal link names nobody; nothing was changed")
+    if now >= link.expires:
+        raise BadLink("this personal link has expired; nothing was changed",
+                      hint="ask for a new link (`roast session ID` shows the current ones)")
+    return link
+
+
+def person_event_id(session_id: str, wait_seq: int, identity: str, event: str) -> str:
+    """The event id of a delivery through a person's link: one per (session, wait, person, event),
+    so a second decision through the same link is a `duplicate` in the store, never a second one."""
+    from roast.policy import identity_key
+
+    said = json.dumps([session_id, wait_seq, identity_key(identity), event], separators=(",", ":"))
+    return "person-" + hashlib.sha256(said.encode()).hexdigest()[:32]

@@ -48,11 +48,12 @@ class Decision(Record):
 
 class Gate(Record):
     """What one wait shows a person. `status` is "open" or "decided" (then `decision` says how);
-    `ref` is any identifier of the session: only its first 8 characters are shown, in the footer."""
+    `ref` is any identifier of the session: only its first 8 characters are shown, in the footer;
+    `person`: whom a personal link answers as (issue 23), None on a shared page."""
     __slots__ = ("title", "events", "description", "workflow", "workflow_description", "deadline",
-                 "status", "decision", "progress", "ref")
+                 "status", "decision", "progress", "ref", "person")
     _defaults = {"description": None, "workflow": None, "workflow_description": None, "deadline": None,
-                 "status": "open", "decision": None, "progress": None, "ref": None}
+                 "status": "open", "decision": None, "progress": None, "ref": None, "person": None}
 
 
 class Field(Record):
@@ -572,6 +573,8 @@ def render_gate(gate: Gate, *, now: float, csrf: str, action_url: str,
                       else "none, this waits until someone decides"))
     if gate.progress:
         facts.append(("Progress", gate.progress))
+    if gate.person and gate.status == "open":  # issue 23: a personal link answers as its person
+        facts.append(("Answering as", f"{gate.person} (this link is yours alone)"))
     if gate.workflow_description:
         facts.append(("About", gate.workflow_description))
     parts = ["<main class=page><header class=top>",

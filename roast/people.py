@@ -27,6 +27,18 @@ def page_of(session_id: str) -> str | None:
         return None
 
 
+def pages_of(session_id: str) -> dict[str, str]:
+    """The personal page of each person a waiting session's wait names exactly in `approvers:`,
+    when ROAST_PUBLIC_URL is set (issue 23)."""
+    from roast import gates, settings
+
+    try:
+        return gates.pages(session_id) if settings.public_url() else {}
+    except RoastError as err:  # e.g. no key for a shared store: the pages are extra, say why not
+        print(f"roast: warning: no personal pages: {err.message}", file=sys.stderr)
+        return {}
+
+
 def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """The `inbox` subcommand."""
     p = sub.add_parser("inbox", parents=list(parents), help="every open gate across workflows, soonest deadline first",

@@ -453,10 +453,10 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 s = api.session(request.path_params["session_id"])
                 from roast.views import session_document
 
-                from roast.gates import page
+                from roast.gates import page, pages
 
                 return session_document(s, api.history(s.id), api.deliveries(s.id), api.links(s),
-                                        page(s, store=api.store))
+                                        page(s, store=api.store), pages(s, store=api.store))
 
             return as_json(await call(read))
         except RoastError as err:
@@ -516,7 +516,7 @@ class _Front:
         began = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
-        shown = path[:3] + "<link>" if path.startswith(("/a/", "/g/")) else path  # a capability: never logged
+        shown = path[:3] + "<link>" if path.startswith(("/a/", "/g/", "/p/")) else path  # a capability: never logged
         refusal = None
         host = urlsplit("//" + headers.get("host", "")).hostname or ""
         if self.hosts is not None and host.lower() not in self.hosts:

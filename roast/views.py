@@ -197,12 +197,15 @@ def event_data(e: EventRecord) -> Any:
 
 
 def session_document(s: Session, history: Sequence[StepRecord], events: Sequence[EventRecord],
-                     links: Mapping[str, str] | None = None, page: str | None = None) -> dict[str, Any]:
+                     links: Mapping[str, str] | None = None, page: str | None = None,
+                     pages: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What `roast session ID --json` prints (and `GET /sessions/ID` of `roast serve`); `links`:
-    the signed approval link of each awaited event (with ROAST_PUBLIC_URL, issue 15)."""
+    the signed approval link of each awaited event (with ROAST_PUBLIC_URL, issue 15); `pages`: the
+    personal page of each person the wait's `approvers:` names exactly (issue 23)."""
     doc = session_json(s)
     doc["links"] = dict(links or {})
     doc["page"] = page  # issue 22: the wait's page (every event its own button), with ROAST_PUBLIC_URL
+    doc["pages"] = dict(pages or {})  # issue 23: identity → that person's own page
     doc["waits"] = [{**a, "deadline": iso(a.get("deadline")), "quorum": quorum_of(s, a, events)}  # issue 23
                     for a in s.awaiting] if s.status == "waiting" else []
     doc["final_output"] = s.final_output
