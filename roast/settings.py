@@ -109,14 +109,15 @@ def serve_tokens(environ: Mapping[str, str] | None = None) -> list[tuple[str, by
 
 
 def parse_tokens(text: str, where: str) -> list[tuple[str, bytes]]:
-    """Bearer tokens, space-separated, each `NAME:SECRET` or a bare secret; at least 16 characters."""
+    """Bearer tokens, space-separated, each `NAME:SECRET` or a bare secret; at least 16 characters. A name
+    is letters, digits and `_.+@-` (issue 23: `ana@example.com:SECRET` is ana, as `approvers:` names her)."""
     import hashlib
     import re
 
     tokens = []
     for item in text.split():
         name, sep, secret = item.partition(":")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.+@-]{1,64}", name):
             name, secret = "token-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
         if len(secret) < 16:
             raise UsageError(f"{where}: a bearer token is shorter than 16 characters; refusing a guessable token",
