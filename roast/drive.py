@@ -396,7 +396,7 @@ def event_of(record: EventRecord) -> Event:
     from roast.requests import TIMEOUT, timeout_event
 
     delivery = {"id": record.event_id, "actor": record.actor, "reason": record.reason, "source": record.source,
-                "received_at": iso(record.received_at)}
+                "received_at": iso(record.received_at), "verified": bool(record.verified)}
     if record.approvals is not None:  # issue 23: who decided a gated wait, `{{ delivery.approvals }}`
         delivery["approvals"] = record.approvals
     data = record.data

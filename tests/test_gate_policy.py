@@ -38,6 +38,7 @@ GATED = """
             approved:
               - who: "$(echo {{ ' '.join(a.actor for a in delivery.approvals) }})"
               - why: "$(echo {{ ' '.join(str(a.reason) for a in delivery.approvals) }})"
+              - verified: "$(echo {{ delivery.verified }})"
             rejected:
               - vetoed: "$(echo vetoed by {{ delivery.approvals[0].actor }})"
 """
@@ -323,6 +324,7 @@ def test_over_http_a_token_counts_an_outsider_gets_403_and_the_second_token_deci
     assert (status, doc["outcome"]) == (200, "consumed"), doc
     eventually(lambda: finished(sid), "the branch")
     assert _outputs(sid)["who"] == "ana@example.com bo@example.com"
+    assert _outputs(sid)["verified"] == "true"  # {{ delivery.verified }}: the deciding delivery's
     [consumed] = [e for e in api.deliveries(sid) if e.outcome == "consumed"]
     assert [a["verified"] for a in consumed.approvals] == [True, True]  # a token's identity is verified
 
