@@ -191,8 +191,10 @@ class Checks:
             config = self.source.config_for(name)
             if not config:
                 continue
+            from roast.policy import POLICY_KEYS  # issue 23: a named wait's config may hold its policy
+
             known = ((STEP_CONFIG_KEYS if "step" in kinds else ())
-                     + (WAIT_CONFIG_KEYS if "wait" in kinds else ()))
+                     + (WAIT_CONFIG_KEYS + POLICY_KEYS if "wait" in kinds else ()))
             kind = "step" if "step" in kinds else "wait"
             for key in config:
                 if key not in known:

@@ -379,3 +379,23 @@ def test_a_signed_webhook_decides_as_its_named_secret_and_another_secret_is_forb
     assert (status, doc["outcome"]) == (200, "consumed"), doc
     eventually(lambda: finished(sid), "the branch")
     assert "released by ci-bot" in [h.output for h in api.history(sid)]
+
+
+def test_a_named_waits_config_may_hold_its_policy_and_the_wait_s_own_keys_win(tmp_path):
+    wf = write_workflow(tmp_path, """
+        name: configured
+        gate:
+          approvers: [ana@example.com]
+          quorum: {approved: 1}
+          timeout: 1h
+        steps:
+          - gate:
+              wait_for_event:
+                quorum: {approved: 1}
+                approved: ["$(echo ok)"]
+        """)
+    assert run_cli("validate", str(wf), cwd=tmp_path).returncode == 0, "a named wait's config may hold its policy"
+    sid = roast.run(wf).session_id
+    with pytest.raises(Forbidden):
+        roast.resume("approved", session_id=sid, actor="bo@example.com")
+    assert roast.resume("approved", session_id=sid, actor="Ana@Example.com").status == "completed"
