@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any, Protocol
 
+    from roast.errors import RoastError
+
 SESSION_ID = re.compile(r"[0-9a-z][0-9a-z_-]{3,63}")
 STATUSES = ("running", "waiting", "interrupted", "completed", "failed", "timed_out", "cancelled", "moved")
 # `moved`: copied into another store by `roast store copy` (issue 24); `reason` names that store.
@@ -171,6 +173,8 @@ if TYPE_CHECKING:
                     workflow_scope: str | None = None, holding: bool = True, workflow_path: str | None = None,
                     wait_seq: int | None = None, now: float | None = None) -> Outcome: ...
         def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord: ...
+        def fire_many(self, waits: Sequence[tuple[str, int]], *, source: str,
+                      now: float | None = None) -> dict[str, EventRecord | RoastError]: ...  # issue 25
         def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None: ...
         def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
                    now: float | None = None, note: Incoming | None = None) -> None: ...

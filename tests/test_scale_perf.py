@@ -1,0 +1,90 @@
+"""Issue 25, the second stop: the everyday work stays cheap whatever the number of sessions, on both
+stores. `roast tick` claims its overdue timeouts a batch per transaction (then runs the branches),
+and exactly once; counts are capped; the resident worker's idle loop reads only indexed rows."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_scale_queries import store  # noqa: F401  (the fixture: SQLite and PostgreSQL)
+from test_store import T0
+
+import roast
+from roast.sql_reads import Tx
+
+TICK = ("name: tick\nsteps:\n  - approval:\n      wait_for_event:\n        approved:\n          - echo yes\n"
+        "        timeout:\n          - echo timed-out\n        within: 60s\n")
+
+
+@contextlib.contextmanager
+def claims_by_transaction(store: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:  # noqa: F811
+    """The number of the write transaction each timeout was claimed in (their count: transactions)."""
+    real_write = type(store)._write
+    count, seen = [0], []
+
+    @contextlib.contextmanager
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        count[0] += 1
+        with real_write(self, *args, **kwargs) as tx:
+            yield tx
+
+    def spy(real: Any) -> Any:
+        def insert(self: Tx, sql: str, params: Any) -> int:
+            if sql.startswith("INSERT INTO events") and "timeout" in params:
+                seen.append(count[0])
+            return int(real(self, sql, params))
+        return insert
+
+    monkeypatch.setattr(type(store), "_write", counted)
+    for cls in (Tx, *Tx.__subclasses__()):  # PostgreSQL's Tx has an insert of its own
+        if "insert" in vars(cls):
+            monkeypatch.setattr(cls, "insert", spy(vars(cls)["insert"]))
+    yield seen
+
+
+def tick_workflow(tmp_path: Path) -> Path:
+    workflow = tmp_path / "tick" / "workflow.yml"
+    workflow.parent.mkdir()
+    workflow.write_text(TICK)
+    return workflow
+
+
+# --------------------------------------------------------------------------- 1. tick claims in batches
+
+def test_one_tick_claims_its_overdue_timeouts_in_one_transaction_then_runs_each_branch(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    workflow = tick_workflow(tmp_path)
+    ids = {roast.run(workflow, store=store, now=lambda: T0).session_id for _ in range(6)}
+    with claims_by_transaction(store, monkeypatch) as claimed_in:
+        fired = roast.tick(store=store, now=lambda: T0 + 61)
+    assert {f["session_id"] for f in fired} == ids
+    assert all(f["fired"] and f["status"] == "completed" and f["error"] is None for f in fired), fired
+    assert len(claimed_in) == 6 and len(set(claimed_in)) == 1, claimed_in  # six claims, one transaction
+    for sid in ids:
+        assert [e.name for e in store.events(sid)] == ["timeout"]
+        assert roast.session(sid, store=store).output["approval"]["event"] == "timeout"
+
+
+def test_a_tick_batch_claims_a_session_an_event_took_meanwhile_for_nobody(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The listing saw three overdue sessions; an event took one before the batch was locked: the
+    batch claims the two others, and reports the third as resolved elsewhere, not as an error."""
+    workflow = tick_workflow(tmp_path)
+    ids = [roast.run(workflow, store=store, now=lambda: T0).session_id for _ in range(3)]
+    real = type(store).overdue
+
+    def overdue_then_an_event(self: Any, *, now: float | None = None) -> list[Any]:
+        listed = real(self, now=now)
+        if any(s.id == ids[1] and s.status == "waiting" for s in listed):
+            assert roast.resume("approved", session_id=ids[1], store=store, now=lambda: T0 + 30).status == "completed"
+        return listed
+
+    monkeypatch.setattr(type(store), "overdue", overdue_then_an_event)
+    fired = {f["session_id"]: f for f in roast.tick(store=store, now=lambda: T0 + 61)}
+    assert fired[ids[0]]["fired"] and fired[ids[2]]["fired"]
+    assert not fired[ids[1]]["fired"] and fired[ids[1]]["error"] is None and fired[ids[1]]["resumed_elsewhere"]
+    assert [e.name for e in store.events(ids[1])] == ["approved"]
+    assert [e.name for e in store.events(ids[0])] == ["timeout"]
