@@ -88,3 +88,81 @@ def test_a_tick_batch_claims_a_session_an_event_took_meanwhile_for_nobody(
     assert not fired[ids[1]]["fired"] and fired[ids[1]]["error"] is None and fired[ids[1]]["resumed_elsewhere"]
     assert [e.name for e in store.events(ids[1])] == ["approved"]
     assert [e.name for e in store.events(ids[0])] == ["timeout"]
+
+
+# --------------------------------------------------------------------------- 2. capped counts
+
+def cap_counts(monkeypatch: pytest.MonkeyPatch, cap: int) -> None:
+    from roast import api, display, sql_reads, views
+
+    for module in (sql_reads, views, api, display):
+        monkeypatch.setattr(module, "COUNT_CAP", cap)
+
+
+def test_a_listing_counts_up_to_the_cap_through_an_index_and_says_so(
+        store: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from test_scale_queries import assert_indexed, recorded
+    from test_store import waiting
+
+    cap_counts(monkeypatch, 5)
+    ids = [waiting(store, now=T0 + n) for n in range(7)]
+    with recorded(monkeypatch) as seen:
+        rows, total = store.list(statuses=["waiting"], limit=2)
+    assert [s.id for s in rows] == ids[:-3:-1] and total == 6  # counted no further than the cap + 1
+    counts = [s for s in seen if "count(" in s[0]]
+    assert len(counts) == 1 and "LIMIT 6" in counts[0][0]
+    assert_indexed(store, counts, "sessions_by_")
+    page = roast.sessions(status="waiting", limit=2, store=store)
+    assert (page.total, page.total_capped, page.next) == (5, True, 2)
+    whole = roast.sessions(status="waiting", limit=None, store=store)
+    assert (len(whole), whole.total, whole.total_capped, whole.next) == (7, 7, False, None)
+    few = roast.sessions(status="waiting", limit=2, offset=4, store=store)
+    assert few.total_capped and len(few) == 2
+
+
+def test_roast_sessions_says_10000_plus_when_the_count_stops_at_the_cap(
+        roast_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_store import waiting
+
+    from roast.cli import main
+    from roast.store_sqlite import SQLiteStore
+
+    cap_counts(monkeypatch, 5)
+    local = SQLiteStore(roast_home)
+    for n in range(8):
+        waiting(local, now=T0 + n)
+    assert main(["sessions", "--limit", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "… and more not shown: 5+ sessions match (--all lists them all, or --limit N)" in out, out
+    assert main(["sessions", "--limit", "3", "--status", "waiting"]) == 0
+    assert "5+ sessions match" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 2b. no session accepts the event
+
+def test_resume_without_a_session_id_stops_reading_when_none_accepts_and_still_finds_an_older_one(
+        store: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # noqa: F811
+    from test_scale_queries import assert_indexed, recorded
+    from test_store import waiting
+
+    from roast import deliver
+    from roast.errors import EventRefused
+
+    (tmp_path / "workflow.yml").write_text("name: deploy\n")
+    monkeypatch.chdir(tmp_path)
+    wf = deliver.workflow_path("workflow.yml")
+    monkeypatch.setattr(deliver, "WAITING_READ", 25)
+    merged = [{"event": "code_merged", "wait": "wait_for_event", "path": "1", "deadline": None}]
+    oldest = waiting(store, workflow=wf, now=T0 - 10, awaiting=merged)
+    for n in range(60):
+        waiting(store, workflow=wf, now=T0 + n)
+    with recorded(monkeypatch) as seen, pytest.raises(EventRefused) as err:
+        deliver.find(store, None, wf, "deployed", None)
+    assert "40+ waiting session(s) wait for: approved, rejected" in str(err.value)
+    assert len(seen) < 15, [s[0][-80:] for s in seen]  # pages of 20, not one per session
+    # (the look for interrupted or orphaned sessions of the workflow reads only those two statuses)
+    assert_indexed(store, [s for s in seen if "interrupted" not in s[1]], "sessions_by_")
+    with recorded(monkeypatch) as seen:
+        picked, others = deliver.find(store, None, wf, "code_merged", None)  # past the cap: the database filters
+    assert picked.id == oldest and others == []
+    assert_indexed(store, seen, "sessions_by_")
