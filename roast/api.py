@@ -240,10 +240,10 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
     observer = observer or _quiet()
     payload = intake_.event_data(data)
     incoming = intake_.intake(event, payload, event_id, actor, reason, source, now(), verified, signature) if event else None
-    store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):
         wanted = intake_.workflow_path(workflow)
+    store_ = _store(store, home)  # after the checks: psycopg loads only for a store operation (issue 25)
     if incoming is None:
         if session_id is None:
             raise UsageError("which session? `roast resume -s ID` continues an interrupted session",
