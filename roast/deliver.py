@@ -474,23 +474,19 @@ def not_waiting(session: Session) -> RoastError:
 
 
 def event_data(data: Any) -> dict[str, Any]:
+    from roast.expressions import parse_event_data
+
     if data is None:
         return {}
     if isinstance(data, (str, bytes)):
-        return expressions_parse(data)
+        return parse_event_data(data, limit=max_event_bytes())
     if not isinstance(data, Mapping):
         raise BadEventData(f"event data must be a JSON object (a dict), got {type(data).__name__}")
     try:
         text = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise BadEventData(f"event data must be plain JSON data: {err}") from err
-    return expressions_parse(text)
-
-
-def expressions_parse(raw: str | bytes) -> dict[str, Any]:
-    from roast.expressions import parse_event_data
-
-    return parse_event_data(raw, limit=max_event_bytes())
+    return parse_event_data(text, limit=max_event_bytes())
 
 
 def not_retryable(session: Session) -> RoastError:

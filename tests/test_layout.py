@@ -37,6 +37,12 @@ def test_every_module_is_placed_in_the_layout():
     assert modules <= set(ORDER), f"place {sorted(modules - set(ORDER))} in ORDER (and in STYLE's table)"
 
 
+def test_no_module_is_over_650_lines():
+    """STYLE: a module past ~650 lines does several jobs; split it along a seam before it grows."""
+    long = {p.name: n for p in ROAST.glob("*.py") if (n := len(p.read_text().splitlines())) > 650}
+    assert not long, f"split these modules: {long}"
+
+
 def test_no_module_imports_a_module_below_it():
     backwards = []
     for path in sorted(ROAST.glob("*.py")):
