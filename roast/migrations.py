@@ -142,7 +142,7 @@ SQLITE: list[tuple[str, ...]] = [
         "ALTER TABLE sessions ADD COLUMN reminded INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN timer_at REAL",
-        "CREATE INDEX sessions_timer_due ON sessions(timer_at) WHERE status = 'waiting' AND timer_at IS NOT NULL",
+        "CREATE INDEX sessions_timer_due ON sessions(status, timer_at) WHERE timer_at IS NOT NULL",
     ),
 ]
 
@@ -279,7 +279,7 @@ POSTGRES: list[tuple[str, ...]] = [
         "ALTER TABLE sessions ADD COLUMN reminded integer NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN escalated integer NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN timer_at double precision",
-        "CREATE INDEX sessions_timer_due ON sessions(timer_at) WHERE status = 'waiting' AND timer_at IS NOT NULL",
+        "CREATE INDEX sessions_timer_due ON sessions(status, timer_at) WHERE timer_at IS NOT NULL",
     ),
 ]
 

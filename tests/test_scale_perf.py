@@ -172,7 +172,7 @@ def test_resume_without_a_session_id_stops_reading_when_none_accepts_and_still_f
 
 def test_every_query_of_an_idle_worker_pass_reads_an_index(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """What `roast serve` runs while nothing happens: a pass (overdue deadlines, notices a crash
-    left) every half second and a look for orphans every five. None reads the waiting sessions."""
+    left, reminders due) every half second and a look for orphans every five. None reads the waiting sessions."""
     from test_scale_queries import assert_indexed, plan, recorded
     from test_store import make, waiting
 
@@ -187,10 +187,11 @@ def test_every_query_of_an_idle_worker_pass_reads_an_index(store: Any, monkeypat
     with recorded(monkeypatch) as seen:
         assert idle.tick("serve") == []
         idle._orphans()
-    assert len(seen) == 3, [s[0][-90:] for s in seen]
-    overdue, notices, orphans = seen
+    assert len(seen) == 4, [s[0][-90:] for s in seen]
+    overdue, notices, timers, orphans = seen
     assert_indexed(store, [overdue], "sessions_by_deadline")
     assert "sessions_notify_due" in plan(store, *notices)
+    assert "sessions_timer_due" in plan(store, *timers)  # issue 23: reminders and escalations due
     text = plan(store, *orphans)  # the running sessions only (their liveness is checked one by one)
     assert "sessions_by_" in text and "Seq Scan" not in text and "SCAN sessions" not in text, text
     assert list(orphans[1]) == ["running"] and recovering == [running]  # (its creator is gone: an orphan)
