@@ -581,14 +581,12 @@ def workflow_named(store: SessionStore, name: str, key: str) -> str:
     """The workflow path an event for workflow `name` with correlation `key` goes to (`roast serve`'s
     `POST /v1/workflows/{name}/events/{event}?key=K`): among workflows with an open session."""
     from roast.errors import Ambiguous
-    from roast.views import workflow_paths
 
-    rows, _ = store.list(statuses=["waiting", "running"], limit=None)
-    paths = workflow_paths(rows, name)
+    paths = [p for p in store.workflow_paths(name) if store.list(statuses=["waiting", "running"], workflow=p, limit=1)[0]]
     if not paths:
         raise NotFound(f"no open session of a workflow named {name!r}; nothing was delivered",
                        hint="GET /v1/sessions lists the sessions and their workflows")
-    keyed = [p for p in paths if any(s.key == key and s.workflow_path == p for s in rows)] or paths[:1]
+    keyed = [p for p in paths if store.with_key(p, key)] or paths[:1]  # issue 25: indexed, never every session
     if len(keyed) > 1:
         raise Ambiguous(f"several workflows named {name!r} have an open session with the key {key!r} "
                         f"({', '.join(keyed)}); nothing was delivered", hint="deliver by session id instead")

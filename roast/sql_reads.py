@@ -46,6 +46,11 @@ COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, curso
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id, verified, approvals")
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
+# issue 25: the distinct workflow paths, one seek of `sessions_by_workflow` each (a skip scan), never
+# a read of every session; both dialects take the same statement
+_PATHS = ("WITH RECURSIVE paths(path) AS (SELECT min(workflow_path) FROM sessions UNION ALL "
+          "SELECT (SELECT min(workflow_path) FROM sessions WHERE workflow_path > paths.path) FROM paths "
+          "WHERE paths.path IS NOT NULL) SELECT path FROM paths WHERE path IS NOT NULL")
 OVERDUE_BATCH = 1000  # overdue() returns at most this many per call; the worker's next tick takes the rest (issue 25)
 
 
@@ -253,6 +258,24 @@ class Reads:
         with self._read() as tx:  # one indexed query per status, merged (as the open-first listing)
             return [] if tx is None else self._sessions(tx, self._newest(tx, where, args, ("waiting", "running"), limit))
 
+    def workflow_paths(self, workflow: str) -> list[str]:
+        """The workflow paths in the store that `workflow` names: the path itself, the workflow's `name:`
+        or its directory's name (issue 25: read a distinct path at a time, not every session)."""
+        import os
+
+        with self._read() as tx:
+            if tx is None:
+                return []
+            found = []
+            for row in tx.rows(_PATHS, ()):
+                path = row["path"]
+                if workflow not in (path, os.path.basename(os.path.dirname(path))):
+                    named = tx.row("SELECT workflow_name FROM sessions WHERE workflow_path = ? LIMIT 1", (path,))
+                    if named is None or named["workflow_name"] != workflow:
+                        continue
+                found.append(path)
+            return found
+
     def with_key(self, workflow_path: str, key: str) -> list[Session]:
         """Open sessions of a workflow with this correlation key (issue 15), newest first."""
         return self._select("workflow_path = ? AND key = ? AND status IN ('waiting', 'running')",
@@ -375,9 +398,12 @@ class Reads:
         if sql_statuses:
             where.append(f"status IN ({marks(sql_statuses)})")
             args.extend(sql_statuses)
-        if workflow is not None:
-            where.append("(workflow_path = ? OR workflow_name = ?)")
-            args.extend((workflow, workflow))
+        if workflow is not None:  # issue 25: the paths it names, then an indexed range of each
+            paths = self.workflow_paths(workflow)
+            if not paths:
+                return [], 0
+            where.append(f"workflow_path IN ({marks(paths)})")
+            args.extend(paths)
         if older_than is not None:
             where.append("updated_at < ?")
             args.append(_now(now) - older_than)

@@ -6,7 +6,6 @@ Pure: builds values from store records, decides nothing, performs no I/O.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 
 from roast.expressions import iso
@@ -262,17 +261,6 @@ def resume_commands(session: Session) -> list[str]:
     if path.startswith("<dict:"):
         return [f"roast.resume({e!r}, session_id={session.id!r})" for e in session.events]
     return [f"roast resume -s {session.id} -e {shlex.quote(e)}" for e in session.events]
-
-
-def workflow_paths(rows: Sequence[Session], name: str) -> list[str]:
-    """The workflow paths, among sessions in the store, that `name` names (its `name:`, directory or
-    path): the URL never names a file of its own."""
-    found = []
-    for s in rows:
-        if name in (s.workflow_name, s.workflow_path, os.path.basename(os.path.dirname(s.workflow_path))) \
-                and s.workflow_path not in found:
-            found.append(s.workflow_path)
-    return found
 
 
 def quorum_of(s: Session, wait: Mapping[str, Any], events: Sequence[EventRecord]) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import pytest
 from conftest import TEST_KEY
 from test_store import T0, consume, is_pg, make, raw, waiting
 
-from roast import deliver
+from roast import deliver, sql_reads
 from roast.sql_reads import Tx
 from roast.store_sqlite import SQLiteStore
 
@@ -211,3 +211,29 @@ def test_one_tick_fires_every_overdue_wait_past_the_batch_size(tmp_path: Path,
     fired = roast.tick(now=lambda: T0 + 61)
     assert {f["session_id"] for f in fired} == ids and all(f["fired"] for f in fired)
     assert roast.tick(now=lambda: T0 + 62) == []
+
+
+# --------------------------------------------------------------------------- 5. a workflow by its name
+
+def test_a_listing_or_a_keyed_delivery_by_workflow_name_reads_one_index_seek_per_workflow(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`roast sessions --workflow NAME`, `GET /v1/sessions?workflow=NAME` and `POST /v1/workflows/NAME/
+    events/E?key=K` find the workflow's paths by skipping through `sessions_by_workflow` a distinct path
+    at a time, then read an indexed range: never every session (they did, issue 25)."""
+    paths = {}
+    for name in ("deploy", "review", "release"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "workflow.yml").write_text(f"name: {name}\n")
+        paths[name] = str(tmp_path / name / "workflow.yml")
+    made = {name: [waiting(store, workflow=path, now=T0 + n) for n in range(8)] for name, path in paths.items()}
+    assert store.workflow_paths("review") == [paths["review"]]  # by its directory
+    assert store.workflow_paths(paths["deploy"]) == [paths["deploy"]]  # by its path
+    with recorded(monkeypatch) as seen:
+        rows, total = store.list(workflow="release", limit=5, open_first=True)
+    assert [s.id for s in rows] == made["release"][::-1][:5] and total == 8
+    assert any("workflow_path IN" in sql for sql, _ in seen), seen
+    walk = plan(store, sql_reads._PATHS, ())  # the skip scan over the distinct paths
+    assert "sessions_by_" in walk and "Seq Scan on sessions" not in walk and "SCAN sessions" not in walk, walk
+    for sql, args in seen:
+        text = plan(store, sql, args)
+        assert "Seq Scan on sessions" not in text and "SCAN sessions" not in text, (sql, text)
