@@ -216,6 +216,9 @@ def changed_page() -> str:
 # --------------------------------------------------------------------------- the inbox
 
 
+INBOX_SHOWN = 500  # the inbox lists at most this many gates, soonest deadline first (issue 25)
+
+
 def inbox(*, as_: str | None = None, public_url: str | None = None, home: str | os.PathLike[str] | None = None,
           store: SessionStore | str | None = None, now: float | None = None) -> list[dict[str, Any]]:
     """Every open gate across workflows (waiting sessions and the events they await), soonest
@@ -226,7 +229,7 @@ def inbox(*, as_: str | None = None, public_url: str | None = None, home: str | 
 
     store_ = _store(store, home)
     at = time.time() if now is None else now
-    rows = api.list_sessions(status="waiting", limit=None, store=store_).rows
+    rows = store_.soonest_waiting(INBOX_SHOWN)  # issue 25: the soonest gates, never every waiting session
     gates = []
     for s in rows:
         if not s.events:

@@ -276,6 +276,19 @@ class Reads:
                 found.append(path)
             return found
 
+    def soonest_waiting(self, limit: int) -> list[Session]:
+        """At most `limit` waiting sessions, soonest deadline first, then some without a deadline: the
+        inbox's gates (issue 25: two ranges of `sessions_by_deadline`, never every waiting session)."""
+        with self._read() as tx:
+            if tx is None:
+                return []
+            rows = tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'waiting' AND deadline IS NOT NULL "
+                           "ORDER BY deadline LIMIT ?", (limit,))
+            if len(rows) < limit:
+                rows += tx.rows(f"SELECT {COLUMNS} FROM sessions WHERE status = 'waiting' AND deadline IS NULL "
+                                "LIMIT ?", (limit - len(rows),))
+            return self._sessions(tx, rows)
+
     def with_key(self, workflow_path: str, key: str) -> list[Session]:
         """Open sessions of a workflow with this correlation key (issue 15), newest first."""
         return self._select("workflow_path = ? AND key = ? AND status IN ('waiting', 'running')",

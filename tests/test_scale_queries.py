@@ -237,3 +237,24 @@ def test_a_listing_or_a_keyed_delivery_by_workflow_name_reads_one_index_seek_per
     for sql, args in seen:
         text = plan(store, sql, args)
         assert "Seq Scan on sessions" not in text and "SCAN sessions" not in text, (sql, text)
+
+
+# --------------------------------------------------------------------------- 6. the inbox
+
+def test_the_inbox_reads_the_soonest_gates_through_the_deadline_index(store: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`roast inbox` and `GET /inbox` list at most INBOX_SHOWN gates, soonest deadline first (they read
+    every waiting session, issue 25)."""
+    from roast import gates
+
+    monkeypatch.setattr(gates, "INBOX_SHOWN", 5)
+    due = [waiting(store, now=T0 + n, deadline=T0 + 1_000 - n) for n in range(8)]
+    for n in range(3):
+        waiting(store, now=T0 + 50 + n)  # no deadline: after every one that has one
+    with recorded(monkeypatch) as seen:
+        listed = gates.inbox(store=store, now=T0 + 100)
+    assert [g["session_id"] for g in listed] == due[::-1][:5]
+    assert_indexed(store, [(sql, args) for sql, args in seen if "deadline IS NOT NULL" in sql], "sessions_by_deadline")
+    for sql, args in seen:
+        text = plan(store, sql, args)
+        assert "Seq Scan on sessions" not in text and "SCAN sessions" not in text, (sql, text)
