@@ -146,9 +146,10 @@ def run(workflow: str | os.PathLike[str] | Mapping[str, Any], target: str | None
     from roast.definition import check_model
 
     observer = observer or _quiet()
-    defn = definitions.load(workflow)
-    if target is None and not isinstance(workflow, Mapping):  # the workflow's own `target:` (SPEC §5)
-        found = targets(workflow)
+    own = None if target is not None or isinstance(workflow, Mapping) else definitions.read(workflow)
+    defn = definitions.load(workflow)  # issue 25: compiles the file just read for `target:`, parsed once
+    if own is not None:  # the workflow's own `target:` (SPEC §5), expanded once the workflow is valid
+        found = definitions.own_targets(own)
         if len(found) > 1:
             raise UsageError(f"the workflow's `target:` names {len(found)} targets; roast.run runs one session",
                              hint="pass target=..., or run each of roast.api.targets(workflow)")
@@ -183,11 +184,9 @@ def targets(workflow: str | os.PathLike[str] | Mapping[str, Any], given: Sequenc
         found.extend(effects.expand_targets(spec))
     if found or isinstance(workflow, Mapping):
         return found or [None]
-    from roast import workflow as workflow_mod
+    from roast import definition as definitions
 
-    wf = workflow_mod.load(workflow)
-    configured = wf.data.get("target")
-    return list(effects.configured_targets(str(configured), str(wf.directory))) if configured else [None]
+    return definitions.own_targets(definitions.read(workflow))
 
 
 def validate(workflow: str | os.PathLike[str]) -> tuple[dict[str, Any], UsageError | None]:

@@ -49,6 +49,21 @@ class Definition:
         return tree.declared_events(self.root)
 
 
+def read(workflow: Any) -> Any:
+    """A workflow file read and parsed, not compiled (`load` compiles this very parse: issue 25)."""
+    from roast import workflow as workflow_mod
+
+    return workflow_mod.load(workflow)
+
+
+def own_targets(wf: Any) -> list[str | None]:
+    """A workflow's own `target:` (SPEC §5) expanded, else `[None]`."""
+    from roast import effects
+
+    configured = wf.data.get("target")
+    return list(effects.configured_targets(str(configured), str(wf.directory))) if configured else [None]
+
+
 def load(workflow: Any, cwd: str | None = None) -> Definition:
     """Load and compile a workflow: a path (file, directory, roast/NAME) or a dict."""
     from roast import compiler  # not on the path of a resume that finds its tree saved

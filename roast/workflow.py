@@ -348,6 +348,10 @@ def load(arg: str | os.PathLike[str], cwd: Path | None = None) -> Workflow:
         combined = prefix + _drop_document_start(text)
     else:
         shared_path = None
+    key = (path, cwd, combined)
+    fresh = _FRESH[-1] if _FRESH else None  # issue 25: a workflow just read for its `target:`, parsed once
+    if fresh is not None and fresh[0] == key and not fresh[1]._found:
+        return fresh[1]
     data = parse(combined, shown, line_offset_map=segments)
     if not isinstance(data, Map):
         kind = "empty" if data is None else f"a {_kind(data)}"
@@ -366,7 +370,13 @@ def load(arg: str | os.PathLike[str], cwd: Path | None = None) -> Workflow:
     if not steps:
         raise WorkflowInvalid("`steps:` is empty: there is nothing to run",
                               where=workflow.where(line), hint=_MINIMAL)
+    _FRESH[:] = [(key, workflow)]
     return workflow
+
+
+# The last workflow `load` parsed, handed out again until a step of it is looked up (a compile starts;
+# issue 25: `roast execute` reads `target:`, then compiles: one YAML parse, not two). Same path, cwd, text.
+_FRESH: list[tuple[tuple[Path, Path | None, str], Workflow]] = []
 
 
 def _kind(value: object) -> str:

@@ -352,3 +352,20 @@ def test_fingerprint_changes_when_a_step_file_changes_and_not_otherwise(wf, tmp_
     (tmp_path / "wf" / "workflow.yml").write_text("steps: [greet]  # comment\n")
     assert fingerprint() != changed
     assert len(changed) == 64 and int(changed, 16) >= 0
+
+
+def test_running_a_workflow_parses_its_yaml_once_even_to_read_its_target(tmp_path, monkeypatch):
+    """Issue 25: `roast.run` read `target:` by loading the workflow a second time (the YAML parsed twice
+    per execute); the parse it makes for `target:` is the one it compiles. A changed file is parsed again."""
+    import roast
+    from roast import workflow as workflow_mod
+
+    (tmp_path / "workflow.yml").write_text("name: once\ntarget: a.txt\nsteps:\n  - $(echo {{ workflow.target }})\n")
+    parses = []
+    real = workflow_mod.parse
+    monkeypatch.setattr(workflow_mod, "parse", lambda *a, **k: parses.append(1) or real(*a, **k))
+    result = roast.run(tmp_path / "workflow.yml")
+    assert result.status == "completed" and len(parses) == 1
+    (tmp_path / "workflow.yml").write_text("name: once\ntarget: b.txt\nsteps:\n  - $(echo {{ workflow.target }})\n")
+    again = roast.run(tmp_path / "workflow.yml")
+    assert len(parses) == 2 and again.final_output.strip().endswith("b.txt")
