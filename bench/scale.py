@@ -178,6 +178,10 @@ class Store:
     def server_pids(self) -> list[int]:
         return []
 
+    def sibling(self, name: str) -> Store:
+        """Another store of the same kind (on the same server): the yardstick's."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         pass
 
@@ -222,10 +226,13 @@ def quote(col: str) -> str:
 class SQLiteStore(Store):
     kind = "sqlite"
 
-    def __init__(self, scratch: Path, key: str) -> None:
+    def __init__(self, scratch: Path, key: str, name: str = "big") -> None:
         super().__init__(scratch, key)
-        self.home = scratch / "sqlite-home"
+        self.home = scratch / f"sqlite-{name}"
         self.db_path = self.home / "sessions.db"
+
+    def sibling(self, name: str) -> SQLiteStore:
+        return SQLiteStore(self.scratch, self.key, name)
 
     def env(self) -> dict[str, str]:
         return {"ROAST_HOME": str(self.home)}
@@ -286,19 +293,22 @@ class SQLiteStore(Store):
 class PostgresStore(Store):
     kind = "postgres"
 
-    def __init__(self, scratch: Path, key: str) -> None:
+    def __init__(self, scratch: Path, key: str, name: str = "big", cluster: Any = None) -> None:
         super().__init__(scratch, key)
         sys.path.insert(0, str(REPO / "tests"))
         import _pg
 
-        self.cluster = _pg.start(scratch / "pg", settings={
+        self.name = name
+        self.owns_cluster = cluster is None
+        # its own directory beside the scratch one: the server runs as another user, who may not enter ours
+        self.cluster = cluster or _pg.start(tempfile.mkdtemp(prefix="roast-scale-pg-", dir=scratch.parent), settings={
             "fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "256MB",
             "max_wal_size": "4GB", "checkpoint_timeout": "30min"})
         import psycopg
 
         with psycopg.connect(self.cluster.admin_url, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE roast_scale TEMPLATE template0")
-        self.url = _pg.with_database(self.cluster.admin_url, "roast_scale")
+            admin.execute(f"CREATE DATABASE roast_{name} TEMPLATE template0")
+        self.url = _pg.with_database(self.cluster.admin_url, f"roast_{name}")
         self.pgcrypto = True
         try:
             with psycopg.connect(self.url, autocommit=True) as db:
@@ -307,11 +317,14 @@ class PostgresStore(Store):
             log(f"postgres: no pgcrypto ({err}); copies are resealed in Python")
             self.pgcrypto = False
 
+    def sibling(self, name: str) -> PostgresStore:
+        return PostgresStore(self.scratch, self.key, name, self.cluster)
+
     def env(self) -> dict[str, str]:
-        return {"ROAST_STORE": self.url, "ROAST_HOME": str(self.scratch / "pg-home")}
+        return {"ROAST_STORE": self.url, "ROAST_HOME": str(self.scratch / f"pg-{self.name}")}
 
     def api_store(self) -> Any:
-        return {"store": self.url, "home": str(self.scratch / "pg-home")}
+        return {"store": self.url, "home": str(self.scratch / f"pg-{self.name}")}
 
     def connect(self) -> Any:
         import psycopg
@@ -390,7 +403,8 @@ class PostgresStore(Store):
         return pids
 
     def stop(self) -> None:
-        self.cluster.stop()
+        if self.owns_cluster:
+            self.cluster.stop()
 
     def facts(self) -> dict[str, Any]:
         (version, fsync, sync, shared) = self.rows(
@@ -605,12 +619,13 @@ class Scale:
 
     # -- measuring
 
-    def interleaved(self, env: dict[str, str], commands: dict[str, list[str]], runs: int) -> dict[str, Any]:
-        """Each command `runs` times, round-robin with the import floor; one untimed warm-up each."""
+    def interleaved(self, commands: dict[str, tuple[dict[str, str], list[str]]], runs: int) -> dict[str, Any]:
+        """Each command (env, argv) `runs` times, round-robin with the import floor; one untimed
+        warm-up each (one timed run only when a warm-up took over 10 s)."""
         times: dict[str, list[float]] = {name: [] for name in ["floor", *commands]}
         cpus: dict[str, list[float]] = {name: [] for name in ["floor", *commands]}
         slow = False
-        for name, argv in commands.items():
+        for name, (env, argv) in commands.items():
             warm, _, _ = self.procs.run(argv, env, expect=(0, 3))
             slow = slow or warm > 10
         self.procs.run(["-c", FLOOR], self.floor_env)
@@ -618,26 +633,35 @@ class Scale:
             wall, cpu, _ = self.procs.run(["-c", FLOOR], self.floor_env)
             times["floor"].append(wall)
             cpus["floor"].append(cpu)
-            for name, argv in commands.items():
+            for name, (env, argv) in commands.items():
                 wall, cpu, _ = self.procs.run(argv, env, expect=(0, 3))
                 times[name].append(wall)
                 cpus[name].append(cpu)
         return {name: {"samples": times[name], "median": median(times[name]), "cpu": median(cpus[name])}
                 for name in times}
 
-    def measure_size(self, store: Store, size: int, yard: dict[str, Any] | None) -> dict[str, Any]:
+    def measure_size(self, store: Store, small: Store, size: int) -> dict[str, Any]:
         args = self.args
         env = self.procs.env(**store.env())
-        out: dict[str, Any] = {"size": size, "waiting": self.waiting(store)}
+        small_env = self.procs.env(**small.env())
+        top_up = self.args.sizes[0] - self.waiting(small)
+        if top_up > 0:
+            self.real(small, top_up)
+        out: dict[str, Any] = {"size": size, "waiting": self.waiting(store), "yardstick_waiting": self.waiting(small)}
         rm = ["-m", "roast"]
-        log(f"{store.kind} @ {size:,}: process figures ({args.runs} runs, interleaved with the floor)")
-        procs = self.interleaved(env, {
-            "resume_noid": [*rm, "resume", str(self.wf), "-e", "go"],
-            "sessions_page": [*rm, "sessions"],
-            "tick_idle": [*rm, "tick"],
-        }, args.runs)
+        log(f"{store.kind} @ {size:,}: process figures ({args.runs} runs, interleaved with the floor and the "
+            f"{out['yardstick_waiting']}-session yardstick)")
+        commands = {"resume_noid": [*rm, "resume", str(self.wf), "-e", "go"], "sessions_page": [*rm, "sessions"],
+                    "tick_idle": [*rm, "tick"]}
+        procs = self.interleaved({key: job for name, argv in commands.items()
+                                  for key, job in ((name, (env, argv)), (f"{name}@yard", (small_env, argv)))}, args.runs)
         out["floor"] = procs.pop("floor")
-        out.update(procs)
+        for name in commands:
+            out[name] = procs[name]
+            out[name]["yard"] = procs[f"{name}@yard"]["median"]
+            out[name]["yard_samples"] = procs[f"{name}@yard"]["samples"]
+            out[name]["x30"] = out[name]["median"] / out[name]["yard"]
+            out[name]["xfloor"] = out[name]["median"] / out["floor"]["median"]
         # consistency of copies: detail and cancel of one copy
         copies = store.rows("SELECT id FROM sessions WHERE status = 'waiting' AND id LIKE 'c%' ORDER BY id DESC LIMIT 1")
         if copies:
@@ -654,7 +678,18 @@ class Scale:
         serve = Serve(self.procs, store, self.scratch)
         try:
             out["serve_idle"] = serve.idle(store, args.idle, args.settle)
-            out["api_list"] = serve.get("/v1/sessions?status=waiting", args.runs * 2)
+            yard_serve = Serve(self.procs, small, self.scratch)
+            try:
+                big_list, small_list = [], []
+                for _ in range(args.runs * 2):
+                    big_list.append(serve.get("/v1/sessions?status=waiting", 1))
+                    small_list.append(yard_serve.get("/v1/sessions?status=waiting", 1))
+            finally:
+                yard_serve.stop()
+            samples = [s for g in big_list for s in g["samples"]]
+            yard = [s for g in small_list for s in g["samples"]]
+            out["api_list"] = {"samples": samples, "median": median(samples), "listed": big_list[-1]["listed"],
+                               "yard": median(yard), "yard_samples": yard, "x30": median(samples) / median(yard)}
             count = min(args.deliveries, size // 4)
             if count >= 10:
                 ids = [r[0] for r in store.rows("SELECT id FROM sessions WHERE status = 'waiting' AND id LIKE 'c%' "
@@ -670,11 +705,6 @@ class Scale:
                 out["deliveries"]["branches_done_after_s"] = round(time.perf_counter() - began, 2)
         finally:
             serve.stop()
-        if yard is not None:
-            for name in ("resume_noid", "sessions_page", "tick_idle", "api_list"):
-                out[name]["x30"] = out[name]["median"] / yard[name]["median"]
-        for name in ("resume_noid", "sessions_page", "tick_idle"):
-            out[name]["xfloor"] = out[name]["median"] / out["floor"]["median"]
         out["explain"] = self.explain(store, env)
         return out
 
@@ -711,8 +741,8 @@ class Scale:
 
     def pg_startup(self, store: Store) -> dict[str, Any]:
         env = self.procs.env(**store.env())
-        figures = self.interleaved(env, {"sessions_json": ["-m", "roast", "sessions", "--json"],
-                                         "import_psycopg": ["-c", "import psycopg"]}, self.args.runs)
+        figures = self.interleaved({"sessions_json": (env, ["-m", "roast", "sessions", "--json"]),
+                                    "import_psycopg": (env, ["-c", "import psycopg"])}, self.args.runs)
         _, _, proc = self.procs.run(["-X", "importtime", "-m", "roast", "sessions", "--json"], env)
         total = 0
         psycopg_us = 0
@@ -736,9 +766,9 @@ class Scale:
             for n in (1, 200):
                 (work / "wf" / f"py{n}.yml").write_text("steps:\n" + "  - noop\n" * n)
             env = self.procs.env(ROAST_HOME=str(work / "home"))
-            figures = self.interleaved(env, {
-                "one": ["-m", "roast", "execute", str(work / "wf" / "py1.yml")],
-                "many": ["-m", "roast", "execute", str(work / "wf" / "py200.yml")]}, self.args.runs)
+            figures = self.interleaved({
+                "one": (env, ["-m", "roast", "execute", str(work / "wf" / "py1.yml")]),
+                "many": (env, ["-m", "roast", "execute", str(work / "wf" / "py200.yml")])}, self.args.runs)
             per = (figures["many"]["median"] - figures["one"]["median"]) / 199
             return {**figures, "steps": 200, "per_step_ms": per * 1e3, "home": str(work), "disk": disk_of(work)}
         finally:
@@ -751,8 +781,11 @@ class Scale:
         self.due_copies = 0
         self.results["stores"][store.kind] = result
         yard_size = sizes[0]
-        log(f"{store.kind}: {yard_size + args.runs + 4} real sessions through roast.run()")
-        ids = self.real(store, yard_size + args.runs + 4)  # the yardstick's resumes consume a few
+        small = store.sibling("yard")
+        log(f"{store.kind}: {yard_size} real sessions through roast.run(), in the store that grows and in the "
+            "yardstick's")
+        ids = self.real(store, yard_size)
+        self.real(small, yard_size)
         template = ids[0]
         result["facts"] = store.facts()
         result["template"] = template
@@ -762,7 +795,6 @@ class Scale:
             log("postgres: start-up of a PostgreSQL command")
             result["pg_startup"] = self.pg_startup(store)
         copies = 0
-        yard: dict[str, Any] | None = None
         for size in sizes:
             need = size - self.waiting(store)
             if need > 0:
@@ -778,10 +810,8 @@ class Scale:
                          "bytes_per_session": (after - before) / need}
             else:
                 grown = {"copies": 0, "bytes_after": store.size_bytes()}
-            figures = self.measure_size(store, size, yard)
+            figures = self.measure_size(store, small, size)
             figures["growth"] = grown
-            if yard is None:
-                yard = figures
             result["sizes"][str(size)] = figures
             self.save()
             print(table(self.results, only=(store.kind, str(size))), flush=True)
@@ -799,7 +829,7 @@ class Scale:
             self.results["py_step"] = self.py_step()
             for kind in self.args.store:
                 store: Store = SQLiteStore(self.scratch, self.key) if kind == "sqlite" else \
-                    PostgresStore(self.scratch, self.key)
+                    PostgresStore(self.scratch, self.key, "big")
                 try:
                     self.run_store(store)
                 finally:
@@ -838,10 +868,10 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
             for name, label in (("resume_noid", "roast resume WF -e E (no -s)"), ("sessions_page", "roast sessions"),
                                 ("tick_idle", "roast tick, nothing due"), ("api_list", "GET /v1/sessions?status=waiting")):
                 fig = f[name]
-                x30 = fig.get("x30")
-                xfloor = f" ({fig['xfloor']:.2f}× floor)" if "xfloor" in fig else ""
-                value = _ms(fig["median"]) + (f", {x30:.2f}× 30" if x30 is not None else " (yardstick)") + xfloor
-                met = "" if x30 is None else ("met" if x30 <= 1.2 else "NOT MET")
+                x30 = fig["x30"]
+                xfloor = f", {fig['xfloor']:.2f}× floor" if "xfloor" in fig else ""
+                value = f"{_ms(fig['median'])} ({x30:.2f}× {_ms(fig['yard'])} at ~30{xfloor})"
+                met = "met" if x30 <= 1.2 else "NOT MET"
                 out.append((label, kind, n, value, TARGETS[name], met))
             if "tick_overdue" in f:
                 t = f["tick_overdue"]
