@@ -647,7 +647,8 @@ class Scale:
         top_up = self.args.sizes[0] - self.waiting(small)
         if top_up > 0:
             self.real(small, top_up)
-        out: dict[str, Any] = {"size": size, "waiting": self.waiting(store), "yardstick_waiting": self.waiting(small)}
+        out: dict[str, Any] = {"size": size, "waiting": self.waiting(store), "yardstick_waiting": self.waiting(small),
+                               "load_before": os.getloadavg()}
         rm = ["-m", "roast"]
         log(f"{store.kind} @ {size:,}: process figures ({args.runs} runs, interleaved with the floor and the "
             f"{out['yardstick_waiting']}-session yardstick)")
@@ -971,6 +972,14 @@ def explain_child(workflow: str, target: str) -> int:
         current[0] = "roast " + " ".join(a if a != workflow else "WF" for a in argv)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             cli.main(argv)
+    from roast.api import open_store
+
+    current[0] = "roast serve's worker (store calls)"
+    store = open_store()
+    store.overdue(now=time.time())
+    store.notify_due()
+    store.list(statuses=["orphaned"], limit=None)
+    store.close()
     for name, fn in originals.items():
         setattr(Tx, name, fn)
     unique: dict[tuple[str, str], dict[str, Any]] = {}
