@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
-import json
 import os
-import re
 import select
 import socket
 import subprocess
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from test_serve import Server, eventually
 
 SERVE = "import sys; from roast import serve; sys.exit(serve.run_from_argv(sys.argv[1:]))"
 
@@ -28,56 +27,22 @@ pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
                                 reason="needs starlette and uvicorn (pip install -e '.[test,serve]')")
 
 
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
+_eventually = eventually
 
 
-class _Serve:
+class _Serve(Server):
+    """test_serve's `Server`, plus the two things these tests need: a bare GET and a raw socket."""
+
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
-        self.log_path = cwd / "serve.log"
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("ROAST_SERVE", "ROAST_WEBHOOK",
-                                                                         "ROAST_GITHUB"))}
-        full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
-        full.update(env)
-        self.log_file = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVE, "--port", "0"], cwd=cwd, env=full,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log_file)
-
-        def listening() -> int | None:
-            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log)
-            if found is None and self.proc.poll() is not None:
-                pytest.fail(f"roast serve exited {self.proc.returncode}:\n{self.log}")
-            return int(found.group(1)) if found else None
-
-        self.port: int = _eventually(listening, "roast serve to listen")
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
+        super().__init__(cwd, [], env)
+        self.wait_ready()
 
     def get(self, path: str) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            conn.close()
+        status, _headers, doc = self.request("GET", path)
+        return status, doc
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
         self.log_file.close()
 
 
