@@ -916,6 +916,43 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     return out
 
 
+def summary(results: dict[str, Any]) -> str:
+    """One row per figure, one column per store and size (the README's Scale table)."""
+    cols = [(kind, size) for kind, store in results["stores"].items() for size in store["sizes"] if int(size) > 100]
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+    head = ["figure", *(f"{names[k]} {_count(int(n))}" for k, n in cols), "target"]
+
+    def cell(kind: str, size: str, name: str) -> str:
+        f = results["stores"][kind]["sizes"][size]
+        if name in ("resume_noid", "sessions_page", "tick_idle", "api_list"):
+            return f"{f[name]['x30']:.2f}× ({_ms(f[name]['median'])})"
+        if name == "tick_overdue" and name in f:
+            return f"{f[name]['seconds']:.2f} s"
+        if name == "serve_idle":
+            s = f[name]
+            pg = f" + {s['pg_cpu_pct']:.1f} %" if s.get("pg_cpu_pct") is not None else ""
+            return f"{s['cpu_pct']:.1f} %{pg}, {s['rss_mb']:.0f} MB"
+        if name == "deliveries" and name in f:
+            return f"{f[name]['claims_per_s']:,.0f}/s, p99 {f[name]['p99_ms']:.0f} ms"
+        if name == "bytes_per_session" and f.get("growth", {}).get("copies"):
+            return f"{f['growth']['bytes_per_session']:,.0f} B"
+        return "–"
+
+    labels = [("resume_noid", "`roast resume WF -e E` (no `-s`), ×30"), ("sessions_page", "`roast sessions`, ×30"),
+              ("tick_idle", "`roast tick`, nothing due, ×30"), ("api_list", "`GET /v1/sessions?status=waiting`, ×30"),
+              ("tick_overdue", "`roast tick` firing 1,000 overdue"), ("serve_idle", "idle `roast serve` (CPU of a core, RSS)"),
+              ("deliveries", "2,000 HTTP deliveries, 16 clients"), ("bytes_per_session", "bytes per waiting session")]
+    rows = [[label, *(cell(k, n, name) for k, n in cols), TARGETS[name]] for name, label in labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else \
+        f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
+
+
 def table(results: dict[str, Any], only: tuple[str, str] | None = None) -> str:
     rows = rows_of(results)
     if only is not None:
@@ -1044,6 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.main()
     print()
     print(table(bench.results))
+    print()
+    print(summary(bench.results))
     print(facts_text(bench.results))
     print(f"(JSON: {args.out}; plans: {Path(args.out).with_name(Path(args.out).stem + '-explain.txt')})")
     if args.explain:
