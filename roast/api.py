@@ -29,7 +29,7 @@ from roast.drive import correlation_key, drive, event_of, notify, state_of
 from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
 from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
-from roast.views import Page, Result, SessionList, delivery_doc, result_of
+from roast.views import COUNT_CAP, Page, Result, SessionList, delivery_doc, result_of
 
 if TYPE_CHECKING:
     from typing import Any
@@ -240,10 +240,10 @@ def resume(event: str | None = None, *, data: Any = None, session_id: str | None
     observer = observer or _quiet()
     payload = intake_.event_data(data)
     incoming = intake_.intake(event, payload, event_id, actor, reason, source, now(), verified, signature) if event else None
-    store_ = _store(store, home)
     wanted = None
     if workflow is not None and not isinstance(workflow, Mapping):
         wanted = intake_.workflow_path(workflow)
+    store_ = _store(store, home)  # after the checks: psycopg loads only for a store operation (issue 25)
     if incoming is None:
         if session_id is None:
             raise UsageError("which session? `roast resume -s ID` continues an interrupted session",
@@ -509,7 +509,7 @@ def sessions(*, status: str | Sequence[str] | None = None, workflow: str | None 
     """Sessions, newest first: `roast.sessions(status="waiting")`. At most `limit` (None: all), from
     `offset`; the list's `total` says how many match and `next` the offset of the next page (issue 24)."""
     page = list_sessions(status=status, workflow=workflow, limit=limit, offset=offset, home=home, store=store)
-    return SessionList(page.rows, page.total, offset)
+    return SessionList(page.rows, page.total, offset, page.capped)
 
 
 def list_sessions(*, status: str | Sequence[str] | None = None, workflow: str | None = None,
@@ -526,7 +526,7 @@ def list_sessions(*, status: str | Sequence[str] | None = None, workflow: str | 
         key = filter_key(workflow)
     rows, total = store_.list(statuses=statuses, workflow=key, older_than=older_than, since=since, limit=limit,
                               offset=offset, open_first=open_first)
-    return Page(rows, total, bool(getattr(store_, "read_only_view", False)))
+    return Page(rows, total, bool(getattr(store_, "read_only_view", False)), limit is not None and total > COUNT_CAP)
 
 
 def session(session_id: str, *, home: str | os.PathLike[str] | None = None,

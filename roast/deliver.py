@@ -105,10 +105,11 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
     if accepting:
         return accepting[0], [s.id for s in accepting[1:]]
     # issue 14: no wait takes it now; the newest open session with a wait ahead for it keeps it
-    keeping = [s for s in store.open_of(path) if event in s.ahead and not s.orphaned]
+    keeping = [s for s in store.open_of(path, ahead=event, limit=OTHERS_SHOWN + 2)  # issue 25: not every one
+               if event in s.ahead and not s.orphaned] if event is not None else []
     if keeping:
         return keeping[0], [s.id for s in keeping[1:]]
-    orphans = [s for s in store.list(statuses=["running", "interrupted"], workflow=path, limit=None)[0]
+    orphans = [s for s in store.list(statuses=["running", "interrupted"], workflow=path, limit=100)[0]
                if s.orphaned or s.status == "interrupted"]
     if waiting:
         import difflib  # only on this error path
@@ -116,7 +117,9 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
         accepted = sorted({e for s in waiting for e in s.events})
         close = difflib.get_close_matches(event or "", accepted, n=1)
         pausing = sum(1 for s in waiting if not s.events)  # sleeping, or in a retry's backoff
-        what = [f"{len(waiting) - pausing} waiting session(s) wait for: {', '.join(accepted)}"] if accepted else []
+        more = "+" if len(waiting) >= WAITING_READ else ""  # only the newest were read (issue 25)
+        what = [f"{len(waiting) - pausing:,}{more} waiting session(s) wait for: {', '.join(accepted)}"] if accepted \
+            else []
         if pausing:
             what.append(f"{pausing} session(s) sleep or back off until a deadline, taking no events")
         raise EventRefused(f"no session of {path} is waiting for {event!r}; {'; '.join(what)}; nothing was changed",
@@ -154,7 +157,25 @@ def _accepting(store: SessionStore, path: str, event: str | None) -> tuple[list[
         if len(page) < size or len(accepting) > OTHERS_SHOWN + 1:
             break
         before = (page[-1].created_at, page[-1].id)
+        if not accepting and len(waiting) >= WAITING_READ and event is not None:
+            older = _older_accepting(store, path, event, before)  # the database filters the rest
+            if older is None:
+                break  # the refusal counts the WAITING_READ newest ("1,000+")
+            accepting, before = [older], (older.created_at, older.id)
     return waiting, accepting[:OTHERS_SHOWN + 2]
+
+
+WAITING_READ = 1000  # issue 25: waiting sessions read into this process when none of them accepts the event
+
+
+def _older_accepting(store: SessionStore, path: str, event: str, before: tuple[float, str]) -> Session | None:
+    """The newest waiting session older than `before` that accepts `event`, filtered in the database."""
+    while True:
+        page = store.waiting_page(path, before=before, limit=20, event=event)
+        found = next((s for s in page if event in s.events), None)
+        if found is not None or len(page) < 20:
+            return found
+        before = (page[-1].created_at, page[-1].id)
 
 
 def counted(others: list[str]) -> str:

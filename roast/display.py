@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.views import iso
+from roast.views import COUNT_CAP, iso
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
@@ -249,6 +249,8 @@ def _footer(rows: Sequence[Session], total: int, all_shown: bool,
     hidden = total - len(rows)
     if all_shown or hidden <= 0:
         return None
+    if total > COUNT_CAP:
+        return _capped_footer(rows, open_total)
     how = f"--all lists all {total:,}, or --limit N"
     if open_total is None:
         return f"… and {hidden:,} more ({how})"
@@ -260,6 +262,18 @@ def _footer(rows: Sequence[Session], total: int, all_shown: bool,
     if not hidden_done:
         return f"… and {hidden_open:,} more open session{'s' if hidden_open != 1 else ''}, not shown ({how})"
     return f"… and {hidden:,} more not shown: {hidden_open:,} open, {hidden_done:,} finished ({how})"
+
+
+def _capped_footer(rows: Sequence[Session], open_total: int | None) -> str:
+    """The footer when the count stopped at COUNT_CAP (issue 25): "10,000+" instead of a number."""
+    how = "--all lists them all, or --limit N"
+    many = f"{COUNT_CAP:,}+"
+    if open_total is None or open_total > COUNT_CAP:
+        return f"… and more not shown: {many} sessions match ({how})"
+    hidden_open = max(0, open_total - sum(1 for s in rows if s.status in OPEN))
+    if not hidden_open:
+        return f"… and more finished sessions, not shown: {many} sessions match ({how})"
+    return f"… and more not shown: {hidden_open:,} open and the finished ones, {many} sessions match ({how})"
 
 
 def sessions_table(rows: Sequence[Session], total: int, *, now: float | None = None, all_shown: bool = False,

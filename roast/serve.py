@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from roast.errors import EventLate, Interrupted, RequestRefused, RoastError, Unauthorized, UsageError
 from roast.approval_html import routes as routes_for_people
 from roast.serve_intake import loopback, read_tokens_file
-from roast.views import refusal_document, workflow_paths
+from roast.views import COUNT_CAP, refusal_document, workflow_paths
 
 # typing and threading load only when `roast serve` runs: the CLI imports this module for its
 # parser on every command, `roast resume` included (start-up, issue 12)
@@ -406,12 +406,15 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             who = authenticate(config, request.headers, None, time.time(), client=_client(request))
             note(request, actor=who.actor)
             statuses = [s for v in q.getlist("status") for s in v.split(",") if s]
+            capped: dict[str, str] = {}
             limit = serve_intake.query_number(q, "limit", 50, 10_000)
             offset = serve_intake.query_number(q, "offset", 0, 2**31 - 1)
             workflow = q.get("workflow")
             if workflow is None:
                 page = await call(api.list_sessions, status=statuses, limit=limit, offset=offset, open_first=True)
-                rows, total = page.rows, page.total
+                rows, total = page.rows, min(page.total, COUNT_CAP)  # issue 25: x-total-capped says so
+                if page.capped:
+                    capped = {"x-total-capped": "true"}
             else:
                 page = await call(api.list_sessions, status=statuses, limit=None, open_first=True)
                 paths = workflow_paths(page.rows, workflow)
@@ -419,7 +422,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 rows, total = matching[offset:offset + limit], len(matching)
         except RoastError as err:
             return failed(request, err)
-        return as_json([session_json(s) for s in rows], headers={"x-total-count": str(total)})
+        return as_json([session_json(s) for s in rows], headers={"x-total-count": str(total), **capped})
 
     async def one_session(request: Request) -> Response:
         try:

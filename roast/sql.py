@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 
 from roast import outcomes, seal
-from roast.errors import NotWaiting, Refused, UsageError
+from roast.errors import NotFound, NotWaiting, Refused, RoastError, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
 from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks are also this module's names)
@@ -350,13 +350,31 @@ class SQLStore(Reads):
         a timeout racing at the deadline resolve to exactly one branch. Returns the claimed event."""
         now = _now(now)
         with self._write(session_id) as tx:
-            session = self._sessions(tx, [self._locked(tx, session_id)])[0]
-            if session.status != "waiting" or session.wait_seq != wait_seq:
-                raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
-            due = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
-            pause = bool(due) and not any(a.get("event") for a in due)  # a sleep or a retry's backoff ended
-            return self._claim(tx, session, timeout_event(session.deadline), source, now,
-                               PAUSE_ENDED if pause else None)
+            return self._fire_in(tx, session_id, wait_seq, source, now)
+
+    def _fire_in(self, tx: Tx, session_id: str, wait_seq: int, source: str, now: float) -> EventRecord:
+        session = self._sessions(tx, [self._locked(tx, session_id)])[0]
+        if session.status != "waiting" or session.wait_seq != wait_seq:
+            raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
+        due = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
+        pause = bool(due) and not any(a.get("event") for a in due)  # a sleep or a retry's backoff ended
+        return self._claim(tx, session, timeout_event(session.deadline), source, now, PAUSE_ENDED if pause else None)
+
+    def fire_many(self, waits: Sequence[tuple[str, int]], *, source: str,
+                  now: float | None = None) -> dict[str, EventRecord | RoastError]:
+        """Claim many overdue waits, (session id, wait number) each, for their timeouts in ONE
+        transaction (`roast tick`, issue 25): per session the same check and compare-and-set as
+        `fire`, so each wait still resolves exactly once. A session no longer waiting at that wait
+        gets its refusal (nothing of it was written) and the others are claimed all the same."""
+        now = _now(now)
+        claimed: dict[str, EventRecord | RoastError] = {}
+        with self._write() as tx:
+            for session_id, wait_seq in sorted(waits):  # one order of row locks for every claimer
+                try:
+                    claimed[session_id] = self._fire_in(tx, session_id, wait_seq, source, now)
+                except (NotWaiting, NotFound) as err:  # raised before any write of this session
+                    claimed[session_id] = err
+        return claimed
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
         """Make this process the owner of an orphaned (or interrupted) session; return the event that was

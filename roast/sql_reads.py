@@ -18,6 +18,7 @@ from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing
 from roast.store import (
     ACCEPTED,
+    COUNT_CAP,
     OPEN,
     STATUSES,
     Continuation,
@@ -50,6 +51,11 @@ OVERDUE_BATCH = 1000  # overdue() returns at most this many per call; the worker
 def marks(values: Sequence[object]) -> str:
     """`?, ?, ?`: the placeholders of an `IN (…)` list (never empty: the caller checks)."""
     return ", ".join("?" for _ in values)
+
+
+def _like(text: str) -> str:
+    """`text` inside a LIKE pattern with ESCAPE '!': its own %, _ and ! match only themselves."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def busy_timeout() -> float:
@@ -231,10 +237,19 @@ class Reads:
         return self._select("workflow_path = ? AND status = 'waiting'", (workflow_path,),
                             "ORDER BY created_at DESC, id DESC")
 
-    def open_of(self, workflow_path: str) -> list[Session]:
-        """Waiting and running sessions of one workflow, newest first."""
-        return self._select("workflow_path = ? AND status IN ('waiting', 'running')", (workflow_path,),
-                            "ORDER BY created_at DESC, id DESC")
+    def open_of(self, workflow_path: str, *, ahead: str | None = None, limit: int | None = None) -> list[Session]:
+        """Waiting and running sessions of one workflow, newest first. `ahead` (issue 25): only those
+        whose later waits (`ahead`, else `declares`) name that event — a filter in the database that
+        may let a few more through, never fewer (the caller checks `Session.ahead`); `limit`: at most."""
+        where, args = ["workflow_path = ?"], [workflow_path]
+        if ahead is not None:
+            where.append("COALESCE(ahead, declares) LIKE ? ESCAPE '!'")
+            args.append(f"%{_like(json.dumps(ahead))}%")
+        if limit is None:
+            return self._select(" AND ".join([*where, "status IN ('waiting', 'running')"]), args,
+                                "ORDER BY created_at DESC, id DESC")
+        with self._read() as tx:  # one indexed query per status, merged (as the open-first listing)
+            return [] if tx is None else self._sessions(tx, self._newest(tx, where, args, ("waiting", "running"), limit))
 
     def with_key(self, workflow_path: str, key: str) -> list[Session]:
         """Open sessions of a workflow with this correlation key (issue 15), newest first."""
@@ -340,7 +355,8 @@ class Reads:
              older_than: float | None = None, since: float | None = None, limit: int | None = 50,
              offset: int = 0, open_first: bool = False, now: float | None = None
              ) -> tuple[builtins.list[Session], int]:
-        """A page of sessions, newest first (open ones first with `open_first`), and how many match.
+        """A page of sessions, newest first (open ones first with `open_first`), and how many match:
+        with a `limit`, counted up to COUNT_CAP + 1 at most (issue 25; more than COUNT_CAP: "10,000+").
 
         `workflow` matches the path or the name; `since` is an epoch (created at or after);
         `older_than` is seconds (last updated before now - older_than, as `prune` counts). The
@@ -371,7 +387,7 @@ class Reads:
             with self._read() as tx:
                 if tx is None:
                     return [], 0
-                total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
+                total = self._count(tx, clause, args)
                 page = self._open_first(tx, where, args, sql_statuses, limit, offset)
                 return self._decided(tx, self._sessions(tx, page)), int(total["n"] if total else 0)
         order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
@@ -384,19 +400,30 @@ class Reads:
                 found = [s for s in self._sessions(tx, rows) if s.orphaned]
                 page = found[offset:] if limit is None else found[offset:offset + limit]
                 return self._decided(tx, page), len(found)
-            total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
+            total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args) if limit is None \
+                else self._count(tx, clause, args)
             rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order} LIMIT ? OFFSET ?",
                            (*args, _NO_LIMIT if limit is None else limit, offset))
             return self._decided(tx, self._sessions(tx, rows)), int(total["n"] if total else 0)
 
     # -- issue 25: queries bounded by an index and a LIMIT, whatever the number of sessions
 
+    def _count(self, tx: Tx, clause: str, args: Sequence[object]) -> Row | None:
+        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "10,000+")."""
+        return tx.row(f"SELECT count(*) AS n FROM (SELECT 1 AS one FROM sessions {clause} LIMIT {COUNT_CAP + 1}) "
+                      "AS capped", args)
+
     def waiting_page(self, workflow_path: str, *, before: tuple[float, str] | None = None,
-                     limit: int = 100) -> builtins.list[Session]:
+                     limit: int = 100, event: str | None = None) -> builtins.list[Session]:
         """At most `limit` waiting sessions of one workflow, newest first, older than `before`
-        (created_at, id) — the last one of the previous page (`sessions_by_workflow`)."""
+        (created_at, id) — the last one of the previous page (`sessions_by_workflow`). `event`:
+        only those whose saved waits name it (a filter in the database that may let a few more
+        through, never fewer: the caller checks `Session.events`)."""
         after = "" if before is None else " AND (created_at < ? OR (created_at = ? AND id < ?))"
-        args = (workflow_path,) if before is None else (workflow_path, before[0], before[0], before[1])
+        args: tuple[object, ...] = (workflow_path,) if before is None else (workflow_path, before[0], before[0], before[1])
+        if event is not None:  # `awaiting` is json.dumps of the waits: '"event": "NAME"' is in its text
+            after += " AND awaiting LIKE ? ESCAPE '!'"
+            args += ("%" + _like('"event": ' + json.dumps(event)) + "%",)
         return self._select(f"workflow_path = ? AND status = 'waiting'{after}", (*args, limit),
                             "ORDER BY created_at DESC, id DESC LIMIT ?")
 

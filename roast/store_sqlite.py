@@ -409,8 +409,9 @@ class SQLiteStore(SQLStore):
             raise NotWaiting(f"session {session_id} is being handled by {holder}; nothing changed",
                              hint="wait for it to finish or reach a wait, then try again")
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{purpose} (pid {os.getpid()} on {HOST})".encode(), 0)
+            text = f"{purpose} (pid {os.getpid()} on {HOST})".encode()
+            os.pwrite(fd, text, 0)  # then cut to its length: truncating to 0 first costs a flush on ext4
+            os.ftruncate(fd, len(text))
             self._held.add(session_id)
             self._delta_seq.pop(session_id, None)
             yield

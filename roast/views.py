@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from roast.expressions import iso
 from roast.expressions import plain as expressions_plain
+from roast.store import COUNT_CAP
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
@@ -105,12 +106,13 @@ class Result:
 
 
 class Page:
-    """A page of sessions: the rows, how many match in all, and whether the view may be stale."""
+    """A page of sessions: the rows, how many match in all, and whether the view may be stale.
+    `capped` (issue 25): more than COUNT_CAP match; `total` is then COUNT_CAP + 1 ("10,000+")."""
 
-    __slots__ = ("rows", "total", "stale")
+    __slots__ = ("rows", "total", "stale", "capped")
 
-    def __init__(self, rows: list[Session], total: int, stale: bool) -> None:
-        self.rows, self.total, self.stale = rows, total, stale
+    def __init__(self, rows: list[Session], total: int, stale: bool, capped: bool = False) -> None:
+        self.rows, self.total, self.stale, self.capped = rows, total, stale, capped
 
 
 class SessionList(list):  # type: ignore[type-arg]
@@ -123,15 +125,18 @@ class SessionList(list):  # type: ignore[type-arg]
         (50, 120, 50)
     """
 
-    __slots__ = ("total", "next")
+    __slots__ = ("total", "next", "total_capped")
 
-    def __init__(self, rows: Sequence[Session], total: int, offset: int = 0) -> None:
+    def __init__(self, rows: Sequence[Session], total: int, offset: int = 0, capped: bool = False) -> None:
         super().__init__(rows)
-        self.total = total
-        self.next: int | None = offset + len(rows) if offset + len(rows) < total else None
+        # issue 25: past COUNT_CAP matches, `total` is COUNT_CAP and `total_capped` is True
+        self.total, self.total_capped = (COUNT_CAP, True) if capped else (total, False)
+        more = bool(rows) if capped else offset + len(rows) < total
+        self.next: int | None = offset + len(rows) if more else None
 
     def __repr__(self) -> str:
-        return f"SessionList({list.__repr__(self)}, total={self.total}, next={self.next})"
+        capped = ", total_capped=True" if self.total_capped else ""
+        return f"SessionList({list.__repr__(self)}, total={self.total}{capped}, next={self.next})"
 
 
 def plain(value: Any) -> Any:

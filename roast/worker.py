@@ -153,40 +153,46 @@ class Worker:
         """Fire every overdue wait, then run the notify steps a crash left unrun: one summary dict per
         session. A store error while listing stops the pass (StoreUnavailable). `source`: who fired,
         as the timeout's event records it (`tick`, or `serve` for the resident worker; issue 24)."""
+        from roast.firing import fire_batch
+
         fired: list[dict[str, Any]] = []
-        for session in self._overdue():
-            if not self._due(session.id):
-                continue
-            entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
-                                     "deadline": iso(session.deadline), "fired": False, "status": session.status,
-                                     "error": None}
-            try:
-                result = self.jobs.fire(session, self.observer_for(session.id), source, self.stop_drives)
-                entry.update(fired=True, status=result.status, error=result.error)
-                self._worked(session.id)
-            except StoreUnavailable:
-                raise
-            except RoastError as err:
-                now_row = self._current(session)
-                if now_row is None or (now_row.status, now_row.wait_seq) != ("waiting", session.wait_seq):
-                    # an event (or another tick) resolved it between the listing and the claim: not an error
-                    entry.update(status=now_row.status if now_row else "gone", resumed_elsewhere=True)
+        for batch in self._batches():  # issue 25: each batch's timeouts claimed in one transaction
+            for session, outcome in fire_batch(self.store, batch, source, observer_for=self.observer_for,
+                                               now=self.now, stop=self.stop_drives):
+                entry: dict[str, Any] = {"session_id": session.id, "workflow": session.workflow_path,
+                                         "deadline": iso(session.deadline), "fired": False, "status": session.status,
+                                         "error": None}
+                if isinstance(outcome, StoreUnavailable):
+                    raise outcome
+                if not isinstance(outcome, RoastError):
+                    entry.update(fired=True, status=outcome.status, error=outcome.error)
+                    self._worked(session.id)
                 else:
-                    entry.update(error=str(err), code=err.code)
-            fired.append(entry)
+                    now_row = self._current(session)
+                    if now_row is None or (now_row.status, now_row.wait_seq) != ("waiting", session.wait_seq):
+                        # an event (or another tick) resolved it between the listing and the claim: not an error
+                        entry.update(status=now_row.status if now_row else "gone", resumed_elsewhere=True)
+                    else:
+                        entry.update(error=str(outcome), code=outcome.code)
+                fired.append(entry)
         notify_pending(self.store, self.observer_for(None), self.now, self.stop_drives.notify_later)
         return fired
 
-    def _overdue(self) -> Iterator[Session]:
-        """Every overdue session, read a batch at a time (`overdue()` has a LIMIT, issue 25): the
-        next batch is read after this one is fired; a batch that brings no new session ends it."""
+    def _batches(self) -> Iterator[list[Session]]:
+        """Every overdue session not backing off, `firing.BATCH` at a time, read a listing at a time
+        (`overdue()` has a LIMIT, issue 25): the next listing is read after this one is fired; a
+        listing that brings no new session ends it."""
+        from roast.firing import BATCH
+
         seen: set[str] = set()
         while True:
             new = [s for s in self.store.overdue(now=self.now()) if s.id not in seen]
             if not new:
                 return
             seen.update(s.id for s in new)
-            yield from new
+            due = [s for s in new if self._due(s.id)]
+            for start in range(0, len(due), BATCH):
+                yield due[start:start + BATCH]
 
     def _current(self, session: Session) -> Session | None:
         try:

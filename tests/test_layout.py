@@ -11,7 +11,7 @@ ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell_le
          "providers", "tools", "tool_calls", "context", "seal", "signed", "yaml_lines", "workflow", "requests",
          "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks", "effects", "links", "store",
          "outcomes", "migrations", "sql_reads", "sql",
-         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "worker",
+         "store_sqlite", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "firing", "worker",
          "api", "gates", "display", "approval_html", "http_guard", "serve_intake", "serve", "people", "cli_store",
          "cli"]
 FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake"}

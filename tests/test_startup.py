@@ -90,3 +90,17 @@ def test_a_step_file_that_appears_and_takes_precedence_is_noticed(wf):
     (path.parent / "notify" / "prompt.md").write_text("from the prompt")
     done = roast.resume("approved", session_id=first.session_id)
     assert done.status == "completed" and done.output["notify"] == "from the prompt"
+
+
+def test_a_postgresql_store_loads_psycopg_only_for_a_store_operation(tmp_path, monkeypatch):
+    """Issue 25: importing psycopg costs ~110 ms; a command that fails its checks, or needs no store,
+    never pays it (the URL names no server: nothing may try to connect either)."""
+    monkeypatch.setenv("ROAST_STORE", "postgresql://nobody@127.0.0.1:1/nothing")
+    workflow = tmp_path / "workflow.yml"
+    workflow.write_text("name: v\nsteps:\n  - $(echo hi)\n")
+    for args in (["validate", str(workflow)], ["key", "new"], ["resume", str(tmp_path / "gone.yml"), "-e", "go"],
+                 ["execute", str(tmp_path / "gone.yml")]):
+        code, modules = _modules(*args)
+        assert "psycopg" not in modules, (args, code)
+    code, modules = _modules("sessions")
+    assert code == 4 and "psycopg" in modules  # a store operation: loaded, then the server is unreachable
