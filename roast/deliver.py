@@ -139,7 +139,7 @@ def find(store: SessionStore, session_id: str | None, workflow: Any, event: str 
     raise NotFound(f"no session of {path} is waiting", hint=hint)
 
 
-OTHERS_SHOWN = 1000  # issue 25: `others_waiting` lists at most this many ids; the note says "1,000+"
+OTHERS_SHOWN = 100  # issue 25: `others_waiting` lists at most this many ids; the note says "100+"
 
 
 def _accepting(store: SessionStore, path: str, event: str | None) -> tuple[list[Session], list[Session]]:
@@ -180,7 +180,7 @@ def _older_accepting(store: SessionStore, path: str, event: str, before: tuple[f
 
 
 def counted(others: list[str]) -> str:
-    """How many other sessions wait too: `3`, or `1,000+` past OTHERS_SHOWN (issue 25)."""
+    """How many other sessions wait too: `3`, or `100+` past OTHERS_SHOWN (issue 25)."""
     return f"{OTHERS_SHOWN:,}+" if len(others) > OTHERS_SHOWN else str(len(others))
 
 

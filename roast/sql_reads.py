@@ -394,7 +394,7 @@ class Reads:
              offset: int = 0, open_first: bool = False, now: float | None = None
              ) -> tuple[builtins.list[Session], int]:
         """A page of sessions, newest first (open ones first with `open_first`), and how many match:
-        with a `limit`, counted up to COUNT_CAP + 1 at most (issue 25; more than COUNT_CAP: "10,000+").
+        with a `limit`, counted up to COUNT_CAP + 1 at most (issue 25; more than COUNT_CAP: "1,000+").
 
         `workflow` matches the path or the name; `since` is an epoch (created at or after);
         `older_than` is seconds (last updated before now - older_than, as `prune` counts). The
@@ -450,7 +450,7 @@ class Reads:
     # -- issue 25: queries bounded by an index and a LIMIT, whatever the number of sessions
 
     def _count(self, tx: Tx, clause: str, args: Sequence[object]) -> Row | None:
-        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "10,000+")."""
+        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "1,000+")."""
         return tx.row(f"SELECT count(*) AS n FROM (SELECT 1 AS one FROM sessions {clause} LIMIT {COUNT_CAP + 1}) "
                       "AS capped", args)
 

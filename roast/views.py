@@ -111,7 +111,7 @@ class Result:
 
 class Page:
     """A page of sessions: the rows, how many match in all, and whether the view may be stale.
-    `capped` (issue 25): more than COUNT_CAP match; `total` is then COUNT_CAP + 1 ("10,000+")."""
+    `capped` (issue 25): more than COUNT_CAP match; `total` is then COUNT_CAP + 1 ("1,000+")."""
 
     __slots__ = ("rows", "total", "stale", "capped")
 
