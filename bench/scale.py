@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO))  # the roast of this checkout
 
 FLOOR = "import yaml, rich, cloudpickle"
 DAY = 86400.0
+LISTING = "/v1/sessions?status=waiting&limit=20"  # a full page on both sides: the yardstick has ~30 waiting
 WORKFLOW = """
     name: scale
     steps:
@@ -685,9 +686,9 @@ class Scale:
             yard_serve = Serve(self.procs, small, self.scratch)
             try:
                 big_list, small_list = [], []
-                for _ in range(args.runs * 2):
-                    big_list.append(serve.get("/v1/sessions?status=waiting", 1))
-                    small_list.append(yard_serve.get("/v1/sessions?status=waiting", 1))
+                for _ in range(args.runs * 2):  # a full page of 20 on both sides (the yardstick has ~30)
+                    big_list.append(serve.get(LISTING, 1))
+                    small_list.append(yard_serve.get(LISTING, 1))
             finally:
                 yard_serve.stop()
             samples = [s for g in big_list for s in g["samples"]]
@@ -872,7 +873,7 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
         for size, f in sizes.items():
             n = f"{int(size):,}"
             for name, label in (("resume_noid", "roast resume WF -e E (no -s)"), ("sessions_page", "roast sessions"),
-                                ("tick_idle", "roast tick, nothing due"), ("api_list", "GET /v1/sessions?status=waiting")):
+                                ("tick_idle", "roast tick, nothing due"), ("api_list", "GET /v1/sessions?status=waiting&limit=20")):
                 fig = f[name]
                 x30 = fig["x30"]
                 xfloor = f", {fig['xfloor']:.2f}× floor" if "xfloor" in fig else ""
@@ -939,7 +940,7 @@ def summary(results: dict[str, Any]) -> str:
         return "–"
 
     labels = [("resume_noid", "`roast resume WF -e E` (no `-s`), ×30"), ("sessions_page", "`roast sessions`, ×30"),
-              ("tick_idle", "`roast tick`, nothing due, ×30"), ("api_list", "`GET /v1/sessions?status=waiting`, ×30"),
+              ("tick_idle", "`roast tick`, nothing due, ×30"), ("api_list", "`GET /v1/sessions?status=waiting&limit=20`, ×30"),
               ("tick_overdue", "`roast tick` firing 1,000 overdue"), ("serve_idle", "idle `roast serve` (CPU of a core, RSS)"),
               ("deliveries", "2,000 HTTP deliveries, 16 clients"), ("bytes_per_session", "bytes per waiting session")]
     rows = [[label, *(cell(k, n, name) for k, n in cols), TARGETS[name]] for name, label in labels]
@@ -1016,8 +1017,8 @@ def explain_child(workflow: str, target: str) -> int:
             cli.main(argv)
     from roast.api import list_sessions, open_store
 
-    current[0] = "GET /v1/sessions?status=waiting (api.list_sessions as serve calls it)"
-    list_sessions(status=["waiting"], limit=50, offset=0, open_first=True)
+    current[0] = f"GET {LISTING} (api.list_sessions as serve calls it)"
+    list_sessions(status=["waiting"], limit=20, offset=0, open_first=True)
     current[0] = "roast serve's worker (store calls)"
     store = open_store()
     store.overdue(now=time.time())

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_workflow
+from test_signed import _key, _public
 
 import roast
 from roast import api, approvals
@@ -31,18 +31,6 @@ WORKFLOW = """
           rejected: ["$(echo rejected by {{ delivery.actor }})"]
       - $(echo done)
 """
-
-
-def _key(tmp_path: Path, name: str, passphrase: str = "") -> Path:
-    path = tmp_path / "keys" / name
-    path.parent.mkdir(exist_ok=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", name, "-f", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)
-    return path
-
-
-def _public(key: Path) -> str:
-    return " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
 
 @pytest.fixture
