@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import platform
-import queue
 import re
 import resource
 import shutil
@@ -44,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -538,46 +536,9 @@ class Serve:
         return {"samples": samples, "median": median(samples), "listed": count}
 
     def deliver(self, ids: list[str], clients: int) -> dict[str, Any]:
-        todo: queue.Queue[str] = queue.Queue()
-        for sid in ids:
-            todo.put(sid)
-        latencies: list[float] = []
-        outcomes: dict[str, int] = {}
-        lock = threading.Lock()
-        barrier = threading.Barrier(clients + 1)
+        from serve_bench import deliver  # the same clients as bench/serve_bench.py
 
-        def client() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            mine: list[float] = []
-            seen: dict[str, int] = {}
-            barrier.wait()
-            while True:
-                try:
-                    sid = todo.get_nowait()
-                except queue.Empty:
-                    break
-                began = time.perf_counter()
-                conn.request("POST", f"/v1/sessions/{sid}/events/go", body=b"{}",
-                             headers={"content-type": "application/json"})
-                response = conn.getresponse()
-                doc = json.loads(response.read() or b"{}")
-                mine.append(time.perf_counter() - began)
-                key = doc.get("outcome") or (doc.get("error") or {}).get("code") or str(response.status)
-                seen[key] = seen.get(key, 0) + 1
-            conn.close()
-            with lock:
-                latencies.extend(mine)
-                for key, n in seen.items():
-                    outcomes[key] = outcomes.get(key, 0) + n
-
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        began = time.perf_counter()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - began
+        wall, latencies, outcomes = deliver(self.port, ids, clients)
         return {"sessions": len(ids), "clients": clients, "seconds": round(wall, 3),
                 "claims_per_s": round(len(latencies) / wall, 1), "p50_ms": round(percentile(latencies, 0.5) * 1e3, 2),
                 "p99_ms": round(percentile(latencies, 0.99) * 1e3, 2), "outcomes": outcomes}

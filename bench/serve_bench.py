@@ -85,7 +85,9 @@ def _start(home: Path, work: Path, workers: int) -> tuple[subprocess.Popen[bytes
     raise SystemExit(f"roast serve did not start:\n{log.read_text()}")
 
 
-def _deliver(port: int, ids: list[str], clients: int) -> tuple[float, list[float], dict[str, int]]:
+def deliver(port: int, ids: list[str], clients: int) -> tuple[float, list[float], dict[str, int]]:
+    """POST `go` to each of `ids` from `clients` threads at once (one keep-alive connection each): the
+    wall seconds, each request's latency, and the outcomes by name. bench/scale.py uses it too."""
     todo: queue.Queue[str] = queue.Queue()
     for sid in ids:
         todo.put(sid)
@@ -108,7 +110,7 @@ def _deliver(port: int, ids: list[str], clients: int) -> tuple[float, list[float
             conn.request("POST", f"/v1/sessions/{sid}/events/go", body=b"{}",
                          headers={"content-type": "application/json"})
             response = conn.getresponse()
-            doc = json.loads(response.read())
+            doc = json.loads(response.read() or b"{}")
             mine.append(time.perf_counter() - began)
             key = doc.get("outcome") or (doc.get("error") or {}).get("code") or str(response.status)
             seen[key] = seen.get(key, 0) + 1
@@ -151,7 +153,7 @@ def run(sessions: int, clients: int, workers: int, base: str | None) -> dict[str
         proc, port, _ = _start(home, work, workers)
         try:
             print(f"delivering with {clients} clients to port {port}", file=sys.stderr)
-            wall, latencies, outcomes = _deliver(port, ids, clients)
+            wall, latencies, outcomes = deliver(port, ids, clients)
             drained = _branches_done(home, ids)
         finally:
             proc.terminate()
