@@ -90,40 +90,54 @@ def _fire(store: SessionStore, timer: WaitTimer, observer: Observer, now: Callab
 def _jobs(store: SessionStore, session: Session, plan: Any, due: Any) -> list[tuple[Any, dict[str, Any]]]:
     """The notify jobs of what is due, each with what it adds to `{{ wait }}`: the reminder (every wait
     with `remind:`), then each escalation (its own steps, else its wait's)."""
+    from roast.drive import NotifyJob
+
+    ctx, defn, nodes, cwd = notices_of(store, session)
+
+    def job(waits: list[Any]) -> Any:
+        return NotifyJob(session.id, [w for w in waits if w is not None], ctx, defn, cwd, session.wait_seq)
+
+    jobs: list[tuple[Any, dict[str, Any]]] = []
+    if due.reminder is not None:
+        jobs.append((job([wait_info(session, nodes, path) for path in plan.reminders]), {"reminder": due.reminder}))
+    for path, index in due.escalations:
+        node = _node_at(nodes, path)
+        escalations = node.policy.escalate if node is not None and node.policy is not None else ()
+        steps = escalations[index].notify if index < len(escalations) else None
+        jobs.append((job([wait_info(session, nodes, path, steps)]), {"reminder": due.reminded, "escalation": index}))
+    return [(j, extra) for j, extra in jobs if j.waits]
+
+
+def notices_of(store: SessionStore, session: Session) -> tuple[Any, Any, list[Any], str | None]:
+    """A waiting session loaded to run its notify steps (a reminder, an escalation, a notice a crash
+    left unrun): its context with the environment, its definition, the wait nodes it rests on, and
+    where its steps run (None when that directory is gone). Raises what keeps it from loading."""
     from roast import tree
     from roast.deliver import cwd_of, definition_for, load_state
-    from roast.drive import NotifyJob
-    from roast.requests import WaitInfo
 
     state = load_state(store, session)
     defn, _ = definition_for(store, session, state)
-    nodes = tree.wait_at(defn.root, state["cursor"])
     try:
         cwd = cwd_of(session)
     except RoastError:
         cwd = None
     state["context"].attach_env(dict(os.environ))
+    return state["context"], defn, tree.wait_at(defn.root, state["cursor"]), cwd
 
-    def wait(path: str, steps: Any = None) -> Any:
-        # a saved path is the node's, with the iteration of each enclosing loop (`steps[1]#2`)
-        node = next((n for n in nodes if path == n.path or path.startswith(n.path + "#")), None)
-        if node is None or (steps or node.notify) is None:
-            return None
-        deadline = next((a.get("deadline") for a in session.awaiting if a.get("path") == path), None)
-        return WaitInfo(path, node.name or "wait_for_event", node.events, deadline, node.schemas,
-                        steps or node.notify, policy=node.policy)
 
-    def job(waits: list[Any]) -> Any:
-        return NotifyJob(session.id, [w for w in waits if w is not None], state["context"], defn, cwd,
-                         session.wait_seq)
+def wait_info(session: Session, nodes: list[Any], path: str, steps: Any = None) -> Any:
+    """The `WaitInfo` a notice runs for the wait saved at `path` (its node's `notify:`, or `steps`),
+    with the deadline the session saved for it; None when that wait has no steps to run."""
+    from roast.requests import WaitInfo
 
-    jobs: list[tuple[Any, dict[str, Any]]] = []
-    if due.reminder is not None:
-        jobs.append((job([wait(path) for path in plan.reminders]), {"reminder": due.reminder}))
-    for path, index in due.escalations:
-        node = next((n for n in nodes if path == n.path or path.startswith(n.path + "#")), None)
-        escalations = node.policy.escalate if node is not None and node.policy is not None else ()
-        steps = escalations[index].notify if index < len(escalations) else None
-        jobs.append((job([wait(path, steps)]), {"reminder": due.reminded, "escalation": index}))
-    return [(j, extra) for j, extra in jobs if j.waits]
+    node = _node_at(nodes, path)
+    if node is None or (steps or node.notify) is None:
+        return None
+    deadline = next((a.get("deadline") for a in session.awaiting if a.get("path") == path), None)
+    return WaitInfo(path, node.name or "wait_for_event", node.events, deadline, node.schemas,
+                    steps or node.notify, policy=node.policy)
 
+
+def _node_at(nodes: list[Any], path: str) -> Any:
+    """The wait node of a saved path: the node's, with the iteration of each enclosing loop (`steps[1]#2`)."""
+    return next((n for n in nodes if path == n.path or path.startswith(n.path + "#")), None)

@@ -14,7 +14,6 @@ imports nothing heavy at load time (`api.tick` and `api.listen` load it).
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -90,34 +89,22 @@ def notify_pending(store: SessionStore, observer: Observer, now: Callable[[], fl
                    hand_off: Callable[[Any, Any], None] | None = None) -> list[str]:
     """Run the notify steps a crash left unrun (at least once per wait); the ids notified.
     `hand_off` (a resident worker's notify thread): queue each job there instead of running it."""
-    from roast import tree
-    from roast.deliver import cwd_of, definition_for, load_state
-    from roast.requests import WaitInfo
     from roast.drive import NotifyJob, run_notify
+    from roast.reminders import notices_of, wait_info
 
     done = []
     for session in store.notify_due():
         try:
-            state = load_state(store, session)
-            defn, _ = definition_for(store, session, state)
+            ctx, defn, nodes, cwd = notices_of(store, session)
         except RoastError:
             continue
-        waits = []
-        for node in tree.wait_at(defn.root, state["cursor"]):
-            if node.notify is not None:
-                deadline = next((a.get("deadline") for a in session.awaiting if a.get("path", "").startswith(node.path)),
-                                None)
-                waits.append(WaitInfo(node.path, node.name or "wait_for_event", node.events, deadline,
-                                            node.schemas, node.notify))
+        # each wait the session saved, once (a saved path carries its loop iteration: `steps[1]#2`)
+        paths = list(dict.fromkeys(str(a["path"]) for a in session.awaiting if a.get("path") is not None))
+        waits = [w for w in (wait_info(session, nodes, path) for path in paths) if w is not None]
         if not waits:
             store.notified(session.id, wait_seq=session.wait_seq)
             continue
-        try:
-            cwd = cwd_of(session)
-        except RoastError:
-            cwd = None
-        state["context"].attach_env(dict(os.environ))
-        job = NotifyJob(session.id, waits, state["context"], defn, cwd, session.wait_seq)
+        job = NotifyJob(session.id, waits, ctx, defn, cwd, session.wait_seq)
         if hand_off is not None:
             hand_off(job, observer)
         else:
