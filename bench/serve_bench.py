@@ -10,6 +10,18 @@ keep-alive connection, POST `/v1/sessions/{id}/events/go` once per session. A re
 the claim has committed (the branch runs afterwards in the server's worker pool), so the figures
 are claims: throughput = sessions / wall time of the delivery phase; p50/p99 = per-request latency.
 Target (issue 15): at least 200 claims/s on SQLite. Standard library and this repository's roast only.
+
+    python bench/serve_bench.py --yardstick     # and the HTTP stack alone, beside roast (issue 25)
+    python bench/serve_bench.py --store 'postgresql://…' --sessions 2000   # a PostgreSQL store (ROAST_KEY set)
+
+The yardstick (issue 25) is the same clients (`deliver`, same request shape and body) against
+Uvicorn with roast serve's settings (its guarded h11 protocol, `limit_concurrency`, keep-alive) and
+a Starlette app that answers 202 with a small JSON document: `noop` does nothing else; `sqlite`
+first commits one fsync'd `BEGIN IMMEDIATE; UPDATE; COMMIT` in WAL mode (`synchronous=FULL`, as
+roast's store) on one worker thread, as roast serve's SQLite claims take turns. `--http httptools`
+/ `--loop uvloop` measure those Uvicorn options where installed (roast does not depend on them).
+Every figure carries the CPU of the client process (getrusage of this process) and of the server
+(its /proc stat, children it waited for included) over the delivery phase, in % of one core.
 """
 from __future__ import annotations
 
@@ -41,6 +53,60 @@ WORKFLOW = """
 """
 
 
+YARD_APP = """
+import os, sqlite3, sys, threading
+import anyio, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+from roast import http_guard
+
+mode, db_path, http, loop = sys.argv[1:5]
+local = threading.local()
+limiter = []
+
+
+def commit(session_id):
+    db = getattr(local, "db", None)
+    if db is None:
+        db = local.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous=FULL")
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("UPDATE sessions SET status = 'running', n = n + 1 WHERE id = ?", (session_id,))
+    db.execute("COMMIT")
+
+
+async def claim(request):
+    body = await request.body()
+    if mode == "sqlite":
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(1))
+        await anyio.to_thread.run_sync(commit, request.path_params["session_id"], limiter=limiter[0])
+    return Response(b'{"outcome":"consumed","session_id":"' + request.path_params["session_id"].encode() + b'"}',
+                    status_code=202, media_type="application/json")
+
+
+if mode == "sqlite":
+    with sqlite3.connect(db_path, isolation_level=None) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, status TEXT, n INTEGER DEFAULT 0)")
+app = Starlette(routes=[Route("/v1/sessions/{session_id}/events/{event}", claim, methods=["POST"])])
+protocol = http_guard.protocol(os.environ) if http == "guard" else http
+config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off",
+                        proxy_headers=False, server_header=False, timeout_keep_alive=5, timeout_graceful_shutdown=10,
+                        limit_concurrency=1024, http=protocol, loop=loop)
+server = uvicorn.Server(config)
+import socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", 0))
+sock.listen(2048)
+print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+server.run(sockets=[sock])
+"""
+CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -65,14 +131,16 @@ def _build(home: Path, work: Path, count: int) -> list[str]:
     return ids
 
 
-def _start(home: Path, work: Path, workers: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+def _start(home: Path, work: Path, workers: int, argv: list[str] | None = None) -> tuple[subprocess.Popen[bytes], int,
+                                                                                         Path]:
     log = work / "serve.log"
     env = {**os.environ, "ROAST_HOME": str(home), "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
     for name in ("ROAST_SERVE_TOKENS", "ROAST_WEBHOOK_SECRET", "ROAST_GITHUB_WEBHOOK_SECRET"):
         env.pop(name, None)
+    argv = argv or [sys.executable, "-c", SERVE, "--port", "0", "--workers", str(workers)]
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", SERVE, "--port", "0", "--workers", str(workers)],
-                                cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
@@ -130,17 +198,82 @@ def deliver(port: int, ids: list[str], clients: int) -> tuple[float, list[float]
     return time.perf_counter() - began, latencies, outcomes
 
 
-def _branches_done(home: Path, ids: list[str], timeout: float = 300) -> float:
-    """Seconds until every session completed (the worker pool ran every branch)."""
-    import sqlite3
+def _server_ticks(pid: int) -> int:
+    """utime + stime of `pid` and of the children it waited for (the branches' shells), in ticks."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return sum(int(f) for f in fields[11:15])
 
+
+def deliver_measured(pid: int, port: int, ids: list[str], clients: int) -> dict[str, Any]:
+    """`deliver`, with the figures and the CPU of both sides (% of one core over the delivery phase)."""
+    import resource
+
+    def mine() -> float:
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        return use.ru_utime + use.ru_stime
+
+    client0, server0 = mine(), _server_ticks(pid)
+    wall, latencies, outcomes = deliver(port, ids, clients)
+    client, server = mine() - client0, (_server_ticks(pid) - server0) / CLK
+    return {"sessions": len(ids), "clients": clients, "seconds": round(wall, 3),
+            "claims_per_s": round(len(latencies) / wall, 1), "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+            "mean_ms": round(statistics.fmean(latencies) * 1000, 2), "outcomes": outcomes,
+            "client_cpu_pct": round(client / wall * 100, 1), "server_cpu_pct": round(server / wall * 100, 1),
+            "client_cpu_ms_per_request": round(client / len(latencies) * 1000, 3),
+            "server_cpu_ms_per_request": round(server / len(latencies) * 1000, 3)}
+
+
+def yardstick(mode: str, count: int, clients: int, base: str | None, http: str = "guard",
+              loop: str = "asyncio") -> dict[str, Any]:
+    """The same clients against the HTTP stack alone (`noop`), or with one fsync'd SQLite commit per
+    request (`sqlite`): what this machine gives before roast does any work."""
+    work = Path(tempfile.mkdtemp(prefix="roast-yard-", dir=base))
+    try:
+        ids = [f"s{n:06d}" for n in range(count)]
+        db = work / "yard.db"
+        proc, port, _ = _start(work, work, 1, [sys.executable, "-c", YARD_APP, mode, str(db), http, loop])
+        try:
+            if mode == "sqlite":
+                import sqlite3
+
+                for _ in range(100):  # the server made the table
+                    try:
+                        with sqlite3.connect(db) as conn:
+                            conn.executemany("INSERT OR IGNORE INTO sessions (id, status) VALUES (?, 'waiting')",
+                                             [(sid,) for sid in ids])
+                        break
+                    except sqlite3.OperationalError:
+                        time.sleep(0.05)
+            figures = deliver_measured(proc.pid, port, ids, clients)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return {"yardstick": mode, "http": http, "loop": loop, **figures}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _completed() -> int:
+    import roast
+
+    return int(roast.sessions(status="completed", limit=1).total)
+
+
+def _branches_done(home: Path, ids: list[str], before: int = 0, timeout: float = 300) -> float:
+    """Seconds until every session completed (the worker pool ran every branch)."""
     began = time.perf_counter()
-    with sqlite3.connect(f"file:{home / 'sessions.db'}?mode=ro", uri=True) as db:
-        while time.perf_counter() - began < timeout:
-            done = db.execute("SELECT count(*) FROM sessions WHERE status = 'completed'").fetchone()[0]
-            if done >= len(ids):
-                break
-            time.sleep(0.1)
+    while time.perf_counter() - began < timeout:
+        if _completed() - before >= len(ids):
+            break
+        time.sleep(0.1)
     return time.perf_counter() - began
 
 
@@ -150,11 +283,12 @@ def run(sessions: int, clients: int, workers: int, base: str | None) -> dict[str
     try:
         print(f"building {sessions} waiting sessions in {home}", file=sys.stderr)
         ids = _build(home, work, sessions)
+        before = _completed()
         proc, port, _ = _start(home, work, workers)
         try:
             print(f"delivering with {clients} clients to port {port}", file=sys.stderr)
-            wall, latencies, outcomes = deliver(port, ids, clients)
-            drained = _branches_done(home, ids)
+            figures = deliver_measured(proc.pid, port, ids, clients)
+            drained = _branches_done(home, ids, before)
         finally:
             proc.terminate()
             try:
@@ -162,13 +296,9 @@ def run(sessions: int, clients: int, workers: int, base: str | None) -> dict[str
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        rate = len(latencies) / wall
-        return {"sessions": sessions, "clients": clients, "workers": workers, "seconds": round(wall, 3),
-                "claims_per_s": round(rate, 1), "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
-                "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
-                "mean_ms": round(statistics.fmean(latencies) * 1000, 2), "outcomes": outcomes,
-                "branches_done_after_s": round(drained, 2), "target_claims_per_s": TARGET,
-                "met": rate >= TARGET and outcomes.get("consumed") == sessions}
+        rate = figures["claims_per_s"]
+        return {**figures, "workers": workers, "branches_done_after_s": round(drained, 2),
+                "target_claims_per_s": TARGET, "met": rate >= TARGET and figures["outcomes"].get("consumed") == sessions}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -180,8 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="roast serve --workers (default: 2)")
     parser.add_argument("--base", help="directory for the temporary ROAST_HOME (default: the system temp dir)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
+    parser.add_argument("--store", help="ROAST_STORE for the sessions (default: SQLite in the temporary ROAST_HOME)")
+    parser.add_argument("--yardstick", action="store_true",
+                        help="also the HTTP stack alone (noop) and with one fsync'd SQLite commit per request")
+    parser.add_argument("--http", default="guard", help="the yardstick's Uvicorn protocol: guard (roast serve's), "
+                                                        "h11 or httptools (default: guard)")
+    parser.add_argument("--loop", default="asyncio", help="the yardstick's event loop: asyncio or uvloop")
     args = parser.parse_args(argv)
+    if args.store:
+        os.environ["ROAST_STORE"] = args.store
     figures = run(args.sessions, args.clients, args.workers, args.base)
+    if args.yardstick:
+        figures["yardsticks"] = [yardstick(mode, args.sessions, args.clients, args.base, args.http, args.loop)
+                                 for mode in ("noop", "sqlite")]
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -190,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"claim latency: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, mean {figures['mean_ms']} ms")
         print(f"outcomes: {figures['outcomes']}; every branch done {figures['branches_done_after_s']} s after "
               "the last claim")
+        print(f"cpu: client {figures['client_cpu_pct']} %, server {figures['server_cpu_pct']} % of a core")
+        for yard in figures.get("yardsticks", []):
+            print(f"yardstick {yard['yardstick']} ({yard['http']}, {yard['loop']}): {yard['claims_per_s']}/s, "
+                  f"p50 {yard['p50_ms']} ms, p99 {yard['p99_ms']} ms; cpu: client {yard['client_cpu_pct']} %, "
+                  f"server {yard['server_cpu_pct']} %")
     return 0 if figures["met"] else 1
 
 
