@@ -562,14 +562,19 @@ def cmd_tick(args: argparse.Namespace) -> int:
             if entry.get("code") or entry.get("status") == "failed":
                 print(f"roast: error: session {entry['session_id']}: {visible(entry['error'])}",
                       file=sys.stderr)
+            elif "timer" in entry:  # issue 23: a reminder or escalation sent
+                print(f"roast: session {entry['session_id']}: {entry['timer']} sent", file=sys.stderr)
             else:
                 print(f"roast: session {entry['session_id']} deadline {entry['deadline']}: {entry['status']}",
                       file=sys.stderr)
+            for warning in entry.get("warnings", []):
+                print(f"roast: warning: session {entry['session_id']}: {visible(warning)}", file=sys.stderr)
         if not fired:
-            print("roast: no overdue waits", file=sys.stderr)
+            print("roast: nothing due (no overdue waits, reminders or escalations)", file=sys.stderr)
     # issue 11: a deadline that fires as designed (ending `timed_out`) is success; exit 1 only when a
-    # session could not be fired or its timeout branch failed
-    return 1 if any(entry.get("code") or entry.get("status") == "failed" for entry in fired) else 0
+    # session could not be fired or its timeout branch failed (a reminder that failed is reported only)
+    return 1 if any(("timer" not in entry and entry.get("code")) or entry.get("status") == "failed"
+                    for entry in fired) else 0
 
 
 def _links(session_id: str) -> dict[str, str]:
