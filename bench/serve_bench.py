@@ -120,7 +120,9 @@ def _build(home: Path, work: Path, count: int) -> list[str]:
 
     wf = work / "bench" / "workflow.yml"
     wf.parent.mkdir(parents=True)
-    wf.write_text(textwrap.dedent(WORKFLOW).lstrip())
+    # a fingerprint of its own: a shared store keeps one definition per fingerprint, and one saved by
+    # an earlier run (its directory gone) would be recompiled on every claim
+    wf.write_text(textwrap.dedent(WORKFLOW).lstrip() + f"# {work.name}\n")
     ids = []
     for n in range(count):
         result = roast.run(wf)
@@ -261,33 +263,65 @@ def yardstick(mode: str, count: int, clients: int, base: str | None, http: str =
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _completed() -> int:
-    import roast
+def _completed(home: Path) -> int:
+    """Completed sessions in the store, counted in SQL (the api's counts are capped, issue 25)."""
+    query = "SELECT count(*) FROM sessions WHERE status = 'completed'"
+    url = os.environ.get("ROAST_STORE", "")
+    if url.startswith(("postgresql:", "postgres:")):
+        import psycopg
 
-    return int(roast.sessions(status="completed", limit=1).total)
+        with psycopg.connect(url) as db:
+            return int(db.execute(query).fetchone()[0])  # type: ignore[index]
+    import sqlite3
+
+    with sqlite3.connect(f"file:{home / 'sessions.db'}?mode=ro", uri=True) as lite:
+        return int(lite.execute(query).fetchone()[0])
 
 
 def _branches_done(home: Path, ids: list[str], before: int = 0, timeout: float = 300) -> float:
     """Seconds until every session completed (the worker pool ran every branch)."""
     began = time.perf_counter()
     while time.perf_counter() - began < timeout:
-        if _completed() - before >= len(ids):
+        if _completed(home) - before >= len(ids):
             break
         time.sleep(0.1)
     return time.perf_counter() - began
 
 
-def run(sessions: int, clients: int, workers: int, base: str | None) -> dict[str, Any]:
+def _profiler(pid: int, out: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy (a dev tool: `pip install py-spy`) sampling the server's threads while they hold the GIL
+    (its CPU: one process runs Python on one core at a time) into `out` (collapsed stacks) until it
+    gets SIGINT; None without --profile."""
+    if not out:
+        return None
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--gil",
+                            "--threads", "--nonblocking", "--output", out], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached
+    return spy
+
+
+def _stop_profiler(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        import signal
+
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def run(sessions: int, clients: int, workers: int, base: str | None, profile: str | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="roast-serve-bench-", dir=base))
     home = work / "home"
     try:
         print(f"building {sessions} waiting sessions in {home}", file=sys.stderr)
         ids = _build(home, work, sessions)
-        before = _completed()
+        before = _completed(home)
         proc, port, _ = _start(home, work, workers)
         try:
             print(f"delivering with {clients} clients to port {port}", file=sys.stderr)
+            spy = _profiler(proc.pid, profile)
             figures = deliver_measured(proc.pid, port, ids, clients)
+            _stop_profiler(spy)
             drained = _branches_done(home, ids, before)
         finally:
             proc.terminate()
@@ -315,11 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the HTTP stack alone (noop) and with one fsync'd SQLite commit per request")
     parser.add_argument("--http", default="guard", help="the yardstick's Uvicorn protocol: guard (roast serve's), "
                                                         "h11 or httptools (default: guard)")
+    parser.add_argument("--profile", metavar="FILE", help="sample the server with py-spy during the deliveries into "
+                                                              "FILE (collapsed stacks; py-spy is not a dependency)")
     parser.add_argument("--loop", default="asyncio", help="the yardstick's event loop: asyncio or uvloop")
     args = parser.parse_args(argv)
     if args.store:
         os.environ["ROAST_STORE"] = args.store
-    figures = run(args.sessions, args.clients, args.workers, args.base)
+    figures = run(args.sessions, args.clients, args.workers, args.base, args.profile)
     if args.yardstick:
         figures["yardsticks"] = [yardstick(mode, args.sessions, args.clients, args.base, args.http, args.loop)
                                  for mode in ("noop", "sqlite")]

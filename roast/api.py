@@ -295,8 +295,8 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
         return event_of(outcome.event)
 
     busy: RoastError | None = None
-    for _ in range(100):
-        fresh = store.get(session.id)
+    for attempt in range(100):
+        fresh = store.get(session.id) if attempt else session  # find() just read it (the lock re-reads it)
         if not wants(fresh):
             outcome = store.deliver(fresh.id, incoming, if_waiting=if_waiting, workflow_scope=scope, holding=False,
                                     wait_seq=wait_seq, now=now())

@@ -79,7 +79,24 @@ def lock_key(session_id: str) -> int:
 
 
 _MIGRATION_KEY = _key("roast-migrations")
+# issue 25: the holders row lives only as long as its advisory lock, which no server crash keeps, so
+# its insert and delete (autocommit statements) need not wait for the WAL to reach the disk: two
+# fewer flushes per claim. Every session write still commits synchronously.
+_NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 
+
+
+def _ended_by_server(conn: psycopg.Connection[Row]) -> bool:
+    """True when an idle connection has something to read: roast never LISTENs, so that is the server
+    ending it (a restart, a failover, pg_terminate_backend) — reused, its next statement would fail.
+    One poll(0) of the socket; nothing is in flight on it, so a new connection loses nothing."""
+    import select
+
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _clean(value: object) -> object:
@@ -182,6 +199,10 @@ class PostgresStore(SQLStore):
             if local.holds:
                 raise self._lost(None, next(iter(local.holds)))
             local.conn, local.ready = None, False
+            conn = None
+        if conn is not None and not local.holds and _ended_by_server(conn):
+            local.conn, local.ready = None, False  # a restart while it was idle: connect afresh (issue 25)
+            conn.close()
             conn = None
         if conn is None:
             try:
@@ -422,7 +443,8 @@ class PostgresStore(SQLStore):
             if not conn.closed and not conn.broken:
                 try:
                     conn.execute("WITH gone AS (DELETE FROM holders WHERE session_id = %s AND backend_pid = "
-                                 "pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8)", (session_id, key))
+                                 f"pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8), {_NO_FLUSH}",
+                                 (session_id, key))
                 except psycopg.Error:
                     pass  # the connection failed: the server drops the lock with it
             if conn.broken or conn.closed:
@@ -439,7 +461,7 @@ class PostgresStore(SQLStore):
                 "FROM got WHERE ok ON CONFLICT (session_id) DO UPDATE SET lock_key = EXCLUDED.lock_key, "
                 "holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, host = EXCLUDED.host, "
                 "pid = EXCLUDED.pid, start = EXCLUDED.start, since = EXCLUDED.since) "
-                "SELECT ok, set_config('application_name', %(app)s, false) FROM got",
+                f"SELECT ok, set_config('application_name', %(app)s, false), {_NO_FLUSH} FROM got",
                 {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
                  "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}).fetchone()
             if got is not None and got["ok"]:

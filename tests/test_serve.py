@@ -542,3 +542,25 @@ def test_a_branch_past_the_grace_is_stopped_recoverably_and_the_next_server_cont
     serve()
     assert eventually(lambda: finished(sid), "the next server to continue").status == "completed"
     assert [h.attempt for h in api.history(sid) if h.name == "slow"] == [1, 2]
+
+
+def test_a_postgresql_restart_between_two_requests_is_not_seen_by_the_second(tmp_path, serve, pg_server, pg_url,
+                                                                               monkeypatch):
+    """Issue 25: roast serve keeps one connection per thread; one the server ended while it was idle
+    (a restart, a failover) is replaced before use, so the next claim is 200, not 503."""
+    from conftest import TEST_KEY
+
+    monkeypatch.setenv("ROAST_STORE", pg_url)
+    monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+    first, second = waiting_session(tmp_path), waiting_session(tmp_path)
+    server = serve()
+    assert server.post(first, "approved", '{"approver": "ana"}')[1]["outcome"] == "consumed"
+    assert eventually(lambda: finished(first), "the first branch").status == "completed"
+    with pg_server.admin(pg_url) as admin:  # what a restart does to every connection roast serve holds
+        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND pid <> pg_backend_pid()").fetchall()
+    assert ended
+    status, doc = server.post(second, "approved", '{"approver": "bo"}')
+    assert (status, doc.get("outcome")) == (200, "consumed"), doc
+    assert eventually(lambda: finished(second), "the second branch").status == "completed"
+    assert "lost the connection" not in server.log
