@@ -139,6 +139,8 @@ def _start(home: Path, work: Path, workers: int, argv: list[str] | None = None) 
     env = {**os.environ, "ROAST_HOME": str(home), "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
     for name in ("ROAST_SERVE_TOKENS", "ROAST_WEBHOOK_SECRET", "ROAST_GITHUB_WEBHOOK_SECRET"):
         env.pop(name, None)
+    if argv and os.environ.get("PYTHONPATH"):  # the yardstick may try packages installed aside (--loop uvloop)
+        env["PYTHONPATH"] += os.pathsep + os.environ["PYTHONPATH"]
     argv = argv or [sys.executable, "-c", SERVE, "--port", "0", "--workers", str(workers)]
     with log.open("w") as err:
         proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
