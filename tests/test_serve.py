@@ -556,10 +556,10 @@ def test_a_postgresql_restart_between_two_requests_is_not_seen_by_the_second(tmp
     server = serve()
     assert server.post(first, "approved", '{"approver": "ana"}')[1]["outcome"] == "consumed"
     assert eventually(lambda: finished(first), "the first branch").status == "completed"
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     with pg_server.admin(pg_url) as admin:  # what a restart does to every connection roast serve holds
-        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                              "current_database() AND pid <> pg_backend_pid()").fetchall()
-    assert ended
+        assert admin.execute(f"SELECT pg_terminate_backend(pid) {others}").fetchall()
+        eventually(lambda: not admin.execute(f"SELECT pid {others}").fetchall(), "the restart to end them")
     status, doc = server.post(second, "approved", '{"approver": "bo"}')
     assert (status, doc.get("outcome")) == (200, "consumed"), doc
     assert eventually(lambda: finished(second), "the second branch").status == "completed"
