@@ -20,6 +20,7 @@ from roast import outcomes, seal
 from roast.errors import NotFound, NotWaiting, Refused, RoastError, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
+from roast.sql_group import Grouping
 from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks are also this module's names)
     COLUMNS,
     EVENT_COLUMNS,
@@ -62,7 +63,7 @@ def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None
                (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt))
 
 
-class SQLStore(Reads):
+class SQLStore(Grouping, Reads):
     """The `SessionStore` operations over a dialect's transactions (see the module docstring)."""
 
     _prune_tables: tuple[tuple[str, str], ...] = (
@@ -492,13 +493,14 @@ class SQLStore(Reads):
         output_json = None if output is None else json.dumps(output, default=str)
         with self._write(session_id) as tx:
             self._lock(tx, session_id)
-            _finish_steps(tx, session_id, finished)
+            # the compare-and-set first: refused, it has changed nothing (a write group goes on, issue 25)
             count = tx.run("UPDATE sessions SET status = ?, output = ?, final_output = ?, error = ?, awaiting = '[]', "
                            "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL, "
                            "cursor = COALESCE(?, cursor) WHERE id = ? AND status = 'running'",
                            (status, output_json, final_output, error, now, now, cursor, session_id))
             if count != 1:
                 raise self._refuse(tx, session_id, f"cannot mark as {status}")
+            _finish_steps(tx, session_id, finished)
             if not keep_state:
                 tx.run("DELETE FROM deltas WHERE session_id = ?", (session_id,))
                 tx.run("DELETE FROM continuations WHERE session_id = ?", (session_id,))

@@ -143,6 +143,7 @@ class PostgresStore(SQLStore):
         self._holding: dict[str, tuple[int, str]] = {}
         self._holding_lock = threading.Lock()
         self._delta_seq = {}
+        self._groups = {}
 
     def describe(self) -> str:
         return mask_url(self.url)
@@ -291,7 +292,13 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[_Tx]:
-        """One `BEGIN … COMMIT`; any error rolls it back and nothing changes."""
+        """One `BEGIN … COMMIT`; any error rolls it back and nothing changes. Inside a write group
+        (`roast.sql_group`), the group's transaction instead."""
+        group = self._joined()
+        if group is not None:
+            with group.write(session_id) as tx:
+                yield tx
+            return
         committing = False
         try:
             conn = self._connection(write=True)
