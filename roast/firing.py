@@ -1,13 +1,18 @@
 """Overdue waits fired a batch at a time (`roast tick` and the resident worker's pass, issue 25).
 
-The claim of a timeout was one fsync'd transaction per session; here a batch shares one. Each
-session of a batch is first locked (`Held`), read again and prepared — its state loaded and its
-workflow's edits checked, everything that can refuse, so a refusal still changes nothing — then
-every prepared wait is claimed in ONE transaction (`store.fire_many`: per session the same
-compare-and-set as `store.fire`, so a timeout and an event racing at the deadline still resolve
-to exactly one branch), then each branch runs, still under its session's lock, the lock is let
-go and the notify steps run. A crash after the claim leaves each session `running` with its
-timeout as its `pending_event`: recovered as any claimed session is (issue 10).
+The claim of a timeout was one fsync'd transaction per session, and so was the end of its branch;
+here a batch shares one. Each session of a batch is first locked (`Held`) and prepared — its state
+loaded and its workflow's edits checked, everything that can refuse, so a refusal still changes
+nothing — then every prepared wait is claimed (`store.fire_many`: per session the same
+compare-and-set as `store.fire`, so a timeout and an event racing at the deadline still resolve to
+exactly one branch), then each branch runs, still under its session's lock. The claims and what
+the branches write before their first step (an end, a new wait) join ONE transaction, a write
+group (`roast.sql_group`), committed before any step, command or sleep of a branch and at the end
+of the batch; a session's lock is let go once its writes are committed, and the notify steps run
+after the batch. A crash before that commit leaves every session of it waiting and overdue, as if
+the tick had not run (no side effect ran meanwhile), and the next tick fires them; a crash after
+it leaves a session whose branch runs steps `running` with its timeout as its `pending_event`,
+recovered as any claimed session is (issue 10).
 """
 from __future__ import annotations
 

@@ -11,10 +11,12 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import TEST_KEY
 from test_scale_queries import store  # noqa: F401  (the fixture: SQLite and PostgreSQL)
 from test_store import T0, is_pg
@@ -150,3 +152,45 @@ def test_a_tick_killed_at_any_write_point_fires_every_session_exactly_once(store
     # one more (the next joined write, or the COMMIT) comes before the commit: a kill at any of them
     # undid the claims with the rest (each end its own commit: only the claims' COMMIT did, [2])
     assert len(rolled_back_whole) >= 2 and rolled_back_whole[0] == 2, rolled_back_whole
+
+
+def test_a_tick_on_postgresql_waits_for_the_disk_once_for_a_batch(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fsync and synchronous_commit on (a server of its own): the WAL is flushed for the batch's
+    commit, not for each session's end nor for the rows that name each lock's holder (they were 3 per
+    session: the holder's row written, the end, the row deleted)."""
+    import _pg
+    import psycopg
+
+    from roast.store_postgres import PostgresStore
+
+    try:
+        cluster = _pg.start(settings={"fsync": "on", "synchronous_commit": "on"})
+        _pg.wait_ready(cluster.admin_url)
+    except (_pg.Unavailable, OSError, subprocess.SubprocessError) as err:
+        pytest.skip(str(err))
+    try:
+        monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+        store = PostgresStore(cluster.admin_url)
+        wf = workflows(tmp_path)
+        ids = [roast.run(wf["ends"], store=store, now=lambda: T0).session_id for _ in range(10)]
+        store.close()
+
+        def syncs() -> int:
+            with psycopg.connect(cluster.admin_url, autocommit=True) as db:
+                for _ in range(500):  # the tick's backend reports its WAL figures as it exits
+                    if not db.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'roast%'").fetchall():
+                        break
+                    time.sleep(0.01)
+                row = db.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+            assert row is not None
+            return int(row[0])
+
+        before = syncs()
+        ran = tick(store)
+        flushed = syncs() - before
+        assert ran.returncode == 0, ran.stderr
+        assert all(roast.session(sid, store=store).status == "timed_out" for sid in ids)
+        assert flushed < len(ids), flushed  # 3 here; 32 when each end and each holder row was flushed
+    finally:
+        cluster.stop()
