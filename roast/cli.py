@@ -381,7 +381,7 @@ def _report_and_follow(args: argparse.Namespace, results: list[Any], as_list: bo
         view = Listening()
         try:
             if not args.json:
-                notices([result], args.verbose, _links, page_of)
+                notices([result], args.verbose, _links, page_of, pages_of)
             final = api.listen(result.session_id, observer=view,  # type: ignore[arg-type]  # duck-typed
                                on_update=view.update)
         except KeyboardInterrupt:
@@ -431,7 +431,7 @@ def _report(args: argparse.Namespace, results: list[Any], as_list: bool = False)
         # on a terminal the output is shown, so event data in it cannot drive the terminal (issue
         # 10 §4); to a pipe or a file it goes byte for byte, like -o and --json
         print(visible(text) if sys.stdout.isatty() else text)
-    notices(results, args.verbose, _links, page_of)
+    notices(results, args.verbose, _links, page_of, pages_of)
     cancelled = any(r.status == "cancelled" for r in results)  # `roast cancel` stopped it: 3 (issue 20)
     return 3 if cancelled else 1 if any(not r.ok for r in results) else 0
 
@@ -562,14 +562,19 @@ def cmd_tick(args: argparse.Namespace) -> int:
             if entry.get("code") or entry.get("status") == "failed":
                 print(f"roast: error: session {entry['session_id']}: {visible(entry['error'])}",
                       file=sys.stderr)
+            elif "timer" in entry:  # issue 23: a reminder or escalation sent
+                print(f"roast: session {entry['session_id']}: {entry['timer']} sent", file=sys.stderr)
             else:
                 print(f"roast: session {entry['session_id']} deadline {entry['deadline']}: {entry['status']}",
                       file=sys.stderr)
+            for warning in entry.get("warnings", []):
+                print(f"roast: warning: session {entry['session_id']}: {visible(warning)}", file=sys.stderr)
         if not fired:
-            print("roast: no overdue waits", file=sys.stderr)
+            print("roast: nothing due (no overdue waits, reminders or escalations)", file=sys.stderr)
     # issue 11: a deadline that fires as designed (ending `timed_out`) is success; exit 1 only when a
-    # session could not be fired or its timeout branch failed
-    return 1 if any(entry.get("code") or entry.get("status") == "failed" for entry in fired) else 0
+    # session could not be fired or its timeout branch failed (a reminder that failed is reported only)
+    return 1 if any(("timer" not in entry and entry.get("code")) or entry.get("status") == "failed"
+                    for entry in fired) else 0
 
 
 def _links(session_id: str) -> dict[str, str]:
@@ -597,10 +602,11 @@ def cmd_session(args: argparse.Namespace) -> int:
         _emit_json(session_document(s, history, events, links, page_of(s.id) if links else None,
                                     pages_of(s.id) if links else None))
         return 0
-    from roast.display import session_detail
+    from roast.display import personal_pages, session_detail
 
     page = page_of(s.id) if links else None
-    print(session_detail(s, history, events, links) + (f"\napproval page: {page}" if page else ""))
+    print("\n".join([session_detail(s, history, events, links), *([f"approval page: {page}"] if page else []),
+                     *personal_pages(pages_of(s.id) if page else {}, "")]))
     return 0
 
 

@@ -143,9 +143,11 @@ def resume_command(result: Result | Session, event: str) -> str:
     return visible(f"roast resume -s {sid} -e {quote(event)}")
 
 
-def waiting_notice(result: Result, links: Mapping[str, str] | None = None, page: str | None = None) -> str:
+def waiting_notice(result: Result, links: Mapping[str, str] | None = None, page: str | None = None,
+                   pages: Mapping[str, str] | None = None) -> str:
     """The lines printed (stderr) when a session pauses: id, events, deadline, how to continue
-    (and each event's signed approval link, when ROAST_PUBLIC_URL makes them)."""
+    (and each event's signed approval link, when ROAST_PUBLIC_URL makes them; `pages`: the personal
+    page of each approver the wait names, issue 23)."""
     pauses = [w for w in result.waits if not w.get("event")]
     if pauses and not result.awaiting:  # a `sleep:` or a retry's backoff (issue 16)
         first = pauses[0]
@@ -165,10 +167,19 @@ def waiting_notice(result: Result, links: Mapping[str, str] | None = None, page:
         lines.append("   (add --event-data '{\"key\": \"value\"}' to pass data to the branch)")
     if page:  # issue 22: one page for the whole wait, every event its own button
         lines.append(f"   or open its page: {visible(page)}")
+    lines.extend(personal_pages(pages or {}, "   "))
     if links:
         lines.append("   or open an approval link:")
         lines.extend(f"     {name}: {visible(url)}" for name, url in links.items())
     return "\n".join(lines)
+
+
+def personal_pages(pages: Mapping[str, str], indent: str) -> list[str]:
+    """The personal page of each approver (issue 23): send each person their own; it decides as them."""
+    if not pages:
+        return []
+    return [f"{indent}each approver's own page (send it to them only: it decides as that person):",
+            *(f"{indent}  {visible(person)}: {visible(url)}" for person, url in pages.items())]
 
 
 def _left(deadline: str | float | None, now: float | None = None) -> str:
@@ -523,7 +534,8 @@ def stopped(err: BaseException) -> int:
 
 
 def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Mapping[str, str]],
-            page: Callable[[str], str | None] | None = None) -> None:
+            page: Callable[[str], str | None] | None = None,
+            pages: Callable[[str], Mapping[str, str]] | None = None) -> None:
     """A notice per session on stderr: its warnings, then waiting (with how to resume), completed, or
     the error (with the traceback of a failing Python step when `verbose`) and how to retry."""
 
@@ -531,7 +543,8 @@ def notices(results: Sequence[Result], verbose: bool, links: Callable[[str], Map
         for warning in r.warnings:
             print(f"roast: warning: {visible(warning)}", file=sys.stderr)
         if r.status == "waiting":
-            print(waiting_notice(r, links(r.session_id), page(r.session_id) if page else None), file=sys.stderr)
+            print(waiting_notice(r, links(r.session_id), page(r.session_id) if page else None,
+                                 pages(r.session_id) if pages else None), file=sys.stderr)
         elif r.status == "completed":
             print(f"roast: session {r.session_id} completed", file=sys.stderr)
         elif r.status == "cancelled":  # issue 20: `cancelled by ana@host at …`; not a step's failure

@@ -163,8 +163,7 @@ class Worker:
                         entry.update(error=str(outcome), code=outcome.code)
                 fired.append(entry)
         notify_pending(self.store, self.observer_for(None), self.now, self.stop_drives.notify_later)
-        self.fire_timers()
-        return fired
+        return fired + [timer_entry(entry) for entry in self.fire_timers()]
 
     def fire_timers(self, session_id: str | None = None) -> list[dict[str, Any]]:
         """Fire the due reminders and escalations of open gates (issue 23; only `session_id`'s when
@@ -338,6 +337,8 @@ class Worker:
                 return
             self._worked("store")
             for entry in entries:
+                if "timer" in entry:  # a reminder or escalation: fire_timers said what failed
+                    continue
                 if entry.get("code"):  # not fired, and still due: try it again later, say it once
                     self._failed(entry["session_id"], "firing the deadline", RoastError(entry["error"]),
                                  entry["session_id"])
@@ -443,6 +444,16 @@ class Worker:
             self.stop_drives.set()
         for thread in self._threads:
             thread.join(timeout=15)
+
+
+def timer_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A reminder or escalation a pass sent (issue 23), as `tick` lists it beside the deadlines:
+    `timer` says which ("reminder 2", "escalation 1", "reminder 2, escalation 1")."""
+    sent = ([f"reminder {entry['reminder']}"] if entry.get("reminder") else []) + \
+        [f"escalation {index + 1}" for index in entry.get("escalations", [])]
+    return {"session_id": entry["session_id"], "timer": ", ".join(sent) or "reminder", "fired": "code" not in entry,
+            "status": "waiting", "error": entry.get("error"), "warnings": entry.get("warnings", []),
+            **({"code": entry["code"]} if "code" in entry else {})}
 
 
 def _notifier(worker: Worker) -> None:

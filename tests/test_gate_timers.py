@@ -6,6 +6,7 @@ wait is a poll with a deadline on what the notify steps append to a file, never 
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,6 +146,40 @@ def test_a_failing_reminder_is_a_warning_and_the_session_keeps_waiting(tmp_path,
     ticking_until(lambda: "notice 2" in lines(log), "two failing reminders")
     assert api.session(sid).status == "waiting"
     assert main(["resume", "-s", sid, "-e", "approved"]) == 0
+
+
+def test_roast_tick_says_which_reminders_and_escalations_it_sent(tmp_path):
+    """`roast tick` lists what it sent beside the deadlines it fired, in text and in --json; with
+    nothing due it says so (it said "no overdue waits" after sending a reminder)."""
+    log = tmp_path / "notices.txt"
+    sid = _start(tmp_path, """
+        name: told
+        steps:
+          - wait_for_event:
+              within: 1h
+              remind: 1s
+              escalate: {after: 1s}
+              notify:
+                - $(echo "notice {{ wait.reminder }} {{ wait.escalation }}" >> @LOG@)
+              approved: ["$(echo approved)"]
+    """, log, "told")
+    done = run_cli("tick", "--json", cwd=tmp_path)
+    while len(lines(log)) < 2:  # before its timers were due: nothing sent, nothing listed
+        assert done.returncode == 0 and json.loads(done.stdout) == [], done
+        time.sleep(0.2)
+        done = run_cli("tick", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)
+    assert entry["session_id"] == sid and entry["fired"] is True and entry["status"] == "waiting"
+    assert entry["timer"] == "reminder 1, escalation 1" and entry["error"] is None, entry
+    texts = []
+    while "notice 2" not in " ".join(lines(log)):  # the next reminder, in words
+        text = run_cli("tick", cwd=tmp_path)
+        assert text.returncode == 0, text.stderr
+        texts.append(text.stderr)
+        time.sleep(0.2)
+    assert f"session {sid}: reminder 2 sent" in texts[-1] and "no overdue" not in texts[-1]
+    assert any("nothing due" in t for t in texts[:-1]) or len(texts) == 1
 
 
 # --------------------------------------------------------------------------- racing workers and crashes

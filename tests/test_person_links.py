@@ -229,3 +229,22 @@ def test_a_personal_token_is_its_own_kind_and_its_event_id_is_one_per_person_and
     assert digest == links.content_digest("release", [{**shown[0], "deadline": 9.0, "policy": None}])
     assert digest != links.content_digest("release", [{**shown[0], "title": "Promote 9.9.9?"}])
     assert digest != links.content_digest("other", shown)
+
+
+def test_the_waiting_notice_and_roast_session_show_each_approver_s_own_page(tmp_path):
+    """In the terminal too (they were in JSON and notify only): the operator who started the gate
+    sees whose link is whose, and that each is for that person alone."""
+    wf = write_workflow(tmp_path, GATE)
+    started = run_cli("execute", str(wf), env={"ROAST_PUBLIC_URL": PUBLIC})
+    assert started.returncode == 0, started.stderr
+    sid = re.search(r"session (\S+) is waiting", started.stderr).group(1)
+    pages = gates.pages(sid)
+    shown = run_cli("session", sid, env={"ROAST_PUBLIC_URL": PUBLIC})
+    assert shown.returncode == 0, shown.stderr
+    for text in (started.stderr, shown.stdout):
+        assert "each approver's own page (send it to them only: it decides as that person):" in text, text
+        for person, url in pages.items():
+            assert f"{person}: {url}" in text, text
+        assert "*@sre.example.com:" not in text  # a pattern names nobody: no page
+    plain = run_cli("session", sid, env={"ROAST_PUBLIC_URL": ""})
+    assert plain.returncode == 0 and "own page" not in plain.stdout  # no public URL: no links to give
