@@ -103,8 +103,8 @@ def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Re
                     observer = observer_for(one.fresh.id)
                     try:
                         outcome, job = _run(store, one, got, observer, now, stop)
-                    except StoreUnavailable as err:
-                        return _lost(group, done, pending, one, err)
+                    except StoreUnavailable as err:  # the group's own words when it was rolled back
+                        return _lost(group, done, pending, one, group.failed or err)
                     except RoastError as err:
                         outcome = err
                     if group.failed is not None:  # the batch's writes were rolled back

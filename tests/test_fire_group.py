@@ -194,3 +194,40 @@ def test_a_tick_on_postgresql_waits_for_the_disk_once_for_a_batch(tmp_path: Path
         assert flushed < len(ids), flushed  # 3 here; 32 when each end and each holder row was flushed
     finally:
         cluster.stop()
+
+
+def test_a_store_error_inside_a_batch_rolls_its_claims_back_and_the_next_tick_fires_them(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The store fails as the second session's end is written (the disk is full): the tick stops with
+    the store error (exit 4), nothing of the batch was kept — every session still waits, overdue, with
+    no timeout recorded and nothing turned into an outcome — and the next tick fires each one once."""
+    from roast.errors import StoreUnavailable
+    from roast.sql_reads import Tx
+
+    wf = workflows(tmp_path)
+    ids = [roast.run(wf["ends"], store=store, now=lambda: T0).session_id for _ in range(3)]
+    real_run, ends = Tx.run, []
+
+    def full_disk(self: Tx, sql: str, params: Any = ()) -> int:
+        if sql.startswith("UPDATE events SET outcome = 'unconsumed'"):
+            ends.append(sql)
+            if len(ends) == 2:
+                if is_pg(store):
+                    import psycopg
+
+                    raise psycopg.errors.DiskFull("could not extend file: No space left on device")
+                raise sqlite3.OperationalError("database or disk is full")
+        return int(real_run(self, sql, params))
+
+    monkeypatch.setattr(Tx, "run", full_disk)
+    with pytest.raises(StoreUnavailable, match="disk full"):
+        roast.tick(store=store)
+    monkeypatch.setattr(Tx, "run", real_run)
+    for sid in ids:
+        info = roast.session(sid, store=store)
+        assert (info.status, store.events(sid)) == ("waiting", []), info
+    fired = roast.tick(store=store)
+    assert sorted(f["session_id"] for f in fired if f["fired"]) == sorted(ids)
+    for sid in ids:
+        assert roast.session(sid, store=store).status == "timed_out"
+        assert [e.name for e in store.events(sid)] == ["timeout"]
