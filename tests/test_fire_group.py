@@ -45,9 +45,11 @@ def workflows(tmp_path: Path) -> dict[str, Path]:
     return made
 
 
-def tick(store: Any, fault: int = 0) -> subprocess.CompletedProcess[str]:  # noqa: F811
-    """`roast tick` in a process of its own (killed at its `fault`-th write point, if given)."""
+def tick(store: Any, fault: int = 0, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    """`roast tick` in a process of its own (killed at its `fault`-th write point, if given); `args`:
+    another roast command instead."""
     env = {k: v for k, v in os.environ.items() if k not in ("ROAST_FAULT_AT", "ROAST_STORE", "ROAST_KEY")}
+    env["ROAST_BUSY_TIMEOUT"] = "0.5"
     env["PYTHONPATH"] = str(ROOT)
     if is_pg(store):
         env.update(ROAST_STORE=store.url, ROAST_KEY=TEST_KEY)
@@ -55,7 +57,8 @@ def tick(store: Any, fault: int = 0) -> subprocess.CompletedProcess[str]:  # noq
         env["ROAST_HOME"] = str(store.home)
     if fault:
         env["ROAST_FAULT_AT"] = str(fault)
-    return subprocess.run([sys.executable, "-m", "roast", "tick", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "roast", *(args or ("tick", "--json"))], capture_output=True, text=True,
+                          env=env, cwd=ROOT,
                           check=False, timeout=120)
 
 
@@ -231,3 +234,31 @@ def test_a_store_error_inside_a_batch_rolls_its_claims_back_and_the_next_tick_fi
     for sid in ids:
         assert roast.session(sid, store=store).status == "timed_out"
         assert [e.name for e in store.events(sid)] == ["timeout"]
+
+
+def test_a_cancel_while_a_batch_is_open_waits_for_its_commit_and_never_slips_between_claim_and_end(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`roast cancel` takes no session lock: while a tick's batch holds its claims and the first end
+    uncommitted, a cancel of that session waits for the store (the SQLite write lock, the PostgreSQL
+    row lock) and, given up after ROAST_BUSY_TIMEOUT, changed nothing (exit 4); once the batch is
+    committed, the session has timed out and a cancel is refused (exit 3)."""
+    from roast import firing
+
+    wf = workflows(tmp_path)
+    ids = sorted(roast.run(wf["ends"], store=store, now=lambda: T0).session_id for _ in range(2))
+    real_run, tried = firing._run, []
+
+    def run_then_cancel_the_first(*args: Any, **kwargs: Any) -> Any:
+        if args[1].fresh.id == ids[1]:  # the first session's end is written, not committed
+            tried.append(tick(store, 0, "cancel", ids[0], "--reason", "meanwhile"))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(firing, "_run", run_then_cancel_the_first)
+    fired = roast.tick(store=store)
+    assert sorted(f["session_id"] for f in fired if f["fired"]) == ids
+    [meanwhile] = tried
+    assert meanwhile.returncode == 4 and "busy" in meanwhile.stderr and "nothing changed" in meanwhile.stderr, \
+        meanwhile.stderr
+    assert [roast.session(sid, store=store).status for sid in ids] == ["timed_out", "timed_out"]
+    after = tick(store, 0, "cancel", ids[0])
+    assert after.returncode == 3 and "timed out" in after.stderr, after.stderr
