@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from roast.errors import (
     BadEventData,
@@ -341,15 +341,15 @@ class Loaded:
 
 
 def prepare(store: SessionStore, session: Session, event: str | None, force: bool, moved: str | None = None,
-            from_step: str | None = None) -> Loaded:
+            from_step: str | None = None, known: Callable[..., Any] | None = None) -> Loaded:
     """Load a session's state and definition and check edits since it was saved (nothing changes).
     `from_step` (a retry's `--from`): rewind the cursor to that step on the way to where it failed,
     dropping the outputs of the steps that run again (in the context, written by the claim)."""
     from roast import definition as definitions
 
-    state = load_state(store, session)
-    defn, saved = definition_for(store, session, state, moved)
-    old = definitions.old_tree(saved)
+    state = load_state(store, session)  # `known`: definition_for, remembered for a batch (issue 25)
+    defn, saved = (known or definition_for)(store, session, state, moved)
+    old = definitions.old_tree(saved) if from_step is not None or defn.fingerprint != session.fingerprint else None
     cursor, delta = state["cursor"], None
     if from_step is not None:
         cursor, delta = _rewind(session, old if old is not None else defn.root, state, from_step)

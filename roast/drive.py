@@ -76,6 +76,7 @@ class _Journal:
 
     def started(self, request: Any) -> int:
         attempt = self._write(StepStart(request.path, request.name or "", self.now()))
+        self.store.settle()  # issue 25: a batch's writes (`roast tick`) are committed before any step runs
         self._began[(request.path, attempt)] = time.monotonic()
         self.running.append(request.path)
         self.names[request.path] = request.name
@@ -90,6 +91,7 @@ class _Journal:
     def flush(self) -> None:
         if self.dirty or self.done:
             self._write(None)
+        self.store.settle()  # a command or a sleep follows (the runner flushes first): committed first
 
     def finished(self, request: Any, attempt: int, status: str, output: Any, error: str | None = None,
                  usage: tuple[int, int] | None = None) -> None:

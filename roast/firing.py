@@ -1,20 +1,25 @@
 """Overdue waits fired a batch at a time (`roast tick` and the resident worker's pass, issue 25).
 
-The claim of a timeout was one fsync'd transaction per session; here a batch shares one. Each
-session of a batch is first locked (`Held`), read again and prepared — its state loaded and its
-workflow's edits checked, everything that can refuse, so a refusal still changes nothing — then
-every prepared wait is claimed in ONE transaction (`store.fire_many`: per session the same
-compare-and-set as `store.fire`, so a timeout and an event racing at the deadline still resolve
-to exactly one branch), then each branch runs, still under its session's lock, the lock is let
-go and the notify steps run. A crash after the claim leaves each session `running` with its
-timeout as its `pending_event`: recovered as any claimed session is (issue 10).
+The claim of a timeout was one fsync'd transaction per session, and so was the end of its branch;
+here a batch shares one. Each session of a batch is first locked (`Held`) and prepared — its state
+loaded and its workflow's edits checked, everything that can refuse, so a refusal still changes
+nothing — then every prepared wait is claimed (`store.fire_many`: per session the same
+compare-and-set as `store.fire`, so a timeout and an event racing at the deadline still resolve to
+exactly one branch), then each branch runs, still under its session's lock. The claims and what
+the branches write before their first step (an end, a new wait) join ONE transaction, a write
+group (`roast.sql_group`), committed before any step, command or sleep of a branch and at the end
+of the batch; a session's lock is let go once its writes are committed, and the notify steps run
+after the batch. A crash before that commit leaves every session of it waiting and overdue, as if
+the tick had not run (no side effect ran meanwhile), and the next tick fires them; a crash after
+it leaves a session whose branch runs steps `running` with its timeout as its `pending_event`,
+recovered as any claimed session is (issue 10).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 
-from roast.deliver import Held, cwd_of, not_waiting, prepare
+from roast.deliver import Held, cwd_of, definition_for, prepare
 from roast.drive import drive, event_of, notify
 from roast.errors import RoastError, StoreUnavailable
 
@@ -43,68 +48,136 @@ def fire_batch(store: SessionStore, sessions: Sequence[Session], source: str, *,
                stop: Any = None) -> list[tuple[Session, Result | RoastError]]:
     """Fire the overdue waits of `sessions` (at most BATCH): each one's result, or the error that
     kept it from firing or running. A StoreUnavailable stops the batch there: it is the last
-    entry, and the sessions claimed and not yet run stay claimed (recovered as orphans are)."""
+    entry, and the sessions claimed and not yet run stay claimed (recovered as orphans are) unless
+    their claims were rolled back with the batch's writes (then they are simply still overdue)."""
     done: list[tuple[Session, Result | RoastError]] = []
     ready: list[_Ready] = []
     try:
+        env, known = dict(os.environ), _definitions()
         for session in sessions:
             try:
-                ready.append(_prepared(store, session, source))
+                ready.append(_prepared(store, session, source, env, known))
             except StoreUnavailable as err:
                 return [*done, (session, err)]
             except RoastError as err:
                 done.append((session, err))
         if not ready:
             return done
-        try:
-            claimed = store.fire_many([(r.fresh.id, r.fresh.wait_seq) for r in ready], source=source, now=now())
-        except StoreUnavailable as err:
-            return [*done, *((r.seen, err) for r in ready)]
-        ready.reverse()
-        while ready:
-            one = ready.pop()  # from here on its lock is let go by _run (or right here)
-            got = claimed[one.fresh.id]
-            if isinstance(got, RoastError):
-                one.held.__exit__(None, None, None)
-                done.append((one.seen, got))
-                continue
-            observer = observer_for(one.fresh.id)
-            try:
-                result, job = _run(store, one, got, observer, now, stop)
-            except StoreUnavailable as err:
-                return [*done, (one.seen, err)]
-            except RoastError as err:
-                done.append((one.seen, err))
-                continue
-            job = stop.notify_later(job, observer) if job and getattr(stop, "notify_later", None) else job
-            done.append((one.seen, notify(store, job, result._replace(warnings=one.loaded.warnings), observer, now)))
-        return done
+        return _fire(store, ready, done, source, observer_for, now, stop)
     finally:
         for one in ready:  # claimed and not run (a stop, a store error): recovered as orphans are
             one.held.__exit__(None, None, None)
 
 
-def _prepared(store: SessionStore, session: Session, source: str) -> _Ready:
-    """The session locked, read again under the lock and loaded: still at the wait the listing saw."""
+def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Result | RoastError]], source: str,
+          observer_for: Callable[[str], Any], now: Callable[[], float],
+          stop: Any) -> list[tuple[Session, Result | RoastError]]:
+    """Claim the prepared waits and run their branches, their writes joined in one group (the
+    module docstring). A session leaves `ready` once its drive has ended; its lock is let go when
+    its writes are committed, and its notify steps run after the whole batch's are."""
+    pending: list[tuple[int, _Ready, Any, Any]] = []  # drives ended, writes not yet committed: (entry, session, job, observer)
+    settled: list[tuple[int, _Ready, Any, Any]] = []  # committed, lock let go: notify steps still to run
+
+    def committed() -> None:
+        for ran in pending:
+            ran[1].held.__exit__(None, None, None)
+        settled.extend(pending)
+        pending.clear()
+
+    try:
+        with store.grouped(committed) as group:
+            try:
+                claimed = store.fire_many([(r.fresh.id, r.fresh.wait_seq) for r in ready], source=source, now=now())
+            except StoreUnavailable as err:
+                return [*done, *((r.seen, err) for r in ready)]
+            ready.reverse()
+            while ready:
+                one = ready[-1]
+                got = claimed[one.fresh.id]
+                observer, job = None, None
+                outcome: Result | RoastError
+                if isinstance(got, RoastError):
+                    outcome = got
+                else:
+                    group.join()
+                    observer = observer_for(one.fresh.id)
+                    try:
+                        outcome, job = _run(store, one, got, observer, now, stop)
+                    except StoreUnavailable as err:  # the group's own words when it was rolled back
+                        return _lost(group, done, pending, one, group.failed or err)
+                    except RoastError as err:
+                        outcome = err
+                    if group.failed is not None:  # the batch's writes were rolled back
+                        return _lost(group, done, pending, one, group.failed)
+                ready.pop()
+                pending.append((len(done), one, job, observer))
+                done.append((one.seen, outcome))
+                if not group.open:  # nothing of the batch waits for a commit: let go at once
+                    committed()
+    finally:
+        for ran in pending:  # rolled back: let go after the rollback
+            ran[1].held.__exit__(None, None, None)
+        pending.clear()
+    for index, one, job, observer in settled:
+        result = done[index][1]
+        if isinstance(result, RoastError):
+            continue
+        job = stop.notify_later(job, observer) if job and getattr(stop, "notify_later", None) else job
+        done[index] = (one.seen, notify(store, job, result._replace(warnings=one.loaded.warnings), observer, now))
+    return done
+
+
+def _lost(group: Any, done: list[tuple[Session, Result | RoastError]], pending: list[tuple[int, _Ready, Any, Any]],
+          one: _Ready, err: StoreUnavailable) -> list[tuple[Session, Result | RoastError]]:
+    """A store error stops the batch: what was not yet committed is rolled back, and each session it
+    was for is reported with the error (those still waiting fire at the next tick)."""
+    if group.open:
+        group.rollback(err)
+    for index, ran, _job, _observer in pending:
+        done[index] = (ran.seen, err)
+    return [*done, (one.seen, err)]
+
+
+def _prepared(store: SessionStore, session: Session, source: str, env: dict[str, str],
+              known: Callable[..., Any]) -> _Ready:
+    """The session locked and loaded, as the listing saw it. Not read again under the lock: the claim
+    (`fire_many`) is a compare-and-set on (status 'waiting', wait_seq), and a session waits at one
+    wait number during one stretch of time only (each suspend takes a new one; nothing brings a
+    session back to a wait it left), and nothing that `prepare` reads changes during that stretch
+    (only the notice and reminder counters do). So if the claim succeeds, the session was at that
+    very wait from the listing to the claim, and what was loaded is its state; if it does not, the
+    claim refuses it and nothing loaded is used."""
     cwd = cwd_of(session)
     held = Held(store, session.id, f"roast {source}", 0.0)
     held.__enter__()
     try:
-        fresh = store.get(session.id)
-        if fresh.status != "waiting" or fresh.wait_seq != session.wait_seq:
-            raise not_waiting(fresh)
-        return _Ready(session, fresh, prepare(store, fresh, None, False), cwd, held)
+        loaded = prepare(store, session, None, False, known=known)
+        loaded.ctx.attach_env(dict(env))
+        return _Ready(session, session, loaded, cwd, held)
     except BaseException:
         held.__exit__(None, None, None)
         raise
 
 
+def _definitions() -> Callable[..., Any]:
+    """`deliver.definition_for`, remembered for one batch by saved definition and workflow: the
+    sessions of a batch mostly share one, unpickled and checked against its files once."""
+    seen: dict[tuple[str, str, str, str], Any] = {}
+
+    def known(store: SessionStore, session: Session, state: Any, moved: str | None) -> Any:
+        if moved is not None or not session.definition:  # roast 0.1 kept it in each state
+            return definition_for(store, session, state, moved)
+        key = (session.definition, session.workflow_path, session.workflow_name, session.fingerprint)
+        found = seen.get(key)
+        if found is None:
+            found = seen[key] = definition_for(store, session, state, moved)
+        return found
+
+    return known
+
+
 def _run(store: SessionStore, one: _Ready, claimed: Any, observer: Any, now: Callable[[], float],
          stop: Any) -> tuple[Result, Any]:
-    """The branch of a claimed timeout, driven under the session's lock, which is let go after."""
-    try:
-        one.loaded.ctx.attach_env(dict(os.environ))
-        return drive(store, one.fresh.id, one.loaded.defn, one.loaded.ctx, one.loaded.cursor, event_of(claimed),
-                     observer, now, one.cwd, stop)
-    finally:
-        one.held.__exit__(None, None, None)
+    """The branch of a claimed timeout, driven under the session's lock (let go by the caller)."""
+    return drive(store, one.fresh.id, one.loaded.defn, one.loaded.ctx, one.loaded.cursor, event_of(claimed),
+                 observer, now, one.cwd, stop)

@@ -20,6 +20,7 @@ from roast import outcomes, seal
 from roast.errors import NotFound, NotWaiting, Refused, RoastError, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
+from roast.sql_group import Grouping
 from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks are also this module's names)
     COLUMNS,
     EVENT_COLUMNS,
@@ -62,7 +63,7 @@ def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None
                (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt))
 
 
-class SQLStore(Reads):
+class SQLStore(Grouping, Reads):
     """The `SessionStore` operations over a dialect's transactions (see the module docstring)."""
 
     _prune_tables: tuple[tuple[str, str], ...] = (
@@ -374,14 +375,14 @@ class SQLStore(Reads):
                "AND NOT (name = ? AND COALESCE(wait_path, '') = ?)", (session.id, session.wait_seq, name, path or ""))
 
     def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None,
-              keep: tuple[str, str | None] | None = None) -> None:
+              keep: tuple[str, str | None] | None = None, pending: int | None = None) -> None:
         """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1). `keep`:
         the event and wait that consume it, whose counted approvals stay `counted` (issue 23)."""
         count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
-                       "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ?, timer_at = NULL "
-                       "WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
-                       (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), session.id,
-                        session.wait_seq))
+                       "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ?, timer_at = NULL, "
+                       "pending_event = COALESCE(?, pending_event) WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
+                       (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), pending,
+                        session.id, session.wait_seq))
         if count != 1:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
@@ -391,11 +392,11 @@ class SQLStore(Reads):
                detail: str | None = None) -> EventRecord:
         """A wait's timeout, claimed: the runner is handed it, and so is recovery (pending_event, issue 20).
         `detail`: PAUSE_ENDED when the deadline was a pause's (a sleep, a retry's backoff), not a decision."""
-        self._flip(tx, session, now)
         row_id = tx.insert("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, "
                            "consumed_at, detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)",
                            (session.id, session.wait_seq, TIMEOUT, json.dumps(data), now, source, now, detail))
-        tx.run("UPDATE sessions SET pending_event = ? WHERE id = ?", (row_id, session.id))
+        # the caller read the session under its row lock: this compare-and-set cannot fail after the insert
+        self._flip(tx, session, now, pending=row_id)
         return EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed", consumed_at=now, row=row_id,
                            detail=detail)
 
@@ -491,18 +492,19 @@ class SQLStore(Reads):
         now = _now(now)
         output_json = None if output is None else json.dumps(output, default=str)
         with self._write(session_id) as tx:
-            self._lock(tx, session_id)
-            _finish_steps(tx, session_id, finished)
+            # the compare-and-set first (it takes the row lock): refused, it has changed nothing (a
+            # write group goes on, issue 25)
             count = tx.run("UPDATE sessions SET status = ?, output = ?, final_output = ?, error = ?, awaiting = '[]', "
                            "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL, "
-                           "cursor = COALESCE(?, cursor) WHERE id = ? AND status = 'running'",
-                           (status, output_json, final_output, error, now, now, cursor, session_id))
+                           "cursor = COALESCE(?, cursor), delta_seq = CASE WHEN ? = 1 THEN delta_seq ELSE 0 END "
+                           "WHERE id = ? AND status = 'running'",
+                           (status, output_json, final_output, error, now, now, cursor, int(keep_state), session_id))
             if count != 1:
                 raise self._refuse(tx, session_id, f"cannot mark as {status}")
+            _finish_steps(tx, session_id, finished)
             if not keep_state:
                 tx.run("DELETE FROM deltas WHERE session_id = ?", (session_id,))
                 tx.run("DELETE FROM continuations WHERE session_id = ?", (session_id,))
-                tx.run("UPDATE sessions SET delta_seq = 0 WHERE id = ?", (session_id,))
             tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'",
                    (session_id,))
 

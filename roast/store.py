@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 from roast.record import Record
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
     from typing import Any, Protocol
 
@@ -188,6 +188,9 @@ if TYPE_CHECKING:
         def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord: ...
         def fire_many(self, waits: Sequence[tuple[str, int]], *, source: str,
                       now: float | None = None) -> dict[str, EventRecord | RoastError]: ...  # issue 25
+        # issue 25: a batch's writes in one transaction (`roast.sql_group`); `settle`: a side effect follows
+        def grouped(self, after_commit: Callable[[], None] = ...) -> AbstractContextManager[Any]: ...
+        def settle(self) -> None: ...
         def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None: ...
         def reopen(self, session_id: str, *, changes: object | None = None, cursor: str | None = None,
                    now: float | None = None, note: Incoming | None = None) -> None: ...

@@ -79,10 +79,6 @@ def lock_key(session_id: str) -> int:
 
 
 _MIGRATION_KEY = _key("roast-migrations")
-# issue 25: the holders row lives only as long as its advisory lock, which no server crash keeps, so
-# its insert and delete (autocommit statements) need not wait for the WAL to reach the disk: two
-# fewer flushes per claim. Every session write still commits synchronously.
-_NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 
 
 
@@ -160,6 +156,7 @@ class PostgresStore(SQLStore):
         self._holding: dict[str, tuple[int, str]] = {}
         self._holding_lock = threading.Lock()
         self._delta_seq = {}
+        self._groups = {}
 
     def describe(self) -> str:
         return mask_url(self.url)
@@ -312,7 +309,13 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[_Tx]:
-        """One `BEGIN … COMMIT`; any error rolls it back and nothing changes."""
+        """One `BEGIN … COMMIT`; any error rolls it back and nothing changes. Inside a write group
+        (`roast.sql_group`), the group's transaction instead."""
+        group = self._joined()
+        if group is not None:
+            with group.write(session_id) as tx:
+                yield tx
+            return
         committing = False
         try:
             conn = self._connection(write=True)
@@ -443,7 +446,7 @@ class PostgresStore(SQLStore):
             if not conn.closed and not conn.broken:
                 try:
                     conn.execute("WITH gone AS (DELETE FROM holders WHERE session_id = %s AND backend_pid = "
-                                 f"pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8), {_NO_FLUSH}",
+                                 "pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8)" + _no_wait(conn),
                                  (session_id, key))
                 except psycopg.Error:
                     pass  # the connection failed: the server drops the lock with it
@@ -451,7 +454,10 @@ class PostgresStore(SQLStore):
                 local.conn, local.ready = None, False  # the next call connects afresh
 
     def _lock_session(self, conn: psycopg.Connection[Row], session_id: str, key: int, text: str) -> None:
-        """pg_try_advisory_lock, and the holders row that names us, in one statement; else NotWaiting."""
+        """pg_try_advisory_lock, and the holders row that names us, in one statement; else NotWaiting.
+        The row (and its deletion at the end of the hold) is committed without waiting for the disk:
+        it only names the lock's holder, and a crash of the server that could lose it drops every
+        advisory lock as well (issue 25: two fsyncs per session held cost more than firing it)."""
         deadline: float | None = None
         for _ in range(10_000):
             got = conn.execute(
@@ -461,7 +467,7 @@ class PostgresStore(SQLStore):
                 "FROM got WHERE ok ON CONFLICT (session_id) DO UPDATE SET lock_key = EXCLUDED.lock_key, "
                 "holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, host = EXCLUDED.host, "
                 "pid = EXCLUDED.pid, start = EXCLUDED.start, since = EXCLUDED.since) "
-                f"SELECT ok, set_config('application_name', %(app)s, false), {_NO_FLUSH} FROM got",
+                "SELECT ok, set_config('application_name', %(app)s, false)" + _no_wait(conn) + " FROM got",
                 {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
                  "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}).fetchone()
             if got is not None and got["ok"]:
@@ -534,6 +540,14 @@ class _Tx(Tx):
 
 
 _STATEMENTS: dict[str, str] = {}
+
+
+def _no_wait(conn: psycopg.Connection[Row]) -> str:
+    """A select-list item that lets the statement's own commit not wait for the disk (a holders row,
+    see `_lock_session`); nothing inside an open transaction, whose commit must stay durable."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return ", set_config('synchronous_commit', 'off', true)"
+    return ""
 
 
 def _pg(sql: str) -> str:

@@ -64,6 +64,7 @@ class SQLiteStore(SQLStore):
         self._local: Any = None  # threading.local, made when a second thread uses the store
         self._held: set[str] = set()  # sessions whose lock this process holds (through this store)
         self._delta_seq = {}
+        self._groups = {}
 
     def describe(self) -> str:
         return self.db_path
@@ -248,7 +249,13 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[Tx]:
-        """One `BEGIN IMMEDIATE … COMMIT`; any error rolls it back and nothing changes."""
+        """One `BEGIN IMMEDIATE … COMMIT`; any error rolls it back and nothing changes. Inside a
+        write group (`roast.sql_group`), the group's transaction instead."""
+        group = self._joined()
+        if group is not None:
+            with group.write(session_id) as tx:
+                yield tx
+            return
         with self._errors(session_id):
             db = self._connection()
             if db is None:

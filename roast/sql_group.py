@@ -1,0 +1,192 @@
+"""A batch's writes joined into one transaction (`roast tick` firing many overdue waits, issue 25).
+
+`SQLStore.grouped()` opens a group on this thread: from then on each write of the store's operations
+on this thread (`_write`) joins ONE transaction of the dialect, begun at the first of them and
+committed when the caller says that a side effect follows (`settle()`: a step starts, a condition's
+command runs, the drive sleeps) and when the group ends. After `settle()` the writes stop joining
+until `join()` (the next drive of the batch): what a drive writes after its first step is its own
+transaction, as without a group. So no step runs while a group's transaction is open (the SQLite
+write lock and PostgreSQL's row locks are held across computation only), and a crash before the
+commit undoes writes none of whose consequences have left the process.
+
+An operation refused before it changed anything (a refusal says "nothing changed") leaves the group
+as it was. Any other error inside a joined write — a store error, a refusal after a change, an
+interrupt — rolls the whole group back: `failed` then says so, every later write of the group is
+refused, and the caller reports every session of the group as not fired.
+
+Knows no dialect: the group's transaction is the dialect's own `_write()`, entered and left here
+(with its fault points, so the crash sweeps kill a process inside a group as well).
+"""
+from __future__ import annotations
+
+import _thread
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from roast.errors import RoastError, StoreUnavailable, UsageError
+from roast.store import fault_point
+
+TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import Any
+
+    from roast.sql_reads import Tx
+
+
+class _Counted:
+    """A joined operation's view of the group's transaction: it notes whether the operation changed
+    anything (conservatively: any statement that is not a SELECT, and any nonzero row count)."""
+
+    __slots__ = ("tx", "changed")
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx, self.changed = tx, False
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        count = self.tx.run(sql, params)
+        self.changed = self.changed or count != 0
+        return count
+
+    def row(self, sql: str, params: Sequence[object] = ()) -> Any:
+        self.changed = self.changed or not sql.lstrip().upper().startswith("SELECT")
+        return self.tx.row(sql, params)
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        self.changed = self.changed or not sql.lstrip().upper().startswith(("SELECT", "WITH RECURSIVE"))
+        return self.tx.rows(sql, params)
+
+    def insert(self, sql: str, params: Sequence[object]) -> int:
+        self.changed = True
+        return self.tx.insert(sql, params)
+
+
+class Group:
+    """The writes of one batch on one thread (see the module docstring)."""
+
+    __slots__ = ("store", "after_commit", "joining", "failed", "_cm", "_tx")
+
+    def __init__(self, store: Grouping, after_commit: Callable[[], None]) -> None:
+        self.store, self.after_commit = store, after_commit
+        self.joining = True
+        self.failed: StoreUnavailable | None = None  # set once the group was rolled back
+        self._cm: AbstractContextManager[Tx] | None = None
+        self._tx: Tx | None = None
+
+    @property
+    def open(self) -> bool:
+        """Writes joined and not yet committed."""
+        return self._cm is not None
+
+    def join(self) -> None:
+        """Writes join the group again (the next drive of the batch begins)."""
+        self.joining = self.failed is None
+
+    @contextmanager
+    def write(self, session_id: str | None) -> Iterator[Any]:
+        """One operation's writes, joined to the group's transaction (begun by the first of them)."""
+        if self.failed is not None:
+            raise StoreUnavailable(f"{self.failed.message}; nothing more was written", hint=self.failed.hint)
+        if self._tx is None:
+            self._begin(session_id)
+        else:
+            fault_point()  # a kill between two joined operations: the group is lost whole
+        counted = _Counted(self._tx)  # type: ignore[arg-type]
+        try:
+            yield counted
+        except RoastError as err:
+            if counted.changed or isinstance(err, StoreUnavailable):
+                raised = self.rollback(err)
+                if raised is err:
+                    raise
+                raise raised from err
+            raise  # refused before it changed anything: the group goes on
+        except BaseException as err:
+            raised = self.rollback(err)
+            if raised is err:
+                raise
+            raise raised from err
+
+    def _begin(self, session_id: str | None) -> None:
+        self.joining = False  # the dialect's own transaction, entered here, must not join itself
+        try:
+            cm = self.store._write(session_id)
+            self._tx = cm.__enter__()
+        except StoreUnavailable as err:
+            self.failed = err
+            raise
+        self._cm, self.joining = cm, True
+
+    def commit(self) -> None:
+        """Commit what joined (nothing when nothing did), then call `after_commit`."""
+        cm, self._cm, self._tx = self._cm, None, None
+        if cm is None:
+            return
+        try:
+            cm.__exit__(None, None, None)
+        except StoreUnavailable as err:
+            self.failed, self.joining = err, False
+            raise
+        self.after_commit()
+
+    def rollback(self, err: BaseException) -> BaseException:
+        """Roll back what joined, because of `err`; returns what to raise (a store error as the
+        dialect words it, else `err` itself). From here on the group refuses every write."""
+        cm, self._cm, self._tx = self._cm, None, None
+        raised = err
+        if cm is not None:
+            try:
+                cm.__exit__(type(err), err, err.__traceback__)
+            except BaseException as mapped:  # the dialect re-raises (or maps) what rolled it back
+                raised = mapped
+        self.joining = False
+        if isinstance(raised, StoreUnavailable):
+            self.failed = raised
+        else:
+            self.failed = StoreUnavailable(f"the batch's writes were rolled back ({type(err).__name__}: {err}); "
+                                           "its sessions are as they were before it")
+        return raised
+
+
+class Grouping:
+    """`SQLStore`'s part: open a group, settle it, and tell `_write` whether to join one."""
+
+    _groups: dict[int, Group]  # thread -> its open group (set by the dialect's __init__)
+
+    if TYPE_CHECKING:
+        def _write(self, session_id: str | None = None, *, durable: bool = True) -> AbstractContextManager[Tx]: ...
+
+    @contextmanager
+    def grouped(self, after_commit: Callable[[], None] = lambda: None) -> Iterator[Group]:
+        """Join this thread's writes into one transaction until `settle()` or the end of the block
+        (`roast tick`'s batches, issue 25); committed at the end, rolled back on an error.
+        `after_commit` runs after each commit (the caller lets go of what the commit made durable)."""
+        ident = _thread.get_ident()
+        if ident in self._groups:
+            raise UsageError("a write group is already open on this thread")
+        group = self._groups[ident] = Group(self, after_commit)
+        try:
+            yield group
+            group.commit()
+        except BaseException as err:
+            group.rollback(err)
+            raise
+        finally:
+            del self._groups[ident]
+
+    def settle(self) -> None:
+        """A side effect follows (a step starts, a command or a sleep): commit this thread's group
+        first, and stop joining it until its `join()`. Without a group, nothing."""
+        if self._groups:
+            group = self._groups.get(_thread.get_ident())
+            if group is not None and group.joining:
+                group.joining = False
+                group.commit()
+
+    def _joined(self) -> Group | None:
+        """The group this thread's writes join now, if any (`_write` hands its `write()` out)."""
+        if self._groups:
+            group = self._groups.get(_thread.get_ident())
+            if group is not None and (group.joining or group.failed is not None):
+                return group
+        return None
