@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     import builtins
     from typing import Any
 
-
     Row = dict[str, Any]
 
 __all__ = ["MIGRATIONS", "TABLE_COLUMNS", "PostgresStore", "lock_key"]
@@ -81,7 +80,6 @@ def lock_key(session_id: str) -> int:
 _MIGRATION_KEY = _key("roast-migrations")
 
 
-
 def _ended_by_server(conn: psycopg.Connection[Row]) -> bool:
     """True when an idle connection has something to read: roast never LISTENs, so that is the server
     ending it (a restart, a failover, pg_terminate_backend) — reused, its next statement would fail.
@@ -110,7 +108,6 @@ class _Local(threading.local):
         self.pid = 0
         self.ready = False   # the schema was checked (and migrated) on this connection
         self.holds: dict[str, str] = {}  # session id -> holder text, held on self.conn
-
 
 
 class PostgresStore(SQLStore):
@@ -162,7 +159,6 @@ class PostgresStore(SQLStore):
         return mask_url(self.url)
 
     # -- connections -----------------------------------------------------------------------------
-
 
     def _state(self) -> _Local:
         local = self._local
@@ -359,7 +355,6 @@ class PostgresStore(SQLStore):
 
     # -- keys ------------------------------------------------------------------------------------
 
-
     def _own_keys(self, tx: Tx | None, *, signing: bool) -> seal.Keyring:
         # issue 13: a shared store's key never lives in the database, and none is made implicitly.
         message = (f"the session store {self.describe()} is shared by several hosts, so roast keeps no signing "
@@ -371,7 +366,6 @@ class PostgresStore(SQLStore):
         raise StateRefused(message, hint=hint)
 
     # -- liveness --------------------------------------------------------------------------------
-
 
     def _holds_anywhere(self, session_id: str) -> str | None:
         """The holder text if any thread of this process holds the session through this store."""
@@ -410,8 +404,6 @@ class PostgresStore(SQLStore):
         probe = [r["id"] for r in rows if r["status"] == "running" and self._holds_anywhere(r["id"]) is None]
         live = self._live(tx, probe)
         return [_session(r, *self._liveness(r, live)) if r["status"] == "running" else _session(r) for r in rows]
-
-
 
     @contextmanager
     def hold(self, session_id: str, purpose: str = "roast") -> Iterator[None]:
@@ -490,8 +482,6 @@ class PostgresStore(SQLStore):
         raise NotWaiting(f"session {session_id} is still locked for a process that has ended; nothing changed",
                          hint="try again in a moment")
 
-    # -- writes ----------------------------------------------------------------------------------
-
     # -- the dialect's part of roast.sql ---------------------------------------------------------
 
     def _lock(self, tx: Tx, session_id: str) -> Row | None:
@@ -569,11 +559,9 @@ def _first_line(err: BaseException, url: str) -> str:
 
 
 def _scrub(text: str, url: str, password: str = "") -> str:
-    if password and len(password) >= 1:
+    if password:
         text = text.replace(password, "***")
     return text.replace(url, mask_url(url))
-
-
 
 
 def _not_a_url(shown: str) -> UsageError:
