@@ -216,13 +216,31 @@ def from_record(saved: Mapping[str, Any], session: Session) -> Definition | None
     if saved.get("data") is not None:
         return load(saved["data"])
     tree, sources = saved.get("tree"), saved.get("sources")
-    if tree and sources and unchanged(sources):
+    where = _relocated(saved.get("path"), session.workflow_path)
+    if tree and sources and where is not None and unchanged(sources, *where):
         import pickle  # the tree was sealed and verified with the rest of the record
 
         return Definition(pickle.loads(tree), session.workflow_path, session.workflow_name, session.fingerprint,
                           saved.get("provider"), sources=sources, tree=tree, key_template=saved.get("key"),
                           models=saved.get("models"), about=saved.get("about"))
     return None
+
+
+def _relocated(saved_path: str | None, path: str) -> tuple[str | None, str | None] | None:
+    """Where the record's files are for this session: the record is kept once per fingerprint, so
+    another checkout with the same content shares the first saver's, whose paths are mapped to this
+    session's by their common tail (`/x/a/wf.yml` for `/x/b/wf.yml`: `/x/a` → `/x/b`). An edit here is
+    then seen, and a first checkout deleted or edited no longer makes every resume parse again.
+    None: the file names differ, so nothing maps (parse)."""
+    if not saved_path or saved_path == path:
+        return None, None
+    before, now = saved_path.split(os.sep), path.split(os.sep)
+    same = 0
+    while same < min(len(before), len(now)) - 1 and before[-1 - same] == now[-1 - same]:
+        same += 1
+    if not same:
+        return None
+    return os.sep.join(before[:-same]), os.sep.join(now[:-same])
 
 
 def old_tree(saved: Mapping[str, Any] | None) -> steps.Sequence | None:

@@ -369,3 +369,45 @@ def test_running_a_workflow_parses_its_yaml_once_even_to_read_its_target(tmp_pat
     (tmp_path / "workflow.yml").write_text("name: once\ntarget: b.txt\nsteps:\n  - $(echo {{ workflow.target }})\n")
     again = roast.run(tmp_path / "workflow.yml")
     assert len(parses) == 2 and again.final_output.strip().endswith("b.txt")
+
+
+def _checkout(root, text):  # type: ignore[no-untyped-def]
+    (root / "proj").mkdir(parents=True)
+    (root / "proj" / "workflow.yml").write_text(text)
+    return root / "proj" / "workflow.yml"
+
+
+GATE_TWICE = """name: twins
+steps:
+  - wait_for_event:
+      go: ["$(echo went)"]
+  - $(echo after)
+"""
+
+
+def test_two_checkouts_of_one_workflow_each_check_their_own_files(tmp_path, monkeypatch):
+    """The definition is kept once per content (fingerprint), with the first checkout's paths. A
+    session of a second checkout with the same content is checked against ITS files: an edit there
+    after the wait is used (it was ignored while the first checkout was unchanged), and with the
+    first checkout gone its resume does not parse the YAML again (it did, at every resume)."""
+    import shutil
+
+    import roast
+    from roast import workflow as workflow_mod
+
+    first = _checkout(tmp_path / "a", GATE_TWICE)
+    second = _checkout(tmp_path / "b", GATE_TWICE)
+    waiting = [roast.run(first), roast.run(second), roast.run(second)]
+    assert [r.status for r in waiting] == ["waiting"] * 3
+    parses = []
+    real = workflow_mod.parse
+    monkeypatch.setattr(workflow_mod, "parse", lambda *a, **k: parses.append(1) or real(*a, **k))
+
+    shutil.rmtree(tmp_path / "a")  # the first checkout, whose paths the saved definition names
+    done = roast.resume("go", session_id=waiting[1].session_id)
+    assert done.status == "completed" and parses == [], parses  # its own files are unchanged: no parse
+
+    _checkout(tmp_path / "a", GATE_TWICE)  # the first checkout back, unchanged; the second one edited
+    second.write_text(GATE_TWICE.replace("echo after", "echo edited"))  # after the wait: the new one is used
+    edited = roast.resume("go", session_id=waiting[2].session_id)
+    assert edited.status == "completed" and "edited" in (edited.final_output or ""), edited
