@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 EXTRA = "pip install 'roast-workflows[serve]'"
 CLAIM_THREADS = 8    # claims in flight at once on a shared (PostgreSQL) store; SQLite: 1 (the branch pool is --workers)
 READ_THREADS = 16    # listings, pages and health checks in flight at once
+VERIFY_THREADS = 2   # SSH signature checks (ssh-keygen, unauthenticated) at once: a flood never takes the readers
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 # --------------------------------------------------------------------------- the command line
@@ -318,10 +319,11 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             if not runtime.claiming:
                 runtime.idle.set()
 
-    async def call(fn: Callable[..., Any], *args: Any, writes: bool = False, **kwargs: Any) -> Any:
-        kind = "claims" if writes else "reads"
+    async def call(fn: Callable[..., Any], *args: Any, writes: bool = False, pool: str | None = None,
+                   **kwargs: Any) -> Any:
+        kind = pool or ("claims" if writes else "reads")
         if kind not in limiters:  # made on the event loop's thread, as anyio wants
-            limiters[kind] = anyio.CapacityLimiter(claim_threads if writes else READ_THREADS)
+            limiters[kind] = anyio.CapacityLimiter({"claims": claim_threads, "verify": VERIFY_THREADS}.get(kind, READ_THREADS))
         return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiters[kind])
 
     def as_json(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -405,7 +407,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         if body and not (kind == "application/json" or kind.endswith("+json")):
             raise RequestRefused("unsupported_media_type", f"the body must be JSON, not {kind!r}; nothing was delivered")
         checked = await call(approvals.check_signed, target["session_id"], event, body, text, signature,
-                             store=api.store)  # ssh-keygen runs here, not in a claim thread
+                             store=api.store, pool="verify")  # ssh-keygen runs here, not in a claim or read thread
         result = await claim(approvals.deliver_checked, checked, store=api.store, run=False)
         note(request, actor=(result.delivery or {}).get("actor"), session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":

@@ -301,3 +301,49 @@ def test_over_http_without_allowed_signers_a_signed_approval_is_403_never_500(tm
         assert api.deliveries(sid) == [] and api.session(sid).status == "waiting"
     finally:
         server.stop()
+
+
+def test_a_flood_of_signed_requests_never_takes_the_threads_that_serve_listings_and_pages(tmp_path, ana, monkeypatch):
+    """Anyone may POST a signed approval (no token: the signature is the credential), and checking it
+    runs ssh-keygen. Those checks have threads of their own (two at once): while twenty wait on a
+    stuck ssh-keygen, a listing is still answered (they took the readers' threads before)."""
+    import os
+
+    from test_serve import AUTH_ENV, BEARER, Server, eventually, need
+
+    need("starlette", "uvicorn")
+    monkeypatch.chdir(tmp_path)
+    sid = _waiting(tmp_path)
+    header = _signed_header(sid, ana)  # signed for real, by this process's ssh-keygen
+    fake, release, calls = tmp_path / "bin", tmp_path / "release", tmp_path / "calls"
+    fake.mkdir()
+    (fake / "ssh-keygen").write_text(f'#!/bin/sh\necho "$$" >> "{calls}"\n'
+                                     f'while [ ! -f "{release}" ]; do sleep 0.05; done\nexit 1\n')
+    (fake / "ssh-keygen").chmod(0o755)
+    server = Server(tmp_path, [], {**AUTH_ENV, "ROAST_ALLOWED_SIGNERS": os.environ["ROAST_ALLOWED_SIGNERS"],
+                                   "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    answers: list[int] = []
+    try:
+        server.wait_ready()
+        flood = [threading.Thread(target=lambda: answers.append(server.post(sid, "approved", None,
+                                                                            {"roast-signature": header})[0]))
+                 for _ in range(20)]
+        for thread in flood:
+            thread.start()
+        eventually(lambda: len(lines(calls)) >= 2, "two signature checks to be stuck in ssh-keygen")
+        for _ in range(3):  # answered while every signed request still waits
+            status, _, doc = server.request("GET", "/v1/sessions?status=waiting",
+                                            headers=BEARER)
+            assert status == 200 and [s["session_id"] for s in doc] == [sid], doc
+        assert len(lines(calls)) == 2, lines(calls)  # never more than two at once
+    finally:
+        release.write_text("")
+        for thread in flood if "flood" in dir() else []:
+            thread.join(timeout=60)
+        server.stop()
+    assert len(answers) == 20 and set(answers) == {403}, answers  # each refused, none a 500 or lost
+    assert api.session(sid).status == "waiting" and api.deliveries(sid) == []
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
