@@ -527,8 +527,10 @@ def test_in_chromium_the_page_loads_cleanly_and_required_fields_block_submit(sit
     browser.find_element(By.NAME, "canary").click()  # untick the default
     browser.find_element(By.ID, "f0-reason").send_keys("ship it")
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
-    browser.find_element(By.TAG_NAME, "body")
-    assert "received" in browser.page_source
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the answer page replaces the form once the POST returns (under load, later than the click)
+    WebDriverWait(browser, 30, poll_frequency=0.05).until(lambda b: "received" in b.page_source)
     [posted] = site.posts
     form = urllib.parse.parse_qs(posted, keep_blank_values=True)
     assert form["_csrf"] == ["csrf-value-1"] and form["_event"] == ["approved"] and form["_reason"] == ["ship it"]
