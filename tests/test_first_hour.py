@@ -146,8 +146,11 @@ def test_roast_sessions_says_how_many_match_and_where_the_next_page_starts(tmp_p
 def test_ctrl_c_while_execute_wait_follows_a_session_leaves_it_waiting_and_exits_0(tmp_path: Path) -> None:
     wf = write_workflow(tmp_path, TWO_WAITS)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # SIGINT at its default in the child: a run started as `pytest &` (or CI in the background) inherits
+    # it ignored, Python then leaves it ignored, and the Ctrl-C below would be lost (as tests/test_signals.py)
     proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", "--wait", str(wf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
+                            stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     guard = threading.Timer(60, proc.kill)  # a hang guard, not synchronisation
     guard.start()
     try:
@@ -192,8 +195,11 @@ def test_the_continue_with_commands_work_from_any_directory(tmp_path: Path) -> N
 def test_execute_wait_says_once_how_the_session_ended(tmp_path: Path) -> None:
     wf = write_workflow(tmp_path, "steps:\n  - wait_for_event:\n      go: ['$(echo went)']\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # SIGINT at its default in the child: a run started as `pytest &` (or CI in the background) inherits
+    # it ignored, Python then leaves it ignored, and the Ctrl-C below would be lost (as tests/test_signals.py)
     proc = subprocess.Popen([sys.executable, "-m", "roast", "execute", "--wait", str(wf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
+                            stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     guard = threading.Timer(60, proc.kill)  # a hang guard, not synchronisation
     guard.start()
     try:
