@@ -406,12 +406,8 @@ class Reads:
             raise UsageError(f"unknown status {unknown[0]!r}; use one of {', '.join(STATUSES)}, orphaned")
         orphaned_only = "orphaned" in wanted and "running" not in wanted
         sql_statuses = sorted({"running" if s == "orphaned" else s for s in wanted})
-        where: builtins.list[str] = []
+        where: builtins.list[str] = []  # every filter but the status (the open-first page filters each itself)
         args: builtins.list[object] = []
-        by_status = 1 if sql_statuses else 0  # the open-first page filters each status itself (_newest)
-        if sql_statuses:
-            where.append(f"status IN ({marks(sql_statuses)})")
-            args.extend(sql_statuses)
         if workflow is not None:  # issue 25: the paths it names, then an indexed range of each
             paths = self.workflow_paths(workflow)
             if not paths:
@@ -424,13 +420,16 @@ class Reads:
         if since is not None:
             where.append("created_at >= ?")
             args.append(since)
+        filters, filter_args = where, args
+        if sql_statuses:
+            where, args = [f"status IN ({marks(sql_statuses)})", *filters], [*sql_statuses, *filter_args]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         if open_first and limit is not None and not orphaned_only:  # issue 25: per-status indexed queries
             with self._read() as tx:
                 if tx is None:
                     return [], 0
                 total = self._count(tx, clause, args)
-                page = self._open_first(tx, where[by_status:], args[len(sql_statuses):], sql_statuses, limit, offset)
+                page = self._open_first(tx, filters, filter_args, sql_statuses, limit, offset)
                 return self._decided(tx, self._sessions(tx, page)), int(total["n"] if total else 0)
         order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
             if open_first else "ORDER BY created_at DESC, id DESC"
