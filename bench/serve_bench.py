@@ -211,6 +211,16 @@ def _server_ticks(pid: int) -> int:
     return sum(int(f) for f in fields[11:15])
 
 
+def _stop(proc: subprocess.Popen[Any], grace: float) -> None:
+    """Stop a server: SIGTERM, then SIGKILL after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def deliver_measured(pid: int, port: int, ids: list[str], clients: int) -> dict[str, Any]:
     """`deliver`, with the figures and the CPU of both sides (% of one core over the delivery phase)."""
     import resource
@@ -254,12 +264,7 @@ def yardstick(mode: str, count: int, clients: int, base: str | None, http: str =
                         time.sleep(0.05)
             figures = deliver_measured(proc.pid, port, ids, clients)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, 30)
         return {"yardstick": mode, "http": http, "loop": loop, **figures}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -326,12 +331,7 @@ def run(sessions: int, clients: int, workers: int, base: str | None, profile: st
             _stop_profiler(spy)
             drained = _branches_done(home, ids, before)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, 60)
         rate = figures["claims_per_s"]
         return {**figures, "workers": workers, "branches_done_after_s": round(drained, 2),
                 "target_claims_per_s": TARGET, "met": rate >= TARGET and figures["outcomes"].get("consumed") == sessions}
