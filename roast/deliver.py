@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from roast.context import Context
     from roast.definition import Definition
-    from roast.store import SessionStore
+    from roast.store import Continuation, SessionStore
 
 
 class Busy(NotWaiting):
@@ -341,13 +341,14 @@ class Loaded:
 
 
 def prepare(store: SessionStore, session: Session, event: str | None, force: bool, moved: str | None = None,
-            from_step: str | None = None, known: Callable[..., Any] | None = None) -> Loaded:
+            from_step: str | None = None, known: Callable[..., Any] | None = None,
+            sealed: Continuation | None = None) -> Loaded:
     """Load a session's state and definition and check edits since it was saved (nothing changes).
     `from_step` (a retry's `--from`): rewind the cursor to that step on the way to where it failed,
     dropping the outputs of the steps that run again (in the context, written by the claim)."""
     from roast import definition as definitions
 
-    state = load_state(store, session)  # `known`: definition_for, remembered for a batch (issue 25)
+    state = load_state(store, session, sealed)  # `known`, `sealed`: read for a whole batch (issue 25)
     defn, saved = (known or definition_for)(store, session, state, moved)
     old = definitions.old_tree(saved) if from_step is not None or defn.fingerprint != session.fingerprint else None
     cursor, delta = state["cursor"], None
@@ -384,9 +385,9 @@ def _rewind(session: Session, tree: Any, state: dict[str, Any], from_step: str) 
     return cursor, {"cursor": cursor, "changes": ctx.take_changes()}
 
 
-def load_state(store: SessionStore, session: Session) -> dict[str, Any]:
+def load_state(store: SessionStore, session: Session, saved: Continuation | None = None) -> dict[str, Any]:
     """The last sealed state with every delta after it applied (recovery, resume, retry)."""
-    saved = store.load_state(session)
+    saved = saved or store.load_state(session)
     base = saved.base
     if not isinstance(base, dict) or "context" not in base:
         from roast.errors import StateRefused

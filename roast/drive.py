@@ -245,14 +245,14 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
                 status, failure = ending
                 if status == "failed":
                     journal.flush()  # the last checkpoint is kept, for `roast retry`
-                store.finish(session_id, status, output=plain(ctx.output), final_output=ctx.final_output(),
-                             error=str(failure), finished=journal.take_done(), keep_state=status == "failed",
-                             now=now())
-                return result_of(store.get(session_id), error=str(failure))._replace(detail=failure.detail), None
+                ended = store.finish(session_id, status, output=plain(ctx.output), final_output=ctx.final_output(),
+                                     error=str(failure), finished=journal.take_done(), keep_state=status == "failed",
+                                     now=now())
+                return result_of(ended, error=str(failure))._replace(detail=failure.detail), None
             if isinstance(outcome, Completed):
-                store.finish(session_id, "completed", output=plain(ctx.output), final_output=ctx.final_output(),
-                             finished=journal.take_done(), cursor="end", now=now())
-                return result_of(store.get(session_id)), None
+                ended = store.finish(session_id, "completed", output=plain(ctx.output), final_output=ctx.final_output(),
+                                     finished=journal.take_done(), cursor="end", now=now())
+                return result_of(ended), None
             assert isinstance(outcome, Waiting)
             suspend = outcome.suspend
             # SPEC §6: saved before it is reported, so a crash after the print cannot lose the wait.

@@ -92,7 +92,8 @@ class Effects:
         self.models = models or ModelSetup()
         self._settings: dict[tuple[Any, ...], Any] = {}  # resolved ProviderSettings, token included
         self.cwd = cwd
-        self.base_env = dict(os.environ if env is None else env)
+        self._given_env = env  # copied when a step first needs it (a branch with no command never does)
+        self._base_env: dict[str, str] | None = None
         self._base_bytes: dict[bytes, bytes] | None = None
         self.announce = announce
         self.pause, self.unpause = pause, unpause
@@ -103,6 +104,13 @@ class Effects:
         self._groups: set[int] = set()
         self._event_files: dict[int, str] = {}  # id of the event data it holds -> path
         self._stopping = False
+
+    @property
+    def base_env(self) -> dict[str, str]:
+        """The environment steps start from: the one given, else this process's (copied once)."""
+        if self._base_env is None:
+            self._base_env = dict(os.environ if self._given_env is None else self._given_env)
+        return self._base_env
 
     def __call__(self, request: Any) -> Any:
         kind = type(request)

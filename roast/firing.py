@@ -19,16 +19,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from roast.deliver import Held, cwd_of, definition_for, prepare
+from roast.deliver import Busy, cwd_of, definition_for, prepare
 from roast.drive import drive, event_of, notify
-from roast.errors import RoastError, StoreUnavailable
+from roast.errors import NotWaiting, RoastError, StoreUnavailable
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
     from typing import Any
 
     from roast.deliver import Loaded
-    from roast.store import Session, SessionStore
+    from roast.store import Continuation, Session, SessionStore
     from roast.views import Result
 
 BATCH = 100  # sessions locked, claimed in one transaction and run per batch (each lock is an open file)
@@ -37,10 +37,10 @@ BATCH = 100  # sessions locked, claimed in one transaction and run per batch (ea
 class _Ready:
     """A session of the batch, locked and loaded: what its claim and its branch need."""
 
-    __slots__ = ("seen", "fresh", "loaded", "cwd", "held")
+    __slots__ = ("seen", "fresh", "loaded", "cwd")
 
-    def __init__(self, seen: Session, fresh: Session, loaded: Loaded, cwd: str | None, held: Held) -> None:
-        self.seen, self.fresh, self.loaded, self.cwd, self.held = seen, fresh, loaded, cwd, held
+    def __init__(self, seen: Session, fresh: Session, loaded: Loaded, cwd: str | None) -> None:
+        self.seen, self.fresh, self.loaded, self.cwd = seen, fresh, loaded, cwd
 
 
 def fire_batch(store: SessionStore, sessions: Sequence[Session], source: str, *,
@@ -52,21 +52,33 @@ def fire_batch(store: SessionStore, sessions: Sequence[Session], source: str, *,
     their claims were rolled back with the batch's writes (then they are simply still overdue)."""
     done: list[tuple[Session, Result | RoastError]] = []
     ready: list[_Ready] = []
+    try:  # the locks, then the states: each at once
+        held = store.hold_many([s.id for s in sessions], f"roast {source}")
+    except StoreUnavailable as err:
+        return [(sessions[0], err)]
     try:
+        locked = [s for s in sessions if held[s.id] is None]
+        states = store.load_states(locked) if locked else {}
         env, known = dict(os.environ), _definitions()
         for session in sessions:
+            busy = held[session.id]
+            if isinstance(busy, StoreUnavailable):
+                return [*done, (session, busy)]
+            if busy is not None:  # as `Held` words it: another process has it right now
+                done.append((session, Busy(busy.message, hint=busy.hint) if isinstance(busy, NotWaiting) else busy))
+                continue
             try:
-                ready.append(_prepared(store, session, source, env, known))
+                ready.append(_prepared(store, session, states[session.id], env, known))
             except StoreUnavailable as err:
                 return [*done, (session, err)]
             except RoastError as err:
+                store.let_go([session.id])
                 done.append((session, err))
         if not ready:
             return done
         return _fire(store, ready, done, source, observer_for, now, stop)
-    finally:
-        for one in ready:  # claimed and not run (a stop, a store error): recovered as orphans are
-            one.held.__exit__(None, None, None)
+    finally:  # claimed and not run (a stop, a store error): recovered as orphans are
+        store.let_go([s.id for s in sessions])
 
 
 def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Result | RoastError]], source: str,
@@ -79,8 +91,7 @@ def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Re
     settled: list[tuple[int, _Ready, Any, Any]] = []  # committed, lock let go: notify steps still to run
 
     def committed() -> None:
-        for ran in pending:
-            ran[1].held.__exit__(None, None, None)
+        store.let_go([ran[1].fresh.id for ran in pending])
         settled.extend(pending)
         pending.clear()
 
@@ -114,9 +125,8 @@ def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Re
                 done.append((one.seen, outcome))
                 if not group.open:  # nothing of the batch waits for a commit: let go at once
                     committed()
-    finally:
-        for ran in pending:  # rolled back: let go after the rollback
-            ran[1].held.__exit__(None, None, None)
+    finally:  # rolled back: let go after the rollback
+        store.let_go([ran[1].fresh.id for ran in pending])
         pending.clear()
     for index, one, job, observer in settled:
         result = done[index][1]
@@ -138,25 +148,20 @@ def _lost(group: Any, done: list[tuple[Session, Result | RoastError]], pending: 
     return [*done, (one.seen, err)]
 
 
-def _prepared(store: SessionStore, session: Session, source: str, env: dict[str, str],
+def _prepared(store: SessionStore, session: Session, saved: Continuation | RoastError, env: dict[str, str],
               known: Callable[..., Any]) -> _Ready:
-    """The session locked and loaded, as the listing saw it. Not read again under the lock: the claim
+    """The session (locked) loaded, as the listing saw it. Not read again under the lock: the claim
     (`fire_many`) is a compare-and-set on (status 'waiting', wait_seq), and a session waits at one
     wait number during one stretch of time only (each suspend takes a new one; nothing brings a
     session back to a wait it left), and nothing that `prepare` reads changes during that stretch
     (only the notice and reminder counters do). So if the claim succeeds, the session was at that
     very wait from the listing to the claim, and what was loaded is its state; if it does not, the
-    claim refuses it and nothing loaded is used."""
-    cwd = cwd_of(session)
-    held = Held(store, session.id, f"roast {source}", 0.0)
-    held.__enter__()
-    try:
-        loaded = prepare(store, session, None, False, known=known)
-        loaded.ctx.attach_env(dict(env))
-        return _Ready(session, session, loaded, cwd, held)
-    except BaseException:
-        held.__exit__(None, None, None)
-        raise
+    claim refuses it and nothing loaded is used. `saved`: its state, read with the batch's."""
+    if isinstance(saved, RoastError):
+        raise saved
+    loaded = prepare(store, session, None, False, known=known, sealed=saved)
+    loaded.ctx.attach_env(dict(env))
+    return _Ready(session, session, loaded, cwd_of(session))
 
 
 def _definitions() -> Callable[..., Any]:

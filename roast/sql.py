@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 
 from roast import outcomes, seal
-from roast.errors import NotFound, NotWaiting, Refused, RoastError, UsageError
+from roast.errors import NotWaiting, Refused, RoastError, StoreUnavailable, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
 from roast.sql_group import Grouping
@@ -56,11 +56,11 @@ if TYPE_CHECKING:
     Row = Any  # sqlite3.Row or a psycopg dict row: read by column name only
 
 
-def _finish_steps(tx: Tx, session_id: str, finished: Sequence[StepDone]) -> None:
-    for f in finished:
-        tx.run("UPDATE steps SET finished_at = ?, status = ?, output = ?, error = ? "
-               "WHERE session_id = ? AND path = ? AND attempt = ?",
-               (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt))
+def _finish_steps(session_id: str, finished: Sequence[StepDone]) -> list[tuple[str, tuple[object, ...]]]:
+    """The statements that record the end of each step in `finished` (for a `Tx.batch`)."""
+    return [("UPDATE steps SET finished_at = ?, status = ?, output = ?, error = ? "
+             "WHERE session_id = ? AND path = ? AND attempt = ?",
+             (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt)) for f in finished]
 
 
 class SQLStore(Grouping, Reads):
@@ -71,6 +71,7 @@ class SQLStore(Grouping, Reads):
         ("continuations", "session_id"), ("sessions", "id"))
     # session -> (wait_seq, last delta) while this process holds it: one statement less per step
     _delta_seq: dict[str, tuple[int, int]]
+    _batch_holds: dict[str, Any]  # session -> its hold taken by `hold_many` (set by the dialect's __init__)
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         """One workflow-wide check of an event id at a time (SQLite: every write is serial)."""
@@ -82,6 +83,31 @@ class SQLStore(Grouping, Reads):
         return busy_timeout()
 
     # -- inside transactions ---------------------------------------------------------------------
+
+    def hold_many(self, session_ids: Sequence[str], purpose: str) -> dict[str, RoastError | None]:
+        """`hold` of each session, kept until `let_go` (a batch of `roast tick`, issue 25): None where
+        it is held, else why not. A dialect may take them all at once."""
+        got: dict[str, RoastError | None] = {}
+        for sid in session_ids:
+            hold = self.hold(sid, purpose)
+            try:
+                hold.__enter__()
+            except RoastError as err:
+                got[sid] = err
+                continue
+            self._batch_holds[sid], got[sid] = hold, None
+        return got
+
+    def let_go(self, session_ids: Sequence[str]) -> None:
+        """Let go of sessions `hold_many` held."""
+        for sid in session_ids:
+            hold = self._batch_holds.pop(sid, None)
+            if hold is not None:
+                hold.__exit__(None, None, None)
+
+    def _lock_many(self, tx: Tx, session_ids: Sequence[str]) -> list[Row | None]:
+        """`_lock` of each session, in this order (a dialect may send them at once)."""
+        return [self._lock(tx, sid) for sid in session_ids]
 
     def _locked(self, tx: Tx, session_id: str) -> Row:
         row = self._lock(tx, session_id)
@@ -176,12 +202,12 @@ class SQLStore(Grouping, Reads):
                 if count != 1:
                     self._delta_seq.pop(session_id, None)
                     raise self._refuse(tx, session_id, "cannot save a checkpoint of")
-                _finish_steps(tx, session_id, finished)
+                tx.batch(_finish_steps(session_id, finished))
                 self._delta(tx, session_id, payload, wait_seq, seq, now)
                 written = (wait_seq, seq)
             else:
                 self._running(tx, session_id, "cannot record a step of")
-                _finish_steps(tx, session_id, finished)
+                tx.batch(_finish_steps(session_id, finished))
             attempt = self._start(tx, session_id, start) if start is not None else 0
         if written is not None:
             self._delta_seq[session_id] = written  # after COMMIT: a rolled-back delta does not count
@@ -214,7 +240,7 @@ class SQLStore(Grouping, Reads):
         names = [a["event"] for a in awaiting if a.get("event") and not outcomes.gated(a)]
         with self._write(session_id) as tx:
             row = self._running(tx, session_id, "cannot suspend")
-            _finish_steps(tx, session_id, finished)
+            tx.batch(_finish_steps(session_id, finished))
             keys = self._keyring(tx, signing=True)
             wait_seq = int(row["wait_seq"]) + 1
             if row["pending_event"] is not None and undelivered:  # claimed, but no wait took it: back to the inbox
@@ -374,61 +400,82 @@ class SQLStore(Grouping, Reads):
         tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND wait_seq = ? AND outcome = 'counted' "
                "AND NOT (name = ? AND COALESCE(wait_path, '') = ?)", (session.id, session.wait_seq, name, path or ""))
 
+    _FLIP = ("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', deadline = NULL, "
+             "updated_at = ?, owner = ?, notify_pending = 0, ahead = ?, timer_at = NULL, "
+             "pending_event = COALESCE(?, pending_event) WHERE id = ? AND status = 'waiting' AND wait_seq = ?")
+    _CLAIM = ("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at, "
+              "detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)")
+
+    @staticmethod
+    def _flip_params(session: Session, now: float, consumer: str | None, pending: int | None) -> tuple[object, ...]:
+        return (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), pending,
+                session.id, session.wait_seq)
+
     def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None,
               keep: tuple[str, str | None] | None = None, pending: int | None = None) -> None:
         """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1). `keep`:
         the event and wait that consume it, whose counted approvals stay `counted` (issue 23)."""
-        count = tx.run("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', "
-                       "deadline = NULL, updated_at = ?, owner = ?, notify_pending = 0, ahead = ?, timer_at = NULL, "
-                       "pending_event = COALESCE(?, pending_event) WHERE id = ? AND status = 'waiting' AND wait_seq = ?",
-                       (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), pending,
-                        session.id, session.wait_seq))
-        if count != 1:
+        if tx.run(self._FLIP, self._flip_params(session, now, consumer, pending)) != 1:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
         self._unconsume(tx, session, keep)
 
-    def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float,
-               detail: str | None = None) -> EventRecord:
-        """A wait's timeout, claimed: the runner is handed it, and so is recovery (pending_event, issue 20).
-        `detail`: PAUSE_ENDED when the deadline was a pause's (a sleep, a retry's backoff), not a decision."""
-        row_id = tx.insert("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, "
-                           "consumed_at, detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)",
-                           (session.id, session.wait_seq, TIMEOUT, json.dumps(data), now, source, now, detail))
-        # the caller read the session under its row lock: this compare-and-set cannot fail after the insert
+    def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float) -> EventRecord:
+        """A late event's wait, claimed for its timeout: the runner is handed it, and so is recovery
+        (pending_event, issue 20). The caller read the session under its row lock."""
+        row_id = tx.insert(self._CLAIM, (session.id, session.wait_seq, TIMEOUT, json.dumps(data), now, source, now, None))
         self._flip(tx, session, now, pending=row_id)
-        return EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed", consumed_at=now, row=row_id,
-                           detail=detail)
+        return EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed", consumed_at=now, row=row_id)
 
     def fire(self, session_id: str, *, wait_seq: int, source: str, now: float | None = None) -> EventRecord:
         """Claim an overdue wait for its timeout: the same compare-and-set as an event, so an event and
         a timeout racing at the deadline resolve to exactly one branch. Returns the claimed event."""
-        now = _now(now)
-        with self._write(session_id) as tx:
-            return self._fire_in(tx, session_id, wait_seq, source, now)
-
-    def _fire_in(self, tx: Tx, session_id: str, wait_seq: int, source: str, now: float) -> EventRecord:
-        session = self._sessions(tx, [self._locked(tx, session_id)])[0]
-        if session.status != "waiting" or session.wait_seq != wait_seq:
-            raise not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
-        due = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
-        pause = bool(due) and not any(a.get("event") for a in due)  # a sleep or a retry's backoff ended
-        return self._claim(tx, session, timeout_event(session.deadline), source, now, PAUSE_ENDED if pause else None)
+        got = self.fire_many([(session_id, wait_seq)], source=source, now=now)[session_id]
+        if isinstance(got, RoastError):
+            raise got
+        return got
 
     def fire_many(self, waits: Sequence[tuple[str, int]], *, source: str,
                   now: float | None = None) -> dict[str, EventRecord | RoastError]:
         """Claim many overdue waits, (session id, wait number) each, for their timeouts in ONE
         transaction (`roast tick`, issue 25): per session the same check and compare-and-set as
         `fire`, so each wait still resolves exactly once. A session no longer waiting at that wait
-        gets its refusal (nothing of it was written) and the others are claimed all the same."""
+        gets its refusal (nothing of it was written) and the others are claimed all the same. The
+        row locks, the events and the compare-and-sets are one `batch` each (one round trip)."""
         now = _now(now)
         claimed: dict[str, EventRecord | RoastError] = {}
-        with self._write() as tx:
-            for session_id, wait_seq in sorted(waits):  # one order of row locks for every claimer
-                try:
-                    claimed[session_id] = self._fire_in(tx, session_id, wait_seq, source, now)
-                except (NotWaiting, NotFound) as err:  # raised before any write of this session
-                    claimed[session_id] = err
+        order = sorted(waits)  # one order of row locks for every claimer
+        with self._write(order[0][0] if len(order) == 1 else None) as tx:
+            rows = self._lock_many(tx, [sid for sid, _ in order])
+            found = iter(self._sessions(tx, [r for r in rows if r is not None]))
+            due: list[tuple[Session, dict[str, Any], str | None]] = []
+            for (session_id, wait_seq), row in zip(order, rows):
+                session = None if row is None else next(found)
+                if session is None or session.status != "waiting" or session.wait_seq != wait_seq:
+                    claimed[session_id] = missing(session_id) if session is None else \
+                        not_waiting(session, session_id, wait_seq, self._last_event(tx, session_id))
+                    continue  # nothing of this session is written
+                # a pause's deadline (a sleep, a retry's backoff) ended: not a decision
+                ended = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
+                detail = PAUSE_ENDED if ended and not any(a.get("event") for a in ended) else None
+                due.append((session, timeout_event(session.deadline), detail))
+            inserted = tx.batch([(self._CLAIM, (s.id, s.wait_seq, TIMEOUT, json.dumps(data), now, source, now, detail))
+                                 for s, data, detail in due])
+            # the rows are locked by this transaction: each compare-and-set applies
+            flipped = tx.batch([(self._FLIP, self._flip_params(session, now, None, int(rows[0]["id"])))
+                                for (session, _, _), (_, rows) in zip(due, inserted)])
+            group = self._joined()
+            for (session, data, detail), (_, rows), (count, _) in zip(due, inserted, flipped):
+                if count != 1:
+                    raise StoreUnavailable(f"session {session.id} changed under its row lock; nothing changed")
+                self._unconsume(tx, session, None)
+                if group is not None:  # as the claim left it, for a `finish` that joins (issue 25)
+                    group.claim(session._replace(status="running", attempt=session.attempt + 1, awaiting=[],
+                                                 deadline=None, updated_at=now, owner=this_owner(),
+                                                 notify_pending=False, ahead=tuple(outcomes.still_ahead(session, now,
+                                                                                                        None))))
+                claimed[session.id] = EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed",
+                                                  consumed_at=now, row=int(rows[0]["id"]), detail=detail)
         return claimed
 
     def take_over(self, session_id: str, *, now: float | None = None) -> EventRecord | None:
@@ -483,30 +530,36 @@ class SQLStore(Grouping, Reads):
 
     def finish(self, session_id: str, status: str, *, output: dict[str, Any] | None = None,
                final_output: str | None = None, error: str | None = None, finished: Sequence[StepDone] = (),
-               keep_state: bool = False, cursor: str | None = None, now: float | None = None) -> None:
-        """Running → completed/failed/timed_out. The continuation is deleted (SPEC §7) unless
-        `keep_state` (a failed session keeps its last checkpoint, for `roast retry`); events still
-        queued are marked `unconsumed`."""
+               keep_state: bool = False, cursor: str | None = None, now: float | None = None) -> Session:
+        """Running → completed/failed/timed_out; returns the session as it ends. The continuation is
+        deleted (SPEC §7) unless `keep_state` (a failed session keeps its last checkpoint, for `roast
+        retry`); events still queued are marked `unconsumed`."""
         if status not in ("completed", "failed", "timed_out"):
             raise UsageError(f"cannot finish a session as {status!r}; use completed, failed or timed_out")
         now = _now(now)
         output_json = None if output is None else json.dumps(output, default=str)
+        end = ("UPDATE sessions SET status = ?, output = ?, final_output = ?, error = ?, awaiting = '[]', deadline = "
+               "NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL, cursor = COALESCE(?, cursor), "
+               "delta_seq = CASE WHEN ? = 1 THEN delta_seq ELSE 0 END WHERE id = ? AND status = 'running'",
+               (status, output_json, final_output, error, now, now, cursor, int(keep_state), session_id))
+        gone = [] if keep_state else [("DELETE FROM deltas WHERE session_id = ?", (session_id,)),
+                                      ("DELETE FROM continuations WHERE session_id = ?", (session_id,))]
+        rest = [*_finish_steps(session_id, finished), *gone,
+                ("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'", (session_id,))]
+        group = self._joined()
+        claimed = group.claimed(session_id) if group is not None else None
+        if claimed is not None:  # its row locked by the group's open transaction since its claim (issue 25)
+            group.defer(session_id, end, rest)  # type: ignore[union-attr]
+            return claimed._replace(status=status, output=None if output_json is None else json.loads(output_json),
+                                    final_output=final_output, error=error, awaiting=[], deadline=None,
+                                    finished_at=now, updated_at=now, owner=None, cursor=cursor or claimed.cursor)
         with self._write(session_id) as tx:
             # the compare-and-set first (it takes the row lock): refused, it has changed nothing (a
-            # write group goes on, issue 25)
-            count = tx.run("UPDATE sessions SET status = ?, output = ?, final_output = ?, error = ?, awaiting = '[]', "
-                           "deadline = NULL, finished_at = ?, updated_at = ?, pending_event = NULL, owner = NULL, "
-                           "cursor = COALESCE(?, cursor), delta_seq = CASE WHEN ? = 1 THEN delta_seq ELSE 0 END "
-                           "WHERE id = ? AND status = 'running'",
-                           (status, output_json, final_output, error, now, now, cursor, int(keep_state), session_id))
-            if count != 1:
+            # write group goes on); then the rest in one batch (one round trip), the session last
+            if tx.run(*end) != 1:
                 raise self._refuse(tx, session_id, f"cannot mark as {status}")
-            _finish_steps(tx, session_id, finished)
-            if not keep_state:
-                tx.run("DELETE FROM deltas WHERE session_id = ?", (session_id,))
-                tx.run("DELETE FROM continuations WHERE session_id = ?", (session_id,))
-            tx.run("UPDATE events SET outcome = 'unconsumed' WHERE session_id = ? AND outcome = 'queued'",
-                   (session_id,))
+            done = tx.batch([*rest, (f"SELECT {COLUMNS} FROM sessions WHERE id = ?", (session_id,))])
+            return _session(done[-1][1][0])
 
     def interrupted(self, session_id: str, *, error: str, finished: Sequence[StepDone] = (),
                     restart: bool = False, now: float | None = None) -> None:
@@ -516,7 +569,7 @@ class SQLStore(Grouping, Reads):
         now = _now(now)
         with self._write(session_id) as tx:
             self._lock(tx, session_id)
-            _finish_steps(tx, session_id, finished)
+            tx.batch(_finish_steps(session_id, finished))
             tx.run("UPDATE steps SET status = 'interrupted', finished_at = ? WHERE session_id = ? AND "
                    "finished_at IS NULL", (now, session_id))
             tx.run("UPDATE sessions SET status = ?, error = ?, updated_at = ?, owner = NULL WHERE id = ? "

@@ -60,11 +60,17 @@ class _Counted:
         self.changed = True
         return self.tx.insert(sql, params)
 
+    def batch(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[tuple[int, list[Any]]]:
+        done = self.tx.batch(statements)
+        self.changed = self.changed or any(count != 0 and not sql.lstrip().upper().startswith("SELECT")
+                                           for (sql, _), (count, _) in zip(statements, done))
+        return done
+
 
 class Group:
     """The writes of one batch on one thread (see the module docstring)."""
 
-    __slots__ = ("store", "after_commit", "joining", "failed", "_cm", "_tx")
+    __slots__ = ("store", "after_commit", "joining", "failed", "_cm", "_tx", "_claimed", "_later")
 
     def __init__(self, store: Grouping, after_commit: Callable[[], None]) -> None:
         self.store, self.after_commit = store, after_commit
@@ -72,6 +78,43 @@ class Group:
         self.failed: StoreUnavailable | None = None  # set once the group was rolled back
         self._cm: AbstractContextManager[Tx] | None = None
         self._tx: Tx | None = None
+        # sessions whose rows the open transaction locked when it claimed them, as the claim left them,
+        # and the writes deferred to its commit (`defer`): [(compare-and-set, the rest)]
+        self._claimed: dict[str, Any] = {}
+        self._later: dict[str, tuple[tuple[str, Sequence[object]], Sequence[tuple[str, Sequence[object]]]]] = {}
+
+    def claim(self, session: Any) -> None:
+        """The open transaction claimed `session` (and holds its row lock until it commits)."""
+        self._claimed[session.id] = session
+
+    def claimed(self, session_id: str) -> Any:
+        """The session as this group's claim left it, if nothing else of it joined since (then its
+        writes may be deferred to the commit: nobody else can change its row before that)."""
+        return self._claimed.pop(session_id, None) if self.joining and self._tx is not None else None
+
+    def defer(self, session_id: str, check: tuple[str, Sequence[object]],
+              rest: Sequence[tuple[str, Sequence[object]]]) -> None:
+        """A claimed session's writes, sent at the commit (or before any other write of it), the same
+        statements of every session at once (`Tx.batch`): `check` a compare-and-set that must change
+        one row (else the whole group is rolled back)."""
+        self._later[session_id] = (check, rest)
+
+    def _flush(self) -> None:
+        """The deferred writes, statement by statement in the order they were first given (each
+        session's own writes keep their order: `finish` gives them in one order always)."""
+        later, self._later = list(self._later.values()), {}
+        if not later:
+            return
+        assert self._tx is not None
+        checks = self._tx.batch([check for check, _ in later])
+        if any(count != 1 for count, _ in checks):
+            raise StoreUnavailable("a session claimed by this batch changed under its row lock; nothing was written")
+        alike: dict[str, list[tuple[str, Sequence[object]]]] = {}
+        for _, rest in later:
+            for sql, params in rest:
+                alike.setdefault(sql, []).append((sql, params))
+        for statements in alike.values():
+            self._tx.batch(statements)
 
     @property
     def open(self) -> bool:
@@ -93,6 +136,10 @@ class Group:
             fault_point()  # a kill between two joined operations: the group is lost whole
         counted = _Counted(self._tx)  # type: ignore[arg-type]
         try:
+            if session_id is None or session_id in self._later:
+                self._flush()  # a write of no session or of one with deferred writes: after those
+            if session_id is not None:
+                self._claimed.pop(session_id, None)  # its row may change: no more deferred writes
             yield counted
         except RoastError as err:
             if counted.changed or isinstance(err, StoreUnavailable):
@@ -119,9 +166,17 @@ class Group:
 
     def commit(self) -> None:
         """Commit what joined (nothing when nothing did), then call `after_commit`."""
-        cm, self._cm, self._tx = self._cm, None, None
-        if cm is None:
+        if self._cm is None:
             return
+        try:
+            self._flush()
+        except BaseException as err:
+            raised = self.rollback(err)
+            if raised is err:
+                raise
+            raise raised from err
+        cm, self._cm, self._tx = self._cm, None, None
+        self._claimed.clear()
         try:
             cm.__exit__(None, None, None)
         except StoreUnavailable as err:
@@ -133,6 +188,8 @@ class Group:
         """Roll back what joined, because of `err`; returns what to raise (a store error as the
         dialect words it, else `err` itself). From here on the group refuses every write."""
         cm, self._cm, self._tx = self._cm, None, None
+        self._claimed.clear()
+        self._later.clear()
         raised = err
         if cm is not None:
             try:

@@ -1,5 +1,5 @@
 """The reading half of the session store written once (`roast.sql` is the writing half): the
-four-method `Tx`, rows turned into records, and every query of the `SessionStore` — a session by id
+five-method `Tx`, rows turned into records, and every query of the `SessionStore` — a session by id
 or prefix, its history and events, listings, the worker's queues (overdue, orphans, notices due),
 saved state and definitions, and `dump()` for `roast store copy`.
 
@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from roast import seal, settings
-from roast.errors import UsageError
+from roast.errors import RoastError, UsageError
 from roast.migrations import TABLE_COLUMNS
 from roast.outcomes import missing
 from roast.store import (
@@ -127,6 +127,17 @@ class Tx:
     def insert(self, sql: str, params: Sequence[object]) -> int:
         """Execute an INSERT; return the new row's id."""
         return int(self.conn.execute(self._sql(sql), self._params(params)).lastrowid)
+
+    def batch(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[tuple[int, list[Row]]]:
+        """Execute each (statement, parameters) in order; each one's (rows changed, rows returned),
+        an INSERT's rows being `[{"id": the new row's id}]`. A dialect sends them all at once
+        (PostgreSQL: one round trip, issue 25); here, one by one."""
+        done: list[tuple[int, list[Row]]] = []
+        for sql, params in statements:
+            cur = self.conn.execute(self._sql(sql), self._params(params))
+            rows = cur.fetchall() if cur.description else [{"id": cur.lastrowid}] if sql.startswith("INSERT") else []
+            done.append((int(cur.rowcount), rows))
+        return done
 
 
 class Reads:
@@ -334,6 +345,10 @@ class Reads:
                      "ON c.session_id = s.id WHERE s.id = ?", (session_id,))
         return row, tx.rows("SELECT seq, envelope FROM deltas WHERE session_id = ? ORDER BY seq", (session_id,))
 
+    def _state_rows_many(self, tx: Tx, session_ids: Sequence[str]) -> list[tuple[Row | None, list[Row]]]:
+        """`_state_rows` of each session (a dialect may read them at once)."""
+        return [self._state_rows(tx, sid) for sid in session_ids]
+
     def load_state(self, session: Session) -> Continuation:
         """Verify and unpickle the session's continuation and every delta after it, in order."""
         check_id(session.id)
@@ -341,6 +356,24 @@ class Reads:
             if tx is None:
                 raise missing(session.id)
             row, deltas = self._state_rows(tx, session.id)
+        return self._unsealed(session, row, deltas)
+
+    def load_states(self, sessions: Sequence[Session]) -> dict[str, Continuation | RoastError]:
+        """`load_state` of each session, their rows read at once (a batch of `roast tick`, issue 25):
+        each one's state, or why it cannot be used."""
+        with self._read() as tx:
+            if tx is None:
+                return {s.id: missing(s.id) for s in sessions}
+            rows = self._state_rows_many(tx, [check_id(s.id) for s in sessions])
+        loaded: dict[str, Continuation | RoastError] = {}
+        for session, (row, deltas) in zip(sessions, rows):
+            try:
+                loaded[session.id] = self._unsealed(session, row, deltas)
+            except RoastError as err:
+                loaded[session.id] = err
+        return loaded
+
+    def _unsealed(self, session: Session, row: Row | None, deltas: list[Row]) -> Continuation:
         if row is None or row["envelope"] is None:
             from roast.errors import StateRefused
 

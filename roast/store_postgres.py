@@ -38,7 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from roast import seal
-from roast.errors import NotWaiting, StateRefused, StoreUnavailable, UsageError
+from roast.errors import NotWaiting, RoastError, StateRefused, StoreUnavailable, UsageError
 from roast.migrations import POSTGRES as MIGRATIONS, TABLE_COLUMNS
 from roast.sql import COLUMNS, SQLStore, Tx, _session
 from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
@@ -153,7 +153,7 @@ class PostgresStore(SQLStore):
         self._holding: dict[str, tuple[int, str]] = {}
         self._holding_lock = threading.Lock()
         self._delta_seq = {}
-        self._groups = {}
+        self._groups, self._batch_holds = {}, {}
 
     def describe(self) -> str:
         return mask_url(self.url)
@@ -412,38 +412,88 @@ class PostgresStore(SQLStore):
         Take it *before* `create`/`deliver`/`take_over`, so a running session is never seen
         without its lock: `with store.hold(sid, "roast resume"): store.deliver(...); ...`.
         """
+        text = self._not_held_here(session_id, purpose)
+        with self._errors():
+            conn = self._connection(write=True)
+            assert conn is not None
+            self._lock_session(conn, session_id, lock_key(session_id), text)
+        self._mark(session_id, text)
+        try:
+            yield
+        finally:
+            self._unmark(conn, [session_id])
+
+    def hold_many(self, session_ids: Sequence[str], purpose: str) -> dict[str, RoastError | None]:
+        """`hold` of each session until `let_go`: the locks and their holders rows taken in one round
+        trip (issue 25); a session another process holds is tried once more alone, to say by whom."""
+        got: dict[str, RoastError | None] = {}
+        texts: dict[str, str] = {}
+        for sid in session_ids:
+            try:
+                texts[sid] = self._not_held_here(sid, purpose)
+            except NotWaiting as err:
+                got[sid] = err
+        with self._errors():
+            conn = self._connection(write=True)
+            assert conn is not None
+            cur = conn.cursor()
+            cur.executemany(_TAKE + _no_wait(conn) + " FROM got", [_take_params(sid, lock_key(sid), text)
+                                                                  for sid, text in texts.items()], returning=True)
+            for sid, text in texts.items():
+                row = cur.fetchone()
+                if row is None or not row["ok"]:
+                    try:
+                        self._lock_session(conn, sid, lock_key(sid), text)
+                    except NotWaiting as err:
+                        got[sid] = err
+                        cur.nextset()
+                        continue
+                self._mark(sid, text)
+                self._batch_holds[sid] = conn
+                got[sid] = None
+                cur.nextset()
+        return got
+
+    def let_go(self, session_ids: Sequence[str]) -> None:
+        """Let go of sessions `hold_many` held (one round trip)."""
+        held = [sid for sid in session_ids if sid in self._batch_holds]
+        if held:
+            self._unmark(self._batch_holds[held[0]], held)
+            for sid in held:
+                del self._batch_holds[sid]
+
+    def _not_held_here(self, session_id: str, purpose: str) -> str:
+        """The holder's text for a hold of the session; NotWaiting if this process holds it already."""
         check_id(session_id)
-        text = f"{purpose} (pid {os.getpid()} on {HOST})"
         mine = self._holds_anywhere(session_id)
         if mine is not None:  # the lock is reentrant on the server; a second run in this process is not
             raise NotWaiting(f"session {session_id} is being handled by {mine}; nothing changed",
                              hint="wait for it to finish or reach a wait, then try again")
-        key = lock_key(session_id)
-        local = self._state()
-        with self._errors():
-            conn = self._connection(write=True)
-            assert conn is not None
-            self._lock_session(conn, session_id, key, text)
-        local.holds[session_id] = text
+        return f"{purpose} (pid {os.getpid()} on {HOST})"
+
+    def _mark(self, session_id: str, text: str) -> None:
+        self._state().holds[session_id] = text
         with self._holding_lock:
             self._holding[session_id] = (os.getpid(), text)
         self._delta_seq.pop(session_id, None)
-        try:
-            yield
-        finally:
+
+    def _unmark(self, conn: psycopg.Connection[Row], session_ids: Sequence[str]) -> None:
+        """Let go of the sessions' locks taken on `conn`, and of their holders rows."""
+        local = self._state()
+        for sid in session_ids:
             with self._holding_lock:
-                self._holding.pop(session_id, None)
-            self._delta_seq.pop(session_id, None)
-            del local.holds[session_id]
-            if not conn.closed and not conn.broken:
-                try:
-                    conn.execute("WITH gone AS (DELETE FROM holders WHERE session_id = %s AND backend_pid = "
-                                 "pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8)" + _no_wait(conn),
-                                 (session_id, key))
-                except psycopg.Error:
-                    pass  # the connection failed: the server drops the lock with it
-            if conn.broken or conn.closed:
-                local.conn, local.ready = None, False  # the next call connects afresh
+                self._holding.pop(sid, None)
+            self._delta_seq.pop(sid, None)
+            local.holds.pop(sid, None)
+        if not conn.closed and not conn.broken:
+            try:
+                conn.cursor().executemany("WITH gone AS (DELETE FROM holders WHERE session_id = %s AND backend_pid = "
+                                          "pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8)" + _no_wait(conn),
+                                          [(sid, lock_key(sid)) for sid in session_ids])
+            except psycopg.Error:
+                pass  # the connection failed: the server drops the locks with it
+        if conn.broken or conn.closed:
+            local.conn, local.ready = None, False  # the next call connects afresh
 
     def _lock_session(self, conn: psycopg.Connection[Row], session_id: str, key: int, text: str) -> None:
         """pg_try_advisory_lock, and the holders row that names us, in one statement; else NotWaiting.
@@ -452,16 +502,7 @@ class PostgresStore(SQLStore):
         advisory lock as well (issue 25: two fsyncs per session held cost more than firing it)."""
         deadline: float | None = None
         for _ in range(10_000):
-            got = conn.execute(
-                "WITH got AS (SELECT pg_try_advisory_lock(%(key)s::int8) AS ok), "
-                "mark AS (INSERT INTO holders (session_id, lock_key, holder, backend_pid, host, pid, start, since) "
-                "SELECT %(sid)s, %(key)s::int8, %(holder)s, pg_backend_pid(), %(host)s, %(pid)s, %(start)s, %(now)s "
-                "FROM got WHERE ok ON CONFLICT (session_id) DO UPDATE SET lock_key = EXCLUDED.lock_key, "
-                "holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, host = EXCLUDED.host, "
-                "pid = EXCLUDED.pid, start = EXCLUDED.start, since = EXCLUDED.since) "
-                "SELECT ok, set_config('application_name', %(app)s, false)" + _no_wait(conn) + " FROM got",
-                {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
-                 "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}).fetchone()
+            got = conn.execute(_TAKE + _no_wait(conn) + " FROM got", _take_params(session_id, key, text)).fetchone()
             if got is not None and got["ok"]:
                 return
             rows = conn.execute(_pg(_LIVE_LOCKS), ([key],)).fetchall()
@@ -486,8 +527,10 @@ class PostgresStore(SQLStore):
 
     def _lock(self, tx: Tx, session_id: str) -> Row | None:
         """Lock the session's row for this transaction (writers of one session queue here)."""
-        return tx.row(f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ? FOR UPDATE",
-                      (session_id,))
+        return tx.row(_LOCK_ROW, (session_id,))
+
+    def _lock_many(self, tx: Tx, session_ids: Sequence[str]) -> builtins.list[Row | None]:
+        return [rows[0] if rows else None for _, rows in tx.batch([(_LOCK_ROW, (sid,)) for sid in session_ids])]
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         # one workflow-wide check of an event id at a time (the session rows are locked one by one)
@@ -498,13 +541,10 @@ class PostgresStore(SQLStore):
         return [r for r in rows if r["id"] not in busy]
 
     def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, builtins.list[Row]]:
-        # one statement, one snapshot: the continuation, its deltas and the wait number agree
-        row = tx.row("SELECT s.wait_seq, c.envelope, ARRAY(SELECT d.seq FROM deltas d WHERE d.session_id = s.id "
-                     "ORDER BY d.seq) AS seqs, ARRAY(SELECT d.envelope FROM deltas d WHERE d.session_id = s.id "
-                     "ORDER BY d.seq) AS blobs FROM sessions s LEFT JOIN continuations c ON c.session_id = s.id "
-                     "WHERE s.id = ?", (session_id,))
-        deltas = [] if row is None else [{"seq": q, "envelope": b} for q, b in zip(row["seqs"], row["blobs"])]
-        return row, deltas
+        return _state_of(tx.row(_STATE, (session_id,)))
+
+    def _state_rows_many(self, tx: Tx, session_ids: Sequence[str]) -> builtins.list[tuple[Row | None, builtins.list[Row]]]:
+        return [_state_of(rows[0] if rows else None) for _, rows in tx.batch([(_STATE, (sid,)) for sid in session_ids])]
 
     def signing_keys(self) -> seal.Keyring:
         """The keys (for approval-link tokens, issue 15); a shared store never makes one."""
@@ -528,8 +568,55 @@ class _Tx(Tx):
         assert row is not None
         return int(row["id"])
 
+    def batch(self, statements: Sequence[tuple[str, Sequence[object]]]) -> builtins.list[tuple[int, builtins.list[Row]]]:
+        """All in one round trip: one statement many times as psycopg's `executemany` (pipelined),
+        different ones in a pipeline. Each one's (rows changed, rows returned), in order."""
+        if not statements:
+            return []
+        conn, first = self.conn, statements[0][0]
+        if len(statements) > 1 and all(sql == first for sql, _ in statements):
+            cur = conn.cursor()
+            cur.executemany(_pg(first + " RETURNING id" if first.startswith("INSERT") else first),
+                            [self._params(p) for _, p in statements], returning=True)
+            done = []
+            while True:
+                done.append((int(cur.rowcount), cur.fetchall() if _rows_in(cur) else []))
+                if not cur.nextset():
+                    return done
+        with conn.pipeline():
+            curs = [conn.execute(_pg(sql + " RETURNING id" if sql.startswith("INSERT") else sql), self._params(p))
+                    for sql, p in statements]
+        return [(int(c.rowcount), c.fetchall() if _rows_in(c) else []) for c in curs]
+
+
+def _rows_in(cur: psycopg.Cursor[Row]) -> bool:
+    """The result holds rows (asked of libpq: psycopg's `description` builds every column's record)."""
+    return cur.pgresult is not None and cur.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK
+
 
 _STATEMENTS: dict[str, str] = {}
+# pg_try_advisory_lock, and the holders row that names us, in one statement (`_lock_session`)
+_TAKE = ("WITH got AS (SELECT pg_try_advisory_lock(%(key)s::int8) AS ok), "
+         "mark AS (INSERT INTO holders (session_id, lock_key, holder, backend_pid, host, pid, start, since) "
+         "SELECT %(sid)s, %(key)s::int8, %(holder)s, pg_backend_pid(), %(host)s, %(pid)s, %(start)s, %(now)s "
+         "FROM got WHERE ok ON CONFLICT (session_id) DO UPDATE SET lock_key = EXCLUDED.lock_key, "
+         "holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, host = EXCLUDED.host, "
+         "pid = EXCLUDED.pid, start = EXCLUDED.start, since = EXCLUDED.since) "
+         "SELECT ok, set_config('application_name', %(app)s, false)")
+
+
+def _take_params(session_id: str, key: int, text: str) -> dict[str, object]:
+    return {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
+            "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}
+# one statement, one snapshot: the continuation, its deltas and the wait number agree
+_STATE = ("SELECT s.wait_seq, c.envelope, ARRAY(SELECT d.seq FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) "
+          "AS seqs, ARRAY(SELECT d.envelope FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) AS blobs "
+          "FROM sessions s LEFT JOIN continuations c ON c.session_id = s.id WHERE s.id = ?")
+
+
+def _state_of(row: Row | None) -> tuple[Row | None, builtins.list[Row]]:
+    return row, [] if row is None else [{"seq": q, "envelope": b} for q, b in zip(row["seqs"], row["blobs"])]
+_LOCK_ROW = f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ? FOR UPDATE"
 
 
 def _no_wait(conn: psycopg.Connection[Row]) -> str:

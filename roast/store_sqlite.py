@@ -64,7 +64,7 @@ class SQLiteStore(SQLStore):
         self._local: Any = None  # threading.local, made when a second thread uses the store
         self._held: set[str] = set()  # sessions whose lock this process holds (through this store)
         self._delta_seq = {}
-        self._groups = {}
+        self._groups, self._batch_holds = {}, {}
 
     def describe(self) -> str:
         return self.db_path

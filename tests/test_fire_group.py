@@ -201,31 +201,35 @@ def test_a_tick_on_postgresql_waits_for_the_disk_once_for_a_batch(tmp_path: Path
 
 def test_a_store_error_inside_a_batch_rolls_its_claims_back_and_the_next_tick_fires_them(
         store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """The store fails as the second session's end is written (the disk is full): the tick stops with
-    the store error (exit 4), nothing of the batch was kept — every session still waits, overdue, with
-    no timeout recorded and nothing turned into an outcome — and the next tick fires each one once."""
+    """The store fails as the second session's end is written (at the batch's commit: the disk is
+    full): the tick stops with the store error (exit 4), nothing of the batch was kept — every session
+    still waits, overdue, with no timeout recorded and nothing turned into an outcome — and the next
+    tick fires each one once."""
     from roast.errors import StoreUnavailable
     from roast.sql_reads import Tx
 
     wf = workflows(tmp_path)
     ids = [roast.run(wf["ends"], store=store, now=lambda: T0).session_id for _ in range(3)]
-    real_run, ends = Tx.run, []
+    if is_pg(store):
+        from roast.store_postgres import _Tx as Tx  # noqa: N814  (its own batch: a pipeline)
+    real_batch, ends = Tx.batch, []
 
-    def full_disk(self: Tx, sql: str, params: Any = ()) -> int:
-        if sql.startswith("UPDATE events SET outcome = 'unconsumed'"):
-            ends.append(sql)
-            if len(ends) == 2:
+    def full_disk(self: Tx, statements: Any) -> Any:  # the ends of the sessions' runs: batched at the commit
+        if any(sql.startswith("UPDATE events SET outcome = 'unconsumed'") and params[0] == ids[1]
+               for sql, params in statements):
+            ends.append(statements)
+            if len(ends) == 1:
                 if is_pg(store):
                     import psycopg
 
                     raise psycopg.errors.DiskFull("could not extend file: No space left on device")
                 raise sqlite3.OperationalError("database or disk is full")
-        return int(real_run(self, sql, params))
+        return real_batch(self, statements)
 
-    monkeypatch.setattr(Tx, "run", full_disk)
+    monkeypatch.setattr(Tx, "batch", full_disk)
     with pytest.raises(StoreUnavailable, match="disk full"):
         roast.tick(store=store)
-    monkeypatch.setattr(Tx, "run", real_run)
+    monkeypatch.setattr(Tx, "batch", real_batch)
     for sid in ids:
         info = roast.session(sid, store=store)
         assert (info.status, store.events(sid)) == ("waiting", []), info
