@@ -1,6 +1,6 @@
 """The session store written once: every SELECT/INSERT/UPDATE/DELETE of the `SessionStore`
 operations, the compare-and-set claims, the inbox, retries, deadlines, listings, and rows turned
-into records, over a transaction `Tx` of four methods (`run`, `row`, `rows`, `insert`). The
+into records, over a transaction `Tx` of five methods (`run`, `row`, `rows`, `insert`, `batch`). The
 queries live in `roast.sql_reads` (`Reads`, which `SQLStore` extends), with `Tx` itself.
 
 SQL is written with `?` placeholders and named columns only (a PostgreSQL `Tx` rewrites the
@@ -71,7 +71,6 @@ class SQLStore(Grouping, Reads):
         ("continuations", "session_id"), ("sessions", "id"))
     # session -> (wait_seq, last delta) while this process holds it: one statement less per step
     _delta_seq: dict[str, tuple[int, int]]
-    _batch_holds: dict[str, Any]  # session -> its hold taken by `hold_many` (set by the dialect's __init__)
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         """One workflow-wide check of an event id at a time (SQLite: every write is serial)."""
@@ -83,27 +82,6 @@ class SQLStore(Grouping, Reads):
         return busy_timeout()
 
     # -- inside transactions ---------------------------------------------------------------------
-
-    def hold_many(self, session_ids: Sequence[str], purpose: str) -> dict[str, RoastError | None]:
-        """`hold` of each session, kept until `let_go` (a batch of `roast tick`, issue 25): None where
-        it is held, else why not. A dialect may take them all at once."""
-        got: dict[str, RoastError | None] = {}
-        for sid in session_ids:
-            hold = self.hold(sid, purpose)
-            try:
-                hold.__enter__()
-            except RoastError as err:
-                got[sid] = err
-                continue
-            self._batch_holds[sid], got[sid] = hold, None
-        return got
-
-    def let_go(self, session_ids: Sequence[str]) -> None:
-        """Let go of sessions `hold_many` held."""
-        for sid in session_ids:
-            hold = self._batch_holds.pop(sid, None)
-            if hold is not None:
-                hold.__exit__(None, None, None)
 
     def _lock_many(self, tx: Tx, session_ids: Sequence[str]) -> list[Row | None]:
         """`_lock` of each session, in this order (a dialect may send them at once)."""

@@ -14,6 +14,12 @@ as it was. Any other error inside a joined write — a store error, a refusal af
 interrupt — rolls the whole group back: `failed` then says so, every later write of the group is
 refused, and the caller reports every session of the group as not fired.
 
+Inside the group, a session's row stays locked from its claim to the commit, so nobody else can
+change it meanwhile: the end of a branch that ends at once (`finish`) is not sent then but at the
+commit (`defer`), the same statement of every session of the batch in one `Tx.batch` (one round trip
+on PostgreSQL). `hold_many` and `let_go` take and give back a batch's session locks (a dialect may do
+each in one round trip).
+
 Knows no dialect: the group's transaction is the dialect's own `_write()`, entered and left here
 (with its fault points, so the crash sweeps kill a process inside a group as well).
 """
@@ -209,9 +215,32 @@ class Grouping:
     """`SQLStore`'s part: open a group, settle it, and tell `_write` whether to join one."""
 
     _groups: dict[int, Group]  # thread -> its open group (set by the dialect's __init__)
+    _batch_holds: dict[str, Any]  # session -> its hold taken by `hold_many` (set by the dialect's __init__)
 
     if TYPE_CHECKING:
         def _write(self, session_id: str | None = None, *, durable: bool = True) -> AbstractContextManager[Tx]: ...
+        def hold(self, session_id: str, purpose: str = "roast") -> AbstractContextManager[None]: ...
+
+    def hold_many(self, session_ids: Sequence[str], purpose: str) -> dict[str, RoastError | None]:
+        """`hold` of each session, kept until `let_go` (a batch of `roast tick`, issue 25): None where
+        it is held, else why not. A dialect may take them all at once."""
+        got: dict[str, RoastError | None] = {}
+        for sid in session_ids:
+            hold = self.hold(sid, purpose)
+            try:
+                hold.__enter__()
+            except RoastError as err:
+                got[sid] = err
+                continue
+            self._batch_holds[sid], got[sid] = hold, None
+        return got
+
+    def let_go(self, session_ids: Sequence[str]) -> None:
+        """Let go of sessions `hold_many` held."""
+        for sid in session_ids:
+            hold = self._batch_holds.pop(sid, None)
+            if hold is not None:
+                hold.__exit__(None, None, None)
 
     @contextmanager
     def grouped(self, after_commit: Callable[[], None] = lambda: None) -> Iterator[Group]:

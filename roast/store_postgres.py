@@ -38,7 +38,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from roast import seal
-from roast.errors import NotWaiting, RoastError, StateRefused, StoreUnavailable, UsageError
+from roast.pg_errors import PgErrors, not_a_url
+from roast.errors import NotWaiting, RoastError, StateRefused, StoreUnavailable
 from roast.migrations import POSTGRES as MIGRATIONS, TABLE_COLUMNS
 from roast.sql import COLUMNS, SQLStore, Tx, _session
 from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
@@ -110,7 +111,7 @@ class _Local(threading.local):
         self.holds: dict[str, str] = {}  # session id -> holder text, held on self.conn
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(PgErrors, SQLStore):
     """The session store in a PostgreSQL database: cheap to construct, connects on first use, and
     creates its tables on the first write.
 
@@ -133,9 +134,9 @@ class PostgresStore(SQLStore):
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError:  # its text may quote the password (issue 21): not shown
-            raise _not_a_url(self.describe()) from None
+            raise not_a_url(self.describe()) from None
         if any(c in str(params.get(k) or "") for k in ("host", "hostaddr", "port", "dbname") for c in "@#"):
-            raise _not_a_url(self.describe()) from None  # `p@ss#x@host`: libpq took part of the password as a host
+            raise not_a_url(self.describe()) from None  # `p@ss#x@host`: libpq took part of the password as a host
         self._password = str(params.get("password") or "")
         self._params = params
         host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "")
@@ -242,66 +243,6 @@ class PostgresStore(SQLStore):
         if local.conn is not None and not local.holds:
             conn, local.conn, local.ready = local.conn, None, False
             conn.close()
-
-    # -- errors ----------------------------------------------------------------------------------
-
-    def _lost(self, err: BaseException | None, session_id: str | None) -> StoreUnavailable:
-        reason = _first_line(err, self.url) if err is not None else "the connection broke"
-        what = f" while running session {session_id}" if session_id else ""
-        return StoreUnavailable(f"lost the connection to the PostgreSQL session store at {self.where}{what} "
-                                f"({reason}); nothing changed",
-                                hint="check the server and the network, then try again")
-
-    def _connect_error(self, err: BaseException) -> StoreUnavailable:
-        """Why connecting failed, in one sentence naming host:port (and never the password)."""
-        text = _first_line(err, self.url)
-        low = text.lower()
-        if "database" in low and "does not exist" in low:
-            return StoreUnavailable(f"the PostgreSQL server at {self.where} has no database {self.dbname!r}; "
-                                    "nothing changed",
-                                    hint=f"create it (createdb {self.dbname}) or fix the database name in ROAST_STORE")
-        if "authentication failed" in low or "no password supplied" in low or \
-                ("role" in low and "does not exist" in low):
-            return StoreUnavailable(f"the PostgreSQL server at {self.where} refused the login of user "
-                                    f"{self.user!r} (authentication failed); nothing changed",
-                                    hint="check the user and password in ROAST_STORE (or ~/.pgpass)")
-        return StoreUnavailable(f"cannot reach the PostgreSQL session store at {self.where} ({text}); nothing "
-                                "changed", hint="check that the server runs and that ROAST_STORE names it "
-                                                "(postgresql://user@host:port/dbname)")
-
-    def _store_error(self, err: BaseException, session_id: str | None = None,
-                     committing: bool = False) -> StoreUnavailable:
-        """Map a psycopg error on an open connection to one sentence naming the store, never the password."""
-        text = _first_line(err, self.url)
-        state = getattr(err, "sqlstate", None) or ""
-        desc = self.describe()
-        if state == "25006":
-            return StoreUnavailable(f"the session store {desc} is read-only ({text}); nothing changed",
-                                    hint="point ROAST_STORE at the primary server, or turn off "
-                                         "default_transaction_read_only for this database")
-        if state == "53100" or "no space left on device" in text.lower():
-            what = f"could not save session {session_id}" if session_id else "could not write"
-            return StoreUnavailable(f"{what} (disk full on the PostgreSQL server at {self.where}); nothing changed",
-                                    hint="free some disk space on the database server and try again")
-        if state in ("55P03", "40P01", "40001", "57014"):
-            return StoreUnavailable(f"the session store {desc} is busy (another roast process has held a lock for "
-                                    f"more than {self._busy_timeout():g} s); nothing changed, try again",
-                                    hint="raise ROAST_BUSY_TIMEOUT (seconds) to wait longer")
-        broken = isinstance(err, psycopg.OperationalError) and (not state or state.startswith(("08", "57P")))
-        if broken and committing:
-            return StoreUnavailable(f"lost the connection to the PostgreSQL session store at {self.where} while "
-                                    f"committing ({text}); the change may or may not have been saved",
-                                    hint="`roast session ID` shows what was saved")
-        if broken:
-            return self._lost(err, session_id)
-        return StoreUnavailable(f"the session store {desc} failed ({text}); nothing changed")
-
-    @contextmanager
-    def _errors(self, session_id: str | None = None) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error as err:
-            raise self._store_error(err, session_id) from None
 
     @contextmanager
     def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[_Tx]:
@@ -571,27 +512,32 @@ class _Tx(Tx):
     def batch(self, statements: Sequence[tuple[str, Sequence[object]]]) -> builtins.list[tuple[int, builtins.list[Row]]]:
         """All in one round trip: one statement many times as psycopg's `executemany` (pipelined),
         different ones in a pipeline. Each one's (rows changed, rows returned), in order."""
-        if not statements:
-            return []
+        if len(statements) < 2:  # none, or one: as `rows` would (a pipeline costs more than one statement)
+            return [_result(self.conn.execute(_pg(_returning(sql)), self._params(p))) for sql, p in statements]
         conn, first = self.conn, statements[0][0]
-        if len(statements) > 1 and all(sql == first for sql, _ in statements):
+        if all(sql == first for sql, _ in statements):
             cur = conn.cursor()
-            cur.executemany(_pg(first + " RETURNING id" if first.startswith("INSERT") else first),
-                            [self._params(p) for _, p in statements], returning=True)
+            cur.executemany(_pg(_returning(first)), [self._params(p) for _, p in statements], returning=True)
             done = []
             while True:
-                done.append((int(cur.rowcount), cur.fetchall() if _rows_in(cur) else []))
+                done.append(_result(cur))
                 if not cur.nextset():
                     return done
         with conn.pipeline():
-            curs = [conn.execute(_pg(sql + " RETURNING id" if sql.startswith("INSERT") else sql), self._params(p))
-                    for sql, p in statements]
-        return [(int(c.rowcount), c.fetchall() if _rows_in(c) else []) for c in curs]
+            curs = [conn.execute(_pg(_returning(sql)), self._params(p)) for sql, p in statements]
+        return [_result(c) for c in curs]
 
 
-def _rows_in(cur: psycopg.Cursor[Row]) -> bool:
-    """The result holds rows (asked of libpq: psycopg's `description` builds every column's record)."""
-    return cur.pgresult is not None and cur.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK
+def _returning(sql: str) -> str:
+    """An INSERT returns its new row's id (`Tx.batch`)."""
+    return sql + " RETURNING id" if sql.startswith("INSERT") else sql
+
+
+def _result(cur: psycopg.Cursor[Row]) -> tuple[int, builtins.list[Row]]:
+    """(rows changed, rows returned); whether it returned rows asked of libpq (psycopg's
+    `description` builds a record of every column)."""
+    rows = cur.pgresult is not None and cur.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK
+    return int(cur.rowcount), cur.fetchall() if rows else []
 
 
 _STATEMENTS: dict[str, str] = {}
@@ -633,29 +579,3 @@ def _pg(sql: str) -> str:
     if found is None:
         found = _STATEMENTS[sql] = sql.replace("%", "%%").replace("?", "%s")
     return found
-
-
-def _first_line(err: BaseException, url: str) -> str:
-    """The error's text without the password (psycopg does not print it; be sure anyway)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    try:
-        password = str(conninfo_to_dict(url).get("password") or "")
-    except psycopg.Error:
-        password = ""
-    return _scrub(text, url, password)
-
-
-def _scrub(text: str, url: str, password: str = "") -> str:
-    if password:
-        text = text.replace(password, "***")
-    return text.replace(url, mask_url(url))
-
-
-def _not_a_url(shown: str) -> UsageError:
-    """A ROAST_STORE that does not parse, or parses only by taking part of the password for a host
-    (issue 21): said with the password masked, and never psycopg's text, which may quote it."""
-    return UsageError(f"ROAST_STORE {shown!r} is not a PostgreSQL URL roast can read unambiguously: a user name or "
-                      "password holds a character that must be percent-encoded", hint="encode it (% as %25, @ as "
-                      "%40, # as %23, / as %2F, : as %3A), e.g. python3 -c 'import sys, urllib.parse; "
-                      "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'PASSWORD'; the form is "
-                      "postgresql://user:password@host:port/dbname")
