@@ -38,10 +38,19 @@ def claims_by_transaction(store: Any, monkeypatch: pytest.MonkeyPatch) -> Iterat
             return int(real(self, sql, params))
         return insert
 
+    def spy_batch(real: Any) -> Any:  # a batch's claims are one `Tx.batch` (issue 25)
+        def batch(self: Tx, statements: Any) -> Any:
+            seen.extend(count[0] for sql, params in statements
+                        if sql.startswith("INSERT INTO events") and "timeout" in params)
+            return real(self, statements)
+        return batch
+
     monkeypatch.setattr(type(store), "_write", counted)
-    for cls in (Tx, *Tx.__subclasses__()):  # PostgreSQL's Tx has an insert of its own
+    for cls in (Tx, *Tx.__subclasses__()):  # PostgreSQL's Tx has an insert and a batch of its own
         if "insert" in vars(cls):
             monkeypatch.setattr(cls, "insert", spy(vars(cls)["insert"]))
+        if "batch" in vars(cls):
+            monkeypatch.setattr(cls, "batch", spy_batch(vars(cls)["batch"]))
     yield seen
 
 
