@@ -137,6 +137,7 @@ def test_roast_sessions_says_10000_plus_when_the_count_stops_at_the_cap(
     from roast.store_sqlite import SQLiteStore
 
     cap_counts(monkeypatch, 5)
+    monkeypatch.delenv("ROAST_STORE", raising=False)  # this SQLite store, also when the suite runs on PostgreSQL
     local = SQLiteStore(roast_home)
     for n in range(8):
         waiting(local, now=T0 + n)

@@ -743,9 +743,11 @@ def test_a_key_file_readable_by_others_or_missing_is_refused_and_nothing_changes
     assert dump(store) == before and not (tmp_path / "gone.key").exists()
 
 
-def test_postgres_a_shared_store_never_makes_a_key_and_says_how_to_make_one(pg_url: str) -> None:
+def test_postgres_a_shared_store_never_makes_a_key_and_says_how_to_make_one(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from roast.store_postgres import PostgresStore
 
+    monkeypatch.delenv("ROAST_KEY", raising=False)  # set when the whole suite runs on PostgreSQL
     with pytest.raises(StoreUnavailable) as err:  # the roast_home fixture leaves no key configured
         make(PostgresStore(pg_url))
     assert err.value.exit_code == 4
