@@ -64,6 +64,7 @@ WORKFLOW = """
     wait_for_event:
       timeout: 30d
 """
+COPY_ID = re.compile(r"c[0-9]{12}")  # the ids `grow` gives its copies
 CHILD_EXPLAIN = "--explain-child"  # internal: capture and explain the queries of real commands
 
 # targets: (text, test on the figure's dict)
@@ -642,9 +643,12 @@ class Scale:
             out[name]["x30"] = out[name]["median"] / out[name]["yard"]
             out[name]["xfloor"] = out[name]["median"] / out["floor"]["median"]
         # consistency of copies: detail and cancel of one copy
-        copies = store.rows("SELECT id FROM sessions WHERE status = 'waiting' AND id LIKE 'c%' ORDER BY id DESC LIMIT 1")
+        # a copy's id is `c` and 12 digits; a real session's id may start with `c` too (and the template,
+        # the first real one, must stay waiting: the next size copies it)
+        copies = [r[0] for r in store.rows("SELECT id FROM sessions WHERE status = 'waiting' AND id LIKE 'c%' "
+                                           "ORDER BY id DESC LIMIT 200") if COPY_ID.fullmatch(r[0])]
         if copies:
-            (cid,) = copies[0]
+            cid = copies[0]
             self.procs.run([*rm, "session", cid], env)
             self.procs.run([*rm, "cancel", cid], env)
             out["copy_checked"] = cid
@@ -672,7 +676,7 @@ class Scale:
             count = min(args.deliveries, size // 4)
             if count >= 10:
                 ids = [r[0] for r in store.rows("SELECT id FROM sessions WHERE status = 'waiting' AND id LIKE 'c%' "
-                                                "ORDER BY id LIMIT ?", (count,))]
+                                                "ORDER BY id LIMIT ?", (count + 200,)) if COPY_ID.fullmatch(r[0])][:count]
                 done_before = int(store.rows("SELECT count(*) FROM sessions WHERE status = 'completed'")[0][0])
                 out["deliveries"] = serve.deliver(ids, args.clients)
                 began = time.perf_counter()
