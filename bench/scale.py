@@ -577,9 +577,15 @@ class Scale:
         self.due_copies = 0
         self.results: dict[str, Any] = {"stores": {}, "machine": machine(), "args": vars(args)}
         self.floor_env = self.procs.env(ROAST_HOME=str(self.scratch / "floor-home"))
-        # byte-compiled up front, as an installed package is: a figure's one run (the tick firing
-        # overdue deadlines) must not pay for compiling the modules it is the first to import
-        self.procs.run(["-m", "compileall", "-q", str(REPO / "roast")], self.floor_env)
+        # byte-compiled up front, as an installed package is (pip compiles what it installs): a figure's
+        # one run (the tick firing overdue deadlines) must not pay for compiling the modules it is the
+        # first to import — roast's, and psycopg's (its pipeline modules are first imported there)
+        compiled = [str(REPO / "roast")]
+        with contextlib.suppress(ImportError):
+            import psycopg
+
+            compiled.append(str(Path(psycopg.__file__).parent))
+        self.procs.run(["-m", "compileall", "-q", *compiled], self.floor_env)
 
     # -- building
 

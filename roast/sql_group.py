@@ -115,6 +115,7 @@ class Group:
         checks = self._tx.batch([check for check, _ in later])
         if any(count != 1 for count, _ in checks):
             raise StoreUnavailable("a session claimed by this batch changed under its row lock; nothing was written")
+        fault_point()  # a kill with the ends half sent: the group is lost whole
         alike: dict[str, list[tuple[str, Sequence[object]]]] = {}
         for _, rest in later:
             for sql, params in rest:

@@ -427,10 +427,14 @@ class PostgresStore(PgErrors, SQLStore):
             self._delta_seq.pop(sid, None)
             local.holds.pop(sid, None)
         if not conn.closed and not conn.broken:
+            gone = [(sid, lock_key(sid)) for sid in session_ids]
+            release = ("WITH gone AS (DELETE FROM holders WHERE session_id = %s AND backend_pid = pg_backend_pid()) "
+                       "SELECT pg_advisory_unlock(%s::int8)" + _no_wait(conn))
             try:
-                conn.cursor().executemany("WITH gone AS (DELETE FROM holders WHERE session_id = %s AND backend_pid = "
-                                          "pg_backend_pid()) SELECT pg_advisory_unlock(%s::int8)" + _no_wait(conn),
-                                          [(sid, lock_key(sid)) for sid in session_ids])
+                if len(gone) == 1:  # a pipeline costs more than one statement
+                    conn.execute(release, gone[0])
+                else:
+                    conn.cursor().executemany(release, gone)
             except psycopg.Error:
                 pass  # the connection failed: the server drops the locks with it
         if conn.broken or conn.closed:
