@@ -660,8 +660,15 @@ class Scale:
             out["copy_checked"] = cid
         # tick firing overdue deadlines
         overdue = min(args.overdue, size // 4)
-        if overdue >= 10:
-            out["tick_overdue"] = self.tick_overdue(store, env, overdue)
+        if overdue >= 10:  # a median of several ticks, each after a run of the import floor
+            ticks = []
+            for _ in range(args.tick_runs):
+                floor, _, _ = self.procs.run(["-c", FLOOR], self.floor_env)
+                ticks.append({**self.tick_overdue(store, env, overdue), "floor": floor})
+            middle = sorted(ticks, key=lambda t: t["seconds"])[len(ticks) // 2]
+            out["tick_overdue"] = {**middle, "samples": [t["seconds"] for t in ticks],
+                                   "floor": median([t["floor"] for t in ticks]),
+                                   "fired": min(t["fired"] for t in ticks)}
         # serve: idle, listing, deliveries
         log(f"{store.kind} @ {size:,}: roast serve (idle {args.idle:g} s, listing, deliveries)")
         serve = Serve(self.procs, store, self.scratch)
@@ -868,8 +875,11 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
             if "tick_overdue" in f:
                 t = f["tick_overdue"]
                 ok = t["per_claim_ms"] <= 1.0 and t["fired"] == t["overdue"]
+                runs = f"median of {len(t['samples'])}, " if t.get("samples") else ""
+                floor = f", floor {_ms(t['floor'])}" if t.get("floor") else ""
                 out.append((f"roast tick firing {t['overdue']:,} overdue", kind, n,
-                            f"{t['seconds']:.2f} s, {t['per_claim_ms']:.2f} ms a claim ({t['fired']:,} fired)", TARGETS["tick_overdue"],
+                            f"{t['seconds']:.2f} s, {t['per_claim_ms']:.2f} ms a claim ({runs}{t['fired']:,} fired{floor})",
+                            TARGETS["tick_overdue"],
                             "met" if ok else "NOT MET"))
             s = f["serve_idle"]
             pg = f" + {s['pg_cpu_pct']:.1f} % in PostgreSQL" if s.get("pg_cpu_pct") is not None else ""
@@ -1049,6 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="timed runs of each process figure (default: 5; quick 3)")
     parser.add_argument("--deliveries", type=int, help="HTTP deliveries per size (default: 2000; quick 200)")
     parser.add_argument("--overdue", type=int, help="overdue deadlines fired by one tick (default: 1000; quick 100)")
+    parser.add_argument("--tick-runs", type=int, default=3, help="ticks firing them per size, the median shown "
+                        "(default: %(default)s)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients (default: 16)")
     parser.add_argument("--idle", type=float, help="idle serve window in seconds (default: 20; quick 5)")
     parser.add_argument("--settle", type=float, default=180, help="most seconds to wait for serve to settle (default: 180)")
