@@ -37,10 +37,10 @@ BATCH = 100  # sessions locked, claimed in one transaction and run per batch (ea
 class _Ready:
     """A session of the batch, locked and loaded: what its claim and its branch need."""
 
-    __slots__ = ("seen", "fresh", "loaded", "cwd")
+    __slots__ = ("session", "loaded", "cwd")
 
-    def __init__(self, seen: Session, fresh: Session, loaded: Loaded, cwd: str | None) -> None:
-        self.seen, self.fresh, self.loaded, self.cwd = seen, fresh, loaded, cwd
+    def __init__(self, session: Session, loaded: Loaded, cwd: str | None) -> None:
+        self.session, self.loaded, self.cwd = session, loaded, cwd
 
 
 def fire_batch(store: SessionStore, sessions: Sequence[Session], source: str, *,
@@ -91,27 +91,27 @@ def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Re
     settled: list[tuple[int, _Ready, Any, Any]] = []  # committed, lock let go: notify steps still to run
 
     def committed() -> None:
-        store.let_go([ran[1].fresh.id for ran in pending])
+        store.let_go([ran[1].session.id for ran in pending])
         settled.extend(pending)
         pending.clear()
 
     try:
         with store.grouped(committed) as group:
             try:
-                claimed = store.fire_many([(r.fresh.id, r.fresh.wait_seq) for r in ready], source=source, now=now())
+                claimed = store.fire_many([(r.session.id, r.session.wait_seq) for r in ready], source=source, now=now())
             except StoreUnavailable as err:
-                return [*done, *((r.seen, err) for r in ready)]
+                return [*done, *((r.session, err) for r in ready)]
             ready.reverse()
             while ready:
                 one = ready[-1]
-                got = claimed[one.fresh.id]
+                got = claimed[one.session.id]
                 observer, job = None, None
                 outcome: Result | RoastError
                 if isinstance(got, RoastError):
                     outcome = got
                 else:
                     group.join()
-                    observer = observer_for(one.fresh.id)
+                    observer = observer_for(one.session.id)
                     try:
                         outcome, job = _run(store, one, got, observer, now, stop)
                     except StoreUnavailable as err:  # the group's own words when it was rolled back
@@ -122,18 +122,18 @@ def _fire(store: SessionStore, ready: list[_Ready], done: list[tuple[Session, Re
                         return _lost(group, done, pending, one, group.failed)
                 ready.pop()
                 pending.append((len(done), one, job, observer))
-                done.append((one.seen, outcome))
+                done.append((one.session, outcome))
                 if not group.open:  # nothing of the batch waits for a commit: let go at once
                     committed()
     finally:  # rolled back: let go after the rollback
-        store.let_go([ran[1].fresh.id for ran in pending])
+        store.let_go([ran[1].session.id for ran in pending])
         pending.clear()
     for index, one, job, observer in settled:
         result = done[index][1]
         if isinstance(result, RoastError):
             continue
         job = stop.notify_later(job, observer) if job and getattr(stop, "notify_later", None) else job
-        done[index] = (one.seen, notify(store, job, result._replace(warnings=one.loaded.warnings), observer, now))
+        done[index] = (one.session, notify(store, job, result._replace(warnings=one.loaded.warnings), observer, now))
     return done
 
 
@@ -144,8 +144,8 @@ def _lost(group: Any, done: list[tuple[Session, Result | RoastError]], pending: 
     if group.open:
         group.rollback(err)
     for index, ran, _job, _observer in pending:
-        done[index] = (ran.seen, err)
-    return [*done, (one.seen, err)]
+        done[index] = (ran.session, err)
+    return [*done, (one.session, err)]
 
 
 def _prepared(store: SessionStore, session: Session, saved: Continuation | RoastError, env: dict[str, str],
@@ -161,7 +161,7 @@ def _prepared(store: SessionStore, session: Session, saved: Continuation | Roast
         raise saved
     loaded = prepare(store, session, None, False, known=known, sealed=saved)
     loaded.ctx.attach_env(dict(env))
-    return _Ready(session, session, loaded, cwd_of(session))
+    return _Ready(session, loaded, cwd_of(session))
 
 
 def _definitions() -> Callable[..., Any]:
@@ -184,5 +184,5 @@ def _definitions() -> Callable[..., Any]:
 def _run(store: SessionStore, one: _Ready, claimed: Any, observer: Any, now: Callable[[], float],
          stop: Any) -> tuple[Result, Any]:
     """The branch of a claimed timeout, driven under the session's lock (let go by the caller)."""
-    return drive(store, one.fresh.id, one.loaded.defn, one.loaded.ctx, one.loaded.cursor, event_of(claimed),
+    return drive(store, one.session.id, one.loaded.defn, one.loaded.ctx, one.loaded.cursor, event_of(claimed),
                  observer, now, one.cwd, stop)

@@ -56,6 +56,11 @@ if TYPE_CHECKING:
     Row = Any  # sqlite3.Row or a psycopg dict row: read by column name only
 
 
+# the hint of an error that means a row lock did not hold (a bug, or a database that lost a lock)
+_INVARIANT = ("nothing of the batch was kept: run `roast tick` again (each overdue wait fires once); if it "
+              "happens again, report it with `roast session ID` of that session")
+
+
 def _finish_steps(session_id: str, finished: Sequence[StepDone]) -> list[tuple[str, tuple[object, ...]]]:
     """The statements that record the end of each step in `finished` (for a `Tx.batch`)."""
     return [("UPDATE steps SET finished_at = ?, status = ?, output = ?, error = ? "
@@ -385,15 +390,15 @@ class SQLStore(Grouping, Reads):
               "detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)")
 
     @staticmethod
-    def _flip_params(session: Session, now: float, consumer: str | None, pending: int | None) -> tuple[object, ...]:
-        return (now, this_owner(), json.dumps(outcomes.still_ahead(session, now, consumer)), pending,
-                session.id, session.wait_seq)
+    def _flip_params(session: Session, now: float, ahead: list[str], pending: int | None) -> tuple[object, ...]:
+        """`_FLIP`'s parameters; `ahead`: `outcomes.still_ahead` of the session for this claim."""
+        return now, this_owner(), json.dumps(ahead), pending, session.id, session.wait_seq
 
     def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None,
               keep: tuple[str, str | None] | None = None, pending: int | None = None) -> None:
         """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1). `keep`:
         the event and wait that consume it, whose counted approvals stay `counted` (issue 23)."""
-        if tx.run(self._FLIP, self._flip_params(session, now, consumer, pending)) != 1:
+        if tx.run(self._FLIP, self._flip_params(session, now, outcomes.still_ahead(session, now, consumer), pending)) != 1:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
         self._unconsume(tx, session, keep)
@@ -426,7 +431,7 @@ class SQLStore(Grouping, Reads):
         with self._write(order[0][0] if len(order) == 1 else None) as tx:
             rows = self._lock_many(tx, [sid for sid, _ in order])
             found = iter(self._sessions(tx, [r for r in rows if r is not None]))
-            due: list[tuple[Session, dict[str, Any], str | None]] = []
+            due: list[tuple[Session, dict[str, Any], str | None, list[str]]] = []
             for (session_id, wait_seq), row in zip(order, rows):
                 session = None if row is None else next(found)
                 if session is None or session.status != "waiting" or session.wait_seq != wait_seq:
@@ -436,22 +441,22 @@ class SQLStore(Grouping, Reads):
                 # a pause's deadline (a sleep, a retry's backoff) ended: not a decision
                 ended = [a for a in session.awaiting if a.get("deadline") is not None and a["deadline"] <= now]
                 detail = PAUSE_ENDED if ended and not any(a.get("event") for a in ended) else None
-                due.append((session, timeout_event(session.deadline), detail))
+                due.append((session, timeout_event(session.deadline), detail, outcomes.still_ahead(session, now, None)))
             inserted = tx.batch([(self._CLAIM, (s.id, s.wait_seq, TIMEOUT, json.dumps(data), now, source, now, detail))
-                                 for s, data, detail in due])
+                                 for s, data, detail, _ in due])
             # the rows are locked by this transaction: each compare-and-set applies
-            flipped = tx.batch([(self._FLIP, self._flip_params(session, now, None, int(rows[0]["id"])))
-                                for (session, _, _), (_, rows) in zip(due, inserted)])
+            flipped = tx.batch([(self._FLIP, self._flip_params(session, now, ahead, int(rows[0]["id"])))
+                                for (session, _, _, ahead), (_, rows) in zip(due, inserted)])
             group = self._joined()
-            for (session, data, detail), (_, rows), (count, _) in zip(due, inserted, flipped):
+            for (session, data, detail, ahead), (_, rows), (count, _) in zip(due, inserted, flipped):
                 if count != 1:
-                    raise StoreUnavailable(f"session {session.id} changed under its row lock; nothing changed")
+                    raise StoreUnavailable(f"session {session.id} changed under its row lock; nothing changed",
+                                           hint=_INVARIANT)
                 self._unconsume(tx, session, None)
-                if group is not None:  # as the claim left it, for a `finish` that joins (issue 25)
+                if group is not None:  # as the claim left it (`_FLIP`), for a `finish` that joins (issue 25)
                     group.claim(session._replace(status="running", attempt=session.attempt + 1, awaiting=[],
                                                  deadline=None, updated_at=now, owner=this_owner(),
-                                                 notify_pending=False, ahead=tuple(outcomes.still_ahead(session, now,
-                                                                                                        None))))
+                                                 notify_pending=False, ahead=tuple(ahead)))
                 claimed[session.id] = EventRecord(TIMEOUT, data, now, source, session.wait_seq, None, "consumed",
                                                   consumed_at=now, row=int(rows[0]["id"]), detail=detail)
         return claimed

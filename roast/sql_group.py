@@ -114,7 +114,9 @@ class Group:
         assert self._tx is not None
         checks = self._tx.batch([check for check, _ in later])
         if any(count != 1 for count, _ in checks):
-            raise StoreUnavailable("a session claimed by this batch changed under its row lock; nothing was written")
+            raise StoreUnavailable("a session claimed by this batch changed under its row lock; nothing was written",
+                                   hint="run `roast tick` again (each overdue wait fires once); if it happens again, "
+                                        "report it")
         fault_point()  # a kill with the ends half sent: the group is lost whole
         alike: dict[str, list[tuple[str, Sequence[object]]]] = {}
         for _, rest in later:

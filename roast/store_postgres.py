@@ -509,7 +509,7 @@ class _Tx(Tx):
         return tuple(_clean(v) for v in params)
 
     def insert(self, sql: str, params: Sequence[object]) -> int:
-        row = self.row(sql + " RETURNING id", params)
+        row = self.row(_returning(sql), params)
         assert row is not None
         return int(row["id"])
 

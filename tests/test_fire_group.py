@@ -253,7 +253,7 @@ def test_a_cancel_while_a_batch_is_open_waits_for_its_commit_and_never_slips_bet
     real_run, tried = firing._run, []
 
     def run_then_cancel_the_first(*args: Any, **kwargs: Any) -> Any:
-        if args[1].fresh.id == ids[1]:  # the first session's end is written, not committed
+        if args[1].session.id == ids[1]:  # the first session's end is written (deferred), not committed
             tried.append(tick(store, 0, "cancel", ids[0], "--reason", "meanwhile"))
         return real_run(*args, **kwargs)
 
