@@ -461,9 +461,9 @@ class Reads:
             with self._read() as tx:
                 if tx is None:
                     return [], 0
-                total = self._count(tx, clause, args)
+                total = self._count(tx, filters, filter_args, sql_statuses, by_status=workflow is None)
                 page = self._open_first(tx, filters, filter_args, sql_statuses, limit, offset)
-                return self._decided(tx, self._sessions(tx, page)), int(total["n"] if total else 0)
+                return self._decided(tx, self._sessions(tx, page)), total
         order = "ORDER BY (status IN ('running', 'waiting', 'interrupted')) DESC, created_at DESC, id DESC" \
             if open_first else "ORDER BY created_at DESC, id DESC"
         with self._read() as tx:
@@ -474,18 +474,35 @@ class Reads:
                 found = [s for s in self._sessions(tx, rows) if s.orphaned]
                 page = found[offset:] if limit is None else found[offset:offset + limit]
                 return self._decided(tx, page), len(found)
-            total = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args) if limit is None \
-                else self._count(tx, clause, args)
+            if limit is None:
+                counted = tx.row(f"SELECT count(*) AS n FROM sessions {clause}", args)
+                total = int(counted["n"] if counted else 0)
+            else:
+                total = self._count(tx, filters, filter_args, sql_statuses, by_status=workflow is None)
             rows = tx.rows(f"SELECT {COLUMNS} FROM sessions {clause} {order} LIMIT ? OFFSET ?",
                            (*args, _NO_LIMIT if limit is None else limit, offset))
-            return self._decided(tx, self._sessions(tx, rows)), int(total["n"] if total else 0)
+            return self._decided(tx, self._sessions(tx, rows)), total
 
     # -- issue 25: queries bounded by an index and a LIMIT, whatever the number of sessions
 
-    def _count(self, tx: Tx, clause: str, args: Sequence[object]) -> Row | None:
-        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "1,000+")."""
-        return tx.row(f"SELECT count(*) AS n FROM (SELECT 1 AS one FROM sessions {clause} LIMIT {COUNT_CAP + 1}) "
-                      "AS capped", args)
+    def _count(self, tx: Tx, filters: Sequence[str], filter_args: Sequence[object], statuses: Sequence[str],
+               *, by_status: bool) -> int:
+        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "1,000+"), one
+        status at a time. `by_status` (no workflow filter): each status is a range of
+        sessions_by_status, its order asked for so that it is the plan. Planned freely, a count over
+        `status IN (…)` took sessions_by_key on PostgreSQL, whose leading column is the workflow: it
+        read every session of the workflows that sort first, matching or not (issue 25: 1.4× at 1M)."""
+        total = 0
+        for status in statuses or [None]:
+            where = [*(["status = ?"] if status else []), *filters]
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            order = "ORDER BY status, created_at" if status and by_status else ""
+            row = tx.row(f"SELECT count(*) AS n FROM (SELECT 1 AS one FROM sessions {clause} {order} "
+                         f"LIMIT {COUNT_CAP + 1 - total}) AS capped", [*([status] if status else []), *filter_args])
+            total += int(row["n"] if row else 0)
+            if total > COUNT_CAP:
+                break
+        return total
 
     def waiting_page(self, workflow_path: str, *, before: tuple[float, str] | None = None,
                      limit: int = 100, event: str | None = None) -> builtins.list[Session]:
