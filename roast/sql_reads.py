@@ -493,7 +493,8 @@ class Reads:
         `status IN (…)` took sessions_by_key on PostgreSQL, whose leading column is the workflow: it
         read every session of the workflows that sort first, matching or not (issue 25: 1.4× at 1M)."""
         total = 0
-        for status in statuses or [None]:
+        each: Sequence[str | None] = statuses or [None]
+        for status in each:
             where = [*(["status = ?"] if status else []), *filters]
             clause = f"WHERE {' AND '.join(where)}" if where else ""
             order = "ORDER BY status, created_at" if status and by_status else ""
