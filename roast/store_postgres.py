@@ -475,7 +475,11 @@ class PostgresStore(PgErrors, SQLStore):
         return tx.row(_LOCK_ROW, (session_id,))
 
     def _lock_many(self, tx: Tx, session_ids: Sequence[str]) -> builtins.list[Row | None]:
-        return [rows[0] if rows else None for _, rows in tx.batch([(_LOCK_ROW, (sid,)) for sid in session_ids])]
+        # one statement for the batch, the rows locked in id order (as `fire_many` sorts them)
+        if len(session_ids) < 2:
+            return [self._lock(tx, sid) for sid in session_ids]
+        found = {r["id"]: r for r in tx.rows(_LOCK_ROWS, (list(session_ids),))}
+        return [found.get(sid) for sid in session_ids]
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         # one workflow-wide check of an event id at a time (the session rows are locked one by one)
@@ -489,7 +493,8 @@ class PostgresStore(PgErrors, SQLStore):
         return _state_of(tx.row(_STATE, (session_id,)))
 
     def _state_rows_many(self, tx: Tx, session_ids: Sequence[str]) -> builtins.list[tuple[Row | None, builtins.list[Row]]]:
-        return [_state_of(rows[0] if rows else None) for _, rows in tx.batch([(_STATE, (sid,)) for sid in session_ids])]
+        found = {r["id"]: r for r in tx.rows(_STATES, (list(session_ids),))} if session_ids else {}
+        return [_state_of(found.get(sid)) for sid in session_ids]
 
     def signing_keys(self) -> seal.Keyring:
         """The keys (for approval-link tokens, issue 15); a shared store never makes one."""
@@ -520,6 +525,12 @@ class _Tx(Tx):
             return [_result(self.conn.execute(_pg(_returning(sql)), self._params(p))) for sql, p in statements]
         conn, first = self.conn, statements[0][0]
         if all(sql == first for sql, _ in statements):
+            merged = _per_session(first, statements)
+            if merged is not None:  # one statement over every session, each one's count from RETURNING
+                counts: dict[str, int] = {}
+                for row in conn.execute(_pg(merged), ([p[0] for _, p in statements],)).fetchall():
+                    counts[row["session_id"]] = counts.get(row["session_id"], 0) + 1
+                return [(counts.get(str(p[0]), 0), []) for _, p in statements]
             cur = conn.cursor()
             cur.executemany(_pg(_returning(first)), [self._params(p) for _, p in statements], returning=True)
             done = []
@@ -530,6 +541,17 @@ class _Tx(Tx):
         with conn.pipeline():
             curs = [conn.execute(_pg(_returning(sql)), self._params(p)) for sql, p in statements]
         return [_result(c) for c in curs]
+
+
+def _per_session(sql: str, statements: Sequence[tuple[str, Sequence[object]]]) -> str | None:
+    """A DELETE or UPDATE whose one parameter is the session id, given for distinct sessions (the
+    ends a write group defers, `roast.sql_group`): the same statement over all of them at once, the
+    rows it changed returned by session. None: not of that form (sent as they are)."""
+    if not sql.startswith(("DELETE FROM ", "UPDATE ")) or sql.count("?") != 1 or " WHERE session_id = ? " not in sql + " ":
+        return None
+    if any(len(p) != 1 for _, p in statements) or len({p[0] for _, p in statements}) != len(statements):
+        return None
+    return sql.replace(" WHERE session_id = ?", " WHERE session_id = ANY(?::text[])") + " RETURNING session_id"
 
 
 def _returning(sql: str) -> str:
@@ -559,14 +581,17 @@ def _take_params(session_id: str, key: int, text: str) -> dict[str, object]:
     return {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
             "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}
 # one statement, one snapshot: the continuation, its deltas and the wait number agree
-_STATE = ("SELECT s.wait_seq, c.envelope, ARRAY(SELECT d.seq FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) "
-          "AS seqs, ARRAY(SELECT d.envelope FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) AS blobs "
+_STATE = ("SELECT s.id, s.wait_seq, c.envelope, ARRAY(SELECT d.seq FROM deltas d WHERE d.session_id = s.id ORDER BY "
+          "d.seq) AS seqs, ARRAY(SELECT d.envelope FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) AS blobs "
           "FROM sessions s LEFT JOIN continuations c ON c.session_id = s.id WHERE s.id = ?")
+_STATES = _STATE.replace("WHERE s.id = ?", "WHERE s.id = ANY(?::text[])")  # a batch's states (`load_states`)
 
 
 def _state_of(row: Row | None) -> tuple[Row | None, builtins.list[Row]]:
     return row, [] if row is None else [{"seq": q, "envelope": b} for q, b in zip(row["seqs"], row["blobs"])]
 _LOCK_ROW = f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ? FOR UPDATE"
+_LOCK_ROWS = (f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ANY(?::text[]) "
+              'ORDER BY id COLLATE "C" FOR UPDATE')
 
 
 def _no_wait(conn: psycopg.Connection[Row]) -> str:
