@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from roast.views import COUNT_CAP, iso, quorum_of, quorum_words
+from roast.views import COUNT_CAP, ONLY_GATES_AHEAD, iso, quorum_of, quorum_words
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
@@ -568,6 +568,10 @@ def delivery_notice(result: Result) -> str:
     if result.outcome == "duplicate" and result.quorum is not None:
         return (f"roast: {delivery.get('actor')} was already counted for {result.event!r} on session "
                 f"{result.session_id} ({quorum.get('have')} of {quorum.get('need')} approvals); not counted again")
+    if result.outcome == "queued" and delivery.get("detail") == ONLY_GATES_AHEAD:  # issue 23
+        return (f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
+                f"{result.event_id}) is kept, but no wait ahead will take it: {ONLY_GATES_AHEAD}. Deliver it "
+                f"again once the session waits for it (`roast inbox` lists open gates)")
     if result.outcome == "queued":
         return (f"roast: session {result.session_id} is {result.status}; {result.event!r} (event id "
                 f"{result.event_id}) is kept and goes to the next wait that declares it")

@@ -166,6 +166,20 @@ def _awaiting(waits: Sequence[WaitInfo], about: str | None = None) -> list[dict[
                   for w in waits if not w.events]
 
 
+def _ahead(defn: Definition, cursor: Any) -> list[str]:
+    """`Session.ahead`: the events the waits ahead declare, those only gates declare marked (issue 23)."""
+    from roast import outcomes, tree
+
+    def takes_queued(wait: Any) -> bool:  # a gated wait never takes a queued event as it opens
+        if wait.policy is None:
+            return True
+        from roast.policy import to_doc
+
+        return not outcomes.gated({"policy": to_doc(wait.policy)})
+
+    return outcomes.ahead_of(tree.events_ahead(defn.root, cursor), tree.events_ahead(defn.root, cursor, takes_queued))
+
+
 def _model(defn: Definition) -> Any:
     from roast.effects import choose_model
 
@@ -261,7 +275,7 @@ def _drive_marked(store: SessionStore, session_id: str, defn: Definition, ctx: C
                                  cursor=tree.describe(defn.root, suspend.cursor, ctx.collections),
                                  awaiting=_awaiting(suspend.waits, defn.about), output=plain(ctx.output),
                                  finished=journal.take_done(), undelivered=runner.undelivered(),
-                                 ahead=sorted(tree.events_ahead(defn.root, suspend.cursor)), notify=bool(notify),
+                                 ahead=_ahead(defn, suspend.cursor), notify=bool(notify),
                                  now=now())
         except StoreUnavailable as err:
             raise _stopped(err, session_id, journal) from err

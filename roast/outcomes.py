@@ -56,6 +56,8 @@ def decide(session: Session, name: str, *, holding: bool, now: float, wait_seq: 
     if if_waiting:
         raise NotWaiting(f"session {session.id} is {state}, not waiting for {name!r}; nothing changed "
                          "(--if-waiting)", hint="drop --if-waiting to queue the event for a later wait")
+    if GATE_AHEAD + name in session.ahead:  # kept, but no wait ahead will take it (issue 23): say so
+        return Verdict("queued", ONLY_GATES_AHEAD)
     return Verdict("queued")
 
 
@@ -77,7 +79,22 @@ def still_ahead(session: Session, now: float, consumer: str | None) -> list[str]
         not_due = consumer is None and (a.get("deadline") is None or a["deadline"] > now)
         if other_branch or not_due:
             still.add(a["event"])
+            if not gated(a):  # a wait that takes a queued event is still ahead for it
+                still.discard(GATE_AHEAD + a["event"])
     return sorted(still)
+
+
+# In `Session.ahead` beside an event's name: only gated waits ahead declare it (issue 23). Such an
+# event, sent early, is still queued (README: an approval is given to an open gate), but no wait ahead
+# will take it, and the delivery says so. Event names are letters, digits, _ and -: no name has a colon.
+GATE_AHEAD = "gate:"
+ONLY_GATES_AHEAD = "only a gate ahead declares it, and a gate takes an approval only while it is open"
+
+
+def ahead_of(every: set[str], taking: set[str]) -> list[str]:
+    """`Session.ahead` at a suspend: `every` event a wait ahead declares, and GATE_AHEAD beside those
+    only gated waits declare (`taking`: the events of the waits ahead that take a queued event)."""
+    return sorted(every | {GATE_AHEAD + name for name in every - taking})
 
 
 def taken_at_suspend(awaiting: Iterable[dict[str, Any]], ahead: Iterable[str], name: str) -> tuple[str, list[str]]:

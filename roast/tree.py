@@ -18,6 +18,7 @@ from roast.steps import (AT_RETRY, AT_SLEEP, AT_WAIT, DONE, HERE, Parallel, Sequ
                          cursor_level)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from roast.requests import Cursor
@@ -41,8 +42,8 @@ def declared_events(node: Any) -> list[str]:
     return list(dict.fromkeys(name for wait in all_waits(node) for name in wait.events))
 
 
-def _all_events(node: Any) -> set[str]:
-    return {name for wait in all_waits(node) for name in wait.events}
+def _all_events(node: Any, take: Callable[[WaitForEvent], bool] | None = None) -> set[str]:
+    return {name for wait in all_waits(node) if take is None or take(wait) for name in wait.events}
 
 
 def event_schemas(node: Any) -> dict[str, list[str]]:
@@ -216,30 +217,31 @@ def on_the_way(node: Any, at: Cursor) -> list[str]:
     return [each.path for each in subtree(node) if each is not node and rewind(node, at, each.path) is not None]
 
 
-def events_ahead(node: Any, at: Cursor) -> set[str]:
+def events_ahead(node: Any, at: Cursor, take: Callable[[WaitForEvent], bool] | None = None) -> set[str]:
     """The events some wait could still take after `at`, not counting the waits `at` rests on
     (they are the session's `awaiting`): an event for one of them is kept, not refused (issue 14).
-    A loop around the position counts whole: its next pass may reach any wait in it again."""
+    A loop around the position counts whole: its next pass may reach any wait in it again. `take`:
+    only the waits it accepts count (the ones that take a queued event, issue 23)."""
     if at is HERE:
-        return _all_events(node)
+        return _all_events(node, take)
     if isinstance(node, Parallel):
         if not node.fits(at):
-            return _all_events(node)
-        return {e for b, c, _, _ in node.branches_at(at) for e in events_ahead(b, c)}
+            return _all_events(node, take)
+        return {e for b, c, _, _ in node.branches_at(at) for e in events_ahead(b, c, take)}
     if _at_own_level(at, AT_WAIT):  # resting on a wait: any of its branches may still run
-        return {e for body in node.children() for e in _all_events(body)}
+        return {e for body in node.children() for e in _all_events(body, take)}
     if isinstance(node, Sequence):
         index, child_at = cursor_level(at)
         out: set[str] = set()
         if isinstance(index, int) and index < len(node.steps):
-            out |= events_ahead(node.steps[index], child_at)
+            out |= events_ahead(node.steps[index], child_at, take)
             for later in node.steps[index + 1:]:
-                out |= _all_events(later)
+                out |= _all_events(later, take)
         return out
     found = _safe_child(node, at)
     if found is None:
         return set()
-    ahead = events_ahead(found[0], found[1])
+    ahead = events_ahead(found[0], found[1], take)
     if getattr(node, "repeats", False):
-        ahead |= _all_events(node)
+        ahead |= _all_events(node, take)
     return ahead

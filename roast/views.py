@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from roast.expressions import iso
 from roast.expressions import plain as expressions_plain
+from roast.outcomes import ONLY_GATES_AHEAD  # noqa: F401  (for the faces: a queued event no wait ahead takes)
 from roast.store import COUNT_CAP
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)

@@ -229,10 +229,41 @@ def test_a_gated_wait_never_takes_a_queued_event_as_it_opens(tmp_path, backend):
               approvers: [ana@example.com]
               approved: ["$(echo approved)"]
     """)
-    assert _resume(sid, "ana@example.com").outcome == "queued"  # before the gate opens
+    early = _resume(sid, "ana@example.com")  # before the gate opens: kept, and it says no wait ahead takes it
+    assert early.outcome == "queued" and early.delivery["detail"] == outcomes.ONLY_GATES_AHEAD
     assert _resume(sid, "ana@example.com", "ready").status == "waiting"  # the gate opened, the queue kept
     assert api.session(sid).events == ["approved"]
     assert _resume(sid, "ana@example.com").status == "completed"  # given to the open gate
+
+
+def test_an_early_approval_is_told_no_wait_ahead_will_take_it_unless_one_without_a_gate_will(tmp_path, backend):
+    """The notice of a queued event said it "goes to the next wait that declares it", also when that
+    wait was a gate, which never takes a queued event: the person thought they had approved."""
+    wf, sid = _started(tmp_path, """
+        steps:
+          - wait_for_event: {ready: ["$(echo ready)"]}
+          - wait_for_event:
+              approvers: [ana@example.com]
+              approved: ["$(echo approved)"]
+    """)
+    early = run_cli("resume", "-s", sid, "-e", "approved", "--actor", "ana@example.com", env=_env())
+    assert early.returncode == 0, early.stderr
+    assert "is kept, but no wait ahead will take it: only a gate ahead declares it" in early.stderr
+    assert "goes to the next wait" not in early.stderr
+    shown = run_cli("resume", "-s", sid, "-e", "approved", "--actor", "ana@example.com", "--json", env=_env())
+    assert json.loads(shown.stdout)["delivery"]["detail"] == outcomes.ONLY_GATES_AHEAD
+    # a wait without a gate further on that declares it too takes it: the usual notice
+    _, other = _started(tmp_path / "b", """
+        steps:
+          - wait_for_event: {ready: ["$(echo ready)"]}
+          - wait_for_event:
+              approvers: [ana@example.com]
+              approved: ["$(echo gate)"]
+          - wait_for_event: {approved: ["$(echo later)"]}
+    """)
+    kept = run_cli("resume", "-s", other, "-e", "approved", "--actor", "ana@example.com", env=_env())
+    assert kept.returncode == 0 and "is kept and goes to the next wait that declares it" in kept.stderr, kept.stderr
+    assert api.resume("approved", session_id=other, actor="bo").delivery["detail"] is None
 
 
 def test_a_counted_approval_survives_roast_store_copy_to_postgres(tmp_path, roast_home, pg_url, monkeypatch):

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from roast import outcomes
 from roast.errors import BadEventData, NotFound, NotWaiting, Refused
 from roast.outcomes import (
     decide,
@@ -111,3 +112,20 @@ def test_refusals_name_the_session_say_what_it_is_doing_and_that_nothing_changed
     assert "is no longer waiting: it timed out" in str(not_waiting(session("timed_out"), "s0mww81wj2g4a", 1, None))
     assert isinstance(not_waiting(None, "s0mww81wj2g4a", 1, None), NotFound)
     assert str(missing("abcd")).startswith("no session 'abcd'")
+
+
+def test_a_wait_without_a_gate_in_another_branch_clears_the_only_gates_mark():
+    """Issue 23: `gate:NAME` in `ahead` says only gated waits ahead declare NAME (a queued NAME is kept,
+    and told no wait ahead takes it). After a claim, NAME still awaited by an open wait without a gate
+    (another parallel branch) is one a wait ahead takes: the mark goes."""
+    waits = [{"event": "go", "path": "b0", "deadline": None}, {"event": "approved", "path": "b1", "deadline": None}]
+    marked = session(awaiting=waits, ahead=("approved", "gate:approved"))
+    assert outcomes.still_ahead(marked, T0, "b0") == ["approved"]
+    gated = session(awaiting=[{**w, "policy": {"approvers": ["ana"]}} for w in waits], ahead=("approved", "gate:approved"))
+    assert outcomes.still_ahead(gated, T0, "b0") == ["approved", "gate:approved"]
+    assert outcomes.ahead_of({"approved", "rejected"}, {"rejected"}) == ["approved", "gate:approved", "rejected"]
+    later = session("running", ahead=("approved", "gate:approved"))
+    assert outcomes.decide(later, "approved", holding=True, now=T0) == \
+        outcomes.Verdict("queued", outcomes.ONLY_GATES_AHEAD)
+    assert outcomes.decide(session("running", ahead=("approved",)), "approved", holding=True, now=T0) == \
+        outcomes.Verdict("queued")
