@@ -221,14 +221,17 @@ def test_a_deadline_and_a_cancel_leave_the_counted_approvals_unconsumed(tmp_path
     assert _rows(timed)[0] == ("unconsumed", "ana@example.com", "approved")
 
 
+GATE_LATER = """
+    steps:
+      - wait_for_event: {ready: ["$(echo ready)"]}
+      - wait_for_event:
+          approvers: [ana@example.com]
+          approved: ["$(echo approved)"]
+"""  # a gated wait after an ungated one
+
+
 def test_a_gated_wait_never_takes_a_queued_event_as_it_opens(tmp_path, backend):
-    _, sid = _started(tmp_path, """
-        steps:
-          - wait_for_event: {ready: ["$(echo ready)"]}
-          - wait_for_event:
-              approvers: [ana@example.com]
-              approved: ["$(echo approved)"]
-    """)
+    _, sid = _started(tmp_path, GATE_LATER)
     early = _resume(sid, "ana@example.com")  # before the gate opens: kept, and it says no wait ahead takes it
     assert early.outcome == "queued" and early.delivery["detail"] == outcomes.ONLY_GATES_AHEAD
     assert _resume(sid, "ana@example.com", "ready").status == "waiting"  # the gate opened, the queue kept
@@ -239,13 +242,7 @@ def test_a_gated_wait_never_takes_a_queued_event_as_it_opens(tmp_path, backend):
 def test_an_early_approval_is_told_no_wait_ahead_will_take_it_unless_one_without_a_gate_will(tmp_path, backend):
     """The notice of a queued event said it "goes to the next wait that declares it", also when that
     wait was a gate, which never takes a queued event: the person thought they had approved."""
-    wf, sid = _started(tmp_path, """
-        steps:
-          - wait_for_event: {ready: ["$(echo ready)"]}
-          - wait_for_event:
-              approvers: [ana@example.com]
-              approved: ["$(echo approved)"]
-    """)
+    _, sid = _started(tmp_path, GATE_LATER)
     early = run_cli("resume", "-s", sid, "-e", "approved", "--actor", "ana@example.com", env=_env())
     assert early.returncode == 0, early.stderr
     assert "is kept, but no wait ahead will take it: only a gate ahead declares it" in early.stderr
