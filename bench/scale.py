@@ -252,6 +252,13 @@ class SQLiteStore(Store):
     def columns(self, table: str) -> list[str]:
         return [r[1] for r in self.rows(f"PRAGMA table_info({table})")]
 
+    def after_growth(self) -> None:
+        # the bulk load's gigabytes go to the disk now, not under the first timed commands (they ran
+        # 70-80 ms instead of 50 at 1M while the kernel wrote them back); PostgreSQL's CHECKPOINT does as much
+        with contextlib.closing(self.connect()) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        os.sync()
+
     def size_bytes(self) -> int:
         with contextlib.closing(self.connect()) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
