@@ -253,8 +253,9 @@ class SQLiteStore(Store):
         return [r[1] for r in self.rows(f"PRAGMA table_info({table})")]
 
     def after_growth(self) -> None:
-        # the bulk load's gigabytes go to the disk now, not under the first timed commands (they ran
-        # 70-80 ms instead of 50 at 1M while the kernel wrote them back); PostgreSQL's CHECKPOINT does as much
+        # the bulk load's gigabytes go to the disk now, not under the first timed commands, as
+        # PostgreSQL's CHECKPOINT does (in 3 of 7 runs the first few `roast sessions` at 1M took 70-88 ms
+        # and the rest 50-57; this did not change that: its cause is not known)
         with contextlib.closing(self.connect()) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         os.sync()
