@@ -20,7 +20,7 @@ from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, RoastError, StoreUnavailable, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
-from roast.sql_group import Grouping
+from roast.sql_group import INVARIANT, Grouping
 from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks are also this module's names)
     COLUMNS,
     EVENT_COLUMNS,
@@ -54,11 +54,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     Row = Any  # sqlite3.Row or a psycopg dict row: read by column name only
-
-
-# the hint of an error that means a row lock did not hold (a bug, or a database that lost a lock)
-_INVARIANT = ("nothing of the batch was kept: run `roast tick` again (each overdue wait fires once); if it "
-              "happens again, report it with `roast session ID` of that session")
 
 
 def _finish_steps(session_id: str, finished: Sequence[StepDone]) -> list[tuple[str, tuple[object, ...]]]:
@@ -451,7 +446,7 @@ class SQLStore(Grouping, Reads):
             for (session, data, detail, ahead), (_, rows), (count, _) in zip(due, inserted, flipped):
                 if count != 1:
                     raise StoreUnavailable(f"session {session.id} changed under its row lock; nothing changed",
-                                           hint=_INVARIANT)
+                                           hint=INVARIANT)
                 self._unconsume(tx, session, None)
                 if group is not None:  # as the claim left it (`_FLIP`), for a `finish` that joins (issue 25)
                     group.claim(session._replace(status="running", attempt=session.attempt + 1, awaiting=[],

@@ -40,6 +40,12 @@ if TYPE_CHECKING:
     from roast.sql_reads import Tx
 
 
+# the hint of an error that means a row lock did not hold (a bug, or a database that lost a lock):
+# a batch's claim (`SQLStore.fire_many`) or its deferred ends (`Group._flush`)
+INVARIANT = ("nothing of the batch was kept: run `roast tick` again (each overdue wait fires once); if it "
+             "happens again, report it with `roast session ID` of that session")
+
+
 class _Counted:
     """A joined operation's view of the group's transaction: it notes whether the operation changed
     anything (conservatively: any statement that is not a SELECT, and any nonzero row count)."""
@@ -115,8 +121,7 @@ class Group:
         checks = self._tx.batch([check for check, _ in later])
         if any(count != 1 for count, _ in checks):
             raise StoreUnavailable("a session claimed by this batch changed under its row lock; nothing was written",
-                                   hint="run `roast tick` again (each overdue wait fires once); if it happens again, "
-                                        "report it")
+                                   hint=INVARIANT)
         fault_point()  # a kill with the ends half sent: the group is lost whole
         alike: dict[str, list[tuple[str, Sequence[object]]]] = {}
         for _, rest in later:

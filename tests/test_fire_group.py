@@ -353,10 +353,10 @@ def test_a_batch_locks_reads_and_deletes_its_sessions_with_one_statement_each(
         sent.append((str(query), len(params_seq)))
         return real_many(self, query, params_seq, **kwargs)
 
-    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
-    monkeypatch.setattr(psycopg.Cursor, "executemany", executemany)
-    fired = roast.tick(store=store, now=lambda: T0 + 61)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # only the tick is watched (the test's own environment stays)
+        patch.setattr(psycopg.Cursor, "execute", execute)
+        patch.setattr(psycopg.Cursor, "executemany", executemany)
+        fired = roast.tick(store=store, now=lambda: T0 + 61)
     assert sorted(f["session_id"] for f in fired if f["fired"]) == sorted(ids), fired
     locks = [(q, n) for q, n in sent if "FROM sessions WHERE id" in q and "FOR UPDATE" in q]
     states = [(q, n) for q, n in sent if "FROM deltas" in q and "envelope" in q]
