@@ -196,12 +196,61 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(wf, tmp_path):
     assert err.where == os.path.join("wf", "workflow.yml") + ":3"
 
 
+def _shape(value):
+    """A parsed value with every line it remembers, to compare two parses exactly."""
+    if isinstance(value, Map):
+        return ("map", value.line, sorted(value.key_lines.items(), key=repr),
+                [(_shape(k), _shape(v)) for k, v in value.items()])
+    if isinstance(value, Seq):
+        return ("seq", value.line, [_shape(v) for v in value])
+    if isinstance(value, Str):
+        return ("str", value.line, str(value))
+    return (type(value).__name__, value)
+
+
+YAML_CORPUS = sorted([*(ROOT / "examples").rglob("*.yml"), *(ROOT.parent / "shared" / "roast-examples").rglob("*.yml")])
+
+
+def test_libyaml_and_the_pure_parser_build_the_same_values_and_lines():
+    # issue 25: libyaml parses when PyYAML has it; it must build what the pure parser builds
+    loaders = yaml_lines._loaders()
+    if len(loaders) < 2:
+        pytest.skip("this PyYAML has no libyaml")
+    fast, pure = loaders
+    texts = [p.read_text() for p in YAML_CORPUS]
+    texts += ["a: &x {k: [1, 2.5, '1:30', 1:30, 2024-01-01, ~, yes]}\nb: *x\nc:\n  <<: *x\n  d: |\n    two\n    lines\n"]
+    assert len(texts) > 20
+
+    def outcome(loader, text):
+        try:
+            return _shape(yaml_lines._build(loader, text, [(1, "wf.yml")]))
+        except Exception:  # noqa: BLE001 - a few need their shared.yml, or are broken on purpose
+            return "refused"
+
+    built = [outcome(pure, text) for text in texts]
+    assert built.count("refused") < 5
+    assert [outcome(fast, text) for text in texts] == built
+
+
+@pytest.mark.parametrize("text", ["steps:\n  - a\n - b\n", "steps: [a\n", "a: 1\na: 2\n", "x: !!python/object:os.system []\n",
+                                  "steps:\n\t- a\n", "a: *missing\n"])
+def test_an_error_libyaml_finds_is_worded_by_the_pure_parser(monkeypatch, text):
+    pure = yaml_lines._loaders()[-1]
+    with pytest.raises(WorkflowInvalid) as both:
+        parse(text, "wf.yml")
+    monkeypatch.setattr(yaml_lines, "_loaders", lambda: (pure,))
+    with pytest.raises(WorkflowInvalid) as alone:
+        parse(text, "wf.yml")
+    assert (str(both.value), both.value.where) == (str(alone.value), alone.value.where)
+
+
 @pytest.mark.parametrize("exc", [OverflowError("int too large"), IndexError("list index"),
                                  RecursionError("maximum recursion depth exceeded")])
 def test_a_crash_inside_the_loader_becomes_cannot_parse(monkeypatch, exc):
     def explode(self):
         raise exc
-    monkeypatch.setattr(yaml_lines._loader(), "get_single_node", explode)
+    for loader in yaml_lines._loaders():  # libyaml's, then the pure one
+        monkeypatch.setattr(loader, "get_single_node", explode)
     err = refusal(WorkflowInvalid, parse, "steps: [a]\n", "wf.yml")
     assert str(err).startswith("wf.yml: cannot parse")
 
