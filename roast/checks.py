@@ -100,6 +100,8 @@ class Checks:
         self.reads: list[tuple[str, str, Any, str, str | None, int]] = []
         # the source of each Python step (None: a callable, whose outputs cannot be known)
         self.python_sources: list[str | None] = []
+        # (file, source) -> its compile problem (line, what) or None: each file compiled once
+        self._compiled: dict[tuple[str, str], tuple[int, str] | None] = {}
         # checked once here, used by every wait without a duration of its own
         self.default_timeout = (self.duration(self.wait_defaults["timeout"],
                                               key_at(self.wait_defaults, "timeout"), "wait_for_event.timeout")
@@ -138,22 +140,22 @@ class Checks:
             self.reads += [(root, key, node, path, file, line) for root, key in _reads(expr)]
 
     def python_syntax(self, found: Any, label: str, path: str) -> None:
-        """Compile (never import or run) a `.py` step's source, as read by the loader."""
-        import warnings
-
+        """Compile (never import or run) a `.py` step's source, as read by the loader; a file that
+        several steps name is compiled once (issue 25), its problem reported at each of them."""
         shown = found.shown or str(found.path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # SyntaxWarnings are the import's to show, not ours
-                compile(found.text, shown, "exec", dont_inherit=True)
-        except SyntaxError as err:
-            code = (err.text or "").strip()
-            self.problem_in(shown, err.lineno or 1, f"{path}: step {label!r} has a Python syntax error: "
-                            f"{err.msg}" + (f" in {code!r}" if code else ""),
+        key = (shown, found.text)
+        if key not in self._compiled:
+            self._compiled[key] = _compile_problem(found.text, shown)
+        problem = self._compiled[key]
+        if problem is None:
+            return
+        line, what = problem
+        if line:
+            self.problem_in(shown, line, f"{path}: step {label!r} has a Python syntax error: {what}",
                             hint="fix the file; roast compiles step files, without running them, "
                                  "before it starts a session")
-        except ValueError as err:  # a NUL byte (Python < 3.12)
-            self.problem_in(shown, 1, f"{path}: step {label!r} cannot be compiled: {err}",
+        else:
+            self.problem_in(shown, 1, f"{path}: step {label!r} cannot be compiled: {what}",
                             hint="save the file as plain text")
 
     def model_settings(self, config: Mapping[str, Any], node: Any, label: str | None = None,
@@ -220,7 +222,7 @@ class Checks:
         for wait in tree.all_waits(root):
             if wait.notify is not None:
                 names |= tree.output_names(wait.notify)
-        for source in self.python_sources:
+        for source in dict.fromkeys(self.python_sources):  # a file several steps name is read once
             known = writes_known(source) if source is not None else None
             if known is None:
                 checked = False
@@ -467,6 +469,23 @@ def _reads(expr: str) -> list[tuple[str, str]]:
         if key not in _DICT_NAMES:
             found.append((base.id, key))
     return found
+
+
+def _compile_problem(text: str, shown: str) -> tuple[int, str] | None:
+    """None when `text` compiles; else (line, what) for a syntax error, (0, what) when it cannot be
+    compiled at all (a NUL byte, Python < 3.12)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings are the import's to show, not ours
+            compile(text, shown, "exec", dont_inherit=True)
+    except SyntaxError as err:
+        code = (err.text or "").strip()
+        return err.lineno or 1, err.msg + (f" in {code!r}" if code else "")
+    except ValueError as err:
+        return 0, str(err)
+    return None
 
 
 _DICT_NAMES = frozenset(dir(dict))  # `output.get`, `event.items`: the mapping's own methods

@@ -105,6 +105,25 @@ def test_a_python_step_with_a_syntax_error_names_the_line_in_the_py_file(wf, tmp
     assert not (tmp_path / "ran").exists()  # compiled, never imported or run
 
 
+def test_a_python_file_two_steps_name_is_compiled_once_and_its_error_reported_at_both(wf, monkeypatch):
+    # issue 25: a file several steps name is compiled (and read for its outputs) once
+    path = wf("steps:\n  - notify\n  - check\n  - notify\n",
+              files={"notify.py": "def run(ctx):\n    return (1\n", "check.py": "def run(ctx):\n    return 1\n"})
+    compiled = []
+    real_compile = compile
+
+    def counting(source, filename, *args, **kwargs):
+        if isinstance(source, str) and str(filename).endswith((".py",)):
+            compiled.append(Path(filename).name)
+        return real_compile(source, filename, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.compile", counting)
+    found = problems(path)
+    assert sorted(compiled) == ["check.py", "notify.py"]
+    assert [where(p) for p in found] == ["notify.py:2", "notify.py:2"]
+    assert "steps[0]: step 'notify'" in str(found[0]) and "steps[2]: step 'notify'" in str(found[1])
+
+
 # --- 3. shell steps that are not executable ---------------------------------------------------
 
 def test_a_shell_step_that_is_not_executable_says_to_chmod_it(wf, capsys):
