@@ -685,9 +685,12 @@ class Scale:
             yard_serve = Serve(self.procs, small, self.scratch)
             try:
                 big_list, small_list = [], []
-                for _ in range(args.runs * 2):  # a full page of 20 on both sides (the yardstick has ~30)
-                    big_list.append(serve.get(LISTING, 1))
-                    small_list.append(yard_serve.get(LISTING, 1))
+                # a full page of 20 on both sides (the yardstick has ~30); rounds alternate between the
+                # two servers, each round a warm-up and 5 timed requests on one connection: 10x the
+                # samples of one request a round (a 2-ms request's median moved by 0.2 ms run to run)
+                for _ in range(args.runs * 2):
+                    big_list.append(serve.get(LISTING, 5))
+                    small_list.append(yard_serve.get(LISTING, 5))
             finally:
                 yard_serve.stop()
             samples = [s for g in big_list for s in g["samples"]]
