@@ -103,6 +103,7 @@ class Procs:
 
     def __init__(self, scratch: Path, key: str) -> None:
         self.scratch, self.key = scratch, key
+        self.last_inblock = 0  # blocks the last process read from disk: a page cache miss, not roast's work
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROAST_")}
@@ -122,6 +123,7 @@ class Procs:
         elapsed = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        self.last_inblock = after.ru_inblock - before.ru_inblock
         if proc.returncode not in expect:
             raise SystemExit(f"bench/scale.py: `python {' '.join(args)}` exited {proc.returncode}\n"
                              f"stdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-2500:]}")
@@ -614,24 +616,34 @@ class Scale:
 
     def interleaved(self, commands: dict[str, tuple[dict[str, str], list[str]]], runs: int) -> dict[str, Any]:
         """Each command (env, argv) `runs` times, round-robin with the import floor; one untimed
-        warm-up each (one timed run only when a warm-up took over 10 s)."""
+        warm-up each (one timed run only when a warm-up took over 10 s). Commands come in pairs (a
+        figure, then its yardstick): every other round runs each pair the other way round, so that
+        neither side always goes first, paying for the files the page cache dropped meanwhile (this
+        machine's kernel pages out what was not touched for about a minute: DAMON, `pageout`).
+        `inblock` counts the blocks each run read from disk."""
         times: dict[str, list[float]] = {name: [] for name in ["floor", *commands]}
         cpus: dict[str, list[float]] = {name: [] for name in ["floor", *commands]}
+        reads: dict[str, list[int]] = {name: [] for name in ["floor", *commands]}
         slow = False
         for name, (env, argv) in commands.items():
             warm, _, _ = self.procs.run(argv, env, expect=(0, 3))
             slow = slow or warm > 10
         self.procs.run(["-c", FLOOR], self.floor_env)
-        for _ in range(1 if slow else runs):
+        names = list(commands)
+        swapped = [n for pair in zip(names[1::2], names[0::2]) for n in pair] if len(names) % 2 == 0 else names
+        for round_ in range(1 if slow else runs):
             wall, cpu, _ = self.procs.run(["-c", FLOOR], self.floor_env)
             times["floor"].append(wall)
             cpus["floor"].append(cpu)
-            for name, (env, argv) in commands.items():
+            reads["floor"].append(self.procs.last_inblock)
+            for name in swapped if round_ % 2 else names:
+                env, argv = commands[name]
                 wall, cpu, _ = self.procs.run(argv, env, expect=(0, 3))
                 times[name].append(wall)
                 cpus[name].append(cpu)
-        return {name: {"samples": times[name], "median": median(times[name]), "cpu": median(cpus[name])}
-                for name in times}
+                reads[name].append(self.procs.last_inblock)
+        return {name: {"samples": times[name], "median": median(times[name]), "cpu": median(cpus[name]),
+                       "inblock": reads[name]} for name in times}
 
     def measure_size(self, store: Store, small: Store, size: int) -> dict[str, Any]:
         args = self.args
@@ -654,6 +666,7 @@ class Scale:
             out[name] = procs[name]
             out[name]["yard"] = procs[f"{name}@yard"]["median"]
             out[name]["yard_samples"] = procs[f"{name}@yard"]["samples"]
+            out[name]["yard_inblock"] = procs[f"{name}@yard"]["inblock"]
             out[name]["x30"] = out[name]["median"] / out[name]["yard"]
             out[name]["xfloor"] = out[name]["median"] / out["floor"]["median"]
         # consistency of copies: detail and cancel of one copy
@@ -880,7 +893,11 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
                 fig = f[name]
                 x30 = fig["x30"]
                 xfloor = f", {fig['xfloor']:.2f}× floor" if "xfloor" in fig else ""
-                value = f"{_ms(fig['median'])} ({x30:.2f}× {_ms(fig['yard'])} at ~30{xfloor})"
+                cold = sum(1 for blocks in fig.get("inblock", []) if blocks)
+                cold_yard = sum(1 for blocks in fig.get("yard_inblock", []) if blocks)
+                paged = (f"; read from disk in {cold} + {cold_yard} of {len(fig['inblock'])} runs"
+                         if cold or cold_yard else "")
+                value = f"{_ms(fig['median'])} ({x30:.2f}× {_ms(fig['yard'])} at ~30{xfloor}{paged})"
                 met = "met" if x30 <= 1.2 else "NOT MET"
                 out.append((label, kind, n, value, TARGETS[name], met))
             if "tick_overdue" in f:
