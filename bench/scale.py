@@ -618,9 +618,10 @@ class Scale:
         """Each command (env, argv) `runs` times, round-robin with the import floor; one untimed
         warm-up each (one timed run only when a warm-up took over 10 s). Commands come in pairs (a
         figure, then its yardstick): every other round runs each pair the other way round, so that
-        neither side always goes first, paying for the files the page cache dropped meanwhile (this
-        machine's kernel pages out what was not touched for about a minute: DAMON, `pageout`).
-        `inblock` counts the blocks each run read from disk."""
+        neither side always runs first after the floor (on SQLite at 1M, the big store's `roast
+        sessions`, always first, ran 70-88 ms for the first rounds while its yardstick ran 50; with
+        the order alternating both sides are slow in those rounds). `inblock` counts the blocks
+        each run read from disk (a page cache miss)."""
         times: dict[str, list[float]] = {name: [] for name in ["floor", *commands]}
         cpus: dict[str, list[float]] = {name: [] for name in ["floor", *commands]}
         reads: dict[str, list[int]] = {name: [] for name in ["floor", *commands]}
