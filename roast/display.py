@@ -276,7 +276,7 @@ def _footer(rows: Sequence[Session], total: int, all_shown: bool,
 
 
 def _capped_footer(rows: Sequence[Session], open_total: int | None) -> str:
-    """The footer when the count stopped at COUNT_CAP (issue 25): "1,000+" instead of a number."""
+    """The footer when the count stopped at COUNT_CAP (issue 25): "100+" instead of a number."""
     how = "--all lists them all, or --limit N"
     many = f"{COUNT_CAP:,}+"
     if open_total is None or open_total > COUNT_CAP:

@@ -427,7 +427,7 @@ class Reads:
              offset: int = 0, open_first: bool = False, now: float | None = None
              ) -> tuple[builtins.list[Session], int]:
         """A page of sessions, newest first (open ones first with `open_first`), and how many match:
-        with a `limit`, counted up to COUNT_CAP + 1 at most (issue 25; more than COUNT_CAP: "1,000+").
+        with a `limit`, counted up to COUNT_CAP + 1 at most (issue 25; more than COUNT_CAP: "100+").
 
         `workflow` matches the path or the name; `since` is an epoch (created at or after);
         `older_than` is seconds (last updated before now - older_than, as `prune` counts). The
@@ -487,7 +487,7 @@ class Reads:
 
     def _count(self, tx: Tx, filters: Sequence[str], filter_args: Sequence[object], statuses: Sequence[str],
                *, by_status: bool) -> int:
-        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "1,000+"), one
+        """How many rows match, counted up to COUNT_CAP + 1 (more: the listing says "100+"), one
         status at a time. `by_status` (no workflow filter): each status is a range of
         sessions_by_status, in its order so that no other index gives that order. Planned freely, a
         count over `status IN (…)` took sessions_by_key on PostgreSQL, whose leading column is the

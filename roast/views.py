@@ -112,7 +112,7 @@ class Result:
 
 class Page:
     """A page of sessions: the rows, how many match in all, and whether the view may be stale.
-    `capped` (issue 25): more than COUNT_CAP match; `total` is then COUNT_CAP + 1 ("1,000+")."""
+    `capped` (issue 25): more than COUNT_CAP match; `total` is then COUNT_CAP + 1 ("100+")."""
 
     __slots__ = ("rows", "total", "stale", "capped")
 
@@ -127,7 +127,7 @@ class SessionList(list):  # type: ignore[type-arg]
 
         >>> page = roast.sessions(status="completed")              # doctest: +SKIP
         >>> len(page), page.total, page.next                        # doctest: +SKIP
-        (50, 120, 50)
+        (50, 80, 50)
     """
 
     __slots__ = ("total", "next", "total_capped")

@@ -177,7 +177,7 @@ def test_a_one_status_page_comes_in_order_from_the_status_index(store: Any, monk
 
 def test_the_capped_count_reads_each_status_range_of_the_status_index(store: Any,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The listing's count ("1,000+") reads the range of each status it counts in sessions_by_status,
+    """The listing's count ("100+") reads the range of each status it counts in sessions_by_status,
     never an index led by the workflow (PostgreSQL chose sessions_by_key for `status IN (…)`, and read
     every session of the workflows that sort first: `GET /v1/sessions?status=waiting` was 1.4x at 1M)."""
     ids = mixed(store)
