@@ -87,7 +87,6 @@ _store = open_store  # (store, home)
 
 # --------------------------------------------------------------------------- continuing a session
 
-
 # What a claim gives the drive: the event its branch reads (None: no event, e.g. a timeout the
 # runner answers, a retry), or a Result when nothing is to run (a delivery kept for later).
 Claim = Callable[[Session, Loaded], "Event | None | Result"]
@@ -96,12 +95,13 @@ Claim = Callable[[Session, Loaded], "Event | None | Result"]
 def _continue(store: SessionStore, session: Session, purpose: str, expect: Callable[[Session], None],
               claim: Claim, *, observer: Observer, now: Callable[[], float], force: bool = False,
               moved: str | None = None, event: str | None = None, from_step: str | None = None,
-              wait: float = 0.0, run: bool = True, stop: Any = None) -> Result:
+              wait: float = 0.0, run: bool = True, stop: Any = None,
+              claimed_as: Callable[[], Session | None] | None = None) -> Result:
     """Run a saved session on: the one place that locks, re-reads, checks edits, claims and drives.
 
     `expect` refuses a session no longer in the state the claim needs; everything that can refuse
-    runs before the claim, so a refusal changes nothing (reliability G5). `run=False` (`roast
-    serve`): claim only; the branch runs later, in `run_claimed`."""
+    runs before the claim, so a refusal changes nothing (reliability G5). `run=False` (`roast serve`):
+    claim only; the branch runs later, in `run_claimed`; `claimed_as` gives the claimed session."""
     cwd = cwd_of(session)
     with Held(store, session.id, purpose, wait):
         # what we saw before the lock may be gone: another process can have taken, run and
@@ -116,7 +116,8 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
             from roast.store import mark_running
 
             mark_running(fresh.id)  # claimed here: live until run_claimed() runs it
-            return result_of(store.get(fresh.id))._replace(warnings=loaded.warnings)
+            after = claimed_as() if claimed_as is not None else None  # issue 25: no read after the claim
+            return result_of(after or store.get(fresh.id))._replace(warnings=loaded.warnings)
         loaded.ctx.attach_env(dict(os.environ))
         result, job = drive(store, fresh.id, loaded.defn, loaded.ctx, loaded.cursor, claimed, observer, now, cwd,
                             stop)
@@ -285,7 +286,7 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
                                 workflow_path=moved, wait_seq=wait_seq, now=now())
         if outcome.outcome not in ("consumed", "late"):
             return intake_.refused_or_kept(outcome, incoming, others)
-        taken.update(outcome=outcome, session=fresh)
+        taken.update(outcome=outcome, session=fresh, after=outcome.session if outcome.outcome == "consumed" else None)
         if outcome.outcome == "late":  # SPEC §6: a late event is refused, and its claimed timeout runs
             return event_of(outcome.claimed)  # `refused_event` reaches the branch (issue 20)
         if others:
@@ -305,7 +306,7 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
             return intake_.refused_or_kept(outcome, incoming, others)
         try:
             result = _continue(store, fresh, "roast resume", expect, claim, observer=observer, now=now, force=force,
-                               moved=moved, event=incoming.name, run=run)
+                               moved=moved, event=incoming.name, run=run, claimed_as=lambda: taken.get("after"))
         except Busy as err:
             busy = err
             time.sleep(0.02)  # another process is taking the session right now; look again
