@@ -9,6 +9,7 @@ per definition fingerprint, not per session (issue 12). Reads workflow files; ru
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
@@ -197,18 +198,40 @@ def unchanged(sources: Mapping[str, str | None], moved_from: str | None = None, 
     for path, expected in sources.items():
         if moved_from and moved_to and path.startswith(moved_from + os.sep):
             path = moved_to + path[len(moved_from):]
-        try:
-            if expected is None:
-                if os.path.isfile(path):
-                    return False
-                continue
-            with open(path, "rb") as handle:
-                text = handle.read(1_048_577).decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError):
-            return False
-        if digest(text) != expected:
+        if expected is None:
+            if os.path.isfile(path):
+                return False
+            continue
+        if file_digest(path) != expected:
             return False
     return True
+
+
+# issue 25: a file's digest, kept while its inode, size, mtime and ctime stay the same (any write
+# changes ctime), so a claim stats the workflow instead of reading and hashing it; a file written
+# in the last 2 s is read every time (an edit within the clock's resolution cannot hide)
+SETTLED_NS = 2_000_000_000
+_DIGESTS: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def file_digest(path: str) -> str | None:
+    """The digest of a workflow file's text, as `digest` gives it; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        kept = _DIGESTS.get(path)
+        if kept is not None and kept[0] == seen:
+            return kept[1]
+        with open(path, "rb") as handle:
+            text = handle.read(1_048_577).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = digest(text)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS:
+        if len(_DIGESTS) >= 1024:
+            _DIGESTS.clear()
+        _DIGESTS[path] = (seen, found)
+    return found
 
 
 def from_record(saved: Mapping[str, Any], session: Session) -> Definition | None:
@@ -316,15 +339,10 @@ def changed_files(saved: Mapping[str, Any] | None) -> list[str]:
         return []
     out = []
     for path, expected in saved["sources"].items():
-        try:
-            if expected is None:
-                if os.path.isfile(path):
-                    out.append(path)
-                continue
-            with open(path, "rb") as handle:
-                if digest(handle.read(1_048_577).decode("utf-8-sig")) != expected:
-                    out.append(path)
-        except (OSError, UnicodeDecodeError):
+        if expected is None:
+            if os.path.isfile(path):
+                out.append(path)
+        elif file_digest(path) != expected:
             out.append(path)
     return out
 

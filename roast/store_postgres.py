@@ -149,6 +149,7 @@ class PostgresStore(PgErrors, SQLStore):
         self.dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or "")
         self.user = str(params.get("user") or os.environ.get("PGUSER") or "")
         self._keys: seal.Keyring | None = None
+        self._definitions: dict[str, tuple[bytes, object]] = {}
         self._local = _Local()
         # Every session some thread of this process holds through this store (pid, holder text).
         self._holding: dict[str, tuple[int, str]] = {}

@@ -58,6 +58,7 @@ class SQLiteStore(SQLStore):
         # Private test hook: run on every new connection (e.g. PRAGMA max_page_count for disk full).
         self._on_connect: Any = None
         self._keys: seal.Keyring | None = None
+        self._definitions: dict[str, tuple[bytes, object]] = {}
         self._conn: sqlite3.Connection | None = None
         self._conn_pid = 0
         self._conn_thread = 0
@@ -397,11 +398,14 @@ class SQLiteStore(SQLStore):
         """
         path = self._lock_path(session_id)
         with self._errors():
-            self._make_home()
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             # os.open fds are not inherited by step subprocesses (O_CLOEXEC), so a child that outlives
             # roast cannot keep the session looking alive.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:  # the first lock of this home (issue 25: not two makedirs per claim)
+                self._make_home()
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         for attempt in range(5):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

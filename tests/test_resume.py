@@ -37,6 +37,7 @@ from conftest import ROOT, run_cli
 
 import roast
 from roast import api
+from roast.errors import DefinitionChanged
 
 DEPLOY = """
 name: deploy
@@ -563,6 +564,30 @@ def test_a_step_added_after_the_wait_resumes_with_a_warning_and_runs_the_new_ste
     assert "roast: warning:" in r.err and "changed" in r.err
     assert r.json["warnings"]
     assert lines(log) == ["prepare", "approved", "finish", "extra"]
+
+
+def test_an_edit_keeping_size_and_mtime_is_seen_after_a_resume_in_this_process_read_the_file(
+        wf, log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: a process keeps a workflow file's digest while the file's stat says it is the same
+    file; any write changes its ctime, so an edit that restores size and mtime is still seen."""
+    from roast import definition
+
+    monkeypatch.setattr(definition, "SETTLED_NS", 50_000_000)  # the file settles in 50 ms, not 2 s
+    path = wf(fill(EDIT_BASE, LOG=log))
+    first, second = execute(path), execute(path)
+    time.sleep(0.2)  # settled: the next read keeps its digest
+    assert roast.resume("approved", session_id=first).status == "completed"
+    before = os.stat(path)
+    _edit(path, "  - prepare:", "  - prepaer:")  # same size, same inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    kept = dump(second)
+
+    with pytest.raises(DefinitionChanged, match="prepaer"):
+        roast.resume("approved", session_id=second)
+    assert dump(second) == kept
+    assert lines(log) == ["prepare", "prepare", "approved", "finish"]
 
 
 @pytest.mark.parametrize("old, new, moved", [

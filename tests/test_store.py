@@ -799,6 +799,20 @@ def test_a_tampered_definition_is_refused(store: Any) -> None:
         reopen(store).load_definition("e" * 64)
 
 
+def test_a_definition_tampered_after_this_store_loaded_it_is_refused_by_the_same_store(store: Any) -> None:
+    """Issue 25: a store keeps the definitions it verified, for the next claim of the same
+    workflow; only the very bytes it verified are taken from that, so damage is still refused."""
+    definition = {"data": {"steps": ["$(echo hi)"]}}
+    make(store, definition=definition, fingerprint="d" * 64)
+    assert store.load_definition("d" * 64) == definition
+    assert store.load_definition("d" * 64) == definition  # kept
+    blob = bytearray(raw(store, "SELECT envelope FROM definitions")[0][0])
+    blob[-5] ^= 1
+    raw(store, "UPDATE definitions SET envelope = ?", (bytes(blob),))
+    with pytest.raises(StateRefused, match=f"the saved definition {'d' * 12} failed its integrity check"):
+        store.load_definition("d" * 64)
+
+
 # --------------------------------------------------------------------------- steps, listing, pruning
 
 def test_spawned_records_the_process_group_and_host_of_an_attempt(store: Any) -> None:
