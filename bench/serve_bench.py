@@ -18,7 +18,10 @@ The yardstick (issue 25) is the same clients (`deliver`, same request shape and 
 Uvicorn with roast serve's settings (its guarded h11 protocol, `limit_concurrency`, keep-alive) and
 a Starlette app that answers 202 with a small JSON document: `noop` does nothing else; `sqlite`
 first commits one fsync'd `BEGIN IMMEDIATE; UPDATE; COMMIT` in WAL mode (`synchronous=FULL`, as
-roast's store) on one worker thread, as roast serve's SQLite claims take turns. `--http httptools`
+roast's store) on one worker thread, as roast serve's SQLite claims take turns; with `--store
+postgresql://…`, `postgres` also commits one `UPDATE` (autocommit, the server's own durability
+settings) per request on one of CLAIM_THREADS threads with a connection each, as roast serve's
+PostgreSQL claims do, in a table `roast_yard` it makes and drops in that database. `--http httptools`
 / `--loop uvloop` measure those Uvicorn options where installed (roast does not depend on them).
 Every figure carries the CPU of the client process (getrusage of this process) and of the server
 (its /proc stat, children it waited for included) over the delivery phase, in % of one core.
@@ -68,6 +71,12 @@ limiter = []
 
 def commit(session_id):
     db = getattr(local, "db", None)
+    if mode == "postgres":  # one connection per claim thread (a pool of CLAIM_THREADS), one commit each
+        if db is None:
+            import psycopg
+            db = local.db = psycopg.connect(db_path, autocommit=True)
+        db.execute("UPDATE roast_yard SET status = 'running', n = n + 1 WHERE id = %s", (session_id,))
+        return
     if db is None:
         db = local.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA synchronous=FULL")
@@ -78,15 +87,17 @@ def commit(session_id):
 
 async def claim(request):
     body = await request.body()
-    if mode == "sqlite":
+    if mode != "noop":
         if not limiter:
-            limiter.append(anyio.CapacityLimiter(1))
+            limiter.append(anyio.CapacityLimiter(1 if mode == "sqlite" else CLAIM_THREADS))
         await anyio.to_thread.run_sync(commit, request.path_params["session_id"], limiter=limiter[0])
     return Response(b'{"outcome":"consumed","session_id":"' + request.path_params["session_id"].encode() + b'"}',
                     status_code=202, media_type="application/json")
 
 
-if mode == "sqlite":
+if mode == "postgres":
+    from roast.serve import CLAIM_THREADS
+elif mode == "sqlite":
     with sqlite3.connect(db_path, isolation_level=None) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, status TEXT, n INTEGER DEFAULT 0)")
@@ -248,8 +259,10 @@ def yardstick(mode: str, count: int, clients: int, base: str | None, http: str =
     work = Path(tempfile.mkdtemp(prefix="roast-yard-", dir=base))
     try:
         ids = [f"s{n:06d}" for n in range(count)]
-        db = work / "yard.db"
-        proc, port, _ = _start(work, work, 1, [sys.executable, "-c", YARD_APP, mode, str(db), http, loop])
+        db = os.environ["ROAST_STORE"] if mode == "postgres" else str(work / "yard.db")
+        if mode == "postgres":
+            _yard_table(db, ids)
+        proc, port, _ = _start(work, work, 1, [sys.executable, "-c", YARD_APP, mode, db, http, loop])
         try:
             if mode == "sqlite":
                 import sqlite3
@@ -265,16 +278,34 @@ def yardstick(mode: str, count: int, clients: int, base: str | None, http: str =
             figures = deliver_measured(proc.pid, port, ids, clients)
         finally:
             _stop(proc, 30)
+            if mode == "postgres":
+                _yard_table(db, None)
         return {"yardstick": mode, "http": http, "loop": loop, **figures}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _on_postgres() -> bool:
+    return os.environ.get("ROAST_STORE", "").startswith(("postgresql:", "postgres:"))
+
+
+def _yard_table(url: str, ids: list[str] | None) -> None:
+    """The `postgres` yardstick's table in the store's database: made with `ids` waiting, or dropped."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS roast_yard")
+        if ids is not None:
+            db.execute("CREATE TABLE roast_yard (id text PRIMARY KEY, status text, n integer DEFAULT 0)")
+            with db.cursor() as cur:
+                cur.executemany("INSERT INTO roast_yard (id, status) VALUES (%s, 'waiting')", [(i,) for i in ids])
 
 
 def _completed(home: Path) -> int:
     """Completed sessions in the store, counted in SQL (the api's counts are capped, issue 25)."""
     query = "SELECT count(*) FROM sessions WHERE status = 'completed'"
     url = os.environ.get("ROAST_STORE", "")
-    if url.startswith(("postgresql:", "postgres:")):
+    if _on_postgres():
         import psycopg
 
         with psycopg.connect(url) as db:
@@ -360,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = run(args.sessions, args.clients, args.workers, args.base, args.profile)
     if args.yardstick:
         figures["yardsticks"] = [yardstick(mode, args.sessions, args.clients, args.base, args.http, args.loop)
-                                 for mode in ("noop", "sqlite")]
+                                 for mode in ("noop", "sqlite", *(("postgres",) if _on_postgres() else ()))]
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
