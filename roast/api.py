@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 
 from roast import deliver as intake_
-from roast import settings
 from roast.deliver import Busy, Held, LookAgain, Loaded, cwd_of, not_retryable, not_waiting
 from roast.drive import correlation_key, drive, event_of, notify, state_of
 from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
 from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
+from roast.store_url import open_store
 from roast.views import COUNT_CAP, Page, Result, SessionList, delivery_doc, result_of
 
 if TYPE_CHECKING:
@@ -51,38 +51,7 @@ def _quiet() -> Observer:
 
 # --------------------------------------------------------------------------- the store
 
-
-def open_store(store: SessionStore | str | None = None, home: str | os.PathLike[str] | None = None) -> SessionStore:
-    """The session store to use: `store` (an object, or a URL), else `ROAST_STORE`, else SQLite in
-    ROAST_HOME (`home=`). URLs: `sqlite:///path/sessions.db`, `postgresql://user@host:port/db`."""
-    if store is not None and not isinstance(store, str):
-        return store
-    url = store if isinstance(store, str) else settings.store_url()
-    if not url or home is not None and not isinstance(store, str):
-        from roast.store_sqlite import SQLiteStore
-
-        return SQLiteStore(home)
-    if url.startswith("sqlite:"):
-        from roast.store_sqlite import SQLiteStore
-
-        path = url[len("sqlite://"):] if url.startswith("sqlite://") else url[len("sqlite:"):]
-        if not path or path == "/":
-            return SQLiteStore(home)
-        return SQLiteStore(os.path.dirname(path) or ".", db_path=path)
-    if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from roast.store_postgres import PostgresStore
-        except ImportError as err:
-            raise UsageError("ROAST_STORE names a PostgreSQL store, and its driver is not installed",
-                             hint="pip install 'roast-workflows[postgres]'") from err
-        return PostgresStore(url)
-    from roast.store import mask_url
-
-    raise UsageError(f"ROAST_STORE {mask_url(url)!r} is not a store URL",
-                     hint="use sqlite:///path/sessions.db or postgresql://user@host:port/dbname")
-
-
-_store = open_store  # (store, home)
+_store = open_store  # (store, home): roast.store_url
 
 
 # --------------------------------------------------------------------------- continuing a session
@@ -355,6 +324,15 @@ def _recover(store: SessionStore, session: Session, observer: Observer, now: Cal
         intake_.check_moved(session, moved)
     return _continue(store, session, "roast resume (recovery)", _running, _taken_over(store, observer, now),
                      observer=observer, now=now, force=force, moved=moved, stop=stop)
+
+
+def together(calls: Sequence[Callable[[], Any]], *, home: str | os.PathLike[str] | None = None,
+             store: SessionStore | str | None = None) -> list[tuple[bool, Any]]:
+    """Claims (`resume(..., run=False)`) in one write transaction, each `(True, value)` or `(False,
+    exception)`, each alone if the group is not kept (`roast serve` on SQLite, issue 25: `roast.claiming`)."""
+    from roast.claiming import together as joined
+
+    return joined(_store(store, home), calls)
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,

@@ -11,11 +11,13 @@ ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell_le
          "timers", "providers", "tools", "tool_calls", "context", "seal", "signed", "yaml_lines", "workflow", "requests",
          "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks", "effects", "links", "store",
          "outcomes", "migrations", "sql_reads", "sql_group", "sql",
-         "store_sqlite", "pg_errors", "store_postgres", "store_copy", "definition", "stop", "views", "drive", "deliver", "reminders", "firing", "worker",
-         "api", "gates", "approvals", "display", "approval_html", "http_guard", "serve_intake", "serve", "people", "cli_store",
+         "store_sqlite", "pg_errors", "store_postgres", "store_copy", "store_url", "definition", "stop", "views", "drive", "deliver", "reminders", "firing", "claiming", "worker",
+         "api", "gates", "approvals", "display", "approval_html", "http_guard", "serve_intake", "serve_claims", "serve", "people", "cli_store",
          "cli_approve", "cli"]
-FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake", "cli_approve"}
-STORES = {"sql", "sql_group", "sql_reads", "migrations", "store_sqlite", "pg_errors", "store_postgres", "store_copy"}
+FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake", "cli_approve",
+         "serve_claims"}
+STORES = {"sql", "sql_group", "sql_reads", "migrations", "store_sqlite", "pg_errors", "store_postgres", "store_copy",
+          "store_url"}
 ENTRY_POINTS = {"__init__", "__main__"}
 
 
