@@ -295,24 +295,31 @@ def deliver(api: Any, event: str, body: bytes, principal: Principal, *, session_
 
 
 def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
-    """The Starlette app; every api call runs in a thread, with at most CLAIM_THREADS at once."""
+    """The Starlette app; every api call runs in a thread, with at most CLAIM_THREADS claims at once
+    (on SQLite, one claim thread that commits the deliveries waiting together: `serve_claims`)."""
     import anyio
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from roast import serve_intake, settings
+    from roast import serve_claims, serve_intake, settings
 
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: claims taking turns on one thread beat 16 threads sleeping in
     # its busy handler (330 vs 180 claims/s in process, and a p99 of 5 ms instead of 1 s)
     claim_threads = CLAIM_THREADS if getattr(api.store, "shared", False) else 1
 
-    async def claim(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    # SQLite: the claims waiting at once commit together on the one claim thread (issue 25)
+    claims = None if claim_threads > 1 else serve_claims.Claims(api)
+
+    async def claim(fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:
+        """A claim (`together`: a delivery that may share a transaction with others waiting)."""
         runtime.claiming += 1  # on the event loop's thread only
         runtime.idle.clear()
         try:
+            if claims is not None:
+                return await claims(fn, *args, together=together, **kwargs)
             return await call(fn, *args, writes=True, **kwargs)
         finally:
             runtime.claiming -= 1
@@ -383,7 +390,8 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                 raise RequestRefused("unsupported_media_type", f"the body must be JSON (Content-Type: "
                                  f"application/json), not {kind!r}; nothing was delivered")
             reason = request.headers.get("roast-reason") or request.query_params.get("reason") or None
-            result = await claim(deliver, api, event, body, who, reason=reason and reason[:2000], **target)
+            result = await claim(deliver, api, event, body, who, reason=reason and reason[:2000], together=True,
+                                 **target)
         except RoastError as err:
             if isinstance(err, EventLate) and err.claimed:  # its timeout path was claimed, and runs here
                 runtime.submit(err.session_id)
@@ -408,7 +416,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
             raise RequestRefused("unsupported_media_type", f"the body must be JSON, not {kind!r}; nothing was delivered")
         checked = await call(approvals.check_signed, target["session_id"], event, body, text, signature,
                              store=api.store, pool="verify")  # ssh-keygen runs here, not in a claim or read thread
-        result = await claim(approvals.deliver_checked, checked, store=api.store, run=False)
+        result = await claim(approvals.deliver_checked, checked, store=api.store, run=False, together=True)
         note(request, actor=(result.delivery or {}).get("actor"), session=result.session_id, outcome=result.outcome)
         if result.outcome == "consumed":
             runtime.submit(result.session_id)
@@ -487,7 +495,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                   "call": call, "claim": claim, "note": note, "failed": failed, "read_body": read_body,
                   "as_json": as_json, "authenticate": authenticate})]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})  # type: ignore[dict-item]
-    return _Front(app, config, log)
+    return _Front(app, config, log, closing=claims.close if claims is not None else None)
 
 
 def _client(request: Request) -> str | None:
@@ -499,10 +507,15 @@ class _Front:
     rebinding and cross-site posts from a browser, the headers every answer carries, and the
     request's log line (the path only; an approval link's token is never logged)."""
 
-    def __init__(self, app: Any, config: Config, log: Log) -> None:
-        self.app, self.config, self.log = app, config, log
+    def __init__(self, app: Any, config: Config, log: Log, closing: Callable[[], None] | None = None) -> None:
+        self.app, self.config, self.log, self.closing = app, config, log, closing
         self.hosts = None if not loopback(config.host) else _LOOPBACK_NAMES | (
             {config.public_host} if config.public_host else set())
+
+    def close(self) -> None:
+        """After the last request: stop what the app started (the claim thread)."""
+        if self.closing is not None:
+            self.closing()
 
     def _refuse(self, status: int, code: str, message: str) -> tuple[int, bytes]:
         return status, json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -611,6 +624,7 @@ def _serve(config: Config) -> int:
         log("stopping: no new requests; running branches may finish", grace=config.grace)
         server.should_exit = True
         thread.join(timeout=30)
+        app.close()
         runtime.stop(config.grace, hurry)
     except (KeyboardInterrupt, Interrupted):  # a signal before ours were installed, or a second Ctrl-C
         server.should_exit = True

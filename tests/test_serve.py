@@ -269,6 +269,44 @@ def test_thirty_two_concurrent_deliveries_to_one_wait_consume_exactly_one(tmp_pa
     assert [h.path for h in api.history(sid)].count("steps[1].approved[0]") == 1
 
 
+def test_concurrent_deliveries_to_many_sessions_each_get_their_own_answer_and_run_once(tmp_path, serve):
+    """Issue 25: on SQLite the claims waiting at once commit together; each request still gets its
+    own outcome (consumed, duplicate, refused), and every consumed event's branch runs once."""
+    sids = [waiting_session(tmp_path) for _ in range(12)]
+    server = serve()
+    asks = [(sid, "approved", f"k-{sid}") for sid in sids] + [(sid, "approved", f"k-{sid}") for sid in sids[:6]] \
+        + [(sid, "rejectd", None) for sid in sids[6:]] + [("zzzzzzzzzzzzz", "approved", None)]
+    barrier = threading.Barrier(len(asks))
+    answers: dict[int, tuple[int, Any]] = {}
+
+    def deliver(n: int, sid: str, event: str, key: str | None) -> None:
+        barrier.wait()
+        answers[n] = server.post(sid, event, json.dumps({"approver": "ana"}) if key else None,
+                                 {"idempotency-key": key} if key else {})
+
+    threads = [threading.Thread(target=deliver, args=(n, *ask)) for n, ask in enumerate(asks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(answers) == len(asks)
+    for sid in sids:
+        mine = [answers[n] for n, ask in enumerate(asks) if ask[0] == sid and ask[1] == "approved"]
+        outcomes = sorted(doc["outcome"] for _, doc in mine)
+        # the same key twice: one claim, and the other its duplicate (before or after the branch ran)
+        assert outcomes in (["consumed"], ["consumed", "duplicate"]), (sid, mine)
+        assert all(status == 200 for status, _ in mine), mine
+    for n, (sid, event, _) in enumerate(asks):
+        if event == "rejectd":
+            assert (answers[n][0], answers[n][1]["error"]["code"]) == (404, "unknown_event"), answers[n]
+    assert answers[len(asks) - 1][0] == 404
+    for sid in sids:
+        assert eventually(lambda sid=sid: finished(sid), "every branch to run").status == "completed"
+        assert [e.outcome for e in api.deliveries(sid)].count("consumed") == 1
+        assert [h.path for h in api.history(sid)].count("steps[1].approved[0]") == 1
+    assert sum(e.outcome == "unknown_event" for sid in sids[6:] for e in api.deliveries(sid)) == 6
+
+
 def test_correlation_by_key_reaches_the_one_keyed_session_and_never_fans_out(tmp_path, serve):
     yaml_text = """
         name: review
