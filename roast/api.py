@@ -278,6 +278,7 @@ def _deliver(store: SessionStore, session: Session, incoming: Any, *, observer: 
                                moved=moved, event=incoming.name, run=run, claimed_as=lambda: taken.get("after"))
         except Busy as err:
             busy = err
+            store.settle()  # claims taken together commit first: the other process may need the write lock
             time.sleep(0.02)  # another process is taking the session right now; look again
             continue
         except LookAgain:

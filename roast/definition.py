@@ -241,12 +241,28 @@ def from_record(saved: Mapping[str, Any], session: Session) -> Definition | None
     tree, sources = saved.get("tree"), saved.get("sources")
     where = _relocated(saved.get("path"), session.workflow_path)
     if tree and sources and where is not None and unchanged(sources, *where):
-        import pickle  # the tree was sealed and verified with the rest of the record
-
-        return Definition(pickle.loads(tree), session.workflow_path, session.workflow_name, session.fingerprint,
+        return Definition(_unpickled(tree), session.workflow_path, session.workflow_name, session.fingerprint,
                           saved.get("provider"), sources=sources, tree=tree, key_template=saved.get("key"),
                           models=saved.get("models"), about=saved.get("about"))
     return None
+
+
+# issue 25: the step trees this process unpickled, by their bytes (the store keeps the verified
+# record, so the same bytes come back for every claim of a workflow); a tree is immutable Records,
+# shared as `roast tick`'s batches share one between the sessions they run
+_TREES: dict[bytes, steps.Sequence] = {}
+
+
+def _unpickled(tree: bytes) -> steps.Sequence:
+    found = _TREES.get(tree)
+    if found is None:
+        import pickle  # the tree was sealed and verified with the rest of the record
+
+        found = pickle.loads(tree)
+        if len(_TREES) >= 64:
+            _TREES.clear()
+        _TREES[tree] = found
+    return found
 
 
 def _relocated(saved_path: str | None, path: str) -> tuple[str | None, str | None] | None:

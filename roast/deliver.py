@@ -52,7 +52,7 @@ class Held:
     """The session's lock, waited for up to `wait` seconds (the store's `hold` does not wait)."""
 
     def __init__(self, store: SessionStore, session_id: str, purpose: str, wait: float) -> None:
-        self.hold, self.wait = store.hold(session_id, purpose), wait
+        self.store, self.hold, self.wait = store, store.hold(session_id, purpose), wait
 
     def __enter__(self) -> None:
         until = time.monotonic() + self.wait
@@ -63,6 +63,7 @@ class Held:
             except NotWaiting as err:
                 if time.monotonic() >= until:
                     raise Busy(err.message, hint=err.hint) from None
+            self.store.settle()  # claims taken together (roast.claiming) commit before one waits for a lock
             time.sleep(0.02)
 
     def __exit__(self, *exc: object) -> None:

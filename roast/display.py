@@ -609,8 +609,8 @@ class Log:
 
 def _log_value(value: Any) -> str:
     text = str(value)
-    return _log_text(json.dumps(text, ensure_ascii=False)) if not text or any(c.isspace() or not c.isprintable()
-                                                                              for c in text) else text
+    # quoted when empty, or holding a space or anything unprintable (split() finds any whitespace)
+    return text if text.isprintable() and text.split() == [text] else _log_text(json.dumps(text, ensure_ascii=False))
 
 
 def _log_text(text: str) -> str:

@@ -527,16 +527,20 @@ class _Front:
         from urllib.parse import urlsplit
 
         began = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host_header, origin = "", None
+        for key, value in scope.get("headers", []):  # ASGI: lowercased names; the last of a repeat wins
+            if key == b"host":
+                host_header = value.decode("latin-1")
+            elif key == b"origin":
+                origin = value.decode("latin-1")
         path = scope.get("path", "")
         shown = path[:3] + "<link>" if path.startswith(("/a/", "/g/", "/p/")) else path  # a capability: never logged
         refusal = None
-        host = urlsplit("//" + headers.get("host", "")).hostname or ""
+        host = urlsplit("//" + host_header).hostname or ""
         if self.hosts is not None and host.lower() not in self.hosts:
             refusal = self._refuse(421, "misdirected", f"this server does not answer for the host {host!r}")
-        origin = headers.get("origin")
         if refusal is None and origin is not None and path.startswith("/v1/") \
-                and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+                and urlsplit(origin).netloc.lower() != host_header.lower():
             refusal = self._refuse(403, "cross_origin", "the roast API does not answer requests from web pages "
                                                         "of other origins")
         status_seen = [0]

@@ -80,17 +80,25 @@ def _now(now: float | None) -> float:
 PAUSE_ENDED = "a pause ended (a sleep, or a retry's backoff)"  # the detail of such a `timeout` (issue 24)
 
 
+def _json(text: str | None, empty: str) -> Any:
+    """A JSON column's value; `empty` ("[]" or "{}") for NULL, and the empty ones without the parser
+    (most of a session's lists are empty: issue 25, a claim reads the session four times)."""
+    if not text or text == empty:
+        return [] if empty == "[]" else {}
+    return json.loads(text)
+
+
 def _session(row: Row, orphaned: bool = False, holder: str | None = None) -> Session:
     output = row["output"]
-    declares = tuple(json.loads(row["declares"] or "[]"))
+    declares = tuple(_json(row["declares"], "[]"))
     return Session(row["id"], row["workflow_path"], row["workflow_name"], row["fingerprint"], row["target"],
-                   row["status"], row["cursor"], json.loads(row["awaiting"] or "[]"), row["deadline"],
+                   row["status"], row["cursor"], _json(row["awaiting"], "[]"), row["deadline"],
                    int(row["wait_seq"]), int(row["attempt"]), row["created_at"], row["updated_at"],
                    row["finished_at"], row["error"], None if output is None else json.loads(output),
                    row["final_output"], row["reason"], bool(row["has_definition"]), orphaned, row["cwd"],
                    declares, row["key"], row["definition"], row["owner"], holder, bool(row["notify_pending"]),
-                   tuple(json.loads(row["ahead"])) if row["ahead"] is not None else declares,
-                   json.loads(row["schemas"] or "{}"), row["started_by"], cancelled_by=row["cancelled_by"])
+                   tuple(_json(row["ahead"], "[]")) if row["ahead"] is not None else declares,
+                   _json(row["schemas"], "{}"), row["started_by"], cancelled_by=row["cancelled_by"])
 
 
 def _event(row: Row) -> EventRecord:

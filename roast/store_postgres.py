@@ -465,6 +465,7 @@ class PostgresStore(PgErrors, SQLStore):
             deadline = deadline or time.monotonic() + _DEAD_HOLDER_WAIT
             if time.monotonic() > deadline:
                 break
+            self.settle()  # a batch's writes (roast.claiming) never keep their row locks while it waits
             time.sleep(0.01)
         raise NotWaiting(f"session {session_id} is still locked for a process that has ended; nothing changed",
                          hint="try again in a moment")

@@ -413,6 +413,7 @@ class SQLiteStore(SQLStore):
             except BlockingIOError:
                 # A `roast sessions` probe holds LOCK_SH for microseconds; don't mistake it for a run.
                 if attempt < 4:
+                    self.settle()  # a batch's writes (roast.claiming) never keep the write lock while it waits
                     time.sleep(0.02)
         else:
             holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "another roast process"

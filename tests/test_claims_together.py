@@ -58,3 +58,61 @@ def test_a_group_rolled_back_by_one_claim_runs_every_claim_again_alone(wf) -> No
         assert api.session(sid).status == "running"
         assert [e.outcome for e in api.deliveries(sid)] == ["consumed"]
     assert api.session(c).status == "waiting" and api.deliveries(c) == []
+
+
+HOLDER = r"""
+import os, sys, time
+from roast import api
+store = api.open_store()
+held, cancel, marks = sys.argv[1], sys.argv[2], sys.argv[3]
+with store.hold(held, "roast test"):
+    open(os.path.join(marks, "holding"), "w").close()
+    while not os.path.exists(os.path.join(marks, "go")):
+        time.sleep(0.005)
+    open(os.path.join(marks, "trying"), "w").close()
+    api.cancel(cancel, store=store)  # a write: it needs the store's write lock
+print("cancelled")
+"""
+
+
+def test_a_claim_that_waits_for_a_session_lock_does_not_keep_the_others_write_lock(wf, tmp_path) -> None:
+    """Another process holds session S's lock and waits to write; a batch that holds the write lock
+    while its claim of S waits for S's lock would wait for each other. The batch commits what it has
+    before any claim waits for a lock, so the other process writes, lets go, and S is claimed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, store_env
+
+    path = wf(WAITING)
+    a, s, b, c = (roast.run(path).session_id for _ in range(4))
+    store = api.open_store()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, **store_env(tmp_path / "roast-home"),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, s, c, str(marks)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (marks / "holding").exists():
+            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
+            time.sleep(0.005)
+
+        def go() -> None:  # inside the batch, after the claim of `a` took the write lock
+            (marks / "go").touch()
+            while not (marks / "trying").exists():
+                time.sleep(0.005)
+            time.sleep(0.2)  # the holder is now waiting for the write lock
+
+        got = api.together([_claim(store, a), go, _claim(store, s), _claim(store, b)], store=store)
+        out, err = holder.communicate(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert holder.returncode == 0 and "cancelled" in out, err
+    assert [ok for ok, _ in got] == [True, True, True, True], got
+    assert [got[i][1].outcome for i in (0, 2, 3)] == ["consumed"] * 3
+    assert api.session(c).status == "cancelled"
