@@ -374,7 +374,7 @@ class Worker:
         one interpreter, and the store's single writer), but waits at most BRANCH_DEFER seconds."""
         until = time.monotonic() + BRANCH_DEFER
         while self.claiming and time.monotonic() < until and not self.stopping.is_set():
-            self.idle.wait(0.01)
+            self.idle.wait(0.1)  # set when the last claim in flight ends; a stop is seen within 0.1 s
 
     def _waits_again(self, session_id: str) -> None:
         """A branch this worker ran reached another wait: fire its deadline right on time."""
