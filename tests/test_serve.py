@@ -307,6 +307,45 @@ def test_concurrent_deliveries_to_many_sessions_each_get_their_own_answer_and_ru
     assert sum(e.outcome == "unknown_event" for sid in sids[6:] for e in api.deliveries(sid)) == 6
 
 
+@pytest.mark.parametrize("fault", [1, 3, 5, 8, 10])
+def test_a_server_killed_inside_claims_taken_together_loses_none_and_consumes_none_twice(tmp_path, serve, fault):
+    """Issue 25: a server SIGKILLed at a write point while it claims (ROAST_FAULT_AT 1-10: eight
+    claims have at least ten write points, all of them in one group at most, so every kill lands
+    in a claim, alone or inside a group, before any branch runs). Every `consumed` it answered is
+    durable; a sender with no answer sends again with its key and gets `consumed` or `duplicate`
+    from the next server; in the end each session took its event exactly once and completed."""
+    sids = [waiting_session(tmp_path) for _ in range(8)]
+    server = serve(env={"ROAST_FAULT_AT": str(fault)})
+    answers: dict[str, Any] = {}
+
+    def deliver(sid: str) -> None:
+        try:
+            answers[sid] = server.post(sid, "approved", '{"approver": "ana"}', {"idempotency-key": f"k-{sid}"})
+        except (OSError, http.client.HTTPException) as err:  # killed before it answered
+            answers[sid] = ("no answer", type(err).__name__)
+
+    threads = [threading.Thread(target=deliver, args=(sid,)) for sid in sids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    eventually(lambda: server.proc.poll() is not None, "the fault to kill the server")
+    for sid, (status, doc) in answers.items():
+        if status == 200:  # answered: already durable, before any recovery
+            assert doc["outcome"] == "consumed", doc
+            assert [e.outcome for e in api.deliveries(sid)].count("consumed") == 1
+    assert any(status != 200 for status, _ in answers.values()), "the fault hit no claim"
+    again = serve()
+    for sid, (status, _) in answers.items():
+        if status != 200:
+            code, doc = again.post(sid, "approved", '{"approver": "ana"}', {"idempotency-key": f"k-{sid}"})
+            assert code == 200 and doc["outcome"] in ("consumed", "duplicate"), doc
+    for sid in sids:
+        assert eventually(lambda sid=sid: finished(sid), "every session to complete").status == "completed"
+        assert [e.outcome for e in api.deliveries(sid)].count("consumed") == 1, api.deliveries(sid)
+        assert [h.path for h in api.history(sid)].count("steps[1].approved[0]") == 1
+
+
 def test_correlation_by_key_reaches_the_one_keyed_session_and_never_fans_out(tmp_path, serve):
     yaml_text = """
         name: review
