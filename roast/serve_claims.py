@@ -97,8 +97,8 @@ class Claims:
             joined = [job for job in batch if job.together]
             self._answer(joined, lambda: self.api.together([job.call for job in joined]))
             for job in batch:
-                if not job.together:
-                    self._answer([job], functools.partial(_alone, job.call))
+                if not job.together:  # alone: `together` of one call makes it in its own transaction
+                    self._answer([job], functools.partial(self.api.together, [job.call]))
 
     @staticmethod
     def _answer(jobs: list[_Job], run: Callable[[], list[tuple[bool, Any]]]) -> None:
@@ -116,10 +116,3 @@ class Claims:
                 loop.call_soon_threadsafe(_settle, theirs)
             except RuntimeError:  # that loop is closed: nobody waits for these answers any more
                 pass
-
-
-def _alone(call: Callable[[], Any]) -> list[tuple[bool, Any]]:
-    try:
-        return [(True, call())]
-    except Exception as err:  # the request's answer, raised on its side
-        return [(False, err)]
