@@ -213,13 +213,30 @@ def deliver(port: int, ids: list[str], clients: int) -> tuple[float, list[float]
     return time.perf_counter() - began, latencies, outcomes
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its living children (`roast serve`'s claim process, running steps)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return [pid, *kids]
+
+
 def _server_ticks(pid: int) -> int:
-    """utime + stime of `pid` and of the children it waited for (the branches' shells), in ticks."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return sum(int(f) for f in fields[11:15])
+    """utime + stime of `pid`, of its living children (the claim process) and of the children it
+    waited for (the branches' shells), in ticks."""
+    total = 0
+    for member in family(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])
+    return total
 
 
 def _stop(proc: subprocess.Popen[Any], grace: float) -> None:

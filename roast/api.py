@@ -27,7 +27,7 @@ from roast.deliver import Busy, Held, LookAgain, Loaded, cwd_of, not_retryable, 
 from roast.drive import correlation_key, drive, event_of, notify, state_of
 from roast.errors import NotWaiting, RoastError, UsageError
 from roast.expressions import iso
-from roast.store import EventRecord, NewSession, Session, StepRecord, new_id
+from roast.store import EventRecord, NewSession, Session, StepRecord, mark_running, new_id
 from roast.store_url import open_store
 from roast.views import COUNT_CAP, Page, Result, SessionList, delivery_doc, result_of
 
@@ -334,6 +334,18 @@ def together(calls: Sequence[Callable[[], Any]], *, home: str | os.PathLike[str]
     from roast.claiming import together as joined
 
     return joined(_store(store, home), calls)
+
+
+def claims_owner(owner: str | None = None) -> str:
+    """The owner this process's claims record; `owner`: record that one (`roast serve`'s claim process)."""
+    from roast.store import claim_as, this_owner
+
+    return (claim_as(owner) if owner is not None else None) or this_owner()
+
+
+def claimed_here(session_id: str, here: bool = True) -> None:
+    """A session claimed for this process (by `roast serve`'s claim process) is this process's to run."""
+    mark_running(session_id, here)
 
 
 def run_claimed(session_id: str, *, home: str | os.PathLike[str] | None = None,

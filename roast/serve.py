@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from roast.display import Log
+    from roast.serve_claims import Bound
 
 
 EXTRA = "pip install 'roast-workflows[serve]'"
@@ -184,20 +185,6 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
 # --------------------------------------------------------------------------- logging
 
 
-class Bound:
-    """The api functions, each called with this server's one store (a connection per thread, not
-    one per call: a claim is ~25 % cheaper)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def __getattr__(self, name: str) -> Any:
-        import functools
-
-        from roast import api
-        return functools.partial(getattr(api, name), store=self.store)
-
-
 # --------------------------------------------------------------------------- authentication
 
 
@@ -310,17 +297,19 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     # its busy handler (330 vs 180 claims/s in process, and a p99 of 5 ms instead of 1 s)
     claim_threads = CLAIM_THREADS if getattr(api.store, "shared", False) else 1
 
-    # SQLite: the claims waiting at once commit together on the one claim thread (issue 25)
-    claims = None if claim_threads > 1 else serve_claims.Claims(api)
+    # the deliveries are made in a claim process (issue 25): on SQLite those waiting at once commit
+    # together, on PostgreSQL CLAIM_THREADS are made at once; other claims on one claim thread here
+    claims = serve_claims.Claims(api, process=True, threads=claim_threads)
+    runtime.quiet = claims.quiet  # its look for orphans waits for the claims in flight
 
     async def claim(fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:
         """A claim (`together`: a delivery that may share a transaction with others waiting)."""
         runtime.claiming += 1  # on the event loop's thread only
         runtime.idle.clear()
         try:
-            if claims is not None:
+            if together or claim_threads == 1:
                 return await claims(fn, *args, together=together, **kwargs)
-            return await call(fn, *args, writes=True, **kwargs)
+            return await call(fn, *args, writes=True, **kwargs)  # PostgreSQL: a page's claim, on a thread here
         finally:
             runtime.claiming -= 1
             if not runtime.claiming:
@@ -495,7 +484,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
                   "call": call, "claim": claim, "note": note, "failed": failed, "read_body": read_body,
                   "as_json": as_json, "authenticate": authenticate})]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})  # type: ignore[dict-item]
-    return _Front(app, config, log, closing=claims.close if claims is not None else None)
+    return _Front(app, config, log, closing=claims.close, starting=claims.start)
 
 
 def _client(request: Request) -> str | None:
@@ -507,10 +496,16 @@ class _Front:
     rebinding and cross-site posts from a browser, the headers every answer carries, and the
     request's log line (the path only; an approval link's token is never logged)."""
 
-    def __init__(self, app: Any, config: Config, log: Log, closing: Callable[[], None] | None = None) -> None:
-        self.app, self.config, self.log, self.closing = app, config, log, closing
+    def __init__(self, app: Any, config: Config, log: Log, closing: Callable[[], None] | None = None,
+                 starting: Callable[[], None] | None = None) -> None:
+        self.app, self.config, self.log, self.closing, self.starting = app, config, log, closing, starting
         self.hosts = None if not loopback(config.host) else _LOOPBACK_NAMES | (
             {config.public_host} if config.public_host else set())
+
+    def start(self) -> None:
+        """Before the first request: start what the app runs beside it (the claim process)."""
+        if self.starting is not None:
+            self.starting()
 
     def close(self) -> None:
         """After the last request: stop what the app started (the claim thread)."""
@@ -581,6 +576,7 @@ def _serve(config: Config) -> int:
 
     from roast import api, http_guard
     from roast.display import Log, LogObserver
+    from roast.serve_claims import Bound
 
     log = Log(config.log_format)
     try:
@@ -603,6 +599,7 @@ def _serve(config: Config) -> int:
     runtime = api.worker(workers=config.workers, log=log, store=store,
                          observer_for=lambda session_id: LogObserver(log, session_id))
     app = build_app(config, runtime, Bound(store), log)
+    app.start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            proxy_headers=False, server_header=False, timeout_keep_alive=5,
                                            timeout_graceful_shutdown=10, limit_concurrency=1024, http=guarded))

@@ -1,11 +1,24 @@
-"""`roast serve`'s claims on a store with one writer (SQLite): one thread, in turn, in batches.
+"""`roast serve`'s claims: where the requests' claims are made, in turn, in batches.
 
-Each claim an HTTP request makes waits here for the claim thread. The thread takes every claim
-waiting when it is free (at most `MOST`) and runs the deliveries among them together, in one write
-transaction and one commit (`api.together`, issue 25), then any other claim alone; each request is
-answered after the commit that made its own claim durable. With one claim waiting this is a claim
-on its own thread, as before; with sixteen clients each waiting for its answer, a batch carries
-most of them: 940 claims/s instead of 567 on the bench machine (bench/serve_bench.py).
+Each claim an HTTP request makes waits here while a claim thread makes it. On a store with one
+writer (SQLite) the thread takes every claim waiting when it is free (at most `MOST`) and runs the
+deliveries among them together, in one write transaction and one commit (`api.together`, issue
+25), then any other claim alone; each request is answered after the commit that made its own claim
+durable. With one claim waiting this is a claim on its own thread; with sixteen clients each
+waiting for its answer, a batch carries most of them.
+
+The deliveries (`together=True`) are made in a **claim process** of the server's own (`Process`):
+a child that runs `api.together` on its own store connection and answers over a pipe, so the
+claims use the machine's second core instead of sharing one interpreter with the HTTP side (issue
+25: 905 → 1,200+ claims/s on the bench machine). It claims *for the server*: each claimed session
+records the server as its owner, and the server marks it as its own (`api.claimed_here`) before
+the request is answered and before its branch is handed to the worker, which runs it here, as
+before. The server's look for orphans waits for the claims in flight (`Process.quiet`), so a
+session claimed and not yet marked is never taken for one. The claim process ignores SIGINT and
+SIGTERM and ends when the server closes its pipe (or dies); if it dies first, the requests it had
+not answered get a 503 (their claims may have been made: a sender tries again with its idempotency
+key and gets `duplicate`), their sessions are recovered as orphans are, and the next delivery
+starts a new claim process.
 
 A request that is cancelled while it waits (its client went away, the server stops) still has its
 claim made and its answer decided: the wait is shielded, as `anyio.to_thread.run_sync` shields a
@@ -14,6 +27,7 @@ thread's work, so a consumed event's branch is always handed to the worker.
 from __future__ import annotations
 
 import functools
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -21,17 +35,34 @@ from collections.abc import Callable
 TYPE_CHECKING = False  # typing is not imported at run time (start-up, issue 12)
 if TYPE_CHECKING:
     import asyncio
+    import subprocess
+    from collections.abc import Iterator
     from typing import Any
 
 MOST = 32  # claims in one batch: one write transaction holds SQLite's write lock for all of them
+QUIET_WAIT = 10.0  # seconds the look for orphans waits for the claims in flight before it skips a turn
+# what the claim process is not given: the server's credentials (it verifies nothing, it claims)
+_NOT_FOR_CLAIMS = ("ROAST_SERVE_TOKENS", "ROAST_WEBHOOK_SECRET", "ROAST_GITHUB_WEBHOOK_SECRET")
+
+
+class Bound:
+    """The api functions, each called with this server's one store (a connection per thread, not
+    one per call: a claim is ~25 % cheaper)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        from roast import api
+        return functools.partial(getattr(api, name), store=self.store)
 
 
 class _Job:
-    __slots__ = ("call", "together", "future", "loop")
+    __slots__ = ("call", "together", "future", "loop", "parts")
 
     def __init__(self, call: Callable[[], Any], together: bool, future: asyncio.Future[Any],
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self.call, self.together, self.future, self.loop = call, together, future, loop
+                 loop: asyncio.AbstractEventLoop, parts: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> None:
+        self.call, self.together, self.future, self.loop, self.parts = call, together, future, loop, parts
 
 
 def _settle(answers: list[tuple[_Job, bool, Any]]) -> None:
@@ -41,29 +72,51 @@ def _settle(answers: list[tuple[_Job, bool, Any]]) -> None:
             job.future.set_result(value) if ok else job.future.set_exception(value)
 
 
-class Claims:
-    """The claim thread of one `roast serve` (see the module docstring); `api` is the server's
-    `Bound` api (its `together` runs with the server's store)."""
+def _answer(answers: list[tuple[_Job, bool, Any]]) -> None:
+    """From a claim thread: hand each answer to its request's event loop, once per loop."""
+    by_loop: dict[Any, list[tuple[_Job, bool, Any]]] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].loop, []).append(answer)
+    for loop, theirs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, theirs)
+        except RuntimeError:  # that loop is closed: nobody waits for these answers any more
+            pass
 
-    def __init__(self, api: Any, most: int = MOST) -> None:
+
+class Claims:
+    """The claims of one `roast serve` (see the module docstring); `api` is the server's `Bound`
+    api. `process`: make the deliveries in a claim process (`Process`), the others on this thread."""
+
+    def __init__(self, api: Any, most: int = MOST, process: bool = False, threads: int = 1) -> None:
         self.api, self.most = api, most
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.process = Process(api, most, threads) if process else None
 
     async def __call__(self, fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:
-        """Claim with `fn(*args, **kwargs)` on the claim thread; `together`: a delivery that may share
-        a transaction with the others waiting (`resume(..., run=False)`)."""
+        """Claim with `fn(*args, **kwargs)`; `together`: a delivery that may share a transaction with
+        the others waiting (`resume(..., run=False)`; `fn` and its arguments then pickle)."""
         import asyncio
 
         import anyio
 
-        self._start()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.jobs.put(_Job(functools.partial(fn, *args, **kwargs), together, future, loop))
+        job = _Job(functools.partial(fn, *args, **kwargs), together, future, loop, (fn, args, kwargs))
+        if together and self.process is not None:
+            self.process.put(job)
+        else:
+            self._start()
+            self.jobs.put(job)
         with anyio.CancelScope(shield=True):
             return await future
+
+    def start(self) -> None:
+        """Start the claim process now (a server starts it before it listens), not at the first claim."""
+        if self.process is not None:
+            self.process.start()
 
     def _start(self) -> None:
         with self.lock:
@@ -71,13 +124,21 @@ class Claims:
                 self.thread = threading.Thread(target=self._run, name="roast-serve-claims", daemon=True)
                 self.thread.start()
 
+    def quiet(self) -> Any:
+        """A context in which no claim is in flight in the claim process (the look for orphans)."""
+        import contextlib
+
+        return self.process.quiet() if self.process is not None else contextlib.nullcontext(True)
+
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the claim thread once the claims given to it are made."""
+        """Stop the claim thread and the claim process once the claims given to them are made."""
         with self.lock:
             thread, self.thread = self.thread, None
         if thread is not None:
             self.jobs.put(None)
             thread.join(timeout)
+        if self.process is not None:
+            self.process.close(timeout)
 
     def _run(self) -> None:
         while True:
@@ -95,24 +156,369 @@ class Claims:
                     break
                 batch.append(job)
             joined = [job for job in batch if job.together]
-            self._answer(joined, lambda: self.api.together([job.call for job in joined]))
+            self._made(joined, lambda: self.api.together([job.call for job in joined]))
             for job in batch:
                 if not job.together:  # alone: `together` of one call makes it in its own transaction
-                    self._answer([job], functools.partial(self.api.together, [job.call]))
+                    self._made([job], functools.partial(self.api.together, [job.call]))
 
     @staticmethod
-    def _answer(jobs: list[_Job], run: Callable[[], list[tuple[bool, Any]]]) -> None:
+    def _made(jobs: list[_Job], run: Callable[[], list[tuple[bool, Any]]]) -> None:
         if not jobs:
             return
         try:
             answers = [(job, ok, value) for job, (ok, value) in zip(jobs, run())]
         except BaseException as err:  # noqa: BLE001 - whatever stopped the batch is every request's answer
             answers = [(job, False, err) for job in jobs]
-        by_loop: dict[Any, list[tuple[_Job, bool, Any]]] = {}
-        for answer in answers:
-            by_loop.setdefault(answer[0].loop, []).append(answer)
-        for loop, theirs in by_loop.items():
+        _answer(answers)
+
+
+# --------------------------------------------------------------------------- the claim process
+
+
+class _Here:
+    """Stands, in a pickled claim, for the server's api or store: the claim process puts its own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> Any:
+        return (_here, (self.name,))
+
+
+def _here(name: str) -> _Here:
+    return _Here(name)
+
+
+def _frame(value: Any) -> bytes:
+    import pickle
+
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(4, "big") + data
+
+
+class _Frames:
+    """Length-prefixed pickles read from a pipe; `more()` is True when a whole one is already here."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf = fd, bytearray()
+
+    def _whole(self) -> bool:
+        return len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4], "big")
+
+    def more(self) -> bool:
+        import select
+
+        while not self._whole() and select.select([self.fd], [], [], 0)[0]:
+            data = os.read(self.fd, 1 << 20)
+            if not data:
+                return False
+            self.buf += data
+        return self._whole()
+
+    def next(self) -> Any:
+        """The next frame (blocking); None at the end of the pipe."""
+        import pickle
+
+        while not self._whole():
+            data = os.read(self.fd, 1 << 20)
+            if not data:
+                return None
+            self.buf += data
+        size = int.from_bytes(self.buf[:4], "big")
+        value = pickle.loads(bytes(self.buf[4:4 + size]))
+        del self.buf[:4 + size]
+        return value
+
+
+def _revive(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """An exception from the claim process, as it was raised there (without running its __init__)."""
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+def _portable(err: BaseException) -> tuple[Any, ...]:
+    import pickle
+
+    try:
+        pickle.dumps((type(err), err.args, err.__dict__))
+        return (type(err), err.args, err.__dict__)
+    except Exception:  # noqa: BLE001 - an exception that does not pickle: its text, as an internal error
+        return (RuntimeError, (f"{type(err).__name__}: {err}",), {})
+
+
+class Process:
+    """The server's side of its claim process (see the module docstring): a sender thread writes
+    the deliveries waiting to the process's pipe, a reader thread answers them as they come back."""
+
+    def __init__(self, api: Any, most: int = MOST, threads: int = 1) -> None:
+        self.api, self.most, self.threads_there = api, most, threads
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.cond = threading.Condition()
+        self.sent: dict[int, _Job] = {}  # job number -> job, sent and not yet answered
+        self.paused = 0                  # looks for orphans waiting for the claims in flight
+        self.number = 0
+        self.child: subprocess.Popen[bytes] | None = None
+        self.threads: list[threading.Thread] = []
+        self.closing = False
+
+    def put(self, job: _Job) -> None:
+        self.start()
+        self.jobs.put(job)
+
+    def start(self) -> None:
+        """Start the sender thread and the claim process (once)."""
+        with self.cond:
+            if self.threads or self.closing:
+                return
+            self.threads = [threading.Thread(target=self._send, name="roast-serve-claims-send", daemon=True)]
+            self.threads[0].start()
             try:
-                loop.call_soon_threadsafe(_settle, theirs)
-            except RuntimeError:  # that loop is closed: nobody waits for these answers any more
+                self.child = self._spawn()
+            except OSError:
+                pass  # started again at the first claim, which says why if it fails again
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        import subprocess
+        import sys
+
+        from roast import api
+
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_CLAIMS}
+        if env.get("ROAST_FAULT_AT"):  # the fault hook (tests): a kill in the claims kills the server too
+            env["ROAST_FAULT_ALSO"] = str(os.getpid())
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (here, env.pop("PYTHONPATH", None))))  # this roast
+        child = subprocess.Popen([sys.executable, "-c", "from roast.serve_claims import child; child()"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert child.stdin is not None
+        child.stdin.write(_frame((api.claims_owner(), self.most, self.threads_there)))
+        child.stdin.flush()
+        reader = threading.Thread(target=self._read, args=(child,), name="roast-serve-claims-read", daemon=True)
+        reader.start()
+        self.threads.append(reader)
+        return child
+
+    def _send(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is None:
+                break
+            batch = [first]
+            while True:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self.jobs.put(None)
+                    break
+                batch.append(job)
+            with self.cond:
+                while self.paused:
+                    self.cond.wait()
+                if self.child is None or self.child.poll() is not None:
+                    try:
+                        self.child = self._spawn()
+                    except OSError as err:
+                        _answer([(job, False, self._gone(f"could not start: {err}")) for job in batch])
+                        continue
+                numbered = []
+                for job in batch:
+                    self.number += 1
+                    self.sent[self.number] = job
+                    numbered.append((self.number, *self._wire(job.parts)))
+                child = self.child
+            try:
+                data = _frame(numbered)
+            except Exception:  # noqa: BLE001 - a claim that does not pickle (a bug): each is sent alone
+                data = b"".join(self._alone(item) for item in numbered)
+            try:
+                assert child.stdin is not None
+                child.stdin.write(data)
+                child.stdin.flush()
+            except (OSError, ValueError):  # it died: its reader answers what was sent
                 pass
+        with self.cond:
+            child = self.child
+        if child is not None and child.stdin is not None:
+            try:
+                child.stdin.close()  # the end of the pipe: the process makes what it has, and exits
+            except OSError:
+                pass
+
+    def _alone(self, item: tuple[Any, ...]) -> bytes:
+        """One claim's frame, or b"" and its answer (the error) if it does not pickle."""
+        try:
+            return _frame([item])
+        except Exception as err:  # noqa: BLE001
+            with self.cond:
+                job = self.sent.pop(item[0], None)
+                self.cond.notify_all()
+            if job is not None:
+                _answer([(job, False, err)])
+            return b""
+
+    def _wire(self, parts: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:
+        fn, args, kwargs = parts
+
+        def swap(value: Any) -> Any:
+            if value is self.api:
+                return _Here("api")
+            if value is self.api.store:
+                return _Here("store")
+            return value
+
+        return fn, tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
+
+    def _read(self, child: subprocess.Popen[bytes]) -> None:
+        from roast import api
+
+        assert child.stdout is not None
+        frames = _Frames(child.stdout.fileno())
+        while True:
+            try:
+                answers = frames.next()
+            except Exception:  # noqa: BLE001 - a broken pipe or frame: as if it died
+                answers = None
+            if answers is None:
+                break
+            settled = []
+            with self.cond:
+                for number, ok, value, claimed in answers:
+                    job = self.sent.pop(number, None)
+                    if claimed:  # the server's now: before its request is answered and its branch queued
+                        api.claimed_here(claimed)
+                    if job is not None:
+                        settled.append((job, ok, value if ok else _revive(*value)))
+                self.cond.notify_all()
+            _answer(settled)
+        child.wait()
+        with self.cond:  # whatever it had not answered: made or not, nobody can say
+            lost, self.sent = list(self.sent.values()), {}
+            self.cond.notify_all()
+        _answer([(job, False, self._gone(f"exit status {child.returncode}")) for job in lost])
+
+    @staticmethod
+    def _gone(why: str) -> Exception:
+        from roast.errors import StoreUnavailable
+
+        return StoreUnavailable(f"the server's claim process stopped ({why}) before it answered; the event "
+                                "may or may not have been delivered",
+                                hint="send it again with the same Idempotency-Key: a delivery made is answered "
+                                     "`duplicate`")
+
+    def quiet(self) -> Iterator[bool]:
+        import contextlib
+
+        @contextlib.contextmanager
+        def quiet() -> Iterator[bool]:
+            import time
+
+            until = time.monotonic() + QUIET_WAIT
+            with self.cond:
+                self.paused += 1
+                while self.sent and time.monotonic() < until:
+                    self.cond.wait(0.1)
+                still = bool(self.sent)
+            try:
+                yield not still  # False: claims are still in flight (a stuck store); skip this turn
+            finally:
+                with self.cond:
+                    self.paused -= 1
+                    self.cond.notify_all()
+
+        return quiet()
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self.cond:
+            self.closing = True
+            threads = list(self.threads)
+        self.jobs.put(None)
+        for thread in threads:
+            thread.join(timeout)
+        with self.cond:
+            child = self.child
+        if child is not None and child.poll() is None:
+            try:
+                child.wait(timeout)
+            except Exception:  # noqa: BLE001 - it did not end: stop it (its claims are each one transaction)
+                child.kill()
+                child.wait()
+
+
+def child() -> None:
+    """The claim process (`python -c 'from roast.serve_claims import child; child()'`): claims what
+    the server sends, for the server, until the server closes the pipe."""
+    import signal
+    import sys
+
+    from roast import api
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # the server stops it, by closing the pipe, after its last claim
+    answers_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed goes to the server's stderr, never into the answers
+    sys.stdout = sys.stderr
+    frames = _Frames(0)
+    hello = frames.next()
+    if hello is None:
+        return
+    owner, most, threads = hello
+    api.claims_owner(owner)
+    store = api.open_store()
+    here = {"api": Bound(store), "store": store}
+    write = threading.Lock()
+
+    def real(value: Any) -> Any:
+        return here[value.name] if isinstance(value, _Here) else value
+
+    def make(batch: list[tuple[Any, ...]]) -> None:
+        """Claim `batch` (together, `most` at a time) and answer each of its claims."""
+        calls = [functools.partial(fn, *map(real, args), **{k: real(v) for k, v in kwargs.items()})
+                 for _, fn, args, kwargs in batch]
+        outcomes: list[tuple[bool, Any]] = []
+        for start in range(0, len(calls), most):
+            try:
+                outcomes += api.together(calls[start:start + most], store=store)
+            except Exception as err:  # noqa: BLE001 - whatever stopped the batch is each claim's answer
+                outcomes += [(False, err)] * len(calls[start:start + most])
+        out = []
+        for (number, *_), (ok, value) in zip(batch, outcomes):
+            claimed = _claimed(ok, value)
+            if claimed:
+                api.claimed_here(claimed, False)  # the server runs it, not this process
+            out.append((number, ok, value if ok else _portable(value), claimed))
+        data = _frame(out)
+        with write:
+            while data:
+                data = data[os.write(answers_fd, data):]
+
+    # a store with one writer (SQLite): what waits is claimed together, in turn; a shared one
+    # (PostgreSQL): each claim alone, `threads` at once, each answered when it is made
+    pool = None
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="roast-claim")
+    while True:
+        batch = frames.next()
+        if batch is None:
+            break
+        if pool is not None:
+            for item in batch:
+                pool.submit(make, [item])
+            continue
+        while len(batch) < most and frames.more():
+            batch += frames.next()
+        make(batch)
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def _claimed(ok: bool, value: Any) -> str | None:
+    """The session a claim left to be run (a consumed event, or a late one whose timeout it claimed)."""
+    if ok:
+        return value.session_id if getattr(value, "outcome", None) == "consumed" else None
+    return getattr(value, "session_id", None) if getattr(value, "claimed", False) else None

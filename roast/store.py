@@ -378,6 +378,13 @@ def mark_running(session_id: str, running: bool = True) -> None:
     (_RUNNING_HERE.add if running else _RUNNING_HERE.discard)(session_id)
 
 
+def claim_as(owner: str) -> None:
+    """Record `owner` (another process's `this_owner()`) as the owner of the sessions this process
+    claims: `roast serve`'s claim process claims for the server, which runs their branches."""
+    global _OWNER
+    _OWNER = (os.getpid(), owner)
+
+
 # ---------------------------------------------------------------------------------------------
 # the fault hook (tests only)
 
@@ -402,4 +409,7 @@ def fault_point() -> None:
         if _faults_seen == _fault_at:
             import signal
 
+            also = os.environ.get("ROAST_FAULT_ALSO")  # `roast serve`'s claim process: the server dies with it
+            if also and also.isdigit():
+                os.kill(int(also), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)

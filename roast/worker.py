@@ -133,6 +133,9 @@ class Worker:
         self.idle = threading.Event()              # set when the last claim in flight ends
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # `roast serve` with a claim process: a context in which no claim made for this process is
+        # committed and not yet marked as its own (else it would look orphaned); yields False to skip
+        self.quiet: Callable[[], Any] | None = None
 
     # -- one pass (`roast tick`)
 
@@ -413,8 +416,13 @@ class Worker:
             self.wake.wait(max(0.005, min(next_pass - time.monotonic(), next_orphans - time.monotonic(), ahead)))
 
     def _orphans(self) -> None:
+        import contextlib
+
         try:
-            rows, _ = self.store.list(statuses=["orphaned"], limit=None)
+            with self.quiet() if self.quiet is not None else contextlib.nullcontext(True) as settled:
+                if not settled:
+                    return  # claims still in flight (a stuck store): look again next time
+                rows, _ = self.store.list(statuses=["orphaned"], limit=None)
         except RoastError as err:
             self._failed("store", "looking for orphaned sessions", err)
             return

@@ -1,0 +1,129 @@
+"""`roast serve`'s claim process (issue 25): the deliveries are claimed in a child process, for the
+server, which runs their branches. Tested with real `roast serve` processes over HTTP: the claim
+process exists, claims in the server's name, holds no credential, is replaced when it dies, ends
+with the server, and never lets the server take a session it claimed for an orphan."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from test_serve import AUTH_ENV, BEARER, eventually, finished, serve, waiting_session  # noqa: F401 - fixture
+
+from roast import api
+
+
+def children(pid: int) -> list[int]:
+    """The living child processes of `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def claim_process(server: Any) -> int:
+    """The server's claim process: its one child running `roast.serve_claims`."""
+    def find() -> int | None:
+        for pid in children(server.proc.pid):
+            try:
+                if b"roast.serve_claims" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                continue
+        return None
+
+    return eventually(find, "the claim process to start")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_deliveries_are_claimed_in_a_child_for_the_server_which_runs_the_branch(tmp_path, serve):
+    sids = [waiting_session(tmp_path) for _ in range(6)]
+    server = serve(env=AUTH_ENV)
+    child = claim_process(server)
+    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert not names & {"ROAST_SERVE_TOKENS", "ROAST_WEBHOOK_SECRET", "ROAST_GITHUB_WEBHOOK_SECRET"}, names
+    answers: dict[str, Any] = {}
+
+    def deliver(sid: str) -> None:
+        answers[sid] = server.post(sid, "approved", '{"approver": "ana"}', BEARER)
+
+    threads = [threading.Thread(target=deliver, args=(sid,)) for sid in sids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for sid in sids:
+        status, doc = answers[sid]
+        assert (status, doc["outcome"]) == (200, "consumed"), doc
+        assert eventually(lambda sid=sid: finished(sid), "the branch to run").status == "completed"
+        # the branch ran in the server, once: its steps' records name the server, never the claim process
+        assert [h.path for h in api.history(sid)].count("steps[1].approved[0]") == 1
+    assert child in children(server.proc.pid)  # the same claim process made every claim
+    assert "recovered" not in server.log, server.log  # never taken for an orphan by its own server
+
+    # the claim is made there: while the claim process is stopped, a delivery waits for it
+    held = waiting_session(tmp_path)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        thread = threading.Thread(target=deliver, args=(held,))
+        thread.start()
+        thread.join(timeout=2)
+        assert thread.is_alive() and api.session(held).status == "waiting"
+    finally:
+        os.kill(child, signal.SIGCONT)
+    thread.join(timeout=60)
+    assert answers[held][1]["outcome"] == "consumed", answers[held]
+    assert eventually(lambda: finished(held), "the branch to run").status == "completed"
+
+
+def test_a_claim_process_that_dies_is_replaced_and_its_sessions_are_not_lost(tmp_path, serve):
+    first, second = waiting_session(tmp_path), waiting_session(tmp_path)
+    server = serve()
+    child = claim_process(server)
+    os.kill(child, signal.SIGKILL)
+    eventually(lambda: not alive(child), "the claim process to die")
+    status, doc = server.post(first, "approved", '{"approver": "ana"}')
+    if status != 200:  # the delivery that finds it dead may be refused: it is sent again, as a client would
+        assert status == 503 and doc["error"]["code"] == "store_unavailable", doc
+        status, doc = server.post(first, "approved", '{"approver": "ana"}')
+    assert (status, doc["outcome"]) == (200, "consumed"), doc
+    assert claim_process(server) != child
+    assert server.post(second, "approved", '{"approver": "bo"}')[1]["outcome"] == "consumed"
+    for sid in (first, second):
+        assert eventually(lambda sid=sid: finished(sid), "the branch to run").status == "completed"
+
+
+def test_the_claim_process_ends_with_the_server_whether_stopped_or_killed(tmp_path, serve):
+    sid, later = waiting_session(tmp_path), waiting_session(tmp_path)
+    server = serve()
+    child = claim_process(server)
+    assert server.post(sid, "approved", '{"approver": "ana"}')[0] == 200
+    eventually(lambda: finished(sid), "the branch to run")
+    os.kill(child, signal.SIGTERM)  # a signal to the whole group does not stop it before the server
+    assert server.post(later, "approved", '{"approver": "ana"}')[1]["outcome"] == "consumed"
+    assert claim_process(server) == child
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0
+    eventually(lambda: not alive(child), "the claim process to end with the server")
+
+    killed = serve()
+    child = claim_process(killed)
+    killed.proc.kill()
+    killed.proc.wait(timeout=30)
+    eventually(lambda: not alive(child), "the claim process to end when the server dies")
