@@ -340,7 +340,9 @@ def claims_owner(owner: str | None = None) -> str:
     """The owner this process's claims record; `owner`: record that one (`roast serve`'s claim process)."""
     from roast.store import claim_as, this_owner
 
-    return (claim_as(owner) if owner is not None else None) or this_owner()
+    if owner is not None:
+        claim_as(owner)
+    return this_owner()
 
 
 def claimed_here(session_id: str, here: bool = True) -> None:

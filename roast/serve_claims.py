@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import asyncio
     import subprocess
     from collections.abc import Iterator
+    from contextlib import AbstractContextManager
     from typing import Any
 
 MOST = 32  # claims in one batch: one write transaction holds SQLite's write lock for all of them
@@ -341,10 +342,10 @@ class Process:
             except (OSError, ValueError):  # it died: its reader answers what was sent
                 pass
         with self.cond:
-            child = self.child
-        if child is not None and child.stdin is not None:
+            last = self.child
+        if last is not None and last.stdin is not None:
             try:
-                child.stdin.close()  # the end of the pipe: the process makes what it has, and exits
+                last.stdin.close()  # the end of the pipe: the process makes what it has, and exits
             except OSError:
                 pass
 
@@ -409,7 +410,7 @@ class Process:
                                 hint="send it again with the same Idempotency-Key: a delivery made is answered "
                                      "`duplicate`")
 
-    def quiet(self) -> Iterator[bool]:
+    def quiet(self) -> AbstractContextManager[bool]:
         import contextlib
 
         @contextlib.contextmanager

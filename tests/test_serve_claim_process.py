@@ -51,7 +51,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_deliveries_are_claimed_in_a_child_for_the_server_which_runs_the_branch(tmp_path, serve):
+def test_deliveries_are_claimed_in_a_child_for_the_server_which_runs_the_branch(tmp_path, serve):  # noqa: F811 - the fixture
     sids = [waiting_session(tmp_path) for _ in range(6)]
     server = serve(env=AUTH_ENV)
     child = claim_process(server)
@@ -92,7 +92,7 @@ def test_deliveries_are_claimed_in_a_child_for_the_server_which_runs_the_branch(
     assert eventually(lambda: finished(held), "the branch to run").status == "completed"
 
 
-def test_a_claim_process_that_dies_is_replaced_and_its_sessions_are_not_lost(tmp_path, serve):
+def test_a_claim_process_that_dies_is_replaced_and_its_sessions_are_not_lost(tmp_path, serve):  # noqa: F811 - the fixture
     first, second = waiting_session(tmp_path), waiting_session(tmp_path)
     server = serve()
     child = claim_process(server)
@@ -109,7 +109,7 @@ def test_a_claim_process_that_dies_is_replaced_and_its_sessions_are_not_lost(tmp
         assert eventually(lambda sid=sid: finished(sid), "the branch to run").status == "completed"
 
 
-def test_the_claim_process_ends_with_the_server_whether_stopped_or_killed(tmp_path, serve):
+def test_the_claim_process_ends_with_the_server_whether_stopped_or_killed(tmp_path, serve):  # noqa: F811 - the fixture
     sid, later = waiting_session(tmp_path), waiting_session(tmp_path)
     server = serve()
     child = claim_process(server)
