@@ -71,6 +71,7 @@ class SQLStore(Grouping, Reads):
         ("continuations", "session_id"), ("sessions", "id"))
     # session -> (wait_seq, last delta) while this process holds it: one statement less per step
     _delta_seq: dict[str, tuple[int, int]]
+    returning = True  # `UPDATE … RETURNING` (SQLite from 3.35): a claim reads its session from its flip
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         """One workflow-wide check of an event id at a time (SQLite: every write is serial)."""
@@ -300,12 +301,14 @@ class SQLStore(Grouping, Reads):
                     if isinstance(judged, Outcome):
                         return judged
                     approvals = judged
-                self._flip(tx, session, now, consumer=verdict.path, keep=(event.name, verdict.path))
+                # recorded first, so the compare-and-set also hands the runner its event (one statement
+                # less, issue 25); if it loses, the transaction is rolled back, the record with it
                 consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq,
                                         approvals=approvals)
-                tx.run("UPDATE sessions SET pending_event = ?, workflow_path = COALESCE(?, workflow_path) "
-                       "WHERE id = ?", (consumed.row, workflow_path, session_id))
-                return Outcome("consumed", consumed, self._session_in(tx, session_id))
+                row = self._flip(tx, session, now, consumer=verdict.path, keep=(event.name, verdict.path),
+                                 pending=consumed.row, moved=workflow_path, returning=True)
+                after = self._sessions(tx, [row])[0] if row is not None else self._session_in(tx, session_id)
+                return Outcome("consumed", consumed, after)
             return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
 
     def _bind_signature(self, tx: Tx, session_id: str, event: Incoming, now: float) -> None:
@@ -380,23 +383,32 @@ class SQLStore(Grouping, Reads):
 
     _FLIP = ("UPDATE sessions SET status = 'running', attempt = attempt + 1, awaiting = '[]', deadline = NULL, "
              "updated_at = ?, owner = ?, notify_pending = 0, ahead = ?, timer_at = NULL, "
-             "pending_event = COALESCE(?, pending_event) WHERE id = ? AND status = 'waiting' AND wait_seq = ?")
+             "pending_event = COALESCE(?, pending_event), workflow_path = COALESCE(?, workflow_path) "
+             "WHERE id = ? AND status = 'waiting' AND wait_seq = ?")
     _CLAIM = ("INSERT INTO events (session_id, wait_seq, name, data, received_at, source, outcome, consumed_at, "
               "detail) VALUES (?, ?, ?, ?, ?, ?, 'consumed', ?, ?)")
 
     @staticmethod
-    def _flip_params(session: Session, now: float, ahead: list[str], pending: int | None) -> tuple[object, ...]:
+    def _flip_params(session: Session, now: float, ahead: list[str], pending: int | None,
+                     moved: str | None = None) -> tuple[object, ...]:
         """`_FLIP`'s parameters; `ahead`: `outcomes.still_ahead` of the session for this claim."""
-        return now, this_owner(), json.dumps(ahead), pending, session.id, session.wait_seq
+        return now, this_owner(), json.dumps(ahead), pending, moved, session.id, session.wait_seq
 
     def _flip(self, tx: Tx, session: Session, now: float, *, consumer: str | None = None,
-              keep: tuple[str, str | None] | None = None, pending: int | None = None) -> None:
+              keep: tuple[str, str | None] | None = None, pending: int | None = None, moved: str | None = None,
+              returning: bool = False) -> Row | None:
         """The compare-and-set that consumes a wait: exactly one caller wins (reliability G1). `keep`:
-        the event and wait that consume it, whose counted approvals stay `counted` (issue 23)."""
-        if tx.run(self._FLIP, self._flip_params(session, now, outcomes.still_ahead(session, now, consumer), pending)) != 1:
+        the event and wait that consume it, whose counted approvals stay `counted` (issue 23);
+        `pending`: the event the runner is handed; `moved`: the workflow's new path (issue 11).
+        `returning`: the session's row as it left it, where the dialect can (else None)."""
+        params = self._flip_params(session, now, outcomes.still_ahead(session, now, consumer), pending, moved)
+        rows = tx.rows(f"{self._FLIP} RETURNING {COLUMNS}", params) if returning and self.returning else None
+        row = rows[0] if rows else None  # (all fetched: the statement has ended)
+        if (len(rows) if rows is not None else tx.run(self._FLIP, params)) != 1:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
         self._unconsume(tx, session, keep)
+        return row
 
     def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float) -> EventRecord:
         """A late event's wait, claimed for its timeout: the runner is handed it, and so is recovery

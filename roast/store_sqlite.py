@@ -48,6 +48,7 @@ class SQLiteStore(SQLStore):
     """
 
     shared = False
+    returning = sqlite3.sqlite_version_info >= (3, 35)  # older SQLite: the claim reads its session again
 
     def __init__(self, home: str | os.PathLike[str] | None = None, db_path: str | None = None) -> None:
         self.home = roast_home(home)
