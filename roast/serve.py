@@ -313,6 +313,7 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
         finally:
             runtime.claiming -= 1
             if not runtime.claiming:
+                runtime.claimed_at = time.monotonic()
                 runtime.idle.set()
 
     async def call(fn: Callable[..., Any], *args: Any, writes: bool = False, pool: str | None = None,

@@ -35,6 +35,7 @@ TICK_EVERY = 0.5       # seconds between two `overdue` queries (one cheap ordere
 ORPHANS_EVERY = 5.0    # seconds between two looks for orphaned sessions
 BACKOFF = (0.5, 60.0)  # a failed job is tried again after 0.5 s, 1 s, 2 s … at most 60 s
 BRANCH_DEFER = 5.0     # seconds a branch may wait for claims in flight to end before it starts anyway
+CLAIMS_CALM = 0.05     # seconds without a claim before a branch starts (while BRANCH_DEFER lasts)
 
 
 class Stop:
@@ -131,6 +132,7 @@ class Worker:
         self.running: dict[int, str | None] = {}   # worker thread -> session it runs (None: a pass)
         self.claiming = 0                          # claims in flight in requests (branches wait for them)
         self.idle = threading.Event()              # set when the last claim in flight ends
+        self.claimed_at = 0.0                      # when it ended (monotonic)
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         # `roast serve` with a claim process: a context in which no claim made for this process is
@@ -374,10 +376,18 @@ class Worker:
 
     def _claims_first(self) -> None:
         """A busy server never delays a claim: a branch starts once no claim is in flight (they share
-        one interpreter, and the store's single writer), but waits at most BRANCH_DEFER seconds."""
+        one interpreter, and the store's single writer) and none ended in the last CLAIMS_CALM
+        seconds (the answers of a batch of claims end together, and their clients send again at
+        once), but waits at most BRANCH_DEFER seconds."""
         until = time.monotonic() + BRANCH_DEFER
-        while self.claiming and time.monotonic() < until and not self.stopping.is_set():
-            self.idle.wait(0.1)  # set when the last claim in flight ends; a stop is seen within 0.1 s
+        while time.monotonic() < until and not self.stopping.is_set():
+            if self.claiming:
+                self.idle.wait(0.1)  # set when the last claim in flight ends; a stop is seen within 0.1 s
+                continue
+            calm = self.claimed_at + CLAIMS_CALM - time.monotonic()
+            if calm <= 0:
+                return
+            self.stopping.wait(min(calm, 0.1))
 
     def _waits_again(self, session_id: str) -> None:
         """A branch this worker ran reached another wait: fire its deadline right on time."""
