@@ -107,7 +107,7 @@ class Claims:
         future = loop.create_future()
         job = _Job(functools.partial(fn, *args, **kwargs), together, future, loop, (fn, args, kwargs))
         if together and self.process is not None:
-            self.process.put(job)
+            self.process.put(job)  # on this loop, straight to the claim process's pipe
         else:
             self._start()
             self.jobs.put(job)
@@ -198,13 +198,22 @@ def _frame(value: Any) -> bytes:
 
 
 class _Frames:
-    """Length-prefixed pickles read from a pipe; `more()` is True when a whole one is already here."""
+    """Length-prefixed pickles read from a pipe: `next()` blocks for one (the claim process);
+    `more()` is True when a whole one is already here; `feed` and `ready` are the server's side."""
 
     def __init__(self, fd: int) -> None:
         self.fd, self.buf = fd, bytearray()
 
     def _whole(self) -> bool:
         return len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4], "big")
+
+    def _take(self) -> Any:
+        import pickle
+
+        size = int.from_bytes(self.buf[:4], "big")
+        value = pickle.loads(bytes(self.buf[4:4 + size]))
+        del self.buf[:4 + size]
+        return value
 
     def more(self) -> bool:
         import select
@@ -218,17 +227,20 @@ class _Frames:
 
     def next(self) -> Any:
         """The next frame (blocking); None at the end of the pipe."""
-        import pickle
-
         while not self._whole():
             data = os.read(self.fd, 1 << 20)
             if not data:
                 return None
             self.buf += data
-        size = int.from_bytes(self.buf[:4], "big")
-        value = pickle.loads(bytes(self.buf[4:4 + size]))
-        del self.buf[:4 + size]
-        return value
+        return self._take()
+
+    def ready(self, data: bytes) -> list[Any]:
+        """The frames whole once `data` is added."""
+        self.buf += data
+        found = []
+        while self._whole():
+            found.append(self._take())
+        return found
 
 
 def _revive(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
@@ -250,37 +262,36 @@ def _portable(err: BaseException) -> tuple[Any, ...]:
 
 
 class Process:
-    """The server's side of its claim process (see the module docstring): a sender thread writes
-    the deliveries waiting to the process's pipe, a reader thread answers them as they come back."""
+    """The server's side of its claim process (see the module docstring). The event loop writes
+    each delivery to the process's pipe and reads the answers as they come (`add_reader`), so no
+    thread stands between a request and its claim; the look for orphans (the worker's thread)
+    shares `sent` under `lock`."""
 
     def __init__(self, api: Any, most: int = MOST, threads: int = 1) -> None:
         self.api, self.most, self.threads_there = api, most, threads
-        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
+        self.answered = threading.Condition(self.lock)  # notified as `sent` empties
         self.sent: dict[int, _Job] = {}  # job number -> job, sent and not yet answered
-        self.paused = 0                  # looks for orphans waiting for the claims in flight
+        self.held: list[_Job] = []       # given while a look for orphans runs: sent after it
+        self.paused = 0
         self.number = 0
         self.child: subprocess.Popen[bytes] | None = None
-        self.threads: list[threading.Thread] = []
+        self.frames: _Frames | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.out = bytearray()  # frames the pipe did not take yet
+        self.writing = False
         self.closing = False
 
-    def put(self, job: _Job) -> None:
-        self.start()
-        self.jobs.put(job)
-
     def start(self) -> None:
-        """Start the sender thread and the claim process (once)."""
-        with self.cond:
-            if self.threads or self.closing:
-                return
-            self.threads = [threading.Thread(target=self._send, name="roast-serve-claims-send", daemon=True)]
-            self.threads[0].start()
-            try:
-                self.child = self._spawn()
-            except OSError:
-                pass  # started again at the first claim, which says why if it fails again
+        """Start the claim process now (the server, before it listens), not at the first claim."""
+        with self.lock:
+            if self.child is None and not self.closing:
+                try:
+                    self._spawn()
+                except OSError:
+                    pass  # started again at the first claim, which says why if it fails again
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> None:
         import subprocess
         import sys
 
@@ -293,73 +304,77 @@ class Process:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (here, env.pop("PYTHONPATH", None))))  # this roast
         child = subprocess.Popen([sys.executable, "-c", "from roast.serve_claims import child; child()"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
-        assert child.stdin is not None
-        child.stdin.write(_frame((api.claims_owner(), self.most, self.threads_there)))
-        child.stdin.flush()
-        reader = threading.Thread(target=self._read, args=(child,), name="roast-serve-claims-read", daemon=True)
-        reader.start()
-        self.threads.append(reader)
-        return child
+        assert child.stdin is not None and child.stdout is not None
+        self.out = bytearray(_frame((api.claims_owner(), self.most, self.threads_there)))
+        os.set_blocking(child.stdin.fileno(), False)
+        os.set_blocking(child.stdout.fileno(), False)
+        self.child, self.frames, self.loop, self.writing = child, _Frames(child.stdout.fileno()), None, False
 
-    def _send(self) -> None:
-        while True:
-            first = self.jobs.get()
-            if first is None:
-                break
-            batch = [first]
-            while True:
+    def put(self, job: _Job) -> None:
+        """On the event loop: send a delivery to the claim process (after a look for orphans ends)."""
+        with self.lock:
+            if self.paused:
+                self.held.append(job)
+                return
+        self._send([job])
+
+    def _send(self, jobs: list[_Job]) -> None:
+        with self.lock:
+            if self.child is None:
                 try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    self.jobs.put(None)
-                    break
-                batch.append(job)
-            with self.cond:
-                while self.paused:
-                    self.cond.wait()
-                if self.child is None or self.child.poll() is not None:
-                    try:
-                        self.child = self._spawn()
-                    except OSError as err:
-                        _answer([(job, False, self._gone(f"could not start: {err}")) for job in batch])
-                        continue
-                numbered = []
-                for job in batch:
-                    self.number += 1
-                    self.sent[self.number] = job
-                    numbered.append((self.number, *self._wire(job.parts)))
-                child = self.child
-            try:
-                data = _frame(numbered)
-            except Exception:  # noqa: BLE001 - a claim that does not pickle (a bug): each is sent alone
-                data = b"".join(self._alone(item) for item in numbered)
-            try:
-                assert child.stdin is not None
-                child.stdin.write(data)
-                child.stdin.flush()
-            except (OSError, ValueError):  # it died: its reader answers what was sent
-                pass
-        with self.cond:
-            last = self.child
-        if last is not None and last.stdin is not None:
-            try:
-                last.stdin.close()  # the end of the pipe: the process makes what it has, and exits
-            except OSError:
-                pass
+                    self._spawn()
+                except OSError as err:
+                    failed = self._gone(f"could not start: {err}")
+                    _settle([(job, False, failed) for job in jobs])
+                    return
+            numbered = []
+            for job in jobs:
+                self.number += 1
+                self.sent[self.number] = job
+                numbered.append((self.number, *self._wire(job.parts)))
+            loop = jobs[0].loop
+            if self.loop is not loop:
+                assert self.child is not None and self.child.stdout is not None
+                self.loop = loop
+                loop.add_reader(self.child.stdout.fileno(), self._readable, self.child)
+        try:
+            self.out += _frame(numbered)
+        except Exception:  # noqa: BLE001 - a claim that does not pickle (a bug): each is sent alone
+            for item in numbered:
+                self.out += self._alone(item)
+        self._flush()
 
     def _alone(self, item: tuple[Any, ...]) -> bytes:
         """One claim's frame, or b"" and its answer (the error) if it does not pickle."""
         try:
             return _frame([item])
         except Exception as err:  # noqa: BLE001
-            with self.cond:
+            with self.lock:
                 job = self.sent.pop(item[0], None)
-                self.cond.notify_all()
+                self.answered.notify_all()
             if job is not None:
-                _answer([(job, False, err)])
+                _settle([(job, False, err)])
             return b""
+
+    def _flush(self) -> None:
+        """On the event loop: write what the pipe takes; the rest when it is writable again."""
+        child, loop = self.child, self.loop
+        if child is None or child.stdin is None or loop is None:
+            return
+        fd = child.stdin.fileno()
+        while self.out:
+            try:
+                del self.out[:os.write(fd, self.out)]
+            except BlockingIOError:
+                break
+            except OSError:  # it died: its answers' reader fails what it had not answered
+                self.out.clear()
+        if self.out and not self.writing:
+            loop.add_writer(fd, self._flush)
+            self.writing = True
+        elif not self.out and self.writing:
+            loop.remove_writer(fd)
+            self.writing = False
 
     def _wire(self, parts: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:
         fn, args, kwargs = parts
@@ -373,33 +388,51 @@ class Process:
 
         return fn, tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
 
-    def _read(self, child: subprocess.Popen[bytes]) -> None:
+    def _readable(self, child: subprocess.Popen[bytes]) -> None:
+        """On the event loop: the answers the claim process wrote; at its end, its lost claims."""
         from roast import api
 
-        assert child.stdout is not None
-        frames = _Frames(child.stdout.fileno())
-        while True:
+        assert child.stdout is not None and self.frames is not None
+        try:
+            data = os.read(child.stdout.fileno(), 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        try:
+            answers = [a for frame in self.frames.ready(data) for a in frame] if data else []
+        except Exception:  # noqa: BLE001 - a broken frame: as if it died
+            answers, data = [], b""
+        settled = []
+        with self.lock:
+            for number, ok, value, claimed in answers:
+                job = self.sent.pop(number, None)
+                if claimed:  # the server's now: before its request is answered and its branch queued
+                    api.claimed_here(claimed)
+                if job is not None:
+                    settled.append((job, ok, value if ok else _revive(*value)))
+            if not data:
+                self._ended(child)
+                lost, self.sent = list(self.sent.values()), {}
+                settled += [(job, False, self._gone("it exited")) for job in lost]
+            self.answered.notify_all()
+        _settle(settled)
+
+    def _ended(self, child: subprocess.Popen[bytes]) -> None:
+        """Under `lock`, on the event loop: forget a claim process that closed its pipe."""
+        assert child.stdout is not None and child.stdin is not None
+        if self.loop is not None:
+            self.loop.remove_reader(child.stdout.fileno())
+            if self.writing:
+                self.loop.remove_writer(child.stdin.fileno())
+        for pipe in (child.stdin, child.stdout):
             try:
-                answers = frames.next()
-            except Exception:  # noqa: BLE001 - a broken pipe or frame: as if it died
-                answers = None
-            if answers is None:
-                break
-            settled = []
-            with self.cond:
-                for number, ok, value, claimed in answers:
-                    job = self.sent.pop(number, None)
-                    if claimed:  # the server's now: before its request is answered and its branch queued
-                        api.claimed_here(claimed)
-                    if job is not None:
-                        settled.append((job, ok, value if ok else _revive(*value)))
-                self.cond.notify_all()
-            _answer(settled)
-        child.wait()
-        with self.cond:  # whatever it had not answered: made or not, nobody can say
-            lost, self.sent = list(self.sent.values()), {}
-            self.cond.notify_all()
-        _answer([(job, False, self._gone(f"exit status {child.returncode}")) for job in lost])
+                pipe.close()
+            except OSError:
+                pass
+        threading.Thread(target=child.wait, name="roast-serve-claims-reap", daemon=True).start()
+        if self.child is child:
+            self.child, self.loop, self.out, self.writing = None, None, bytearray(), False
 
     @staticmethod
     def _gone(why: str) -> Exception:
@@ -418,35 +451,54 @@ class Process:
             import time
 
             until = time.monotonic() + QUIET_WAIT
-            with self.cond:
+            with self.lock:
                 self.paused += 1
                 while self.sent and time.monotonic() < until:
-                    self.cond.wait(0.1)
+                    self.answered.wait(0.1)
                 still = bool(self.sent)
             try:
                 yield not still  # False: claims are still in flight (a stuck store); skip this turn
             finally:
-                with self.cond:
+                with self.lock:
                     self.paused -= 1
-                    self.cond.notify_all()
+                    held, self.held = (self.held, []) if not self.paused else ([], self.held)
+                if held:
+                    try:
+                        held[0].loop.call_soon_threadsafe(self._send, held)
+                    except RuntimeError:  # the loop is closed: nobody waits for them any more
+                        pass
 
         return quiet()
 
     def close(self, timeout: float = 30.0) -> None:
-        with self.cond:
+        """After the event loop: end the claim process's pipe, so it makes what it has and exits."""
+        with self.lock:
             self.closing = True
-            threads = list(self.threads)
-        self.jobs.put(None)
-        for thread in threads:
-            thread.join(timeout)
-        with self.cond:
-            child = self.child
-        if child is not None and child.poll() is None:
-            try:
-                child.wait(timeout)
-            except Exception:  # noqa: BLE001 - it did not end: stop it (its claims are each one transaction)
-                child.kill()
-                child.wait()
+            child, self.child = self.child, None
+        if child is None:
+            return
+        import select
+        import time
+
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.close()
+        until = time.monotonic() + timeout
+        fd = child.stdout.fileno()
+        while time.monotonic() < until:  # its last answers (nobody waits for them now), to its end
+            if select.select([fd], [], [], max(0.0, until - time.monotonic()))[0]:
+                try:
+                    if not os.read(fd, 1 << 20):
+                        break
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break
+        child.stdout.close()
+        try:
+            child.wait(max(0.1, until - time.monotonic()))
+        except Exception:  # noqa: BLE001 - it did not end: stop it (its claims are each one transaction)
+            child.kill()
+            child.wait()
 
 
 def child() -> None:
@@ -493,8 +545,11 @@ def child() -> None:
             out.append((number, ok, value if ok else _portable(value), claimed))
         data = _frame(out)
         with write:
-            while data:
-                data = data[os.write(answers_fd, data):]
+            try:
+                while data:
+                    data = data[os.write(answers_fd, data):]
+            except BrokenPipeError:  # the server is gone: what was claimed is recovered as orphans are
+                os._exit(0)
 
     # a store with one writer (SQLite): what waits is claimed together, in turn; a shared one
     # (PostgreSQL): each claim alone, `threads` at once, each answered when it is made
