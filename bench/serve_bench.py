@@ -24,7 +24,8 @@ settings) per request on one of CLAIM_THREADS threads with a connection each, as
 PostgreSQL claims do, in a table `roast_yard` it makes and drops in that database. `--http httptools`
 / `--loop uvloop` measure those Uvicorn options where installed (roast does not depend on them).
 Every figure carries the CPU of the client process (getrusage of this process) and of the server
-(its /proc stat, children it waited for included) over the delivery phase, in % of one core.
+(its /proc stat, with its living children, the claim process among them, and the children it waited
+for) over the delivery phase, in % of one core.
 """
 from __future__ import annotations
 
