@@ -411,16 +411,9 @@ class PostgresStore(Store):
             postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return []
-        pids = [postmaster]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
-                    pids.append(int(entry.name))
-        return pids
+        from serve_bench import family  # the postmaster and its children (backends, checkpointer, …)
+
+        return family(postmaster)
 
     def stop(self) -> None:
         if self.owns_cluster:
