@@ -280,10 +280,10 @@ class Process:
         env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_CLAIMS}
         if env.get("ROAST_FAULT_AT"):  # the fault hook (tests): a kill in the claims kills the server too
             env["ROAST_FAULT_ALSO"] = str(os.getpid())
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (here, env.pop("PYTHONPATH", None))))  # this roast
-        child = subprocess.Popen([sys.executable, "-c", "from roast.serve_claims import child; child()"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        # the server's own import path: the same roast, whatever installed it or wherever it runs from
+        boot = f"import sys; sys.path[:] = {sys.path!r}; from roast.serve_claims import child; child()"
+        child = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 env=env, close_fds=True)
         assert child.stdin is not None and child.stdout is not None
         self.out = bytearray(_frame((api.claims_owner(), self.most, self.threads_there)))
         os.set_blocking(child.stdin.fileno(), False)
