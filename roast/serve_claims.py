@@ -92,12 +92,12 @@ class Claims:
     api: the deliveries in its claim process (`threads` at once there on a shared store), the
     others on one claim thread here."""
 
-    def __init__(self, api: Any, most: int = MOST, threads: int = 1) -> None:
+    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None) -> None:
         self.api = api
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
-        self.process = Process(api, most, threads)
+        self.process = Process(api, most, threads, log)
 
     async def __call__(self, fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:
         """Claim with `fn(*args, **kwargs)`; `together`: a delivery that may share a transaction with
@@ -247,8 +247,9 @@ class Process:
     thread stands between a request and its claim; the look for orphans (the worker's thread)
     shares `sent` under `lock`."""
 
-    def __init__(self, api: Any, most: int = MOST, threads: int = 1) -> None:
+    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None) -> None:
         self.api, self.most, self.threads_there = api, most, threads
+        self.log = log or (lambda message, **fields: None)
         self.lock = threading.Lock()
         self.answered = threading.Condition(self.lock)  # notified as `sent` empties
         self.sent: dict[int, _Job] = {}  # job number -> job, sent and not yet answered
@@ -299,7 +300,10 @@ class Process:
         self._send([job])
 
     def _send(self, jobs: list[_Job]) -> None:
+        dead: list[tuple[_Job, bool, Any]] = []
         with self.lock:
+            if self.child is not None and self.child.poll() is not None:  # it died while nothing was sent
+                dead = self._ended(self.child)
             if self.child is None:
                 try:
                     self._spawn()
@@ -317,6 +321,7 @@ class Process:
                 assert self.child is not None and self.child.stdout is not None
                 self.loop = loop
                 loop.add_reader(self.child.stdout.fileno(), self._readable, self.child)
+        _settle(dead)
         try:
             self.out += _frame(numbered)
         except Exception:  # noqa: BLE001 - a claim that does not pickle (a bug): each is sent alone
@@ -392,14 +397,13 @@ class Process:
                 if job is not None:
                     settled.append((job, ok, value if ok else _revive(*value)))
             if not data:
-                self._ended(child)
-                lost, self.sent = list(self.sent.values()), {}
-                settled += [(job, False, self._gone("it exited")) for job in lost]
+                settled += self._ended(child)
             self.answered.notify_all()
         _settle(settled)
 
-    def _ended(self, child: subprocess.Popen[bytes]) -> None:
-        """Under `lock`, on the event loop: forget a claim process that closed its pipe."""
+    def _ended(self, child: subprocess.Popen[bytes]) -> list[tuple[_Job, bool, Any]]:
+        """Under `lock`, on the event loop: forget a claim process that closed its pipe; the answers
+        of the claims it had not answered (made or not, nobody can say)."""
         assert child.stdout is not None and child.stdin is not None
         if self.loop is not None:
             self.loop.remove_reader(child.stdout.fileno())
@@ -411,8 +415,13 @@ class Process:
             except OSError:
                 pass
         threading.Thread(target=child.wait, name="roast-serve-claims-reap", daemon=True).start()
+        if not self.closing:
+            self.log("the claim process stopped; the next delivery starts another", pid=child.pid,
+                     unanswered=len(self.sent))
         if self.child is child:
             self.child, self.loop, self.out, self.writing = None, None, bytearray(), False
+        lost, self.sent = list(self.sent.values()), {}
+        return [(job, False, self._gone("it exited")) for job in lost]
 
     @staticmethod
     def _gone(why: str) -> Exception:

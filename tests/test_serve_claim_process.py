@@ -93,20 +93,37 @@ def test_deliveries_are_claimed_in_a_child_for_the_server_which_runs_the_branch(
 
 
 def test_a_claim_process_that_dies_is_replaced_and_its_sessions_are_not_lost(tmp_path, serve):  # noqa: F811 - the fixture
-    first, second = waiting_session(tmp_path), waiting_session(tmp_path)
+    first, second, third = waiting_session(tmp_path), waiting_session(tmp_path), waiting_session(tmp_path)
     server = serve()
     child = claim_process(server)
     os.kill(child, signal.SIGKILL)
     eventually(lambda: not alive(child), "the claim process to die")
-    status, doc = server.post(first, "approved", '{"approver": "ana"}')
-    if status != 200:  # the delivery that finds it dead may be refused: it is sent again, as a client would
-        assert status == 503 and doc["error"]["code"] == "store_unavailable", doc
-        status, doc = server.post(first, "approved", '{"approver": "ana"}')
+    status, doc = server.post(first, "approved", '{"approver": "ana"}')  # a new claim process makes it
     assert (status, doc["outcome"]) == (200, "consumed"), doc
     assert claim_process(server) != child
+    assert "the claim process stopped" in server.log, server.log
     assert server.post(second, "approved", '{"approver": "bo"}')[1]["outcome"] == "consumed"
-    for sid in (first, second):
+
+    # it dies with a delivery sent and not answered: that request gets a 503 that says so, and the
+    # sender's retry with the same key is answered by the next claim process
+    child = claim_process(server)
+    os.kill(child, signal.SIGSTOP)
+    answers: dict[str, Any] = {}
+    key = {"idempotency-key": "third-1"}
+    body = '{"approver": "cy"}'
+    thread = threading.Thread(target=lambda: answers.update(third=server.post(third, "approved", body, key)))
+    thread.start()
+    thread.join(timeout=1)
+    os.kill(child, signal.SIGKILL)
+    thread.join(timeout=60)
+    status, doc = answers["third"]
+    assert (status, doc["error"]["code"]) == (503, "store_unavailable"), doc
+    assert "Idempotency-Key" in doc["error"]["hint"], doc
+    status, doc = server.post(third, "approved", body, key)
+    assert (status, doc["outcome"]) == (200, "consumed"), doc
+    for sid in (first, second, third):
         assert eventually(lambda sid=sid: finished(sid), "the branch to run").status == "completed"
+        assert [e.outcome for e in api.deliveries(sid)].count("consumed") == 1
 
 
 def test_the_claim_process_ends_with_the_server_whether_stopped_or_killed(tmp_path, serve):  # noqa: F811 - the fixture
