@@ -345,6 +345,13 @@ def claims_owner(owner: str | None = None) -> str:
     return this_owner()
 
 
+def ready_to_claim(*, store: SessionStore | str | None = None) -> None:
+    """Load what a claim needs before the first one (`roast serve`'s claim process, at its start)."""
+    from roast import claiming, definition, leaves, runner, tree  # noqa: F401 - imported for their cost
+
+    _store(store, None).list(limit=1)  # and open the store's connection
+
+
 def claimed_here(session_id: str, here: bool = True) -> None:
     """A session claimed for this process (by `roast serve`'s claim process) is this process's to run."""
     mark_running(session_id, here)

@@ -299,7 +299,9 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
 
     # the deliveries are made in a claim process (issue 25): on SQLite those waiting at once commit
     # together, on PostgreSQL CLAIM_THREADS are made at once; other claims on one claim thread here
-    claims = serve_claims.Claims(api, threads=claim_threads, log=log)
+    from roast import approvals
+
+    claims = serve_claims.Claims(api, threads=claim_threads, log=log, sends=(deliver, approvals.deliver_checked))
     runtime.quiet = claims.quiet  # its look for orphans waits for the claims in flight
 
     async def claim(fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:

@@ -92,12 +92,14 @@ class Claims:
     api: the deliveries in its claim process (`threads` at once there on a shared store), the
     others on one claim thread here."""
 
-    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None) -> None:
+    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None,
+                 sends: tuple[Callable[..., Any], ...] = ()) -> None:
         self.api = api
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
-        self.process = Process(api, most, threads, log)
+        # `sends`: the functions deliveries are made with, imported by the claim process at its start
+        self.process = Process(api, most, threads, log, sends)
 
     async def __call__(self, fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:
         """Claim with `fn(*args, **kwargs)`; `together`: a delivery that may share a transaction with
@@ -247,8 +249,9 @@ class Process:
     thread stands between a request and its claim; the look for orphans (the worker's thread)
     shares `sent` under `lock`."""
 
-    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None) -> None:
-        self.api, self.most, self.threads_there = api, most, threads
+    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None,
+                 sends: tuple[Callable[..., Any], ...] = ()) -> None:
+        self.api, self.most, self.threads_there, self.sends = api, most, threads, sends
         self.log = log or (lambda message, **fields: None)
         self.lock = threading.Lock()
         self.answered = threading.Condition(self.lock)  # notified as `sent` empties
@@ -286,7 +289,7 @@ class Process:
         child = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  env=env, close_fds=True)
         assert child.stdin is not None and child.stdout is not None
-        self.out = bytearray(_frame((api.claims_owner(), self.most, self.threads_there)))
+        self.out = bytearray(_frame((api.claims_owner(), self.most, self.threads_there, self.sends)))
         os.set_blocking(child.stdin.fileno(), False)
         os.set_blocking(child.stdout.fileno(), False)
         self.child, self.frames, self.loop, self.writing = child, _Frames(child.stdout.fileno()), None, False
@@ -507,9 +510,13 @@ def child() -> None:
     hello = frames.next()
     if hello is None:
         return
-    owner, most, threads = hello
+    owner, most, threads, _ = hello  # (the functions it will be sent: imported with the hello)
     api.claims_owner(owner)
     store = api.open_store()
+    try:
+        api.ready_to_claim(store=store)  # the first deliveries after a start pay no imports
+    except Exception:  # noqa: BLE001 - a store not reachable yet: each claim says so itself
+        pass
     here = {"api": Bound(store), "store": store}
     write = threading.Lock()
 
