@@ -296,15 +296,14 @@ class Process:
 
     def put(self, job: _Job) -> None:
         """On the event loop: send a delivery to the claim process (after a look for orphans ends)."""
-        with self.lock:
-            if self.paused:
-                self.held.append(job)
-                return
         self._send([job])
 
     def _send(self, jobs: list[_Job]) -> None:
         dead: list[tuple[_Job, bool, Any]] = []
         with self.lock:
+            if self.paused:  # checked under the lock that `quiet` holds while it waits: none slips past
+                self.held += jobs
+                return
             if self.child is not None and self.child.poll() is not None:  # it died while nothing was sent
                 dead = self._ended(self.child)
             if self.child is None:
