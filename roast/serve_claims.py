@@ -523,22 +523,28 @@ def child() -> None:
         return here[value.name] if isinstance(value, _Here) else value
 
     def make(batch: list[tuple[Any, ...]]) -> None:
-        """Claim `batch` (together, `most` at a time) and answer each of its claims."""
-        calls = [functools.partial(fn, *map(real, args), **{k: real(v) for k, v in kwargs.items()})
-                 for _, fn, args, kwargs in batch]
+        """Claim `batch` (together, `most` at a time) and answer each of its claims, whatever happens."""
         outcomes: list[tuple[bool, Any]] = []
-        for start in range(0, len(calls), most):
-            try:
-                outcomes += api.together(calls[start:start + most], store=store)
-            except Exception as err:  # noqa: BLE001 - whatever stopped the batch is each claim's answer
-                outcomes += [(False, err)] * len(calls[start:start + most])
+        try:
+            calls = [functools.partial(fn, *map(real, args), **{k: real(v) for k, v in kwargs.items()})
+                     for _, fn, args, kwargs in batch]
+            for start in range(0, len(calls), most):
+                try:
+                    outcomes += api.together(calls[start:start + most], store=store)
+                except Exception as err:  # noqa: BLE001 - whatever stopped the batch is each claim's answer
+                    outcomes += [(False, err)] * len(calls[start:start + most])
+        except Exception as err:  # noqa: BLE001 - a bug here: every request still gets its answer
+            outcomes = [(False, err)] * len(batch)
         out = []
         for (number, *_), (ok, value) in zip(batch, outcomes):
             claimed = _claimed(ok, value)
             if claimed:
                 api.claimed_here(claimed, False)  # the server runs it, not this process
             out.append((number, ok, value if ok else _portable(value), claimed))
-        data = _frame(out)
+        try:
+            data = _frame(out)
+        except Exception:  # noqa: BLE001 - a value that does not pickle (a bug): found and answered alone
+            data = _frame([_answerable(*answer) for answer in out])
         with write:
             try:
                 while data:
@@ -566,6 +572,19 @@ def child() -> None:
         make(batch)
     if pool is not None:
         pool.shutdown(wait=True)
+
+
+def _answerable(number: int, ok: bool, value: Any, claimed: str | None) -> tuple[Any, ...]:
+    """One answer as it crosses the pipe: a value that does not pickle becomes an internal error."""
+    import pickle
+
+    if not ok:
+        return number, False, value, claimed  # already `_portable`
+    try:
+        pickle.dumps(value)
+    except Exception as err:  # noqa: BLE001 - a bug: its request gets a 500, its claim stands
+        return number, False, _portable(err), claimed
+    return number, True, value, claimed
 
 
 def _claimed(ok: bool, value: Any) -> str | None:
