@@ -43,6 +43,19 @@ def claim_process(server: Any) -> int:
     return eventually(find, "the claim process to start")
 
 
+def unread(pid: int) -> int:
+    """Bytes written to process `pid`'s standard input (a pipe) that it has not read yet."""
+    import fcntl
+    import struct
+    import termios
+
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    finally:
+        os.close(fd)
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -113,7 +126,7 @@ def test_a_claim_process_that_dies_is_replaced_and_its_sessions_are_not_lost(tmp
     body = '{"approver": "cy"}'
     thread = threading.Thread(target=lambda: answers.update(third=server.post(third, "approved", body, key)))
     thread.start()
-    thread.join(timeout=1)
+    eventually(lambda: unread(child) > 0, "the delivery to reach the claim process's pipe")
     os.kill(child, signal.SIGKILL)
     thread.join(timeout=60)
     status, doc = answers["third"]
