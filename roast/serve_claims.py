@@ -4,12 +4,17 @@ The deliveries (`together=True`) are made in the server's **claim process** (`Pr
 a child that runs `api.together` on its own store connection and answers over a pipe, so claims
 use the machine's second core instead of sharing one interpreter with the HTTP side. The event
 loop writes each delivery to the pipe and reads the answers as they arrive (`add_reader`): no
-thread hands a claim or an answer over, so no claim waits for the GIL between two threads. On a
-store with one writer (SQLite) the claim process takes every delivery waiting when it is free (at
-most `MOST`) and claims them together, in one write transaction and one commit, each answered
-after the commit that made it durable; on a shared store (PostgreSQL) it makes `threads` claims at
-once, each its own transaction. 3,000 deliveries from 16 clients on the bench machine: about
-1,650 claims/s with a p99 of 13–18 ms on SQLite, from about 900/s and 26 ms in one process.
+thread hands a claim or an answer over, so no claim waits for the GIL between two threads. A
+claim process takes every delivery waiting when it is free (at most `MOST`) and claims them
+together, in one write transaction and one commit, each answered after the commit that made it
+durable. A store with one writer (SQLite) has one claim process; a shared store (PostgreSQL) has
+`processes` of them (`roast serve`: 2), since one waits for the server's answer to each of a
+claim's statements in turn. A delivery goes to the least busy one, except that while a claim for
+its session (or workflow) is in flight the next goes to the same process, so two processes' batches
+do not wait for each other's row locks. 3,000 deliveries from 16 clients on the bench machine:
+about 1,650 claims/s with a p99 of 13–18 ms on SQLite, from about 900/s and 26 ms in one process;
+about 780/s and 33–35 ms on PostgreSQL, from about 430/s and 64 ms with one process making 8 claims
+at once on threads, each its own transaction.
 
 It claims *for the server*: each claimed session records the server as its owner, and the server
 marks it as its own (`api.claimed_here`) before the request is answered and its branch handed to
@@ -89,22 +94,27 @@ def _answer(answers: list[tuple[_Job, bool, Any]]) -> None:
 
 class Claims:
     """The claims of one `roast serve` (see the module docstring); `api` is the server's `Bound`
-    api: the deliveries in its claim process (`threads` at once there on a shared store), the
-    others on one claim thread here."""
+    api: the deliveries in its claim processes (`processes` of them), the others on one claim thread
+    here."""
 
-    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None,
-                 sends: tuple[Callable[..., Any], ...] = ()) -> None:
+    def __init__(self, api: Any, most: int = MOST, log: Callable[..., None] | None = None,
+                 sends: tuple[Callable[..., Any], ...] = (), processes: int = 1) -> None:
         self.api = api
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
-        # `sends`: the functions deliveries are made with, imported by the claim process at its start
-        self.process = Process(api, most, threads, log, sends)
+        # `sends`: the functions deliveries are made with, imported by the claim processes at their start
+        self.processes = [Process(api, most, log, sends) for _ in range(max(1, processes))]
+        self.routes: dict[str, list[Any]] = {}  # route -> [its claim process, its claims in flight]
 
-    async def __call__(self, fn: Callable[..., Any], *args: Any, together: bool = False, **kwargs: Any) -> Any:
+    async def __call__(self, fn: Callable[..., Any], *args: Any, together: bool = False, route: str | None = None,
+                       **kwargs: Any) -> Any:
         """Claim with `fn(*args, **kwargs)`; `together`: a delivery that may share a transaction with
-        the others waiting (`resume(..., run=False)`), made in the claim process (`fn` and its
-        arguments pickle; the server's api and store are passed as the claim process's own)."""
+        the others waiting (`resume(..., run=False)`), made in a claim process (`fn` and its
+        arguments pickle; the server's api and store are passed as the claim process's own).
+        `route`: the session (or workflow) it is for: while a claim for it is in flight, the next
+        ones go to the same claim process (two processes' batches would wait for each other's row
+        locks); otherwise a claim goes to the least busy one."""
         import asyncio
 
         import anyio
@@ -112,17 +122,29 @@ class Claims:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         job = _Job(functools.partial(fn, *args, **kwargs), future, loop, (fn, args, kwargs))
-        if together:
-            self.process.put(job)  # on this loop, straight to the claim process's pipe
-        else:
+        if not together:
             self._start()
             self.jobs.put(job)
+        elif route is None:
+            min(self.processes, key=len).put(job)  # on this loop, straight to the pipe
+        else:  # `routes` is only touched on the event loop's thread
+            taken = self.routes.setdefault(route, [min(self.processes, key=len), 0])
+            taken[1] += 1
+            future.add_done_callback(lambda _: self._done(route))
+            taken[0].put(job)
         with anyio.CancelScope(shield=True):
             return await future
 
+    def _done(self, route: str) -> None:
+        taken = self.routes[route]
+        taken[1] -= 1
+        if not taken[1]:
+            del self.routes[route]
+
     def start(self) -> None:
-        """Start the claim process now (a server starts it before it listens), not at the first claim."""
-        self.process.start()
+        """Start the claim processes now (a server starts them before it listens), not at the first claim."""
+        for process in self.processes:
+            process.start()
 
     def _start(self) -> None:
         with self.lock:
@@ -131,17 +153,26 @@ class Claims:
                 self.thread.start()
 
     def quiet(self) -> AbstractContextManager[bool]:
-        """A context in which no claim is in flight in the claim process (the look for orphans)."""
-        return self.process.quiet()
+        """A context in which no claim is in flight in any claim process (the look for orphans): True
+        when that was reached (each process waits at most QUIET_WAIT for its own)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def quiet() -> Iterator[bool]:
+            with contextlib.ExitStack() as stack:
+                yield all([stack.enter_context(process.quiet()) for process in self.processes])
+
+        return quiet()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the claim thread and the claim process once the claims given to them are made."""
+        """Stop the claim thread and the claim processes once the claims given to them are made."""
         with self.lock:
             thread, self.thread = self.thread, None
         if thread is not None:
             self.jobs.put(None)
             thread.join(timeout)
-        self.process.close(timeout)
+        for process in self.processes:
+            process.close(timeout)
 
     def _run(self) -> None:
         while True:
@@ -249,9 +280,9 @@ class Process:
     thread stands between a request and its claim; the look for orphans (the worker's thread)
     shares `sent` under `lock`."""
 
-    def __init__(self, api: Any, most: int = MOST, threads: int = 1, log: Callable[..., None] | None = None,
+    def __init__(self, api: Any, most: int = MOST, log: Callable[..., None] | None = None,
                  sends: tuple[Callable[..., Any], ...] = ()) -> None:
-        self.api, self.most, self.threads_there, self.sends = api, most, threads, sends
+        self.api, self.most, self.sends = api, most, sends
         self.log = log or (lambda message, **fields: None)
         self.lock = threading.Lock()
         self.answered = threading.Condition(self.lock)  # notified as `sent` empties
@@ -289,10 +320,14 @@ class Process:
         child = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  env=env, close_fds=True)
         assert child.stdin is not None and child.stdout is not None
-        self.out = bytearray(_frame((api.claims_owner(), self.most, self.threads_there, self.sends)))
+        self.out = bytearray(_frame((api.claims_owner(), self.most, self.sends)))
         os.set_blocking(child.stdin.fileno(), False)
         os.set_blocking(child.stdout.fileno(), False)
         self.child, self.frames, self.loop, self.writing = child, _Frames(child.stdout.fileno()), None, False
+
+    def __len__(self) -> int:
+        """The claims sent to it and not yet answered (read on the event loop, without the lock)."""
+        return len(self.sent) + len(self.held)
 
     def put(self, job: _Job) -> None:
         """On the event loop: send a delivery to the claim process (after a look for orphans ends)."""
@@ -509,7 +544,7 @@ def child() -> None:
     hello = frames.next()
     if hello is None:
         return
-    owner, most, threads, _ = hello  # (the functions it will be sent: imported with the hello)
+    owner, most, _ = hello  # (the functions it will be sent: imported with the hello)
     api.claims_owner(owner)
     store = api.open_store()
     try:
@@ -517,7 +552,6 @@ def child() -> None:
     except Exception:  # noqa: BLE001 - a store not reachable yet: each claim says so itself
         pass
     here = {"api": Bound(store), "store": store}
-    write = threading.Lock()
 
     def real(value: Any) -> Any:
         return here[value.name] if isinstance(value, _Here) else value
@@ -545,33 +579,20 @@ def child() -> None:
             data = _frame(out)
         except Exception:  # noqa: BLE001 - a value that does not pickle (a bug): found and answered alone
             data = _frame([_answerable(*answer) for answer in out])
-        with write:
-            try:
-                while data:
-                    data = data[os.write(answers_fd, data):]
-            except BrokenPipeError:  # the server is gone: what was claimed is recovered as orphans are
-                os._exit(0)
+        try:
+            while data:
+                data = data[os.write(answers_fd, data):]
+        except BrokenPipeError:  # the server is gone: what was claimed is recovered as orphans are
+            os._exit(0)
 
-    # a store with one writer (SQLite): what waits is claimed together, in turn; a shared one
-    # (PostgreSQL): each claim alone, `threads` at once, each answered when it is made
-    pool = None
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="roast-claim")
+    # what waits is claimed together, in turn (one thread: no claim waits for the GIL)
     while True:
         batch = frames.next()
         if batch is None:
             break
-        if pool is not None:
-            for item in batch:
-                pool.submit(make, [item])
-            continue
         while len(batch) < most and frames.more():
             batch += frames.next()
         make(batch)
-    if pool is not None:
-        pool.shutdown(wait=True)
 
 
 def _answerable(number: int, ok: bool, value: Any, claimed: str | None) -> tuple[Any, ...]:
