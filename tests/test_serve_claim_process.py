@@ -29,18 +29,24 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def claim_process(server: Any) -> int:
-    """The server's claim process: its one child running `roast.serve_claims`."""
-    def find() -> int | None:
+def claim_processes(server: Any, count: int = 1) -> list[int]:
+    """The server's claim processes (its children running `roast.serve_claims`), once there are `count`."""
+    def find() -> list[int] | None:
+        found = []
         for pid in children(server.proc.pid):
             try:
                 if b"roast.serve_claims" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
+                    found.append(pid)
             except OSError:
                 continue
-        return None
+        return sorted(found) if len(found) == count else None
 
-    return eventually(find, "the claim process to start")
+    return eventually(find, f"{count} claim process(es) to start")
+
+
+def claim_process(server: Any) -> int:
+    """The server's claim process: its one child running `roast.serve_claims` (a SQLite store)."""
+    return claim_processes(server)[0]
 
 
 def unread(pid: int) -> int:
@@ -157,3 +163,53 @@ def test_the_claim_process_ends_with_the_server_whether_stopped_or_killed(tmp_pa
     killed.proc.kill()
     killed.proc.wait(timeout=30)
     eventually(lambda: not alive(child), "the claim process to end when the server dies")
+
+
+def test_on_postgresql_two_claim_processes_share_the_deliveries_and_each_is_claimed_once(
+        tmp_path, serve, pg_url, monkeypatch):  # noqa: F811 - the fixture
+    """A shared store's claims are round trips: roast serve runs two claim processes, each batching
+    what waits for it. Both claim; a delivery for a session whose claim is in flight goes to the
+    same process (so two batches never wait for each other's row locks), and is a duplicate."""
+    from conftest import TEST_KEY
+
+    monkeypatch.setenv("ROAST_STORE", pg_url)
+    monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+    sids = [waiting_session(tmp_path) for _ in range(3)]
+    server = serve()
+    pids = claim_processes(server, 2)
+    answers: dict[int, Any] = {}
+
+    def deliver(n: int, sid: str, key: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.update({n: server.post(
+            sid, "approved", '{"approver": "ana"}', {"idempotency-key": key})}))
+        thread.start()
+        return thread
+
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # both stopped, deliveries one after another: the least busy process takes each (the first
+        # process 0 and 2, the second 1); 3 follows 0, the claim of its session being in flight
+        threads = []
+        for n, (sid, key) in enumerate([(sids[0], "a"), (sids[1], "b"), (sids[2], "c"), (sids[0], "a")]):
+            before = sum(unread(pid) for pid in pids)
+            threads.append(deliver(n, sid, key))
+            eventually(lambda: sum(unread(pid) for pid in pids) > before, f"delivery {n} to reach a pipe")
+        os.kill(pids[0], signal.SIGCONT)
+        eventually(lambda: 0 < len(answers) < 4, "the first claim process to answer its deliveries")
+        waited = [n for n, t in enumerate(threads) if t.is_alive()]
+        assert waited, answers  # the other process's deliveries wait for it: it claims them, not the first
+        assert (0 in waited) == (3 in waited), (waited, answers)  # one session's claims: one process
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join(timeout=60)
+    outcomes = sorted(doc["outcome"] for _, doc in answers.values())
+    assert outcomes == ["consumed", "consumed", "consumed", "duplicate"], answers
+    for sid in sids:
+        assert eventually(lambda sid=sid: finished(sid), "the branch to run").status == "completed"
+        assert [e.outcome for e in api.deliveries(sid)].count("consumed") == 1
+        assert [h.path for h in api.history(sid)].count("steps[1].approved[0]") == 1
+    assert claim_processes(server, 2) == pids and "recovered" not in server.log, server.log
+
