@@ -76,6 +76,7 @@ TARGETS: dict[str, str] = {
     "tick_overdue": "≤ 1 s for 1,000 (≤ 1 ms a claim)",
     "serve_idle": "< 5 % of a core and < 200 MB RSS",
     "deliveries": "≥ 1,000 claims/s, p99 ≤ 20 ms",
+    "delivery_cpu": "(1,000/s on 2 cores: ≤ 2 ms)",
     "bytes_per_session": "≤ 2 KB + outputs",
     "pg_startup": "psycopg imported only when needed (ratio stated)",
     "py_step": "≤ 0.3 ms a step",
@@ -553,13 +554,33 @@ class Serve:
         conn.close()
         return {"samples": samples, "median": median(samples), "listed": count}
 
-    def deliver(self, ids: list[str], clients: int) -> dict[str, Any]:
-        from serve_bench import deliver  # the same clients as bench/serve_bench.py
+    def deliver(self, ids: list[str], clients: int, store: Store) -> dict[str, Any]:
+        """The deliveries, and the CPU each took on this machine's cores (ms a delivery): the clients
+        (this process), the server with its claim processes, and PostgreSQL's processes."""
+        import resource
 
+        from serve_bench import deliver, family  # the same clients as bench/serve_bench.py
+
+        def client_s() -> float:
+            use = resource.getrusage(resource.RUSAGE_SELF)
+            return use.ru_utime + use.ru_stime
+
+        def ticks() -> tuple[dict[int, int], dict[int, int]]:  # each process apart: some start meanwhile
+            return ({pid: cpu_ticks([pid]) for pid in family(self.proc.pid)},
+                    {pid: cpu_ticks([pid]) for pid in store.server_pids()})
+
+        before, client0 = ticks(), client_s()
         wall, latencies, outcomes = deliver(self.port, ids, clients)
+        client, after = client_s() - client0, ticks()
+        used = [sum(n - then.get(pid, 0) for pid, n in now.items()) for then, now in zip(before, after)]
+        per = [client * 1e3 / len(ids)] + [n / CLK * 1e3 / len(ids) for n in used]
+        cpu = {"client": round(per[0], 3), "server": round(per[1], 3),
+               "postgres": round(per[2], 3) if after[1] else None, "total": round(sum(per), 3),
+               "claim_processes": len(after[0]) - 1}
+        cpu["ceiling_per_s"] = round((os.cpu_count() or 1) * 1e3 / cpu["total"]) if cpu["total"] else None
         return {"sessions": len(ids), "clients": clients, "seconds": round(wall, 3),
                 "claims_per_s": round(len(latencies) / wall, 1), "p50_ms": round(percentile(latencies, 0.5) * 1e3, 2),
-                "p99_ms": round(percentile(latencies, 0.99) * 1e3, 2), "outcomes": outcomes}
+                "p99_ms": round(percentile(latencies, 0.99) * 1e3, 2), "outcomes": outcomes, "cpu_ms": cpu}
 
 
 # --------------------------------------------------------------------------- the bench
@@ -713,7 +734,7 @@ class Scale:
                 ids = [r[0] for r in store.rows("SELECT id FROM sessions WHERE status = 'waiting' AND id LIKE 'c%' "
                                                 "ORDER BY id LIMIT ?", (count + 200,)) if COPY_ID.fullmatch(r[0])][:count]
                 done_before = int(store.rows("SELECT count(*) FROM sessions WHERE status = 'completed'")[0][0])
-                out["deliveries"] = serve.deliver(ids, args.clients)
+                out["deliveries"] = serve.deliver(ids, args.clients, store)
                 began = time.perf_counter()
                 while time.perf_counter() - began < 300:
                     done = int(store.rows("SELECT count(*) FROM sessions WHERE status = 'completed'")[0][0])
@@ -916,8 +937,12 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
             if "deliveries" in f:
                 d = f["deliveries"]
                 ok = d["claims_per_s"] >= 1000 and d["p99_ms"] <= 20 and d["outcomes"].get("consumed") == d["sessions"]
+                c = d.get("cpu_ms") or {}
+                split = (f"; CPU a delivery {c['total']:.2f} ms (clients {c['client']:.2f}, server {c['server']:.2f}"
+                         + (f", PostgreSQL {c['postgres']:.2f}" if c.get("postgres") is not None else "")
+                         + f"): {os.cpu_count()} cores cannot pass {c['ceiling_per_s']:,}/s") if c.get("total") else ""
                 out.append((f"{d['sessions']:,} deliveries, {d['clients']} clients", kind, n,
-                            f"{d['claims_per_s']:,.0f} claims/s, p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms",
+                            f"{d['claims_per_s']:,.0f} claims/s, p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms{split}",
                             TARGETS["deliveries"], "met" if ok else "NOT MET"))
             g = f.get("growth", {})
             if g.get("copies"):
@@ -956,6 +981,9 @@ def summary(results: dict[str, Any]) -> str:
             return f"{s['cpu_pct']:.1f} %{pg}, {s['rss_mb']:.0f} MB"
         if name == "deliveries" and name in f:
             return f"{f[name]['claims_per_s']:,.0f}/s, p99 {f[name]['p99_ms']:.0f} ms"
+        if name == "delivery_cpu" and (f.get("deliveries") or {}).get("cpu_ms"):
+            c = f["deliveries"]["cpu_ms"]
+            return f"{c['total']:.2f} ms: ≤ {c['ceiling_per_s']:,}/s"
         if name == "bytes_per_session" and f.get("growth", {}).get("copies"):
             return f"{f['growth']['bytes_per_session']:,.0f} B"
         return "–"
@@ -963,7 +991,9 @@ def summary(results: dict[str, Any]) -> str:
     labels = [("resume_noid", "`roast resume WF -e E` (no `-s`), ×30"), ("sessions_page", "`roast sessions`, ×30"),
               ("tick_idle", "`roast tick`, nothing due, ×30"), ("api_list", "`GET /v1/sessions?status=waiting&limit=20`, ×30"),
               ("tick_overdue", "`roast tick` firing 1,000 overdue"), ("serve_idle", "idle `roast serve` (CPU of a core, RSS)"),
-              ("deliveries", "2,000 HTTP deliveries, 16 clients"), ("bytes_per_session", "bytes per waiting session")]
+              ("deliveries", "2,000 HTTP deliveries, 16 clients"),
+              ("delivery_cpu", "CPU a delivery, every process (clients, server, PostgreSQL): the cores' ceiling"),
+              ("bytes_per_session", "bytes per waiting session")]
     rows = [[label, *(cell(k, n, name) for k, n in cols), TARGETS[name]] for name, label in labels]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -20,8 +20,8 @@ a Starlette app that answers 202 with a small JSON document: `noop` does nothing
 first commits one fsync'd `BEGIN IMMEDIATE; UPDATE; COMMIT` in WAL mode (`synchronous=FULL`, as
 roast's store) on one worker thread, as roast serve's SQLite claims take turns; with `--store
 postgresql://…`, `postgres` also commits one `UPDATE` (autocommit, the server's own durability
-settings) per request on one of CLAIM_THREADS threads with a connection each, as roast serve's
-PostgreSQL claims do, in a table `roast_yard` it makes and drops in that database. `--http httptools`
+settings) per request on one of CLAIM_THREADS threads with a connection each (roast serve's own
+claims are batched in two claim processes), in a table `roast_yard` it makes and drops in that database. `--http httptools`
 / `--loop uvloop` measure those Uvicorn options where installed (roast does not depend on them).
 Every figure carries the CPU of the client process (getrusage of this process) and of the server
 (its /proc stat, with its living children, the claim process among them, and the children it waited
