@@ -308,7 +308,8 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     async def claim(fn: Callable[..., Any], *args: Any, together: bool = False, route: str | None = None,
                     **kwargs: Any) -> Any:
         """A claim (`together`: a delivery that may share a transaction with others waiting; `route`:
-        the session or workflow it is for, whose claims all go to one claim process)."""
+        the session or workflow it is for: while one of its claims is in flight, the next go to the
+        same claim process)."""
         runtime.claiming += 1  # on the event loop's thread only
         runtime.idle.clear()
         try:
