@@ -126,9 +126,9 @@ class Claims:
             self._start()
             self.jobs.put(job)
         elif route is None:
-            min(self.processes, key=len).put(job)  # on this loop, straight to the pipe
+            min(self.processes, key=Process.in_flight).put(job)  # on this loop, straight to the pipe
         else:  # `routes` is only touched on the event loop's thread
-            taken = self.routes.setdefault(route, [min(self.processes, key=len), 0])
+            taken = self.routes.setdefault(route, [min(self.processes, key=Process.in_flight), 0])
             taken[1] += 1
             future.add_done_callback(lambda _: self._done(route))
             taken[0].put(job)
@@ -325,7 +325,7 @@ class Process:
         os.set_blocking(child.stdout.fileno(), False)
         self.child, self.frames, self.loop, self.writing = child, _Frames(child.stdout.fileno()), None, False
 
-    def __len__(self) -> int:
+    def in_flight(self) -> int:
         """The claims sent to it and not yet answered (read on the event loop, without the lock)."""
         return len(self.sent) + len(self.held)
 
