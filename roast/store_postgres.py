@@ -81,6 +81,14 @@ def lock_key(session_id: str) -> int:
 _MIGRATION_KEY = _key("roast-migrations")
 
 
+def _rolled_back(store: str) -> StoreUnavailable:
+    """PostgreSQL answered a COMMIT with ROLLBACK: a statement of the transaction had failed where no
+    error reached the writer (a write group's read or lock, `roast.sql_group`). Nothing of it was
+    kept, and nothing may be reported as done (issue 25)."""
+    return StoreUnavailable(f"the session store {store} rolled the transaction back: one of its statements had "
+                            "failed; nothing of it was written", hint="try again")
+
+
 def _ended_by_server(conn: psycopg.Connection[Row]) -> bool:
     """True when an idle connection has something to read: roast never LISTENs, so that is the server
     ending it (a restart, a failover, pg_terminate_backend) — reused, its next statement would fail.
@@ -267,7 +275,8 @@ class PostgresStore(PgErrors, SQLStore):
                 yield _Tx(conn)
                 fault_point()
                 committing = True
-                conn.execute("COMMIT")
+                if conn.execute("COMMIT").statusmessage != "COMMIT":
+                    raise _rolled_back(self.describe())
             except BaseException:
                 if not committing and not conn.broken and not conn.closed:
                     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import roast
 from roast import api
-from roast.errors import NotFound, StoreUnavailable
+from roast.errors import NotFound, RoastError, StoreUnavailable
 
 WAITING = """
 name: gate
@@ -58,6 +58,35 @@ def test_a_group_rolled_back_by_one_claim_runs_every_claim_again_alone(wf) -> No
         assert api.session(sid).status == "running"
         assert [e.outcome for e in api.deliveries(sid)] == ["consumed"]
     assert api.session(c).status == "waiting" and api.deliveries(c) == []
+
+
+def test_a_group_whose_transaction_failed_where_no_claim_saw_it_is_claimed_again_alone(wf) -> None:
+    """On PostgreSQL a statement that fails inside a group's transaction, where no write of the group
+    sees it (a read, caught by its caller), makes the group's COMMIT a ROLLBACK. Its claims must not
+    be answered as made: the group fails, and each claim runs again alone (on SQLite the statement
+    does not fail, and the group is kept)."""
+    path = wf(WAITING)
+    a, b = (roast.run(path).session_id for _ in range(2))
+    store = api.open_store()
+    failed: list[str] = []
+
+    def fails_unseen() -> None:  # once: a read of the group's transaction fails, and is caught here
+        if failed:
+            return
+        try:
+            with store._read() as tx:
+                tx.row("SELECT CAST('x' AS integer) AS n")
+            failed.append("no")  # SQLite casts it to 0
+        except RoastError:  # PostgreSQL refuses it, as the store words it
+            failed.append("yes")
+
+    got = api.together([_claim(store, a), fails_unseen, _claim(store, b)], store=store)
+
+    assert failed == ["yes" if getattr(store, "shared", False) else "no"], failed
+    assert got[0][1].outcome == got[2][1].outcome == "consumed", got
+    for sid in (a, b):  # answered consumed: claimed, once
+        assert api.session(sid).status == "running"
+        assert [e.outcome for e in api.deliveries(sid)] == ["consumed"]
 
 
 HOLDER = r"""
