@@ -117,6 +117,7 @@ class _Local(threading.local):
         self.pid = 0
         self.ready = False   # the schema was checked (and migrated) on this connection
         self.holds: dict[str, str] = {}  # session id -> holder text, held on self.conn
+        self.stray: set[int] = set()  # lock keys a failed `_TAKE` may have left on self.conn
 
 
 class PostgresStore(PgErrors, SQLStore):
@@ -284,6 +285,9 @@ class PostgresStore(PgErrors, SQLStore):
                     except psycopg.Error:
                         pass  # the connection failed: the server rolls back when it notices
                 raise
+            finally:
+                if self._local.stray:
+                    self._let_go_stray(conn)
         except psycopg.Error as err:
             self._forget_broken()
             raise self._store_error(err, session_id, committing) from None
@@ -457,7 +461,12 @@ class PostgresStore(PgErrors, SQLStore):
         advisory lock as well (issue 25: two fsyncs per session held cost more than firing it)."""
         deadline: float | None = None
         for _ in range(10_000):
-            got = conn.execute(_TAKE + _no_wait(conn) + " FROM got", _take_params(session_id, key, text)).fetchone()
+            try:
+                got = conn.execute(_TAKE + _no_wait(conn) + " FROM got", _take_params(session_id, key, text)).fetchone()
+            except psycopg.Error:
+                self._state().stray.add(key)  # the lock may be ours, its holders row not
+                self._let_go_stray(conn)
+                raise
             if got is not None and got["ok"]:
                 return
             rows = conn.execute(_pg(_LIVE_LOCKS), ([key],)).fetchall()
@@ -478,6 +487,20 @@ class PostgresStore(PgErrors, SQLStore):
             time.sleep(0.01)
         raise NotWaiting(f"session {session_id} is still locked for a process that has ended; nothing changed",
                          hint="try again in a moment")
+
+    def _let_go_stray(self, conn: psycopg.Connection[Row]) -> None:
+        """Let go of the locks a failed `_TAKE` may have taken (its lock taken, its holders row refused,
+        e.g. after a lock timeout): session locks outlive a rollback. Only once the connection is out
+        of its transaction (a write group's ends with it), and never one a hold of this thread has."""
+        local = self._state()
+        if conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return
+        keys = list(local.stray - {lock_key(sid) for sid in local.holds})
+        local.stray.clear()
+        try:
+            conn.execute(_pg(_LET_GO), (keys,))
+        except psycopg.Error:
+            pass  # the connection failed: the server drops its locks with it
 
     # -- the dialect's part of roast.sql ---------------------------------------------------------
 
@@ -586,6 +609,11 @@ _TAKE = ("WITH got AS (SELECT pg_try_advisory_lock(%(key)s::int8) AS ok), "
          "holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, host = EXCLUDED.host, "
          "pid = EXCLUDED.pid, start = EXCLUDED.start, since = EXCLUDED.since) "
          "SELECT ok, set_config('application_name', %(app)s, false)")
+
+
+_LET_GO = ("SELECT pg_advisory_unlock(l.k) FROM unnest(?::int8[]) AS l(k) WHERE EXISTS (SELECT 1 FROM pg_locks p "
+           "WHERE p.locktype = 'advisory' AND p.objsubid = 1 AND p.pid = pg_backend_pid() AND p.granted "
+           "AND ((p.classid::int8 << 32) | p.objid::int8) = l.k)")
 
 
 def _take_params(session_id: str, key: int, text: str) -> dict[str, object]:

@@ -89,6 +89,46 @@ def test_a_group_whose_transaction_failed_where_no_claim_saw_it_is_claimed_again
         assert [e.outcome for e in api.deliveries(sid)] == ["consumed"]
 
 
+def test_on_postgresql_a_hold_refused_after_taking_its_lock_lets_the_lock_go(wf, pg_url, monkeypatch) -> None:
+    """A hold takes the session's lock and writes its holders row in one statement. When the row
+    waits too long for another transaction's (a write group's, say) and the statement fails, the
+    lock it took is let go: at once outside a transaction, when the group ends inside one (a
+    session lock outlives a rollback; kept, the session would look held until the connection ends)."""
+    import psycopg
+    import pytest
+    from conftest import TEST_KEY
+
+    from roast.store_postgres import lock_key
+
+    monkeypatch.setenv("ROAST_STORE", pg_url)
+    monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+    monkeypatch.setenv("ROAST_BUSY_TIMEOUT", "0.3")
+    path = wf(WAITING)
+    a, b = (roast.run(path).session_id for _ in range(2))
+    store = api.open_store()
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        def locked() -> int:
+            return other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                                 "((classid::int8 << 32) | objid::int8) = %s", (lock_key(a),)).fetchone()[0]
+
+        other.execute("BEGIN")  # an uncommitted holders row for `a`: a hold's row waits for it
+        other.execute("INSERT INTO holders (session_id, lock_key, holder, backend_pid, host, pid, since) "
+                      "VALUES (%s, 0, 'a test', 0, 'here', 0, 0)", (a,))
+        with pytest.raises(RoastError):
+            store.hold(a, "roast test").__enter__()
+        assert locked() == 0
+        with pytest.raises(StoreUnavailable, match="rolled the transaction back"):
+            with store.grouped():
+                api.cancel(b, store=store)  # the group's transaction is open
+                with pytest.raises(RoastError):
+                    store.hold(a, "roast test").__enter__()
+                assert locked() == 1  # taken in the group's transaction: let go when it ends
+        assert locked() == 0
+        other.execute("ROLLBACK")
+    assert api.session(a).status == api.session(b).status == "waiting"  # nothing of the group was kept
+    assert api.resume("approved", session_id=a, run=False, store=store).outcome == "consumed"
+
+
 HOLDER = r"""
 import os, sys, time
 from roast import api
