@@ -296,9 +296,9 @@ def build_app(config: Config, runtime: Any, api: Bound, log: Log) -> Any:
     limiters: dict[str, Any] = {}
     # SQLite has one writer at a time: its claims take turns, those waiting at once committed together
     # (16 threads sleeping in its busy handler were slower: 180 vs 330 claims/s, p99 1 s vs 5 ms);
-    # PostgreSQL makes CLAIM_THREADS at once. Deliveries in the claim processes (issue 25), batched
-    # like SQLite's: CLAIM_PROCESSES of them on PostgreSQL (one process making 8 claims at once on
-    # threads, each its own transaction, gave ~430 claims/s; two batching ones ~780/s), the rest here
+    # a page's claims on PostgreSQL: CLAIM_THREADS at once. Deliveries in the claim processes (issue
+    # 25), batched like SQLite's: CLAIM_PROCESSES of them on PostgreSQL (one process making 8 claims
+    # at once on threads, each its own transaction, gave ~430 claims/s; two batching ones ~780/s)
     shared = getattr(api.store, "shared", False)
     claim_threads = CLAIM_THREADS if shared else 1
     claims = serve_claims.Claims(api, log=log, sends=(deliver, approvals.deliver_checked),

@@ -211,8 +211,8 @@ def _frame(value: Any) -> bytes:
 
 
 class _Frames:
-    """Length-prefixed pickles read from a pipe: `next()` blocks for one (the claim process);
-    `more()` is True when a whole one is already here; `feed` and `ready` are the server's side."""
+    """Length-prefixed pickles read from a pipe: `next()` blocks for one and `more()` is True when a
+    whole one is already here (the claim process); `ready` is the server's side."""
 
     def __init__(self, fd: int) -> None:
         self.fd, self.buf = fd, bytearray()
@@ -522,7 +522,7 @@ class Process:
         child.stdout.close()
         try:
             child.wait(max(0.1, until - time.monotonic()))
-        except Exception:  # noqa: BLE001 - it did not end: stop it (its claims are each one transaction)
+        except Exception:  # noqa: BLE001 - it did not end: stop it (a batch not committed is rolled back whole)
             child.kill()
             child.wait()
 
