@@ -314,6 +314,22 @@ def test_a_server_killed_inside_claims_taken_together_loses_none_and_consumes_no
     in a claim, alone or inside a group, before any branch runs). Every `consumed` it answered is
     durable; a sender with no answer sends again with its key and gets `consumed` or `duplicate`
     from the next server; in the end each session took its event exactly once and completed."""
+    _killed_inside_claims(tmp_path, serve, fault)
+
+
+@pytest.mark.parametrize("fault", [1, 2, 4])
+def test_on_postgresql_a_server_killed_inside_its_claim_processes_loses_none_and_consumes_none_twice(
+        tmp_path, serve, pg_url, monkeypatch, fault):
+    """The same on PostgreSQL, where two claim processes each claim in batches: a kill in either
+    kills the server (ROAST_FAULT_ALSO), and the other commits or drops its batch whole."""
+    from conftest import TEST_KEY
+
+    monkeypatch.setenv("ROAST_STORE", pg_url)
+    monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+    _killed_inside_claims(tmp_path, serve, fault)
+
+
+def _killed_inside_claims(tmp_path: Path, serve: Any, fault: int) -> None:
     sids = [waiting_session(tmp_path) for _ in range(8)]
     server = serve(env={"ROAST_FAULT_AT": str(fault)})
     answers: dict[str, Any] = {}
