@@ -75,9 +75,9 @@ def _continue(store: SessionStore, session: Session, purpose: str, expect: Calla
     with Held(store, session.id, purpose, wait):
         # what we saw before the lock may be gone: another process can have taken, run and
         # finished the session in between; look again under the lock
-        fresh = store.get(session.id)
+        fresh, sealed = store.get_state(session.id)  # issue 25: the row and its state in one read
         expect(fresh)
-        loaded = intake_.prepare(store, fresh, event, force, moved, from_step)
+        loaded = intake_.prepare(store, fresh, event, force, moved, from_step, sealed=sealed)
         claimed = claim(fresh, loaded)
         if isinstance(claimed, Result):
             return claimed

@@ -343,14 +343,16 @@ class Loaded:
 
 def prepare(store: SessionStore, session: Session, event: str | None, force: bool, moved: str | None = None,
             from_step: str | None = None, known: Callable[..., Any] | None = None,
-            sealed: Continuation | None = None) -> Loaded:
+            sealed: Continuation | RoastError | None = None) -> Loaded:
     """Load a session's state and definition and check edits since it was saved (nothing changes).
     `from_step` (a retry's `--from`): rewind the cursor to that step on the way to where it failed,
     dropping the outputs of the steps that run again (in the context, written by the claim)."""
     from roast import definition as definitions
 
-    state = load_state(store, session, sealed)  # `known`, `sealed`: read for a whole batch (issue 25)
-    defn, saved = (known or definition_for)(store, session, state, moved)
+    if isinstance(sealed, RoastError):  # `known`, `sealed`: read for a whole batch, or with the row (issue 25)
+        raise sealed
+    state = load_state(store, session, sealed := sealed or store.load_state(session))
+    defn, saved = (known or definition_for)(store, session, state, moved, sealed.definition)
     old = definitions.old_tree(saved) if from_step is not None or defn.fingerprint != session.fingerprint else None
     cursor, delta = state["cursor"], None
     if from_step is not None:
@@ -404,12 +406,13 @@ def load_state(store: SessionStore, session: Session, saved: Continuation | None
 
 
 def definition_for(store: SessionStore, session: Session, state: Mapping[str, Any],
-                    moved: str | None = None) -> tuple[Definition, dict[str, Any] | None]:
+                    moved: str | None = None, read: object | None = None) -> tuple[Definition, dict[str, Any] | None]:
+    """The session's definition (`read`: its saved one, read with its state), and the saved record."""
     from roast import definition as definitions
 
     saved: dict[str, Any] | None = None
     if session.definition:
-        loaded = store.load_definition(session.definition)
+        loaded = read if read is not None else store.load_definition(session.definition)
         saved = loaded if isinstance(loaded, dict) else None
     if saved is None:  # saved by roast 0.1: in the state itself
         if state.get("definition") is not None:

@@ -169,13 +169,13 @@ def _definitions() -> Callable[..., Any]:
     sessions of a batch mostly share one, unpickled and checked against its files once."""
     seen: dict[tuple[str, str, str, str], Any] = {}
 
-    def known(store: SessionStore, session: Session, state: Any, moved: str | None) -> Any:
+    def known(store: SessionStore, session: Session, state: Any, moved: str | None, read: object = None) -> Any:
         if moved is not None or not session.definition:  # roast 0.1 kept it in each state
-            return definition_for(store, session, state, moved)
+            return definition_for(store, session, state, moved, read)
         key = (session.definition, session.workflow_path, session.workflow_name, session.fingerprint)
         found = seen.get(key)
         if found is None:
-            found = seen[key] = definition_for(store, session, state, moved)
+            found = seen[key] = definition_for(store, session, state, moved, read)
         return found
 
     return known

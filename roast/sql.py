@@ -20,11 +20,13 @@ from roast import outcomes, seal
 from roast.errors import NotWaiting, Refused, RoastError, StoreUnavailable, UsageError
 from roast.outcomes import missing, not_waiting, refusal
 from roast.requests import TIMEOUT, timeout_event
+from roast.sql_deliver import Deliveries
 from roast.sql_group import INVARIANT, Grouping
 from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks are also this module's names)
     COLUMNS,
     EVENT_COLUMNS,
     PAUSE_ENDED,
+    S_COLUMNS,
     Reads,
     Tx,
     _event,
@@ -32,6 +34,7 @@ from roast.sql_reads import (  # noqa: F401  (COLUMNS, Tx, _session and marks ar
     _session,
     busy_timeout,
     marks,
+    prior_where,
 )
 from roast.store import (
     FINISHED,
@@ -39,7 +42,6 @@ from roast.store import (
     EventRecord,
     Incoming,
     NewSession,
-    Outcome,
     Session,
     StepDone,
     StepStart,
@@ -63,7 +65,7 @@ def _finish_steps(session_id: str, finished: Sequence[StepDone]) -> list[tuple[s
              (f.finished_at, f.status, f.output, f.error, session_id, f.path, f.attempt)) for f in finished]
 
 
-class SQLStore(Grouping, Reads):
+class SQLStore(Grouping, Deliveries, Reads):
     """The `SessionStore` operations over a dialect's transactions (see the module docstring)."""
 
     _prune_tables: tuple[tuple[str, str], ...] = (
@@ -256,120 +258,6 @@ class SQLStore(Grouping, Reads):
                     output_json, int(notify), json.dumps(sorted(set(ahead))), session_id))
             self._open_timers(tx, session_id, awaiting, now)  # issue 23: reminders and escalations
         return Suspended(wait_seq)
-
-    def deliver(self, session_id: str, event: Incoming, *, if_waiting: bool = False, workflow_scope: str | None = None,
-                holding: bool = True, workflow_path: str | None = None, wait_seq: int | None = None,
-                now: float | None = None) -> Outcome:
-        """Deliver one event (issue 14), in one transaction; `outcomes.decide` says what becomes of
-        it: `consumed` (claimed by the waiting wait: a compare-and-set on status and wait number, so
-        exactly one of any number of concurrent deliveries wins; the caller then runs the branch),
-        `queued` (kept for a later wait), `duplicate` (this event id was already accepted: nothing
-        changes), `late` (the wait's deadline passed: its timeout is claimed instead), `closed`,
-        `unknown_event` or `not_waiting` (refused, and recorded), `busy` (without `holding`, the
-        session's lock, an event the session waits for is not consumed). `workflow_scope`: an
-        event id counts as used if any session of that workflow accepted it (delivery without a
-        session id). `workflow_path`: the session's workflow moved there (issue 11); recorded when
-        the event is consumed."""
-        now = _now(now)
-        with self._write(session_id) as tx:
-            if event.event_id and workflow_scope is not None:
-                self._event_lock(tx, workflow_scope, event.event_id)
-            row = self._locked(tx, session_id)
-            if event.signature is not None:
-                self._bind_signature(tx, session_id, event, now)
-            if event.event_id:
-                prior = self._prior(tx, session_id, event.event_id, workflow_scope)
-                if prior is not None:
-                    outcomes.same_event(event.event_id, event.digest, prior["digest"], prior["session_id"])
-                    return Outcome("duplicate", _event(prior), self._session_in(tx, prior["session_id"]))
-            session = self._sessions(tx, [row])[0]
-            verdict = outcomes.decide(session, event.name, holding=holding, now=now, wait_seq=wait_seq,
-                                      if_waiting=if_waiting)
-            if verdict.outcome == "stale":
-                raise not_waiting(session, session_id, wait_seq or 0, self._last_event(tx, session_id))
-            if verdict.outcome == "busy":
-                return Outcome("busy", None, session)
-            if verdict.outcome == "late":
-                late = self._record(tx, session_id, event, verdict, now)
-                claimed = self._claim(tx, session, timeout_event(verdict.deadline, event.name), "late", now)
-                return Outcome("late", late, self._session_in(tx, session_id), claimed=claimed)
-            if verdict.outcome == "consumed":
-                approvals = None
-                gate = outcomes.offered_to(session, event.name, verdict.path)
-                if gate is not None and gate.get("policy"):  # issue 23: the wait's policy judges it first
-                    judged = self._judge(tx, session, event, gate, now)
-                    if isinstance(judged, Outcome):
-                        return judged
-                    approvals = judged
-                # recorded first, so the compare-and-set also hands the runner its event (one statement
-                # less, issue 25); if it loses, the transaction is rolled back, the record with it
-                consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq,
-                                        approvals=approvals)
-                row = self._flip(tx, session, now, consumer=verdict.path, keep=(event.name, verdict.path),
-                                 pending=consumed.row, moved=workflow_path, returning=True)
-                after = self._sessions(tx, [row])[0] if row is not None else self._session_in(tx, session_id)
-                return Outcome("consumed", consumed, after)
-            return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
-
-    def _bind_signature(self, tx: Tx, session_id: str, event: Incoming, now: float) -> None:
-        """A signed request works once, where it was sent (issue 21): the first session and event a
-        signature reaches keep it, in the delivery's own transaction; anywhere else it is refused."""
-        import hashlib
-
-        digest = hashlib.sha256(event.signature.encode("utf-8", "surrogatepass")).hexdigest()
-        self._event_lock(tx, "<signature>", digest)  # PostgreSQL: one binding of a signature at a time
-        bound = tx.row("SELECT session_id, event FROM signatures WHERE digest = ?", (digest,))
-        if bound is None:
-            tx.run("INSERT INTO signatures (digest, session_id, event, received_at) VALUES (?, ?, ?, ?)",
-                   (digest, session_id, event.name, now))
-        elif (bound["session_id"], bound["event"]) != (session_id, event.name):
-            raise outcomes.replayed(event.name, session_id)
-
-    def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
-                wait_seq: int | None = None, approvals: list[dict[str, Any]] | None = None) -> EventRecord:
-        """The event's row, as the verdict left it (a consumed one with its wait; a `counted` one with
-        its wait too, not consumed; `approvals`: those that decided a gated wait, issue 23)."""
-        consumed_at = now if wait_seq is not None and verdict.outcome != "counted" else None
-        path = verdict.path if wait_seq is not None else None
-        data = outcomes.recorded_data(verdict.outcome, dict(event.data))  # a refusal: an excerpt at most
-        row_id = tx.insert(
-            "INSERT INTO events (session_id, wait_seq, name, data, received_at, source, event_id, digest, outcome, "
-            "actor, reason, wait_path, consumed_at, detail, verified, approvals) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, wait_seq, event.name, json.dumps(data),  # ensure_ascii: no lone surrogate breaks it
-             now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
-             consumed_at, verdict.detail, int(bool(event.verified)),
-             json.dumps(approvals) if approvals is not None else None))
-        return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
-                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified),
-                           approvals)
-
-    def _judge(self, tx: Tx, session: Session, event: Incoming, gate: dict[str, Any],
-               now: float) -> Outcome | list[dict[str, Any]]:
-        """Issue 23: a delivery that would consume a gated wait, judged by its policy against the wait's
-        counted approvals (read under the session's row lock, so counting is serialized). `forbidden`,
-        `duplicate` (the identity was counted already) and `counted` are recorded and returned as the
-        outcome, nothing else changing; when it decides, the approvals that did (the branch's
-        `delivery.approvals`) are returned, and the caller consumes the wait."""
-        from roast import policy
-
-        rule = policy.from_doc(gate["policy"])
-        path = gate.get("path")
-        prior = [policy.Approval(r["name"], r["actor"], bool(r["verified"]), r["reason"], r["received_at"],
-                                 json.loads(r["data"]))
-                 for r in tx.rows("SELECT name, actor, verified, reason, received_at, data, wait_path FROM events "
-                                  "WHERE session_id = ? AND wait_seq = ? AND outcome = 'counted' ORDER BY id",
-                                  (session.id, session.wait_seq)) if r["wait_path"] == path]
-        judged = policy.decide(rule, event=event.name, actor=event.actor, verified=bool(event.verified),
-                               starter=session.started_by, prior=prior, reason=event.reason, at=now,
-                               data=dict(event.data))
-        if isinstance(judged, policy.Decides):
-            return policy.approval_dicts(judged.approvals)
-        verdict = outcomes.gate_verdict(judged, session, event.name, path)
-        counted = verdict.outcome == "counted"
-        record = self._record(tx, session.id, event, verdict, now, wait_seq=session.wait_seq if counted else None)
-        progress = judged.to_dict() if counted else policy.progress(rule, prior, event.name)
-        return Outcome(verdict.outcome, record, self._session_in(tx, session.id), quorum=progress)
 
     def _unconsume(self, tx: Tx, session: Session, keep: tuple[str, str | None] | None) -> None:
         """Issue 23: a gated wait consumed (by another event, its timeout, a cancel): the approvals still

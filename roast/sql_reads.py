@@ -45,6 +45,7 @@ COLUMNS = ("id, workflow_path, workflow_name, fingerprint, target, status, curso
            "wait_seq, attempt, created_at, updated_at, finished_at, error, output, final_output, reason, "
            "has_definition, cwd, declares, key, definition, owner, notify_pending, ahead, schemas, started_by, "
            "cancelled_by")
+S_COLUMNS = ", ".join(f"s.{c} AS {c}" for c in COLUMNS.split(", "))  # of `sessions s` in a join
 EVENT_COLUMNS = ("name, data, received_at, source, wait_seq, event_id, outcome, actor, reason, wait_path, "
                  "consumed_at, detail, id, verified, approvals")
 _NO_LIMIT = 1 << 62  # LIMIT without a bound, in both dialects
@@ -116,6 +117,15 @@ def _event(row: Row) -> EventRecord:
                        row["event_id"], row["outcome"], row["actor"], row["reason"], row["wait_path"],
                        row["consumed_at"], row["detail"], row["id"], bool(row["verified"]),
                        json.loads(row["approvals"]) if row["approvals"] is not None else None)
+
+
+def prior_where(session_id: str, event_id: str, workflow_scope: str | None) -> tuple[str, tuple[object, ...]]:
+    """`FROM … WHERE …` of the accepted events (`e`) with this id (`Reads._prior`), and its parameters."""
+    if workflow_scope is not None:
+        return (f"FROM events e JOIN sessions s ON s.id = e.session_id WHERE e.event_id = ? AND s.workflow_path = ? "
+                f"AND e.outcome IN ({marks(ACCEPTED)})", (event_id, workflow_scope, *ACCEPTED))
+    return (f"FROM events e WHERE e.session_id = ? AND e.event_id = ? AND e.outcome IN ({marks(ACCEPTED)})",
+            (session_id, event_id, *ACCEPTED))
 
 
 class Tx:
@@ -204,14 +214,10 @@ class Reads:
         return (last["name"], last["received_at"]) if last is not None else None
 
     def _prior(self, tx: Tx, session_id: str, event_id: str, workflow_scope: str | None) -> Row | None:
-        if workflow_scope is not None:
-            return tx.row(f"SELECT e.session_id, e.digest, {', '.join('e.' + c for c in EVENT_COLUMNS.split(', '))} "
-                          "FROM events e JOIN sessions s ON s.id = e.session_id WHERE e.event_id = ? AND "
-                          f"s.workflow_path = ? AND e.outcome IN ({marks(ACCEPTED)}) ORDER BY e.id LIMIT 1",
-                          (event_id, workflow_scope, *ACCEPTED))
-        return tx.row(f"SELECT session_id, digest, {EVENT_COLUMNS} FROM events WHERE session_id = ? AND "
-                      f"event_id = ? AND outcome IN ({marks(ACCEPTED)}) ORDER BY id LIMIT 1",
-                      (session_id, event_id, *ACCEPTED))
+        """The first accepted event with this id: of the session, or (`workflow_scope`) of the workflow."""
+        where, args = prior_where(session_id, event_id, workflow_scope)
+        return tx.row(f"SELECT e.session_id, e.digest, {', '.join('e.' + c for c in EVENT_COLUMNS.split(', '))} "
+                      f"{where} ORDER BY e.id LIMIT 1", args)
 
     def _decided(self, tx: Tx, sessions: builtins.list[Session]) -> builtins.list[Session]:
         """Fill in `decided` of the finished sessions: the event their last wait took, or `timed out`
@@ -360,10 +366,20 @@ class Reads:
             return [s for s in self._sessions(tx, _not_running_here(rows)) if s.orphaned]
 
     def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, list[Row]]:
-        """The session's wait number with its continuation (`wait_seq`, `envelope`), and its deltas."""
-        row = tx.row("SELECT s.wait_seq, c.envelope FROM sessions s LEFT JOIN continuations c "
-                     "ON c.session_id = s.id WHERE s.id = ?", (session_id,))
+        """The session's wait number with its continuation (`wait_seq`, `envelope`) and its saved
+        definition (`definition`, `definition_envelope`), and its deltas."""
+        row = tx.row("SELECT s.wait_seq, c.envelope, s.definition, d.envelope AS definition_envelope FROM sessions s "
+                     "LEFT JOIN continuations c ON c.session_id = s.id LEFT JOIN definitions d "
+                     "ON d.fingerprint = s.definition WHERE s.id = ?", (session_id,))
         return row, tx.rows("SELECT seq, envelope FROM deltas WHERE session_id = ? ORDER BY seq", (session_id,))
+
+    def _session_state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, list[Row]]:
+        """`_state_rows` with every column of the session's row (a dialect may read them at once)."""
+        row = tx.row(f"SELECT {S_COLUMNS}, c.envelope, f.envelope AS definition_envelope FROM sessions s LEFT JOIN "
+                     "continuations c ON c.session_id = s.id LEFT JOIN definitions f ON f.fingerprint = s.definition "
+                     "WHERE s.id = ?", (session_id,))
+        return row, [] if row is None else \
+            tx.rows("SELECT seq, envelope FROM deltas WHERE session_id = ? ORDER BY seq", (session_id,))
 
     def _state_rows_many(self, tx: Tx, session_ids: Sequence[str]) -> list[tuple[Row | None, list[Row]]]:
         """`_state_rows` of each session (a dialect may read them at once)."""
@@ -377,6 +393,20 @@ class Reads:
                 raise missing(session.id)
             row, deltas = self._state_rows(tx, session.id)
         return self._unsealed(session, row, deltas)
+
+    def get_state(self, session_id: str) -> tuple[Session, Continuation | RoastError]:
+        """The session with this (whole) id and its state, read together (a claim under the session's
+        lock, issue 25): the state, or why it cannot be used (for the caller to raise if it needs it)."""
+        check_id(session_id)
+        with self._read() as tx:
+            row, deltas = (None, []) if tx is None else self._session_state_rows(tx, session_id)
+            if row is None or tx is None:
+                raise missing(session_id)
+            session = self._sessions(tx, [row])[0]
+        try:
+            return session, self._unsealed(session, row, deltas)
+        except RoastError as err:
+            return session, err
 
     def load_states(self, sessions: Sequence[Session]) -> dict[str, Continuation | RoastError]:
         """`load_state` of each session, their rows read at once (a batch of `roast tick`, issue 25):
@@ -404,7 +434,9 @@ class Reads:
         base = seal.unseal(bytes(row["envelope"]), keys, bind=seal.session_bind(session.id, seq_now))
         changes = [seal.unseal(bytes(d["envelope"]), keys, bind=f"delta:{session.id}:wait:{seq_now}:{d['seq']}")
                    for d in deltas]
-        return Continuation(base, changes)
+        blob = row["definition_envelope"]  # issue 25: read with the state, one round trip less a claim
+        same = blob is not None and row["definition"] == session.definition
+        return Continuation(base, changes, self._definition(row["definition"], bytes(blob)) if same else None)
 
     def has_definition(self, fingerprint: str) -> bool:
         with self._read() as tx:
@@ -415,9 +447,10 @@ class Reads:
         with self._read() as tx:
             row = None if tx is None else tx.row("SELECT envelope FROM definitions WHERE fingerprint = ?",
                                                  (fingerprint,))
-        if row is None:
-            return None
-        envelope = bytes(row["envelope"])
+        return None if row is None else self._definition(fingerprint, bytes(row["envelope"]))
+
+    def _definition(self, fingerprint: str, envelope: bytes) -> object:
+        """A saved definition's envelope, verified and unpickled (once for the same bytes)."""
         kept = self._definitions.get(fingerprint)
         if kept is not None and kept[0] == envelope:  # issue 25: verified before, byte for byte
             return kept[1]

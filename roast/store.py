@@ -138,9 +138,11 @@ class Outcome(Record):
 
 
 class Continuation(Record):
-    """A session's saved state: the last sealed record and the deltas sealed after it, in order."""
+    """A session's saved state: the last sealed record and the deltas sealed after it, in order;
+    `definition`: its saved definition, verified, when the store read it with them (issue 25)."""
 
-    __slots__ = ("base", "deltas")
+    __slots__ = ("base", "deltas", "definition")
+    _defaults = {"definition": None}
 
 
 class Suspended(Record):
@@ -230,6 +232,7 @@ if TYPE_CHECKING:
         def timers_due(self, *, now: float, limit: int = 100,
                        session_id: str | None = None) -> list[WaitTimer]: ...
         def load_state(self, session: Session) -> Continuation: ...
+        def get_state(self, session_id: str) -> tuple[Session, Continuation | RoastError]: ...
         def load_states(self, sessions: Sequence[Session]) -> dict[str, Continuation | RoastError]: ...
         def has_definition(self, fingerprint: str) -> bool: ...
         def load_definition(self, fingerprint: str) -> object | None: ...

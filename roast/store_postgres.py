@@ -39,9 +39,10 @@ from psycopg.rows import dict_row
 
 from roast import seal
 from roast.pg_errors import PgErrors, not_a_url
+from roast.pg_tx import PgTx, clean, pg_sql
 from roast.errors import NotWaiting, RoastError, StateRefused, StoreUnavailable
 from roast.migrations import POSTGRES as MIGRATIONS, TABLE_COLUMNS
-from roast.sql import COLUMNS, SQLStore, Tx, _session
+from roast.sql import COLUMNS, S_COLUMNS, SQLStore, Tx, _session
 from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
 from roast.store import start_ticks
 
@@ -102,13 +103,6 @@ def _ended_by_server(conn: psycopg.Connection[Row]) -> bool:
     return bool(poller.poll(0))
 
 
-def _clean(value: object) -> object:
-    """PostgreSQL text cannot hold NUL: store U+FFFD instead (SQLite keeps the NUL)."""
-    if type(value) is str and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
-
-
 class _Local(threading.local):
     """This thread's connection: opened lazily, pinned while a hold() is active on it."""
 
@@ -118,6 +112,7 @@ class _Local(threading.local):
         self.ready = False   # the schema was checked (and migrated) on this connection
         self.holds: dict[str, str] = {}  # session id -> holder text, held on self.conn
         self.stray: set[int] = set()  # lock keys a failed `_TAKE` may have left on self.conn
+        self.later: list[str] = []  # sessions let go of inside a write group: at its end, at once
 
 
 class PostgresStore(PgErrors, SQLStore):
@@ -255,7 +250,7 @@ class PostgresStore(PgErrors, SQLStore):
             conn.close()
 
     @contextmanager
-    def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[_Tx]:
+    def _write(self, session_id: str | None = None, *, durable: bool = True) -> Iterator[PgTx]:
         """One `BEGIN … COMMIT`; any error rolls it back and nothing changes. Inside a write group
         (`roast.sql_group`), the group's transaction instead."""
         group = self._joined()
@@ -273,7 +268,7 @@ class PostgresStore(PgErrors, SQLStore):
             else:  # a commit that does not wait for the disk (spawned: a pgid does not outlive a crash)
                 conn.execute("BEGIN; SET LOCAL synchronous_commit = off")
             try:
-                yield _Tx(conn)
+                yield PgTx(conn)
                 fault_point()
                 committing = True
                 if conn.execute("COMMIT").statusmessage != "COMMIT":
@@ -288,17 +283,20 @@ class PostgresStore(PgErrors, SQLStore):
             finally:
                 if self._local.stray:
                     self._let_go_stray(conn)
+                if self._local.later:  # a write group's sessions, held until it ended (`hold`)
+                    later, self._local.later = self._local.later, []
+                    self._unmark(conn, later)
         except psycopg.Error as err:
             self._forget_broken()
             raise self._store_error(err, session_id, committing) from None
         fault_point()
 
     @contextmanager
-    def _read(self) -> Iterator[_Tx | None]:
+    def _read(self) -> Iterator[PgTx | None]:
         """A connection for reading, or None when the store has no tables yet (reads create nothing)."""
         try:
             conn = self._connection(write=False)
-            yield None if conn is None else _Tx(conn)
+            yield None if conn is None else PgTx(conn)
         except psycopg.Error as err:
             self._forget_broken()
             raise self._store_error(err) from None
@@ -367,6 +365,8 @@ class PostgresStore(PgErrors, SQLStore):
         Take it *before* `create`/`deliver`/`take_over`, so a running session is never seen
         without its lock: `with store.hold(sid, "roast resume"): store.deliver(...); ...`.
         """
+        if session_id in self._state().later:
+            self.settle()  # let go of at the end of this thread's write group: end it first
         text = self._not_held_here(session_id, purpose)
         with self._errors():
             conn = self._connection(write=True)
@@ -376,7 +376,10 @@ class PostgresStore(PgErrors, SQLStore):
         try:
             yield
         finally:
-            self._unmark(conn, [session_id])
+            if self._joined() is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                self._state().later.append(session_id)  # issue 25: once the group's claims commit, all at once
+            else:
+                self._unmark(conn, [session_id])
 
     def hold_many(self, session_ids: Sequence[str], purpose: str) -> dict[str, RoastError | None]:
         """`hold` of each session until `let_go`: the locks and their holders rows taken in one round
@@ -469,7 +472,7 @@ class PostgresStore(PgErrors, SQLStore):
                 raise
             if got is not None and got["ok"]:
                 return
-            rows = conn.execute(_pg(_LIVE_LOCKS), ([key],)).fetchall()
+            rows = conn.execute(pg_sql(_LIVE_LOCKS), ([key],)).fetchall()
             if not rows:
                 continue  # released between the two statements: try again
             holder = rows[0]
@@ -498,7 +501,7 @@ class PostgresStore(PgErrors, SQLStore):
         keys = list(local.stray - {lock_key(sid) for sid in local.holds})
         local.stray.clear()
         try:
-            conn.execute(_pg(_LET_GO), (keys,))
+            conn.execute(pg_sql(_LET_GO), (keys,))
         except psycopg.Error:
             pass  # the connection failed: the server drops its locks with it
 
@@ -526,6 +529,9 @@ class PostgresStore(PgErrors, SQLStore):
     def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, builtins.list[Row]]:
         return _state_of(tx.row(_STATE, (session_id,)))
 
+    def _session_state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, builtins.list[Row]]:
+        return _state_of(tx.row(_SESSION_STATE, (session_id,)))
+
     def _state_rows_many(self, tx: Tx, session_ids: Sequence[str]) -> builtins.list[tuple[Row | None, builtins.list[Row]]]:
         found = {r["id"]: r for r in tx.rows(_STATES, (list(session_ids),))} if session_ids else {}
         return [_state_of(found.get(sid)) for sid in session_ids]
@@ -535,72 +541,6 @@ class PostgresStore(PgErrors, SQLStore):
         return self._keyring(None, signing=True)
 
 
-class _Tx(Tx):
-    """`?` placeholders become psycopg's `%s` (once per statement text), and every parameter
-    passes `_clean` (no NUL in text)."""
-
-    __slots__ = ()
-
-    def _sql(self, sql: str) -> str:
-        return _pg(sql)
-
-    def _params(self, params: Sequence[object]) -> Sequence[object]:
-        return tuple(_clean(v) for v in params)
-
-    def insert(self, sql: str, params: Sequence[object]) -> int:
-        row = self.row(_returning(sql), params)
-        assert row is not None
-        return int(row["id"])
-
-    def batch(self, statements: Sequence[tuple[str, Sequence[object]]]) -> builtins.list[tuple[int, builtins.list[Row]]]:
-        """All in one round trip: one statement many times as psycopg's `executemany` (pipelined),
-        different ones in a pipeline. Each one's (rows changed, rows returned), in order."""
-        if len(statements) < 2:  # none, or one: as `rows` would (a pipeline costs more than one statement)
-            return [_result(self.conn.execute(_pg(_returning(sql)), self._params(p))) for sql, p in statements]
-        conn, first = self.conn, statements[0][0]
-        if all(sql == first for sql, _ in statements):
-            merged = _per_session(first, statements)
-            if merged is not None:  # one statement over every session, each one's count from RETURNING
-                counts: dict[str, int] = {}
-                for row in conn.execute(_pg(merged), ([p[0] for _, p in statements],)).fetchall():
-                    counts[row["session_id"]] = counts.get(row["session_id"], 0) + 1
-                return [(counts.get(str(p[0]), 0), []) for _, p in statements]
-            cur = conn.cursor()
-            cur.executemany(_pg(_returning(first)), [self._params(p) for _, p in statements], returning=True)
-            done = []
-            while True:
-                done.append(_result(cur))
-                if not cur.nextset():
-                    return done
-        with conn.pipeline():
-            curs = [conn.execute(_pg(_returning(sql)), self._params(p)) for sql, p in statements]
-        return [_result(c) for c in curs]
-
-
-def _per_session(sql: str, statements: Sequence[tuple[str, Sequence[object]]]) -> str | None:
-    """A DELETE or UPDATE whose one parameter is the session id, given for distinct sessions (the
-    ends a write group defers, `roast.sql_group`): the same statement over all of them at once, the
-    rows it changed returned by session. None: not of that form (sent as they are)."""
-    if not sql.startswith(("DELETE FROM ", "UPDATE ")) or sql.count("?") != 1 or " WHERE session_id = ? " not in sql + " ":
-        return None
-    if any(len(p) != 1 for _, p in statements) or len({p[0] for _, p in statements}) != len(statements):
-        return None
-    return sql.replace(" WHERE session_id = ?", " WHERE session_id = ANY(?::text[])") + " RETURNING session_id"
-
-
-def _returning(sql: str) -> str:
-    """An INSERT returns its new row's id (`Tx.batch`)."""
-    return sql + " RETURNING id" if sql.startswith("INSERT") else sql
-
-
-def _result(cur: psycopg.Cursor[Row]) -> tuple[int, builtins.list[Row]]:
-    """(rows changed, rows returned); whether it returned rows asked of libpq (psycopg's
-    `description` builds a record of every column)."""
-    rows = cur.pgresult is not None and cur.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK
-    return int(cur.rowcount), cur.fetchall() if rows else []
-
-
-_STATEMENTS: dict[str, str] = {}
 # pg_try_advisory_lock, and the holders row that names us, in one statement (`_lock_session`)
 _TAKE = ("WITH got AS (SELECT pg_try_advisory_lock(%(key)s::int8) AS ok), "
          "mark AS (INSERT INTO holders (session_id, lock_key, holder, backend_pid, host, pid, start, since) "
@@ -617,12 +557,14 @@ _LET_GO = ("SELECT pg_advisory_unlock(l.k) FROM unnest(?::int8[]) AS l(k) WHERE 
 
 
 def _take_params(session_id: str, key: int, text: str) -> dict[str, object]:
-    return {"key": key, "sid": session_id, "holder": _clean(text), "host": HOST, "pid": os.getpid(),
+    return {"key": key, "sid": session_id, "holder": clean(text), "host": HOST, "pid": os.getpid(),
             "start": start_ticks(os.getpid()), "now": time.time(), "app": text[:63]}
 # one statement, one snapshot: the continuation, its deltas and the wait number agree
 _STATE = ("SELECT s.id, s.wait_seq, c.envelope, ARRAY(SELECT d.seq FROM deltas d WHERE d.session_id = s.id ORDER BY "
-          "d.seq) AS seqs, ARRAY(SELECT d.envelope FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) AS blobs "
-          "FROM sessions s LEFT JOIN continuations c ON c.session_id = s.id WHERE s.id = ?")
+          "d.seq) AS seqs, ARRAY(SELECT d.envelope FROM deltas d WHERE d.session_id = s.id ORDER BY d.seq) AS blobs, "
+          "s.definition, f.envelope AS definition_envelope FROM sessions s LEFT JOIN continuations c "
+          "ON c.session_id = s.id LEFT JOIN definitions f ON f.fingerprint = s.definition WHERE s.id = ?")
+_SESSION_STATE = _STATE.replace("SELECT s.id, s.wait_seq, ", f"SELECT {S_COLUMNS}, ")  # the row as well (`get_state`)
 _STATES = _STATE.replace("WHERE s.id = ?", "WHERE s.id = ANY(?::text[])")  # a batch's states (`load_states`)
 
 
@@ -639,11 +581,3 @@ def _no_wait(conn: psycopg.Connection[Row]) -> str:
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         return ", set_config('synchronous_commit', 'off', true)"
     return ""
-
-
-def _pg(sql: str) -> str:
-    """`roast.sql`'s statement with psycopg's placeholders (cached: rewritten once per text)."""
-    found = _STATEMENTS.get(sql)
-    if found is None:
-        found = _STATEMENTS[sql] = sql.replace("%", "%%").replace("?", "%s")
-    return found

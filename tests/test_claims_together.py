@@ -129,6 +129,47 @@ def test_on_postgresql_a_hold_refused_after_taking_its_lock_lets_the_lock_go(wf,
     assert api.resume("approved", session_id=a, run=False, store=store).outcome == "consumed"
 
 
+def test_on_postgresql_a_group_lets_go_of_its_sessions_once_its_claims_are_committed(wf, pg_url, monkeypatch) -> None:
+    """Issue 25: the sessions a group claims stay locked until its commit has made their claims
+    durable, then are let go of together (one round trip a group, not one a claim). A hold of a
+    session the group claimed ends the group first (the lock would otherwise be this thread's twice)."""
+    import psycopg
+    from conftest import TEST_KEY
+
+    from roast.store_postgres import lock_key
+
+    monkeypatch.setenv("ROAST_STORE", pg_url)
+    monkeypatch.setenv("ROAST_KEY", TEST_KEY)
+    path = wf(WAITING)
+    a, b, c = (roast.run(path).session_id for _ in range(3))
+    store = api.open_store()
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        def locked(*sids: str) -> int:
+            return other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                                 "((classid::int8 << 32) | objid::int8) = ANY(%s)",
+                                 ([lock_key(s) for s in sids],)).fetchone()[0]
+
+        seen: list[int] = []
+        with store.grouped():
+            for sid in (a, b):
+                assert _claim(store, sid, event_id=f"e-{sid}")().outcome == "consumed"
+            seen.append(locked(a, b))  # claimed, not yet committed: still held
+            seen.append(other.execute("SELECT count(*) FROM sessions WHERE id = ANY(%s) AND status = 'running'",
+                                      ([a, b],)).fetchone()[0])
+            again = _claim(store, a, event_id=f"e-{a}")()  # running now: answered without a hold
+            with store.hold(a, "roast test"):  # the group commits and lets go of both, then a is taken
+                seen.append(locked(a, b))
+                seen.append(other.execute("SELECT count(*) FROM sessions WHERE id = ANY(%s) AND status = 'running'",
+                                          ([a, b],)).fetchone()[0])
+        assert seen == [2, 0, 1, 2], seen
+        assert again.outcome == "duplicate"
+        assert locked(a, b, c) == 0
+        assert other.execute("SELECT count(*) FROM holders").fetchone()[0] == 0
+    for sid in (a, b):
+        assert api.session(sid).status == "running" and [e.outcome for e in api.deliveries(sid)] == ["consumed"]
+    assert api.session(c).status == "waiting"
+
+
 HOLDER = r"""
 import os, sys, time
 from roast import api

@@ -211,7 +211,7 @@ def test_a_store_error_inside_a_batch_rolls_its_claims_back_and_the_next_tick_fi
     wf = workflows(tmp_path)
     ids = [roast.run(wf["ends"], store=store, now=lambda: T0).session_id for _ in range(3)]
     if is_pg(store):
-        from roast.store_postgres import _Tx as Tx  # noqa: N814  (its own batch: a pipeline)
+        from roast.pg_tx import PgTx as Tx  # noqa: N814  (its own batch: a pipeline)
     real_batch, ends = Tx.batch, []
 
     def full_disk(self: Tx, statements: Any) -> Any:  # the ends of the sessions' runs: batched at the commit

@@ -10,13 +10,13 @@ ROAST = Path(__file__).resolve().parent.parent / "roast"
 ORDER = ["errors", "record", "expressions", "webhook_aim", "settings", "shell_lex", "shell", "schema", "pages", "inbox", "policy",
          "timers", "providers", "tools", "tool_calls", "context", "seal", "signed", "yaml_lines", "workflow", "requests",
          "steps", "leaves", "tree", "checks", "compiler", "runner", "webhooks", "effects", "links", "store",
-         "outcomes", "migrations", "sql_reads", "sql_group", "sql",
-         "store_sqlite", "pg_errors", "store_postgres", "store_copy", "store_url", "definition", "stop", "views", "drive", "deliver", "reminders", "firing", "claiming", "worker",
+         "outcomes", "migrations", "sql_reads", "sql_group", "sql_deliver", "sql",
+         "store_sqlite", "pg_errors", "pg_tx", "store_postgres", "store_copy", "store_url", "definition", "stop", "views", "drive", "deliver", "reminders", "firing", "claiming", "worker",
          "api", "gates", "approvals", "display", "approval_html", "http_guard", "serve_intake", "serve_claims", "serve", "people", "cli_store",
          "cli_approve", "cli"]
 FACES = {"display", "approval_html", "http_guard", "cli", "cli_store", "serve", "people", "serve_intake", "cli_approve",
          "serve_claims"}
-STORES = {"sql", "sql_group", "sql_reads", "migrations", "store_sqlite", "pg_errors", "store_postgres", "store_copy",
+STORES = {"sql", "sql_deliver", "sql_group", "sql_reads", "migrations", "store_sqlite", "pg_errors", "pg_tx", "store_postgres", "store_copy",
           "store_url"}
 ENTRY_POINTS = {"__init__", "__main__"}
 

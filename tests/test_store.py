@@ -813,6 +813,20 @@ def test_a_definition_tampered_after_this_store_loaded_it_is_refused_by_the_same
         store.load_definition("d" * 64)
 
 
+def test_a_state_is_read_with_its_definition_and_a_tampered_definition_is_refused_there(store: Any) -> None:
+    """Issue 25: a claim reads the session's saved definition with its state, in the same statement,
+    verified as `load_definition` verifies it: damage is refused there too, by the same store."""
+    definition = {"data": {"steps": ["$(echo hi)"]}}
+    sid = make(store, definition=definition, fingerprint="c" * 64)
+    session = store.get(sid)
+    assert session.definition == "c" * 64 and store.load_state(session).definition == definition
+    blob = bytearray(raw(store, "SELECT envelope FROM definitions")[0][0])
+    blob[-5] ^= 1
+    raw(store, "UPDATE definitions SET envelope = ?", (bytes(blob),))
+    with pytest.raises(StateRefused, match=f"the saved definition {'c' * 12} failed its integrity check"):
+        store.load_state(session)
+
+
 # --------------------------------------------------------------------------- steps, listing, pruning
 
 def test_spawned_records_the_process_group_and_host_of_an_attempt(store: Any) -> None:
