@@ -364,6 +364,8 @@ class PostgresStore(PgErrors, SQLStore):
 
         Take it *before* `create`/`deliver`/`take_over`, so a running session is never seen
         without its lock: `with store.hold(sid, "roast resume"): store.deliver(...); ...`.
+        Inside a write group's open transaction it is let go of when the group ends, with the
+        others of the group (one round trip), so never before the claim made under it commits.
         """
         if session_id in self._state().later:
             self.settle()  # let go of at the end of this thread's write group: end it first
