@@ -88,10 +88,10 @@ def test_on_postgresql_a_claim_sends_nine_statements_alone_and_six_in_a_group(
     from roast.store_postgres import PostgresStore
 
     monkeypatch.setenv("ROAST_KEY", TEST_KEY)
-    store = PostgresStore(pg_url)
+    pg_store = PostgresStore(pg_url)
     (tmp_path / "claim.yml").write_text(WAITS)
     monkeypatch.chdir(tmp_path)
-    sids = [roast.run(tmp_path / "claim.yml", store=store).session_id for _ in range(5)]
+    sids = [roast.run(tmp_path / "claim.yml", store=pg_store).session_id for _ in range(5)]
     sent: list[str] = []
     for name in ("execute", "executemany"):
         real = getattr(psycopg.Cursor, name)
@@ -102,15 +102,15 @@ def test_on_postgresql_a_claim_sends_nine_statements_alone_and_six_in_a_group(
 
         monkeypatch.setattr(psycopg.Cursor, name, spy)
     try:
-        assert roast.resume("go", session_id=sids[0], store=store, run=False).outcome == "consumed"
+        assert roast.resume("go", session_id=sids[0], store=pg_store, run=False).outcome == "consumed"
         alone = list(sent)
         sent.clear()
-        got = api.together([lambda sid=sid: roast.resume("go", session_id=sid, store=store, run=False)
-                            for sid in sids[1:]], store=store)
+        got = api.together([lambda sid=sid: roast.resume("go", session_id=sid, store=pg_store, run=False)
+                            for sid in sids[1:]], store=pg_store)
     finally:
         monkeypatch.undo()
     assert len(alone) == 9, alone
     assert [value.outcome for ok, value in got if ok] == ["consumed"] * 4, got
     assert len(sent) == 6 * 4 + 3, sent
     assert sum(q.startswith("WITH gone AS (DELETE FROM holders") for q in sent) == 1, sent
-    store.close()
+    pg_store.close()
