@@ -87,16 +87,13 @@ class Deliveries:
                     if isinstance(judged, Outcome):
                         return judged
                     approvals = judged
-                # recorded first, so the compare-and-set also hands the runner its event (one statement
-                # less, issue 25); if it loses, the transaction is rolled back, the record with it
-                consumed = self._record(tx, session_id, event, verdict, now, wait_seq=session.wait_seq,
-                                        approvals=approvals, guard=riding is not None, scope=workflow_scope)
-                if consumed is None:  # the event id was accepted before: nothing was recorded
+                taken = self._consume(tx, session, event, verdict, now, approvals, riding is not None, workflow_scope,
+                                      workflow_path)
+                if taken is None:  # the event id was accepted before: nothing was recorded
                     prior = self._prior(tx, session_id, event.event_id or "", workflow_scope)
                     assert prior is not None
                     return self._duplicate(tx, event, prior)
-                row = self._flip(tx, session, now, consumer=verdict.path, keep=(event.name, verdict.path),
-                                 pending=consumed.row, moved=workflow_path, returning=True)
+                consumed, row = taken
                 after = self._sessions(tx, [row])[0] if row is not None else self._session_in(tx, session_id)
                 return Outcome("consumed", consumed, after)
             return Outcome(verdict.outcome, self._record(tx, session_id, event, verdict, now), session)
@@ -137,13 +134,25 @@ class Deliveries:
               "actor, reason, wait_path, consumed_at, detail, verified, approvals) ")
     _EVENT_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 
-    def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
-                wait_seq: int | None = None, approvals: list[dict[str, Any]] | None = None,
-                guard: bool = False, scope: str | None = None) -> EventRecord | None:
-        """The event's row, as the verdict left it (a consumed one with its wait; a `counted` one with
-        its wait too, not consumed; `approvals`: those that decided a gated wait, issue 23). `guard`:
-        None, and nothing recorded, where its id was accepted before (by the session, or by a session
-        of the workflow `scope` names: `_prior`)."""
+    def _consume(self, tx: Tx, session: Session, event: Incoming, verdict: outcomes.Verdict, now: float,
+                 approvals: list[dict[str, Any]] | None, guard: bool, scope: str | None,
+                 moved: str | None) -> tuple[EventRecord, Row | None] | None:
+        """The consumed event recorded, then the compare-and-set that hands it to the runner (`_flip`;
+        if it loses, the transaction is rolled back, the record with it): the record and the session's
+        row as the flip left it. None where `guard` found the event id accepted before (nothing
+        recorded). A dialect may send both as one statement (PostgreSQL, issue 25)."""
+        consumed = self._record(tx, session.id, event, verdict, now, wait_seq=session.wait_seq,
+                                approvals=approvals, guard=guard, scope=scope)
+        if consumed is None:
+            return None
+        return consumed, self._flip(tx, session, now, consumer=verdict.path, keep=(event.name, verdict.path),
+                                    pending=consumed.row, moved=moved, returning=True)
+
+    def _event_insert(self, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
+                      wait_seq: int | None, approvals: list[dict[str, Any]] | None, guard: bool,
+                      scope: str | None) -> tuple[str, tuple[object, ...], EventRecord]:
+        """`_record`'s INSERT (returning nothing, with `guard`, where the id was accepted before), its
+        parameters, and the record it makes but for its row id."""
         consumed_at = now if wait_seq is not None and verdict.outcome != "counted" else None
         path = verdict.path if wait_seq is not None else None
         data = outcomes.recorded_data(verdict.outcome, dict(event.data))  # a refusal: an excerpt at most
@@ -151,18 +160,26 @@ class Deliveries:
                   now, event.source, event.event_id, event.digest, verdict.outcome, event.actor, event.reason, path,
                   consumed_at, verdict.detail, int(bool(event.verified)),
                   json.dumps(approvals) if approvals is not None else None)
+        record = EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome, event.actor,
+                             event.reason, path, consumed_at, verdict.detail, None, bool(event.verified), approvals)
         if not guard:
-            row_id = tx.insert(f"{self._EVENT}VALUES ({self._EVENT_VALUES})", params)
-        else:
-            where, args = prior_where(session_id, event.event_id or "", scope)
-            rows = tx.rows(f"{self._EVENT}SELECT {self._EVENT_VALUES} WHERE NOT EXISTS (SELECT 1 {where}) "
-                           "RETURNING id", (*params, *args))
-            if not rows:
-                return None
-            row_id = int(rows[0]["id"])
-        return EventRecord(event.name, data, now, event.source, wait_seq, event.event_id, verdict.outcome,
-                           event.actor, event.reason, path, consumed_at, verdict.detail, row_id, bool(event.verified),
-                           approvals)
+            return f"{self._EVENT}VALUES ({self._EVENT_VALUES})", params, record
+        where, args = prior_where(session_id, event.event_id or "", scope)
+        return (f"{self._EVENT}SELECT {self._EVENT_VALUES} WHERE NOT EXISTS (SELECT 1 {where})", (*params, *args),
+                record)
+
+    def _record(self, tx: Tx, session_id: str, event: Incoming, verdict: outcomes.Verdict, now: float,
+                wait_seq: int | None = None, approvals: list[dict[str, Any]] | None = None,
+                guard: bool = False, scope: str | None = None) -> EventRecord | None:
+        """The event's row, as the verdict left it (a consumed one with its wait; a `counted` one with
+        its wait too, not consumed; `approvals`: those that decided a gated wait, issue 23). `guard`:
+        None, and nothing recorded, where its id was accepted before (by the session, or by a session
+        of the workflow `scope` names: `_prior`)."""
+        sql, params, record = self._event_insert(session_id, event, verdict, now, wait_seq, approvals, guard, scope)
+        if not guard:
+            return record._replace(row=tx.insert(sql, params))
+        rows = tx.rows(f"{sql} RETURNING id", params)
+        return record._replace(row=int(rows[0]["id"])) if rows else None
 
     def _judge(self, tx: Tx, session: Session, event: Incoming, gate: dict[str, Any],
                now: float) -> Outcome | list[dict[str, Any]]:

@@ -37,13 +37,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from roast import seal
+from roast import outcomes, seal
 from roast.pg_errors import PgErrors, not_a_url
 from roast.pg_tx import PgTx, clean, pg_sql
 from roast.errors import NotWaiting, RoastError, StateRefused, StoreUnavailable
 from roast.migrations import POSTGRES as MIGRATIONS, TABLE_COLUMNS
+from roast.outcomes import Verdict, not_waiting
 from roast.sql import COLUMNS, S_COLUMNS, SQLStore, Tx, _session
-from roast.store import HOST, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
+from roast.store import HOST, EventRecord, Incoming, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
 from roast.store import start_ticks
 
 if TYPE_CHECKING:
@@ -520,6 +521,22 @@ class PostgresStore(PgErrors, SQLStore):
         found = {r["id"]: r for r in tx.rows(_LOCK_ROWS, (list(session_ids),))}
         return [found.get(sid) for sid in session_ids]
 
+    def _consume(self, tx: Tx, session: Session, event: Incoming, verdict: Verdict, now: float,
+                 approvals: builtins.list[dict[str, Any]] | None, guard: bool, scope: str | None,
+                 moved: str | None) -> tuple[EventRecord, Row | None] | None:
+        # the event and the compare-and-set in one statement: one round trip less a claim (issue 25)
+        sql, params, record = self._event_insert(session.id, event, verdict, now, session.wait_seq, approvals, guard,
+                                                 scope)
+        flip = self._flip_params(session, now, outcomes.still_ahead(session, now, verdict.path), None, moved)
+        row = tx.row(f"WITH ev AS ({sql} RETURNING id), {_CONSUMED}", (*params, *flip[:3], *flip[4:]))
+        if row is None or row["event_row"] is None:
+            return None  # the event id was accepted before: nothing recorded, nothing flipped
+        if row["id"] is None:
+            raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
+                              self._last_event(tx, session.id))
+        self._unconsume(tx, session, (event.name, verdict.path))
+        return record._replace(row=int(row["event_row"])), row
+
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
         # one workflow-wide check of an event id at a time (the session rows are locked one by one)
         tx.run("SELECT pg_advisory_xact_lock(?)", (_key(f"roast-event:{workflow_scope}:{event_id}"),))
@@ -572,6 +589,10 @@ _STATES = _STATE.replace("WHERE s.id = ?", "WHERE s.id = ANY(?::text[])")  # a b
 
 def _state_of(row: Row | None) -> tuple[Row | None, builtins.list[Row]]:
     return row, [] if row is None else [{"seq": q, "envelope": b} for q, b in zip(row["seqs"], row["blobs"])]
+# `_consume`'s compare-and-set, handed the event `ev` inserted (and only if it was), with the row it left
+_CONSUMED = ("up AS (" + SQLStore._FLIP.replace("pending_event = COALESCE(?, pending_event)", "pending_event = "
+             "(SELECT id FROM ev)") + f" AND EXISTS (SELECT 1 FROM ev) RETURNING {COLUMNS}) SELECT (SELECT id FROM ev) "
+             "AS event_row, up.* FROM (SELECT 1) AS one LEFT JOIN up ON true")
 _LOCK_ROW = f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ? FOR UPDATE"
 _LOCK_ROWS = (f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ANY(?::text[]) "
               'ORDER BY id COLLATE "C" FOR UPDATE')

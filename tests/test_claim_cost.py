@@ -74,13 +74,14 @@ def test_an_event_id_another_session_of_the_workflow_took_is_a_duplicate_when_de
     assert (got.outcome, got.session.id) == ("consumed", b)
 
 
-def test_on_postgresql_a_claim_sends_nine_statements_alone_and_six_in_a_group(
+def test_on_postgresql_a_claim_sends_eight_statements_alone_and_five_in_a_group(
         pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Issue 25: on PostgreSQL each statement is a round trip, the cost of a claim there. Alone: the
     row (find), the session's lock with its holders row, the row again with its state and saved
-    definition, BEGIN, the row lock, the event (its id checked by the INSERT), the compare-and-set,
-    COMMIT, and letting go of the lock. In a group (`roast serve`), BEGIN and COMMIT are the group's,
-    and its sessions are let go of together after the COMMIT: six a claim, three a group."""
+    definition, BEGIN, the row lock, the event (its id checked by the INSERT) with the compare-and-set
+    that hands it to the runner, COMMIT, and letting go of the lock. In a group (`roast serve`),
+    BEGIN and COMMIT are the group's, and its sessions are let go of together after the COMMIT:
+    five a claim, three a group."""
     import psycopg
     from conftest import TEST_KEY
 
@@ -109,8 +110,8 @@ def test_on_postgresql_a_claim_sends_nine_statements_alone_and_six_in_a_group(
                             for sid in sids[1:]], store=pg_store)
     finally:
         monkeypatch.undo()
-    assert len(alone) == 9, alone
+    assert len(alone) == 8, alone
     assert [value.outcome for ok, value in got if ok] == ["consumed"] * 4, got
-    assert len(sent) == 6 * 4 + 3, sent
+    assert len(sent) == 5 * 4 + 3, sent
     assert sum(q.startswith("WITH gone AS (DELETE FROM holders") for q in sent) == 1, sent
     pg_store.close()

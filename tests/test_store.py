@@ -813,6 +813,26 @@ def test_a_definition_tampered_after_this_store_loaded_it_is_refused_by_the_same
         store.load_definition("d" * 64)
 
 
+def test_a_consumed_event_whose_compare_and_set_loses_is_not_kept(store: Any) -> None:
+    """Issue 25: the consumed event is recorded with the compare-and-set that hands it to the runner
+    (one statement on PostgreSQL). Should the compare-and-set find the session no longer at the wait
+    the claim read (a row lock that did not hold), the claim is refused and its event not kept."""
+    from roast import outcomes
+
+    sid = waiting(store)
+    read = store.get(sid)
+    verdict = outcomes.decide(read, "approved", holding=True, now=T0 + 10)
+    stale = read._replace(wait_seq=read.wait_seq + 1)
+    with pytest.raises(NotWaiting):
+        with store._write(sid) as tx:
+            store._consume(tx, stale, event(event_id="e-1"), verdict, T0 + 10, None, True, None, None)
+    assert store.get(sid).status == "waiting" and store.events(sid) == []
+    with store._write(sid) as tx:
+        consumed, row = store._consume(tx, read, event(event_id="e-1"), verdict, T0 + 10, None, True, None, None)
+    assert (row["status"], consumed.name, consumed.event_id) == ("running", "approved", "e-1")
+    assert [e.outcome for e in store.events(sid)] == ["consumed"]
+
+
 def test_a_state_is_read_with_its_definition_and_a_tampered_definition_is_refused_there(store: Any) -> None:
     """Issue 25: a claim reads the session's saved definition with its state, in the same statement,
     verified as `load_definition` verifies it: damage is refused there too, by the same store."""
