@@ -3,7 +3,8 @@ sent to a session (consumed, kept for later, a duplicate, late, refused) and rec
 signature binding (issue 21) and a gated wait's policy (issue 23).
 
 Knows no dialect: `roast.sql` gives it the session's row lock and the compare-and-set (`_flip`),
-and `SQLStore` mixes it in beside `Reads` and `Grouping`.
+and `SQLStore` mixes it in beside `Reads` and `Grouping`. A dialect may send the consumed event's
+INSERT and the compare-and-set as one statement (`_consume`: PostgreSQL, a round trip less a claim).
 """
 from __future__ import annotations
 
