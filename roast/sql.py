@@ -292,11 +292,16 @@ class SQLStore(Grouping, Deliveries, Reads):
         params = self._flip_params(session, now, outcomes.still_ahead(session, now, consumer), pending, moved)
         rows = tx.rows(f"{self._FLIP} RETURNING {COLUMNS}", params) if returning and self.returning else None
         row = rows[0] if rows else None  # (all fetched: the statement has ended)
-        if (len(rows) if rows is not None else tx.run(self._FLIP, params)) != 1:
+        self._flipped(tx, session, (len(rows) if rows is not None else tx.run(self._FLIP, params)) == 1, keep)
+        return row
+
+    def _flipped(self, tx: Tx, session: Session, won: bool, keep: tuple[str, str | None] | None) -> None:
+        """After the compare-and-set: refused (the transaction rolled back) when it lost; else the
+        approvals counted toward the wait it consumed are settled (`_unconsume`)."""
+        if not won:
             raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
                               self._last_event(tx, session.id))
         self._unconsume(tx, session, keep)
-        return row
 
     def _claim(self, tx: Tx, session: Session, data: dict[str, Any], source: str, now: float) -> EventRecord:
         """A late event's wait, claimed for its timeout: the runner is handed it, and so is recovery

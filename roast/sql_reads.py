@@ -367,11 +367,8 @@ class Reads:
 
     def _state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, list[Row]]:
         """The session's wait number with its continuation (`wait_seq`, `envelope`) and its saved
-        definition (`definition`, `definition_envelope`), and its deltas."""
-        row = tx.row("SELECT s.wait_seq, c.envelope, s.definition, d.envelope AS definition_envelope FROM sessions s "
-                     "LEFT JOIN continuations c ON c.session_id = s.id LEFT JOIN definitions d "
-                     "ON d.fingerprint = s.definition WHERE s.id = ?", (session_id,))
-        return row, tx.rows("SELECT seq, envelope FROM deltas WHERE session_id = ? ORDER BY seq", (session_id,))
+        definition (`definition`, `definition_envelope`), and its deltas (a dialect may read less)."""
+        return self._session_state_rows(tx, session_id)
 
     def _session_state_rows(self, tx: Tx, session_id: str) -> tuple[Row | None, list[Row]]:
         """`_state_rows` with every column of the session's row (a dialect may read them at once)."""

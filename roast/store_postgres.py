@@ -42,7 +42,7 @@ from roast.pg_errors import PgErrors, not_a_url
 from roast.pg_tx import PgTx, clean, pg_sql
 from roast.errors import NotWaiting, RoastError, StateRefused, StoreUnavailable
 from roast.migrations import POSTGRES as MIGRATIONS, TABLE_COLUMNS
-from roast.outcomes import Verdict, not_waiting
+from roast.outcomes import Verdict
 from roast.sql import COLUMNS, S_COLUMNS, SQLStore, Tx, _session
 from roast.store import HOST, EventRecord, Incoming, Session, check_id, fault_point, mask_url, mine, process_alive, running_here
 from roast.store import start_ticks
@@ -528,13 +528,10 @@ class PostgresStore(PgErrors, SQLStore):
         sql, params, record = self._event_insert(session.id, event, verdict, now, session.wait_seq, approvals, guard,
                                                  scope)
         flip = self._flip_params(session, now, outcomes.still_ahead(session, now, verdict.path), None, moved)
-        row = tx.row(f"WITH ev AS ({sql} RETURNING id), {_CONSUMED}", (*params, *flip[:3], *flip[4:]))
+        row = tx.row(f"WITH ev AS ({sql} RETURNING id), {_CONSUMED}", (*params, *flip))
         if row is None or row["event_row"] is None:
             return None  # the event id was accepted before: nothing recorded, nothing flipped
-        if row["id"] is None:
-            raise not_waiting(self._session_in(tx, session.id), session.id, session.wait_seq,
-                              self._last_event(tx, session.id))
-        self._unconsume(tx, session, (event.name, verdict.path))
+        self._flipped(tx, session, row["id"] is not None, (event.name, verdict.path))
         return record._replace(row=int(row["event_row"])), row
 
     def _event_lock(self, tx: Tx, workflow_scope: str, event_id: str) -> None:
@@ -590,9 +587,10 @@ _STATES = _STATE.replace("WHERE s.id = ?", "WHERE s.id = ANY(?::text[])")  # a b
 def _state_of(row: Row | None) -> tuple[Row | None, builtins.list[Row]]:
     return row, [] if row is None else [{"seq": q, "envelope": b} for q, b in zip(row["seqs"], row["blobs"])]
 # `_consume`'s compare-and-set, handed the event `ev` inserted (and only if it was), with the row it left
-_CONSUMED = ("up AS (" + SQLStore._FLIP.replace("pending_event = COALESCE(?, pending_event)", "pending_event = "
-             "(SELECT id FROM ev)") + f" AND EXISTS (SELECT 1 FROM ev) RETURNING {COLUMNS}) SELECT (SELECT id FROM ev) "
-             "AS event_row, up.* FROM (SELECT 1) AS one LEFT JOIN up ON true")
+_CONSUMED = ("up AS (" + SQLStore._FLIP.replace("COALESCE(?, pending_event)", "COALESCE(?, (SELECT id FROM ev))")
+             + f" AND EXISTS (SELECT 1 FROM ev) RETURNING {COLUMNS}) SELECT (SELECT id FROM ev) AS event_row, up.* "
+             "FROM (SELECT 1) AS one LEFT JOIN up ON true")
+assert "(SELECT id FROM ev))" in _CONSUMED  # `_FLIP` still hands the runner its event that way
 _LOCK_ROW = f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ? FOR UPDATE"
 _LOCK_ROWS = (f"SELECT {COLUMNS}, pending_event, delta_seq FROM sessions WHERE id = ANY(?::text[]) "
               'ORDER BY id COLLATE "C" FOR UPDATE')
